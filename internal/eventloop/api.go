@@ -1,0 +1,219 @@
+package eventloop
+
+import (
+	"crypto/tls"
+	"log/slog"
+	"time"
+
+	"github.com/mqspool/mqspool/internal/message"
+	"github.com/mqspool/mqspool/internal/state"
+)
+
+// Request is one message to publish. Seq identifies it to the caller: the
+// loop reports it in events and journal changes and passes it to
+// [Source.Load] to fetch the message again for a retransmission.
+type Request struct {
+	Seq     uint64
+	Message message.Message
+	// Enqueued is when the message was accepted. A Message Expiry
+	// Interval is aged by the time since then; zero means now.
+	Enqueued time.Time
+}
+
+// Source yields the requests to publish, in order. The loop calls it only
+// from the goroutine that runs [Loop.Poll].
+type Source interface {
+	// Next returns the next request not yet handed out, or ok false when
+	// none is ready now. It must not block on anything slower than a
+	// short read of local storage.
+	Next() (req Request, ok bool, err error)
+	// Ready returns a channel that receives a value whenever Next may have
+	// a new request after having returned ok false.
+	Ready() <-chan struct{}
+	// Load returns the request with seq again, for retransmission and for
+	// flows restored from saved state.
+	Load(seq uint64) (Request, error)
+}
+
+// Journal makes session changes durable. The loop calls Commit from a
+// goroutine of its own, with changes in the order they happened, and
+// writes a packet that depends on a change only after Commit returned nil
+// for it. An error stops the loop: state it cannot persist must not reach
+// the wire.
+type Journal interface {
+	Commit(changes []state.Change) error
+}
+
+// ReconnectPolicy says when the loop dials again after a connection ends.
+type ReconnectPolicy int
+
+const (
+	// ReconnectAlways retries every failure, including the first connect.
+	ReconnectAlways ReconnectPolicy = iota
+	// ReconnectAfterFirstSuccess fails Poll if the first connect fails and
+	// retries every later loss.
+	ReconnectAfterFirstSuccess
+	// ReconnectNever ends the loop when the connection ends; the caller can
+	// take [Loop.State] and hand it to a new loop.
+	ReconnectNever
+)
+
+// LimitPolicy says what to do with a message that exceeds the broker's
+// Maximum QoS or uses retain where Retain Available is 0.
+type LimitPolicy int
+
+const (
+	// LimitDowngrade sends the message with the QoS or retain the broker
+	// supports, and logs and counts the change.
+	LimitDowngrade LimitPolicy = iota
+	// LimitReject moves the message to failed/.
+	LimitReject
+)
+
+// Options configure a [Loop]. Zero durations take the defaults documented
+// beside each field.
+type Options struct {
+	// URLs are tried in turn: mqtt://host:port or mqtts://host:port.
+	URLs     []string
+	ClientID string
+	Username string
+	// Password returns the password for each connect, so a rotated file is
+	// read again. Nil sends no password.
+	Password func() ([]byte, error)
+	// TLSConfig returns the configuration for each mqtts:// connect, so
+	// rotated certificates are read again. Nil uses the system roots.
+	TLSConfig func() (*tls.Config, error)
+
+	KeepAlive      time.Duration // default 30s; 0 after defaults are applied is not possible, use KeepAliveOff
+	KeepAliveOff   bool          // send keep alive 0 and rely on TCP keepalive and TCP_USER_TIMEOUT
+	ConnectTimeout time.Duration // default 10s: TCP, TLS and CONNACK together
+	SessionExpiry  time.Duration // default 24h
+	ReceiveMaximum uint16        // default 64, for incoming QoS 1 and QoS 2
+
+	Reconnect ReconnectPolicy
+	MinDelay  time.Duration // default 500ms
+	MaxDelay  time.Duration // default 30s
+
+	MaxInflight   int           // default 1000; the broker's Receive Maximum wins when lower
+	AckTimeout    time.Duration // default 30s
+	OnBrokerLimit LimitPolicy
+
+	// MessagesPerSecond and BytesPerSecond throttle publishing; 0 is
+	// unlimited.
+	MessagesPerSecond float64
+	BytesPerSecond    float64
+
+	// DropQoS0Offline drops QoS 0 requests taken while disconnected
+	// instead of holding them until the next connection.
+	DropQoS0Offline bool
+
+	// Will is published by the broker when the connection is lost without
+	// DISCONNECT. Birth is published after each CONNACK. Both may be nil.
+	Will  *message.Message
+	Birth *message.Message
+
+	// Subscriptions are made on each connection without session present.
+	Subscriptions []Subscription
+
+	Logger *slog.Logger
+	// Clock replaces the monotonic clock in tests. Nil uses package time.
+	Clock Clock
+}
+
+// Subscription is one MQTT 5 subscription with its options.
+type Subscription struct {
+	Filter            string
+	QoS               byte
+	NoLocal           bool
+	RetainAsPublished bool
+	RetainHandling    byte
+}
+
+// EventKind tells which fields of an [Event] are set.
+type EventKind int
+
+const (
+	// EventConnected: CONNACK accepted. Connected is set.
+	EventConnected EventKind = iota + 1
+	// EventAcknowledged: a message is done with, delivered or not.
+	// Outcome is set.
+	EventAcknowledged
+	// EventIncoming: a PUBLISH arrived. Incoming is set; the caller must
+	// call Incoming.Release once it has stored the message.
+	EventIncoming
+	// EventDisconnected: the connection ended. Err says why.
+	EventDisconnected
+)
+
+// Event is what [Loop.Poll] returns.
+type Event struct {
+	Kind      EventKind
+	Connected *Connected
+	Outcome   *Outcome
+	Incoming  *Incoming
+	Err       error
+}
+
+// Connected describes an accepted connection and the broker's limits read
+// from its CONNACK.
+type Connected struct {
+	URL               string
+	SessionPresent    bool
+	ReceiveMaximum    uint16
+	MaximumPacketSize uint32 // 0: no limit
+	MaximumQoS        byte
+	RetainAvailable   bool
+	TopicAliasMaximum uint16
+	KeepAlive         time.Duration
+}
+
+// OutcomeKind classifies how a message ended.
+type OutcomeKind int
+
+const (
+	// Delivered: the broker accepted the message (QoS 0: written).
+	Delivered OutcomeKind = iota + 1
+	// Failed: rejected for good or too large; the message went to failed/.
+	Failed
+	// Expired: its Message Expiry Interval passed before it was sent.
+	Expired
+	// Dropped: QoS 0 while offline with DropQoS0Offline set.
+	Dropped
+)
+
+// Outcome is the end of one request.
+type Outcome struct {
+	Seq    uint64
+	Kind   OutcomeKind
+	Reason string
+	// ReasonCode is the broker's code from PUBACK or PUBREC, if any.
+	ReasonCode byte
+	// Latency runs from the first send to the acknowledgement.
+	Latency time.Duration
+}
+
+// Incoming is a received PUBLISH whose acknowledgement waits for Release.
+type Incoming struct {
+	PacketID uint16
+	Dup      bool
+	Message  message.Message
+	// SubscriptionIdentifiers from the PUBLISH, if any.
+	SubscriptionIdentifiers []int
+	// Release tells the loop the message is stored, so PUBACK or PUBREC
+	// may be sent. It is safe to call from any goroutine, once.
+	Release func()
+}
+
+// Clock is the source of monotonic time and timers. Tests inject a fake to
+// show that wall-clock jumps change nothing.
+type Clock interface {
+	Now() time.Time
+	NewTimer(d time.Duration) Timer
+}
+
+// Timer is the part of *time.Timer the loop uses.
+type Timer interface {
+	C() <-chan time.Time
+	Stop() bool
+	Reset(d time.Duration) bool
+}

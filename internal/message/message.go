@@ -1,0 +1,133 @@
+// Package message defines the MQTT application message that flows through
+// mqspool: produced by the spool-directory pickup, stored by the spool and
+// published by the event loop. It also holds the topic rules that every
+// stage checks.
+package message
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// PayloadFormat is the MQTT 5 Payload Format Indicator, with a value for
+// "not set" so that an absent property stays absent on the wire.
+type PayloadFormat uint8
+
+const (
+	// PayloadFormatUnset sends no Payload Format Indicator.
+	PayloadFormatUnset PayloadFormat = iota
+	// PayloadFormatBytes sends the indicator 0: unspecified bytes.
+	PayloadFormatBytes
+	// PayloadFormatUTF8 sends the indicator 1: UTF-8 encoded character data.
+	PayloadFormatUTF8
+)
+
+// String returns the name used in .msg headers and .jsonl fields.
+func (f PayloadFormat) String() string {
+	switch f {
+	case PayloadFormatBytes:
+		return "bytes"
+	case PayloadFormatUTF8:
+		return "utf8"
+	default:
+		return ""
+	}
+}
+
+// UserProperty is one MQTT 5 user property. Order and repeats are kept.
+type UserProperty struct {
+	Key   string
+	Value string
+}
+
+// Message is one MQTT application message with its MQTT 5 properties.
+type Message struct {
+	Topic   string
+	Payload []byte
+	QoS     byte
+	Retain  bool
+
+	// ExpirySeconds is the Message Expiry Interval; 0 means no expiry.
+	ExpirySeconds   uint32
+	ContentType     string
+	ResponseTopic   string
+	CorrelationData []byte
+	PayloadFormat   PayloadFormat
+	UserProperties  []UserProperty
+}
+
+// MaxTopicBytes is the longest topic name MQTT can encode.
+const MaxTopicBytes = 65535
+
+// Errors returned by ValidateTopic. Callers wrap them with the topic.
+var (
+	// ErrTopicEmpty reports a zero-length topic name.
+	ErrTopicEmpty = errors.New("topic is empty")
+	// ErrTopicTooLong reports a topic over MaxTopicBytes.
+	ErrTopicTooLong = errors.New("topic is longer than 65535 bytes")
+	// ErrTopicNotUTF8 reports a topic that is not valid UTF-8.
+	ErrTopicNotUTF8 = errors.New("topic is not valid UTF-8")
+	// ErrTopicNUL reports a topic containing U+0000.
+	ErrTopicNUL = errors.New("topic contains U+0000")
+	// ErrTopicWildcard reports a topic name containing + or #.
+	ErrTopicWildcard = errors.New("topic contains a wildcard (+ or #), which only subscriptions may use")
+	// ErrTopicDollar reports a topic starting with $ where none is allowed.
+	ErrTopicDollar = errors.New("topic starts with $, which brokers reserve; set allow_dollar on a route to permit it")
+)
+
+// ValidateTopic checks that topic is a valid MQTT 5 topic name for a
+// PUBLISH. Topics starting with $ are rejected unless allowDollar is set.
+func ValidateTopic(topic string, allowDollar bool) error {
+	switch {
+	case topic == "":
+		return ErrTopicEmpty
+	case len(topic) > MaxTopicBytes:
+		return ErrTopicTooLong
+	case !utf8.ValidString(topic):
+		return ErrTopicNotUTF8
+	case strings.IndexByte(topic, 0) >= 0:
+		return ErrTopicNUL
+	case strings.ContainsAny(topic, "+#"):
+		return ErrTopicWildcard
+	case !allowDollar && strings.HasPrefix(topic, "$"):
+		return ErrTopicDollar
+	}
+	return nil
+}
+
+// Validate checks the fields that MQTT constrains: the topic, the QoS and,
+// when the payload is declared UTF-8, the payload itself.
+func (m *Message) Validate(allowDollar bool) error {
+	if err := ValidateTopic(m.Topic, allowDollar); err != nil {
+		return fmt.Errorf("topic %q: %w", m.Topic, err)
+	}
+	if m.QoS > 2 {
+		return fmt.Errorf("qos %d is invalid: use 0, 1 or 2", m.QoS)
+	}
+	if m.PayloadFormat == PayloadFormatUTF8 && !utf8.Valid(m.Payload) {
+		return errors.New("payload format is utf8 but the payload is not valid UTF-8: fix the payload or use payload format bytes")
+	}
+	if m.ResponseTopic != "" {
+		if err := ValidateTopic(m.ResponseTopic, true); err != nil {
+			return fmt.Errorf("response topic %q: %w", m.ResponseTopic, err)
+		}
+	}
+	for _, p := range m.UserProperties {
+		if !utf8.ValidString(p.Key) || !utf8.ValidString(p.Value) {
+			return fmt.Errorf("user property %q is not valid UTF-8", p.Key)
+		}
+	}
+	return nil
+}
+
+// Size returns an estimate of the bytes the message occupies: payload,
+// topic and property values. The spool limits and throttle use it.
+func (m *Message) Size() int {
+	n := len(m.Topic) + len(m.Payload) + len(m.ContentType) + len(m.ResponseTopic) + len(m.CorrelationData)
+	for _, p := range m.UserProperties {
+		n += len(p.Key) + len(p.Value)
+	}
+	return n
+}

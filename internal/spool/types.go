@@ -1,0 +1,57 @@
+package spool
+
+import (
+	"errors"
+	"time"
+
+	"github.com/mqspool/mqspool/internal/message"
+)
+
+// FileID is the identity of a spool-directory file, committed in the same
+// transaction as its messages so that a crash between that commit and the
+// unlink does not enqueue the file twice.
+type FileID struct {
+	Dev   uint64
+	Ino   uint64
+	Size  int64
+	Ctime int64 // change time in nanoseconds since the Unix epoch
+	Name  string
+}
+
+// FileBatch is the messages of one file, appended all or nothing.
+type FileBatch struct {
+	ID       FileID
+	Messages []message.Message
+}
+
+// Record is a stored message with its place in the queue.
+type Record struct {
+	Seq      uint64
+	Enqueued time.Time
+	Message  message.Message
+}
+
+// Errors returned by the spool.
+var (
+	// ErrFull is returned by Append when spool.max_bytes or
+	// spool.max_messages leaves no room and the overflow policy is reject.
+	ErrFull = errors.New("spool is full")
+	// ErrLocked is returned by Open when another process holds the
+	// database within the lock timeout.
+	ErrLocked = errors.New("spool database is locked by another process")
+	// ErrClosed is returned by every method after Close.
+	ErrClosed = errors.New("spool is closed")
+	// ErrNotFound is returned by Load for a sequence number not in the
+	// queue.
+	ErrNotFound = errors.New("message not found in spool")
+)
+
+// OverflowPolicy says what Append does when a limit is reached.
+type OverflowPolicy int
+
+const (
+	// OverflowReject keeps new files waiting until there is room.
+	OverflowReject OverflowPolicy = iota
+	// OverflowDropOldest deletes the oldest queued messages to make room.
+	OverflowDropOldest
+)
