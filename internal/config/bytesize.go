@@ -1,0 +1,102 @@
+package config
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// ByteSize is a size in bytes that config files write as "64MiB", "1GiB",
+// "500kB" or a plain number of bytes.
+type ByteSize int64
+
+var byteUnits = []struct {
+	suffix string
+	factor int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"kB", 1000}, {"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000},
+	{"TB", 1000 * 1000 * 1000 * 1000}, {"B", 1},
+}
+
+// ParseByteSize parses a size such as "64MiB", "1.5GiB", "100kB" or
+// "4096". Binary units (KiB) count in powers of 1024, decimal ones (kB) in
+// powers of 1000.
+func ParseByteSize(s string) (ByteSize, error) {
+	text := strings.TrimSpace(s)
+	factor := int64(1)
+	for _, u := range byteUnits {
+		if strings.HasSuffix(text, u.suffix) {
+			text = strings.TrimSpace(strings.TrimSuffix(text, u.suffix))
+			factor = u.factor
+			break
+		}
+	}
+
+	n, err := strconv.ParseFloat(text, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("invalid size %q: use a number of bytes or a number with a unit such as 64KiB, 10MiB or 1GiB", s)
+	}
+	return ByteSize(n * float64(factor)), nil
+}
+
+// String formats the size with the largest binary unit that divides it.
+func (b ByteSize) String() string {
+	for _, u := range []struct {
+		suffix string
+		factor int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if b != 0 && int64(b)%u.factor == 0 {
+			return strconv.FormatInt(int64(b)/u.factor, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(int64(b), 10) + "B"
+}
+
+// Rate is a throttle setting: a number of messages or of bytes per second.
+// Zero in both means unlimited.
+type Rate struct {
+	MessagesPerSecond float64
+	BytesPerSecond    float64
+}
+
+// ParseRate parses "100/s" (messages per second), "64KiB/s" (bytes per
+// second) or "off".
+func ParseRate(s string) (Rate, error) {
+	text := strings.TrimSpace(s)
+	if text == "off" || text == "0" {
+		return Rate{}, nil
+	}
+
+	value, ok := strings.CutSuffix(text, "/s")
+	if !ok {
+		return Rate{}, fmt.Errorf("invalid rate %q: use messages per second such as 100/s, bytes per second such as 64KiB/s, or off", s)
+	}
+	if n, err := strconv.ParseFloat(value, 64); err == nil {
+		if n <= 0 {
+			return Rate{}, fmt.Errorf("invalid rate %q: the number must be positive, or use off", s)
+		}
+		return Rate{MessagesPerSecond: n}, nil
+	}
+
+	size, err := ParseByteSize(value)
+	if err != nil || size <= 0 {
+		return Rate{}, fmt.Errorf("invalid rate %q: use messages per second such as 100/s, bytes per second such as 64KiB/s, or off", s)
+	}
+	return Rate{BytesPerSecond: float64(size)}, nil
+}
+
+// String formats the rate the way ParseRate reads it.
+func (r Rate) String() string {
+	var parts []string
+	if r.MessagesPerSecond > 0 {
+		parts = append(parts, strconv.FormatFloat(r.MessagesPerSecond, 'f', -1, 64)+"/s")
+	}
+	if r.BytesPerSecond > 0 {
+		parts = append(parts, ByteSize(r.BytesPerSecond).String()+"/s")
+	}
+	if len(parts) == 0 {
+		return "off"
+	}
+	return strings.Join(parts, ", ")
+}

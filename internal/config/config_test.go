@@ -1,0 +1,192 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+func writeFile(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "mqspool.yaml")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func noEnv(string) (string, bool) { return "", false }
+
+func envOf(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+const minimal = "broker:\n  urls: [mqtt://127.0.0.1:1883]\n"
+
+func TestLoad_Defaults(t *testing.T) {
+	l, err := Load(LoadOptions{File: writeFile(t, minimal), LookupEnv: noEnv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := l.Config
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"keep_alive", c.Broker.KeepAlive, 30 * time.Second},
+		{"connect_timeout", c.Broker.ConnectTimeout, 10 * time.Second},
+		{"session_expiry", c.Broker.SessionExpiry, 24 * time.Hour},
+		{"receive_maximum", c.Broker.ReceiveMaximum, 64},
+		{"policy", c.Reconnect.Policy, "always"},
+		{"min_delay", c.Reconnect.MinDelay, 500 * time.Millisecond},
+		{"qos", c.Publish.QoS, 1},
+		{"max_inflight", c.Publish.MaxInflight, 1000},
+		{"max_message_bytes", c.Publish.MaxMessageBytes, ByteSize(1 << 20)},
+		{"max_bytes", c.Spool.MaxBytes, ByteSize(1 << 30)},
+		{"min_free_bytes", c.Spool.MinFreeBytes, ByteSize(64 << 20)},
+		{"drain_timeout", c.Shutdown.DrainTimeout, 5 * time.Second},
+		{"settle", c.Pickup.Settle, 2 * time.Second},
+		{"socket", c.Control.Socket, "/run/mqspool/mqspool.sock"},
+	}
+	for _, tc := range checks {
+		if tc.got != tc.want {
+			t.Errorf("%s = %v, want %v", tc.name, tc.got, tc.want)
+		}
+	}
+	if l.Sources["broker.urls"] != SourceFile || l.Sources["broker.keep_alive"] != SourceDefault {
+		t.Errorf("sources = %v", l.Sources)
+	}
+}
+
+func TestLoad_EnvOverridesFile(t *testing.T) {
+	env := envOf(map[string]string{
+		"MQSPOOL_BROKER_KEEP_ALIVE": "7s",
+		"MQSPOOL_BROKER_URLS":       "mqtt://a:1,mqtts://b:2",
+		"MQSPOOL_BROKER_PASSWORD":   "secret",
+	})
+	l, err := Load(LoadOptions{File: writeFile(t, minimal), LookupEnv: env})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := l.Config.Broker.KeepAlive; got != 7*time.Second {
+		t.Errorf("keep alive = %s, want 7s", got)
+	}
+	if got := l.Config.Broker.URLs; len(got) != 2 || got[1] != "mqtts://b:2" {
+		t.Errorf("urls = %v", got)
+	}
+	if l.Config.Broker.Password != "secret" {
+		t.Errorf("password not read from %s", PasswordEnv)
+	}
+	if l.Sources["broker.keep_alive"] != SourceEnv {
+		t.Errorf("keep alive source = %s, want env", l.Sources["broker.keep_alive"])
+	}
+}
+
+func TestLoad_FlagOverridesEnv(t *testing.T) {
+	flags := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	flags.String("log-level", "", "")
+	if err := flags.Parse([]string{"--log-level=debug"}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Load(LoadOptions{
+		File:      writeFile(t, minimal),
+		LookupEnv: envOf(map[string]string{"MQSPOOL_LOG_LEVEL": "warn"}),
+		Flags:     flags,
+		FlagKeys:  map[string]string{"log-level": "log.level"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Config.Log.Level != "debug" || l.Sources["log.level"] != SourceFlag {
+		t.Errorf("log level = %s from %s, want debug from flag", l.Config.Log.Level, l.Sources["log.level"])
+	}
+}
+
+func TestLoad_Routes(t *testing.T) {
+	text := minimal + "routes:\n  - match: 'sys/*'\n    topic: $SYS/x\n    qos: 0\n    allow_dollar: true\n"
+	l, err := Load(LoadOptions{File: writeFile(t, text), LookupEnv: noEnv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := l.Config.Routes
+	if len(r) != 1 || r[0].QoS == nil || *r[0].QoS != 0 || !r[0].AllowDollar {
+		t.Errorf("routes = %+v", r)
+	}
+}
+
+func TestLoad_Invalid(t *testing.T) {
+	cases := []struct {
+		name, file, want string
+	}{
+		{"no urls", "log:\n  level: info\n", "broker.urls: missing"},
+		{"bad scheme", "broker:\n  urls: [http://x:1]\n", `scheme "http" is not supported`},
+		{"no port", "broker:\n  urls: [mqtt://host]\n", "missing host or port"},
+		{"unknown key", minimal + "brokr: 1\n", "brokr"},
+		{"bad duration", minimal + "  keep_alive: soon\n", "soon"},
+		{"bad size", minimal + "spool:\n  max_bytes: lots\n", `invalid size "lots"`},
+		{"bad qos", minimal + "publish:\n  qos: 3\n", "publish.qos: 3 is invalid"},
+		{"zero expiry", minimal + "  session_expiry: 0s\n", "broker.session_expiry"},
+		{"long client id", minimal + "  client_id: abcdefghijklmnopqrstuvwxyz\n", "at most 23"},
+		{"bad policy", minimal + "reconnect:\n  policy: sometimes\n", `"sometimes" is not one of`},
+		{"bad level", minimal + "log:\n  level: loud\n", `"loud" is not a level`},
+		{"bad yaml", "broker: [\n", "fix the YAML syntax"},
+		{"route wildcard", minimal + "routes:\n  - match: a\n    topic: a/#\n", "wildcard"},
+		{"half tls", minimal + "  tls:\n    cert_file: c.pem\n", "set both"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(LoadOptions{File: writeFile(t, tc.file), LookupEnv: noEnv})
+			if err == nil {
+				t.Fatal("Load succeeded, want an error")
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("error does not wrap ErrInvalid: %v", err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoad_MissingExplicitFile(t *testing.T) {
+	_, err := Load(LoadOptions{File: "/nonexistent/mqspool.yaml", LookupEnv: noEnv})
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent/mqspool.yaml") {
+		t.Fatalf("error = %v, want one naming the file", err)
+	}
+}
+
+func TestParseByteSize(t *testing.T) {
+	cases := map[string]ByteSize{"4096": 4096, "64KiB": 64 << 10, "1MiB": 1 << 20, "1.5GiB": 3 << 29, "100kB": 100000, "2 MB": 2000000}
+	for in, want := range cases {
+		got, err := ParseByteSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseByteSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "lots", "-1", "1XB"} {
+		if _, err := ParseByteSize(bad); err == nil {
+			t.Errorf("ParseByteSize(%q) succeeded, want an error", bad)
+		}
+	}
+}
+
+func TestParseRate(t *testing.T) {
+	cases := map[string]Rate{"100/s": {MessagesPerSecond: 100}, "64KiB/s": {BytesPerSecond: 65536}, "off": {}}
+	for in, want := range cases {
+		got, err := ParseRate(in)
+		if err != nil || got != want {
+			t.Errorf("ParseRate(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"100", "fast/s", "-5/s", "0/s"} {
+		if _, err := ParseRate(bad); err == nil {
+			t.Errorf("ParseRate(%q) succeeded, want an error", bad)
+		}
+	}
+}

@@ -1,0 +1,238 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"path"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/mqspool/mqspool/internal/message"
+)
+
+// MaxClientIDLength is the client identifier length every MQTT 5 server
+// must accept.
+const MaxClientIDLength = 23
+
+// Validate checks every key and returns all problems at once, each naming
+// the key, the value and the fix. The error wraps ErrInvalid.
+func (c *Config) Validate() error {
+	var v validator
+	c.validateBroker(&v)
+	c.validateReconnect(&v)
+	c.validatePublish(&v)
+	c.validateSpool(&v)
+	c.validateRoutes(&v)
+	c.validateSubscriptions(&v)
+	c.validateOperations(&v)
+	return v.err()
+}
+
+type validator struct {
+	problems []string
+}
+
+func (v *validator) addf(format string, args ...any) {
+	v.problems = append(v.problems, fmt.Sprintf(format, args...))
+}
+
+func (v *validator) err() error {
+	if len(v.problems) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w:\n  %s", ErrInvalid, strings.Join(v.problems, "\n  "))
+}
+
+func (v *validator) positive(key string, d time.Duration) {
+	if d <= 0 {
+		v.addf("%s: %s must be greater than zero", key, d)
+	}
+}
+
+func (v *validator) oneOf(key, value string, allowed ...string) {
+	for _, a := range allowed {
+		if value == a {
+			return
+		}
+	}
+	v.addf("%s: %q is not one of %s", key, value, strings.Join(allowed, ", "))
+}
+
+func (c *Config) validateBroker(v *validator) {
+	b := &c.Broker
+	if len(b.URLs) == 0 {
+		v.addf("broker.urls: missing: set at least one broker URL such as mqtt://127.0.0.1:1883")
+	}
+	for _, raw := range b.URLs {
+		if err := ValidateBrokerURL(raw); err != nil {
+			v.addf("broker.urls: %v", err)
+		}
+	}
+	if n := len(b.ClientID); n > MaxClientIDLength {
+		v.addf("broker.client_id: %q has %d bytes: use at most %d, or leave it empty to derive one from /etc/machine-id", b.ClientID, n, MaxClientIDLength)
+	}
+	if b.ClientID != "" && !utf8.ValidString(b.ClientID) {
+		v.addf("broker.client_id: %q is not valid UTF-8", b.ClientID)
+	}
+	if b.PasswordFile != "" && b.Password != "" {
+		v.addf("broker.password_file and %s are both set: use one of them", PasswordEnv)
+	}
+	if (b.TLS.CertFile == "") != (b.TLS.KeyFile == "") {
+		v.addf("broker.tls.cert_file and broker.tls.key_file: set both for mutual TLS, or neither")
+	}
+	if b.KeepAlive < 0 || b.KeepAlive > 65535*time.Second {
+		v.addf("broker.keep_alive: %s is out of range: use 0 (off) up to 65535s", b.KeepAlive)
+	}
+	if b.KeepAlive%time.Second != 0 {
+		v.addf("broker.keep_alive: %s is not a whole number of seconds, which MQTT requires", b.KeepAlive)
+	}
+	v.positive("broker.connect_timeout", b.ConnectTimeout)
+	if b.SessionExpiry <= 0 {
+		v.addf("broker.session_expiry: %s must be greater than zero, or the broker drops the session at every disconnect and unacknowledged messages are sent twice", b.SessionExpiry)
+	}
+	if b.ReceiveMaximum < 1 || b.ReceiveMaximum > 65535 {
+		v.addf("broker.receive_maximum: %d is out of range: use 1 to 65535", b.ReceiveMaximum)
+	}
+}
+
+// ValidateBrokerURL checks one broker URL: mqtt:// or mqtts://, a host and
+// a port.
+func ValidateBrokerURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL: %w", raw, err)
+	}
+	if u.Scheme != "mqtt" && u.Scheme != "mqtts" && u.Scheme != "tcp" && u.Scheme != "ssl" {
+		return fmt.Errorf("%q: scheme %q is not supported: use mqtt://host:port or mqtts://host:port", raw, u.Scheme)
+	}
+	if _, port, err := net.SplitHostPort(u.Host); err != nil || port == "" || u.Hostname() == "" {
+		return fmt.Errorf("%q: missing host or port: write it as %s://host:port", raw, u.Scheme)
+	}
+	return nil
+}
+
+func (c *Config) validateReconnect(v *validator) {
+	r := &c.Reconnect
+	v.oneOf("reconnect.policy", r.Policy, "always", "after-first-success", "never")
+	v.positive("reconnect.min_delay", r.MinDelay)
+	if r.MaxDelay < r.MinDelay {
+		v.addf("reconnect.max_delay: %s is below reconnect.min_delay %s: raise it", r.MaxDelay, r.MinDelay)
+	}
+}
+
+func (c *Config) validatePublish(v *validator) {
+	p := &c.Publish
+	if p.QoS < 0 || p.QoS > 2 {
+		v.addf("publish.qos: %d is invalid: use 0, 1 or 2", p.QoS)
+	}
+	if p.DefaultTopic != "" {
+		if err := message.ValidateTopic(p.TopicPrefix+p.DefaultTopic, false); err != nil {
+			v.addf("publish.default_topic: %q: %v", p.DefaultTopic, err)
+		}
+	}
+	if strings.ContainsAny(p.TopicPrefix, "+#\x00") || !utf8.ValidString(p.TopicPrefix) {
+		v.addf("publish.topic_prefix: %q must be valid UTF-8 without wildcards", p.TopicPrefix)
+	}
+	if p.MaxInflight < 1 || p.MaxInflight > 65535 {
+		v.addf("publish.max_inflight: %d is out of range: use 1 to 65535", p.MaxInflight)
+	}
+	v.positive("publish.ack_timeout", p.AckTimeout)
+	if p.MaxMessageBytes <= 0 || p.MaxMessageBytes > 256<<20 {
+		v.addf("publish.max_message_bytes: %s is out of range: use 1B to 256MiB", p.MaxMessageBytes)
+	}
+	v.oneOf("publish.on_broker_limit", p.OnBrokerLimit, "downgrade", "reject")
+	if c.Throttle.MessagesPerSecond < 0 || c.Throttle.BytesPerSecond < 0 {
+		v.addf("throttle: rates must be 0 (unlimited) or positive")
+	}
+}
+
+func (c *Config) validateSpool(v *validator) {
+	s := &c.Spool
+	if s.Dir == "" {
+		v.addf("spool.dir: missing: set the spool directory, for example /var/spool/mqspool")
+	}
+	if s.DB == "" {
+		v.addf("spool.db: missing: set the database path, for example /var/lib/mqspool/spool.db")
+	}
+	if s.MaxBytes < 0 {
+		v.addf("spool.max_bytes: %s must not be negative", s.MaxBytes)
+	}
+	if s.MaxMessages < 0 {
+		v.addf("spool.max_messages: %d must not be negative: use 0 for unlimited", s.MaxMessages)
+	}
+	v.oneOf("spool.overflow", s.Overflow, "reject", "drop-oldest")
+	v.oneOf("spool.qos0_offline", s.QoS0Offline, "keep", "drop")
+	v.positive("pickup.settle", c.Pickup.Settle)
+	v.positive("pickup.rescan_interval", c.Pickup.RescanInterval)
+}
+
+func (c *Config) validateRoutes(v *validator) {
+	for i, r := range c.Routes {
+		key := fmt.Sprintf("routes[%d]", i)
+		if r.Match == "" {
+			v.addf("%s.match: missing: set a glob on the path under new/, such as sensors/*", key)
+		} else if _, err := path.Match(r.Match, ""); err != nil {
+			v.addf("%s.match: %q is not a valid glob: %v", key, r.Match, err)
+		}
+		if r.Topic != "" {
+			if err := message.ValidateTopic(c.Publish.TopicPrefix+r.Topic, r.AllowDollar); err != nil {
+				v.addf("%s.topic: %q: %v", key, r.Topic, err)
+			}
+		}
+		if r.QoS != nil && (*r.QoS < 0 || *r.QoS > 2) {
+			v.addf("%s.qos: %d is invalid: use 0, 1 or 2", key, *r.QoS)
+		}
+	}
+}
+
+func (c *Config) validateSubscriptions(v *validator) {
+	for i, s := range c.Subscriptions {
+		key := fmt.Sprintf("subscriptions[%d]", i)
+		if s.Filter == "" {
+			v.addf("%s.filter: missing: set a topic filter such as devices/+/cmd", key)
+		}
+		if s.Dir == "" {
+			v.addf("%s.dir: missing: set the inbox directory", key)
+		}
+		if s.QoS < 0 || s.QoS > 2 {
+			v.addf("%s.qos: %d is invalid: use 0, 1 or 2", key, s.QoS)
+		}
+		if s.RetainHandling < 0 || s.RetainHandling > 2 {
+			v.addf("%s.retain_handling: %d is invalid: use 0, 1 or 2", key, s.RetainHandling)
+		}
+	}
+}
+
+func (c *Config) validateOperations(v *validator) {
+	v.positive("shutdown.drain_timeout", c.Shutdown.DrainTimeout)
+	if c.Control.Socket == "" {
+		v.addf("control.socket: missing: set a path such as /run/mqspool/mqspool.sock")
+	}
+	if c.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			v.addf("metrics.listen: %q is not host:port: write it as 127.0.0.1:9641", c.Metrics.Listen)
+		}
+	}
+	if c.Status.Topic != "" {
+		if err := message.ValidateTopic(c.Status.Topic, false); err != nil {
+			v.addf("status.topic: %q: %v", c.Status.Topic, err)
+		}
+	}
+	if _, err := ParseLevel(c.Log.Level); err != nil {
+		v.addf("log.level: %v", err)
+	}
+	v.oneOf("log.format", c.Log.Format, "text", "json")
+}
+
+// ParseLevel maps debug, info, warn and error to slog levels.
+func ParseLevel(s string) (slog.Level, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(s)); err != nil {
+		return 0, errors.New("\"" + s + "\" is not a level: use debug, info, warn or error")
+	}
+	return level, nil
+}
