@@ -1,0 +1,113 @@
+package format
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// WriteFileAtomic drops data into the spool directory dir as new/name the
+// way producers should: it writes tmp/ under a unique name, syncs the file,
+// renames it to new/name without replacing an existing file, and syncs the
+// directory. name is a slash-separated path relative to new/; missing
+// directories under new/ are created. When new/name exists the drop fails
+// with an error matching [os.ErrExist] and the temporary file is removed.
+func WriteFileAtomic(dir, name string, data []byte) error {
+	if err := CheckName(name); err != nil {
+		return err
+	}
+	tmp, err := writeTemp(filepath.Join(dir, "tmp"), data)
+	if err != nil {
+		return err
+	}
+	dst := filepath.Join(dir, "new", filepath.FromSlash(name))
+	if err := MkdirAllSync(filepath.Dir(dst)); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := RenameNoReplace(tmp, dst); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("move %s into new/: %w", name, err)
+	}
+	return SyncDir(filepath.Dir(dst))
+}
+
+// writeTemp writes data to a new file in dir and syncs it.
+func writeTemp(dir string, data []byte) (string, error) {
+	var rnd [8]byte
+	rand.Read(rnd[:])
+	name := filepath.Join(dir, "drop-"+hex.EncodeToString(rnd[:]))
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return "", fmt.Errorf("create temporary file in %s: %w", dir, err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(name)
+		return "", fmt.Errorf("write %s: %w", name, err)
+	}
+	return name, nil
+}
+
+// RenameNoReplace renames oldpath to newpath, failing with an error that
+// matches [os.ErrExist] when newpath exists. On file systems without
+// RENAME_NOREPLACE it checks first and renames, which leaves a short race.
+func RenameNoReplace(oldpath, newpath string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, oldpath, unix.AT_FDCWD, newpath, unix.RENAME_NOREPLACE)
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+		// TODO: the fallback can still replace a file created between the
+		// Lstat and the Rename.
+		if _, serr := os.Lstat(newpath); serr == nil {
+			return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: os.ErrExist}
+		}
+		return os.Rename(oldpath, newpath)
+	}
+	if err != nil {
+		return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: err}
+	}
+	return nil
+}
+
+// SyncDir syncs a directory so that entries created, renamed or removed
+// in it are durable.
+func SyncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open directory to sync: %w", err)
+	}
+	err = f.Sync()
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// MkdirAllSync creates dir and its missing parents, syncing the parent of
+// each directory it creates so that the new entries are durable.
+func MkdirAllSync(dir string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := MkdirAllSync(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("create directory: %w", err)
+	}
+	return SyncDir(parent)
+}

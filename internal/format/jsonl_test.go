@@ -1,0 +1,75 @@
+package format
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/mqspool/mqspool/internal/message"
+)
+
+func TestParseJSONL_Fields(t *testing.T) {
+	in := `{"topic":"a/b","payload":"hi","qos":2,"retain":true,"expiry":30,` +
+		`"content_type":"text/plain","response_topic":"r","correlation_data_base64":"AQ==",` +
+		`"payload_format":"utf8","user_properties":[["k","1"],["k","2"]]}` + "\r\n" +
+		"\n   \n" +
+		`{"payload_base64":"AAE="}` + "\n"
+	entries, err := ParseJSONL([]byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 2 {
+		t.Fatalf("got %d entries, want 2", len(entries))
+	}
+	want := message.Message{
+		Topic: "a/b", Payload: []byte("hi"), QoS: 2, Retain: true, ExpirySeconds: 30,
+		ContentType: "text/plain", ResponseTopic: "r", CorrelationData: []byte{1},
+		PayloadFormat:  message.PayloadFormatUTF8,
+		UserProperties: props("k", "1", "k", "2"),
+	}
+	if !reflect.DeepEqual(entries[0].Message, want) {
+		t.Errorf("entry 0 = %+v, want %+v", entries[0].Message, want)
+	}
+	if entries[0].Fields != (Fields{Topic: true, QoS: true, Retain: true}) {
+		t.Errorf("entry 0 fields = %+v", entries[0].Fields)
+	}
+	if entries[1].Line != 4 {
+		t.Errorf("entry 1 line = %d, want 4", entries[1].Line)
+	}
+	if entries[1].Fields != (Fields{}) || string(entries[1].Message.Payload) != "\x00\x01" {
+		t.Errorf("entry 1 = %+v", entries[1])
+	}
+}
+
+func TestParseJSONL_Errors(t *testing.T) {
+	good := `{"topic":"a","payload":"x"}` + "\n"
+	tests := []struct {
+		name, in, want string
+	}{
+		{"empty", "", "file is empty"},
+		{"only blank lines", "\n \n", "only blank lines"},
+		{"broken JSON line", good + `{"topic":"a",` + "\n" + good, "line 2: invalid JSON object"},
+		{"unknown field", `{"topic":"a","payload":"x","colour":1}`, `line 1: invalid JSON object: json: unknown field "colour"`},
+		{"two objects", `{"payload":"x"} {"payload":"y"}`, "line 1: text after the JSON object"},
+		{"bad base64", good + `{"payload_base64":"%%"}`, "line 2: field payload_base64 is invalid"},
+		{"no payload", `{"topic":"a"}`, "line 1: payload is missing"},
+		{"both payloads", `{"payload":"","payload_base64":""}`, "both payload and payload_base64"},
+		{"qos 7", `{"payload":"","qos":7}`, "line 1: field qos 7 is invalid: use 0, 1 or 2"},
+		{"wildcard topic", `{"payload":"","topic":"a/#"}`, "topic contains a wildcard"},
+		{"bad property", `{"payload":"","user_properties":[["k"]]}`, "user_properties[0] is invalid"},
+		{"bad expiry", `{"payload":"","expiry":-1}`, "field expiry -1 is invalid"},
+		{"bad format", `{"payload":"","payload_format":"text"}`, "use utf8 or bytes"},
+		{"not an object", `[1]`, "line 1: invalid JSON object"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseJSONL([]byte(tt.in))
+			if err == nil {
+				t.Fatalf("ParseJSONL(%q) succeeded, want error containing %q", tt.in, tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error = %q, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,101 @@
+package format
+
+import (
+	"bufio"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/mqspool/mqspool/internal/message"
+)
+
+// WriteMsg writes m in the canonical .msg form that [ParseMsg] reads back
+// to the same message. Topic is omitted when empty, QoS and Retain are
+// always written. Extra headers go after the message headers and must be
+// ones the parser ignores (Subscription-Identifier, Received-At, Dup).
+// WriteMsg rejects a value that a header line cannot hold: one with a line
+// break, a leading or trailing space or tab, or a user property key with
+// '='.
+func WriteMsg(w io.Writer, m message.Message, extra ...Header) error {
+	headers, err := msgHeaders(m)
+	if err != nil {
+		return err
+	}
+	for _, h := range extra {
+		if !receivedOnly[strings.ToLower(h.Name)] {
+			return fmt.Errorf("extra header %q is not allowed: use Subscription-Identifier, "+
+				"Received-At or Dup", h.Name)
+		}
+		headers = append(headers, h)
+	}
+
+	bw := bufio.NewWriter(w)
+	for _, h := range headers {
+		if err := checkHeaderValue(h); err != nil {
+			return err
+		}
+		bw.WriteString(h.Name)
+		bw.WriteString(": ")
+		bw.WriteString(h.Value)
+		bw.WriteByte('\n')
+	}
+	bw.WriteByte('\n')
+	bw.Write(m.Payload)
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write .msg: %w", err)
+	}
+	return nil
+}
+
+// msgHeaders returns the headers that describe m, in canonical order.
+func msgHeaders(m message.Message) ([]Header, error) {
+	var hs []Header
+	add := func(name, value string) { hs = append(hs, Header{name, value}) }
+
+	if m.Topic != "" {
+		add(HeaderTopic, m.Topic)
+	}
+	add(HeaderQoS, strconv.Itoa(int(m.QoS)))
+	add(HeaderRetain, strconv.FormatBool(m.Retain))
+	if m.ExpirySeconds > 0 {
+		add(HeaderMessageExpiry, strconv.FormatUint(uint64(m.ExpirySeconds), 10))
+	}
+	if m.ContentType != "" {
+		add(HeaderContentType, m.ContentType)
+	}
+	if m.ResponseTopic != "" {
+		add(HeaderResponseTopic, m.ResponseTopic)
+	}
+	if len(m.CorrelationData) > 0 {
+		add(HeaderCorrelationData, base64.StdEncoding.EncodeToString(m.CorrelationData))
+	}
+	if m.PayloadFormat != message.PayloadFormatUnset {
+		add(HeaderPayloadFormat, m.PayloadFormat.String())
+	}
+	for _, p := range m.UserProperties {
+		if strings.Contains(p.Key, "=") {
+			return nil, fmt.Errorf("user property key %q contains '=', which a .msg header "+
+				"cannot hold: rename the key", p.Key)
+		}
+		add(HeaderUserProperty, p.Key+"="+p.Value)
+	}
+	return hs, nil
+}
+
+// checkHeaderValue rejects values that would not read back unchanged.
+func checkHeaderValue(h Header) error {
+	if !validHeaderName(h.Name) {
+		return fmt.Errorf("header name %q is invalid: use letters, digits and '-'", h.Name)
+	}
+	if strings.ContainsAny(h.Value, "\r\n") {
+		return fmt.Errorf("header %q value %q contains a line break, which a .msg header "+
+			"cannot hold", h.Name, h.Value)
+	}
+	if strings.Trim(h.Value, " \t") != h.Value {
+		return fmt.Errorf("header %q value %q starts or ends with a space or tab, which "+
+			"the parser trims: remove it", h.Name, h.Value)
+	}
+	return nil
+}
