@@ -1,0 +1,142 @@
+package spool
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Append stores the messages of files in one fsync'd transaction, each
+// file's messages under new increasing sequence numbers together with the
+// file's identity. Files are taken in order. When a limit leaves no room
+// for a file under OverflowReject, that file and the ones after it are not
+// stored and the error wraps ErrFull; a file that could never fit wraps
+// ErrTooLarge. accepted counts the files stored, which are durable even
+// when err is not nil.
+func (s *Spool) Append(files []FileBatch) (accepted int, err error) {
+	if len(files) == 0 {
+		return 0, s.checkWritable()
+	}
+
+	var stop error
+	var drops []droppedMessage
+	err = s.write("append", func(tx *bolt.Tx, t *totals) error {
+		accepted, stop, drops = 0, nil, nil
+		msgs := tx.Bucket(bucketMessages)
+		msgs.FillPercent = messagesFillPercent
+		ids := tx.Bucket(bucketFiles)
+		now := time.Now()
+
+		for _, f := range files {
+			records := encodeFile(now, f)
+			size := recordsSize(records)
+			if err := s.checkRoom(tx, t, f.ID, int64(len(records)), size, &drops); err != nil {
+				if errors.Is(err, ErrFull) || errors.Is(err, ErrTooLarge) {
+					stop = err
+					return nil
+				}
+				return err
+			}
+			first := t.lastSeq + 1
+			for _, rec := range records {
+				t.lastSeq++
+				if err := msgs.Put(seqKey(t.lastSeq), rec); err != nil {
+					return fmt.Errorf("store message %d of %s: %w", t.lastSeq, f.ID.Name, err)
+				}
+				t.messages++
+				t.bytes += int64(len(rec))
+			}
+			if err := ids.Put(fileKey(f.ID), fileValue(first, len(records))); err != nil {
+				return fmt.Errorf("store identity of %s: %w", f.ID.Name, err)
+			}
+			accepted++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+
+	s.logDrops(drops)
+	if accepted > 0 {
+		s.signalCursors()
+	}
+	return accepted, stop
+}
+
+func encodeFile(now time.Time, f FileBatch) [][]byte {
+	records := make([][]byte, len(f.Messages))
+	for i := range f.Messages {
+		records[i] = encodeRecord(now, &f.Messages[i])
+	}
+	return records
+}
+
+func recordsSize(records [][]byte) int64 {
+	var n int64
+	for _, r := range records {
+		n += int64(len(r))
+	}
+	return n
+}
+
+// Seen reports whether a file with this identity was appended and not yet
+// forgotten.
+func (s *Spool) Seen(id FileID) (bool, error) {
+	var seen bool
+	err := s.view("look up file identity", func(tx *bolt.Tx) error {
+		seen = tx.Bucket(bucketFiles).Get(fileKey(id)) != nil
+		return nil
+	})
+	return seen, err
+}
+
+// Forget removes file identities. Call it once the unlinks of those files
+// are durable (the directory was fsynced), never before.
+func (s *Spool) Forget(ids []FileID) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	return s.write("forget file identities", func(tx *bolt.Tx, _ *totals) error {
+		b := tx.Bucket(bucketFiles)
+		for _, id := range ids {
+			if err := b.Delete(fileKey(id)); err != nil {
+				return fmt.Errorf("delete identity of %s: %w", id.Name, err)
+			}
+		}
+		return nil
+	})
+}
+
+// fileKey encodes every field of the identity, so a file replaced under
+// the same name is a different file.
+func fileKey(id FileID) []byte {
+	b := make([]byte, 0, 32+len(id.Name))
+	b = binary.BigEndian.AppendUint64(b, id.Dev)
+	b = binary.BigEndian.AppendUint64(b, id.Ino)
+	b = binary.BigEndian.AppendUint64(b, uint64(id.Size))
+	b = binary.BigEndian.AppendUint64(b, uint64(id.Ctime))
+	return append(b, id.Name...)
+}
+
+// fileValue records which sequence numbers the file produced, for
+// inspection.
+func fileValue(first uint64, n int) []byte {
+	b := binary.BigEndian.AppendUint64(nil, first)
+	return binary.BigEndian.AppendUint64(b, uint64(n))
+}
+
+// signalCursors wakes every cursor without blocking.
+func (s *Spool) signalCursors() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.cursors {
+		select {
+		case c.ready <- struct{}{}:
+		default:
+		}
+	}
+}

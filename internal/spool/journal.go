@@ -1,0 +1,337 @@
+package spool
+
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/mqspool/mqspool/internal/state"
+)
+
+// Commit applies the event loop's session changes in order in one fsync'd
+// transaction; see [state.ChangeKind] for what each kind means. It
+// returns only when every change is durable, and on error none of them
+// is. ChangeFailed calls Options.Quarantine before deleting the message,
+// so a quarantine error also rolls the batch back.
+func (s *Spool) Commit(changes []state.Change) error {
+	if len(changes) == 0 {
+		return s.checkWritable()
+	}
+	return s.write("commit session changes", func(tx *bolt.Tx, t *totals) error {
+		j := journalTx{s: s, tx: tx, t: t}
+		for i, c := range changes {
+			if err := j.apply(c); err != nil {
+				return fmt.Errorf("change %d of %d (%s, packet id %d, seq %d): %w", i+1, len(changes), c.Kind, c.PacketID, c.Seq, err)
+			}
+		}
+		t.flows = bucketLen(tx.Bucket(bucketFlows))
+		t.incoming = bucketLen(tx.Bucket(bucketIncoming))
+		return nil
+	})
+}
+
+// journalTx applies changes inside one write transaction.
+type journalTx struct {
+	s  *Spool
+	tx *bolt.Tx
+	t  *totals
+}
+
+func (j *journalTx) apply(c state.Change) error {
+	switch c.Kind {
+	case state.ChangeSessionStarted:
+		if err := j.clearSession(); err != nil {
+			return err
+		}
+		return j.meta().Put(keySession, []byte{1})
+	case state.ChangeSessionLost:
+		return j.clearSession()
+	case state.ChangeSent:
+		return j.sent(c)
+	case state.ChangePubrec:
+		return j.pubrec(c)
+	case state.ChangeAcked:
+		return j.endFlow(c, true)
+	case state.ChangeCompleted, state.ChangeReleased:
+		return j.endFlow(c, false)
+	case state.ChangeDelivered:
+		return j.deleteMessage(c.Seq)
+	case state.ChangeExpired:
+		return j.expire(c.Seq)
+	case state.ChangeFailed:
+		return j.fail(c)
+	case state.ChangeIncomingStored:
+		return j.tx.Bucket(bucketIncoming).Put(packetKey(c.PacketID), []byte{})
+	case state.ChangeIncomingReleased:
+		return j.tx.Bucket(bucketIncoming).Delete(packetKey(c.PacketID))
+	default:
+		return fmt.Errorf("unknown change kind %d: this build cannot journal it", c.Kind)
+	}
+}
+
+func (j *journalTx) meta() *bolt.Bucket { return j.tx.Bucket(bucketMeta) }
+
+// clearSession drops every flow and incoming id by recreating the buckets.
+func (j *journalTx) clearSession() error {
+	for _, name := range [][]byte{bucketFlows, bucketIncoming} {
+		if err := j.tx.DeleteBucket(name); err != nil {
+			return fmt.Errorf("clear bucket %s: %w", name, err)
+		}
+		if _, err := j.tx.CreateBucket(name); err != nil {
+			return fmt.Errorf("recreate bucket %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func (j *journalTx) sent(c state.Change) error {
+	if c.PacketID == 0 {
+		return fmt.Errorf("packet id 0 is invalid for a flow")
+	}
+	f := state.Flow{PacketID: c.PacketID, Seq: c.Seq, QoS: c.QoS, Stage: state.StagePublish, Order: c.Order}
+	if err := j.putFlow(f); err != nil {
+		return err
+	}
+	if err := j.meta().Put(keyLastPacketID, binary.BigEndian.AppendUint16(nil, c.PacketID)); err != nil {
+		return err
+	}
+	if c.Order+1 > getU64(j.meta(), keyNextOrder) {
+		return putU64(j.meta(), keyNextOrder, c.Order+1)
+	}
+	return nil
+}
+
+// pubrec deletes the message and moves its flow to the PUBREL stage. A
+// missing flow record is rebuilt from the change, because the message must
+// leave the spool either way and the PUBREL must still be resent.
+func (j *journalTx) pubrec(c state.Change) error {
+	f, ok := j.flow(c.PacketID)
+	if !ok {
+		j.s.log.Warn("pubrec for a packet id without a flow record; recording it from the change",
+			"packet_id", c.PacketID, "seq", c.Seq)
+		f = state.Flow{PacketID: c.PacketID, Seq: c.Seq, QoS: 2, Order: c.Order}
+	}
+	if err := j.deleteMessage(flowSeq(c, f)); err != nil {
+		return err
+	}
+	f.Stage = state.StagePubrel
+	return j.putFlow(f)
+}
+
+// endFlow deletes the flow and, for PUBACK, its message.
+func (j *journalTx) endFlow(c state.Change, deleteMessage bool) error {
+	f, ok := j.flow(c.PacketID)
+	if deleteMessage {
+		seq := c.Seq
+		if ok {
+			seq = flowSeq(c, f)
+		}
+		if err := j.deleteMessage(seq); err != nil {
+			return err
+		}
+	}
+	if c.PacketID == 0 {
+		return nil
+	}
+	return j.tx.Bucket(bucketFlows).Delete(packetKey(c.PacketID))
+}
+
+func (j *journalTx) expire(seq uint64) error {
+	deleted, err := j.deleteIfPresent(seq)
+	if deleted {
+		j.t.expired++
+	}
+	return err
+}
+
+// fail hands the message to Options.Quarantine, then deletes it and its
+// flow. A message already gone (a QoS 2 flow past PUBREC) is only logged.
+func (j *journalTx) fail(c state.Change) error {
+	seq := c.Seq
+	if f, ok := j.flow(c.PacketID); ok && c.PacketID != 0 {
+		seq = flowSeq(c, f)
+	}
+	raw := j.tx.Bucket(bucketMessages).Get(seqKey(seq))
+	if raw == nil {
+		j.s.log.Warn("failed message is no longer in the spool", "seq", seq, "reason", c.Reason)
+	} else if err := j.s.quarantine(seq, raw, c.Reason); err != nil {
+		return err
+	}
+	return j.endFlow(state.Change{PacketID: c.PacketID, Seq: seq}, true)
+}
+
+// flowSeq prefers the sequence number in the change and falls back to
+// the flow record's.
+func flowSeq(c state.Change, f state.Flow) uint64 {
+	if c.Seq != 0 {
+		return c.Seq
+	}
+	return f.Seq
+}
+
+func (j *journalTx) flow(id uint16) (state.Flow, bool) {
+	v := j.tx.Bucket(bucketFlows).Get(packetKey(id))
+	if v == nil {
+		return state.Flow{}, false
+	}
+	var f state.Flow
+	if err := f.UnmarshalBinary(v); err != nil {
+		return state.Flow{}, false
+	}
+	return f, true
+}
+
+func (j *journalTx) putFlow(f state.Flow) error {
+	v, err := f.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	return j.tx.Bucket(bucketFlows).Put(packetKey(f.PacketID), v)
+}
+
+func (j *journalTx) deleteMessage(seq uint64) error {
+	_, err := j.deleteIfPresent(seq)
+	return err
+}
+
+// deleteIfPresent deletes a message and updates the totals. Deleting a
+// message that is already gone (dropped, or a repeated change) is not an
+// error.
+func (j *journalTx) deleteIfPresent(seq uint64) (bool, error) {
+	return deleteMessage(j.tx, j.t, seq)
+}
+
+func deleteMessage(tx *bolt.Tx, t *totals, seq uint64) (bool, error) {
+	b := tx.Bucket(bucketMessages)
+	k := seqKey(seq)
+	v := b.Get(k)
+	if v == nil {
+		return false, nil
+	}
+	size := len(v)
+	if err := b.Delete(k); err != nil {
+		return false, fmt.Errorf("delete message %d: %w", seq, err)
+	}
+	t.messages--
+	t.bytes -= int64(size)
+	return true, nil
+}
+
+func packetKey(id uint16) []byte { return binary.BigEndian.AppendUint16(nil, id) }
+
+// LoadState rebuilds the session state from the journal. A flow record
+// that does not decode is logged and deleted, and the session flag is
+// cleared, so the next CONNECT uses Clean Start 1 instead of resuming a
+// session whose flows are not all known.
+func (s *Spool) LoadState() (*state.State, error) {
+	st := &state.State{}
+	var bad [][]byte
+	err := s.view("load session state", func(tx *bolt.Tx) error {
+		var err error
+		bad, err = readState(tx, st, s)
+		return err
+	})
+	if err != nil || len(bad) == 0 || s.opts.ReadOnly {
+		return st, err
+	}
+
+	st.Session = false
+	err = s.write("drop unreadable flows", func(tx *bolt.Tx, t *totals) error {
+		for _, k := range bad {
+			if err := tx.Bucket(bucketFlows).Delete(k); err != nil {
+				return err
+			}
+		}
+		t.flows = bucketLen(tx.Bucket(bucketFlows))
+		return tx.Bucket(bucketMeta).Put(keySession, []byte{0})
+	})
+	return st, err
+}
+
+// readState fills st and returns the keys of flow records that failed to
+// decode.
+func readState(tx *bolt.Tx, st *state.State, s *Spool) ([][]byte, error) {
+	meta := tx.Bucket(bucketMeta)
+	v := meta.Get(keySession)
+	st.Session = len(v) == 1 && v[0] == 1
+	st.NextOrder = getU64(meta, keyNextOrder)
+	if v := meta.Get(keyLastPacketID); len(v) == 2 {
+		st.LastPacketID = binary.BigEndian.Uint16(v)
+	}
+
+	var bad [][]byte
+	err := tx.Bucket(bucketFlows).ForEach(func(k, v []byte) error {
+		var f state.Flow
+		if err := f.UnmarshalBinary(v); err != nil || len(k) != 2 || f.PacketID != binary.BigEndian.Uint16(k) {
+			s.log.Error("dropped an unreadable flow record; the next connect starts a new session",
+				"key", fmt.Sprintf("%x", k), "error", err)
+			bad = append(bad, slices.Clone(k))
+			return nil
+		}
+		st.Outgoing = append(st.Outgoing, f)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortStableFunc(st.Outgoing, func(a, b state.Flow) int { return cmpU64(a.Order, b.Order) })
+
+	err = tx.Bucket(bucketIncoming).ForEach(func(k, _ []byte) error {
+		if len(k) == 2 {
+			st.IncomingQoS2 = append(st.IncomingQoS2, binary.BigEndian.Uint16(k))
+		}
+		return nil
+	})
+	return bad, err
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// SaveState replaces the journal's session state with st in one
+// transaction. The daemon calls it on shutdown with the loop's final
+// state.
+func (s *Spool) SaveState(st *state.State) error {
+	return s.write("save session state", func(tx *bolt.Tx, t *totals) error {
+		j := journalTx{s: s, tx: tx, t: t}
+		if err := j.clearSession(); err != nil {
+			return err
+		}
+		for _, f := range st.Outgoing {
+			if err := j.putFlow(f); err != nil {
+				return err
+			}
+		}
+		for _, id := range st.IncomingQoS2 {
+			if err := tx.Bucket(bucketIncoming).Put(packetKey(id), []byte{}); err != nil {
+				return err
+			}
+		}
+		session := byte(0)
+		if st.Session {
+			session = 1
+		}
+		meta := tx.Bucket(bucketMeta)
+		if err := meta.Put(keySession, []byte{session}); err != nil {
+			return err
+		}
+		if err := meta.Put(keyLastPacketID, binary.BigEndian.AppendUint16(nil, st.LastPacketID)); err != nil {
+			return err
+		}
+		if err := putU64(meta, keyNextOrder, st.NextOrder); err != nil {
+			return err
+		}
+		t.flows = bucketLen(tx.Bucket(bucketFlows))
+		t.incoming = bucketLen(tx.Bucket(bucketIncoming))
+		return nil
+	})
+}

@@ -1,0 +1,117 @@
+package spool
+
+import (
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/mqspool/mqspool/internal/state"
+)
+
+// droppedMessage is logged after the transaction that dropped it commits.
+type droppedMessage struct {
+	seq  uint64
+	size int
+}
+
+// checkRoom makes room for n records of size bytes or says why not. Under
+// OverflowDropOldest it deletes the oldest messages that are not in an
+// open flow, recording them in drops.
+func (s *Spool) checkRoom(tx *bolt.Tx, t *totals, id FileID, n, size int64, drops *[]droppedMessage) error {
+	maxMsgs, maxBytes := s.opts.MaxMessages, s.opts.MaxBytes
+	if (maxMsgs > 0 && n > maxMsgs) || (maxBytes > 0 && size > maxBytes) {
+		return fmt.Errorf("%w: %s has %d messages and %d bytes, the limits are %d messages and %d bytes: raise spool.max_messages or spool.max_bytes, or split the file",
+			ErrTooLarge, id.Name, n, size, maxMsgs, maxBytes)
+	}
+	if s.fits(t, n, size) {
+		return nil
+	}
+	if s.opts.Overflow == OverflowReject {
+		return fmt.Errorf("%w: %s needs %d messages and %d bytes, %d messages and %d bytes are queued", ErrFull, id.Name, n, size, t.messages, t.bytes)
+	}
+
+	dropped, err := s.dropOldest(tx, t, n, size)
+	*drops = append(*drops, dropped...)
+	if err != nil {
+		return err
+	}
+	if !s.fits(t, n, size) {
+		return fmt.Errorf("%w: %s does not fit even after dropping, because the remaining messages are in flight", ErrFull, id.Name)
+	}
+	return nil
+}
+
+func (s *Spool) fits(t *totals, n, size int64) bool {
+	if s.opts.MaxMessages > 0 && t.messages+n > s.opts.MaxMessages {
+		return false
+	}
+	if s.opts.MaxBytes > 0 && t.bytes+size > s.opts.MaxBytes {
+		return false
+	}
+	return true
+}
+
+// dropOldest deletes messages from the head of the queue, skipping those
+// in open flows, until n records of size bytes fit. It deletes nothing
+// when they would not fit even then.
+func (s *Spool) dropOldest(tx *bolt.Tx, t *totals, n, size int64) ([]droppedMessage, error) {
+	inFlight, err := flowSeqs(tx)
+	if err != nil {
+		return nil, err
+	}
+
+	// Collect first and delete after, because a bbolt cursor skips an
+	// element when the current one is deleted under it.
+	var victims []droppedMessage
+	msgs, bytes := t.messages, t.bytes
+	c := tx.Bucket(bucketMessages).Cursor()
+	for k, v := c.First(); k != nil && !s.fitsAfter(msgs, bytes, n, size); k, v = c.Next() {
+		seq := keySeq(k)
+		if _, ok := inFlight[seq]; ok {
+			continue
+		}
+		victims = append(victims, droppedMessage{seq: seq, size: len(v)})
+		msgs--
+		bytes -= int64(len(v))
+	}
+	if !s.fitsAfter(msgs, bytes, n, size) {
+		return nil, nil
+	}
+
+	b := tx.Bucket(bucketMessages)
+	for _, d := range victims {
+		if err := b.Delete(seqKey(d.seq)); err != nil {
+			return nil, fmt.Errorf("drop message %d: %w", d.seq, err)
+		}
+		t.messages--
+		t.bytes -= int64(d.size)
+		t.dropped++
+	}
+	return victims, nil
+}
+
+func (s *Spool) fitsAfter(msgs, bytes, n, size int64) bool {
+	t := totals{messages: msgs, bytes: bytes}
+	return s.fits(&t, n, size)
+}
+
+// flowSeqs returns the sequence numbers of messages in open flows. A flow
+// record that does not decode is ignored here; LoadState reports it.
+func flowSeqs(tx *bolt.Tx) (map[uint64]struct{}, error) {
+	seqs := map[uint64]struct{}{}
+	err := tx.Bucket(bucketFlows).ForEach(func(_, v []byte) error {
+		var f state.Flow
+		if f.UnmarshalBinary(v) == nil {
+			seqs[f.Seq] = struct{}{}
+		}
+		return nil
+	})
+	return seqs, err
+}
+
+func (s *Spool) logDrops(drops []droppedMessage) {
+	for _, d := range drops {
+		s.log.Warn("spool is full; dropped the oldest message (spool.overflow is drop-oldest)",
+			"seq", d.seq, "bytes", d.size)
+	}
+}

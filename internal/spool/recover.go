@@ -1,0 +1,181 @@
+package spool
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// alwaysCheckBelow is the file size up to which Open checks the database
+// even after a clean close, so that damage done while the daemon was
+// stopped is found early. Larger files are checked only after an unclean
+// stop, because a check reads every page.
+// TODO: a large file damaged after a clean close is found only when a read
+// hits the damaged page; the spool then reports ErrCorrupt and the next
+// Open checks it.
+const alwaysCheckBelow = 64 << 20
+
+// maxCheckErrors is how many check findings are kept for the error.
+const maxCheckErrors = 5
+
+// checkDB runs bbolt's consistency check over the whole file.
+func checkDB(db *bolt.DB) error {
+	var found []string
+	err := db.View(func(tx *bolt.Tx) error {
+		for err := range tx.Check() {
+			if len(found) < maxCheckErrors {
+				found = append(found, err.Error())
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(found) > 0 {
+		return fmt.Errorf("consistency check failed: %s", strings.Join(found, "; "))
+	}
+	return nil
+}
+
+// renameAside moves a damaged database to PATH.corrupt-TIMESTAMP and
+// fsyncs the directory, so the rename survives a power cut before the new
+// database is created.
+func renameAside(path string) (string, error) {
+	aside := path + ".corrupt-" + time.Now().UTC().Format("20060102T150405.000000000Z")
+	if err := os.Rename(path, aside); err != nil {
+		return "", fmt.Errorf("rename %s to %s: %w", path, aside, err)
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return aside, err
+	}
+	return aside, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open directory %s for fsync: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+func fileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// view runs fn in a read transaction and turns a bbolt panic into
+// ErrCorrupt.
+func (s *Spool) view(op string, fn func(tx *bolt.Tx) error) (err error) {
+	if err := s.checkOpen(); err != nil {
+		return err
+	}
+	defer s.recoverPanic(&err, op)
+	return s.mapErr(s.db.View(fn))
+}
+
+// update runs fn in a write transaction; the caller holds writeMu.
+func (s *Spool) update(op string, fn func(tx *bolt.Tx) error) (err error) {
+	defer s.recoverPanic(&err, op)
+	return s.mapErr(s.db.Update(fn))
+}
+
+// write runs fn in one fsync'd write transaction with a copy of the
+// totals, stores the totals in the meta bucket in the same transaction,
+// and publishes them in memory once the commit succeeded.
+func (s *Spool) write(op string, fn func(tx *bolt.Tx, t *totals) error) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if err := s.checkWritable(); err != nil {
+		return err
+	}
+
+	s.mu.Lock()
+	t := s.totals
+	s.mu.Unlock()
+	err := s.update(op, func(tx *bolt.Tx) error {
+		if err := fn(tx, &t); err != nil {
+			return err
+		}
+		return putTotals(tx.Bucket(bucketMeta), &t)
+	})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.totals = t
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Spool) recoverPanic(err *error, op string) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	s.mu.Lock()
+	s.corrupt = true
+	s.mu.Unlock()
+	s.log.Error("spool database is damaged; restart the daemon so it checks and renames the file aside",
+		"path", s.opts.Path, "operation", op, "panic", r)
+	*err = fmt.Errorf("%w: %s: bbolt panicked during %s: %v", ErrCorrupt, s.opts.Path, op, r)
+}
+
+func (s *Spool) mapErr(err error) error {
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) || errors.Is(err, berrors.ErrTxClosed) {
+		return fmt.Errorf("%w: %w", ErrClosed, err)
+	}
+	return err
+}
+
+func putTotals(meta *bolt.Bucket, t *totals) error {
+	for _, kv := range []struct {
+		key []byte
+		val uint64
+	}{
+		{keyLastSeq, t.lastSeq},
+		{keyMessages, uint64(t.messages)},
+		{keyBytes, uint64(t.bytes)},
+		{keyDropped, t.dropped},
+		{keyExpired, t.expired},
+	} {
+		if err := putU64(meta, kv.key, kv.val); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func getU64(b *bolt.Bucket, key []byte) uint64 {
+	v := b.Get(key)
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+func putU64(b *bolt.Bucket, key []byte, v uint64) error {
+	return b.Put(key, binary.BigEndian.AppendUint64(nil, v))
+}
+
+func bucketLen(b *bolt.Bucket) int {
+	if b == nil {
+		return 0
+	}
+	return b.Stats().KeyN
+}

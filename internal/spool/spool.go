@@ -1,0 +1,312 @@
+package spool
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// Bucket names. Message keys are big-endian sequence numbers, so bbolt's
+// key order is the queue order.
+var (
+	bucketMeta     = []byte("meta")
+	bucketMessages = []byte("messages")
+	bucketFlows    = []byte("flows")
+	bucketIncoming = []byte("incoming")
+	bucketFiles    = []byte("files")
+)
+
+// Keys in the meta bucket.
+var (
+	keyClean        = []byte("clean")
+	keyLastSeq      = []byte("last_seq")
+	keyMessages     = []byte("messages")
+	keyBytes        = []byte("bytes")
+	keyDropped      = []byte("dropped")
+	keyExpired      = []byte("expired")
+	keySession      = []byte("session")
+	keyLastPacketID = []byte("last_packet_id")
+	keyNextOrder    = []byte("next_order")
+	keyClientID     = []byte("client_id")
+)
+
+// messagesFillPercent packs leaf pages full, because messages are only
+// ever appended at the end of the key range.
+const messagesFillPercent = 1.0
+
+// Spool is the durable queue. Its methods are safe for concurrent use.
+type Spool struct {
+	opts Options
+	log  *slog.Logger
+	db   *bolt.DB
+
+	// renamedAside is the path a damaged database was moved to by Open.
+	renamedAside string
+
+	// writeMu serialises write transactions, so that the in-memory
+	// totals are updated in commit order.
+	writeMu sync.Mutex
+
+	// mu guards totals, closed, corrupt and cursors.
+	mu      sync.Mutex
+	totals  totals
+	closed  bool
+	corrupt bool
+	cursors map[*Cursor]struct{}
+}
+
+// totals mirrors the counters in the meta bucket.
+type totals struct {
+	lastSeq  uint64
+	messages int64
+	bytes    int64
+	dropped  uint64
+	expired  uint64
+	flows    int
+	incoming int
+}
+
+// Open opens or creates the spool database at opts.Path. A database that
+// cannot be opened or fails its check is renamed aside and replaced by an
+// empty one; [Spool.RenamedAside] then returns where it went. A database
+// held by another process yields [ErrLocked] after opts.LockTimeout.
+func Open(opts Options) (*Spool, error) {
+	if err := opts.applyDefaults(); err != nil {
+		return nil, err
+	}
+	s := &Spool{opts: opts, log: opts.Logger, cursors: map[*Cursor]struct{}{}}
+
+	db, err := s.openChecked()
+	if errors.Is(err, ErrLocked) || (err != nil && opts.ReadOnly) {
+		return nil, err
+	}
+	if err != nil {
+		aside, renameErr := renameAside(opts.Path)
+		if renameErr != nil {
+			return nil, fmt.Errorf("spool database %s is damaged (%v) and could not be renamed aside: %w", opts.Path, err, renameErr)
+		}
+		s.renamedAside = aside
+		s.log.Error("spool database is damaged; renamed it aside and started an empty one",
+			"path", opts.Path, "renamed_to", aside, "error", err)
+		if db, err = s.openChecked(); err != nil {
+			return nil, fmt.Errorf("create fresh spool database %s: %w", opts.Path, err)
+		}
+	}
+	s.db = db
+
+	if err := s.loadTotals(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// openChecked opens the database, checks the whole file when needed,
+// creates missing buckets and marks the database as in use. bbolt panics
+// on some damaged pages, so a panic here is reported as damage.
+func (s *Spool) openChecked() (db *bolt.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if db != nil {
+				db.Close()
+			}
+			db, err = nil, fmt.Errorf("%w: bbolt panicked while opening %s: %v", ErrCorrupt, s.opts.Path, r)
+		}
+	}()
+
+	db, err = bolt.Open(s.opts.Path, 0o600, &bolt.Options{
+		Timeout:  s.opts.LockTimeout,
+		ReadOnly: s.opts.ReadOnly,
+	})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, fmt.Errorf("%w: %s: stop the running daemon or use another spool.db", ErrLocked, s.opts.Path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open spool database %s: %w", s.opts.Path, err)
+	}
+
+	if err := s.prepare(db); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// prepare checks the database unless it was closed cleanly and is large,
+// then creates missing buckets and clears the clean marker.
+func (s *Spool) prepare(db *bolt.DB) error {
+	clean, err := wasClosedCleanly(db)
+	if err != nil {
+		return err
+	}
+	if !clean || fileSize(s.opts.Path) <= alwaysCheckBelow {
+		if err := checkDB(db); err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrCorrupt, s.opts.Path, err)
+		}
+	}
+	if s.opts.ReadOnly {
+		return nil
+	}
+	return db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketMeta, bucketMessages, bucketFlows, bucketIncoming, bucketFiles} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(keyClean, []byte{0})
+	})
+}
+
+func wasClosedCleanly(db *bolt.DB) (bool, error) {
+	clean := false
+	err := db.View(func(tx *bolt.Tx) error {
+		if meta := tx.Bucket(bucketMeta); meta != nil {
+			v := meta.Get(keyClean)
+			clean = len(v) == 1 && v[0] == 1
+		}
+		return nil
+	})
+	return clean, err
+}
+
+// loadTotals reads the counters from the meta bucket and counts the small
+// flows and incoming buckets; it never scans the messages.
+func (s *Spool) loadTotals() error {
+	return s.view("load totals", func(tx *bolt.Tx) error {
+		var t totals
+		if meta := tx.Bucket(bucketMeta); meta != nil {
+			t.lastSeq = getU64(meta, keyLastSeq)
+			t.messages = int64(getU64(meta, keyMessages))
+			t.bytes = int64(getU64(meta, keyBytes))
+			t.dropped = getU64(meta, keyDropped)
+			t.expired = getU64(meta, keyExpired)
+		}
+		t.flows = bucketLen(tx.Bucket(bucketFlows))
+		t.incoming = bucketLen(tx.Bucket(bucketIncoming))
+		s.mu.Lock()
+		s.totals = t
+		s.mu.Unlock()
+		return nil
+	})
+}
+
+// RenamedAside returns the path that Open moved a damaged database to, or
+// "" when the database opened normally.
+func (s *Spool) RenamedAside() string { return s.renamedAside }
+
+// Path returns the database file.
+func (s *Spool) Path() string { return s.opts.Path }
+
+// Close marks the database as closed cleanly and closes it. A spool that
+// saw a damaged page is left unmarked, so the next Open checks it.
+func (s *Spool) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.closed = true
+	corrupt := s.corrupt
+	s.mu.Unlock()
+
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	var markErr error
+	if !corrupt && !s.opts.ReadOnly {
+		markErr = s.update("mark clean", func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketMeta).Put(keyClean, []byte{1})
+		})
+	}
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close spool database %s: %w", s.opts.Path, err)
+	}
+	return markErr
+}
+
+// checkOpen returns ErrClosed after Close.
+func (s *Spool) checkOpen() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+// checkWritable returns ErrClosed or ErrReadOnly when no write may start.
+func (s *Spool) checkWritable() error {
+	if err := s.checkOpen(); err != nil {
+		return err
+	}
+	if s.opts.ReadOnly {
+		return ErrReadOnly
+	}
+	return nil
+}
+
+// Stats is a snapshot of the queue's counters.
+type Stats struct {
+	Messages int64
+	Bytes    int64
+	// Oldest is when the first queued message was accepted; zero when
+	// the queue is empty.
+	Oldest   time.Time
+	Flows    int
+	Incoming int
+	// Dropped and Expired count messages removed by drop-oldest and by
+	// Message Expiry since the database was created.
+	Dropped uint64
+	Expired uint64
+}
+
+// Stats returns the counters kept in memory and the first message's
+// enqueued time, read by one short lookup.
+func (s *Spool) Stats() Stats {
+	s.mu.Lock()
+	t := s.totals
+	s.mu.Unlock()
+	st := Stats{
+		Messages: t.messages, Bytes: t.bytes, Flows: t.flows,
+		Incoming: t.incoming, Dropped: t.dropped, Expired: t.expired,
+	}
+	if s.checkOpen() != nil {
+		return st
+	}
+	_ = s.view("read oldest", func(tx *bolt.Tx) error {
+		if _, v := tx.Bucket(bucketMessages).Cursor().First(); v != nil {
+			st.Oldest, _ = recordEnqueued(v)
+		}
+		return nil
+	})
+	return st
+}
+
+// ClientID returns the stored MQTT client identifier, or calls derive and
+// stores its result on first use, so the id stays stable across restarts.
+func (s *Spool) ClientID(derive func() (string, error)) (string, error) {
+	var id string
+	err := s.view("read client id", func(tx *bolt.Tx) error {
+		id = string(tx.Bucket(bucketMeta).Get(keyClientID))
+		return nil
+	})
+	if err != nil || id != "" {
+		return id, err
+	}
+
+	id, err = derive()
+	if err != nil {
+		return "", fmt.Errorf("derive client id: %w", err)
+	}
+	if id == "" {
+		return "", errors.New("derived client id is empty: set broker.client_id")
+	}
+	err = s.write("store client id", func(tx *bolt.Tx, _ *totals) error {
+		return tx.Bucket(bucketMeta).Put(keyClientID, []byte(id))
+	})
+	return id, err
+}

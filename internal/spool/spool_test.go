@@ -1,0 +1,226 @@
+package spool
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/mqspool/mqspool/internal/state"
+)
+
+func TestAppendNextCommitCycle(t *testing.T) {
+	s := openSpool(t, testOptions(t))
+	mustAppend(t, s, batch("a", 0, 3), batch("b", 3, 2))
+
+	c := s.NewCursor()
+	recs := drain(t, c)
+	equal(t, "seqs", seqsOf(recs), []uint64{1, 2, 3, 4, 5})
+	equal(t, "payloads", payloadsOf(recs), []string{"payload 0", "payload 1", "payload 2", "payload 3", "payload 4"})
+	equal(t, "messages", s.Stats().Messages, int64(5))
+
+	var changes []state.Change
+	for _, r := range recs {
+		changes = append(changes, state.Change{Kind: state.ChangeDelivered, Seq: r.Seq})
+	}
+	if err := s.Commit(changes); err != nil {
+		t.Fatalf("Commit: %v", err)
+	}
+	st := s.Stats()
+	equal(t, "messages after commit", st.Messages, int64(0))
+	equal(t, "bytes after commit", st.Bytes, int64(0))
+	equal(t, "oldest after commit", st.Oldest, time.Time{})
+}
+
+func TestCursorReadySignalsAppend(t *testing.T) {
+	s := openSpool(t, testOptions(t))
+	c := s.NewCursor()
+	<-c.Ready() // the initial signal
+	if recs := drain(t, c); len(recs) != 0 {
+		t.Fatalf("empty spool returned %d records", len(recs))
+	}
+
+	mustAppend(t, s, batch("a", 0, 1))
+	select {
+	case <-c.Ready():
+	case <-time.After(time.Second):
+		t.Fatal("Ready not signalled after Append")
+	}
+	equal(t, "seqs", seqsOf(drain(t, c)), []uint64{1})
+}
+
+func TestCursorReadAheadIsBounded(t *testing.T) {
+	opts := testOptions(t)
+	opts.ReadAheadMessages = 4
+	s := openSpool(t, opts)
+	mustAppend(t, s, batch("a", 0, 10))
+
+	c := s.NewCursor()
+	if _, ok, err := c.Next(); !ok || err != nil {
+		t.Fatalf("Next: ok %v, err %v", ok, err)
+	}
+	equal(t, "buffered records", len(c.buf), 4)
+	equal(t, "remaining", len(drain(t, c)), 9)
+}
+
+func TestCursorSkipsOpenFlows(t *testing.T) {
+	s := openSpool(t, testOptions(t))
+	mustAppend(t, s, batch("a", 0, 4))
+	err := s.Commit([]state.Change{{Kind: state.ChangeSent, PacketID: 7, Seq: 2, QoS: 1, Order: 1}})
+	if err != nil {
+		t.Fatalf("Commit: %v", err)
+	}
+
+	equal(t, "seqs", seqsOf(drain(t, s.NewCursor())), []uint64{1, 3, 4})
+	rec, err := s.NewCursor().Load(2)
+	if err != nil {
+		t.Fatalf("Load(2): %v", err)
+	}
+	equal(t, "loaded payload", string(rec.Message.Payload), "payload 1")
+}
+
+func TestLoadMissing(t *testing.T) {
+	s := openSpool(t, testOptions(t))
+	if _, err := s.Load(42); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Load(42) error = %v, want ErrNotFound", err)
+	}
+}
+
+func TestReopenKeepsQueueAndTotals(t *testing.T) {
+	opts := testOptions(t)
+	s, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, s, batch("a", 0, 3))
+	if err := s.Commit([]state.Change{{Kind: state.ChangeDelivered, Seq: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	before := s.Stats()
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+
+	s = openSpool(t, opts)
+	equal(t, "stats", s.Stats(), before)
+	mustAppend(t, s, batch("b", 3, 1))
+	equal(t, "seqs", seqsOf(drain(t, s.NewCursor())), []uint64{2, 3, 4})
+}
+
+func TestIdentitiesSeenAndForget(t *testing.T) {
+	s := openSpool(t, testOptions(t))
+	a, b := batch("a", 0, 1), batch("b", 1, 1)
+	mustAppend(t, s, a)
+
+	for _, tc := range []struct {
+		id   FileID
+		want bool
+	}{{a.ID, true}, {b.ID, false}} {
+		seen, err := s.Seen(tc.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		equal(t, "Seen("+tc.id.Name+")", seen, tc.want)
+	}
+
+	changed := a.ID
+	changed.Ctime++
+	if seen, _ := s.Seen(changed); seen {
+		t.Fatal("a file with another change time is reported as seen")
+	}
+
+	if err := s.Forget([]FileID{a.ID}); err != nil {
+		t.Fatalf("Forget: %v", err)
+	}
+	if seen, _ := s.Seen(a.ID); seen {
+		t.Fatal("identity still seen after Forget")
+	}
+}
+
+func TestLockTimeout(t *testing.T) {
+	opts := testOptions(t)
+	openSpool(t, opts)
+
+	opts.LockTimeout = 50 * time.Millisecond
+	start := time.Now()
+	_, err := Open(opts)
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("second Open error = %v, want ErrLocked", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("second Open took %v, want about the 50ms lock timeout", d)
+	}
+}
+
+func TestClientIDStoredOnce(t *testing.T) {
+	opts := testOptions(t)
+	s, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	derive := func() (string, error) { calls++; return "gw-1", nil }
+	id, err := s.ClientID(derive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "first id", id, "gw-1")
+	s.Close()
+
+	s = openSpool(t, opts)
+	id, err = s.ClientID(func() (string, error) { return "other", nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "id after reopen", id, "gw-1")
+	equal(t, "derive calls", calls, 1)
+}
+
+func TestClosedSpoolReturnsErrClosed(t *testing.T) {
+	s, err := Open(testOptions(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := s.NewCursor()
+	s.Close()
+	if _, err := s.Append([]FileBatch{batch("a", 0, 1)}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Append error = %v, want ErrClosed", err)
+	}
+	if _, _, err := c.Next(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Next error = %v, want ErrClosed", err)
+	}
+	if err := s.Commit([]state.Change{{Kind: state.ChangeDelivered, Seq: 1}}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Commit error = %v, want ErrClosed", err)
+	}
+}
+
+func TestListPages(t *testing.T) {
+	s := openSpool(t, testOptions(t))
+	mustAppend(t, s, batch("a", 0, 5))
+	page, err := s.List(0, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "first page", seqsOf(page), []uint64{1, 2})
+	page, err = s.List(2, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "second page", seqsOf(page), []uint64{3, 4, 5})
+}
+
+func TestReadOnlyOpen(t *testing.T) {
+	opts := testOptions(t)
+	s, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, s, batch("a", 0, 2))
+	s.Close()
+
+	opts.ReadOnly = true
+	ro := openSpool(t, opts)
+	equal(t, "messages", ro.Stats().Messages, int64(2))
+	if _, err := ro.Append([]FileBatch{batch("b", 2, 1)}); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("Append error = %v, want ErrReadOnly", err)
+	}
+}
