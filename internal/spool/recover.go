@@ -173,9 +173,17 @@ func putU64(b *bolt.Bucket, key []byte, v uint64) error {
 	return b.Put(key, binary.BigEndian.AppendUint64(nil, v))
 }
 
+// bucketLen counts keys with a cursor, because Bucket.Stats reads only
+// committed pages and misses changes made earlier in the same write
+// transaction. Use it only on the small flows and incoming buckets.
 func bucketLen(b *bolt.Bucket) int {
 	if b == nil {
 		return 0
 	}
-	return b.Stats().KeyN
+	n := 0
+	c := b.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		n++
+	}
+	return n
 }

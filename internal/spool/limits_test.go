@@ -1,0 +1,97 @@
+package spool
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/mqspool/mqspool/internal/state"
+)
+
+func TestOverflowRejectAcceptsPrefix(t *testing.T) {
+	opts := testOptions(t)
+	opts.MaxMessages = 5
+	s := openSpool(t, opts)
+
+	files := []FileBatch{batch("a", 0, 2), batch("b", 2, 2), batch("c", 4, 2), batch("d", 6, 1)}
+	n, err := s.Append(files)
+	if !errors.Is(err, ErrFull) {
+		t.Fatalf("Append error = %v, want ErrFull", err)
+	}
+	equal(t, "accepted", n, 2)
+	equal(t, "payloads", payloadsOf(drain(t, s.NewCursor())), []string{"payload 0", "payload 1", "payload 2", "payload 3"})
+	for i, want := range []bool{true, true, false, false} {
+		seen, err := s.Seen(files[i].ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		equal(t, "Seen("+files[i].ID.Name+")", seen, want)
+	}
+
+	// Once a message leaves, the waiting file fits again.
+	mustCommit(t, s, state.Change{Kind: state.ChangeDelivered, Seq: 1})
+	mustAppend(t, s, files[2])
+}
+
+func TestOverflowRejectByBytes(t *testing.T) {
+	opts := testOptions(t)
+	m := testMessage(0)
+	opts.MaxBytes = int64(len(encodeRecord(time.Now(), &m)) * 3)
+	s := openSpool(t, opts)
+
+	n, err := s.Append([]FileBatch{batch("a", 0, 3), batch("b", 3, 1)})
+	if !errors.Is(err, ErrFull) {
+		t.Fatalf("Append error = %v, want ErrFull", err)
+	}
+	equal(t, "accepted", n, 1)
+	equal(t, "bytes", s.Stats().Bytes, opts.MaxBytes)
+}
+
+func TestFileLargerThanLimit(t *testing.T) {
+	opts := testOptions(t)
+	opts.MaxMessages = 3
+	opts.Overflow = OverflowDropOldest
+	s := openSpool(t, opts)
+
+	n, err := s.Append([]FileBatch{batch("a", 0, 1), batch("huge", 1, 4), batch("c", 5, 1)})
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Append error = %v, want ErrTooLarge", err)
+	}
+	equal(t, "accepted", n, 1)
+	equal(t, "messages", s.Stats().Messages, int64(1))
+}
+
+func TestOverflowDropOldest(t *testing.T) {
+	opts := testOptions(t)
+	opts.MaxMessages = 4
+	opts.Overflow = OverflowDropOldest
+	s := openSpool(t, opts)
+	mustAppend(t, s, batch("a", 0, 4))
+	// Seq 1 is in flight, so the drop must pass over it.
+	mustCommit(t, s, sent(1, 1, 1))
+
+	mustAppend(t, s, batch("b", 4, 2))
+	st := s.Stats()
+	equal(t, "messages", st.Messages, int64(4))
+	equal(t, "dropped", st.Dropped, uint64(2))
+	equal(t, "seq 1 kept", present(t, s, 1), true)
+	equal(t, "seq 2 dropped", present(t, s, 2), false)
+	equal(t, "seq 3 dropped", present(t, s, 3), false)
+	equal(t, "queue", seqsOf(drain(t, s.NewCursor())), []uint64{4, 5, 6})
+}
+
+func TestOverflowDropOldestAllInFlight(t *testing.T) {
+	opts := testOptions(t)
+	opts.MaxMessages = 2
+	opts.Overflow = OverflowDropOldest
+	s := openSpool(t, opts)
+	mustAppend(t, s, batch("a", 0, 2))
+	mustCommit(t, s, sent(1, 1, 1), sent(2, 2, 1))
+
+	n, err := s.Append([]FileBatch{batch("b", 2, 1)})
+	if !errors.Is(err, ErrFull) {
+		t.Fatalf("Append error = %v, want ErrFull", err)
+	}
+	equal(t, "accepted", n, 0)
+	equal(t, "dropped", s.Stats().Dropped, uint64(0))
+}
