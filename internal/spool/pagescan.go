@@ -2,6 +2,8 @@ package spool
 
 import (
 	"encoding/binary"
+	"fmt"
+	"hash/fnv"
 	"io"
 	"maps"
 	"os"
@@ -134,10 +136,13 @@ func readPageSize(f *os.File) int64 {
 type metaPage struct {
 	pageSize uint32
 	freelist uint64
-	txid     uint64
+	// highWater is the number of pages in use: every page id is below it.
+	highWater uint64
+	txid      uint64
 }
 
-// readMetas returns the meta pages that look valid, newest first.
+// readMetas returns the meta pages whose magic number and FNV-64a
+// checksum are valid, newest first.
 func readMetas(f *os.File) []metaPage {
 	var metas []metaPage
 	for _, off := range []int64{0, int64(os.Getpagesize()), 4096, 16384, 65536} {
@@ -152,7 +157,14 @@ func readMetas(f *os.File) []metaPage {
 		if ps < 512 || ps > 1<<20 || (off != 0 && int64(ps) != off) {
 			continue
 		}
-		metas = append(metas, metaPage{pageSize: ps, freelist: le.Uint64(b[48:]), txid: le.Uint64(b[64:])})
+		sum := fnv.New64a()
+		sum.Write(b[16:72])
+		if sum.Sum64() != le.Uint64(b[72:]) {
+			continue
+		}
+		metas = append(metas, metaPage{
+			pageSize: ps, freelist: le.Uint64(b[48:]), highWater: le.Uint64(b[56:]), txid: le.Uint64(b[64:]),
+		})
 	}
 	slices.SortFunc(metas, func(a, b metaPage) int { return cmpU64(b.txid, a.txid) })
 	return metas
@@ -188,4 +200,32 @@ func readFreelist(f *os.File, pageSize int64) map[uint64]bool {
 		free[le.Uint64(ids[i*8:])] = true
 	}
 	return free
+}
+
+// checkFileLength returns an error when the file is shorter than the
+// pages its newest meta page says are in use. bbolt does not check this,
+// and reading a mapped page past the end of the file raises SIGBUS, which
+// Go cannot recover from.
+func checkFileLength(path string) error {
+	f, err := os.Open(path)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	defer f.Close()
+	size := fileSize(path)
+	if size == 0 {
+		return nil
+	}
+	metas := readMetas(f)
+	if len(metas) == 0 {
+		return fmt.Errorf("%w: %s has no valid bbolt meta page", ErrCorrupt, path)
+	}
+	m := metas[0]
+	if need := int64(m.highWater) * int64(m.pageSize); need > size {
+		return fmt.Errorf("%w: %s is %d bytes but its pages in use need %d bytes: the file was truncated", ErrCorrupt, path, size, need)
+	}
+	return nil
 }

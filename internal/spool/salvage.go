@@ -92,6 +92,9 @@ func openForSalvage(path string) (db *bolt.DB, err error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("salvage %s: %w", path, err)
 	}
+	if err := checkFileLength(path); err != nil {
+		return nil, err
+	}
 	db, err = bolt.Open(path, 0o400, &bolt.Options{ReadOnly: true, Timeout: DefaultLockTimeout})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("%w: %s: stop the running daemon before salvaging its database", ErrLocked, path)

@@ -119,6 +119,9 @@ func (s *Spool) openChecked() (db *bolt.DB, err error) {
 		}
 	}()
 
+	if err := checkFileLength(s.opts.Path); err != nil {
+		return nil, err
+	}
 	db, err = bolt.Open(s.opts.Path, 0o600, &bolt.Options{
 		Timeout:  s.opts.LockTimeout,
 		ReadOnly: s.opts.ReadOnly,

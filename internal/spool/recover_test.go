@@ -1,0 +1,220 @@
+package spool
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// fillAndClose appends n messages with payloads of about size bytes and
+// closes the spool cleanly.
+func fillAndClose(t *testing.T, opts Options, n, size int) {
+	t.Helper()
+	s, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for first := 0; first < n; first += 500 {
+		f := batch("f", first, min(500, n-first))
+		for i := range f.Messages {
+			f.Messages[i].Payload = append(f.Messages[i].Payload, strings.Repeat("x", size)...)
+		}
+		mustAppend(t, s, f)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCorruptRecordIsQuarantined(t *testing.T) {
+	opts := testOptions(t)
+	fillAndClose(t, opts, 100, 10)
+
+	db, err := bolt.Open(opts.Path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMessages)
+		return b.Put(seqKey(50), flipBit(b.Get(seqKey(50)), 12))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var q quarantined
+	opts.Quarantine = q.fn
+	s := openSpool(t, opts)
+	recs := drain(t, s.NewCursor())
+	equal(t, "records read", len(recs), 99)
+	for _, r := range recs {
+		if r.Seq == 50 {
+			t.Fatal("cursor returned the corrupt record")
+		}
+	}
+	equal(t, "quarantined seqs", q.seqs, []uint64{50})
+	equal(t, "quarantined message", q.msgs[0] == nil, true)
+	equal(t, "messages", s.Stats().Messages, int64(99))
+	equal(t, "seq 50 present", present(t, s, 50), false)
+	// A second cursor finds nothing more to quarantine.
+	equal(t, "records read again", len(drain(t, s.NewCursor())), 99)
+	equal(t, "quarantine calls", q.count(), 1)
+}
+
+func TestTruncatedFileIsRenamedAside(t *testing.T) {
+	opts := testOptions(t)
+	fillAndClose(t, opts, 2000, 200)
+	// bbolt grows the file ahead of use, so cut 1000 bytes from the end
+	// of the pages in use rather than from the end of the file.
+	if err := os.Truncate(opts.Path, inUseSize(t, opts.Path)-1000); err != nil {
+		t.Fatal(err)
+	}
+	checkRenamedAndSalvaged(t, opts, 1900)
+}
+
+func TestTruncatedUnusedTailStillOpens(t *testing.T) {
+	opts := testOptions(t)
+	fillAndClose(t, opts, 2000, 200)
+	if err := os.Truncate(opts.Path, inUseSize(t, opts.Path)); err != nil {
+		t.Fatal(err)
+	}
+	s := openSpool(t, opts)
+	equal(t, "renamed aside", s.RenamedAside(), "")
+	equal(t, "messages", s.Stats().Messages, int64(2000))
+}
+
+// inUseSize returns the bytes of the pages below the high water mark.
+func inUseSize(t *testing.T, path string) int64 {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var size int64
+	db.View(func(tx *bolt.Tx) error {
+		size = tx.Size()
+		return nil
+	})
+	return size
+}
+
+func TestZeroedPageIsRenamedAside(t *testing.T) {
+	opts := testOptions(t)
+	fillAndClose(t, opts, 2000, 200)
+	fi, err := os.Stat(opts.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(opts.Path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	middle := fi.Size() / 2 / 4096 * 4096
+	if _, err := f.WriteAt(make([]byte, 4096), middle); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	checkRenamedAndSalvaged(t, opts, 1900)
+}
+
+// checkRenamedAndSalvaged opens the damaged database, expects it renamed
+// aside and replaced by a working empty one, then salvages at least
+// minCopied messages, in order, from the renamed file.
+func checkRenamedAndSalvaged(t *testing.T, opts Options, minCopied int) {
+	t.Helper()
+	s := openSpool(t, opts)
+	aside := s.RenamedAside()
+	if aside == "" {
+		t.Fatal("damaged database was not renamed aside")
+	}
+	if !strings.HasPrefix(filepath.Base(aside), "spool.db.corrupt-") {
+		t.Fatalf("renamed to %s, want spool.db.corrupt-TIMESTAMP", aside)
+	}
+	equal(t, "messages in fresh spool", s.Stats().Messages, int64(0))
+	mustAppend(t, s, batch("new", 0, 1))
+
+	var last uint64
+	copied, skipped, err := Salvage(aside, func(r Record) error {
+		if r.Seq <= last {
+			t.Fatalf("salvaged seq %d after %d", r.Seq, last)
+		}
+		last = r.Seq
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Salvage: %v", err)
+	}
+	t.Logf("salvaged %d, skipped %d", copied, skipped)
+	if copied < minCopied || copied > 2000 {
+		t.Fatalf("salvaged %d messages, want between %d and 2000", copied, minCopied)
+	}
+}
+
+func TestSalvageIntactFile(t *testing.T) {
+	opts := testOptions(t)
+	fillAndClose(t, opts, 300, 10)
+	var payloads []string
+	copied, skipped, err := Salvage(opts.Path, func(r Record) error {
+		payloads = append(payloads, string(r.Message.Payload))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "copied", copied, 300)
+	equal(t, "skipped", skipped, 0)
+	equal(t, "first payload", payloads[0], "payload 0"+strings.Repeat("x", 10))
+}
+
+func TestSalvagePageScanMatchesBolt(t *testing.T) {
+	opts := testOptions(t)
+	fillAndClose(t, opts, 1000, 100)
+	f, err := os.Open(opts.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	found, skipped, err := scanPages(f, fileSize(opts.Path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "found", len(found), 1000)
+	equal(t, "skipped", skipped, 0)
+}
+
+func TestSalvageStopsOnCallbackError(t *testing.T) {
+	opts := testOptions(t)
+	fillAndClose(t, opts, 10, 1)
+	stop := errors.New("stop")
+	copied, _, err := Salvage(opts.Path, func(r Record) error {
+		if r.Seq == 3 {
+			return stop
+		}
+		return nil
+	})
+	if !errors.Is(err, stop) {
+		t.Fatalf("Salvage error = %v, want the callback's error", err)
+	}
+	equal(t, "copied", copied, 2)
+}
+
+func TestUncleanStopRunsCheck(t *testing.T) {
+	opts := testOptions(t)
+	s, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, s, batch("a", 0, 3))
+	// Close bbolt without the clean marker, as a kill would leave it.
+	s.db.Close()
+
+	s = openSpool(t, opts)
+	equal(t, "renamed aside", s.RenamedAside(), "")
+	equal(t, "messages", s.Stats().Messages, int64(3))
+}
