@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
@@ -53,6 +54,7 @@ func salvageBolt(path string, fn func(Record) error) (last uint64, copied, skipp
 	}
 	defer db.Close()
 
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: bbolt panicked after seq %d: %v", ErrCorrupt, last, r)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -110,6 +111,7 @@ func Open(opts Options) (*Spool, error) {
 // creates missing buckets and marks the database as in use. bbolt panics
 // on some damaged pages, so a panic here is reported as damage.
 func (s *Spool) openChecked() (db *bolt.DB, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			if db != nil {
