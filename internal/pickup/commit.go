@@ -1,0 +1,187 @@
+package pickup
+
+import (
+	"errors"
+	"os"
+	"path"
+	"time"
+
+	"github.com/mqspool/mqspool/internal/format"
+	"github.com/mqspool/mqspool/internal/spool"
+	"golang.org/x/sys/unix"
+)
+
+// Backoff after a full spool or a store error: it doubles from the first
+// value up to the second, so a full spool is polled without a busy loop.
+const (
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 5 * time.Second
+)
+
+// batchBytes bounds the payload bytes read ahead for one Append call.
+const batchBytes = 8 << 20
+
+// ingestBatch prepares queued files from the head of the queue and
+// appends them in one call. Files the store rejects as full stay at the
+// head of the queue, so newer files wait behind them.
+func (p *Pickup) ingestBatch() {
+	var batch []spool.FileBatch
+	var bytes int
+	scanned := 0
+	for scanned < len(p.queue) && len(batch) < p.opts.BatchMax && bytes < batchBytes {
+		rel := p.queue[scanned]
+		fb, out := p.prepare(rel)
+		if out == outcomeStoreErr {
+			break
+		}
+		scanned++
+		if out == outcomeReady {
+			batch = append(batch, fb)
+			bytes += batchSize(fb)
+			continue
+		}
+		delete(p.queued, rel)
+	}
+
+	accepted, err := p.append(batch)
+	p.removeCommitted(fileIDs(batch[:accepted]))
+	for _, fb := range batch[:accepted] {
+		delete(p.queued, fb.ID.Name)
+	}
+
+	// Files not accepted go back to the head of the queue, in order.
+	rest := p.queue[scanned:]
+	if accepted < len(batch) {
+		back := make([]string, 0, len(batch)-accepted+len(rest))
+		for _, fb := range batch[accepted:] {
+			back = append(back, fb.ID.Name)
+		}
+		rest = append(back, rest...)
+	}
+	p.queue = rest
+	if err == nil && accepted == len(batch) {
+		p.backoff = 0
+	}
+}
+
+// append hands the batch to the store and records the result.
+func (p *Pickup) append(batch []spool.FileBatch) (int, error) {
+	if len(batch) == 0 {
+		return 0, nil
+	}
+	accepted, err := p.store.Append(batch)
+	if accepted < 0 || accepted > len(batch) {
+		accepted = 0
+	}
+	msgs := 0
+	for _, fb := range batch[:accepted] {
+		msgs += len(fb.Messages)
+	}
+	p.updateStats(func(s *Stats) {
+		s.FilesIngested += uint64(accepted)
+		s.MessagesIngested += uint64(msgs)
+	})
+	switch {
+	case errors.Is(err, spool.ErrFull):
+		p.waitFull()
+	case err != nil:
+		p.storeFailed(err)
+	case accepted < len(batch):
+		p.waitFull()
+	}
+	return accepted, err
+}
+
+// waitFull holds ingest back while the spool is full.
+func (p *Pickup) waitFull() {
+	p.nextBackoff()
+	p.log.Debug("spool is full; files wait in new/", "files", len(p.queue),
+		"backoff_ms", p.backoff.Milliseconds())
+}
+
+// storeFailed logs a store error at most once a minute and holds ingest
+// back for the backoff time.
+func (p *Pickup) storeFailed(err error) {
+	p.nextBackoff()
+	p.setError(err)
+	if p.storeErrLog.allow(p.now(), time.Minute) {
+		p.log.Error("spool store failed; files wait in new/", "err", err,
+			"backoff_ms", p.backoff.Milliseconds())
+	}
+}
+
+func (p *Pickup) nextBackoff() {
+	p.backoff = min(max(2*p.backoff, minBackoff), maxBackoff)
+	p.retryAt = p.now().Add(p.backoff)
+}
+
+// removeCommitted unlinks committed files, syncs their directories and
+// then lets the store forget their identities. A file that cannot be
+// removed keeps its identity, so the next pickup of it unlinks it again
+// instead of appending it twice.
+func (p *Pickup) removeCommitted(ids []spool.FileID) {
+	dirs := make(map[string]bool)
+	var unlinked []spool.FileID
+	for _, id := range ids {
+		if err := p.unlinkIfSame(id); err != nil {
+			p.log.Error("remove ingested file", "path", p.abs(id.Name), "err", err)
+			p.setError(err)
+			continue
+		}
+		dirs[path.Dir(id.Name)] = true
+		unlinked = append(unlinked, id)
+	}
+	for dir := range dirs {
+		if err := format.SyncDir(p.abs(dir)); err != nil {
+			p.log.Error("sync directory after removing ingested files", "err", err)
+			p.setError(err)
+			return
+		}
+	}
+	if len(unlinked) == 0 {
+		return
+	}
+	if err := p.store.Forget(unlinked); err != nil {
+		p.log.Error("forget identities of removed files", "files", len(unlinked), "err", err)
+		p.setError(err)
+	}
+}
+
+// unlinkIfSame removes the file unless another file has replaced it since
+// it was read.
+func (p *Pickup) unlinkIfSame(id spool.FileID) error {
+	name := p.abs(id.Name)
+	st, err := lstat(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if st.Dev != id.Dev || st.Ino != id.Ino {
+		return nil
+	}
+	// TODO: a file renamed over this name between the lstat and the
+	// unlink would be removed unread; producers that use unique names
+	// are not affected.
+	if err := unix.Unlink(name); err != nil && !errors.Is(err, unix.ENOENT) {
+		return &os.PathError{Op: "unlink", Path: name, Err: err}
+	}
+	return nil
+}
+
+func fileIDs(batch []spool.FileBatch) []spool.FileID {
+	ids := make([]spool.FileID, len(batch))
+	for i, fb := range batch {
+		ids[i] = fb.ID
+	}
+	return ids
+}
+
+func batchSize(fb spool.FileBatch) int {
+	n := 0
+	for i := range fb.Messages {
+		n += fb.Messages[i].Size()
+	}
+	return n
+}

@@ -1,0 +1,167 @@
+package pickup
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mqspool/mqspool/internal/format"
+	"github.com/mqspool/mqspool/internal/spool"
+)
+
+// fakeStore is an in-memory Store. room limits how many more files
+// Append accepts before it returns spool.ErrFull; negative is unlimited.
+type fakeStore struct {
+	mu        sync.Mutex
+	files     []spool.FileBatch
+	seen      map[spool.FileID]bool
+	forgotten []spool.FileID
+	room      int
+	maxBatch  int
+	fullCalls int
+}
+
+func newFakeStore() *fakeStore {
+	return &fakeStore{seen: make(map[spool.FileID]bool), room: -1}
+}
+
+func (s *fakeStore) Seen(id spool.FileID) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.seen[id], nil
+}
+
+func (s *fakeStore) Append(files []spool.FileBatch) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.maxBatch = max(s.maxBatch, len(files))
+	n := len(files)
+	if s.room >= 0 && n > s.room {
+		n = s.room
+	}
+	for _, f := range files[:n] {
+		s.files = append(s.files, f)
+		s.seen[f.ID] = true
+	}
+	if s.room >= 0 {
+		s.room -= n
+	}
+	if n < len(files) {
+		s.fullCalls++
+		return n, spool.ErrFull
+	}
+	return n, nil
+}
+
+func (s *fakeStore) Forget(ids []spool.FileID) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		delete(s.seen, id)
+	}
+	s.forgotten = append(s.forgotten, ids...)
+	return nil
+}
+
+func (s *fakeStore) setRoom(n int) {
+	s.mu.Lock()
+	s.room = n
+	s.mu.Unlock()
+}
+
+// names returns the names of the appended files in order.
+func (s *fakeStore) names() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, len(s.files))
+	for i, f := range s.files {
+		out[i] = f.ID.Name
+	}
+	return out
+}
+
+func (s *fakeStore) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.files)
+}
+
+func (s *fakeStore) forgottenCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.forgotten)
+}
+
+// testOptions returns options with short timings for a spool in a
+// temporary directory.
+func testOptions(t testing.TB) Options {
+	t.Helper()
+	return Options{
+		Dir:            t.TempDir(),
+		Settle:         150 * time.Millisecond,
+		RescanInterval: time.Second,
+		DefaultQoS:     1,
+	}
+}
+
+// start creates a Pickup and runs it until the test ends.
+func start(t testing.TB, opts Options, store Store, setup ...func(*Pickup)) *Pickup {
+	t.Helper()
+	p, err := New(opts, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fn := range setup {
+		fn(p)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run returned %v", err)
+		}
+	})
+	return p
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// drop writes a file the way producers should: tmp/ then rename.
+func drop(t testing.TB, dir, rel, data string) {
+	t.Helper()
+	if err := format.WriteFileAtomic(dir, rel, []byte(data)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writeDirect writes a file straight into new/, creating directories.
+func writeDirect(t testing.TB, dir, rel, data string) {
+	t.Helper()
+	name := filepath.Join(dir, "new", filepath.FromSlash(rel))
+	if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(name, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func exists(name string) bool {
+	_, err := os.Lstat(name)
+	return err == nil
+}

@@ -1,0 +1,191 @@
+package pickup
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"syscall"
+
+	"github.com/mqspool/mqspool/internal/format"
+	"github.com/mqspool/mqspool/internal/spool"
+	"golang.org/x/sys/unix"
+)
+
+// outcome is what preparing one queued file led to.
+type outcome int
+
+const (
+	outcomeDone     outcome = iota // gone, rejected, already committed or left for later
+	outcomeReady                   // parsed and ready to append
+	outcomeStoreErr                // the store failed; keep the file queued
+)
+
+// rejection is bad input: the file moves to failed/ with this reason.
+type rejection struct{ reason string }
+
+func (r *rejection) Error() string { return r.reason }
+
+func reject(format string, args ...any) error {
+	return &rejection{reason: fmt.Sprintf(format, args...)}
+}
+
+// errRetry means the file changed while it was read; it is tried again
+// once it settles.
+var errRetry = errors.New("file changed while it was read")
+
+// prepare reads and parses one queued file. A file the store has already
+// committed is unlinked here.
+func (p *Pickup) prepare(rel string) (spool.FileBatch, outcome) {
+	id, data, err := p.readFile(rel)
+	if err == nil {
+		delete(p.unreadable, rel)
+		var seen bool
+		seen, err = p.store.Seen(id)
+		if err != nil {
+			p.storeFailed(fmt.Errorf("check file identity of %s: %w", rel, err))
+			return spool.FileBatch{}, outcomeStoreErr
+		}
+		if seen {
+			p.removeCommitted([]spool.FileID{id})
+			return spool.FileBatch{}, outcomeDone
+		}
+		msgs, perr := p.buildMessages(id, data)
+		if perr == nil {
+			return spool.FileBatch{ID: id, Messages: msgs}, outcomeReady
+		}
+		err = &rejection{reason: perr.Error()}
+	}
+	p.handleReadError(rel, err)
+	return spool.FileBatch{}, outcomeDone
+}
+
+// handleReadError sorts a failure to read or parse a file into rejection,
+// retry or nothing to do.
+func (p *Pickup) handleReadError(rel string, err error) {
+	var rej *rejection
+	switch {
+	case errors.As(err, &rej):
+		p.rejectFile(rel, rej.reason)
+	case errors.Is(err, errRetry):
+		p.consider(rel)
+	case errors.Is(err, fs.ErrNotExist):
+		// Gone before it was read: taken by an earlier event or removed.
+	case errors.Is(err, fs.ErrPermission):
+		p.logUnreadable(rel, err)
+	default:
+		p.log.Error("read spool file", "path", p.abs(rel), "err", err)
+		p.setError(err)
+	}
+}
+
+// readFile checks, opens and reads a file and returns its identity and
+// contents. Non-regular files are rejected before they are opened,
+// because opening a FIFO can block.
+func (p *Pickup) readFile(rel string) (spool.FileID, []byte, error) {
+	if err := format.CheckName(rel); err != nil {
+		return spool.FileID{}, nil, reject("%v", err)
+	}
+	name := p.abs(rel)
+	before, err := lstat(name)
+	if err != nil {
+		return spool.FileID{}, nil, err
+	}
+	if err := checkType(before.Mode); err != nil {
+		return spool.FileID{}, nil, err
+	}
+	limit := p.sizeLimit(format.KindOf(rel))
+	if before.Size > limit {
+		return spool.FileID{}, nil, reject("file is %d bytes, over the limit of %d bytes for "+
+			"this format (publish.max_message_bytes is %d): split it or raise the limit",
+			before.Size, limit, p.opts.MaxMessageBytes)
+	}
+
+	fd, err := unix.Open(name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ELOOP) {
+		return spool.FileID{}, nil, reject("file became a symbolic link while it was opened: " +
+			"mqspool reads only regular files")
+	}
+	if err != nil {
+		return spool.FileID{}, nil, &os.PathError{Op: "open", Path: name, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	return readOpen(f, rel, before, limit)
+}
+
+// readOpen reads an open file and checks that it is the file lstat saw
+// and that it did not change while it was read.
+func readOpen(f *os.File, rel string, before *unix.Stat_t, limit int64) (spool.FileID, []byte, error) {
+	var opened unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &opened); err != nil {
+		return spool.FileID{}, nil, fmt.Errorf("fstat %s: %w", rel, err)
+	}
+	if opened.Dev != before.Dev || opened.Ino != before.Ino || opened.Size != before.Size ||
+		opened.Mode&unix.S_IFMT != unix.S_IFREG {
+		return spool.FileID{}, nil, errRetry
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return spool.FileID{}, nil, fmt.Errorf("read %s: %w", rel, err)
+	}
+	var after unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &after); err != nil {
+		return spool.FileID{}, nil, fmt.Errorf("fstat %s: %w", rel, err)
+	}
+	if int64(len(data)) != after.Size || after.Size != opened.Size ||
+		after.Mtim != opened.Mtim || after.Ctim != opened.Ctim {
+		return spool.FileID{}, nil, errRetry
+	}
+	id := spool.FileID{
+		Dev:   after.Dev,
+		Ino:   after.Ino,
+		Size:  after.Size,
+		Ctime: after.Ctim.Nano(),
+		Name:  rel,
+	}
+	return id, data, nil
+}
+
+func lstat(name string) (*unix.Stat_t, error) {
+	var st unix.Stat_t
+	if err := unix.Lstat(name, &st); err != nil {
+		return nil, &os.PathError{Op: "lstat", Path: name, Err: err}
+	}
+	return &st, nil
+}
+
+// checkType rejects everything but regular files.
+func checkType(mode uint32) error {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return nil
+	case unix.S_IFLNK:
+		return reject("file is a symbolic link: mqspool reads only regular files, " +
+			"so copy or rename the target into new/ instead")
+	case unix.S_IFIFO:
+		return reject("file is a FIFO (named pipe): mqspool reads only regular files, " +
+			"so write the data to a file in tmp/ and rename it into new/")
+	case unix.S_IFSOCK:
+		return reject("file is a socket: mqspool reads only regular files")
+	case unix.S_IFCHR, unix.S_IFBLK:
+		return reject("file is a device: mqspool reads only regular files")
+	case unix.S_IFDIR:
+		return &os.PathError{Op: "read", Err: syscall.EISDIR}
+	}
+	return reject("file type %#o is not supported: mqspool reads only regular files", mode&unix.S_IFMT)
+}
+
+// logUnreadable logs a permission error at most once an hour per file. The
+// file is retried at every rescan, never in a loop.
+func (p *Pickup) logUnreadable(rel string, err error) {
+	now := p.now()
+	if last, ok := p.unreadable[rel]; ok && now.Sub(last) < unreadableLogInterval {
+		return
+	}
+	p.unreadable[rel] = now
+	p.log.Error("spool file is not readable; retrying at each rescan",
+		"path", p.abs(rel), "err", err, "hint", "let the mqspool user read the file")
+	p.setError(err)
+}

@@ -1,0 +1,233 @@
+package pickup
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/mqspool/mqspool/internal/message"
+	"github.com/mqspool/mqspool/internal/spool"
+)
+
+// Defaults used for zero values in [Options].
+const (
+	DefaultSettle          = 2 * time.Second
+	DefaultRescanInterval  = 30 * time.Second
+	DefaultMaxMessageBytes = 1 << 20
+	DefaultBatchMax        = 256
+)
+
+// Route sets topic, QoS and retain for files whose path under new/
+// matches a glob. The first matching route applies. Fields that a file
+// sets itself win over the route.
+type Route struct {
+	// Match is a slash-separated glob on the path under new/, such as
+	// "site1/*/*.json". Each segment is matched with [path.Match], and a
+	// segment "**" matches any number of segments, including none.
+	Match string
+	// Topic replaces the topic a raw file takes from its directory, and
+	// is the topic of .msg and .jsonl messages that set none. Empty keeps
+	// the path topic or publish.default_topic.
+	Topic string
+	// QoS and Retain apply to messages that do not set them; nil leaves
+	// the publish.* default.
+	QoS    *byte
+	Retain *bool
+	// AllowDollar permits topics starting with $.
+	AllowDollar bool
+}
+
+// Options configures a [Pickup]. Zero durations and sizes take the
+// Default* values.
+type Options struct {
+	// Dir is the spool directory (spool.dir) that contains tmp/, new/ and
+	// failed/.
+	Dir string
+	// Settle is how long a file written in place must keep its size and
+	// modification time before a rescan takes it.
+	Settle time.Duration
+	// RescanInterval is the time between full rescans of new/.
+	RescanInterval time.Duration
+	// DefaultTopic is used when neither the file, its path nor a route
+	// gives a topic; empty rejects such files.
+	DefaultTopic string
+	// TopicPrefix is prepended to every topic.
+	TopicPrefix   string
+	DefaultQoS    byte
+	DefaultRetain bool
+	Routes        []Route
+	// MaxMessageBytes limits each message, as [message.Message.Size]
+	// counts it, and the size of raw and .msg files. A .jsonl file may be
+	// up to jsonlFileFactor times as large.
+	MaxMessageBytes int
+	// MessageIDProperty names a user property that carries a unique,
+	// stable id for each message; empty adds none.
+	MessageIDProperty string
+	// IngestTimeProperty names a user property that carries the RFC 3339
+	// ingest time; empty adds none.
+	IngestTimeProperty string
+	// MinFreeBytes pauses ingest while FreeSpacePath's file system has
+	// fewer free bytes; 0 disables the check.
+	MinFreeBytes  uint64
+	FreeSpacePath string
+	// BatchMax is the most files handed to one Store.Append call.
+	BatchMax int
+	// Logger receives warnings for bad files and errors; nil discards.
+	Logger *slog.Logger
+}
+
+// Store is the durable queue that takes the messages. The spool
+// implements it.
+type Store interface {
+	// Seen reports whether a file with this identity was committed and
+	// not yet forgotten.
+	Seen(id spool.FileID) (bool, error)
+	// Append commits the files in order, each with its identity, and
+	// returns how many leading files it committed. It returns
+	// [spool.ErrFull] when the spool limits leave no room for the rest.
+	Append(files []spool.FileBatch) (accepted int, err error)
+	// Forget removes identity records once their files are unlinked.
+	Forget(ids []spool.FileID) error
+}
+
+// Stats is a snapshot of the pickup's counters.
+type Stats struct {
+	FilesIngested    uint64
+	MessagesIngested uint64
+	// FilesFailed counts files and messages moved to failed/.
+	FilesFailed uint64
+	// Waiting is the number of files queued for ingest but held back by
+	// a full spool, disk pressure or a store error.
+	Waiting int
+	// DiskPressure is true while ingest is paused for lack of free space.
+	DiskPressure bool
+	LastError    string
+	LastErrorAt  time.Time
+}
+
+// Pickup ingests the spool directory. Create it with [New].
+type Pickup struct {
+	opts      Options
+	store     Store
+	log       *slog.Logger
+	newDir    string
+	failedDir string
+	tmpDir    string
+	routes    []route
+
+	// freeBytes returns the free bytes at a path; tests replace it.
+	freeBytes func(path string) (uint64, error)
+	// now returns the current time; tests replace it.
+	now func() time.Time
+
+	mu    sync.Mutex // guards stats
+	stats Stats
+
+	// The fields below belong to the goroutine running Run.
+	queue       []string             // files ready for ingest, in arrival order
+	queued      map[string]bool      // members of queue
+	settling    map[string]settleRef // files written in place, not yet settled
+	retryAt     time.Time            // no ingest before this time
+	backoff     time.Duration        // current wait after a full spool or store error
+	storeErrLog rateLimit
+	unreadable  map[string]time.Time // last log time of each unreadable file
+	watchErrLog rateLimit
+	spaceErrLog rateLimit
+}
+
+// New checks opts, creates tmp/, new/ and failed/ when missing and
+// returns a Pickup that ingests into store once Run is called.
+func New(opts Options, store Store) (*Pickup, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("spool directory is empty: set spool.dir")
+	}
+	if opts.DefaultQoS > 2 {
+		return nil, fmt.Errorf("default qos %d is invalid: use 0, 1 or 2", opts.DefaultQoS)
+	}
+	if opts.DefaultTopic != "" {
+		if err := message.ValidateTopic(opts.TopicPrefix+opts.DefaultTopic, true); err != nil {
+			return nil, fmt.Errorf("default topic %q: %w", opts.DefaultTopic, err)
+		}
+	}
+	routes, err := compileRoutes(opts.Routes)
+	if err != nil {
+		return nil, err
+	}
+	applyDefaults(&opts)
+
+	p := &Pickup{
+		opts:       opts,
+		store:      store,
+		log:        opts.Logger,
+		newDir:     filepath.Join(opts.Dir, "new"),
+		failedDir:  filepath.Join(opts.Dir, "failed"),
+		tmpDir:     filepath.Join(opts.Dir, "tmp"),
+		routes:     routes,
+		freeBytes:  statfsFree,
+		now:        time.Now,
+		queued:     make(map[string]bool),
+		settling:   make(map[string]settleRef),
+		unreadable: make(map[string]time.Time),
+	}
+	for _, dir := range []string{p.tmpDir, p.newDir, p.failedDir} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("create spool directory: %w", err)
+		}
+	}
+	return p, nil
+}
+
+func applyDefaults(o *Options) {
+	if o.Settle <= 0 {
+		o.Settle = DefaultSettle
+	}
+	if o.RescanInterval <= 0 {
+		o.RescanInterval = DefaultRescanInterval
+	}
+	if o.MaxMessageBytes <= 0 {
+		o.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if o.BatchMax <= 0 {
+		o.BatchMax = DefaultBatchMax
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+}
+
+// Stats returns a snapshot of the counters. It is safe from any goroutine.
+func (p *Pickup) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stats
+}
+
+// setError records err as the last error.
+func (p *Pickup) setError(err error) {
+	p.mu.Lock()
+	p.stats.LastError = err.Error()
+	p.stats.LastErrorAt = p.now()
+	p.mu.Unlock()
+}
+
+func (p *Pickup) updateStats(fn func(s *Stats)) {
+	p.mu.Lock()
+	fn(&p.stats)
+	p.mu.Unlock()
+}
+
+// rateLimit lets one event through per interval.
+type rateLimit struct{ last time.Time }
+
+func (r *rateLimit) allow(now time.Time, every time.Duration) bool {
+	if !r.last.IsZero() && now.Sub(r.last) < every {
+		return false
+	}
+	r.last = now
+	return true
+}

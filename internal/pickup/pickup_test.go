@@ -1,0 +1,302 @@
+package pickup
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestPickup_RawFileTopicFromPath(t *testing.T) {
+	opts := testOptions(t)
+	store := newFakeStore()
+	start(t, opts, store)
+
+	drop(t, opts.Dir, "site1/temp/0001.json", `{"t":21}`)
+	waitFor(t, 5*time.Second, "one file appended", func() bool { return store.count() == 1 })
+
+	m := store.files[0].Messages[0]
+	if m.Topic != "site1/temp" {
+		t.Errorf("topic = %q, want site1/temp", m.Topic)
+	}
+	if string(m.Payload) != `{"t":21}` {
+		t.Errorf("payload = %q", m.Payload)
+	}
+	if m.QoS != 1 {
+		t.Errorf("qos = %d, want the default 1", m.QoS)
+	}
+	waitFor(t, 5*time.Second, "identity forgotten", func() bool { return store.forgottenCount() == 1 })
+	if exists(filepath.Join(opts.Dir, "new", "site1", "temp", "0001.json")) {
+		t.Error("ingested file is still in new/")
+	}
+}
+
+func TestPickup_DirectoriesCreatedAfterStart(t *testing.T) {
+	opts := testOptions(t)
+	store := newFakeStore()
+	start(t, opts, store)
+
+	// The directories and the file appear at once, before a watch on the
+	// new directories can exist.
+	for i := range 5 {
+		drop(t, opts.Dir, fmt.Sprintf("d%d/a/b/c/f", i), "x")
+	}
+	waitFor(t, 5*time.Second, "five files appended", func() bool { return store.count() == 5 })
+
+	// Files that arrive later in a watched subdirectory are taken at once.
+	drop(t, opts.Dir, "d0/a/b/c/g", "y")
+	waitFor(t, opts.RescanInterval/2, "file in watched subdirectory", func() bool {
+		return store.count() == 6
+	})
+}
+
+func TestPickup_OrderKept(t *testing.T) {
+	opts := testOptions(t)
+	store := newFakeStore()
+	start(t, opts, store)
+
+	var want []string
+	for i := range 300 {
+		rel := fmt.Sprintf("topic/%c/f%04d", 'a'+i%3, 300-i)
+		want = append(want, rel)
+		drop(t, opts.Dir, rel, "x")
+	}
+	waitFor(t, 10*time.Second, "all files appended", func() bool { return store.count() == 300 })
+	if got := store.names(); !slices.Equal(got, want) {
+		t.Errorf("append order differs from drop order:\ngot  %v\nwant %v", got[:10], want[:10])
+	}
+}
+
+func TestPickup_RenamedDuringRescan(t *testing.T) {
+	opts := testOptions(t)
+	opts.RescanInterval = 5 * time.Millisecond
+	store := newFakeStore()
+	start(t, opts, store)
+
+	for i := range 200 {
+		drop(t, opts.Dir, fmt.Sprintf("r/%d/f%d", i%7, i), "x")
+	}
+	waitFor(t, 10*time.Second, "all files appended", func() bool { return store.count() >= 200 })
+	time.Sleep(50 * time.Millisecond)
+
+	names := store.names()
+	if len(names) != 200 {
+		t.Errorf("appended %d files, want 200", len(names))
+	}
+	seen := make(map[string]bool)
+	for _, n := range names {
+		if seen[n] {
+			t.Errorf("file %s appended twice", n)
+		}
+		seen[n] = true
+	}
+}
+
+func TestPickup_SlowWriteNeverHalfSent(t *testing.T) {
+	opts := testOptions(t)
+	opts.RescanInterval = 20 * time.Millisecond
+	store := newFakeStore()
+	start(t, opts, store)
+
+	if err := os.MkdirAll(filepath.Join(opts.Dir, "new", "slow"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(filepath.Join(opts.Dir, "new", "slow", "file"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Each write comes well within the settle time, and the whole write
+	// takes several settle times.
+	for range 12 {
+		if _, err := f.WriteString("chunk "); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(opts.Settle / 3)
+		if n := store.count(); n != 0 {
+			t.Fatalf("file appended while still being written: %q", store.files[0].Messages[0].Payload)
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "file appended after close", func() bool { return store.count() == 1 })
+	if got := string(store.files[0].Messages[0].Payload); len(got) != 12*len("chunk ") {
+		t.Errorf("payload has %d bytes, want %d", len(got), 12*len("chunk "))
+	}
+}
+
+func TestPickup_InPlaceFileSettlesAtRescan(t *testing.T) {
+	opts := testOptions(t)
+	opts.RescanInterval = 50 * time.Millisecond
+	store := newFakeStore()
+
+	// A hard link creates a complete file with no close-write event.
+	src := filepath.Join(t.TempDir(), "src")
+	if err := os.WriteFile(src, []byte("linked"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start(t, opts, store)
+	if err := os.MkdirAll(filepath.Join(opts.Dir, "new", "l"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(src, filepath.Join(opts.Dir, "new", "l", "f")); err != nil {
+		t.Skipf("hard link across temporary directories: %v", err)
+	}
+	waitFor(t, 5*time.Second, "linked file appended", func() bool { return store.count() == 1 })
+}
+
+func TestPickup_SeenFileUnlinkedNotAppended(t *testing.T) {
+	opts := testOptions(t)
+	store := newFakeStore()
+	p, err := New(opts, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Simulate a crash after Append and before the unlink: the store
+	// committed the file's identity but the file is still in new/.
+	drop(t, opts.Dir, "crash/f", "payload")
+	id, _, err := p.readFile("crash/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.seen[id] = true
+
+	start(t, opts, store)
+	name := filepath.Join(opts.Dir, "new", "crash", "f")
+	waitFor(t, 5*time.Second, "committed file removed", func() bool { return !exists(name) })
+	if n := store.count(); n != 0 {
+		t.Errorf("committed file appended again: %d appends", n)
+	}
+	waitFor(t, time.Second, "identity forgotten", func() bool { return store.forgottenCount() == 1 })
+}
+
+func TestPickup_FullSpoolKeepsOrder(t *testing.T) {
+	opts := testOptions(t)
+	store := newFakeStore()
+	store.setRoom(3)
+	p := start(t, opts, store)
+
+	var want []string
+	for i := range 10 {
+		rel := fmt.Sprintf("q/f%02d", i)
+		want = append(want, rel)
+		drop(t, opts.Dir, rel, "x")
+	}
+	waitFor(t, 5*time.Second, "spool full", func() bool { return p.Stats().Waiting == 7 })
+	for _, rel := range want[3:] {
+		if !exists(filepath.Join(opts.Dir, "new", filepath.FromSlash(rel))) {
+			t.Errorf("%s left new/ while the spool was full", rel)
+		}
+	}
+
+	// A newer file must wait behind the older ones.
+	drop(t, opts.Dir, "q/later", "x")
+	want = append(want, "q/later")
+	time.Sleep(100 * time.Millisecond)
+	if n := store.count(); n != 3 {
+		t.Errorf("%d files appended while full, want 3", n)
+	}
+
+	store.setRoom(-1)
+	waitFor(t, 10*time.Second, "all files appended", func() bool { return store.count() == 11 })
+	if got := store.names(); !slices.Equal(got, want) {
+		t.Errorf("order = %v, want %v", got, want)
+	}
+	waitFor(t, time.Second, "nothing waiting", func() bool { return p.Stats().Waiting == 0 })
+}
+
+func TestPickup_ManyFilesBatched(t *testing.T) {
+	count := 10000
+	if testing.Short() {
+		count = 2000
+	}
+	opts := testOptions(t)
+	opts.BatchMax = 128
+	store := newFakeStore()
+	if _, err := New(opts, store); err != nil {
+		t.Fatal(err)
+	}
+	for i := range count {
+		drop(t, opts.Dir, fmt.Sprintf("bulk/%d/f%05d", i%10, i), "payload")
+	}
+
+	p := start(t, opts, store)
+	waitFor(t, 60*time.Second, "all files appended", func() bool { return store.count() == count })
+	if store.maxBatch > opts.BatchMax {
+		t.Errorf("largest Append had %d files, want at most %d", store.maxBatch, opts.BatchMax)
+	}
+	if s := p.Stats(); s.FilesIngested != uint64(count) {
+		t.Errorf("FilesIngested = %d, want %d", s.FilesIngested, count)
+	}
+}
+
+func TestPickup_DiskPressurePausesIngest(t *testing.T) {
+	opts := testOptions(t)
+	opts.MinFreeBytes = 1000
+	opts.FreeSpacePath = opts.Dir
+	store := newFakeStore()
+	var free atomic.Uint64
+	free.Store(10)
+	p := start(t, opts, store, func(p *Pickup) {
+		p.freeBytes = func(string) (uint64, error) { return free.Load(), nil }
+	})
+
+	drop(t, opts.Dir, "d/f", "x")
+	waitFor(t, 5*time.Second, "disk pressure", func() bool { return p.Stats().DiskPressure })
+	time.Sleep(50 * time.Millisecond)
+	if n := store.count(); n != 0 {
+		t.Errorf("%d files appended under disk pressure, want 0", n)
+	}
+	if w := p.Stats().Waiting; w != 1 {
+		t.Errorf("Waiting = %d, want 1", w)
+	}
+
+	free.Store(5000)
+	waitFor(t, 5*time.Second, "file appended after space returned", func() bool {
+		return store.count() == 1
+	})
+	if p.Stats().DiskPressure {
+		t.Error("DiskPressure still set after space returned")
+	}
+}
+
+func TestPickup_DotNamesIgnored(t *testing.T) {
+	opts := testOptions(t)
+	store := newFakeStore()
+	start(t, opts, store)
+
+	writeDirect(t, opts.Dir, ".hidden", "x")
+	writeDirect(t, opts.Dir, ".dir/f", "x")
+	drop(t, opts.Dir, "v/f", "x")
+	waitFor(t, 5*time.Second, "visible file appended", func() bool { return store.count() == 1 })
+	time.Sleep(opts.Settle * 2)
+	if names := store.names(); !slices.Equal(names, []string{"v/f"}) {
+		t.Errorf("appended %v, want only v/f", names)
+	}
+}
+
+func TestPickup_ExistingFilesOrderedByCtime(t *testing.T) {
+	opts := testOptions(t)
+	store := newFakeStore()
+	if err := os.MkdirAll(filepath.Join(opts.Dir, "tmp"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(opts.Dir, "new"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"o/z", "o/a", "o/m"}
+	for _, rel := range want {
+		drop(t, opts.Dir, rel, "x")
+		time.Sleep(20 * time.Millisecond)
+	}
+	start(t, opts, store)
+	waitFor(t, 5*time.Second, "three files appended", func() bool { return store.count() == 3 })
+	if got := store.names(); !slices.Equal(got, want) {
+		t.Errorf("order = %v, want %v (by change time)", got, want)
+	}
+}

@@ -1,0 +1,159 @@
+package pickup
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/mqspool/mqspool/internal/format"
+	"github.com/mqspool/mqspool/internal/message"
+)
+
+// maxSuffix bounds the search for a free name in failed/.
+const maxSuffix = 10000
+
+// rejectFile moves a bad file from new/ to failed/ under its relative
+// path, writes the reason beside it, logs it and counts it.
+func (p *Pickup) rejectFile(rel, reason string) {
+	text := fmt.Sprintf("%s\n\nThe file was new/%s. To retry it, fix it and move it back "+
+		"into new/ (without this .reason file).", reason, rel)
+	dst, err := p.place(rel, text, func(dst string) error {
+		return format.RenameNoReplace(p.abs(rel), dst)
+	})
+	if err == nil {
+		err = format.SyncDir(filepath.Dir(p.abs(rel)))
+	}
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	if err != nil {
+		// The file stays in new/ and is tried again at the next rescan.
+		p.log.Error("move bad spool file to failed/", "path", p.abs(rel), "reason", reason, "err", err)
+		p.setError(err)
+		return
+	}
+	p.log.Warn("moved bad spool file to failed/", "path", p.abs(rel), "failed_path", dst,
+		"reason", reason)
+	p.updateStats(func(s *Stats) { s.FilesFailed++ })
+}
+
+// Quarantine writes a message that cannot be delivered into failed/ as
+// rel with ".msg" appended (unless rel already ends in .msg), and the
+// reason into a .reason file beside it. When m is nil, or m has a value
+// that a .msg header cannot hold, raw is written as it is instead. rel is
+// a slash-separated relative path such as the original file's name. It is
+// safe from any goroutine.
+func (p *Pickup) Quarantine(rel string, m *message.Message, raw []byte, reason string) error {
+	if !filepath.IsLocal(filepath.FromSlash(rel)) {
+		return fmt.Errorf("quarantine name %q: %w", rel, format.ErrUnsafeName)
+	}
+	data := raw
+	if m != nil {
+		var buf bytes.Buffer
+		if err := format.WriteMsg(&buf, *m); err != nil {
+			reason += fmt.Sprintf("\nThis file contains only the payload, because the message "+
+				"cannot be written as .msg: %v", err)
+			data = m.Payload
+		} else {
+			data = buf.Bytes()
+			if path.Ext(rel) != ".msg" {
+				rel += ".msg"
+			}
+		}
+	}
+
+	tmp, err := writeTempFile(p.tmpDir, data)
+	if err != nil {
+		return err
+	}
+	dst, err := p.place(rel, reason, func(dst string) error {
+		return format.RenameNoReplace(tmp, dst)
+	})
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("quarantine %s: %w", rel, err)
+	}
+	p.log.Error("message moved to failed/", "failed_path", dst, "reason", reason)
+	p.updateStats(func(s *Stats) { s.FilesFailed++ })
+	return nil
+}
+
+// place puts a file into failed/ under rel, or under rel with a number
+// before its extension when that name is taken, using move. It then
+// writes NAME.reason, syncs the directory and returns the name used.
+func (p *Pickup) place(rel, reason string, move func(dst string) error) (string, error) {
+	dir := filepath.Join(p.failedDir, filepath.Dir(filepath.FromSlash(rel)))
+	if err := format.MkdirAllSync(dir); err != nil {
+		return "", err
+	}
+	for n := 0; n < maxSuffix; n++ {
+		dst := filepath.Join(p.failedDir, filepath.FromSlash(withSuffix(rel, n)))
+		if _, err := os.Lstat(dst + ".reason"); err == nil {
+			continue
+		}
+		err := move(dst)
+		if errors.Is(err, os.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		if err := p.writeReason(dst+".reason", reason); err != nil {
+			return dst, err
+		}
+		return dst, format.SyncDir(dir)
+	}
+	return "", fmt.Errorf("no free name for %s in failed/ after %d tries: clean up failed/",
+		rel, maxSuffix)
+}
+
+// withSuffix returns rel for n = 0, and otherwise rel with ".n" before
+// its extension, so "a/b.msg" becomes "a/b.1.msg" and keeps its format.
+func withSuffix(rel string, n int) string {
+	if n == 0 {
+		return rel
+	}
+	ext := path.Ext(rel)
+	if strings.Contains(ext, "/") || ext == path.Base(rel) {
+		ext = ""
+	}
+	return strings.TrimSuffix(rel, ext) + "." + strconv.Itoa(n) + ext
+}
+
+// writeReason writes the reason file through tmp/ so it appears whole.
+func (p *Pickup) writeReason(name, reason string) error {
+	tmp, err := writeTempFile(p.tmpDir, []byte(strings.TrimRight(reason, "\n")+"\n"))
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, name); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write reason file: %w", err)
+	}
+	return nil
+}
+
+// writeTempFile writes data to a new synced file in dir.
+func writeTempFile(dir string, data []byte) (string, error) {
+	f, err := os.CreateTemp(dir, ".quarantine-*")
+	if err != nil {
+		return "", fmt.Errorf("create temporary file in %s: %w", dir, err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", fmt.Errorf("write %s: %w", f.Name(), err)
+	}
+	return f.Name(), nil
+}

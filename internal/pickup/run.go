@@ -1,0 +1,130 @@
+package pickup
+
+import (
+	"context"
+	"time"
+)
+
+const (
+	// gatherDelay is how long the pickup waits for more events after one
+	// arrived, so many files share one Append call.
+	gatherDelay = 10 * time.Millisecond
+	// pressureInterval is how often free space is checked again while it
+	// is low.
+	pressureInterval = time.Second
+	// unreadableLogInterval is how often one unreadable file is logged.
+	unreadableLogInterval = time.Hour
+	// idleWait is the timer period when nothing is due.
+	idleWait = time.Hour
+)
+
+// Run watches and ingests the spool directory until ctx is done, then
+// returns nil. Nothing it starts outlives it. It returns an error only when
+// inotify cannot be set up.
+func (p *Pickup) Run(ctx context.Context) error {
+	w, err := newWatcher()
+	if err != nil {
+		return err
+	}
+	defer w.close()
+	ws := &watches{byWD: make(map[int32]string), byDir: make(map[string]int32)}
+
+	p.rescan(w, ws)
+	p.log.Info("spool pickup started", "dir", p.opts.Dir, "watched_dirs", len(ws.byDir),
+		"queued_files", len(p.queue))
+	rescan := time.NewTicker(p.opts.RescanInterval)
+	defer rescan.Stop()
+	timer := time.NewTimer(idleWait)
+	defer timer.Stop()
+
+	for {
+		p.step()
+		timer.Reset(p.wait())
+		select {
+		case <-ctx.Done():
+			return nil
+		case evs := <-w.events:
+			p.handleEvents(w, ws, evs)
+			p.gather(ctx, w, ws)
+		case <-rescan.C:
+			p.rescan(w, ws)
+		case <-timer.C:
+			p.checkSettling()
+		}
+	}
+}
+
+// rescan walks all of new/, watching directories that have no watch and
+// queueing the files that are ready.
+func (p *Pickup) rescan(w *watcher, ws *watches) {
+	p.scanTree(w, ws, "")
+	p.checkSettling()
+	now := p.now()
+	for rel, last := range p.unreadable {
+		if now.Sub(last) >= unreadableLogInterval {
+			delete(p.unreadable, rel)
+		}
+	}
+}
+
+// handleEvents applies a batch of events and rescans when one asks for it.
+func (p *Pickup) handleEvents(w *watcher, ws *watches, evs []watchEvent) {
+	full := false
+	for _, ev := range evs {
+		if p.handleEvent(w, ws, ev) {
+			full = true
+		}
+	}
+	if full {
+		p.rescan(w, ws)
+	}
+}
+
+// gather takes the events that arrive within gatherDelay, so a burst of
+// files is appended in few batches.
+func (p *Pickup) gather(ctx context.Context, w *watcher, ws *watches) {
+	deadline := time.NewTimer(gatherDelay)
+	defer deadline.Stop()
+	for len(p.queue) < p.opts.BatchMax {
+		select {
+		case evs := <-w.events:
+			p.handleEvents(w, ws, evs)
+		case <-deadline.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// step ingests one batch unless ingest is held back.
+func (p *Pickup) step() {
+	now := p.now()
+	switch {
+	case len(p.queue) == 0:
+	case now.Before(p.retryAt):
+	case p.underPressure():
+		p.retryAt = now.Add(pressureInterval)
+	default:
+		p.ingestBatch()
+	}
+	waiting := 0
+	if p.now().Before(p.retryAt) {
+		waiting = len(p.queue)
+	}
+	p.updateStats(func(s *Stats) { s.Waiting = waiting })
+}
+
+// wait returns the time until something is due: the next batch, the end
+// of a backoff or a file that may have settled.
+func (p *Pickup) wait() time.Duration {
+	now := p.now()
+	d := idleWait
+	if len(p.queue) > 0 {
+		d = max(p.retryAt.Sub(now), 0)
+	}
+	if next := p.nextSettle(); !next.IsZero() {
+		d = min(d, max(next.Sub(now), time.Millisecond))
+	}
+	return d
+}

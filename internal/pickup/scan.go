@@ -1,0 +1,234 @@
+package pickup
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// settleRef is what a file written in place looked like when first seen
+// with its current size and modification time.
+type settleRef struct {
+	size  int64
+	mtime time.Time
+	since time.Time
+}
+
+// candidate is a file found by a scan, ordered by change time then name.
+type candidate struct {
+	rel   string
+	ctime int64
+}
+
+// watches maps watch descriptors to directories under new/ ("" is new/).
+type watches struct {
+	byWD  map[int32]string
+	byDir map[string]int32
+}
+
+func (p *Pickup) abs(rel string) string {
+	return filepath.Join(p.newDir, filepath.FromSlash(rel))
+}
+
+// hidden reports whether a name is ignored: names starting with a dot.
+func hidden(name string) bool { return strings.HasPrefix(name, ".") }
+
+// scanTree watches dir (relative to new/) and every directory below it,
+// and queues the files it finds that are ready, oldest change time first.
+func (p *Pickup) scanTree(w *watcher, ws *watches, dir string) {
+	var found []candidate
+	p.walk(w, ws, dir, &found)
+	sort.Slice(found, func(i, j int) bool {
+		if found[i].ctime != found[j].ctime {
+			return found[i].ctime < found[j].ctime
+		}
+		return found[i].rel < found[j].rel
+	})
+	for _, c := range found {
+		p.consider(c.rel)
+	}
+}
+
+// walk visits one directory. Symbolic links to directories are files to
+// it, so the pickup rejects them and never follows them.
+func (p *Pickup) walk(w *watcher, ws *watches, dir string, found *[]candidate) {
+	if _, ok := ws.byDir[dir]; !ok && w != nil {
+		p.addWatch(w, ws, dir)
+	}
+	entries, err := os.ReadDir(p.abs(dir))
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			p.log.Error("read spool directory", "path", p.abs(dir), "err", err)
+			p.setError(err)
+		}
+		return
+	}
+	for _, e := range entries {
+		if hidden(e.Name()) {
+			continue
+		}
+		rel := path.Join(dir, e.Name())
+		if e.IsDir() {
+			p.walk(w, ws, rel, found)
+			continue
+		}
+		if p.queued[rel] {
+			continue
+		}
+		*found = append(*found, candidate{rel: rel, ctime: entryCtime(e)})
+	}
+}
+
+func entryCtime(e fs.DirEntry) int64 {
+	info, err := e.Info()
+	if err != nil {
+		return 0
+	}
+	if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		return st.Ctim.Nano()
+	}
+	return 0
+}
+
+func (p *Pickup) addWatch(w *watcher, ws *watches, dir string) {
+	wd, err := w.add(p.abs(dir))
+	if err != nil {
+		// Files in an unwatched directory are still found by rescans.
+		if p.watchErrLog.allow(p.now(), time.Hour) {
+			p.log.Error("watch spool directory; its files are picked up at rescans only",
+				"path", p.abs(dir), "err", err,
+				"hint", "raise fs.inotify.max_user_watches if the error is ENOSPC")
+		}
+		p.setError(err)
+		return
+	}
+	ws.byWD[wd] = dir
+	ws.byDir[dir] = wd
+}
+
+// consider queues rel when it is ready: not a regular file (so it is
+// rejected at once), or a regular file that has settled. Other files are
+// tracked until they settle.
+func (p *Pickup) consider(rel string) {
+	info, err := os.Lstat(p.abs(rel))
+	if err != nil {
+		delete(p.settling, rel)
+		return
+	}
+	if info.IsDir() {
+		return
+	}
+	if !info.Mode().IsRegular() || p.settled(rel, info) {
+		p.enqueue(rel)
+	}
+}
+
+// settled reports whether a regular file has kept its size and
+// modification time for the settle time, either by its modification time
+// or by what the pickup saw earlier.
+func (p *Pickup) settled(rel string, info fs.FileInfo) bool {
+	now := p.now()
+	if now.Sub(info.ModTime()) >= p.opts.Settle {
+		return true
+	}
+	ref, ok := p.settling[rel]
+	if ok && ref.size == info.Size() && ref.mtime.Equal(info.ModTime()) {
+		return now.Sub(ref.since) >= p.opts.Settle
+	}
+	p.settling[rel] = settleRef{size: info.Size(), mtime: info.ModTime(), since: now}
+	return false
+}
+
+// checkSettling looks again at files written in place whose settle time
+// has passed.
+func (p *Pickup) checkSettling() {
+	now := p.now()
+	var due []string
+	for rel, ref := range p.settling {
+		if now.Sub(ref.since) >= p.opts.Settle || now.Sub(ref.mtime) >= p.opts.Settle {
+			due = append(due, rel)
+		}
+	}
+	sort.Strings(due)
+	for _, rel := range due {
+		p.consider(rel)
+	}
+}
+
+// nextSettle returns when the next tracked file may have settled.
+func (p *Pickup) nextSettle() time.Time {
+	var next time.Time
+	for _, ref := range p.settling {
+		t := ref.since.Add(p.opts.Settle)
+		if m := ref.mtime.Add(p.opts.Settle); m.Before(t) {
+			t = m
+		}
+		if next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	return next
+}
+
+func (p *Pickup) enqueue(rel string) {
+	delete(p.settling, rel)
+	if p.queued[rel] {
+		return
+	}
+	p.queued[rel] = true
+	p.queue = append(p.queue, rel)
+}
+
+// handleEvent applies one inotify event. It returns true when the event
+// calls for a full rescan.
+func (p *Pickup) handleEvent(w *watcher, ws *watches, ev watchEvent) bool {
+	if ev.mask&unix.IN_Q_OVERFLOW != 0 {
+		return true
+	}
+	dir, ok := ws.byWD[ev.wd]
+	if !ok {
+		return false
+	}
+	switch {
+	case ev.mask&unix.IN_IGNORED != 0:
+		forgetWatch(ws, ev.wd, dir)
+		return false
+	case ev.mask&(unix.IN_MOVE_SELF|unix.IN_DELETE_SELF) != 0:
+		// The directory left its place, so its path is stale. A rescan
+		// watches it again wherever it now is under new/.
+		w.remove(ev.wd)
+		forgetWatch(ws, ev.wd, dir)
+		return true
+	}
+	if ev.name == "" || hidden(ev.name) {
+		return false
+	}
+	rel := path.Join(dir, ev.name)
+	switch {
+	case ev.mask&unix.IN_ISDIR != 0:
+		if ev.mask&(unix.IN_CREATE|unix.IN_MOVED_TO) != 0 {
+			// Files may have arrived before the watch existed.
+			p.scanTree(w, ws, rel)
+		}
+	case ev.mask&(unix.IN_MOVED_TO|unix.IN_CLOSE_WRITE) != 0:
+		p.enqueue(rel)
+	case ev.mask&unix.IN_CREATE != 0:
+		p.consider(rel)
+	}
+	return false
+}
+
+func forgetWatch(ws *watches, wd int32, dir string) {
+	delete(ws.byWD, wd)
+	if ws.byDir[dir] == wd {
+		delete(ws.byDir, dir)
+	}
+}
