@@ -222,7 +222,7 @@ func TestPickup_ManyFilesBatched(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range count {
-		drop(t, opts.Dir, fmt.Sprintf("bulk/%d/f%05d", i%10, i), "payload")
+		dropFast(t, opts.Dir, fmt.Sprintf("bulk/%d/f%05d", i%10, i), "payload")
 	}
 
 	p := start(t, opts, store)

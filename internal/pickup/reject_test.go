@@ -1,0 +1,209 @@
+package pickup
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mqspool/mqspool/internal/format"
+	"github.com/mqspool/mqspool/internal/message"
+)
+
+func TestPickup_BadInputMovedToFailed(t *testing.T) {
+	opts := testOptions(t)
+	opts.MaxMessageBytes = 1000
+	store := newFakeStore()
+	if _, err := New(opts, store); err != nil {
+		t.Fatal(err)
+	}
+	newDir := filepath.Join(opts.Dir, "new")
+
+	tests := []struct {
+		name   string
+		rel    string
+		create func(t *testing.T, name string)
+		reason string
+	}{
+		{"empty msg", "e/empty.msg", content(""), "file is empty"},
+		{"unknown header", "e/unknown.msg", content("Topic: a\nColour: red\n\n"),
+			`line 2: header "Colour" is unknown: use Topic, QoS`},
+		{"wildcard topic", "e/wild.msg", content("Topic: a/#\n\n"),
+			`line 1: header "Topic" value "a/#" is invalid: topic contains a wildcard`},
+		{"qos 7", "e/qos.msg", content("Topic: a\nQos: 7\n\n"),
+			`line 2: header "Qos" value "7" is invalid: use 0, 1 or 2`},
+		{"missing blank line", "e/noblank.msg", content("Topic: a\n"),
+			"line 2: missing blank line after the headers"},
+		{"broken JSON line", "e/broken.jsonl",
+			content(`{"topic":"a","payload":"x"}` + "\n" + `{"topic":` + "\n"),
+			"line 2: invalid JSON object"},
+		{"bad base64", "e/b64.jsonl", content(`{"topic":"a","payload_base64":"#"}`),
+			"line 1: field payload_base64 is invalid"},
+		{"empty jsonl", "e/empty.jsonl", content(""), "file is empty"},
+		{"file over max bytes", "e/big", content(strings.Repeat("x", 1001)),
+			"file is 1001 bytes, over the limit of 1000 bytes"},
+		{"message over max bytes", "e/bigline.jsonl",
+			content(`{"topic":"a","payload":"` + strings.Repeat("x", 1000) + `"}`),
+			"line 1: message is 1001 bytes, over publish.max_message_bytes (1000)"},
+		{"non-UTF-8 directory", "bad\xffdir/f", content("x"), "is not valid UTF-8: rename it"},
+		{"wildcard directory", "a+b/f", content("x"), "cannot be a topic"},
+		{"symlink", "e/link", symlink, "file is a symbolic link"},
+		{"symlinked directory", "linkdir", symlinkDir, "file is a symbolic link"},
+		{"FIFO", "e/fifo", fifo, "file is a FIFO"},
+		{"dollar topic", "$SYS/x/f", content("x"), "topic starts with $"},
+		{"dollar header", "e/dollar.msg", content("Topic: $SYS/x\n\n"), "topic starts with $"},
+		{"no topic", "rootfile", content("x"), "directly in new/"},
+		{"no topic in msg", "e/notopic.msg", content("\nx"), "no topic"},
+		{"invalid utf8 payload", "e/utf8.msg",
+			content("Topic: a\nPayload-Format: utf8\n\n\xff"), "payload is not valid UTF-8"},
+	}
+	for _, tt := range tests {
+		name := filepath.Join(newDir, filepath.FromSlash(tt.rel))
+		if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		tt.create(t, name)
+	}
+	drop(t, opts.Dir, "good/f", "ok")
+	p := start(t, opts, store)
+
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			failed := filepath.Join(opts.Dir, "failed", filepath.FromSlash(tt.rel))
+			waitFor(t, 5*time.Second, "reason file", func() bool { return exists(failed + ".reason") })
+			reason, err := os.ReadFile(failed + ".reason")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(reason), tt.reason) {
+				t.Errorf("reason = %q, want it to contain %q", reason, tt.reason)
+			}
+			if !exists(failed) {
+				t.Error("file is not in failed/")
+			}
+			if exists(filepath.Join(newDir, filepath.FromSlash(tt.rel))) {
+				t.Error("file is still in new/")
+			}
+		})
+	}
+	waitFor(t, 5*time.Second, "good file appended", func() bool { return store.count() == 1 })
+	if got := p.Stats().FilesFailed; got != uint64(len(tests)) {
+		t.Errorf("FilesFailed = %d, want %d", got, len(tests))
+	}
+}
+
+func content(data string) func(*testing.T, string) {
+	return func(t *testing.T, name string) {
+		if err := os.WriteFile(name, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func symlink(t *testing.T, name string) {
+	if err := os.Symlink("/etc/hostname", name); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func symlinkDir(t *testing.T, name string) {
+	if err := os.Symlink(t.TempDir(), name); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func fifo(t *testing.T, name string) {
+	if err := syscall.Mkfifo(name, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPickup_RejectedNameTakenGetsSuffix(t *testing.T) {
+	opts := testOptions(t)
+	store := newFakeStore()
+	start(t, opts, store)
+
+	drop(t, opts.Dir, "s/bad.msg", "")
+	failed := filepath.Join(opts.Dir, "failed", "s")
+	waitFor(t, 5*time.Second, "first rejection", func() bool {
+		return exists(filepath.Join(failed, "bad.msg.reason"))
+	})
+	drop(t, opts.Dir, "s/bad.msg", "Topic: a\n")
+	waitFor(t, 5*time.Second, "second rejection", func() bool {
+		return exists(filepath.Join(failed, "bad.1.msg.reason"))
+	})
+	if !exists(filepath.Join(failed, "bad.1.msg")) {
+		t.Error("second file is not in failed/ as bad.1.msg")
+	}
+}
+
+func TestPickup_Quarantine(t *testing.T) {
+	opts := testOptions(t)
+	p, err := New(opts, newFakeStore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &message.Message{Topic: "a/b", QoS: 1, Payload: []byte("p")}
+	for range 2 {
+		if err := p.Quarantine("spool/42", m, nil, "broker rejected it: not authorized (0x87)"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	failed := filepath.Join(opts.Dir, "failed", "spool")
+	data, err := os.ReadFile(filepath.Join(failed, "42.msg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := format.ParseMsg(data)
+	if err != nil {
+		t.Fatalf("quarantined file does not parse: %v", err)
+	}
+	if got.Topic != "a/b" || string(got.Payload) != "p" {
+		t.Errorf("quarantined message = %+v", got)
+	}
+	reason, err := os.ReadFile(filepath.Join(failed, "42.msg.reason"))
+	if err != nil || !strings.Contains(string(reason), "0x87") {
+		t.Errorf("reason = %q, %v", reason, err)
+	}
+	if !exists(filepath.Join(failed, "42.1.msg")) {
+		t.Error("second quarantine did not get the name 42.1.msg")
+	}
+	if err := p.Quarantine("../escape", nil, []byte("x"), "r"); !errors.Is(err, format.ErrUnsafeName) {
+		t.Errorf("quarantine outside failed/ error = %v, want ErrUnsafeName", err)
+	}
+	if err := p.Quarantine("raw", nil, []byte("x"), "r"); err != nil {
+		t.Fatal(err)
+	}
+	if data, _ := os.ReadFile(filepath.Join(opts.Dir, "failed", "raw")); string(data) != "x" {
+		t.Errorf("raw quarantine = %q, want x", data)
+	}
+}
+
+func TestPickup_UnreadableFileRetried(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root reads files regardless of permissions")
+	}
+	opts := testOptions(t)
+	opts.RescanInterval = 50 * time.Millisecond
+	opts.DefaultTopic = "t"
+	store := newFakeStore()
+	p := start(t, opts, store)
+
+	// The file is unreadable before it appears in new/.
+	tmp := filepath.Join(opts.Dir, "tmp", "f")
+	if err := os.WriteFile(tmp, []byte("x"), 0); err != nil {
+		t.Fatal(err)
+	}
+	name := filepath.Join(opts.Dir, "new", "f")
+	if err := os.Rename(tmp, name); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "error recorded", func() bool { return p.Stats().LastError != "" })
+	if err := os.Chmod(name, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "file appended after a rescan", func() bool { return store.count() == 1 })
+}

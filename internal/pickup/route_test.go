@@ -1,0 +1,143 @@
+package pickup
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mqspool/mqspool/internal/message"
+	"github.com/mqspool/mqspool/internal/spool"
+)
+
+func TestMatchSegments(t *testing.T) {
+	tests := []struct {
+		glob, rel string
+		want      bool
+	}{
+		{"a/*", "a/f", true},
+		{"a/*", "a/b/f", false},
+		{"a/**", "a/b/c/f", true},
+		{"a/**/f", "a/f", true},
+		{"a/**/f", "a/x/y/f", true},
+		{"**", "f", true},
+		{"**/*.msg", "x/y.msg", true},
+		{"**/*.msg", "x/y.jsonl", false},
+		{"site?/*", "site1/f", true},
+		{"b/*", "a/f", false},
+	}
+	for _, tt := range tests {
+		got := matchSegments(strings.Split(tt.glob, "/"), strings.Split(tt.rel, "/"))
+		if got != tt.want {
+			t.Errorf("match %q against %q = %v, want %v", tt.glob, tt.rel, got, tt.want)
+		}
+	}
+}
+
+func TestNew_RejectsBadRoute(t *testing.T) {
+	opts := testOptions(t)
+	opts.Routes = []Route{{Match: "a/[", Topic: "x"}}
+	if _, err := New(opts, newFakeStore()); err == nil {
+		t.Error("New accepted an invalid glob")
+	}
+	qos := byte(3)
+	opts.Routes = []Route{{Match: "a/*", QoS: &qos}}
+	if _, err := New(opts, newFakeStore()); err == nil {
+		t.Error("New accepted route qos 3")
+	}
+}
+
+func TestPickup_Precedence(t *testing.T) {
+	opts := testOptions(t)
+	opts.TopicPrefix = "gw1/"
+	opts.DefaultTopic = "default"
+	opts.MessageIDProperty = "msg-id"
+	opts.IngestTimeProperty = "ingested"
+	qos0, retain := byte(0), true
+	opts.Routes = []Route{
+		{Match: "routed/**", Topic: "route/topic", QoS: &qos0, Retain: &retain},
+		{Match: "sys/*", AllowDollar: true},
+	}
+	store := newFakeStore()
+	start(t, opts, store)
+
+	drop(t, opts.Dir, "routed/x/raw", "r")
+	drop(t, opts.Dir, "routed/file.msg", "QoS: 2\n\nm")
+	drop(t, opts.Dir, "routed/lines.jsonl",
+		`{"topic":"own","payload":"a","retain":false}`+"\n"+`{"payload":"b"}`)
+	drop(t, opts.Dir, "plain/f.msg", "\nd")
+	drop(t, opts.Dir, "sys/f.msg", "Topic: $SYS/ok\n\ns")
+	drop(t, opts.Dir, "root", "t")
+	waitFor(t, 5*time.Second, "six files appended", func() bool { return store.count() == 6 })
+
+	var msgs []message.Message
+	for _, f := range store.files {
+		msgs = append(msgs, f.Messages...)
+	}
+	want := []struct {
+		topic  string
+		qos    byte
+		retain bool
+	}{
+		{"gw1/route/topic", 0, true}, // route wins over the path
+		{"gw1/route/topic", 2, true}, // file QoS wins over the route
+		{"gw1/own", 0, false},        // file topic and retain win
+		{"gw1/route/topic", 0, true}, // route fills what the line leaves out
+		{"gw1/default", 1, false},    // publish.* defaults
+		{"gw1/$SYS/ok", 1, false},    // the prefix comes first, so $ is inside
+		{"gw1/default", 1, false},    // a file directly in new/
+	}
+	if len(msgs) != len(want) {
+		t.Fatalf("got %d messages, want %d", len(msgs), len(want))
+	}
+	ids := make(map[string]bool)
+	for i, w := range want {
+		m := msgs[i]
+		if m.Topic != w.topic || m.QoS != w.qos || m.Retain != w.retain {
+			t.Errorf("message %d = topic %q qos %d retain %v, want %q %d %v",
+				i, m.Topic, m.QoS, m.Retain, w.topic, w.qos, w.retain)
+		}
+		if len(m.UserProperties) != 2 || m.UserProperties[0].Key != "msg-id" ||
+			m.UserProperties[1].Key != "ingested" {
+			t.Errorf("message %d properties = %v, want msg-id and ingested", i, m.UserProperties)
+			continue
+		}
+		ids[m.UserProperties[0].Value] = true
+		if _, err := time.Parse(time.RFC3339Nano, m.UserProperties[1].Value); err != nil {
+			t.Errorf("message %d ingest time: %v", i, err)
+		}
+	}
+	if len(ids) != len(want) {
+		t.Errorf("got %d distinct message ids, want %d", len(ids), len(want))
+	}
+}
+
+func TestPickup_DollarTopicWithRoute(t *testing.T) {
+	opts := testOptions(t)
+	opts.Routes = []Route{{Match: "$SYS/**", AllowDollar: true}}
+	store := newFakeStore()
+	start(t, opts, store)
+
+	drop(t, opts.Dir, "$SYS/gw/f", "x")
+	waitFor(t, 5*time.Second, "file appended", func() bool { return store.count() == 1 })
+	if got := store.files[0].Messages[0].Topic; got != "$SYS/gw" {
+		t.Errorf("topic = %q, want $SYS/gw", got)
+	}
+}
+
+func TestMessageID_Stable(t *testing.T) {
+	id := spool.FileID{Dev: 1, Ino: 2, Size: 3, Ctime: 4, Name: "a/b"}
+	first := messageID(id, 0)
+	if again := messageID(id, 0); again != first {
+		t.Errorf("id changed between calls: %s, %s", first, again)
+	}
+	if len(first) != 32 {
+		t.Errorf("id %q has %d hex digits, want 32", first, len(first))
+	}
+	if messageID(id, 1) == first {
+		t.Error("second line has the same id as the first")
+	}
+	id.Ino = 9
+	if messageID(id, 0) == first {
+		t.Error("another file has the same id")
+	}
+}
