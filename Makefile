@@ -1,0 +1,50 @@
+# mqspool build and test targets. "make help" lists them.
+
+GO        ?= go
+BIN       ?= bin/mqspool
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+FUZZTIME  ?= 30s
+
+.PHONY: help build test test-short vet fmt cover fuzz cross demo check clean deps
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## build bin/mqspool
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/mqspool
+
+deps: ## install mosquitto from Debian when missing (needs root)
+	@command -v mosquitto >/dev/null && command -v mosquitto_sub >/dev/null || \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y mosquitto mosquitto-clients; }
+
+test: deps ## run every test with the race detector, integration tests included
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+test-short: ## run the unit tests only (no broker needed)
+	$(GO) test -race -count=1 -short ./...
+
+vet: ## go vet
+	$(GO) vet ./...
+
+fmt: ## check formatting
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+cover: ## test coverage report in cover.html
+	$(GO) test -count=1 -coverprofile=cover.out ./...
+	$(GO) tool cover -html=cover.out -o cover.html
+
+fuzz: ## run every fuzz test for FUZZTIME each (default 30s)
+	@scripts/fuzz.sh $(FUZZTIME)
+
+cross: ## build for the edge targets: linux arm64 and armv7
+	GOOS=linux GOARCH=arm64 $(GO) build -o /dev/null ./cmd/mqspool
+	GOOS=linux GOARCH=arm GOARM=7 $(GO) build -o /dev/null ./cmd/mqspool
+
+demo: deps build ## run mqspool end to end against a local mosquitto
+	scripts/demo.sh $(BIN)
+
+check: fmt vet cross test ## everything CI runs
+
+clean: ## remove build output
+	rm -rf bin cover.out cover.html

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mqspool/mqspool/internal/format"
+	"github.com/mqspool/mqspool/internal/message"
+)
+
+type publishFlags struct {
+	configFlags
+	spoolDir    string
+	topic       string
+	qos         int
+	retain      bool
+	expiry      uint32
+	contentType string
+	properties  []string
+	text        string
+	textSet     bool
+}
+
+func newPublishCommand() *cobra.Command {
+	var f publishFlags
+	c := &cobra.Command{
+		Use:   "publish [flags] [FILE|-]",
+		Short: "Drop a message into the spool directory atomically",
+		Long: `Drop one message into the spool directory as a .msg file: written into tmp/,
+synced, renamed into new/ and the directory synced, so the daemon never sees
+a partial file. The payload comes from FILE, from standard input with "-",
+or from --message. The daemon does not need to run.`,
+		Example: `  mqspool publish --topic site1/temp --message 21.5
+  sensor-read | mqspool publish --topic site1/temp --qos 2 -
+  mqspool publish --topic cam/1 --content-type image/jpeg snapshot.jpg`,
+		Args: maxArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			f.textSet = c.Flags().Changed("message")
+			return runPublish(c, &f, args)
+		},
+	}
+	f.configFlags.register(c)
+	fl := c.Flags()
+	fl.StringVar(&f.spoolDir, "spool-dir", "", "spool directory (default: spool.dir from the config)")
+	fl.StringVarP(&f.topic, "topic", "t", "", "topic (default: the daemon's routes and publish.default_topic)")
+	fl.IntVarP(&f.qos, "qos", "q", -1, "QoS 0, 1 or 2 (default: the daemon's publish.qos)")
+	fl.BoolVarP(&f.retain, "retain", "r", false, "set the retain flag")
+	fl.Uint32Var(&f.expiry, "expiry", 0, "message expiry interval in seconds, aged while queued (0: none)")
+	fl.StringVar(&f.contentType, "content-type", "", "MQTT 5 content type")
+	fl.StringArrayVarP(&f.properties, "property", "p", nil, "user property key=value (repeatable, order kept)")
+	fl.StringVarP(&f.text, "message", "m", "", "payload text, instead of FILE or -")
+	return c
+}
+
+func runPublish(c *cobra.Command, f *publishFlags, args []string) error {
+	m, err := f.message(c.InOrStdin(), args)
+	if err != nil {
+		return usageError(err)
+	}
+	dir, err := f.dir(c)
+	if err != nil {
+		return err
+	}
+
+	name := uniqueName()
+	if err := dropMessage(dir, name, m); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.OutOrStdout(), "queued new/%s\n", name)
+	return nil
+}
+
+func (f *publishFlags) dir(c *cobra.Command) (string, error) {
+	if f.spoolDir != "" {
+		return f.spoolDir, nil
+	}
+	loaded, err := f.load(c, nil)
+	if err != nil {
+		return "", err
+	}
+	return loaded.Config.Spool.Dir, nil
+}
+
+// message builds the message from the flags. A QoS of -1 means the
+// daemon's default; the .msg file then has no QoS header.
+func (f *publishFlags) message(stdin io.Reader, args []string) (message.Message, error) {
+	var m message.Message
+	payload, err := f.payload(stdin, args)
+	if err != nil {
+		return m, err
+	}
+	m.Payload = payload
+	m.Topic = f.topic
+	m.Retain = f.retain
+	m.ExpirySeconds = f.expiry
+	m.ContentType = f.contentType
+
+	if f.topic != "" {
+		if err := message.ValidateTopic(f.topic, false); err != nil {
+			return m, fmt.Errorf("--topic %q: %w", f.topic, err)
+		}
+	}
+	switch {
+	case f.qos == -1:
+		m.QoS = 255
+	case f.qos < 0 || f.qos > 2:
+		return m, fmt.Errorf("--qos %d is invalid: use 0, 1 or 2", f.qos)
+	default:
+		m.QoS = byte(f.qos)
+	}
+	for _, p := range f.properties {
+		key, value, ok := strings.Cut(p, "=")
+		if !ok || key == "" {
+			return m, fmt.Errorf("--property %q is invalid: write it as key=value", p)
+		}
+		m.UserProperties = append(m.UserProperties, message.UserProperty{Key: key, Value: value})
+	}
+	return m, nil
+}
+
+func (f *publishFlags) payload(stdin io.Reader, args []string) ([]byte, error) {
+	switch {
+	case f.textSet && len(args) > 0:
+		return nil, errors.New("give the payload once: --message or FILE or -, not both")
+	case f.textSet:
+		return []byte(f.text), nil
+	case len(args) == 0:
+		return nil, errors.New("missing payload: pass FILE, - for standard input, or --message TEXT")
+	case args[0] == "-":
+		return io.ReadAll(stdin)
+	default:
+		data, err := os.ReadFile(args[0])
+		if err != nil {
+			return nil, fmt.Errorf("read payload: %w", err)
+		}
+		return data, nil
+	}
+}
+
+// uniqueName returns a .msg name that sorts by creation time and does not
+// collide with a concurrent publish.
+func uniqueName() string {
+	var b [6]byte
+	rand.Read(b[:])
+	return fmt.Sprintf("%d-%d-%s.msg", time.Now().UnixNano(), os.Getpid(), hex.EncodeToString(b[:]))
+}
+
+// dropMessage writes m as a .msg file into the spool directory dir the
+// atomic way: tmp/, sync, rename into new/NAME, sync the directory.
+func dropMessage(dir, name string, m message.Message) error {
+	var buf bytes.Buffer
+	if err := format.WriteMsg(&buf, m); err != nil {
+		return fmt.Errorf("encode message: %w", err)
+	}
+	if err := format.WriteFileAtomic(dir, name, buf.Bytes()); err != nil {
+		return fmt.Errorf("drop message into %s: %w", dir, err)
+	}
+	return nil
+}

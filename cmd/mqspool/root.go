@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mqspool/mqspool/internal/config"
+)
+
+// Exit statuses that scripts rely on.
+const (
+	exitOK          = 0
+	exitFailure     = 1
+	exitUsage       = 2
+	exitWaitTimeout = 3
+	exitRejected    = 4
+)
+
+// exitError carries an exit status through cobra's error return.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func usageError(err error) error { return &exitError{code: exitUsage, err: err} }
+
+// execute runs the command line and returns the exit status.
+func execute(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRootCommand()
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+
+	err := root.ExecuteContext(context.Background())
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintln(stderr, "mqspool:", err)
+	return exitCode(err)
+}
+
+func exitCode(err error) int {
+	var ee *exitError
+	switch {
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.Is(err, config.ErrInvalid):
+		return exitUsage
+	case isFlagError(err):
+		return exitUsage
+	default:
+		return exitFailure
+	}
+}
+
+// flagError marks errors cobra returns for bad flags and arguments.
+type flagError struct{ error }
+
+func isFlagError(err error) bool {
+	var fe flagError
+	return errors.As(err, &fe)
+}
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "mqspool",
+		Short: "Forward files from a spool directory to an MQTT broker, durably",
+		Long: `mqspool takes files that other programs drop into a spool directory, stores
+their messages in a bbolt database and forwards them to an MQTT 5 broker,
+surviving network outages, broker restarts, SIGTERM, kill -9 and power loss.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return flagError{fmt.Errorf("%w: see '%s --help'", err, c.CommandPath())}
+	})
+	root.AddCommand(
+		newRunCommand(),
+		newPublishCommand(),
+		newConfigCommand(),
+		newSpoolCommand(),
+		newStatusCommand(),
+		newCtlCommand(),
+		newVersionCommand(),
+	)
+	return root
+}
+
+// configFlags is the --config flag shared by the commands that read the
+// configuration.
+type configFlags struct {
+	file string
+}
+
+func (f *configFlags) register(c *cobra.Command) {
+	c.Flags().StringVarP(&f.file, "config", "c", "", "config file (default "+config.DefaultFile+")")
+}
+
+func (f *configFlags) load(c *cobra.Command, flagKeys map[string]string) (*config.Loaded, error) {
+	return config.Load(config.LoadOptions{File: f.file, Flags: c.Flags(), FlagKeys: flagKeys})
+}
+
+// exactArgs wraps cobra.ExactArgs so that a wrong count exits with status 2.
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(c *cobra.Command, args []string) error {
+		if err := cobra.ExactArgs(n)(c, args); err != nil {
+			return usageError(fmt.Errorf("%w: see '%s --help'", err, c.CommandPath()))
+		}
+		return nil
+	}
+}
+
+func maxArgs(n int) cobra.PositionalArgs {
+	return func(c *cobra.Command, args []string) error {
+		if err := cobra.MaximumNArgs(n)(c, args); err != nil {
+			return usageError(fmt.Errorf("%w: see '%s --help'", err, c.CommandPath()))
+		}
+		return nil
+	}
+}

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mqspool/mqspool/internal/config"
+	"github.com/mqspool/mqspool/internal/daemon"
+	"github.com/mqspool/mqspool/internal/format"
+	"github.com/mqspool/mqspool/internal/spool"
+)
+
+// offlineLockTimeout is how long the spool commands wait for the database
+// lock before concluding that a running daemon holds it.
+const offlineLockTimeout = time.Second
+
+func newSpoolCommand() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "spool",
+		Short: "Inspect and repair the spool of a stopped daemon",
+	}
+	c.AddCommand(newSpoolStatsCommand(), newSpoolLsCommand(), newRequeueFailedCommand(), newSalvageCommand())
+	return c
+}
+
+// openOffline opens the configured database read-only, failing after a
+// short wait when a running daemon holds it.
+func openOffline(cfg *config.Config) (*spool.Spool, error) {
+	if _, err := os.Stat(cfg.Spool.DB); err != nil {
+		return nil, fmt.Errorf("spool database %s: %w: check spool.db", cfg.Spool.DB, err)
+	}
+	sp, err := spool.Open(spool.Options{Path: cfg.Spool.DB, LockTimeout: offlineLockTimeout, ReadOnly: true})
+	if errors.Is(err, spool.ErrLocked) {
+		return nil, fmt.Errorf("%w: stop the daemon first (systemctl stop mqspool)", err)
+	}
+	return sp, err
+}
+
+func newSpoolStatsCommand() *cobra.Command {
+	var flags configFlags
+	c := &cobra.Command{
+		Use:   "stats",
+		Short: "Show messages, bytes, oldest age, outstanding flows and failed/ count",
+		Args:  exactArgs(0),
+		RunE: func(c *cobra.Command, _ []string) error {
+			loaded, err := flags.load(c, nil)
+			if err != nil {
+				return err
+			}
+			cfg := loaded.Config
+			sp, err := openOffline(cfg)
+			if err != nil {
+				return err
+			}
+			defer sp.Close()
+
+			st := sp.Stats()
+			out := c.OutOrStdout()
+			fmt.Fprintf(out, "database:  %s\n", cfg.Spool.DB)
+			fmt.Fprintf(out, "messages:  %d\n", st.Messages)
+			fmt.Fprintf(out, "bytes:     %s\n", config.ByteSize(st.Bytes))
+			if !st.Oldest.IsZero() {
+				fmt.Fprintf(out, "oldest:    %s (%s ago)\n", st.Oldest.UTC().Format(time.RFC3339), time.Since(st.Oldest).Round(time.Second))
+			}
+			fmt.Fprintf(out, "flows:     %d outgoing, %d incoming awaiting PUBREL\n", st.Flows, st.Incoming)
+			fmt.Fprintf(out, "failed/:   %d files\n", daemon.CountFailed(cfg.Spool.Dir))
+			return nil
+		},
+	}
+	flags.register(c)
+	return c
+}
+
+func newSpoolLsCommand() *cobra.Command {
+	var flags configFlags
+	var after uint64
+	var limit int
+	c := &cobra.Command{
+		Use:   "ls",
+		Short: "List queued messages in spool order, a page at a time",
+		Args:  exactArgs(0),
+		RunE: func(c *cobra.Command, _ []string) error {
+			loaded, err := flags.load(c, nil)
+			if err != nil {
+				return err
+			}
+			sp, err := openOffline(loaded.Config)
+			if err != nil {
+				return err
+			}
+			defer sp.Close()
+
+			recs, err := sp.List(after, limit)
+			if err != nil {
+				return err
+			}
+			out := c.OutOrStdout()
+			fmt.Fprintf(out, "%-12s %-20s %-3s %8s  %s\n", "SEQ", "ENQUEUED", "QOS", "BYTES", "TOPIC")
+			for _, r := range recs {
+				fmt.Fprintf(out, "%-12d %-20s %-3d %8d  %s\n", r.Seq, r.Enqueued.UTC().Format(time.DateTime), r.Message.QoS, len(r.Message.Payload), r.Message.Topic)
+			}
+			if len(recs) == limit {
+				fmt.Fprintf(out, "next page: mqspool spool ls --after %d\n", recs[len(recs)-1].Seq)
+			}
+			return nil
+		},
+	}
+	flags.register(c)
+	c.Flags().Uint64Var(&after, "after", 0, "list messages with a sequence number above this one")
+	c.Flags().IntVar(&limit, "limit", 50, "messages per page")
+	return c
+}
+
+func newRequeueFailedCommand() *cobra.Command {
+	var flags configFlags
+	c := &cobra.Command{
+		Use:   "requeue-failed",
+		Short: "Move every file in failed/ back into new/ to retry it",
+		Long: `Move every file in failed/ back into new/ under the same relative path, so a
+running daemon retries it, and remove its .reason file. Works while the
+daemon runs: it only renames files within the spool directory.`,
+		Args: exactArgs(0),
+		RunE: func(c *cobra.Command, _ []string) error {
+			loaded, err := flags.load(c, nil)
+			if err != nil {
+				return err
+			}
+			n, err := requeueFailed(loaded.Config.Spool.Dir)
+			fmt.Fprintf(c.OutOrStdout(), "requeued %d files\n", n)
+			return err
+		},
+	}
+	flags.register(c)
+	return c
+}
+
+func newSalvageCommand() *cobra.Command {
+	var flags configFlags
+	c := &cobra.Command{
+		Use:   "salvage FILE",
+		Short: "Copy every readable message from a damaged database into new/",
+		Long: `Copy every readable message from a database that was renamed aside (or any
+other spool database) into new/ as .msg files, in spool order, so the
+daemon sends them again. Messages that were already delivered before the
+damage may be sent twice.`,
+		Args: exactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			loaded, err := flags.load(c, nil)
+			if err != nil {
+				return err
+			}
+			dir := loaded.Config.Spool.Dir
+			copied, skipped, err := spool.Salvage(args[0], func(r spool.Record) error {
+				return dropMessage(dir, fmt.Sprintf("salvage-%020d.msg", r.Seq), r.Message)
+			})
+			fmt.Fprintf(c.OutOrStdout(), "salvaged %d messages into %s, skipped %d unreadable\n", copied, filepath.Join(dir, "new"), skipped)
+			return err
+		},
+	}
+	flags.register(c)
+	return c
+}
+
+// requeueFailed renames failed/REL to new/REL for every file, removing
+// REL.reason. It stops at the first error and returns the count so far.
+func requeueFailed(spoolDir string) (int, error) {
+	failed := filepath.Join(spoolDir, "failed")
+	newDir := filepath.Join(spoolDir, "new")
+	n := 0
+	err := filepath.WalkDir(failed, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !e.Type().IsRegular() || strings.HasSuffix(p, ".reason") {
+			return nil
+		}
+		rel, err := filepath.Rel(failed, p)
+		if err != nil {
+			return err
+		}
+		if err := moveInto(p, filepath.Join(newDir, rel)); err != nil {
+			return err
+		}
+		os.Remove(p + ".reason")
+		n++
+		return nil
+	})
+	if err != nil {
+		return n, fmt.Errorf("requeue failed/: %w", err)
+	}
+	return n, nil
+}
+
+func moveInto(from, to string) error {
+	if err := format.MkdirAllSync(filepath.Dir(to)); err != nil {
+		return err
+	}
+	if err := format.RenameNoReplace(from, to); err != nil {
+		return fmt.Errorf("%w: move or remove %s, then run requeue-failed again", err, to)
+	}
+	return format.SyncDir(filepath.Dir(to))
+}

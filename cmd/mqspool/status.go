@@ -1,0 +1,164 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mqspool/mqspool/internal/config"
+	"github.com/mqspool/mqspool/internal/control"
+)
+
+// socketFlags locate the control socket: --socket wins, else the config's
+// control.socket.
+type socketFlags struct {
+	configFlags
+	socket string
+}
+
+func (f *socketFlags) register(c *cobra.Command) {
+	f.configFlags.register(c)
+	c.Flags().StringVar(&f.socket, "socket", "", "control socket path (default: control.socket from the config)")
+}
+
+func (f *socketFlags) path(c *cobra.Command) (string, error) {
+	if f.socket != "" {
+		return f.socket, nil
+	}
+	loaded, err := f.load(c, nil)
+	if err != nil {
+		return "", err
+	}
+	return loaded.Config.Control.Socket, nil
+}
+
+func (f *socketFlags) send(c *cobra.Command, req control.Request) (control.Response, error) {
+	path, err := f.path(c)
+	if err != nil {
+		return control.Response{}, err
+	}
+	return control.Send(c.Context(), path, req)
+}
+
+func newStatusCommand() *cobra.Command {
+	var flags socketFlags
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "status",
+		Short: "Show the state of the running daemon",
+		Long:  "Show the state of the running daemon through its control socket. Exits 1 when no daemon listens.",
+		Args:  exactArgs(0),
+		RunE: func(c *cobra.Command, _ []string) error {
+			resp, err := flags.send(c, control.Request{Command: control.CommandStatus})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(c.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(resp.Status)
+			}
+			printStatus(c.OutOrStdout(), resp.Status)
+			return nil
+		},
+	}
+	flags.register(c)
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	return c
+}
+
+func printStatus(w io.Writer, s *control.Status) {
+	conn := "disconnected"
+	if s.Connected {
+		conn = "connected"
+	}
+	row := func(name, format string, args ...any) {
+		fmt.Fprintf(w, "%-16s "+format+"\n", append([]any{name + ":"}, args...)...)
+	}
+	row("connection", "%s to %s (session present %t, client id %s)", conn, orNone(s.Broker), s.SessionPresent, s.ClientID)
+	row("queue", "%d messages, %s, oldest %s", s.QueueMessages, config.ByteSize(s.QueueBytes), seconds(s.OldestAgeSecs))
+	row("inflight", "%d", s.Inflight)
+	row("rates", "in %.1f/s, out %.1f/s", s.RateIn, s.RateOut)
+	row("paused", "%t", s.Paused)
+	row("throttle", "%s", s.Throttle)
+	row("disk pressure", "%t", s.DiskPressure)
+	row("spool full", "%t", s.SpoolFull)
+	row("failed/", "%d files", s.FailedFiles)
+	row("time to drain", "%s", eta(s))
+	row("totals", "published %d, acknowledged %d, failed %d, reconnects %d", s.Published, s.Acknowledged, s.Failed, s.Reconnects)
+	row("uptime", "%s", seconds(s.UptimeSecs))
+	if s.LastError != "" {
+		row("last error", "%s", s.LastError)
+	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+func seconds(v float64) string {
+	return (time.Duration(v * float64(time.Second))).Round(time.Second).String()
+}
+
+func eta(s *control.Status) string {
+	switch {
+	case s.QueueMessages == 0:
+		return "empty"
+	case s.DrainETASecs <= 0:
+		return "unknown (not sending)"
+	default:
+		return seconds(s.DrainETASecs)
+	}
+}
+
+func newCtlCommand() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "ctl",
+		Short: "Control the running daemon: pause, resume, reconnect, throttle",
+	}
+	simple := func(name, short string) *cobra.Command {
+		var flags socketFlags
+		sub := &cobra.Command{
+			Use:   name,
+			Short: short,
+			Args:  exactArgs(0),
+			RunE: func(c *cobra.Command, _ []string) error {
+				_, err := flags.send(c, control.Request{Command: name})
+				return err
+			},
+		}
+		flags.register(sub)
+		return sub
+	}
+	c.AddCommand(
+		simple(control.CommandPause, "Stop publishing; the connection stays up with pings"),
+		simple(control.CommandResume, "Resume publishing"),
+		simple(control.CommandReconnect, "Close the connection and connect again now"),
+		newThrottleCommand(),
+	)
+	return c
+}
+
+func newThrottleCommand() *cobra.Command {
+	var flags socketFlags
+	c := &cobra.Command{
+		Use:   "throttle RATE",
+		Short: "Limit the publish rate: 100/s (messages), 64KiB/s (bytes) or off",
+		Args:  exactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			if _, err := config.ParseRate(args[0]); err != nil {
+				return usageError(err)
+			}
+			_, err := flags.send(c, control.Request{Command: control.CommandThrottle, Rate: args[0]})
+			return err
+		},
+	}
+	flags.register(c)
+	return c
+}

@@ -1,0 +1,115 @@
+package daemon
+
+import (
+	"io/fs"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mqspool/mqspool/internal/config"
+	"github.com/mqspool/mqspool/internal/control"
+)
+
+// rateWindow is the smoothing of the in and out rates that status shows.
+const rateWindow = 10 * time.Second
+
+// rates turns the ingest and acknowledgement counters into smoothed
+// per-second rates, sampled once a second by the daemon.
+type rates struct {
+	mu      sync.Mutex // guards the fields below
+	lastIn  uint64
+	lastOut uint64
+	in, out float64
+	primed  bool
+}
+
+func (r *rates) sample(in, out uint64, interval time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+
+	if !r.primed {
+		r.lastIn, r.lastOut, r.primed = in, out, true
+		return
+	}
+	alpha := interval.Seconds() / rateWindow.Seconds()
+	secs := interval.Seconds()
+	r.in += alpha * (float64(in-r.lastIn)/secs - r.in)
+	r.out += alpha * (float64(out-r.lastOut)/secs - r.out)
+	r.lastIn, r.lastOut = in, out
+}
+
+func (r *rates) get() (in, out float64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.in, r.out
+}
+
+// controlHandler serves the control socket from the daemon's parts.
+type controlHandler struct {
+	d *Daemon
+}
+
+func (h controlHandler) Status() control.Status {
+	d := h.d
+	ls := d.loop.Stats()
+	ss := d.spool.Stats()
+	ps := d.pickup.Stats()
+	in, out := d.rates.get()
+
+	st := control.Status{
+		Connected:      ls.Connected,
+		Broker:         ls.URL,
+		SessionPresent: ls.SessionPresent,
+		ClientID:       d.clientIDValue,
+		QueueMessages:  ss.Messages,
+		QueueBytes:     ss.Bytes,
+		Inflight:       ls.Inflight,
+		RateIn:         in,
+		RateOut:        out,
+		Paused:         ls.Paused,
+		Throttle:       config.Rate{MessagesPerSecond: ls.MessagesPerSecond, BytesPerSecond: ls.BytesPerSecond}.String(),
+		DiskPressure:   ps.DiskPressure,
+		SpoolFull:      ps.Waiting > 0,
+		FailedFiles:    CountFailed(d.cfg.Spool.Dir),
+		LastError:      ls.LastError,
+		Reconnects:     ls.Reconnects,
+		Published:      ls.Published,
+		Acknowledged:   ls.Acked,
+		Failed:         ls.Failed,
+		UptimeSecs:     time.Since(d.started).Seconds(),
+	}
+	if !ss.Oldest.IsZero() {
+		st.OldestAgeSecs = time.Since(ss.Oldest).Seconds()
+	}
+	if out > 0 {
+		st.DrainETASecs = float64(ss.Messages) / out
+	}
+	return st
+}
+
+func (h controlHandler) Pause()     { h.d.loop.Pause() }
+func (h controlHandler) Resume()    { h.d.loop.Resume() }
+func (h controlHandler) Reconnect() { h.d.loop.Reconnect() }
+
+func (h controlHandler) Throttle(text string) error {
+	r, err := config.ParseRate(text)
+	if err != nil {
+		return err
+	}
+	h.d.loop.SetThrottle(r.MessagesPerSecond, r.BytesPerSecond)
+	return nil
+}
+
+// CountFailed returns how many undelivered files are in the spool
+// directory's failed/, not counting the .reason files beside them.
+func CountFailed(spoolDir string) int {
+	n := 0
+	filepath.WalkDir(filepath.Join(spoolDir, "failed"), func(p string, e fs.DirEntry, err error) error {
+		if err == nil && e.Type().IsRegular() && !strings.HasSuffix(p, ".reason") {
+			n++
+		}
+		return nil
+	})
+	return n
+}

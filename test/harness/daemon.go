@@ -1,0 +1,256 @@
+package harness
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// Binary builds cmd/mqspool once per test process (with the race detector
+// when the tests run with it) and returns the path.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "mqspool-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "mqspool")
+		args := []string{"build", "-o", binPath}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		args = append(args, "./cmd/mqspool")
+		cmd := exec.Command("go", args...)
+		cmd.Dir = repoRoot()
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// Daemon is a configured mqspool run process.
+type Daemon struct {
+	t      testing.TB
+	Bin    string
+	Root   string // temporary directory holding everything below
+	Dir    string // spool.dir
+	DB     string // spool.db
+	Socket string // control.socket
+	Config string // the YAML file
+
+	mu   sync.Mutex // guards cmd, log and exit
+	cmd  *exec.Cmd
+	log  *bytes.Buffer
+	exit chan error
+}
+
+// NewDaemon writes a config for brokerURL with the test defaults (client
+// id mqspool-t, keep alive 5s, short backoff) plus extra YAML, which may
+// override any of them. It does not start the process.
+func NewDaemon(t testing.TB, brokerURL, extra string) *Daemon {
+	t.Helper()
+	root := t.TempDir()
+	d := &Daemon{
+		t: t, Bin: Binary(t), Root: root,
+		Dir:    filepath.Join(root, "spool"),
+		DB:     filepath.Join(root, "state", "spool.db"),
+		Socket: filepath.Join(root, "run", "mqspool.sock"),
+		Config: filepath.Join(root, "mqspool.yaml"),
+		log:    &bytes.Buffer{},
+	}
+	if err := os.MkdirAll(filepath.Dir(d.DB), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d.WriteConfig(brokerURL, extra)
+	t.Cleanup(d.Kill)
+	return d
+}
+
+// WriteConfig replaces the config file; the next Start reads it.
+func (d *Daemon) WriteConfig(brokerURL, extra string) {
+	base := map[string]string{
+		"broker":    fmt.Sprintf("broker:\n  urls: [%s]\n  client_id: mqspool-t\n  keep_alive: 5s\n  connect_timeout: 3s\n", brokerURL),
+		"reconnect": "reconnect:\n  min_delay: 100ms\n  max_delay: 1s\n",
+		"spool":     fmt.Sprintf("spool:\n  dir: %s\n  db: %s\n  min_free_bytes: 0\n", d.Dir, d.DB),
+		"pickup":    "pickup:\n  settle: 300ms\n  rescan_interval: 2s\n",
+		"control":   fmt.Sprintf("control:\n  socket: %s\n", d.Socket),
+		"log":       "log:\n  level: debug\n",
+	}
+	// A section in extra replaces the default one of the same name.
+	for name := range base {
+		if strings.Contains("\n"+extra, "\n"+name+":") {
+			delete(base, name)
+		}
+	}
+	var b strings.Builder
+	for _, section := range []string{"broker", "reconnect", "spool", "pickup", "control", "log"} {
+		b.WriteString(base[section])
+	}
+	b.WriteString(extra)
+	if err := os.WriteFile(d.Config, []byte(b.String()), 0o644); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+// Start runs "mqspool run" and waits until new/ exists.
+func (d *Daemon) Start() {
+	d.t.Helper()
+	cmd := exec.Command(d.Bin, "run", "--config", d.Config)
+	cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1")
+	d.mu.Lock()
+	fmt.Fprintf(d.log, "---- start %s\n", time.Now().Format(time.RFC3339Nano))
+	cmd.Stdout = &lockedWriter{mu: &d.mu, w: d.log}
+	cmd.Stderr = cmd.Stdout
+	d.mu.Unlock()
+	if err := cmd.Start(); err != nil {
+		d.t.Fatalf("start mqspool: %v", err)
+	}
+	exit := make(chan error, 1)
+	go func() { exit <- cmd.Wait() }()
+
+	d.mu.Lock()
+	d.cmd, d.exit = cmd, exit
+	d.mu.Unlock()
+	WaitFor(d.t, 10*time.Second, "spool directory new/", func() bool {
+		_, err := os.Stat(filepath.Join(d.Dir, "new"))
+		return err == nil
+	})
+}
+
+// Stop sends SIGTERM and returns the exit code, failing the test if the
+// process does not exit within timeout.
+func (d *Daemon) Stop(timeout time.Duration) int {
+	d.t.Helper()
+	return d.signalWait(syscall.SIGTERM, timeout)
+}
+
+// Kill sends SIGKILL and waits.
+func (d *Daemon) Kill() { d.signalWait(syscall.SIGKILL, 10*time.Second) }
+
+// Running reports whether the process has not exited.
+func (d *Daemon) Running() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cmd == nil {
+		return false
+	}
+	select {
+	case err := <-d.exit:
+		d.exit <- err
+		return false
+	default:
+		return true
+	}
+}
+
+// Signal sends sig without waiting.
+func (d *Daemon) Signal(sig syscall.Signal) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cmd != nil {
+		d.cmd.Process.Signal(sig)
+	}
+}
+
+func (d *Daemon) signalWait(sig syscall.Signal, timeout time.Duration) int {
+	d.mu.Lock()
+	cmd, exit := d.cmd, d.exit
+	d.cmd = nil
+	d.mu.Unlock()
+	if cmd == nil {
+		return -1
+	}
+	cmd.Process.Signal(sig)
+	select {
+	case err := <-exit:
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode()
+		}
+		return 0
+	case <-time.After(timeout):
+		cmd.Process.Kill()
+		<-exit
+		d.t.Errorf("mqspool did not exit within %s of %s", timeout, sig)
+		return -1
+	}
+}
+
+// Log returns what the daemon logged over all its runs.
+func (d *Daemon) Log() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.log.String()
+}
+
+// Drop writes data as tmp/NAME and renames it into new/REL, the way a
+// producer should.
+func (d *Daemon) Drop(rel string, data []byte) {
+	d.t.Helper()
+	tmp := filepath.Join(d.Dir, "tmp", strings.ReplaceAll(rel, "/", "_")+".part")
+	if err := os.MkdirAll(filepath.Dir(tmp), 0o755); err != nil {
+		d.t.Fatal(err)
+	}
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		d.t.Fatal(err)
+	}
+	dst := filepath.Join(d.Dir, "new", rel)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		d.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+// NewEmpty reports whether new/ holds no regular files.
+func (d *Daemon) NewEmpty() bool {
+	empty := true
+	filepath.WalkDir(filepath.Join(d.Dir, "new"), func(p string, e os.DirEntry, err error) error {
+		if err == nil && e.Type().IsRegular() {
+			empty = false
+		}
+		return nil
+	})
+	return empty
+}
+
+// DumpOnFailure logs the daemon's output when the test has failed.
+func (d *Daemon) DumpOnFailure() {
+	d.t.Cleanup(func() {
+		if d.t.Failed() {
+			log := d.Log()
+			if len(log) > 20000 {
+				log = "...\n" + log[len(log)-20000:]
+			}
+			d.t.Logf("mqspool log:\n%s", log)
+		}
+	})
+}
