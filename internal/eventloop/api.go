@@ -179,6 +179,9 @@ const (
 	Expired
 	// Dropped: QoS 0 while offline with DropQoS0Offline set.
 	Dropped
+	// TimedOut: [PublishAll] returned before the message was
+	// acknowledged. It may still reach the broker.
+	TimedOut
 )
 
 // Outcome is the end of one request.

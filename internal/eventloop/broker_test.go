@@ -1,0 +1,304 @@
+package eventloop
+
+import (
+	"bufio"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+)
+
+// brokerScript tells the fake broker how to behave. Tests change it with
+// fakeBroker.set while a connection runs.
+type brokerScript struct {
+	connackCode       byte
+	sessionPresent    func(conn int) bool
+	receiveMaximum    uint16
+	maximumPacketSize uint32
+	serverKeepAlive   *uint16
+	maximumQoS        *byte
+	retainAvailable   *byte
+	closeAfterConnack bool
+	noPingresp        bool
+	// dropAck returns true to leave a PUBLISH without PUBACK or PUBREC.
+	dropAck func(conn int, p *packets.Publish) bool
+	// ackCode returns the reason code for PUBACK or PUBREC.
+	ackCode func(p *packets.Publish) byte
+}
+
+// wirePacket is one packet the fake broker received (fromClient) or sent.
+type wirePacket struct {
+	conn       int
+	fromClient bool
+	kind       byte
+	id         uint16
+	dup        bool
+	qos        byte
+	topic      string
+	payload    string
+	code       byte
+	cleanStart bool
+	keepAlive  uint16
+	expiry     *uint32
+	at         time.Time
+}
+
+// fakeBroker is an in-process MQTT 5 broker on 127.0.0.1 that speaks
+// through the paho packets package and records every packet.
+type fakeBroker struct {
+	t  testing.TB
+	ln net.Listener
+
+	mu      sync.Mutex // guards the fields below
+	script  brokerScript
+	wire    []wirePacket
+	conns   []net.Conn
+	accepts []time.Time
+	wg      sync.WaitGroup
+}
+
+func newFakeBroker(t testing.TB, script brokerScript) *fakeBroker {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	b := &fakeBroker{t: t, ln: ln, script: script}
+	b.wg.Add(1)
+	go b.accept()
+	t.Cleanup(b.close)
+	return b
+}
+
+func (b *fakeBroker) url() string { return "mqtt://" + b.ln.Addr().String() }
+
+func (b *fakeBroker) set(f func(s *brokerScript)) {
+	b.mu.Lock()
+	f(&b.script)
+	b.mu.Unlock()
+}
+
+func (b *fakeBroker) close() {
+	b.ln.Close()
+	b.mu.Lock()
+	for _, c := range b.conns {
+		c.Close()
+	}
+	b.mu.Unlock()
+	b.wg.Wait()
+}
+
+// dropConnections closes every open connection from the broker side.
+func (b *fakeBroker) dropConnections() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, c := range b.conns {
+		c.Close()
+	}
+}
+
+func (b *fakeBroker) accept() {
+	defer b.wg.Done()
+	for {
+		c, err := b.ln.Accept()
+		if err != nil {
+			return
+		}
+		b.mu.Lock()
+		n := len(b.conns)
+		b.conns = append(b.conns, c)
+		b.accepts = append(b.accepts, time.Now())
+		b.mu.Unlock()
+		b.wg.Add(1)
+		go b.serve(n, c)
+	}
+}
+
+func (b *fakeBroker) serve(n int, c net.Conn) {
+	defer b.wg.Done()
+	defer c.Close()
+	r := bufio.NewReader(c)
+	for {
+		cp, err := packets.ReadPacket(r)
+		if err != nil {
+			return
+		}
+		b.record(n, true, cp)
+		if !b.answer(n, c, cp) {
+			return
+		}
+	}
+}
+
+// answer replies to one packet and reports whether to keep reading.
+func (b *fakeBroker) answer(n int, c net.Conn, cp *packets.ControlPacket) bool {
+	b.mu.Lock()
+	s := b.script
+	b.mu.Unlock()
+	switch p := cp.Content.(type) {
+	case *packets.Connect:
+		b.send(n, c, b.connack(n, s))
+		return s.connackCode < 0x80 && !s.closeAfterConnack
+	case *packets.Publish:
+		if p.QoS == 0 || (s.dropAck != nil && s.dropAck(n, p)) {
+			return true
+		}
+		code := byte(0)
+		if s.ackCode != nil {
+			code = s.ackCode(p)
+		}
+		if p.QoS == 1 {
+			b.send(n, c, &packets.Puback{PacketID: p.PacketID, ReasonCode: code, Properties: &packets.Properties{}})
+		} else {
+			b.send(n, c, &packets.Pubrec{PacketID: p.PacketID, ReasonCode: code, Properties: &packets.Properties{}})
+		}
+	case *packets.Pubrel:
+		b.send(n, c, &packets.Pubcomp{PacketID: p.PacketID, Properties: &packets.Properties{}})
+	case *packets.Pingreq:
+		if !s.noPingresp {
+			b.send(n, c, &packets.Pingresp{})
+		}
+	case *packets.Subscribe:
+		codes := make([]byte, len(p.Subscriptions))
+		for i, sub := range p.Subscriptions {
+			codes[i] = sub.QoS
+		}
+		b.send(n, c, &packets.Suback{PacketID: p.PacketID, Reasons: codes, Properties: &packets.Properties{}})
+	case *packets.Disconnect:
+		return false
+	}
+	return true
+}
+
+func (b *fakeBroker) connack(n int, s brokerScript) *packets.Connack {
+	props := &packets.Properties{ServerKeepAlive: s.serverKeepAlive, MaximumQOS: s.maximumQoS, RetainAvailable: s.retainAvailable}
+	if s.receiveMaximum > 0 {
+		rm := s.receiveMaximum
+		props.ReceiveMaximum = &rm
+	}
+	if s.maximumPacketSize > 0 {
+		mps := s.maximumPacketSize
+		props.MaximumPacketSize = &mps
+	}
+	present := s.sessionPresent != nil && s.sessionPresent(n)
+	return &packets.Connack{ReasonCode: s.connackCode, SessionPresent: present, Properties: props}
+}
+
+// sendTo writes p on connection n, for packets the test injects.
+func (b *fakeBroker) sendTo(n int, p packets.Packet) {
+	b.mu.Lock()
+	c := b.conns[n]
+	b.mu.Unlock()
+	b.send(n, c, p)
+}
+
+func (b *fakeBroker) send(n int, c net.Conn, p packets.Packet) {
+	var cp *packets.ControlPacket
+	switch p := p.(type) {
+	case *packets.Publish:
+		cp = p.ToControlPacket()
+	default:
+		cp = &packets.ControlPacket{Content: p, FixedHeader: packets.FixedHeader{Type: pahoType(p)}}
+		if cp.Type == packets.PUBREL {
+			cp.Flags = 2
+		}
+	}
+	b.record(n, false, cp)
+	cp.WriteTo(c)
+}
+
+func pahoType(p packets.Packet) byte {
+	switch p.(type) {
+	case *packets.Connack:
+		return packets.CONNACK
+	case *packets.Puback:
+		return packets.PUBACK
+	case *packets.Pubrec:
+		return packets.PUBREC
+	case *packets.Pubrel:
+		return packets.PUBREL
+	case *packets.Pubcomp:
+		return packets.PUBCOMP
+	case *packets.Suback:
+		return packets.SUBACK
+	case *packets.Pingresp:
+		return packets.PINGRESP
+	case *packets.Disconnect:
+		return packets.DISCONNECT
+	}
+	panic("fake broker cannot send this packet")
+}
+
+func (b *fakeBroker) record(n int, fromClient bool, cp *packets.ControlPacket) {
+	w := wirePacket{conn: n, fromClient: fromClient, kind: cp.Type, id: cp.PacketID(), at: time.Now()}
+	switch p := cp.Content.(type) {
+	case *packets.Connect:
+		w.cleanStart, w.keepAlive = p.CleanStart, p.KeepAlive
+	case *packets.Publish:
+		w.dup, w.qos, w.topic, w.payload = p.Duplicate, p.QoS, p.Topic, string(p.Payload)
+		w.expiry = p.Properties.MessageExpiry
+	case *packets.Puback:
+		w.code = p.ReasonCode
+	case *packets.Pubrec:
+		w.code = p.ReasonCode
+	case *packets.Disconnect:
+		w.code = p.ReasonCode
+	}
+	b.mu.Lock()
+	b.wire = append(b.wire, w)
+	b.mu.Unlock()
+}
+
+// received returns the packets of kind that the client sent.
+func (b *fakeBroker) received(kind byte) []wirePacket {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []wirePacket
+	for _, w := range b.wire {
+		if w.fromClient && w.kind == kind {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// log returns a copy of every recorded packet.
+func (b *fakeBroker) log() []wirePacket {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]wirePacket(nil), b.wire...)
+}
+
+func (b *fakeBroker) connections() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.conns)
+}
+
+func (b *fakeBroker) acceptTimes() []time.Time {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]time.Time(nil), b.accepts...)
+}
+
+// maxOutstanding returns the largest number of QoS 1 and QoS 2 publishes
+// outstanding at once on any one connection.
+func maxOutstanding(log []wirePacket) int {
+	open := map[int]map[uint16]bool{}
+	most := 0
+	for _, w := range log {
+		if open[w.conn] == nil {
+			open[w.conn] = map[uint16]bool{}
+		}
+		switch {
+		case w.fromClient && w.kind == packets.PUBLISH && w.qos > 0:
+			open[w.conn][w.id] = true
+		case !w.fromClient && (w.kind == packets.PUBACK || w.kind == packets.PUBCOMP):
+			delete(open[w.conn], w.id)
+		}
+		most = max(most, len(open[w.conn]))
+	}
+	return most
+}

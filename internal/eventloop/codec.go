@@ -1,0 +1,122 @@
+package eventloop
+
+import (
+	"io"
+
+	"github.com/mqspool/mqspool/internal/message"
+)
+
+// codec is the seam between the flows and the wire format. The flows build
+// and read the packet structs below; a codec turns them into bytes and
+// back. The MQTT 5 codec wraps the paho packets package, and an MQTT 3.1.1
+// codec could be added here without touching the flows.
+type codec interface {
+	// encode returns the complete packet, fixed header included, so the
+	// caller can compare its length with the broker's Maximum Packet Size
+	// before writing it.
+	encode(p packet) ([]byte, error)
+	// decode reads one packet. It returns an error, never panics, on
+	// malformed input.
+	decode(r io.Reader) (packet, error)
+}
+
+// packet is one of the *Packet types below.
+type packet interface{ packetName() string }
+
+// connectPacket is CONNECT.
+type connectPacket struct {
+	ClientID       string
+	CleanStart     bool
+	KeepAlive      uint16 // seconds
+	SessionExpiry  uint32 // seconds
+	ReceiveMaximum uint16
+	Username       string
+	Password       []byte
+	HasPassword    bool
+	Will           *message.Message
+}
+
+// connackPacket is CONNACK with the properties the loop uses.
+type connackPacket struct {
+	SessionPresent    bool
+	ReasonCode        byte
+	ReasonString      string
+	ReceiveMaximum    uint16 // 0: absent
+	MaximumPacketSize uint32 // 0: absent
+	MaximumQoS        byte   // 2 when absent
+	RetainAvailable   bool   // true when absent
+	TopicAliasMaximum uint16
+	ServerKeepAlive   int32 // -1: absent
+	AssignedClientID  string
+}
+
+// publishPacket is PUBLISH. ExpirySeconds 0 sends no Message Expiry
+// Interval.
+type publishPacket struct {
+	PacketID                uint16
+	Dup                     bool
+	Message                 message.Message
+	SubscriptionIdentifiers []int
+}
+
+// ackKind names the packets that carry only a packet identifier and a
+// reason code.
+type ackKind byte
+
+const (
+	kindPuback ackKind = iota + 1
+	kindPubrec
+	kindPubrel
+	kindPubcomp
+)
+
+// ackPacket is PUBACK, PUBREC, PUBREL or PUBCOMP.
+type ackPacket struct {
+	Kind         ackKind
+	PacketID     uint16
+	ReasonCode   byte
+	ReasonString string
+}
+
+// subscribePacket is SUBSCRIBE.
+type subscribePacket struct {
+	PacketID      uint16
+	Subscriptions []Subscription
+}
+
+// subackPacket is SUBACK.
+type subackPacket struct {
+	PacketID    uint16
+	ReasonCodes []byte
+}
+
+// disconnectPacket is DISCONNECT in either direction.
+type disconnectPacket struct {
+	ReasonCode   byte
+	ReasonString string
+}
+
+type pingreqPacket struct{}
+type pingrespPacket struct{}
+
+func (*connectPacket) packetName() string    { return "connect" }
+func (*connackPacket) packetName() string    { return "connack" }
+func (*publishPacket) packetName() string    { return "publish" }
+func (*subscribePacket) packetName() string  { return "subscribe" }
+func (*subackPacket) packetName() string     { return "suback" }
+func (*disconnectPacket) packetName() string { return "disconnect" }
+func (*pingreqPacket) packetName() string    { return "pingreq" }
+func (*pingrespPacket) packetName() string   { return "pingresp" }
+
+func (a *ackPacket) packetName() string {
+	switch a.Kind {
+	case kindPuback:
+		return "puback"
+	case kindPubrec:
+		return "pubrec"
+	case kindPubrel:
+		return "pubrel"
+	default:
+		return "pubcomp"
+	}
+}

@@ -1,0 +1,158 @@
+package eventloop
+
+import (
+	"errors"
+	"math"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// errDisconnectRequested is the cause reported when [Loop.Disconnect] or
+// [Loop.Reconnect] ends a connection.
+var errDisconnectRequested = errors.New("disconnected on request")
+
+type commandKind int
+
+const (
+	cmdPause commandKind = iota + 1
+	cmdResume
+	cmdThrottle
+	cmdReconnect
+	cmdDisconnect
+	cmdShutdown
+	cmdRelease
+)
+
+// command is a request from another goroutine, run by Poll.
+type command struct {
+	kind          commandKind
+	drain         time.Duration
+	msgRate       float64
+	byteRate      float64
+	packetID      uint16
+	qos           byte
+	connectionGen uint64
+}
+
+// Pause stops taking requests from the source. The connection stays up and
+// keep alive continues; resends after a reconnect still go out.
+func (l *Loop) Pause() { l.send(command{kind: cmdPause}) }
+
+// Resume takes requests again after [Loop.Pause].
+func (l *Loop) Resume() { l.send(command{kind: cmdResume}) }
+
+// SetThrottle limits publishing to messagesPerSecond and bytesPerSecond,
+// counted with [message.Message.Size]. Zero means unlimited.
+func (l *Loop) SetThrottle(messagesPerSecond, bytesPerSecond float64) {
+	l.send(command{kind: cmdThrottle, msgRate: messagesPerSecond, byteRate: bytesPerSecond})
+}
+
+// Reconnect ends the current connection with DISCONNECT and connects again
+// at once; while offline it ends any backoff wait.
+func (l *Loop) Reconnect() { l.send(command{kind: cmdReconnect}) }
+
+// Disconnect sends DISCONNECT and stays offline until [Loop.Reconnect].
+func (l *Loop) Disconnect() { l.send(command{kind: cmdDisconnect}) }
+
+// Shutdown stops taking requests, waits up to drain for outstanding
+// acknowledgements, sends DISCONNECT with reason 0x00 and ends the loop, so
+// Poll returns ErrClosed. A connect in progress is abandoned.
+func (l *Loop) Shutdown(drain time.Duration) {
+	l.shutdownMu.Do(func() { close(l.shutdownCh) })
+	l.send(command{kind: cmdShutdown, drain: drain})
+}
+
+// send queues a command without blocking and wakes Poll.
+func (l *Loop) send(c command) {
+	l.cmdMu.Lock()
+	l.cmds = append(l.cmds, c)
+	l.cmdMu.Unlock()
+	notify(l.cmdKick)
+}
+
+// runCommands runs every queued command in order.
+func (l *Loop) runCommands() {
+	l.cmdMu.Lock()
+	cmds := l.cmds
+	l.cmds = nil
+	l.cmdMu.Unlock()
+	for _, c := range cmds {
+		if l.closed {
+			return
+		}
+		l.run(c)
+	}
+}
+
+func (l *Loop) run(c command) {
+	switch c.kind {
+	case cmdPause:
+		l.paused = true
+		l.stats.update(func(s *Stats) { s.Paused = true })
+		l.log.Info("publishing paused")
+	case cmdResume:
+		l.paused = false
+		l.stats.update(func(s *Stats) { s.Paused = false })
+		l.log.Info("publishing resumed")
+	case cmdThrottle:
+		l.setThrottle(c.msgRate, c.byteRate)
+		l.log.Info("throttle set", "messages_per_second", c.msgRate, "bytes_per_second", c.byteRate)
+	case cmdReconnect:
+		l.runReconnect()
+	case cmdDisconnect:
+		l.manualOffline = true
+		l.reconnect.stop()
+		if l.conn != nil {
+			l.dropConnection(errDisconnectRequested, true)
+		}
+	case cmdShutdown:
+		l.startShutdown(c.drain)
+	case cmdRelease:
+		l.releaseIncoming(c)
+	}
+}
+
+func (l *Loop) runReconnect() {
+	l.manualOffline = false
+	l.reconnect.stop()
+	l.connectNow = true
+	if l.conn != nil {
+		l.dropConnection(errDisconnectRequested, true)
+		l.reconnect.stop()
+		l.connectNow = true
+	}
+}
+
+// startShutdown stops intake and arms the drain deadline. Offline, there
+// is nothing to wait for.
+func (l *Loop) startShutdown(drain time.Duration) {
+	if l.draining {
+		return
+	}
+	l.draining = true
+	l.log.Info("shutting down", "drain_ms", drain.Milliseconds(), "inflight", l.inflight())
+	if l.conn == nil {
+		l.finish()
+		return
+	}
+	l.drain.arm(drain)
+}
+
+// setThrottle replaces the limiters. The burst is a tenth of a second's
+// worth, so the rate over a few seconds stays within a few percent.
+func (l *Loop) setThrottle(msgRate, byteRate float64) {
+	l.msgLimit, l.byteLimit = nil, nil
+	if msgRate > 0 {
+		l.msgLimit = rate.NewLimiter(rate.Limit(msgRate), burstFor(msgRate))
+	}
+	if byteRate > 0 {
+		l.byteLimit = rate.NewLimiter(rate.Limit(byteRate), burstFor(byteRate))
+	}
+	l.throttleWait.stop()
+	l.stats.update(func(s *Stats) { s.MessagesPerSecond, s.BytesPerSecond = msgRate, byteRate })
+}
+
+func burstFor(r float64) int {
+	return int(math.Max(1, math.Min(math.Ceil(r/10), math.MaxInt32)))
+}

@@ -1,0 +1,203 @@
+package eventloop
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+)
+
+// connection is one network connection after CONNACK. Its reader goroutine
+// decodes packets and hands them to Poll; it ends when the connection is
+// closed.
+type connection struct {
+	netConn      net.Conn
+	url          string
+	gen          uint64
+	limits       *connackPacket
+	keepAlive    time.Duration
+	writeTimeout time.Duration
+
+	packets chan packet   // decoded packets, read by Poll
+	readErr chan error    // capacity 1: why reading stopped
+	done    chan struct{} // closed by close
+	wg      sync.WaitGroup
+	once    sync.Once
+}
+
+// startReader starts the goroutine that reads packets from br.
+func (c *connection) startReader(cd codec, br *bufio.Reader) {
+	c.packets = make(chan packet)
+	c.readErr = make(chan error, 1)
+	c.done = make(chan struct{})
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		for {
+			p, err := cd.decode(br)
+			if err != nil {
+				c.readErr <- err
+				return
+			}
+			select {
+			case c.packets <- p:
+			case <-c.done:
+				return
+			}
+		}
+	}()
+}
+
+// close closes the socket and waits for the reader goroutine to end.
+func (c *connection) close() {
+	c.once.Do(func() {
+		close(c.done)
+		c.netConn.Close()
+		c.wg.Wait()
+	})
+}
+
+// write writes b with a deadline, so a full send buffer ends the
+// connection instead of stalling the loop.
+func (c *connection) write(b []byte) error {
+	if err := c.netConn.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil {
+		return err
+	}
+	_, err := c.netConn.Write(b)
+	return err
+}
+
+// pendingWrite is a packet, an action, or both, that waits until the
+// journal made ticket durable. Items run in the order they were queued.
+type pendingWrite struct {
+	ticket uint64
+	gen    uint64 // connection the packet belongs to
+	data   []byte // nil: no packet
+	// after runs once the item is due. written reports whether data
+	// reached the socket; it is false when the connection ended first.
+	after func(written bool)
+}
+
+// queueWrite writes data after every change recorded so far is durable, on
+// the current connection only. after may be nil.
+func (l *Loop) queueWrite(data []byte, after func(written bool)) {
+	queued, committed, _ := l.journal.progress()
+	if len(l.writes) == 0 && queued == committed {
+		written := l.writeNow(data)
+		if after != nil {
+			after(written)
+		}
+		return
+	}
+	l.writes = append(l.writes, pendingWrite{ticket: queued, gen: l.connGen, data: data, after: after})
+}
+
+// afterCommit runs f once every change recorded so far is durable.
+func (l *Loop) afterCommit(f func()) {
+	l.queueWrite(nil, func(bool) { f() })
+}
+
+// flushWrites runs the queued items whose changes are durable. A journal
+// error ends the loop, because state it cannot persist must not reach the
+// wire.
+func (l *Loop) flushWrites() {
+	_, committed, err := l.journal.progress()
+	if err != nil {
+		if !l.finishing {
+			l.log.Error("journal commit failed", "err", err)
+			l.fail(fmt.Errorf("commit session changes: %w", err))
+		}
+		return
+	}
+	for len(l.writes) > 0 && l.writes[0].ticket <= committed {
+		w := l.writes[0]
+		l.writes = l.writes[1:]
+		written := false
+		if w.data != nil && l.conn != nil && w.gen == l.connGen {
+			written = l.writeNow(w.data)
+		}
+		if w.after != nil {
+			w.after(written)
+		}
+	}
+}
+
+// writeNow writes data on the current connection and reports success. A
+// failed write ends the connection.
+func (l *Loop) writeNow(data []byte) bool {
+	if data == nil {
+		return true
+	}
+	if l.conn == nil {
+		return false
+	}
+	if err := l.conn.write(data); err != nil {
+		l.dropConnection(fmt.Errorf("write to broker: %w", err), false)
+		return false
+	}
+	l.keepAlive.sent()
+	return true
+}
+
+// writePacket encodes p and writes it at once, ahead of queued writes. It
+// is for packets that depend on no journal change.
+func (l *Loop) writePacket(p packet) bool {
+	data, err := l.codec.encode(p)
+	if err != nil {
+		l.log.Error("encode packet", "packet", p.packetName(), "err", err)
+		return false
+	}
+	return l.writeNow(data)
+}
+
+// closeConn closes the connection, sending DISCONNECT with reason first
+// when reason is not nil.
+func (l *Loop) closeConn(reason *byte) {
+	c := l.conn
+	if reason != nil {
+		l.writePacket(&disconnectPacket{ReasonCode: *reason})
+	}
+	c.close()
+	l.conn = nil
+	l.keepAlive.stop()
+	l.ackTick.stop()
+	l.stable.stop()
+	l.drain.stop()
+	l.throttleWait.stop()
+	clear(l.onWire)
+	clear(l.birthIDs)
+	clear(l.subIDs)
+	l.resend = nil
+	l.stats.update(func(s *Stats) { s.Connected, s.Inflight = false, 0 })
+}
+
+// dropConnection ends the current connection because of cause, reports it
+// and plans what comes next under the reconnect policy. With graceful it
+// sends DISCONNECT 0x00 first, so the broker discards the will.
+func (l *Loop) dropConnection(cause error, graceful bool) {
+	if l.conn == nil {
+		return
+	}
+	url := l.conn.url
+	var reason *byte
+	if graceful {
+		normal := byte(0x00)
+		reason = &normal
+	}
+	l.closeConn(reason)
+	l.log.Warn("disconnected", "url", url, "err", cause)
+	l.stats.update(func(s *Stats) { s.LastError = cause.Error() })
+	l.emit(Event{Kind: EventDisconnected, Err: cause})
+
+	switch {
+	case l.draining:
+		l.finish()
+	case l.opts.Reconnect == ReconnectNever:
+		l.finish()
+	case l.manualOffline || errors.Is(cause, errDisconnectRequested):
+	default:
+		l.scheduleReconnect(l.backoff.next())
+	}
+}

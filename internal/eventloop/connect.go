@@ -1,0 +1,276 @@
+package eventloop
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+)
+
+var (
+	errConnectTimeout = errors.New("connect timed out")
+	errShuttingDown   = errors.New("event loop is shutting down")
+)
+
+// connackError is a CONNACK with a failure reason code.
+type connackError struct {
+	code   byte
+	reason string
+}
+
+func (e *connackError) Error() string {
+	msg := "broker rejected the connection with " + reasonName(e.code, "connack")
+	if e.reason != "" {
+		msg += ": " + e.reason
+	}
+	return msg
+}
+
+// stepOffline waits for the next connect attempt, or makes it.
+func (l *Loop) stepOffline(ctx context.Context) {
+	if l.connectNow && !l.manualOffline {
+		l.connectNow = false
+		l.attempt(ctx)
+		return
+	}
+	if l.opts.DropQoS0Offline && !l.manualOffline {
+		l.dropOfflineQoS0()
+	}
+	var ready <-chan struct{}
+	if l.opts.DropQoS0Offline && l.srcEmpty {
+		ready = l.src.Ready()
+	}
+	select {
+	case <-ctx.Done():
+	case <-l.closeCh:
+		l.finish()
+	case <-l.cmdKick:
+	case <-l.journal.done:
+	case <-l.reconnect.c():
+		l.reconnect.fired()
+		l.connectNow = true
+	case <-l.retryTimer.c():
+		l.retriesDue()
+	case <-ready:
+		l.srcEmpty = false
+	}
+}
+
+// scheduleReconnect arms the backoff timer and logs the attempt to come.
+func (l *Loop) scheduleReconnect(d time.Duration) {
+	l.log.Info("reconnecting", "backoff_ms", d.Milliseconds(), "url", l.opts.URLs[l.urlIndex])
+	l.reconnect.arm(d)
+}
+
+// attempt connects to the next broker url and handles the outcome.
+func (l *Loop) attempt(ctx context.Context) {
+	url := l.opts.URLs[l.urlIndex]
+	cleanStart := !l.session
+	l.log.Info("connecting", "url", url, "clean_start", cleanStart)
+
+	conn, ack, err := l.open(ctx, url, cleanStart)
+	if err != nil {
+		l.connectFailed(ctx, url, err)
+		return
+	}
+	l.connected(conn, ack, cleanStart)
+}
+
+// connectFailed logs a failed attempt and plans the next one, or ends the
+// loop when the policy says so.
+func (l *Loop) connectFailed(ctx context.Context, url string, err error) {
+	l.urlIndex = (l.urlIndex + 1) % len(l.opts.URLs)
+	l.stats.update(func(s *Stats) { s.LastError = err.Error() })
+
+	switch {
+	case ctx.Err() != nil:
+		l.connectNow = true // retry on the next Poll
+		return
+	case l.draining || errors.Is(err, errShuttingDown) || errors.Is(err, ErrClosed):
+		l.finish()
+		return
+	case !l.everUp && l.opts.Reconnect != ReconnectAlways:
+		l.log.Error("connect failed", "url", url, "err", err)
+		l.fail(fmt.Errorf("connect to %s: %w", url, err))
+		return
+	case l.everUp && l.opts.Reconnect == ReconnectNever:
+		l.fail(fmt.Errorf("connect to %s: %w", url, err))
+		return
+	}
+	l.log.Warn("connect failed", "url", url, "err", err)
+
+	delay := l.backoff.next()
+	var rejected *connackError
+	if errors.As(err, &rejected) && connackWaitsMaxDelay(rejected.code) {
+		delay = l.opts.MaxDelay
+	}
+	l.scheduleReconnect(delay)
+}
+
+// open dials url and exchanges CONNECT and CONNACK, all within the connect
+// timeout. A Shutdown or Close abandons it.
+func (l *Loop) open(ctx context.Context, url string, cleanStart bool) (*connection, *connackPacket, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stopWatch := l.watchConnect(cancel)
+	defer stopWatch()
+
+	nc, err := l.dial(ctx, url)
+	if err != nil {
+		return nil, nil, connectCause(ctx, err)
+	}
+	stopDeadline := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Now()) })
+	defer stopDeadline()
+
+	br := bufio.NewReader(nc)
+	ack, err := l.handshake(nc, br, cleanStart)
+	if err != nil {
+		nc.Close()
+		return nil, nil, connectCause(ctx, err)
+	}
+	if !stopDeadline() || nc.SetDeadline(time.Time{}) != nil {
+		nc.Close()
+		return nil, nil, connectCause(ctx, errConnectTimeout)
+	}
+
+	c := &connection{netConn: nc, url: url, limits: ack}
+	c.startReader(l.codec, br)
+	return c, ack, nil
+}
+
+// connectCause prefers the reason the connect context ended over the
+// error it caused.
+func connectCause(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); cause != nil {
+		return cause
+	}
+	return err
+}
+
+// watchConnect cancels a connect when the connect timeout passes or the
+// loop is shut down or closed. The returned func stops the watch and waits
+// for its goroutine.
+func (l *Loop) watchConnect(cancel context.CancelCauseFunc) func() {
+	t := l.clock.NewTimer(l.opts.ConnectTimeout)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-t.C():
+			cancel(fmt.Errorf("%w after %s: raise broker.connect_timeout if the broker is slow", errConnectTimeout, l.opts.ConnectTimeout))
+		case <-l.shutdownCh:
+			cancel(errShuttingDown)
+		case <-l.closeCh:
+			cancel(ErrClosed)
+		case <-stop:
+		}
+	}()
+	return func() {
+		close(stop)
+		<-done
+		t.Stop()
+	}
+}
+
+// dial opens TCP, and TLS for mqtts:// urls.
+func (l *Loop) dial(ctx context.Context, url string) (net.Conn, error) {
+	addr, err := brokerAddress(url)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := l.dialer().DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if !isTLS(url) {
+		return nc, nil
+	}
+
+	cfg := &tls.Config{}
+	if l.opts.TLSConfig != nil {
+		if cfg, err = l.opts.TLSConfig(); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("load tls configuration: %w", err)
+		}
+		cfg = cfg.Clone()
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName, _, _ = net.SplitHostPort(addr)
+	}
+	tc := tls.Client(nc, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("tls handshake: %w", err)
+	}
+	return tc, nil
+}
+
+// dialer returns a dialer whose sockets detect a dead peer by themselves
+// when MQTT keep alive is off.
+func (l *Loop) dialer() *net.Dialer {
+	d := &net.Dialer{}
+	if l.opts.KeepAliveOff {
+		idle := l.opts.KeepAlive
+		d.KeepAliveConfig = net.KeepAliveConfig{
+			Enable: true, Idle: idle, Interval: max(idle/3, time.Second), Count: 3,
+		}
+		d.Control = userTimeoutControl(2 * idle)
+	}
+	return d
+}
+
+// handshake writes CONNECT and reads CONNACK.
+func (l *Loop) handshake(nc net.Conn, br *bufio.Reader, cleanStart bool) (*connackPacket, error) {
+	p, err := l.connectPacket(cleanStart)
+	if err != nil {
+		return nil, err
+	}
+	data, err := l.codec.encode(p)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := nc.Write(data); err != nil {
+		return nil, fmt.Errorf("write connect: %w", err)
+	}
+
+	reply, err := l.codec.decode(br)
+	if err != nil {
+		return nil, fmt.Errorf("read connack: %w", err)
+	}
+	ack, ok := reply.(*connackPacket)
+	if !ok {
+		return nil, fmt.Errorf("broker sent %s instead of connack", reply.packetName())
+	}
+	if ack.ReasonCode >= 0x80 {
+		return nil, &connackError{code: ack.ReasonCode, reason: ack.ReasonString}
+	}
+	return ack, nil
+}
+
+func (l *Loop) connectPacket(cleanStart bool) (*connectPacket, error) {
+	keepAlive := uint16(l.opts.KeepAlive / time.Second)
+	if l.opts.KeepAliveOff {
+		keepAlive = 0
+	}
+	p := &connectPacket{
+		ClientID:       l.opts.ClientID,
+		CleanStart:     cleanStart,
+		KeepAlive:      keepAlive,
+		SessionExpiry:  uint32(l.opts.SessionExpiry / time.Second),
+		ReceiveMaximum: l.opts.ReceiveMaximum,
+		Username:       l.opts.Username,
+		Will:           l.opts.Will,
+	}
+	if l.opts.Password != nil {
+		password, err := l.opts.Password()
+		if err != nil {
+			return nil, fmt.Errorf("read password: %w", err)
+		}
+		p.Password, p.HasPassword = password, true
+	}
+	return p, nil
+}

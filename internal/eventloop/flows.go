@@ -1,0 +1,338 @@
+package eventloop
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/mqspool/mqspool/internal/state"
+)
+
+// pump sends resends and new requests until the window, the throttle or
+// the source stops it. It returns true when it stopped only because of
+// its budget, so the caller polls again without blocking.
+func (l *Loop) pump() bool {
+	for range pumpBudget {
+		if l.conn == nil || l.closed || !l.pumpOne() {
+			return false
+		}
+	}
+	return true
+}
+
+// pumpOne sends one packet and reports whether to continue. Resends come
+// before anything new.
+func (l *Loop) pumpOne() bool {
+	if len(l.resend) > 0 {
+		return l.resendNext()
+	}
+	if !l.wantsRequests() {
+		return false
+	}
+	req, ok := l.nextRequest()
+	if !ok {
+		return false
+	}
+	return l.publishNew(req)
+}
+
+// wantsRequests reports whether new requests may be taken now.
+func (l *Loop) wantsRequests() bool {
+	return !l.paused && !l.draining && len(l.resend) == 0 && !l.throttleWait.armed
+}
+
+// nextRequest returns, in this order, a message to publish again, a held
+// request, or the next request of the source.
+func (l *Loop) nextRequest() (Request, bool) {
+	for len(l.replay) > 0 {
+		seq := l.replay[0]
+		l.replay = l.replay[1:]
+		req, err := l.src.Load(seq)
+		if err != nil {
+			l.log.Error("load message to publish again", "seq", seq, "err", err)
+			continue
+		}
+		return req, true
+	}
+	if l.held != nil {
+		req := *l.held
+		l.held = nil
+		return req, true
+	}
+	if l.srcEmpty {
+		return Request{}, false
+	}
+	req, ok, err := l.src.Next()
+	if err != nil {
+		// Try again after a pause instead of spinning on a failing source.
+		l.log.Error("read next request", "err", err, "retry_ms", l.opts.MinDelay.Milliseconds())
+		l.stats.update(func(s *Stats) { s.LastError = err.Error() })
+		l.throttleWait.arm(l.opts.MinDelay)
+		return Request{}, false
+	}
+	if !ok {
+		l.srcEmpty = true
+	}
+	return req, ok
+}
+
+// hold keeps req to be sent first when sending is possible again.
+func (l *Loop) hold(req Request) { l.held = &req }
+
+// publishNew publishes req as a new message and reports whether the pump
+// may continue.
+func (l *Loop) publishNew(req Request) bool {
+	m := req.Message
+	remaining, expired := l.remainingExpiry(req)
+	if expired {
+		l.expire(req)
+		return true
+	}
+	m.ExpirySeconds = remaining
+	if l.fitLimits(&m) {
+		if l.opts.OnBrokerLimit == LimitReject {
+			l.failMessage(req.Seq, fmt.Sprintf("broker supports at most qos %d and retain available %t: message has qos %d retain %t",
+				l.conn.limits.MaximumQoS, l.conn.limits.RetainAvailable, req.Message.QoS, req.Message.Retain), 0)
+			return true
+		}
+		l.log.Warn("message downgraded to broker limits", "seq", req.Seq, "qos", m.QoS, "retain", m.Retain)
+		l.stats.update(func(s *Stats) { s.Downgraded++ })
+	}
+	if m.QoS > 0 && l.inflight() >= l.window() {
+		l.hold(req)
+		return false
+	}
+	if d := l.throttleDelay(m.Size()); d > 0 {
+		l.hold(req)
+		l.throttleWait.arm(d)
+		return false
+	}
+
+	// Check the size before a packet identifier is taken; any identifier
+	// encodes to the same length.
+	p := &publishPacket{Message: m}
+	if m.QoS > 0 {
+		p.PacketID = 1
+	}
+	data, ok := l.encodeForSend(req.Seq, p)
+	if !ok {
+		return true
+	}
+	if m.QoS == 0 {
+		l.sendQoS0(req, data)
+		return true
+	}
+	return l.sendNewFlow(req, p)
+}
+
+// encodeForSend encodes p and checks it against the broker's Maximum
+// Packet Size. A message that cannot be sent goes to failed/.
+func (l *Loop) encodeForSend(seq uint64, p *publishPacket) ([]byte, bool) {
+	data, err := l.codec.encode(p)
+	if err != nil {
+		l.failMessage(seq, fmt.Sprintf("message cannot be encoded: %v", err), 0)
+		return nil, false
+	}
+	if limit := l.conn.limits.MaximumPacketSize; limit > 0 && uint32(len(data)) > limit {
+		l.failMessage(seq, fmt.Sprintf("publish packet of %d bytes exceeds the broker's maximum packet size of %d bytes", len(data), limit), 0)
+		return nil, false
+	}
+	return data, true
+}
+
+// sendQoS0 writes a QoS 0 message, then records it delivered. A message
+// whose write never happened is published again, or dropped when QoS 0
+// messages are not kept offline.
+func (l *Loop) sendQoS0(req Request, data []byte) {
+	l.queueWrite(data, func(written bool) {
+		switch {
+		case written:
+			l.stats.update(func(s *Stats) { s.Published++ })
+			l.record(state.Change{Kind: state.ChangeDelivered, Seq: req.Seq})
+			l.afterCommit(func() { l.emitOutcome(Outcome{Seq: req.Seq, Kind: Delivered}) })
+		case l.opts.DropQoS0Offline:
+			l.dropQoS0(req.Seq)
+		default:
+			l.replay = append(l.replay, req.Seq)
+		}
+	})
+}
+
+// sendNewFlow takes a packet identifier, journals the flow and writes the
+// PUBLISH once the journal made it durable.
+func (l *Loop) sendNewFlow(req Request, p *publishPacket) bool {
+	id, err := l.allocate()
+	if err != nil {
+		l.hold(req)
+		return false
+	}
+	p.PacketID = id
+	data, err := l.codec.encode(p)
+	if err != nil {
+		l.failMessage(req.Seq, fmt.Sprintf("message cannot be encoded: %v", err), 0)
+		return true
+	}
+
+	l.record(state.Change{Kind: state.ChangeSent, PacketID: id, Seq: req.Seq, QoS: p.Message.QoS, Order: l.st.NextOrder})
+	f := &flight{seq: req.Seq, qos: p.Message.QoS, firstSent: l.clock.Now()}
+	l.flights[id] = f
+	l.putOnWire(id)
+	l.queueWrite(data, func(written bool) {
+		if written {
+			f.written = true
+			l.stats.update(func(s *Stats) { s.Published++ })
+		}
+	})
+	return true
+}
+
+// putOnWire counts id against the window and starts its ack timeout.
+func (l *Loop) putOnWire(id uint16) {
+	l.onWire[id] = l.ackTicks
+	l.stats.update(func(s *Stats) { s.Inflight = len(l.onWire) })
+}
+
+func (l *Loop) takeOffWire(id uint16) {
+	delete(l.onWire, id)
+	l.stats.update(func(s *Stats) { s.Inflight = len(l.onWire) })
+}
+
+// resendNext resends the next open flow after a reconnect with session
+// present: PUBLISH with DUP set and the same packet identifier, or
+// PUBREL. It reports whether the pump may continue.
+func (l *Loop) resendNext() bool {
+	id := l.resend[0]
+	f, ok := l.st.Flow(id)
+	if !ok {
+		l.resend = l.resend[1:]
+		return true
+	}
+	if l.inflight() >= l.window() {
+		return false
+	}
+	l.resend = l.resend[1:]
+	if f.Stage == state.StagePubrel {
+		l.putOnWire(id)
+		l.queueWrite(l.encodeAck(kindPubrel, id, 0), nil)
+		return true
+	}
+
+	req, err := l.src.Load(f.Seq)
+	if err != nil {
+		l.log.Error("load message to resend", "packet_id", id, "seq", f.Seq, "err", err)
+		l.endFlow(f, state.ChangeFailed, fmt.Sprintf("message could not be loaded for resending: %v", err), 0)
+		return true
+	}
+	fl := l.flights[id]
+	if fl == nil {
+		fl = &flight{seq: f.Seq, qos: f.QoS, written: true}
+		l.flights[id] = fl
+	}
+	m := req.Message
+	m.QoS = f.QoS
+	remaining, _ := l.remainingExpiry(req)
+	m.ExpirySeconds = max(remaining, min(m.ExpirySeconds, 1))
+	if !l.conn.limits.RetainAvailable {
+		m.Retain = false
+	}
+	p := &publishPacket{PacketID: id, Dup: fl.written, Message: m}
+	data, err := l.codec.encode(p)
+	if limit := l.conn.limits.MaximumPacketSize; err == nil && limit > 0 && uint32(len(data)) > limit {
+		err = fmt.Errorf("publish packet of %d bytes exceeds the broker's maximum packet size of %d bytes", len(data), limit)
+	}
+	if err != nil {
+		l.endFlow(f, state.ChangeFailed, err.Error(), 0)
+		return true
+	}
+	l.putOnWire(id)
+	l.queueWrite(data, func(written bool) {
+		if written {
+			fl.written = true
+			l.stats.update(func(s *Stats) { s.Published++ })
+		}
+	})
+	return true
+}
+
+// endFlow ends flow f with a ChangeFailed or ChangeReleased and reports a
+// failure to the caller.
+func (l *Loop) endFlow(f state.Flow, kind state.ChangeKind, reason string, code byte) {
+	fl := l.flights[f.PacketID]
+	delete(l.flights, f.PacketID)
+	l.takeOffWire(f.PacketID)
+	l.record(state.Change{Kind: kind, PacketID: f.PacketID, Seq: f.Seq, QoS: f.QoS, Order: f.Order, Reason: reason})
+	if kind == state.ChangeFailed {
+		l.log.Warn("message failed", "seq", f.Seq, "packet_id", f.PacketID, "reason", reason)
+		l.afterCommit(func() {
+			l.emitOutcome(Outcome{Seq: f.Seq, Kind: Failed, Reason: reason, ReasonCode: code, Latency: l.latency(fl)})
+		})
+	}
+}
+
+// failMessage moves a message that never got a flow to failed/.
+func (l *Loop) failMessage(seq uint64, reason string, code byte) {
+	l.log.Warn("message failed", "seq", seq, "reason", reason)
+	l.record(state.Change{Kind: state.ChangeFailed, Seq: seq, Reason: reason})
+	l.afterCommit(func() { l.emitOutcome(Outcome{Seq: seq, Kind: Failed, Reason: reason, ReasonCode: code}) })
+}
+
+// latency returns the time since the first send of a flow, or zero.
+func (l *Loop) latency(fl *flight) time.Duration {
+	if fl == nil || fl.firstSent.IsZero() {
+		return 0
+	}
+	return max(l.clock.Now().Sub(fl.firstSent), 0)
+}
+
+// remainingExpiry returns the Message Expiry Interval left after the time
+// the request waited, and whether it has run out. Age is taken from the
+// clock, so a clock set backwards yields age zero, never a longer life.
+func (l *Loop) remainingExpiry(req Request) (seconds uint32, expired bool) {
+	total := req.Message.ExpirySeconds
+	if total == 0 {
+		return 0, false
+	}
+	var age time.Duration
+	if !req.Enqueued.IsZero() {
+		age = max(l.clock.Now().Sub(req.Enqueued), 0)
+	}
+	left := time.Duration(total)*time.Second - age
+	if left <= 0 {
+		return 0, true
+	}
+	return uint32((left + time.Second - 1) / time.Second), false
+}
+
+// expire drops a message whose Message Expiry Interval passed.
+func (l *Loop) expire(req Request) {
+	l.log.Info("message expired before it was sent", "seq", req.Seq, "expiry_seconds", req.Message.ExpirySeconds)
+	reason := fmt.Sprintf("message expiry interval of %d seconds passed before it was sent", req.Message.ExpirySeconds)
+	l.record(state.Change{Kind: state.ChangeExpired, Seq: req.Seq, Reason: reason})
+	l.afterCommit(func() { l.emitOutcome(Outcome{Seq: req.Seq, Kind: Expired, Reason: reason}) })
+}
+
+// throttleDelay takes size bytes and one message from the limiters, or
+// returns how long to wait and takes nothing.
+func (l *Loop) throttleDelay(size int) time.Duration {
+	now := l.clock.Now()
+	var delay time.Duration
+	var reservations []interface{ CancelAt(time.Time) }
+	if l.msgLimit != nil {
+		r := l.msgLimit.ReserveN(now, 1)
+		reservations = append(reservations, r)
+		delay = max(delay, r.DelayFrom(now))
+	}
+	if l.byteLimit != nil && size > 0 {
+		if size > l.byteLimit.Burst() {
+			l.byteLimit.SetBurstAt(now, size)
+		}
+		r := l.byteLimit.ReserveN(now, size)
+		reservations = append(reservations, r)
+		delay = max(delay, r.DelayFrom(now))
+	}
+	if delay > 0 {
+		for _, r := range reservations {
+			r.CancelAt(now)
+		}
+	}
+	return delay
+}

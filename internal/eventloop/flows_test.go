@@ -1,0 +1,348 @@
+package eventloop
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+
+	"github.com/mqspool/mqspool/internal/message"
+	"github.com/mqspool/mqspool/internal/state"
+)
+
+func TestPublish_EachQoS(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{})
+	src := newMemSource()
+	src.add(message.Message{Topic: "a", QoS: 0}, message.Message{Topic: "b", QoS: 1}, message.Message{Topic: "c", QoS: 2})
+	j := &testJournal{}
+	r := start(t, testOptions(b), src, j, nil)
+
+	waitFor(t, 5*time.Second, "three outcomes", func() bool { return len(r.outcomes()) == 3 })
+	waitFor(t, 5*time.Second, "completed change", func() bool { return j.count(state.ChangeCompleted) == 1 })
+	for seq, o := range r.outcomes() {
+		if o.Kind != Delivered {
+			t.Errorf("seq %d: outcome %v, want Delivered", seq, o.Kind)
+		}
+	}
+	want := []state.ChangeKind{
+		state.ChangeSessionStarted, state.ChangeDelivered, state.ChangeSent, state.ChangeSent,
+		state.ChangeAcked, state.ChangePubrec, state.ChangeCompleted,
+	}
+	got := j.kinds()
+	slices.Sort(want)
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("journal kinds %v, want %v", got, want)
+	}
+	if n := len(b.received(packets.PUBREL)); n != 1 {
+		t.Errorf("broker got %d PUBREL, want 1", n)
+	}
+	if connects := b.received(packets.CONNECT); !connects[0].cleanStart {
+		t.Errorf("first CONNECT without saved session has clean start 0, want 1")
+	}
+	if st := r.l.Stats(); !st.Connected || st.Acked != 3 {
+		t.Errorf("stats connected %t acked %d, want true and 3", st.Connected, st.Acked)
+	}
+}
+
+func TestJournal_PublishWaitsForCommit(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{})
+	src := newMemSource()
+	j := &testJournal{gate: make(chan struct{})}
+	r := start(t, testOptions(b), src, j, nil)
+	j.gate <- struct{}{} // the session-started commit
+
+	waitFor(t, 5*time.Second, "connack", func() bool { return r.countEvents(EventConnected) == 1 })
+	src.add(message.Message{Topic: "a", QoS: 1})
+	time.Sleep(300 * time.Millisecond)
+	if n := len(b.received(packets.PUBLISH)); n != 0 {
+		t.Fatalf("%d PUBLISH written before the sent change was committed", n)
+	}
+
+	j.gate <- struct{}{} // ChangeSent
+	waitFor(t, 5*time.Second, "publish after commit", func() bool { return len(b.received(packets.PUBLISH)) == 1 })
+	time.Sleep(100 * time.Millisecond)
+	if n := len(r.outcomes()); n != 0 {
+		t.Fatalf("outcome reported before the acked change was committed")
+	}
+	j.gate <- struct{}{} // ChangeAcked
+	waitFor(t, 5*time.Second, "outcome after commit", func() bool { return len(r.outcomes()) == 1 })
+	close(j.gate)
+}
+
+func TestJournal_ErrorStopsLoop(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{})
+	src := newMemSource()
+	j := &testJournal{}
+	j.fail.Store(true)
+	r := start(t, testOptions(b), src, j, nil)
+	select {
+	case err := <-r.done:
+		if err == nil || !strings.Contains(err.Error(), "disk full") {
+			t.Fatalf("Poll error %v, want the journal error", err)
+		}
+		r.done <- err
+	case <-time.After(5 * time.Second):
+		t.Fatal("loop kept running after the journal failed")
+	}
+}
+
+func TestResend_SessionPresentDupSameIDsInOrder(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{
+		sessionPresent: func(conn int) bool { return conn > 0 },
+		dropAck:        func(conn int, p *packets.Publish) bool { return conn == 0 },
+	})
+	src := newMemSource()
+	src.add(msgs("t", 1, 5)...)
+	r := start(t, testOptions(b), src, &testJournal{}, nil)
+
+	waitFor(t, 5*time.Second, "five publishes", func() bool { return len(b.received(packets.PUBLISH)) == 5 })
+	r.l.Disconnect()
+	waitFor(t, 5*time.Second, "disconnect", func() bool { return r.countEvents(EventDisconnected) == 1 })
+	src.add(msgs("new", 1, 2)...)
+	r.l.Reconnect()
+	waitFor(t, 5*time.Second, "seven outcomes", func() bool { return len(r.outcomes()) == 7 })
+
+	var first, second []wirePacket
+	for _, p := range b.received(packets.PUBLISH) {
+		if p.conn == 0 {
+			first = append(first, p)
+		} else {
+			second = append(second, p)
+		}
+	}
+	if len(first) < 5 || len(second) < 5 {
+		t.Fatalf("publishes per connection %d, %d; want at least 5 each", len(first), len(second))
+	}
+	for i := range 5 {
+		if second[i].id != first[i].id || !second[i].dup || second[i].payload != first[i].payload {
+			t.Errorf("resend %d: id %d dup %t payload %q, want id %d dup true payload %q",
+				i, second[i].id, second[i].dup, second[i].payload, first[i].id, first[i].payload)
+		}
+	}
+	for _, p := range first {
+		if p.dup {
+			t.Errorf("first send of id %d has DUP set", p.id)
+		}
+	}
+	for _, p := range second[5:] {
+		if p.topic != "new" || p.dup {
+			t.Errorf("after the resends got topic %q dup %t, want new messages with DUP 0", p.topic, p.dup)
+		}
+	}
+}
+
+func TestResend_SessionLostPublishesAsNew(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{
+		dropAck: func(conn int, p *packets.Publish) bool { return conn == 0 },
+	})
+	src := newMemSource()
+	src.add(msgs("t", 1, 3)...)
+	j := &testJournal{}
+	r := start(t, testOptions(b), src, j, nil)
+
+	waitFor(t, 5*time.Second, "three publishes", func() bool { return len(b.received(packets.PUBLISH)) == 3 })
+	b.dropConnections()
+	waitFor(t, 5*time.Second, "three outcomes", func() bool { return len(r.outcomes()) == 3 })
+
+	connects := b.received(packets.CONNECT)
+	if connects[1].cleanStart {
+		t.Errorf("second CONNECT has clean start 1, want 0 to resume the session")
+	}
+	if j.count(state.ChangeSessionLost) != 1 {
+		t.Errorf("journal has %d session-lost changes, want 1", j.count(state.ChangeSessionLost))
+	}
+	pubs := b.received(packets.PUBLISH)
+	oldIDs := map[uint16]bool{}
+	for _, p := range pubs[:3] {
+		oldIDs[p.id] = true
+	}
+	for i, p := range pubs[3:] {
+		if p.dup {
+			t.Errorf("republish %d has DUP set", i)
+		}
+		if oldIDs[p.id] {
+			t.Errorf("republish %d reuses packet identifier %d", i, p.id)
+		}
+		if want := pubs[i].payload; p.payload != want {
+			t.Errorf("republish %d payload %q, want %q (original order)", i, p.payload, want)
+		}
+	}
+}
+
+func TestReceiveMaximum_LimitsResendBurst(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{
+		sessionPresent: func(int) bool { return true },
+		receiveMaximum: 2,
+	})
+	src := newMemSource()
+	src.add(msgs("t", 1, 10)...)
+	restored := &state.State{Session: true, NextOrder: 6, LastPacketID: 5}
+	for i := range 5 {
+		restored.Outgoing = append(restored.Outgoing, state.Flow{PacketID: uint16(i + 1), Seq: uint64(i + 1), QoS: 1, Stage: state.StagePublish, Order: uint64(i + 1)})
+	}
+	src.next = 5
+	r := start(t, testOptions(b), src, &testJournal{}, restored)
+
+	waitFor(t, 5*time.Second, "ten outcomes", func() bool { return len(r.outcomes()) == 10 })
+	if most := maxOutstanding(b.log()); most > 2 {
+		t.Errorf("%d publishes outstanding at once, want at most the receive maximum 2", most)
+	}
+	pubs := b.received(packets.PUBLISH)
+	for i, p := range pubs[:5] {
+		if p.id != uint16(i+1) || !p.dup {
+			t.Errorf("resend %d: id %d dup %t, want id %d dup true", i, p.id, p.dup, i+1)
+		}
+	}
+	for _, p := range pubs[5:] {
+		if p.id <= 5 && p.id != 0 && p.dup {
+			t.Errorf("new publish reuses restored id %d with DUP", p.id)
+		}
+	}
+}
+
+func TestRestoredIDs_NeverReused(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{
+		sessionPresent: func(int) bool { return true },
+		dropAck:        func(conn int, p *packets.Publish) bool { return p.Duplicate },
+	})
+	src := newMemSource()
+	src.add(msgs("t", 1, 1)...)
+	src.next = 1
+	src.add(msgs("n", 1, 20)...)
+	restored := &state.State{Session: true, NextOrder: 2, LastPacketID: 2,
+		Outgoing: []state.Flow{{PacketID: 3, Seq: 1, QoS: 1, Stage: state.StagePublish, Order: 1}}}
+	r := start(t, testOptions(b), src, &testJournal{}, restored)
+
+	waitFor(t, 5*time.Second, "twenty outcomes", func() bool { return len(r.outcomes()) >= 20 })
+	for _, p := range b.received(packets.PUBLISH) {
+		if !p.dup && p.id == 3 {
+			t.Errorf("new publish %q took packet identifier 3, still outstanding from saved state", p.payload)
+		}
+	}
+}
+
+func TestMaximumPacketSize_FailsWithoutTakingID(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{maximumPacketSize: 200})
+	src := newMemSource()
+	big := message.Message{Topic: "t", QoS: 1, Payload: make([]byte, 500)}
+	src.add(message.Message{Topic: "t", QoS: 1, Payload: []byte("a")}, big, message.Message{Topic: "t", QoS: 1, Payload: []byte("c")})
+	j := &testJournal{}
+	r := start(t, testOptions(b), src, j, nil)
+
+	waitFor(t, 5*time.Second, "three outcomes", func() bool { return len(r.outcomes()) == 3 })
+	o := r.outcomes()[2]
+	if o.Kind != Failed || !strings.Contains(o.Reason, "200") {
+		t.Errorf("oversized message outcome %v %q, want Failed naming the limit 200", o.Kind, o.Reason)
+	}
+	pubs := b.received(packets.PUBLISH)
+	if len(pubs) != 2 {
+		t.Fatalf("broker got %d publishes, want 2", len(pubs))
+	}
+	if pubs[1].id != pubs[0].id+1 {
+		t.Errorf("packet identifiers %d, %d; the oversized message must not consume one", pubs[0].id, pubs[1].id)
+	}
+	if n := b.connections(); n != 1 {
+		t.Errorf("%d connections, want 1", n)
+	}
+}
+
+func TestReasonCodes(t *testing.T) {
+	cases := []struct {
+		name    string
+		qos     byte
+		code    byte
+		want    OutcomeKind
+		change  state.ChangeKind
+		retried bool
+	}{
+		{"no matching subscribers", 1, 0x10, Delivered, state.ChangeAcked, false},
+		{"not authorized", 1, 0x87, Failed, state.ChangeFailed, false},
+		{"payload format invalid qos 2", 2, 0x99, Failed, state.ChangeFailed, false},
+		{"quota exceeded", 1, 0x97, Delivered, state.ChangeReleased, true},
+		{"unspecified error qos 2", 2, 0x80, Delivered, state.ChangeReleased, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rejected := false
+			b := newFakeBroker(t, brokerScript{ackCode: func(p *packets.Publish) byte {
+				if string(p.Payload) == "0" && !rejected {
+					rejected = true
+					return tc.code
+				}
+				return 0
+			}})
+			src := newMemSource()
+			src.add(msgs("t", tc.qos, 2)...)
+			j := &testJournal{}
+			r := start(t, testOptions(b), src, j, nil)
+
+			waitFor(t, 5*time.Second, "two outcomes", func() bool { return len(r.outcomes()) == 2 })
+			o := r.outcomes()[1]
+			if o.Kind != tc.want {
+				t.Errorf("outcome %v (%s), want %v", o.Kind, o.Reason, tc.want)
+			}
+			if o.Kind == Failed && (o.ReasonCode != tc.code || !strings.Contains(o.Reason, reasonNames[tc.code])) {
+				t.Errorf("failure reason %q code 0x%02X, want it to name 0x%02X", o.Reason, o.ReasonCode, tc.code)
+			}
+			if j.count(tc.change) == 0 {
+				t.Errorf("journal has no %v change", tc.change)
+			}
+			pubs := b.received(packets.PUBLISH)
+			if tc.retried {
+				if len(pubs) != 3 || pubs[2].payload != "0" || pubs[2].dup || pubs[2].id == pubs[0].id {
+					t.Errorf("want the rejected message published again as new after the next one; got %d publishes", len(pubs))
+				}
+			} else if len(pubs) != 2 {
+				t.Errorf("broker got %d publishes, want 2", len(pubs))
+			}
+		})
+	}
+}
+
+func TestBrokerLimits_DowngradeAndReject(t *testing.T) {
+	qos0, noRetain := byte(0), byte(0)
+	for _, policy := range []LimitPolicy{LimitDowngrade, LimitReject} {
+		b := newFakeBroker(t, brokerScript{maximumQoS: &qos0, retainAvailable: &noRetain})
+		src := newMemSource()
+		src.add(message.Message{Topic: "t", QoS: 1, Retain: true})
+		opts := testOptions(b)
+		opts.OnBrokerLimit = policy
+		r := start(t, opts, src, &testJournal{}, nil)
+		waitFor(t, 5*time.Second, "outcome", func() bool { return len(r.outcomes()) == 1 })
+		o := r.outcomes()[1]
+		pubs := b.received(packets.PUBLISH)
+		if policy == LimitDowngrade {
+			if o.Kind != Delivered || len(pubs) != 1 || pubs[0].qos != 0 || r.l.Stats().Downgraded != 1 {
+				t.Errorf("downgrade: outcome %v, %d publishes, downgraded %d", o.Kind, len(pubs), r.l.Stats().Downgraded)
+			}
+		} else if o.Kind != Failed || len(pubs) != 0 {
+			t.Errorf("reject: outcome %v, %d publishes; want Failed and none", o.Kind, len(pubs))
+		}
+		r.stop(t)
+	}
+}
+
+func TestExpiry_AgedByWaitAndDropped(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{})
+	src := newMemSource()
+	src.reqs = []Request{
+		{Seq: 1, Message: message.Message{Topic: "t", QoS: 1, ExpirySeconds: 10}, Enqueued: time.Now().Add(-20 * time.Second)},
+		{Seq: 2, Message: message.Message{Topic: "t", QoS: 1, ExpirySeconds: 100}, Enqueued: time.Now().Add(-30 * time.Second)},
+	}
+	j := &testJournal{}
+	r := start(t, testOptions(b), src, j, nil)
+	waitFor(t, 5*time.Second, "two outcomes", func() bool { return len(r.outcomes()) == 2 })
+	if o := r.outcomes()[1]; o.Kind != Expired {
+		t.Errorf("expired message outcome %v, want Expired", o.Kind)
+	}
+	pubs := b.received(packets.PUBLISH)
+	if len(pubs) != 1 || pubs[0].expiry == nil || *pubs[0].expiry > 70 || *pubs[0].expiry < 69 {
+		t.Fatalf("want one publish with about 70 s of expiry left, got %+v", pubs)
+	}
+	if j.count(state.ChangeExpired) != 1 {
+		t.Errorf("journal has %d expired changes, want 1", j.count(state.ChangeExpired))
+	}
+}

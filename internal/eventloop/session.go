@@ -1,0 +1,179 @@
+package eventloop
+
+import (
+	"time"
+
+	"github.com/mqspool/mqspool/internal/message"
+	"github.com/mqspool/mqspool/internal/state"
+)
+
+// connected takes over an accepted connection: it reads the broker's
+// limits, settles the session, subscribes, publishes the birth message and
+// reports the connection.
+func (l *Loop) connected(c *connection, ack *connackPacket, cleanStart bool) {
+	l.connGen++
+	c.gen = l.connGen
+	l.conn = c
+	l.applyLimits(c, ack)
+
+	switch {
+	case cleanStart:
+		l.startSession()
+	case !ack.SessionPresent:
+		l.loseSession()
+	default:
+		l.resumeSession()
+	}
+	if l.everUp {
+		l.stats.update(func(s *Stats) { s.Reconnects++ })
+	}
+	l.everUp = true
+	l.stable.arm(stableAfter)
+	l.keepAlive.start(c.keepAlive)
+
+	l.log.Info("connected", "url", c.url, "session_present", ack.SessionPresent,
+		"receive_maximum", l.receiveMax, "maximum_packet_size", ack.MaximumPacketSize,
+		"maximum_qos", ack.MaximumQoS, "retain_available", ack.RetainAvailable,
+		"keep_alive_seconds", int(c.keepAlive/time.Second), "resend", len(l.resend))
+	l.stats.update(func(s *Stats) {
+		s.Connected, s.URL, s.SessionPresent, s.LastError = true, c.url, ack.SessionPresent, ""
+	})
+	if !ack.SessionPresent {
+		l.subscribe()
+	}
+	l.publishBirth()
+	l.emit(Event{Kind: EventConnected, Connected: &Connected{
+		URL:               c.url,
+		SessionPresent:    ack.SessionPresent,
+		ReceiveMaximum:    uint16(l.receiveMax),
+		MaximumPacketSize: ack.MaximumPacketSize,
+		MaximumQoS:        ack.MaximumQoS,
+		RetainAvailable:   ack.RetainAvailable,
+		TopicAliasMaximum: ack.TopicAliasMaximum,
+		KeepAlive:         c.keepAlive,
+	}})
+}
+
+// applyLimits reads the limits of this CONNACK. Every connection starts
+// from the defaults, so a limit a later CONNACK omits no longer applies.
+func (l *Loop) applyLimits(c *connection, ack *connackPacket) {
+	l.receiveMax = 65535
+	if ack.ReceiveMaximum > 0 {
+		l.receiveMax = int(ack.ReceiveMaximum)
+	}
+	c.keepAlive = l.opts.KeepAlive
+	if l.opts.KeepAliveOff {
+		c.keepAlive = 0
+	}
+	if ack.ServerKeepAlive >= 0 {
+		c.keepAlive = time.Duration(ack.ServerKeepAlive) * time.Second
+	}
+	c.writeTimeout = c.keepAlive
+	if c.writeTimeout == 0 {
+		c.writeTimeout = l.opts.ConnectTimeout
+	}
+}
+
+// startSession handles the CONNACK of a Clean Start 1 CONNECT. Flows left
+// in the state belong to no broker session, so their messages are
+// published again as new messages.
+func (l *Loop) startSession() {
+	l.replayOpenFlows()
+	l.record(state.Change{Kind: state.ChangeSessionStarted})
+	l.session = true
+}
+
+// loseSession handles Session Present 0 on a resume: the broker forgot the
+// flows, so no PUBREL or DUP PUBLISH may refer to them. Their messages are
+// published again as new messages before anything newer.
+func (l *Loop) loseSession() {
+	l.log.Warn("broker lost the session, publishing open messages again", "outgoing_flows", len(l.st.Outgoing))
+	l.replayOpenFlows()
+	l.record(state.Change{Kind: state.ChangeSessionLost})
+}
+
+// replayOpenFlows queues the messages of flows still at StagePublish for a
+// new publish, in send order, ahead of earlier replays. Flows at
+// StagePubrel need nothing: their message already left the spool.
+func (l *Loop) replayOpenFlows() {
+	var seqs []uint64
+	for _, f := range l.sortedFlows() {
+		if f.Stage == state.StagePublish {
+			seqs = append(seqs, f.Seq)
+		}
+	}
+	l.replay = append(seqs, l.replay...)
+	clear(l.flights)
+	clear(l.incomingWaiting)
+}
+
+// resumeSession queues every open flow for resending, in send order.
+func (l *Loop) resumeSession() {
+	l.resend = l.resend[:0]
+	for _, f := range l.sortedFlows() {
+		l.resend = append(l.resend, f.PacketID)
+	}
+}
+
+// subscribe sends the configured subscriptions in one SUBSCRIBE.
+func (l *Loop) subscribe() {
+	if len(l.opts.Subscriptions) == 0 {
+		return
+	}
+	id, err := l.allocate()
+	if err != nil {
+		l.log.Error("subscribe skipped", "err", err)
+		return
+	}
+	l.subIDs[id] = true
+	l.writePacket(&subscribePacket{PacketID: id, Subscriptions: l.opts.Subscriptions})
+}
+
+// onSuback logs the subscriptions the broker refused.
+func (l *Loop) onSuback(p *subackPacket) {
+	delete(l.subIDs, p.PacketID)
+	for i, code := range p.ReasonCodes {
+		if code < 0x80 || i >= len(l.opts.Subscriptions) {
+			continue
+		}
+		l.log.Error("subscription rejected", "filter", l.opts.Subscriptions[i].Filter, "reason", reasonName(code, "suback"))
+	}
+}
+
+// publishBirth publishes the birth message as QoS 1 retained, within the
+// broker's limits. It is not journaled: the next connection sends it again.
+func (l *Loop) publishBirth() {
+	if l.opts.Birth == nil {
+		return
+	}
+	m := *l.opts.Birth
+	m.QoS, m.Retain = 1, true
+	l.fitLimits(&m)
+	p := &publishPacket{Message: m}
+	if m.QoS > 0 {
+		id, err := l.allocate()
+		if err != nil {
+			l.log.Error("birth message skipped", "err", err)
+			return
+		}
+		p.PacketID = id
+		l.birthIDs[id] = true
+	}
+	l.writePacket(p)
+}
+
+// fitLimits lowers QoS and clears retain to what this connection's broker
+// supports, and reports whether it changed anything.
+func (l *Loop) fitLimits(m *message.Message) bool {
+	limits := l.conn.limits
+	changed := false
+	if m.QoS > limits.MaximumQoS {
+		m.QoS = limits.MaximumQoS
+		changed = true
+	}
+	if m.Retain && !limits.RetainAvailable {
+		m.Retain = false
+		changed = true
+	}
+	return changed
+}
