@@ -30,6 +30,15 @@ func (p *Pickup) ingestBatch() {
 	scanned := 0
 	for scanned < len(p.queue) && len(batch) < p.opts.BatchMax && bytes < batchBytes {
 		rel := p.queue[scanned]
+		ready, drop := p.resolveTentative(rel)
+		if drop {
+			scanned++
+			delete(p.queued, rel)
+			continue
+		}
+		if !ready {
+			break
+		}
 		fb, out := p.prepare(rel)
 		if out == outcomeStoreErr {
 			break

@@ -13,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// outcome is what preparing one queued file led to.
+// outcome is the result of preparing one queued file.
 type outcome int
 
 const (
@@ -31,8 +31,8 @@ func reject(format string, args ...any) error {
 	return &rejection{reason: fmt.Sprintf(format, args...)}
 }
 
-// errRetry means the file changed while it was read; it is tried again
-// once it settles.
+// errRetry reports a file that changed while it was read. The pickup
+// tries it again once it settles.
 var errRetry = errors.New("file changed while it was read")
 
 // prepare reads and parses one queued file. A file the store has already
@@ -178,7 +178,7 @@ func checkType(mode uint32) error {
 }
 
 // logUnreadable logs a permission error at most once an hour per file. The
-// file is retried at every rescan, never in a loop.
+// file leaves the queue, so only a rescan or a new event retries it.
 func (p *Pickup) logUnreadable(rel string, err error) {
 	now := p.now()
 	if last, ok := p.unreadable[rel]; ok && now.Sub(last) < unreadableLogInterval {

@@ -132,6 +132,8 @@ type Pickup struct {
 	queue       []string             // files ready for ingest, in arrival order
 	queued      map[string]bool      // members of queue
 	settling    map[string]settleRef // files written in place, not yet settled
+	tentative   map[string]time.Time // queued files that may be incomplete, with a deadline
+	headWait    time.Time            // when a tentative file at the head is looked at again
 	retryAt     time.Time            // no ingest before this time
 	backoff     time.Duration        // current wait after a full spool or store error
 	storeErrLog rateLimit
@@ -172,6 +174,7 @@ func New(opts Options, store Store) (*Pickup, error) {
 		now:        time.Now,
 		queued:     make(map[string]bool),
 		settling:   make(map[string]settleRef),
+		tentative:  make(map[string]time.Time),
 		unreadable: make(map[string]time.Time),
 	}
 	for _, dir := range []string{p.tmpDir, p.newDir, p.failedDir} {

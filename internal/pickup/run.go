@@ -67,7 +67,8 @@ func (p *Pickup) rescan(w *watcher, ws *watches) {
 	}
 }
 
-// handleEvents applies a batch of events and rescans when one asks for it.
+// handleEvents applies a batch of events, then rescans if one of them
+// reported an overflow or a moved directory.
 func (p *Pickup) handleEvents(w *watcher, ws *watches, evs []watchEvent) {
 	full := false
 	for _, ev := range evs {
@@ -100,6 +101,7 @@ func (p *Pickup) gather(ctx context.Context, w *watcher, ws *watches) {
 // step ingests one batch unless ingest is held back.
 func (p *Pickup) step() {
 	now := p.now()
+	p.headWait = time.Time{}
 	switch {
 	case len(p.queue) == 0:
 	case now.Before(p.retryAt):
@@ -121,7 +123,7 @@ func (p *Pickup) wait() time.Duration {
 	now := p.now()
 	d := idleWait
 	if len(p.queue) > 0 {
-		d = max(p.retryAt.Sub(now), 0)
+		d = max(p.retryAt.Sub(now), p.headWait.Sub(now), 0)
 	}
 	if next := p.nextSettle(); !next.IsZero() {
 		d = min(d, max(next.Sub(now), time.Millisecond))

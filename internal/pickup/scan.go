@@ -53,8 +53,61 @@ func (p *Pickup) scanTree(w *watcher, ws *watches, dir string) {
 		return found[i].rel < found[j].rel
 	})
 	for _, c := range found {
-		p.consider(c.rel)
+		p.considerFound(c.rel)
 	}
+}
+
+// considerFound queues a file that a scan found. A regular file seen for
+// the first time that has not settled may have been renamed in just now
+// or may still be written in place, and nothing tells the two apart. It
+// is queued as tentative, so files that arrive after it wait behind it
+// until it is closed, settles or has waited the settle time. A file whose
+// change time is later than its modification time was renamed or linked
+// after its last write and is taken at once.
+func (p *Pickup) considerFound(rel string) {
+	_, tracked := p.settling[rel]
+	info, err := os.Lstat(p.abs(rel))
+	if tracked || err != nil || !info.Mode().IsRegular() || p.settled(rel, info) {
+		p.consider(rel)
+		return
+	}
+	p.enqueue(rel)
+	if !changedAfterWrite(info) {
+		p.settling[rel] = settleRef{size: info.Size(), mtime: info.ModTime(), since: p.now()}
+		p.tentative[rel] = p.now().Add(p.opts.Settle)
+	}
+}
+
+// changedAfterWrite reports whether the change time is later than the
+// modification time. Both come from the same coarse kernel clock, so a
+// rename within one tick of the last write is not detected.
+func changedAfterWrite(info fs.FileInfo) bool {
+	st, ok := info.Sys().(*syscall.Stat_t)
+	return ok && st.Ctim.Nano() > st.Mtim.Nano()
+}
+
+// resolveTentative decides whether the tentative file at the head of the
+// queue may be read now. It returns false while the file must still hold
+// back the queue, and removes the file from the queue once it has waited
+// the settle time without settling.
+func (p *Pickup) resolveTentative(rel string) (ready, drop bool) {
+	deadline, ok := p.tentative[rel]
+	if !ok {
+		return true, false
+	}
+	info, err := os.Lstat(p.abs(rel))
+	if err != nil || !info.Mode().IsRegular() || changedAfterWrite(info) || p.settled(rel, info) {
+		delete(p.tentative, rel)
+		return true, false
+	}
+	if !p.now().Before(deadline) {
+		// Still being written: it stops holding back the queue and is
+		// taken once it is closed or settles.
+		delete(p.tentative, rel)
+		return false, true
+	}
+	p.headWait = deadline
+	return false, false
 }
 
 // walk visits one directory. Symbolic links to directories are files to
@@ -180,6 +233,7 @@ func (p *Pickup) nextSettle() time.Time {
 
 func (p *Pickup) enqueue(rel string) {
 	delete(p.settling, rel)
+	delete(p.tentative, rel)
 	if p.queued[rel] {
 		return
 	}

@@ -1,0 +1,51 @@
+package pickup
+
+import (
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestHandleEvent_OverflowRescans(t *testing.T) {
+	p, err := New(testOptions(t), newFakeStore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := &watches{byWD: map[int32]string{1: ""}, byDir: map[string]int32{"": 1}}
+	if !p.handleEvent(nil, ws, watchEvent{wd: -1, mask: unix.IN_Q_OVERFLOW}) {
+		t.Error("overflow did not request a rescan")
+	}
+	if p.handleEvent(nil, ws, watchEvent{wd: 1, mask: unix.IN_MOVED_TO, name: "f"}) {
+		t.Error("a renamed-in file requested a rescan")
+	}
+	if len(p.queue) != 1 || p.queue[0] != "f" {
+		t.Errorf("queue = %v, want [f]", p.queue)
+	}
+	p.handleEvent(nil, ws, watchEvent{wd: 1, mask: unix.IN_MOVED_TO, name: ".tmp"})
+	if len(p.queue) != 1 {
+		t.Errorf("dot file queued: %v", p.queue)
+	}
+}
+
+func TestParseEvents_Names(t *testing.T) {
+	buf := make([]byte, 0, 64)
+	for _, name := range []string{"a", "longer-name"} {
+		padded := (len(name) + 1 + 15) / 16 * 16
+		ev := make([]byte, unix.SizeofInotifyEvent+padded)
+		ev[0] = 7                      // wd
+		ev[4] = byte(unix.IN_MOVED_TO) // mask
+		ev[12] = byte(padded)          // len
+		copy(ev[unix.SizeofInotifyEvent:], name)
+		buf = append(buf, ev...)
+	}
+	evs := parseEvents(buf)
+	if len(evs) != 2 {
+		t.Fatalf("got %d events, want 2", len(evs))
+	}
+	if evs[0].name != "a" || evs[1].name != "longer-name" {
+		t.Errorf("names = %q, %q", evs[0].name, evs[1].name)
+	}
+	if evs[1].wd != 7 || evs[1].mask != unix.IN_MOVED_TO {
+		t.Errorf("event = %+v", evs[1])
+	}
+}
