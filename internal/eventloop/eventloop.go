@@ -41,10 +41,10 @@ type Loop struct {
 	pollMu     sync.Mutex // held while Poll runs, so Close waits for it
 
 	// Everything below is owned by the goroutine that runs Poll.
-	st      *state.State
-	flights map[uint16]*flight // open outgoing flows, by packet identifier
-	events  []Event            // ready for Poll to return
-	writes  []pendingWrite     // packets and events waiting for the journal
+	st        *state.State
+	flights   map[uint16]*flight // open outgoing flows, by packet identifier
+	events    []Event            // ready for Poll to return
+	writes    []pendingWrite     // packets and events waiting for the journal
 	closed    bool
 	finishing bool  // finish is running; nothing may start it again
 	failure   error // returned once by Poll before ErrClosed
@@ -63,8 +63,8 @@ type Loop struct {
 	retries  []retry           // transient rejections waiting for their delay
 	// retryAttempts counts transient rejections per message, for the delay.
 	retryAttempts map[uint64]int
-	held     *Request          // taken from the source, not yet sent
-	srcEmpty bool              // Next returned ok false; wait for Ready
+	held          *Request // taken from the source, not yet sent
+	srcEmpty      bool     // Next returned ok false; wait for Ready
 
 	incomingWaiting map[uint16]bool // QoS 2 ids given to the caller, not released
 
@@ -125,10 +125,10 @@ func New(opts Options, src Source, journal Journal, restored *state.State) (*Loo
 		st: st, flights: make(map[uint16]*flight), session: st.Session,
 		onWire: make(map[uint16]uint64), birthIDs: make(map[uint16]bool), subIDs: make(map[uint16]bool),
 		incomingWaiting: make(map[uint16]bool), retryAttempts: make(map[uint64]int),
-		backoff:         newBackoff(opts.MinDelay, opts.MaxDelay),
-		retryBackoff:    newBackoff(opts.MinDelay, opts.MaxDelay),
-		connectNow:      true,
-		keepAlive:       newKeepAlive(opts.Clock),
+		backoff:      newBackoff(opts.MinDelay, opts.MaxDelay),
+		retryBackoff: newBackoff(opts.MinDelay, opts.MaxDelay),
+		connectNow:   true,
+		keepAlive:    newKeepAlive(opts.Clock),
 	}
 	for _, t := range []*timer{&l.reconnect, &l.stable, &l.ackTick, &l.throttleWait, &l.retryTimer, &l.drain} {
 		t.clock = opts.Clock

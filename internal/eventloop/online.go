@@ -45,7 +45,6 @@ func (l *Loop) stepOnline(ctx context.Context) {
 	case <-l.cmdKick:
 	case <-l.journal.done:
 	case p := <-c.packets:
-		l.keepAlive.received()
 		l.handlePacket(p)
 	case err := <-c.readErr:
 		l.dropConnection(fmt.Errorf("read from broker: %w", err), false)
@@ -73,8 +72,14 @@ func (l *Loop) stepOnline(ctx context.Context) {
 	}
 }
 
-// handlePacket dispatches one packet from the broker.
+// handlePacket dispatches one packet from the broker. A PINGRESP does not
+// count as traffic for the keep alive window: it answers the previous
+// window's PINGREQ, so counting it would halve the ping rate of a client
+// that only sends.
 func (l *Loop) handlePacket(p packet) {
+	if _, ok := p.(*pingrespPacket); !ok {
+		l.keepAlive.received()
+	}
 	switch p := p.(type) {
 	case *ackPacket:
 		l.handleAck(p)

@@ -1,0 +1,123 @@
+package eventloop
+
+import (
+	"net"
+	"testing"
+	"time"
+)
+
+func TestBackoff_DelayBounds(t *testing.T) {
+	minDelay, maxDelay := 500*time.Millisecond, 30*time.Second
+	b := newBackoff(minDelay, maxDelay)
+	for n := range 70 {
+		ceiling := maxDelay
+		if n < 6 {
+			ceiling = minDelay << n
+		}
+		for range 200 {
+			d := b.delay(n)
+			if d < minDelay || d > ceiling {
+				t.Fatalf("retry %d waited %s, want within [%s, %s]", n, d, minDelay, ceiling)
+			}
+		}
+	}
+}
+
+func TestBackoff_Extremes(t *testing.T) {
+	b := newBackoff(time.Second, 10*time.Second)
+	b.rand = func(n int64) int64 { return n - 1 }
+	if d := b.delay(0); d != time.Second {
+		t.Errorf("first retry at most %s, want exactly the min delay 1s", d)
+	}
+	if d := b.delay(2); d != 4*time.Second {
+		t.Errorf("third retry at most %s, want 4s", d)
+	}
+	if d := b.delay(40); d != 10*time.Second {
+		t.Errorf("late retry at most %s, want the max delay 10s", d)
+	}
+	b.rand = func(int64) int64 { return 0 }
+	if d := b.delay(40); d != time.Second {
+		t.Errorf("late retry at least %s, want the min delay 1s", d)
+	}
+}
+
+func TestBackoff_AttemptsSpacedAndJittered(t *testing.T) {
+	// A listener that accepts and closes at once: every connect fails.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var accepts []time.Time
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepts = append(accepts, time.Now())
+			c.Close()
+		}
+	}()
+
+	opts := testOptions(&fakeBroker{ln: ln})
+	opts.MinDelay, opts.MaxDelay = 100*time.Millisecond, 400*time.Millisecond
+	r := start(t, opts, newMemSource(), &testJournal{}, nil)
+	time.Sleep(2 * time.Second)
+	r.stop(t)
+	ln.Close()
+	<-done
+
+	if len(accepts) < 4 || len(accepts) > 15 {
+		t.Fatalf("%d attempts in 2 s, want between 4 and 15 with delays of 100ms to 400ms", len(accepts))
+	}
+	distinct := map[time.Duration]bool{}
+	for i := 1; i < len(accepts); i++ {
+		gap := accepts[i].Sub(accepts[i-1])
+		if gap < opts.MinDelay-5*time.Millisecond {
+			t.Errorf("attempts %d and %d only %s apart, want at least %s", i-1, i, gap, opts.MinDelay)
+		}
+		distinct[gap.Round(10*time.Millisecond)] = true
+	}
+	if len(distinct) < 2 {
+		t.Errorf("all gaps equal, want jitter")
+	}
+}
+
+func TestBackoff_CloseRightAfterConnackCountsAsFailure(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{closeAfterConnack: true})
+	opts := testOptions(b)
+	opts.MinDelay, opts.MaxDelay = 50*time.Millisecond, 800*time.Millisecond
+	start(t, opts, newMemSource(), &testJournal{}, nil)
+	time.Sleep(2500 * time.Millisecond)
+
+	accepts := b.acceptTimes()
+	// Without growth, 50ms apart would give about 50 attempts.
+	if len(accepts) > 12 {
+		t.Errorf("%d connects in 2.5 s, want the backoff to grow when the broker closes right after CONNACK", len(accepts))
+	}
+	first := accepts[1].Sub(accepts[0])
+	last := accepts[len(accepts)-1].Sub(accepts[len(accepts)-2])
+	if last <= first {
+		t.Errorf("last gap %s not longer than first gap %s, want growing delays", last, first)
+	}
+}
+
+func TestBackoff_ConnackRejectionWaitsMaxDelay(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{connackCode: 0x86})
+	opts := testOptions(b)
+	opts.MinDelay, opts.MaxDelay = 20*time.Millisecond, 500*time.Millisecond
+	start(t, opts, newMemSource(), &testJournal{}, nil)
+	time.Sleep(1200 * time.Millisecond)
+
+	accepts := b.acceptTimes()
+	if len(accepts) > 3 {
+		t.Errorf("%d connects in 1.2 s after bad credentials, want at most 3 (max delay 500ms)", len(accepts))
+	}
+	for i := 1; i < len(accepts); i++ {
+		if gap := accepts[i].Sub(accepts[i-1]); gap < opts.MaxDelay-5*time.Millisecond {
+			t.Errorf("retry %s after a rejection for bad credentials, want the max delay %s", gap, opts.MaxDelay)
+		}
+	}
+}
