@@ -14,8 +14,9 @@ import (
 // file's identity. Files are taken in order. When a limit leaves no room
 // for a file under OverflowReject, that file and the ones after it are not
 // stored and the error wraps ErrFull; a file that could never fit wraps
-// ErrTooLarge. accepted counts the files stored, which are durable even
-// when err is not nil.
+// ErrTooLarge. A file whose identity is already stored (see [Spool.Seen])
+// is counted as accepted without storing its messages again. accepted
+// counts the files taken, which are durable even when err is not nil.
 func (s *Spool) Append(files []FileBatch) (accepted int, err error) {
 	if len(files) == 0 {
 		return 0, s.checkWritable()
@@ -23,14 +24,22 @@ func (s *Spool) Append(files []FileBatch) (accepted int, err error) {
 
 	var stop error
 	var drops []droppedMessage
+	var repeats []string
 	err = s.write("append", func(tx *bolt.Tx, t *totals) error {
-		accepted, stop, drops = 0, nil, nil
+		accepted, stop, drops, repeats = 0, nil, nil, nil
 		msgs := tx.Bucket(bucketMessages)
 		msgs.FillPercent = messagesFillPercent
 		ids := tx.Bucket(bucketFiles)
 		now := time.Now()
 
 		for _, f := range files {
+			// A file whose identity is stored was appended before a crash
+			// stopped its unlink; taking it again would duplicate it.
+			if ids.Get(fileKey(f.ID)) != nil {
+				repeats = append(repeats, f.ID.Name)
+				accepted++
+				continue
+			}
 			records := encodeFile(now, f)
 			size := recordsSize(records)
 			if err := s.checkRoom(tx, t, f.ID, int64(len(records)), size, &drops); err != nil {
@@ -61,6 +70,9 @@ func (s *Spool) Append(files []FileBatch) (accepted int, err error) {
 	}
 
 	s.logDrops(drops)
+	for _, name := range repeats {
+		s.log.Info("file was already appended; not queueing it again", "file", name)
+	}
 	if accepted > 0 {
 		s.signalCursors()
 	}

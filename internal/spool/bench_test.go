@@ -28,11 +28,12 @@ func BenchmarkAppend(b *testing.B) {
 	}
 }
 
-// queueMessages appends n messages of 100-byte payloads in files of 1000.
-func queueMessages(tb testing.TB, s *Spool, n int) {
+// queueMessages appends messages from to from+n-1, with 100-byte
+// payloads, in files of 1000.
+func queueMessages(tb testing.TB, s *Spool, from, n int) {
 	tb.Helper()
-	for first := 0; first < n; first += 1000 {
-		f := batch("q", first, min(1000, n-first))
+	for first := from; first < from+n; first += 1000 {
+		f := batch("q", first, min(1000, from+n-first))
 		for i := range f.Messages {
 			f.Messages[i].Payload = []byte(strings.Repeat("p", 100))
 		}
@@ -68,7 +69,7 @@ func BenchmarkCursorMemory(b *testing.B) {
 	for _, queued := range []int{10_000, 100_000} {
 		b.Run(fmt.Sprintf("queued=%d", queued), func(b *testing.B) {
 			s := openSpool(b, testOptions(b))
-			queueMessages(b, s, queued)
+			queueMessages(b, s, 0, queued)
 			b.ResetTimer()
 			var peak uint64
 			for b.Loop() {
@@ -85,11 +86,11 @@ func TestCursorMemoryFlat(t *testing.T) {
 		t.Skip("queues 110k messages")
 	}
 	s := openSpool(t, testOptions(t))
-	queueMessages(t, s, 10_000)
+	queueMessages(t, s, 0, 10_000)
 	n, small := drainPeakHeap(t, s)
 	equal(t, "records at 10k", n, 10_000)
 
-	queueMessages(t, s, 100_000)
+	queueMessages(t, s, 10_000, 100_000)
 	n, large := drainPeakHeap(t, s)
 	equal(t, "records at 110k", n, 110_000)
 
@@ -110,7 +111,7 @@ func TestOpenLargeQueueIsFast(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	queueMessages(t, s, 100_000)
+	queueMessages(t, s, 0, 100_000)
 	s.Close()
 
 	start := time.Now()

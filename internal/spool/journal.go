@@ -233,11 +233,14 @@ func (s *Spool) LoadState() (*state.State, error) {
 		bad, err = readState(tx, st, s)
 		return err
 	})
-	if err != nil || len(bad) == 0 || s.opts.ReadOnly {
+	if err != nil || len(bad) == 0 {
 		return st, err
 	}
-
 	st.Session = false
+	if s.opts.ReadOnly {
+		return st, nil
+	}
+
 	err = s.write("drop unreadable flows", func(tx *bolt.Tx, t *totals) error {
 		for _, k := range bad {
 			if err := tx.Bucket(bucketFlows).Delete(k); err != nil {

@@ -224,3 +224,52 @@ func TestReadOnlyOpen(t *testing.T) {
 		t.Fatalf("Append error = %v, want ErrReadOnly", err)
 	}
 }
+
+func TestAppendSkipsSeenFile(t *testing.T) {
+	s := openSpool(t, testOptions(t))
+	a := batch("a", 0, 2)
+	mustAppend(t, s, a)
+	mustAppend(t, s, a, batch("b", 2, 1))
+	equal(t, "messages", s.Stats().Messages, int64(3))
+	equal(t, "payloads", payloadsOf(drain(t, s.NewCursor())), []string{"payload 0", "payload 1", "payload 2"})
+}
+
+func TestConcurrentAppendAndCommit(t *testing.T) {
+	s := openSpool(t, testOptions(t))
+	const files, perFile = 40, 5
+	done := make(chan error, 1)
+	go func() {
+		for i := range files {
+			if _, err := s.Append([]FileBatch{batch("f", i*perFile, perFile)}); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+
+	c := s.NewCursor()
+	delivered := 0
+	deadline := time.After(20 * time.Second)
+	for delivered < files*perFile {
+		r, ok, err := c.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			select {
+			case <-c.Ready():
+			case <-deadline:
+				t.Fatalf("delivered %d of %d before the deadline", delivered, files*perFile)
+			}
+			continue
+		}
+		equal(t, "seq", r.Seq, uint64(delivered+1))
+		mustCommit(t, s, state.Change{Kind: state.ChangeDelivered, Seq: r.Seq})
+		delivered++
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Append: %v", err)
+	}
+	equal(t, "messages", s.Stats().Messages, int64(0))
+}
