@@ -97,6 +97,7 @@ func TestPickup_RenamedDuringRescan(t *testing.T) {
 
 func TestPickup_SlowWriteNeverHalfSent(t *testing.T) {
 	opts := testOptions(t)
+	opts.Settle = 400 * time.Millisecond
 	opts.RescanInterval = 20 * time.Millisecond
 	store := newFakeStore()
 	start(t, opts, store)
@@ -110,12 +111,12 @@ func TestPickup_SlowWriteNeverHalfSent(t *testing.T) {
 	}
 
 	// Each write comes well within the settle time, and the whole write
-	// takes several settle times.
+	// takes longer than one settle time.
 	for range 12 {
 		if _, err := f.WriteString("chunk "); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(opts.Settle / 3)
+		time.Sleep(opts.Settle / 8)
 		if n := store.count(); n != 0 {
 			t.Fatalf("file appended while still being written: %q", store.files[0].Messages[0].Payload)
 		}
@@ -298,5 +299,52 @@ func TestPickup_ExistingFilesOrderedByCtime(t *testing.T) {
 	waitFor(t, 5*time.Second, "three files appended", func() bool { return store.count() == 3 })
 	if got := store.names(); !slices.Equal(got, want) {
 		t.Errorf("order = %v, want %v (by change time)", got, want)
+	}
+}
+
+func TestPickup_SlowWriteInNewDirectory(t *testing.T) {
+	opts := testOptions(t)
+	opts.Settle = 400 * time.Millisecond
+	opts.RescanInterval = 30 * time.Millisecond
+	store := newFakeStore()
+	start(t, opts, store)
+
+	// The file exists before the directory's watch does, so only a scan
+	// finds it, while it is still being written.
+	dir := filepath.Join(opts.Dir, "new", "fresh")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(filepath.Join(dir, "file"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 16 {
+		if _, err := f.WriteString("chunk "); err != nil {
+			t.Fatal(err)
+		}
+		if i == 2 {
+			// Without fsync, so the writer does not pause for a settle time.
+			dropFast(t, opts.Dir, "other/f", "x")
+		}
+		time.Sleep(opts.Settle / 8)
+		for _, name := range store.names() {
+			if name == "fresh/file" {
+				t.Fatal("file appended while still being written")
+			}
+		}
+	}
+
+	// The file being written holds back the queue for one settle time
+	// at most.
+	if names := store.names(); !slices.Contains(names, "other/f") {
+		t.Errorf("other file not appended while the slow file was written: %v", names)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "file appended after close", func() bool { return store.count() == 2 })
+	if got := len(store.files[1].Messages[0].Payload); got != 16*len("chunk ") {
+		t.Errorf("payload has %d bytes, want %d", got, 16*len("chunk "))
 	}
 }
