@@ -96,8 +96,8 @@ func (p *Pickup) sizeLimit(kind format.Kind) int64 {
 }
 
 // buildMessages parses a file and applies routes, defaults, the topic
-// prefix and the configured properties. The error says what is wrong and
-// how to fix it.
+// prefix and the configured properties. The error describes the problem
+// and how to fix it.
 func (p *Pickup) buildMessages(id spool.FileID, data []byte) ([]message.Message, error) {
 	rel := id.Name
 	r := p.matchRoute(rel)

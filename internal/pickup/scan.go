@@ -14,8 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// settleRef is what a file written in place looked like when first seen
-// with its current size and modification time.
+// settleRef records the size and modification time of a file written in
+// place, and when the pickup first saw them.
 type settleRef struct {
 	size  int64
 	mtime time.Time
@@ -59,11 +59,11 @@ func (p *Pickup) scanTree(w *watcher, ws *watches, dir string) {
 
 // considerFound queues a file that a scan found. A regular file seen for
 // the first time that has not settled may have been renamed in just now
-// or may still be written in place, and nothing tells the two apart. It
-// is queued as tentative, so files that arrive after it wait behind it
-// until it is closed, settles or has waited the settle time. A file whose
-// change time is later than its modification time was renamed or linked
-// after its last write and is taken at once.
+// or may still be written in place, and no file attribute separates the
+// two reliably. It is queued as tentative, so files that arrive after it
+// wait behind it until it is closed, settles or has waited the settle
+// time. A file whose change time is later than its modification time was
+// renamed or linked after its last write and is taken at once.
 func (p *Pickup) considerFound(rel string) {
 	_, tracked := p.settling[rel]
 	info, err := os.Lstat(p.abs(rel))
@@ -86,10 +86,10 @@ func changedAfterWrite(info fs.FileInfo) bool {
 	return ok && st.Ctim.Nano() > st.Mtim.Nano()
 }
 
-// resolveTentative decides whether the tentative file at the head of the
-// queue may be read now. It returns false while the file must still hold
-// back the queue, and removes the file from the queue once it has waited
-// the settle time without settling.
+// resolveTentative decides whether the file at the head of the queue may
+// be read now. It returns ready for a file that is not tentative or has
+// been resolved, and drop for a file that waited the settle time without
+// settling and must leave the queue. Both false means wait.
 func (p *Pickup) resolveTentative(rel string) (ready, drop bool) {
 	deadline, ok := p.tentative[rel]
 	if !ok {
