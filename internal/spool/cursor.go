@@ -63,8 +63,9 @@ func (c *Cursor) Close() {
 func (c *Cursor) Ready() <-chan struct{} { return c.ready }
 
 // Next returns the next queued message, or ok false when there is none
-// now. It never waits: a refill is one short read transaction. A record
-// that fails its checksum is quarantined, deleted and skipped.
+// now. It does not wait for new messages, and a refill is one short read
+// transaction. A record that fails its checksum is quarantined, deleted
+// and skipped, which adds one write transaction to that call.
 func (c *Cursor) Next() (Record, bool, error) {
 	if c.pos == len(c.buf) {
 		if err := c.fill(); err != nil {

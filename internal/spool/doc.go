@@ -8,9 +8,9 @@
 //
 //   - [Spool.Append] stores a file's messages and the file's identity
 //     ([FileID]) in one transaction. Once it returns, the messages are
-//     accepted and the file may be unlinked; until [Spool.Forget] runs,
-//     [Spool.Seen] reports the file, so a crash between the commit and
-//     the unlink does not enqueue it twice.
+//     accepted and the file may be unlinked. Until [Spool.Forget] runs,
+//     [Spool.Seen] reports the file and Append skips it, so a crash
+//     between the commit and the unlink does not enqueue it twice.
 //   - [Spool.Commit] applies a batch of session changes from the event
 //     loop in one transaction. For QoS 2, PUBREC deletes the message and
 //     moves its flow record to the PUBREL stage in the same transaction.

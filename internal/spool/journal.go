@@ -11,9 +11,9 @@ import (
 )
 
 // Commit applies the event loop's session changes in order in one fsync'd
-// transaction; see [state.ChangeKind] for what each kind means. It
-// returns only when every change is durable, and on error none of them
-// is. ChangeFailed calls Options.Quarantine before deleting the message,
+// transaction. [state.ChangeKind] documents what each kind means. Commit
+// returns nil only when every change is durable, and on error none of
+// them is stored. ChangeFailed calls Options.Quarantine before deleting the message,
 // so a quarantine error also rolls the batch back.
 func (s *Spool) Commit(changes []state.Change) error {
 	if len(changes) == 0 {

@@ -14,7 +14,7 @@ type droppedMessage struct {
 	size int
 }
 
-// checkRoom makes room for n records of size bytes or says why not. Under
+// checkRoom makes room for n records of size bytes or returns why not. Under
 // OverflowDropOldest it deletes the oldest messages that are not in an
 // open flow, recording them in drops.
 func (s *Spool) checkRoom(tx *bolt.Tx, t *totals, id FileID, n, size int64, drops *[]droppedMessage) error {

@@ -10,12 +10,13 @@ import (
 	"slices"
 )
 
-// Layout of bbolt's file format (go.etcd.io/bbolt v1.5.0,
-// internal/common): a 16-byte page header (id u64, flags u16, count u16,
-// overflow u32), leaf elements of 16 bytes (flags, pos, ksize, vsize, all
-// u32, pos relative to the element), and a meta page holding magic,
-// version, page size, flags, root bucket, freelist page id, high water
-// mark and txid. bbolt writes these in the machine's byte order.
+// Layout of bbolt's file format, from go.etcd.io/bbolt v1.5.0
+// internal/common. A page starts with a 16-byte header: id u64, flags
+// u16, count u16, overflow u32. A leaf page then has 16-byte elements:
+// flags, pos, ksize, vsize, all u32, with pos relative to the element.
+// A meta page contains magic, version, page size, flags, root bucket,
+// freelist page id, high water mark, txid and an FNV-64a checksum. bbolt
+// writes these in the machine's byte order.
 // NOTE: the scan assumes little-endian, which covers amd64, arm and arm64.
 const (
 	pageHeaderSize   = 16
@@ -35,7 +36,7 @@ const (
 
 var le = binary.LittleEndian
 
-// valueLocation is where a stored message's value lies in the file.
+// valueLocation is the file offset and length of a stored message.
 type valueLocation struct {
 	seq    uint64
 	offset int64
@@ -203,9 +204,9 @@ func readFreelist(f *os.File, pageSize int64) map[uint64]bool {
 }
 
 // checkFileLength returns an error when the file is shorter than the
-// pages its newest meta page says are in use. bbolt does not check this,
-// and reading a mapped page past the end of the file raises SIGBUS, which
-// Go cannot recover from.
+// pages that its newest meta page marks as in use. bbolt does not check
+// this, and reading a mapped page past the end of the file raises SIGBUS,
+// which crashes a goroutine that has not set debug.SetPanicOnFault.
 func checkFileLength(path string) error {
 	f, err := os.Open(path)
 	if os.IsNotExist(err) {

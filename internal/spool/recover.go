@@ -19,8 +19,8 @@ import (
 // stopped is found early. Larger files are checked only after an unclean
 // stop, because a check reads every page.
 // TODO: a large file damaged after a clean close is found only when a read
-// hits the damaged page; the spool then reports ErrCorrupt and the next
-// Open checks it.
+// hits the damaged page. The spool then returns ErrCorrupt, and the next
+// Open checks the file.
 const alwaysCheckBelow = 64 << 20
 
 // maxCheckErrors is how many check findings are kept for the error.

@@ -14,9 +14,9 @@ import (
 
 // Salvage calls fn for every readable message in the database at path, in
 // sequence order, without changing the file. It is meant for a database
-// that Open renamed aside. It first reads through bbolt; when bbolt cannot
-// open the file or panics on a damaged page, it scans the file's pages
-// directly for stored messages instead. skipped counts records that look
+// that Open renamed aside. It first reads through bbolt. When bbolt cannot
+// open the file or panics on a damaged page, Salvage scans the file's
+// pages directly for the remaining stored messages. skipped counts records that look
 // like messages but fail their checksum. An error from fn stops Salvage
 // and is returned.
 func Salvage(path string, fn func(Record) error) (copied int, skipped int, err error) {

@@ -74,7 +74,7 @@ type totals struct {
 
 // Open opens or creates the spool database at opts.Path. A database that
 // cannot be opened or fails its check is renamed aside and replaced by an
-// empty one; [Spool.RenamedAside] then returns where it went. A database
+// empty one, and [Spool.RenamedAside] then returns where it went. A database
 // held by another process yields [ErrLocked] after opts.LockTimeout.
 func Open(opts Options) (*Spool, error) {
 	if err := opts.applyDefaults(); err != nil {
