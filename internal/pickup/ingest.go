@@ -185,7 +185,7 @@ func (p *Pickup) logUnreadable(rel string, err error) {
 		return
 	}
 	p.unreadable[rel] = now
-	p.log.Error("spool file is not readable; retrying at each rescan",
-		"path", p.abs(rel), "err", err, "hint", "let the mqspool user read the file")
+	p.log.Error("spool file or directory is not readable; retrying at each rescan",
+		"path", p.abs(rel), "err", err, "hint", "let the mqspool user read it")
 	p.setError(err)
 }

@@ -151,6 +151,11 @@ func New(opts Options, store Store) (*Pickup, error) {
 	if opts.DefaultQoS > 2 {
 		return nil, fmt.Errorf("default qos %d is invalid: use 0, 1 or 2", opts.DefaultQoS)
 	}
+	if opts.TopicPrefix != "" {
+		if err := message.ValidateTopic(opts.TopicPrefix+"x", true); err != nil {
+			return nil, fmt.Errorf("topic prefix %q: %w", opts.TopicPrefix, err)
+		}
+	}
 	if opts.DefaultTopic != "" {
 		if err := message.ValidateTopic(opts.TopicPrefix+opts.DefaultTopic, true); err != nil {
 			return nil, fmt.Errorf("default topic %q: %w", opts.DefaultTopic, err)

@@ -33,7 +33,7 @@ func TestMatchSegments(t *testing.T) {
 	}
 }
 
-func TestNew_RejectsBadRoute(t *testing.T) {
+func TestNew_RejectsBadOptions(t *testing.T) {
 	opts := testOptions(t)
 	opts.Routes = []Route{{Match: "a/[", Topic: "x"}}
 	if _, err := New(opts, newFakeStore()); err == nil {
@@ -43,6 +43,11 @@ func TestNew_RejectsBadRoute(t *testing.T) {
 	opts.Routes = []Route{{Match: "a/*", QoS: &qos}}
 	if _, err := New(opts, newFakeStore()); err == nil {
 		t.Error("New accepted route qos 3")
+	}
+	opts.Routes = nil
+	opts.TopicPrefix = "gw/+/"
+	if _, err := New(opts, newFakeStore()); err == nil {
+		t.Error("New accepted a topic prefix with a wildcard")
 	}
 }
 

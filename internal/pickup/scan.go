@@ -117,11 +117,15 @@ func (p *Pickup) walk(w *watcher, ws *watches, dir string, found *[]candidate) {
 		p.addWatch(w, ws, dir)
 	}
 	entries, err := os.ReadDir(p.abs(dir))
-	if err != nil {
-		if !errors.Is(err, fs.ErrNotExist) {
-			p.log.Error("read spool directory", "path", p.abs(dir), "err", err)
-			p.setError(err)
-		}
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return
+	case errors.Is(err, fs.ErrPermission):
+		p.logUnreadable(dir, err)
+		return
+	case err != nil:
+		p.log.Error("read spool directory", "path", p.abs(dir), "err", err)
+		p.setError(err)
 		return
 	}
 	for _, e := range entries {
@@ -255,7 +259,10 @@ func (p *Pickup) handleEvent(w *watcher, ws *watches, ev watchEvent) bool {
 	case ev.mask&unix.IN_IGNORED != 0:
 		forgetWatch(ws, ev.wd, dir)
 		return false
-	case ev.mask&(unix.IN_MOVE_SELF|unix.IN_DELETE_SELF) != 0:
+	case ev.mask&unix.IN_DELETE_SELF != 0:
+		forgetWatch(ws, ev.wd, dir)
+		return false
+	case ev.mask&unix.IN_MOVE_SELF != 0:
 		// The directory left its place, so its path is stale. A rescan
 		// watches it again wherever it now is under new/.
 		w.remove(ev.wd)
