@@ -2,6 +2,7 @@ package pickup
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path"
 	"time"
@@ -57,12 +58,24 @@ func (p *Pickup) ingestBatch() {
 	for _, fb := range batch[:accepted] {
 		delete(p.queued, fb.ID.Name)
 	}
+	unsent := batch[accepted:]
+
+	// A file that can never fit the spool would block every file behind
+	// it, so it is bad input.
+	if errors.Is(err, spool.ErrTooLarge) && len(unsent) > 0 {
+		rel := unsent[0].ID.Name
+		delete(p.queued, rel)
+		p.rejectFile(rel, fmt.Sprintf("the file's %d messages are larger than the whole "+
+			"spool limit (spool.max_bytes or spool.max_messages): split the file or raise "+
+			"the limit", len(unsent[0].Messages)))
+		unsent = unsent[1:]
+	}
 
 	// Files not accepted go back to the head of the queue, in order.
 	rest := p.queue[scanned:]
-	if accepted < len(batch) {
-		back := make([]string, 0, len(batch)-accepted+len(rest))
-		for _, fb := range batch[accepted:] {
+	if len(unsent) > 0 {
+		back := make([]string, 0, len(unsent)+len(rest))
+		for _, fb := range unsent {
 			back = append(back, fb.ID.Name)
 		}
 		rest = append(back, rest...)
@@ -93,6 +106,8 @@ func (p *Pickup) append(batch []spool.FileBatch) (int, error) {
 	switch {
 	case errors.Is(err, spool.ErrFull):
 		p.waitFull()
+	case errors.Is(err, spool.ErrTooLarge):
+		// ingestBatch rejects the file and goes on at once.
 	case err != nil:
 		p.storeFailed(err)
 	case accepted < len(batch):

@@ -2,6 +2,7 @@ package pickup
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -11,6 +12,9 @@ import (
 	"github.com/mqspool/mqspool/internal/format"
 	"github.com/mqspool/mqspool/internal/spool"
 )
+
+// tooLargePayload makes fakeStore.Append report spool.ErrTooLarge.
+const tooLargePayload = "too large for the spool"
 
 // fakeStore is an in-memory Store. room limits how many more files
 // Append accepts before it returns spool.ErrFull; negative is unlimited.
@@ -38,6 +42,12 @@ func (s *fakeStore) Append(files []spool.FileBatch) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.maxBatch = max(s.maxBatch, len(files))
+	for i, f := range files {
+		if len(f.Messages) > 0 && string(f.Messages[0].Payload) == tooLargePayload {
+			s.files = append(s.files, files[:i]...)
+			return i, fmt.Errorf("append %s: %w", f.ID.Name, spool.ErrTooLarge)
+		}
+	}
 	n := len(files)
 	if s.room >= 0 && n > s.room {
 		n = s.room

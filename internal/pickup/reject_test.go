@@ -207,3 +207,27 @@ func TestPickup_UnreadableFileRetried(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "file appended after a rescan", func() bool { return store.count() == 1 })
 }
+
+func TestPickup_TooLargeForSpoolRejected(t *testing.T) {
+	opts := testOptions(t)
+	store := newFakeStore()
+	start(t, opts, store)
+
+	dir := filepath.Join(opts.Dir, "new", "big")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	drop(t, opts.Dir, "big/a", "x")
+	drop(t, opts.Dir, "big/b", tooLargePayload)
+	drop(t, opts.Dir, "big/c", "x")
+	reason := filepath.Join(opts.Dir, "failed", "big", "b.reason")
+	waitFor(t, 5*time.Second, "reason file", func() bool { return exists(reason) })
+	waitFor(t, 5*time.Second, "other files appended", func() bool { return store.count() == 2 })
+	data, err := os.ReadFile(reason)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), "larger than the whole spool limit") {
+		t.Errorf("reason = %q", data)
+	}
+}
