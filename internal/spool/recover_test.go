@@ -218,3 +218,30 @@ func TestUncleanStopRunsCheck(t *testing.T) {
 	equal(t, "renamed aside", s.RenamedAside(), "")
 	equal(t, "messages", s.Stats().Messages, int64(3))
 }
+
+func TestOpenMissingDirectoryIsNotDamage(t *testing.T) {
+	opts := testOptions(t)
+	opts.Path = filepath.Join(t.TempDir(), "missing", "spool.db")
+	_, err := Open(opts)
+	if err == nil {
+		t.Fatal("Open succeeded in a missing directory")
+	}
+	if errors.Is(err, ErrCorrupt) || strings.Contains(err.Error(), "renamed") {
+		t.Fatalf("Open error = %v, want a plain open error", err)
+	}
+}
+
+func TestGarbageFileIsRenamedAside(t *testing.T) {
+	opts := testOptions(t)
+	if err := os.WriteFile(opts.Path, []byte(strings.Repeat("not a database ", 2000)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := openSpool(t, opts)
+	if s.RenamedAside() == "" {
+		t.Fatal("garbage file was not renamed aside")
+	}
+	if _, err := os.Stat(s.RenamedAside()); err != nil {
+		t.Fatalf("renamed file: %v", err)
+	}
+	mustAppend(t, s, batch("a", 0, 1))
+}

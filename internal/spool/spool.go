@@ -83,7 +83,7 @@ func Open(opts Options) (*Spool, error) {
 	s := &Spool{opts: opts, log: opts.Logger, cursors: map[*Cursor]struct{}{}}
 
 	db, err := s.openChecked()
-	if errors.Is(err, ErrLocked) || (err != nil && opts.ReadOnly) {
+	if err != nil && (opts.ReadOnly || !isDamage(err)) {
 		return nil, err
 	}
 	if err != nil {
