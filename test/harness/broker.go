@@ -66,6 +66,12 @@ func (b *Broker) Start() {
 	conf := filepath.Join(b.dir, "mosquitto.conf")
 	text := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nlog_dest stderr\nlog_type all\n%s\n",
 		b.Port, b.dir, b.extra)
+	if os.Geteuid() == 0 {
+		// Run as root, mosquitto switches to its own user, which cannot
+		// write the persistence file into the test's directory; a restart
+		// would then lose every session.
+		text = "user root\n" + text
+	}
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		b.t.Fatal(err)
 	}
@@ -110,6 +116,7 @@ func (b *Broker) Kill() {
 // Restart stops with SIGTERM (sessions kept) and starts again.
 func (b *Broker) Restart() {
 	b.Stop()
+	b.RequireSaved()
 	b.Start()
 }
 
@@ -182,3 +189,12 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 
 // Contains reports whether the broker log has a line containing s.
 func (b *Broker) Contains(s string) bool { return strings.Contains(b.Log(), s) }
+
+// RequireSaved fails the test when mosquitto could not save its
+// persistence file, which would make a "sessions kept" restart lose them.
+func (b *Broker) RequireSaved() {
+	b.t.Helper()
+	if b.Contains("Error saving in-memory database") {
+		b.t.Fatalf("mosquitto could not save its sessions:\n%s", b.Log())
+	}
+}

@@ -245,12 +245,18 @@ func (d *Daemon) NewEmpty() bool {
 // DumpOnFailure logs the daemon's output when the test has failed.
 func (d *Daemon) DumpOnFailure() {
 	d.t.Cleanup(func() {
-		if d.t.Failed() {
+		if d.t.Failed() || os.Getenv("MQSPOOL_TEST_LOG") != "" {
 			log := d.Log()
 			if len(log) > 20000 {
 				log = "...\n" + log[len(log)-20000:]
 			}
 			d.t.Logf("mqspool log:\n%s", log)
+			if d.Running() {
+				out, _ := exec.Command(d.Bin, "status", "--socket", d.Socket).CombinedOutput()
+				d.t.Logf("mqspool status:\n%s", out)
+				files, _ := exec.Command("find", d.Dir).CombinedOutput()
+				d.t.Logf("spool directory:\n%s", files)
+			}
 		}
 	})
 }
