@@ -71,8 +71,15 @@ func checkDB(db *bolt.DB) error {
 
 // renameAside moves a damaged database to PATH.corrupt-TIMESTAMP and
 // fsyncs the directory, so the rename survives a power cut before the new
-// database is created.
-func renameAside(path string) (string, error) {
+// database is created. It holds the file's lock while renaming, so a
+// database that another process has open is never moved.
+func renameAside(path string, lockTimeout time.Duration) (string, error) {
+	unlock, err := lockFile(path, lockTimeout)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+
 	aside := path + ".corrupt-" + time.Now().UTC().Format("20060102T150405.000000000Z")
 	if err := os.Rename(path, aside); err != nil {
 		return "", fmt.Errorf("rename %s to %s: %w", path, aside, err)
@@ -81,6 +88,27 @@ func renameAside(path string) (string, error) {
 		return aside, err
 	}
 	return aside, nil
+}
+
+// lockFile takes the same exclusive flock that bbolt takes on its file,
+// retrying until timeout.
+func lockFile(path string, timeout time.Duration) (unlock func(), err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open %s to lock it: %w", path, err)
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("%w: %s: stop the running daemon or use another spool.db", ErrLocked, path)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func syncDir(dir string) error {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -244,4 +245,24 @@ func TestGarbageFileIsRenamedAside(t *testing.T) {
 		t.Fatalf("renamed file: %v", err)
 	}
 	mustAppend(t, s, batch("a", 0, 1))
+}
+
+func TestLockedDamagedFileIsNotRenamed(t *testing.T) {
+	opts := testOptions(t)
+	if err := os.WriteFile(opts.Path, []byte(strings.Repeat("damaged ", 2000)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := lockFile(opts.Path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+
+	opts.LockTimeout = 50 * time.Millisecond
+	if _, err := Open(opts); !errors.Is(err, ErrLocked) {
+		t.Fatalf("Open error = %v, want ErrLocked", err)
+	}
+	if _, err := os.Stat(opts.Path); err != nil {
+		t.Fatalf("locked file was moved: %v", err)
+	}
 }

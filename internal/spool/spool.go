@@ -87,7 +87,10 @@ func Open(opts Options) (*Spool, error) {
 		return nil, err
 	}
 	if err != nil {
-		aside, renameErr := renameAside(opts.Path)
+		aside, renameErr := renameAside(opts.Path, opts.LockTimeout)
+		if errors.Is(renameErr, ErrLocked) {
+			return nil, renameErr
+		}
 		if renameErr != nil {
 			return nil, fmt.Errorf("spool database %s is damaged (%v) and could not be renamed aside: %w", opts.Path, err, renameErr)
 		}
