@@ -14,9 +14,10 @@ import (
 // file's identity. Files are taken in order. When a limit leaves no room
 // for a file under OverflowReject, that file and the ones after it are not
 // stored, and the error wraps ErrFull. A file that could never fit stops
-// the call the same way with ErrTooLarge. A file whose identity is already stored (see [Spool.Seen])
-// is counted as accepted without storing its messages again. accepted
-// counts the files taken, which are durable even when err is not nil.
+// the call the same way with ErrTooLarge. A file whose identity is
+// already stored (see [Spool.Seen]) is counted as accepted without
+// storing its messages again. accepted counts the files taken, which are
+// durable even when err is not nil.
 func (s *Spool) Append(files []FileBatch) (accepted int, err error) {
 	if len(files) == 0 {
 		return 0, s.checkWritable()

@@ -52,7 +52,8 @@ type Options struct {
 	// Logger receives drops, quarantines and recoveries. Nil discards.
 	Logger *slog.Logger
 	// Quarantine is called before a failed or undecodable message is
-	// deleted. Nil only logs such messages.
+	// deleted, inside the write transaction that deletes it, so it must
+	// not call the Spool. Nil only logs such messages.
 	Quarantine QuarantineFunc
 	// ReadOnly opens the database for inspection: no writes, no lock
 	// against other readers, and no renaming aside of a damaged file.
