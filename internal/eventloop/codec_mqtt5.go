@@ -2,6 +2,7 @@ package eventloop
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 
@@ -39,19 +40,63 @@ func (mqtt5Codec) encode(p packet) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// decode reads one packet. The paho decoder is not hardened against every
-// malformed input, so a panic inside it becomes an error.
+// decode reads one packet. It reads the fixed header itself, so that a
+// remaining length above maxIncomingPacketSize is rejected before any
+// memory is allocated for it. The paho decoder is not hardened against
+// every malformed input, so a panic inside it becomes an error.
 func (mqtt5Codec) decode(r io.Reader) (p packet, err error) {
+	raw, err := readRawPacket(r)
+	if err != nil {
+		return nil, err
+	}
 	defer func() {
 		if v := recover(); v != nil {
 			p, err = nil, fmt.Errorf("malformed packet: decoder panicked: %v", v)
 		}
 	}()
-	cp, err := packets.ReadPacket(r)
+	cp, err := packets.ReadPacket(bytes.NewReader(raw))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("malformed packet: %w", err)
 	}
 	return fromPaho(cp)
+}
+
+// maxIncomingPacketSize is the Maximum Packet Size sent in CONNECT: the
+// broker must not send a larger packet, and decode rejects one.
+const maxIncomingPacketSize = 16 << 20
+
+// readRawPacket reads one whole packet: the type byte, the remaining
+// length as a variable byte integer, then that many bytes.
+func readRawPacket(r io.Reader) ([]byte, error) {
+	header := make([]byte, 1, 5)
+	if _, err := io.ReadFull(r, header); err != nil {
+		return nil, err
+	}
+	length, multiplier := 0, 1
+	for i := 0; ; i++ {
+		if i == 4 {
+			return nil, errors.New("malformed packet: remaining length is longer than 4 bytes")
+		}
+		var b [1]byte
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			return nil, err
+		}
+		header = append(header, b[0])
+		length += int(b[0]&0x7f) * multiplier
+		multiplier *= 128
+		if b[0]&0x80 == 0 {
+			break
+		}
+	}
+	if length+len(header) > maxIncomingPacketSize {
+		return nil, fmt.Errorf("packet of %d bytes exceeds the maximum packet size of %d bytes sent in connect", length+len(header), maxIncomingPacketSize)
+	}
+	raw := make([]byte, len(header)+length)
+	copy(raw, header)
+	if _, err := io.ReadFull(r, raw[len(header):]); err != nil {
+		return nil, err
+	}
+	return raw, nil
 }
 
 func fromPaho(cp *packets.ControlPacket) (packet, error) {
@@ -96,10 +141,14 @@ func toPahoConnect(p *connectPacket) *packets.Connect {
 	c.PasswordFlag = p.HasPassword
 	c.Password = p.Password
 
+	// Topic Alias Maximum 0: the loop accepts no topic aliases from the
+	// broker and sends none, so no alias can outlive its connection.
 	expiry, receiveMaximum, aliasMaximum := p.SessionExpiry, p.ReceiveMaximum, uint16(0)
+	packetMaximum := uint32(maxIncomingPacketSize)
 	c.Properties.SessionExpiryInterval = &expiry
 	c.Properties.ReceiveMaximum = &receiveMaximum
 	c.Properties.TopicAliasMaximum = &aliasMaximum
+	c.Properties.MaximumPacketSize = &packetMaximum
 
 	if w := p.Will; w != nil {
 		c.WillFlag = true
