@@ -20,7 +20,7 @@ const (
 
 // Run watches and ingests the spool directory until ctx is done, then
 // returns nil. Nothing it starts outlives it. It returns an error only when
-// inotify cannot be set up.
+// inotify cannot be set up. Call it at most once per Pickup.
 func (p *Pickup) Run(ctx context.Context) error {
 	w, err := newWatcher()
 	if err != nil {
