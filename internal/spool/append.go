@@ -26,7 +26,7 @@ func (s *Spool) Append(files []FileBatch) (accepted int, err error) {
 	var stop error
 	var drops []droppedMessage
 	var repeats []string
-	err = s.write("append", func(tx *bolt.Tx, t *totals) error {
+	err = s.writeShared("append", func(tx *bolt.Tx, t *totals) error {
 		accepted, stop, drops, repeats = 0, nil, nil, nil
 		msgs := tx.Bucket(bucketMessages)
 		msgs.FillPercent = messagesFillPercent

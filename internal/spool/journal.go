@@ -19,7 +19,13 @@ func (s *Spool) Commit(changes []state.Change) error {
 	if len(changes) == 0 {
 		return s.checkWritable()
 	}
-	return s.write("commit session changes", func(tx *bolt.Tx, t *totals) error {
+	// A failed group commit runs each write again on its own, which would
+	// call Quarantine twice, so a batch that quarantines commits alone.
+	write := s.writeShared
+	if slices.ContainsFunc(changes, func(c state.Change) bool { return c.Kind == state.ChangeFailed }) {
+		write = s.write
+	}
+	return write("commit session changes", func(tx *bolt.Tx, t *totals) error {
 		j := journalTx{s: s, tx: tx, t: t}
 		for i, c := range changes {
 			if err := j.apply(c); err != nil {

@@ -44,9 +44,9 @@ type Options struct {
 	ReadAheadBytes    int
 
 	// CommitDelay is the longest a write may wait to share a commit with
-	// others. Default and maximum 10ms.
-	// TODO: Append and Commit each commit at once (no added delay), so
-	// concurrent calls share the writer lock but not an fsync.
+	// others. Default and maximum 10ms. The spool currently waits not at
+	// all: an Append or Commit that arrives while another commit runs
+	// shares the next fsync with whatever else queued meanwhile.
 	CommitDelay time.Duration
 
 	// Logger receives drops, quarantines and recoveries. Nil discards.

@@ -150,12 +150,18 @@ func (s *Spool) update(op string, fn func(tx *bolt.Tx) error) (err error) {
 	return s.mapErr(s.db.Update(fn))
 }
 
-// write runs fn in one fsync'd write transaction with a copy of the
-// totals, stores the totals in the meta bucket in the same transaction,
-// and publishes them in memory once the commit succeeded.
+// write runs fn in a write transaction of its own; see writeLocked.
 func (s *Spool) write(op string, fn func(tx *bolt.Tx, t *totals) error) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
+	return s.writeLocked(op, fn)
+}
+
+// writeLocked runs fn in one fsync'd write transaction with a copy of the
+// totals, stores the totals in the meta bucket in the same transaction,
+// and publishes them in memory once the commit succeeded. The caller
+// holds writeMu.
+func (s *Spool) writeLocked(op string, fn func(tx *bolt.Tx, t *totals) error) error {
 	if err := s.checkWritable(); err != nil {
 		return err
 	}

@@ -53,6 +53,11 @@ type Spool struct {
 	// totals are updated in commit order.
 	writeMu sync.Mutex
 
+	// pendingMu guards pending and groupCommits.
+	pendingMu    sync.Mutex
+	pending      []*pendingWrite
+	groupCommits uint64 // commits that carried more than one write
+
 	// mu guards totals, closed, corrupt and cursors.
 	mu      sync.Mutex
 	totals  totals

@@ -272,4 +272,7 @@ func TestConcurrentAppendAndCommit(t *testing.T) {
 		t.Fatalf("Append: %v", err)
 	}
 	equal(t, "messages", s.Stats().Messages, int64(0))
+	s.pendingMu.Lock()
+	t.Logf("%d commits carried more than one write", s.groupCommits)
+	s.pendingMu.Unlock()
 }
