@@ -22,7 +22,7 @@ func (s *Spool) writeShared(op string, fn func(tx *bolt.Tx, t *totals) error) er
 	s.pending = append(s.pending, w)
 	s.pendingMu.Unlock()
 
-	// Whoever holds writeMu next commits everything queued, possibly
+	// The next holder of writeMu commits everything queued, possibly
 	// including w, so w may be done before this caller gets the lock.
 	s.writeMu.Lock()
 	s.pendingMu.Lock()
