@@ -10,7 +10,7 @@ import (
 	"github.com/eclipse/paho.golang/packets"
 )
 
-// brokerScript tells the fake broker how to behave. Tests change it with
+// brokerScript sets how the fake broker behaves. Tests change it with
 // fakeBroker.set while a connection runs.
 type brokerScript struct {
 	connackCode       byte
@@ -126,14 +126,14 @@ func (b *fakeBroker) serve(n int, c net.Conn) {
 			return
 		}
 		b.record(n, true, cp)
-		if !b.answer(n, c, cp) {
+		if !b.reply(n, c, cp) {
 			return
 		}
 	}
 }
 
-// answer replies to one packet and reports whether to keep reading.
-func (b *fakeBroker) answer(n int, c net.Conn, cp *packets.ControlPacket) bool {
+// reply responds to one packet and reports whether to keep reading.
+func (b *fakeBroker) reply(n int, c net.Conn, cp *packets.ControlPacket) bool {
 	b.mu.Lock()
 	s := b.script
 	b.mu.Unlock()
@@ -287,7 +287,7 @@ func (b *fakeBroker) acceptTimes() []time.Time {
 // outstanding at once on any one connection.
 func maxOutstanding(log []wirePacket) int {
 	open := map[int]map[uint16]bool{}
-	most := 0
+	maxOpen := 0
 	for _, w := range log {
 		if open[w.conn] == nil {
 			open[w.conn] = map[uint16]bool{}
@@ -298,7 +298,7 @@ func maxOutstanding(log []wirePacket) int {
 		case !w.fromClient && (w.kind == packets.PUBACK || w.kind == packets.PUBCOMP):
 			delete(open[w.conn], w.id)
 		}
-		most = max(most, len(open[w.conn]))
+		maxOpen = max(maxOpen, len(open[w.conn]))
 	}
-	return most
+	return maxOpen
 }

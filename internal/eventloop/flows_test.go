@@ -187,8 +187,8 @@ func TestReceiveMaximum_LimitsResendBurst(t *testing.T) {
 	r := start(t, testOptions(b), src, &testJournal{}, restored)
 
 	waitFor(t, 5*time.Second, "ten outcomes", func() bool { return len(r.outcomes()) == 10 })
-	if most := maxOutstanding(b.log()); most > 2 {
-		t.Errorf("%d publishes outstanding at once, want at most the receive maximum 2", most)
+	if outstanding := maxOutstanding(b.log()); outstanding > 2 {
+		t.Errorf("%d publishes outstanding at once, want at most the receive maximum 2", outstanding)
 	}
 	pubs := b.received(packets.PUBLISH)
 	for i, p := range pubs[:5] {

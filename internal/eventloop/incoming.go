@@ -39,8 +39,8 @@ func (l *Loop) handleIncoming(p *publishPacket) {
 }
 
 // releaseIncoming acknowledges a message the caller stored. QoS 2 is
-// journaled first, so a redelivery after a crash is answered without a
-// second event. A QoS 1 message whose connection ended is not
+// journaled first, so a redelivery after a crash gets PUBREC again
+// without a second event. A QoS 1 message whose connection ended is not
 // acknowledged: the broker sends it again.
 func (l *Loop) releaseIncoming(c command) {
 	if c.qos == 1 {

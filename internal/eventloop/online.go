@@ -73,8 +73,8 @@ func (l *Loop) stepOnline(ctx context.Context) {
 }
 
 // handlePacket dispatches one packet from the broker. A PINGRESP does not
-// count as traffic for the keep alive window: it answers the previous
-// window's PINGREQ, so counting it would halve the ping rate of a client
+// count as traffic for the keep alive window because it replies to the
+// previous window's PINGREQ, so counting it would halve the ping rate of a client
 // that only sends.
 func (l *Loop) handlePacket(p packet) {
 	if _, ok := p.(*pingrespPacket); !ok {
