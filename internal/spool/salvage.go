@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"runtime/debug"
@@ -25,7 +26,7 @@ func Salvage(path string, fn func(Record) error) (copied int, skipped int, err e
 	if errors.As(err, &cbErr) {
 		return copied, skipped, cbErr.err
 	}
-	if errors.Is(err, ErrLocked) {
+	if errors.Is(err, ErrLocked) || errors.Is(err, fs.ErrNotExist) {
 		return copied, skipped, err
 	}
 	if err == nil {

@@ -2,6 +2,8 @@ package spool
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -17,6 +19,9 @@ func TestAppendNextCommitCycle(t *testing.T) {
 	equal(t, "seqs", seqsOf(recs), []uint64{1, 2, 3, 4, 5})
 	equal(t, "payloads", payloadsOf(recs), []string{"payload 0", "payload 1", "payload 2", "payload 3", "payload 4"})
 	equal(t, "messages", s.Stats().Messages, int64(5))
+	if oldest := s.Stats().Oldest; time.Since(oldest) > time.Minute || oldest.After(time.Now()) {
+		t.Fatalf("oldest = %v, want about now", oldest)
+	}
 
 	var changes []state.Change
 	for _, r := range recs {
@@ -275,4 +280,11 @@ func TestConcurrentAppendAndCommit(t *testing.T) {
 	s.pendingMu.Lock()
 	t.Logf("%d commits carried more than one write", s.groupCommits)
 	s.pendingMu.Unlock()
+}
+
+func TestSalvageMissingFile(t *testing.T) {
+	_, _, err := Salvage(filepath.Join(t.TempDir(), "absent.db"), func(Record) error { return nil })
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Salvage error = %v, want a not-exist error", err)
+	}
 }
