@@ -346,3 +346,67 @@ func TestExpiry_AgedByWaitAndDropped(t *testing.T) {
 		t.Errorf("journal has %d expired changes, want 1", j.count(state.ChangeExpired))
 	}
 }
+
+func TestReceiveMaximum_ReadFromEachConnack(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{
+		sessionPresent: func(conn int) bool { return conn > 0 },
+		receiveMaximum: 5,
+		dropAck:        func(conn int, p *packets.Publish) bool { return conn == 0 },
+	})
+	src := newMemSource()
+	src.add(msgs("t", 1, 8)...)
+	r := start(t, testOptions(b), src, &testJournal{}, nil)
+
+	waitFor(t, 3*time.Second, "five publishes", func() bool { return len(b.received(packets.PUBLISH)) == 5 })
+	time.Sleep(100 * time.Millisecond)
+	if n := len(b.received(packets.PUBLISH)); n != 5 {
+		t.Fatalf("%d publishes on the first connection, want the receive maximum 5", n)
+	}
+	b.set(func(s *brokerScript) { s.receiveMaximum = 2 })
+	b.dropConnections()
+	waitFor(t, 5*time.Second, "eight outcomes", func() bool { return len(r.outcomes()) == 8 })
+
+	var second []wirePacket
+	for _, w := range b.log() {
+		if w.conn == 1 {
+			second = append(second, w)
+		}
+	}
+	if outstanding := maxOutstanding(second); outstanding > 2 {
+		t.Errorf("%d publishes outstanding after the second CONNACK, want at most its receive maximum 2", outstanding)
+	}
+}
+
+func TestResend_QoS2PubrelStage(t *testing.T) {
+	restored := &state.State{Session: true, NextOrder: 3, LastPacketID: 2, Outgoing: []state.Flow{
+		{PacketID: 1, Seq: 1, QoS: 2, Stage: state.StagePubrel, Order: 1},
+		{PacketID: 2, Seq: 2, QoS: 2, Stage: state.StagePublish, Order: 2},
+	}}
+	for _, present := range []bool{true, false} {
+		b := newFakeBroker(t, brokerScript{sessionPresent: func(int) bool { return present }})
+		src := newMemSource()
+		src.add(msgs("t", 2, 2)...)
+		src.next = 2
+		j := &testJournal{}
+		r := start(t, testOptions(b), src, j, restored)
+
+		waitFor(t, 3*time.Second, "completed flows", func() bool { return j.count(state.ChangeCompleted) >= 1 })
+		pubrels := b.received(packets.PUBREL)
+		pubs := b.received(packets.PUBLISH)
+		if present {
+			if len(pubrels) == 0 || pubrels[0].id != 1 || len(pubs) != 1 || pubs[0].id != 2 || !pubs[0].dup {
+				t.Errorf("session present: want PUBREL 1 and DUP PUBLISH 2, got %d PUBREL, publishes %+v", len(pubrels), pubs)
+			}
+		} else {
+			for _, p := range pubrels {
+				if p.id == 1 {
+					t.Errorf("session lost: PUBREL for packet identifier 1, which the broker no longer knows")
+				}
+			}
+			if len(pubs) != 1 || pubs[0].dup || pubs[0].payload != "1" {
+				t.Errorf("session lost: want seq 2 published again as new, got %+v", pubs)
+			}
+		}
+		r.stop(t)
+	}
+}

@@ -14,6 +14,7 @@ func (l *Loop) connected(c *connection, ack *connackPacket, cleanStart bool) {
 	l.connGen++
 	c.gen = l.connGen
 	l.conn = c
+	l.srcEmpty = false // a Ready signal may have been missed while offline
 	l.applyLimits(c, ack)
 
 	switch {
