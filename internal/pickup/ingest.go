@@ -69,7 +69,11 @@ func (p *Pickup) handleReadError(rel string, err error) {
 	case errors.As(err, &rej):
 		p.rejectFile(rel, rej.reason)
 	case errors.Is(err, errRetry):
-		p.consider(rel)
+		// The settle timer looks at it again, so a file that keeps
+		// changing is not read in a loop.
+		if info, lerr := os.Lstat(p.abs(rel)); lerr == nil {
+			p.settling[rel] = settleRef{size: info.Size(), mtime: info.ModTime(), since: p.now()}
+		}
 	case errors.Is(err, fs.ErrNotExist):
 		// Gone before it was read: taken by an earlier event or removed.
 	case errors.Is(err, fs.ErrPermission):
