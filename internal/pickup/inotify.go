@@ -11,9 +11,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// watchMask selects the events the pickup needs. fsnotify v1.10 does not
-// report IN_CLOSE_WRITE, which tells a finished in-place write from one
-// in progress, so the pickup uses inotify directly.
+// watchMask selects the events the pickup needs. fsnotify v1.10.1 has no
+// exported operation for IN_CLOSE_WRITE, which separates a finished
+// in-place write from one in progress, so the pickup reads inotify itself.
 const watchMask = unix.IN_MOVED_TO | unix.IN_CLOSE_WRITE | unix.IN_CREATE |
 	unix.IN_MOVE_SELF | unix.IN_DELETE_SELF |
 	unix.IN_ONLYDIR | unix.IN_DONT_FOLLOW | unix.IN_EXCL_UNLINK

@@ -62,8 +62,8 @@ type Options struct {
 	DefaultRetain bool
 	Routes        []Route
 	// MaxMessageBytes limits each message, as [message.Message.Size]
-	// counts it, and the size of raw and .msg files. A .jsonl file may be
-	// up to jsonlFileFactor times as large.
+	// counts it, and the size of raw files. A .msg file may be 64 KiB
+	// larger for its headers, and a .jsonl file 16 times as large.
 	MaxMessageBytes int
 	// MessageIDProperty names a user property that carries a unique,
 	// stable id for each message; empty adds none.
@@ -89,7 +89,9 @@ type Store interface {
 	Seen(id spool.FileID) (bool, error)
 	// Append commits the files in order, each with its identity, and
 	// returns how many leading files it committed. It returns
-	// [spool.ErrFull] when the spool limits leave no room for the rest.
+	// [spool.ErrFull] when the spool limits leave no room for the rest,
+	// and [spool.ErrTooLarge] when the next file can never fit, which the
+	// pickup then moves to failed/.
 	Append(files []spool.FileBatch) (accepted int, err error)
 	// Forget removes identity records once their files are unlinked.
 	Forget(ids []spool.FileID) error
