@@ -23,7 +23,7 @@ import (
 // TODO: a large file damaged after a clean close is found only when a read
 // hits the damaged page. The spool then returns ErrCorrupt, and the next
 // Open checks the file.
-const alwaysCheckBelow = 64 << 20
+var alwaysCheckBelow int64 = 64 << 20 // a variable so tests can lower it
 
 // maxCheckErrors is how many check findings are kept for the error.
 const maxCheckErrors = 5

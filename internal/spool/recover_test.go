@@ -108,19 +108,7 @@ func inUseSize(t *testing.T, path string) int64 {
 func TestZeroedPageIsRenamedAside(t *testing.T) {
 	opts := testOptions(t)
 	fillAndClose(t, opts, 2000, 200)
-	fi, err := os.Stat(opts.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.OpenFile(opts.Path, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	middle := fi.Size() / 2 / 4096 * 4096
-	if _, err := f.WriteAt(make([]byte, 4096), middle); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	zeroMiddlePage(t, opts.Path)
 	checkRenamedAndSalvaged(t, opts, 1900)
 }
 
@@ -264,5 +252,57 @@ func TestLockedDamagedFileIsNotRenamed(t *testing.T) {
 	}
 	if _, err := os.Stat(opts.Path); err != nil {
 		t.Fatalf("locked file was moved: %v", err)
+	}
+}
+
+func TestDamageFoundWhileRunningIsRenamedOnRestart(t *testing.T) {
+	opts := testOptions(t)
+	fillAndClose(t, opts, 2000, 200)
+	zeroMiddlePage(t, opts.Path)
+
+	// Pretend the file is too large to check after a clean stop.
+	saved := alwaysCheckBelow
+	alwaysCheckBelow = 0
+	defer func() { alwaysCheckBelow = saved }()
+
+	s, err := Open(opts)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	equal(t, "renamed aside at first open", s.RenamedAside(), "")
+	c := s.NewCursor()
+	for {
+		_, ok, err := c.Next()
+		if errors.Is(err, ErrCorrupt) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("Next error = %v, want ErrCorrupt", err)
+		}
+		if !ok {
+			t.Fatal("cursor read past a zeroed page without an error")
+		}
+	}
+	s.Close()
+
+	s = openSpool(t, opts)
+	if s.RenamedAside() == "" {
+		t.Fatal("database was not renamed aside after damage was found while running")
+	}
+}
+
+func zeroMiddlePage(t *testing.T, path string) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(make([]byte, 4096), fi.Size()/2/4096*4096); err != nil {
+		t.Fatal(err)
 	}
 }
