@@ -1,0 +1,44 @@
+package pickup
+
+import (
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mqspool/mqspool/internal/spool"
+)
+
+// countingStore counts appended files and keeps nothing, so a benchmark
+// measures the pickup's own memory.
+type countingStore struct{ files atomic.Int64 }
+
+func (s *countingStore) Seen(spool.FileID) (bool, error) { return false, nil }
+
+func (s *countingStore) Append(files []spool.FileBatch) (int, error) {
+	s.files.Add(int64(len(files)))
+	return len(files), nil
+}
+
+func (s *countingStore) Forget([]spool.FileID) error { return nil }
+
+// BenchmarkPickup_Ingest ingests b.N files that are already in new/
+// when the pickup starts. Run it with -benchtime=50000x for a large
+// backlog.
+func BenchmarkPickup_Ingest(b *testing.B) {
+	opts := testOptions(b)
+	store := &countingStore{}
+	if _, err := New(opts, store); err != nil {
+		b.Fatal(err)
+	}
+	for i := range b.N {
+		dropFast(b, opts.Dir, fmt.Sprintf("bench/%d/f%07d", i%16, i), "payload")
+	}
+
+	b.ReportAllocs()
+	b.ResetTimer()
+	start(b, opts, store)
+	waitFor(b, time.Hour, "all files appended", func() bool {
+		return store.files.Load() == int64(b.N)
+	})
+}
