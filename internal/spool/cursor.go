@@ -168,8 +168,9 @@ func (s *Spool) List(after uint64, limit int) ([]Record, error) {
 }
 
 // dropCorrupt hands an unreadable record to Options.Quarantine and deletes
-// it in one transaction. When either fails the record stays and is logged;
-// the cursor has already moved past it, so it cannot block the queue.
+// it in one transaction. When either fails, the record stays and is
+// logged. A cursor that found it has already moved past it, so it cannot
+// block the queue.
 func (s *Spool) dropCorrupt(b badRecord) {
 	err := s.write("quarantine unreadable message", func(tx *bolt.Tx, t *totals) error {
 		if err := s.quarantine(b.seq, b.raw, "stored record is unreadable: "+b.err.Error()); err != nil {

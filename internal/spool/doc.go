@@ -17,8 +17,10 @@
 //   - [Spool.SaveState] writes the whole session state in one
 //     transaction.
 //
-// Nothing that [Spool.NewCursor] reads ahead is removed from the database
-// until a Commit says so, so a crash loses no accepted message.
+// Reading through a [Cursor] removes nothing. A message leaves the
+// database only through Commit, through drop-oldest when a limit is
+// reached, or by quarantine of a damaged record, so a crash loses no
+// accepted message.
 //
 // # Damaged databases
 //

@@ -150,7 +150,7 @@ func TestPubrecIsOneTransaction(t *testing.T) {
 	mustAppend(t, s, batch("a", 0, 1))
 	mustCommit(t, s, sent(3, 1, 2))
 
-	// Read the file with bbolt directly, so the test sees only what was
+	// Read the file with bbolt directly, so the test reads only what was
 	// committed. TestPubrecRollsBackWithBatch shows both halves fail
 	// together.
 	mustCommit(t, s, state.Change{Kind: state.ChangePubrec, PacketID: 3, Seq: 1})
