@@ -260,3 +260,19 @@ func (d *Daemon) DumpOnFailure() {
 		}
 	})
 }
+
+// OpenFDs returns the number of open file descriptors of the running
+// daemon, or -1.
+func (d *Daemon) OpenFDs() int {
+	d.mu.Lock()
+	cmd := d.cmd
+	d.mu.Unlock()
+	if cmd == nil {
+		return -1
+	}
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", cmd.Process.Pid))
+	if err != nil {
+		return -1
+	}
+	return len(entries)
+}

@@ -36,6 +36,8 @@ type Subscriber struct {
 	mu       sync.Mutex // guards received, conn and pending
 	received []Received
 	conn     net.Conn
+	// connections counts CONNACKs received.
+	connections int
 	// pending holds QoS 2 packet identifiers answered with PUBREC and not
 	// yet released, so a resent PUBLISH is not recorded twice.
 	pending map[uint16]bool
@@ -78,6 +80,13 @@ func (s *Subscriber) Messages() []Received {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]Received(nil), s.received...)
+}
+
+// Connections returns how many times the subscriber has connected.
+func (s *Subscriber) Connections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.connections
 }
 
 // Count returns how many PUBLISH packets arrived.
@@ -137,6 +146,9 @@ func (s *Subscriber) session(ctx context.Context, subscribed func()) error {
 	if ack, ok := cp.Content.(*packets.Connack); !ok || ack.ReasonCode != 0 {
 		return fmt.Errorf("subscriber connect rejected: %v", cp)
 	}
+	s.mu.Lock()
+	s.connections++
+	s.mu.Unlock()
 
 	sub := packets.NewControlPacket(packets.SUBSCRIBE).Content.(*packets.Subscribe)
 	sub.PacketID = 1

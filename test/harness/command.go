@@ -1,0 +1,28 @@
+package harness
+
+import (
+	"errors"
+	"os/exec"
+	"testing"
+)
+
+// Command runs the mqspool binary with args and returns its combined
+// output and exit code.
+func Command(t testing.TB, args ...string) (string, int) {
+	t.Helper()
+	out, err := exec.Command(Binary(t), args...).CombinedOutput()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		return string(out), ee.ExitCode()
+	case err != nil:
+		t.Fatalf("run mqspool %v: %v", args, err)
+	}
+	return string(out), 0
+}
+
+// Ctl runs "mqspool ARGS --socket" against the daemon's control socket.
+func (d *Daemon) Ctl(args ...string) (string, int) {
+	d.t.Helper()
+	return Command(d.t, append(args, "--socket", d.Socket)...)
+}
