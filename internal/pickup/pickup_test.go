@@ -348,3 +348,20 @@ func TestPickup_SlowWriteInNewDirectory(t *testing.T) {
 		t.Errorf("payload has %d bytes, want %d", got, 16*len("chunk "))
 	}
 }
+
+func TestPickup_EmptyRawFileIsEmptyPayload(t *testing.T) {
+	opts := testOptions(t)
+	store := newFakeStore()
+	start(t, opts, store)
+
+	drop(t, opts.Dir, "empty/f", "")
+	drop(t, opts.Dir, "empty/crlf.msg", "Topic: t\r\nRetain: true\r\n\r\n")
+	waitFor(t, 5*time.Second, "two files appended", func() bool { return store.count() == 2 })
+	if got := store.files[0].Messages[0]; got.Topic != "empty" || len(got.Payload) != 0 {
+		t.Errorf("empty raw file = topic %q payload %q, want topic empty and no payload",
+			got.Topic, got.Payload)
+	}
+	if got := store.files[1].Messages[0]; got.Topic != "t" || !got.Retain || len(got.Payload) != 0 {
+		t.Errorf("CRLF .msg = %+v", got)
+	}
+}
