@@ -82,6 +82,10 @@ func ParseMsg(data []byte) (message.Message, Fields, error) {
 			p.m.Payload = data[pos:]
 			return p.m, p.f, nil
 		}
+		if len(bytes.Trim(text, " \t")) == 0 {
+			return message.Message{}, Fields{}, lineError(line,
+				"line contains only spaces or tabs: the line that ends the headers must be empty")
+		}
 		if err := p.header(line, string(text)); err != nil {
 			return message.Message{}, Fields{}, err
 		}

@@ -67,6 +67,7 @@ func TestParseMsg_Errors(t *testing.T) {
 		{"property without equals", "User-Property: k\n\n", "write it as key=value"},
 		{"not utf8", "Content-Type: \xff\n\n", "not valid UTF-8"},
 		{"empty topic", "Topic:\n\n", "topic is empty"},
+		{"blank line with spaces", "Topic: a\n \t\npayload", "line 2: line contains only spaces or tabs"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -123,6 +124,7 @@ func TestWriteMsg_RejectsUnwritable(t *testing.T) {
 		{"equals in key", message.Message{Topic: "a",
 			UserProperties: props("k=", "v")}, nil},
 		{"unknown extra", message.Message{Topic: "a"}, []Header{{"X-Foo", "1"}}},
+		{"qos 3", message.Message{Topic: "a", QoS: 3}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

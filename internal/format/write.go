@@ -54,6 +54,9 @@ func msgHeaders(m message.Message) ([]Header, error) {
 	var hs []Header
 	add := func(name, value string) { hs = append(hs, Header{name, value}) }
 
+	if m.QoS > 2 {
+		return nil, fmt.Errorf("qos %d is invalid: use 0, 1 or 2", m.QoS)
+	}
 	if m.Topic != "" {
 		add(HeaderTopic, m.Topic)
 	}
