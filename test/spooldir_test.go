@@ -1,0 +1,92 @@
+package test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mqspool/mqspool/test/harness"
+)
+
+// TestSpoolDir_BadInputAmongGood drops files the daemon must reject among
+// good ones: each bad file ends in failed/ with a reason, each good one
+// arrives, and the daemon keeps running.
+func TestSpoolDir_BadInputAmongGood(t *testing.T) {
+	broker := harness.StartBroker(t, "")
+	sub := harness.Subscribe(t, broker.Addr(), "#", 1)
+	d := harness.NewDaemon(t, broker.URL(), "publish:\n  max_message_bytes: 1KiB\n")
+	d.DumpOnFailure()
+	d.Start()
+
+	bad := map[string][]byte{
+		"empty.msg":          {},
+		"unknown-header.msg": []byte("Topic: good/x\nColour: blue\n\npayload"),
+		"wildcard.msg":       []byte("Topic: a/+/b\n\npayload"),
+		"qos7.msg":           []byte("Topic: good/x\nQoS: 7\n\npayload"),
+		"no-blank-line.msg":  []byte("Topic: good/x\nQoS: 1\n"),
+		"broken.jsonl":       []byte("{\"topic\":\"good/j\",\"payload\":\"ok\"}\n{\"topic\":\"good/j\",\"payload\":\n"),
+		"bad-base64.jsonl":   []byte("{\"topic\":\"good/j\",\"payload_base64\":\"%%%\"}\n"),
+		"sys.msg":            []byte("Topic: $SYS/broker/x\n\npayload"),
+		"oversize.msg":       []byte("Topic: good/x\n\n" + strings.Repeat("x", 2048)),
+	}
+	var good []expected
+	i := 0
+	for name, data := range bad {
+		d.Drop(name, data)
+		topic := fmt.Sprintf("good/%d", i)
+		payload := fmt.Sprintf("good-%d", i)
+		d.Drop(fmt.Sprintf("good-%02d.msg", i), []byte("Topic: "+topic+"\n\n"+payload))
+		good = append(good, expected{topic, []byte(payload)})
+		i++
+	}
+
+	// A directory whose name is not UTF-8, a symlink and a FIFO.
+	newDir := filepath.Join(d.Dir, "new")
+	latin1 := filepath.Join(newDir, "caf\xe9")
+	if err := os.Mkdir(latin1, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(latin1, "reading"), []byte("21.5"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(d.Root, "outside.txt")
+	os.WriteFile(target, []byte("secret"), 0o644)
+	if err := os.Symlink(target, filepath.Join(newDir, "link.msg")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(newDir, "pipe.msg"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.Drop("good-last.msg", []byte("Topic: good/last\n\nlast"))
+	good = append(good, expected{"good/last", []byte("last")})
+
+	harness.WaitFor(t, 30*time.Second, "good messages", func() bool { return distinct(sub) >= len(good) })
+	checkDelivered(t, sub, good)
+
+	wantFailed := len(bad) + 3
+	reasons := waitFailed(t, d, wantFailed)
+	if len(reasons) != wantFailed {
+		t.Errorf("%d reason files, want %d", len(reasons), wantFailed)
+	}
+	for _, r := range reasons {
+		if strings.TrimSpace(r) == "" {
+			t.Errorf("empty reason file")
+		}
+	}
+	for _, m := range sub.Messages() {
+		if !strings.HasPrefix(m.Topic, "good/") {
+			t.Errorf("bad input published on %q", m.Topic)
+		}
+	}
+	if !d.Running() {
+		t.Fatal("daemon stopped after bad input")
+	}
+	if out, err := exec.Command(d.Bin, "status", "--socket", d.Socket).CombinedOutput(); err != nil {
+		t.Errorf("status after bad input: %v\n%s", err, out)
+	}
+}
