@@ -100,7 +100,7 @@ func checkRecord(b []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %d bytes is too short", ErrCorrupt, len(b))
 	}
 	if b[0] != encodingVersion {
-		return nil, fmt.Errorf("session state version %d is not supported (this build reads version %d): upgrade mqspool", b[0], encodingVersion)
+		return nil, fmt.Errorf("%w: version byte %d is unknown (this build reads version %d): the record is damaged or from a newer mqspool", ErrCorrupt, b[0], encodingVersion)
 	}
 	body, sum := b[:len(b)-4], binary.BigEndian.Uint32(b[len(b)-4:])
 	if crc32.Checksum(body, castagnoli) != sum {

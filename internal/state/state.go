@@ -68,6 +68,12 @@ type State struct {
 	// that were stored and answered with PUBREC but not yet released by
 	// PUBREL, sorted.
 	IncomingQoS2 []uint16
+
+	// used marks the packet identifiers of Outgoing, so allocation does
+	// not scan every open flow. It is rebuilt whenever its count disagrees
+	// with Outgoing, which covers a State decoded or built by hand.
+	used      *[65536 / 64]uint64
+	usedCount int
 }
 
 // ErrNoPacketID is returned by [State.AllocatePacketID] when all 65535
@@ -78,10 +84,7 @@ var ErrNoPacketID = errors.New("all 65535 packet identifiers are outstanding")
 // reports identifiers taken by other means (for example SUBSCRIBE); it may
 // be nil.
 func (s *State) AllocatePacketID(inUse func(uint16) bool) (uint16, error) {
-	used := make(map[uint16]struct{}, len(s.Outgoing))
-	for _, f := range s.Outgoing {
-		used[f.PacketID] = struct{}{}
-	}
+	s.syncUsed()
 
 	id := s.LastPacketID
 	for range 65535 {
@@ -89,7 +92,7 @@ func (s *State) AllocatePacketID(inUse func(uint16) bool) (uint16, error) {
 		if id == 0 {
 			id = 1
 		}
-		if _, taken := used[id]; taken {
+		if s.isUsed(id) {
 			continue
 		}
 		if inUse != nil && inUse(id) {
@@ -99,6 +102,36 @@ func (s *State) AllocatePacketID(inUse func(uint16) bool) (uint16, error) {
 		return id, nil
 	}
 	return 0, ErrNoPacketID
+}
+
+func (s *State) syncUsed() {
+	if s.used != nil && s.usedCount == len(s.Outgoing) {
+		return
+	}
+	s.used = new([65536 / 64]uint64)
+	s.usedCount = 0
+	for _, f := range s.Outgoing {
+		s.markUsed(f.PacketID, true)
+	}
+}
+
+func (s *State) isUsed(id uint16) bool {
+	return s.used[id/64]&(1<<(id%64)) != 0
+}
+
+func (s *State) markUsed(id uint16, used bool) {
+	if s.used == nil {
+		return
+	}
+	bit := uint64(1) << (id % 64)
+	switch {
+	case used && s.used[id/64]&bit == 0:
+		s.used[id/64] |= bit
+		s.usedCount++
+	case !used && s.used[id/64]&bit != 0:
+		s.used[id/64] &^= bit
+		s.usedCount--
+	}
 }
 
 // Flow returns the open flow with packet identifier id.
@@ -119,6 +152,7 @@ func (s *State) Clone() *State {
 	c := *s
 	c.Outgoing = slices.Clone(s.Outgoing)
 	c.IncomingQoS2 = slices.Clone(s.IncomingQoS2)
+	c.used = nil
 	return &c
 }
 
@@ -131,9 +165,11 @@ func (s *State) Apply(c Change) error {
 		s.Session = true
 		s.Outgoing = s.Outgoing[:0]
 		s.IncomingQoS2 = s.IncomingQoS2[:0]
+		s.used = nil
 	case ChangeSessionLost:
 		s.Outgoing = s.Outgoing[:0]
 		s.IncomingQoS2 = s.IncomingQoS2[:0]
+		s.used = nil
 	case ChangeSent:
 		return s.addFlow(c)
 	case ChangePubrec:
@@ -166,6 +202,7 @@ func (s *State) addFlow(c Change) error {
 	s.Outgoing = append(s.Outgoing, Flow{
 		PacketID: c.PacketID, Seq: c.Seq, QoS: c.QoS, Stage: StagePublish, Order: c.Order,
 	})
+	s.markUsed(c.PacketID, true)
 	s.LastPacketID = c.PacketID
 	if c.Order >= s.NextOrder {
 		s.NextOrder = c.Order + 1
@@ -185,5 +222,6 @@ func (s *State) moveToPubrel(id uint16) error {
 func (s *State) removeFlow(id uint16) {
 	if i := s.flowIndex(id); i >= 0 {
 		s.Outgoing = slices.Delete(s.Outgoing, i, i+1)
+		s.markUsed(id, false)
 	}
 }
