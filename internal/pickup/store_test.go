@@ -1,0 +1,83 @@
+package pickup
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mqspool/mqspool/internal/spool"
+)
+
+// failingStore fails its first failures Append calls.
+type failingStore struct {
+	*fakeStore
+	failures atomic.Int32
+	calls    atomic.Int32
+}
+
+func (s *failingStore) Append(files []spool.FileBatch) (int, error) {
+	s.calls.Add(1)
+	if s.failures.Add(-1) >= 0 {
+		return 0, errors.New("disk I/O error")
+	}
+	return s.fakeStore.Append(files)
+}
+
+func TestPickup_StoreErrorBacksOff(t *testing.T) {
+	opts := testOptions(t)
+	store := &failingStore{fakeStore: newFakeStore()}
+	store.failures.Store(3)
+	p := start(t, opts, store)
+
+	drop(t, opts.Dir, "s/f", "x")
+	waitFor(t, 5*time.Second, "file appended after the errors", func() bool {
+		return store.count() == 1
+	})
+	if calls := store.calls.Load(); calls != 4 {
+		t.Errorf("Append called %d times, want 4 (3 failures, then success)", calls)
+	}
+	if s := p.Stats(); s.LastError != "disk I/O error" {
+		t.Errorf("LastError = %q, want the store error", s.LastError)
+	}
+}
+
+func TestPickup_DirectoryMovedWithinNew(t *testing.T) {
+	opts := testOptions(t)
+	opts.RescanInterval = time.Hour
+	store := newFakeStore()
+	start(t, opts, store)
+
+	drop(t, opts.Dir, "a/f1", "x")
+	waitFor(t, 5*time.Second, "first file appended", func() bool { return store.count() == 1 })
+
+	// After the move, the old watch is stale; a file dropped into the
+	// directory under its new name must still be found.
+	newDir := filepath.Join(opts.Dir, "new")
+	if err := os.Rename(filepath.Join(newDir, "a"), filepath.Join(newDir, "b")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	drop(t, opts.Dir, "b/f2", "y")
+	waitFor(t, 5*time.Second, "file in moved directory appended", func() bool {
+		return store.count() == 2
+	})
+	if got := store.files[1].Messages[0].Topic; got != "b" {
+		t.Errorf("topic = %q, want b", got)
+	}
+}
+
+func TestStatfsFree(t *testing.T) {
+	free, err := statfsFree(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if free == 0 {
+		t.Error("statfsFree returned 0 for a writable temporary directory")
+	}
+	if _, err := statfsFree(filepath.Join(t.TempDir(), "missing")); err == nil {
+		t.Error("statfsFree of a missing path succeeded")
+	}
+}
