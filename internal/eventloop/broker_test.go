@@ -65,6 +65,11 @@ func newFakeBroker(t testing.TB, script brokerScript) *fakeBroker {
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
+	return serveFakeBroker(t, ln, script)
+}
+
+// serveFakeBroker runs a fake broker on ln, which may be a TLS listener.
+func serveFakeBroker(t testing.TB, ln net.Listener, script brokerScript) *fakeBroker {
 	b := &fakeBroker{t: t, ln: ln, script: script}
 	b.wg.Add(1)
 	go b.accept()

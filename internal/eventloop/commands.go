@@ -139,8 +139,9 @@ func (l *Loop) startShutdown(drain time.Duration) {
 	l.drain.arm(drain)
 }
 
-// setThrottle replaces the limiters. The burst is a tenth of a second's
-// worth, so the rate over a few seconds stays within a few percent.
+// setThrottle replaces the limiters. The burst is a quarter of a second's
+// worth: over 3 s the loop sends at most 8% more than the rate, and it can
+// make up for a wake-up that came up to 250 ms late.
 func (l *Loop) setThrottle(msgRate, byteRate float64) {
 	l.msgLimit, l.byteLimit = nil, nil
 	if msgRate > 0 {
@@ -154,5 +155,5 @@ func (l *Loop) setThrottle(msgRate, byteRate float64) {
 }
 
 func burstFor(r float64) int {
-	return int(math.Max(1, math.Min(math.Ceil(r/10), math.MaxInt32)))
+	return int(math.Max(1, math.Min(math.Ceil(r/4), math.MaxInt32)))
 }

@@ -345,3 +345,32 @@ func TestNew_RejectsInvalidOptions(t *testing.T) {
 		})
 	}
 }
+
+func TestDropQoS0Offline_DropsUntilHigherQoS(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{})
+	url := b.url()
+	b.close() // nothing listens: every connect fails
+	src := newMemSource()
+	src.add(msgs("t", 0, 3)...)
+	src.add(msgs("t", 1, 1)...)
+	src.add(msgs("t", 0, 1)...)
+	opts := testOptions(b)
+	opts.URLs = []string{url}
+	opts.DropQoS0Offline = true
+	r := start(t, opts, src, &testJournal{}, nil)
+
+	waitFor(t, 3*time.Second, "three outcomes", func() bool { return len(r.outcomes()) == 3 })
+	time.Sleep(200 * time.Millisecond)
+	outcomes := r.outcomes()
+	if len(outcomes) != 3 {
+		t.Errorf("%d outcomes, want 3: the QoS 1 message must wait for a connection and keep the one after it waiting", len(outcomes))
+	}
+	for seq := uint64(1); seq <= 3; seq++ {
+		if outcomes[seq].Kind != Dropped {
+			t.Errorf("seq %d: outcome %v, want Dropped", seq, outcomes[seq].Kind)
+		}
+	}
+	if n := r.l.Stats().Dropped; n != 3 {
+		t.Errorf("stats dropped %d, want 3", n)
+	}
+}

@@ -194,9 +194,10 @@ func (l *Loop) dropConnection(cause error, graceful bool) {
 	switch {
 	case l.draining:
 		l.finish()
+	case l.manualOffline || errors.Is(cause, errDisconnectRequested):
+		// Disconnect or Reconnect decides what comes next, under any policy.
 	case l.opts.Reconnect == ReconnectNever:
 		l.finish()
-	case l.manualOffline || errors.Is(cause, errDisconnectRequested):
 	default:
 		l.scheduleReconnect(l.backoff.next())
 	}

@@ -1,0 +1,95 @@
+package eventloop
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"math/big"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+)
+
+// selfSignedCert returns a certificate for 127.0.0.1 and a pool that
+// trusts it.
+func selfSignedCert(t *testing.T) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	template := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, template, template, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+}
+
+func TestTLS_ConfigReadOnEveryConnect(t *testing.T) {
+	cert, pool := selfSignedCert(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := serveFakeBroker(t, ln, brokerScript{})
+	var loads atomic.Int32
+	opts := testOptions(b)
+	opts.URLs = []string{"mqtts://" + ln.Addr().String()}
+	opts.TLSConfig = func() (*tls.Config, error) {
+		loads.Add(1)
+		return &tls.Config{RootCAs: pool}, nil
+	}
+	src := newMemSource()
+	src.add(msgs("t", 1, 1)...)
+	r := start(t, opts, src, &testJournal{}, nil)
+
+	waitFor(t, 3*time.Second, "outcome over tls", func() bool { return len(r.outcomes()) == 1 })
+	b.dropConnections()
+	waitFor(t, 3*time.Second, "second connack", func() bool { return r.countEvents(EventConnected) == 2 })
+	if n := loads.Load(); n != 2 {
+		t.Errorf("TLS configuration loaded %d times for 2 connects, want once per connect", n)
+	}
+	if n := len(b.received(packets.PUBLISH)); n != 1 {
+		t.Errorf("broker got %d publishes over TLS, want 1", n)
+	}
+}
+
+func TestTLS_UntrustedCertificateRetries(t *testing.T) {
+	cert, _ := selfSignedCert(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := serveFakeBroker(t, ln, brokerScript{})
+	opts := testOptions(b)
+	opts.URLs = []string{"mqtts://" + ln.Addr().String()}
+	r := start(t, opts, newMemSource(), &testJournal{}, nil)
+
+	waitFor(t, 3*time.Second, "tls error", func() bool { return r.l.Stats().LastError != "" })
+	time.Sleep(300 * time.Millisecond)
+	if n := r.countEvents(EventConnected); n != 0 {
+		t.Errorf("%d connections with an untrusted certificate, want 0", n)
+	}
+	if n := len(b.received(packets.CONNECT)); n != 0 {
+		t.Errorf("CONNECT sent over an unverified TLS connection")
+	}
+}
