@@ -2,11 +2,11 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -41,14 +41,25 @@ func newRunCommand() *cobra.Command {
 		Long: `Run the daemon in the foreground until SIGTERM or SIGINT. The first signal
 stops intake, waits up to shutdown.drain_timeout for outstanding
 acknowledgements, saves the session and exits 0; a second signal stops
-without waiting for the drain, still saving the session.`,
+without waiting for the drain, still saving the session.
+
+SIGHUP reads the config file again and applies log.level and the throttle
+without dropping the connection; other changed keys are named in a warning
+and need a restart.`,
 		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, _ []string) error {
 			loaded, err := flags.load(c, runFlagKeys)
 			if err != nil {
 				return err
 			}
-			return runDaemon(c.Context(), loaded.Config, c.ErrOrStderr())
+			reload := func() (*config.Config, error) {
+				l, err := flags.load(c, runFlagKeys)
+				if err != nil {
+					return nil, err
+				}
+				return l.Config, nil
+			}
+			return runDaemon(c.Context(), loaded.Config, reload, c.ErrOrStderr())
 		},
 	}
 	flags.register(c)
@@ -64,8 +75,8 @@ without waiting for the drain, still saving the session.`,
 	return c
 }
 
-func runDaemon(parent context.Context, cfg *config.Config, stderr io.Writer) error {
-	log, err := newLogger(cfg.Log, stderr)
+func runDaemon(parent context.Context, cfg *config.Config, reload func() (*config.Config, error), stderr io.Writer) error {
+	log, level, err := daemon.NewLogger(cfg.Log, stderr)
 	if err != nil {
 		return usageError(err)
 	}
@@ -74,22 +85,53 @@ func runDaemon(parent context.Context, cfg *config.Config, stderr io.Writer) err
 	defer stopHard()
 	soft, stopSoft := context.WithCancel(hard)
 	defer stopSoft()
-	stopSignals := handleSignals(log, stopSoft, stopHard, cfg.Shutdown.DrainTimeout+hardStopMargin)
+
+	// Signals are handled from here on, so a SIGTERM while the database
+	// opens still ends in an orderly stop. A SIGHUP before the daemon
+	// exists has nothing to reload.
+	var running atomic.Pointer[daemon.Daemon]
+	stopSignals := handleSignals(log, signalActions{
+		soft: stopSoft, hard: stopHard, hardAfter: cfg.Shutdown.DrainTimeout + hardStopMargin,
+		reload: func() {
+			if d := running.Load(); d != nil {
+				reloadConfig(log, d, reload)
+			}
+		},
+	})
 	defer stopSignals()
 
-	d, err := daemon.New(cfg, log)
+	d, err := daemon.New(cfg, log, level)
 	if err != nil {
 		log.Error("start failed", "err", err)
 		return err
 	}
+	running.Store(d)
 	return d.Run(soft, hard)
 }
 
+// reloadConfig reads the configuration again and hands it to the daemon.
+// An invalid file leaves the running configuration in place.
+func reloadConfig(log *slog.Logger, d *daemon.Daemon, load func() (*config.Config, error)) {
+	cfg, err := load()
+	if err != nil {
+		log.Error("configuration not reloaded, keeping the running one", "err", err)
+		return
+	}
+	d.Reload(cfg)
+}
+
+// signalActions are what handleSignals calls.
+type signalActions struct {
+	soft, hard context.CancelFunc
+	hardAfter  time.Duration // after the first stop signal, call hard
+	reload     func()
+}
+
 // handleSignals cancels soft on the first SIGTERM or SIGINT, and hard on
-// the second or when the drain overruns by far.
-func handleSignals(log *slog.Logger, soft, hard context.CancelFunc, hardAfter time.Duration) func() {
-	ch := make(chan os.Signal, 2)
-	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
+// the second or when the drain overruns by far. SIGHUP calls reload.
+func handleSignals(log *slog.Logger, a signalActions) func() {
+	ch := make(chan os.Signal, 4)
+	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	done := make(chan struct{})
 
 	go func() {
@@ -98,17 +140,22 @@ func handleSignals(log *slog.Logger, soft, hard context.CancelFunc, hardAfter ti
 		for {
 			select {
 			case sig := <-ch:
+				if sig == syscall.SIGHUP {
+					log.Info("signal received, reloading configuration", "signal", sig.String())
+					a.reload()
+					continue
+				}
 				count++
 				log.Info("signal received", "signal", sig.String(), "count", count)
 				if count == 1 {
-					soft()
-					overrun = time.After(hardAfter)
+					a.soft()
+					overrun = time.After(a.hardAfter)
 					continue
 				}
-				hard()
+				a.hard()
 			case <-overrun:
-				log.Warn("drain overran its deadline, stopping now", "deadline", hardAfter)
-				hard()
+				log.Warn("drain overran its deadline, stopping now", "deadline", a.hardAfter)
+				a.hard()
 			case <-done:
 				return
 			}
@@ -118,16 +165,4 @@ func handleSignals(log *slog.Logger, soft, hard context.CancelFunc, hardAfter ti
 		signal.Stop(ch)
 		close(done)
 	}
-}
-
-func newLogger(cfg config.Log, w io.Writer) (*slog.Logger, error) {
-	level, err := config.ParseLevel(cfg.Level)
-	if err != nil {
-		return nil, fmt.Errorf("log.level: %w", err)
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	if cfg.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return slog.New(slog.NewTextHandler(w, opts)), nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/mqspool/mqspool/internal/control"
 	"github.com/mqspool/mqspool/internal/eventloop"
 	"github.com/mqspool/mqspool/internal/message"
+	"github.com/mqspool/mqspool/internal/metrics"
 	"github.com/mqspool/mqspool/internal/pickup"
 	"github.com/mqspool/mqspool/internal/spool"
 )
@@ -38,12 +39,19 @@ type Daemon struct {
 	clientIDValue string
 	rates         rates
 	started       time.Time
+
+	level   *slog.LevelVar // the logger's level, changed by Reload; may be nil
+	notify  notifier
+	live    liveness
+	metrics *metrics.Metrics
 }
 
 // New opens the spool and prepares the pickup and the event loop. Nothing
-// runs until [Daemon.Run].
-func New(cfg *config.Config, log *slog.Logger) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: log, started: time.Now()}
+// runs until [Daemon.Run]. level is the logger's level, which
+// [Daemon.Reload] sets; nil leaves the level fixed.
+func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*Daemon, error) {
+	d := &Daemon{cfg: cfg, log: log, started: time.Now(), level: level}
+	d.notify = notifier{log: log}
 
 	// The spool quarantines through the pickup, which needs the spool as
 	// its store, so the hook looks the pickup up when it runs.
@@ -85,6 +93,11 @@ func (d *Daemon) build() error {
 		return fmt.Errorf("prepare event loop: %w", err)
 	}
 	d.loop = loop
+	d.metrics = metrics.New(metrics.Sources{
+		Loop: d.loop.Stats, Spool: d.spool.Stats, Pickup: d.pickup.Stats,
+		FailedFiles: func() int { return CountFailed(d.cfg.Spool.Dir) },
+		CertFile:    d.cfg.Broker.TLS.CertFile,
+	})
 
 	d.log.Info("spool opened", "db", d.cfg.Spool.DB, "dir", d.cfg.Spool.Dir,
 		"messages", d.spool.Stats().Messages, "flows", len(restored.Outgoing),
@@ -113,25 +126,31 @@ func (d *Daemon) quarantine(seq uint64, m *message.Message, raw []byte, reason s
 // drain at once; the session state is still saved.
 func (d *Daemon) Run(ctx, hard context.Context) error {
 	d.log.Info("mqspool started", "brokers", d.cfg.Broker.URLs, "client_id", d.clientIDValue)
+	d.logEffectiveConfig()
 
 	intakeCtx, stopIntake := context.WithCancel(context.Background())
 	defer stopIntake()
 	var wg sync.WaitGroup
 	pickupErr := make(chan error, 1)
-	wg.Go(func() { pickupErr <- d.pickup.Run(intakeCtx) })
+	wg.Go(func() {
+		err := d.pickup.Run(intakeCtx)
+		d.live.pickupEnded.Store(true)
+		pickupErr <- err
+	})
 	wg.Go(func() { d.sampleRates(intakeCtx) })
+	stopServers := d.startServers(&wg)
 
-	ctl := d.listenControl()
-	if ctl != nil {
-		wg.Go(ctl.Serve)
-	}
+	// The spool is open and the pickup runs: ready, whether or not the
+	// broker is reachable.
+	d.live.beatLoop(time.Now(), probeInterval)
+	d.notifyReady()
+	wg.Go(func() { d.reportStatus(intakeCtx) })
+	wg.Go(func() { d.watchdog(intakeCtx) })
 
 	loopErr := d.drive(ctx, hard, stopIntake)
 
 	stopIntake()
-	if ctl != nil {
-		ctl.Close()
-	}
+	stopServers()
 	wg.Wait()
 	perr := <-pickupErr
 	if perr != nil && !errors.Is(perr, context.Canceled) {
@@ -140,19 +159,44 @@ func (d *Daemon) Run(ctx, hard context.Context) error {
 	return errors.Join(loopErr, d.close())
 }
 
+// startServers starts the control socket and the metrics listener and
+// returns the function that stops both. Without them the daemon still
+// forwards, so a failure is logged rather than returned.
+func (d *Daemon) startServers(wg *sync.WaitGroup) (stop func()) {
+	ctl := d.listenControl()
+	if ctl != nil {
+		wg.Go(ctl.Serve)
+	}
+	ms := d.listenMetrics()
+	if ms != nil {
+		wg.Go(ms.Serve)
+	}
+	return func() {
+		if ctl != nil {
+			ctl.Close()
+		}
+		if ms != nil {
+			ms.Close()
+		}
+	}
+}
+
 // drive polls the event loop. When ctx ends it stops the intake and asks
 // the loop to drain; when hard ends it returns at once. ctx must be a child
-// of hard.
+// of hard. Each Poll is bounded (see pollOnce), so the watchdog sees the
+// loop's goroutine come back even when nothing happens.
 func (d *Daemon) drive(ctx, hard context.Context, stopIntake func()) error {
 	draining := false
 	for {
-		pollCtx := ctx
+		parent := ctx
 		if draining {
-			pollCtx = hard
+			parent = hard
 		}
+		ev, err := d.pollOnce(parent)
 
-		ev, err := d.loop.Poll(pollCtx)
 		switch {
+		case errors.Is(err, context.DeadlineExceeded) && parent.Err() == nil:
+			continue
 		case errors.Is(err, eventloop.ErrClosed):
 			return nil
 		case err != nil && hard.Err() != nil:
@@ -161,6 +205,7 @@ func (d *Daemon) drive(ctx, hard context.Context, stopIntake func()) error {
 		case err != nil && !draining && ctx.Err() != nil:
 			draining = true
 			d.log.Info("shutting down", "drain_timeout", d.cfg.Shutdown.DrainTimeout)
+			d.notifyStopping()
 			stopIntake()
 			d.loop.Shutdown(d.cfg.Shutdown.DrainTimeout)
 			continue
@@ -171,10 +216,33 @@ func (d *Daemon) drive(ctx, hard context.Context, stopIntake func()) error {
 	}
 }
 
+// pollOnce runs one Poll with a deadline and records the heartbeat.
+//
+// The deadline is probeInterval while connected. Offline it is longer than
+// a backoff wait plus a connect attempt, because a Poll deadline aborts a
+// connect in progress (the loop then retries at once).
+//
+// TODO: a liveness probe in the event loop (a command that the Poll
+// goroutine answers) would avoid both the aborted connects and the slower
+// detection while offline.
+func (d *Daemon) pollOnce(parent context.Context) (eventloop.Event, error) {
+	bound := probeInterval
+	if !d.loop.Stats().Connected {
+		bound = d.cfg.Broker.ConnectTimeout + d.cfg.Reconnect.MaxDelay + probeInterval
+	}
+	d.live.beatLoop(time.Now(), bound)
+	ctx, cancel := context.WithTimeout(parent, bound)
+	defer cancel()
+	ev, err := d.loop.Poll(ctx)
+	d.live.beatLoop(time.Now(), bound)
+	return ev, err
+}
+
 func (d *Daemon) observe(ev eventloop.Event) {
 	switch ev.Kind {
 	case eventloop.EventAcknowledged:
 		o := ev.Outcome
+		d.metrics.ObserveOutcome(*o)
 		switch o.Kind {
 		case eventloop.Failed:
 			d.log.Error("message moved to failed/", "seq", o.Seq, "reason", o.Reason)
@@ -191,14 +259,27 @@ func (d *Daemon) observe(ev eventloop.Event) {
 	}
 }
 
-// listenControl opens the control socket. Without it the daemon still
-// forwards, so a failure is logged rather than returned.
+// listenControl opens the control socket.
 func (d *Daemon) listenControl() *control.Server {
 	srv, err := control.Listen(d.cfg.Control.Socket, controlHandler{d: d}, d.log.With("component", "control"))
 	if err != nil {
 		d.log.Error("control socket unavailable; status and ctl will not work", "socket", d.cfg.Control.Socket, "err", err)
 		return nil
 	}
+	return srv
+}
+
+// listenMetrics binds metrics.listen, if set.
+func (d *Daemon) listenMetrics() *metrics.Server {
+	if d.cfg.Metrics.Listen == "" {
+		return nil
+	}
+	srv, err := metrics.Listen(d.cfg.Metrics.Listen, d.metrics, d.log.With("component", "metrics"))
+	if err != nil {
+		d.log.Error("metrics unavailable", "listen", d.cfg.Metrics.Listen, "err", err)
+		return nil
+	}
+	d.log.Info("serving metrics", "url", "http://"+srv.Addr()+"/metrics")
 	return srv
 }
 

@@ -1,0 +1,158 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mqspool/mqspool/internal/config"
+)
+
+// RepeatWindow is how long an identical warning or error is suppressed
+// after it was logged.
+const RepeatWindow = time.Minute
+
+// maxRepeatKeys bounds the memory of the repeat limiter; older keys are
+// forgotten first once it is reached.
+const maxRepeatKeys = 1024
+
+// NewLogger returns the daemon's logger for cfg, writing to w, with its
+// level held in the returned LevelVar so that a reload can change it.
+// Identical warnings and errors are limited to one per [RepeatWindow].
+func NewLogger(cfg config.Log, w io.Writer) (*slog.Logger, *slog.LevelVar, error) {
+	level, err := config.ParseLevel(cfg.Level)
+	if err != nil {
+		return nil, nil, fmt.Errorf("log.level: %w", err)
+	}
+	lv := new(slog.LevelVar)
+	lv.Set(level)
+	opts := &slog.HandlerOptions{Level: lv}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
+	if cfg.Format == "json" {
+		h = slog.NewJSONHandler(w, opts)
+	}
+	return slog.New(LimitRepeats(h, RepeatWindow)), lv, nil
+}
+
+// LimitRepeats wraps h so that a warning or error identical to one logged
+// less than window ago is dropped. Identical means the same level,
+// message and attributes, so per-message lines with distinct ids all pass
+// while a connect error repeating through an outage is shown once per
+// window. The next line that passes carries suppressed_repeats, the
+// number dropped since.
+func LimitRepeats(h slog.Handler, window time.Duration) slog.Handler {
+	return &repeatHandler{next: h, window: window, state: &repeatState{seen: make(map[string]*repeat)}}
+}
+
+type repeatHandler struct {
+	next   slog.Handler
+	window time.Duration
+	prefix string // the attributes and groups added by WithAttrs and WithGroup
+	state  *repeatState
+}
+
+// repeatState is shared by a handler and the handlers derived from it.
+type repeatState struct {
+	mu   sync.Mutex // guards seen
+	seen map[string]*repeat
+}
+
+type repeat struct {
+	last       time.Time // when the line was last logged
+	suppressed int
+}
+
+func (h *repeatHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.next.Enabled(ctx, l)
+}
+
+func (h *repeatHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level < slog.LevelWarn {
+		return h.next.Handle(ctx, r)
+	}
+	suppressed, ok := h.state.admit(h.key(r), r.Time, h.window)
+	if !ok {
+		return nil
+	}
+	if suppressed > 0 {
+		r = r.Clone()
+		r.AddAttrs(slog.Int("suppressed_repeats", suppressed))
+	}
+	return h.next.Handle(ctx, r)
+}
+
+// key identifies a line by level, message and every attribute.
+func (h *repeatHandler) key(r slog.Record) string {
+	var b strings.Builder
+	b.WriteString(r.Level.String())
+	b.WriteByte('|')
+	b.WriteString(r.Message)
+	b.WriteString(h.prefix)
+	r.Attrs(func(a slog.Attr) bool {
+		b.WriteByte('|')
+		b.WriteString(a.String())
+		return true
+	})
+	return b.String()
+}
+
+// admit reports whether the line with key may be logged at now, and how
+// many identical lines were dropped before it.
+func (s *repeatState) admit(key string, now time.Time, window time.Duration) (int, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	rep, ok := s.seen[key]
+	if ok && now.Sub(rep.last) < window {
+		rep.suppressed++
+		return 0, false
+	}
+	if !ok {
+		s.forgetOld(now, window)
+		rep = &repeat{}
+		s.seen[key] = rep
+	}
+	suppressed := rep.suppressed
+	rep.last, rep.suppressed = now, 0
+	return suppressed, true
+}
+
+// forgetOld drops keys outside the window, and all of them if that is not
+// enough to stay within maxRepeatKeys.
+func (s *repeatState) forgetOld(now time.Time, window time.Duration) {
+	if len(s.seen) < maxRepeatKeys {
+		return
+	}
+	for k, rep := range s.seen {
+		if now.Sub(rep.last) >= window {
+			delete(s.seen, k)
+		}
+	}
+	if len(s.seen) >= maxRepeatKeys {
+		clear(s.seen)
+	}
+}
+
+func (h *repeatHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	c := *h
+	c.next = h.next.WithAttrs(attrs)
+	var b strings.Builder
+	b.WriteString(h.prefix)
+	for _, a := range attrs {
+		b.WriteByte('|')
+		b.WriteString(a.String())
+	}
+	c.prefix = b.String()
+	return &c
+}
+
+func (h *repeatHandler) WithGroup(name string) slog.Handler {
+	c := *h
+	c.next = h.next.WithGroup(name)
+	c.prefix = h.prefix + "|" + name + "."
+	return &c
+}

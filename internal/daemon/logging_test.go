@@ -1,0 +1,89 @@
+package daemon
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLimitRepeats_SuppressesIdenticalWarnings(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(LimitRepeats(slog.NewTextHandler(&buf, nil), time.Hour)).With("component", "eventloop")
+	err := errors.New("connection refused")
+
+	for range 5 {
+		log.Warn("connect failed", "url", "mqtt://a:1883", "err", err)
+	}
+	log.Warn("connect failed", "url", "mqtt://b:1883", "err", err)
+	log.Error("message moved to failed/", "seq", 1)
+	log.Error("message moved to failed/", "seq", 2)
+	for range 3 {
+		log.Info("connecting", "url", "mqtt://a:1883")
+	}
+
+	out := buf.String()
+	if n := strings.Count(out, "url=mqtt://a:1883 err"); n != 1 {
+		t.Errorf("identical warning logged %d times, want 1:\n%s", n, out)
+	}
+	if !strings.Contains(out, "url=mqtt://b:1883") {
+		t.Errorf("warning with another url suppressed:\n%s", out)
+	}
+	if n := strings.Count(out, "message moved to failed/"); n != 2 {
+		t.Errorf("errors with distinct seq logged %d times, want 2:\n%s", n, out)
+	}
+	if n := strings.Count(out, "msg=connecting"); n != 3 {
+		t.Errorf("info lines logged %d times, want 3 (never limited):\n%s", n, out)
+	}
+}
+
+func TestLimitRepeats_CountsSuppressedAfterWindow(t *testing.T) {
+	var buf bytes.Buffer
+	h := LimitRepeats(slog.NewTextHandler(&buf, nil), time.Hour).(*repeatHandler)
+	log := slog.New(h)
+
+	log.Warn("connect failed", "err", "refused")
+	log.Warn("connect failed", "err", "refused")
+	log.Warn("connect failed", "err", "refused")
+	// Age the entry past the window instead of waiting for it.
+	h.state.mu.Lock()
+	for _, rep := range h.state.seen {
+		rep.last = rep.last.Add(-2 * time.Hour)
+	}
+	h.state.mu.Unlock()
+	log.Warn("connect failed", "err", "refused")
+
+	out := buf.String()
+	if n := strings.Count(out, "connect failed"); n != 2 {
+		t.Fatalf("logged %d times, want 2:\n%s", n, out)
+	}
+	if !strings.Contains(out, "suppressed_repeats=2") {
+		t.Errorf("second line lacks suppressed_repeats=2:\n%s", out)
+	}
+}
+
+func TestLiveness_Check(t *testing.T) {
+	var l liveness
+	now := time.Now()
+	l.beatLoop(now, time.Second)
+
+	if err := l.check(now.Add(time.Second)); err != nil {
+		t.Errorf("check within the bound: %v", err)
+	}
+	if err := l.check(now.Add(time.Second + beatGrace + time.Millisecond)); err == nil {
+		t.Error("check past the bound and grace returned nil")
+	}
+	l.pickupEnded.Store(true)
+	if err := l.check(now); err == nil || !strings.Contains(err.Error(), "pickup") {
+		t.Errorf("check after the pickup ended: %v, want an error naming the pickup", err)
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	got := redactURL("mqtts://user:secret@broker:8883")
+	if strings.Contains(got, "secret") {
+		t.Errorf("redactURL kept the password: %s", got)
+	}
+}

@@ -1,0 +1,105 @@
+package daemon
+
+import (
+	"log/slog"
+	"net/url"
+	"reflect"
+
+	"github.com/mqspool/mqspool/internal/config"
+)
+
+// Reload applies the parts of cfg that can change while running: the log
+// level and the throttle. The connection stays up. Keys that need a
+// restart are compared with the running configuration and named in a
+// warning when they differ. A throttle set with "mqspool ctl throttle" is
+// replaced by the file's value.
+//
+// TODO: routes need a pickup method to replace them while it runs, so a
+// changed routes list still needs a restart.
+func (d *Daemon) Reload(cfg *config.Config) {
+	if level, err := config.ParseLevel(cfg.Log.Level); err == nil && d.level != nil {
+		d.level.Set(level)
+	}
+	d.loop.SetThrottle(cfg.Throttle.MessagesPerSecond, float64(cfg.Throttle.BytesPerSecond))
+
+	if keys := restartKeys(d.cfg, cfg); len(keys) > 0 {
+		d.log.Warn("changed settings need a restart to apply", "keys", keys)
+	}
+	d.log.Info("configuration reloaded", "log_level", cfg.Log.Level,
+		"throttle_messages_per_second", cfg.Throttle.MessagesPerSecond,
+		"throttle_bytes_per_second", int64(cfg.Throttle.BytesPerSecond))
+}
+
+// restartKeys names the sections of next that differ from running and are
+// not applied by Reload.
+func restartKeys(running, next *config.Config) []string {
+	sections := []struct {
+		name string
+		a, b any
+	}{
+		{"broker", running.Broker, next.Broker},
+		{"reconnect", running.Reconnect, next.Reconnect},
+		{"publish", running.Publish, next.Publish},
+		{"spool", running.Spool, next.Spool},
+		{"pickup", running.Pickup, next.Pickup},
+		{"routes", running.Routes, next.Routes},
+		{"subscriptions", running.Subscriptions, next.Subscriptions},
+		{"shutdown", running.Shutdown, next.Shutdown},
+		{"control", running.Control, next.Control},
+		{"metrics", running.Metrics, next.Metrics},
+		{"status", running.Status, next.Status},
+		{"log.format", running.Log.Format, next.Log.Format},
+	}
+	var keys []string
+	for _, s := range sections {
+		if !reflect.DeepEqual(s.a, s.b) {
+			keys = append(keys, s.name)
+		}
+	}
+	return keys
+}
+
+// logEffectiveConfig logs the configuration in one line. The password is
+// never logged, only whether one is set, and user information in broker
+// URLs is masked.
+func (d *Daemon) logEffectiveConfig() {
+	c := d.cfg
+	urls := make([]string, len(c.Broker.URLs))
+	for i, raw := range c.Broker.URLs {
+		urls[i] = redactURL(raw)
+	}
+	d.log.Info("effective configuration",
+		slog.Group("broker",
+			"urls", urls, "client_id", d.clientIDValue, "username", c.Broker.Username,
+			"password_set", c.Broker.Password != "" || c.Broker.PasswordFile != "",
+			"password_file", c.Broker.PasswordFile,
+			"tls_ca_file", c.Broker.TLS.CAFile, "tls_cert_file", c.Broker.TLS.CertFile,
+			"tls_server_name", c.Broker.TLS.ServerName, "tls_alpn", c.Broker.TLS.ALPN,
+			"keep_alive", c.Broker.KeepAlive, "session_expiry", c.Broker.SessionExpiry),
+		slog.Group("reconnect", "policy", c.Reconnect.Policy,
+			"min_delay", c.Reconnect.MinDelay, "max_delay", c.Reconnect.MaxDelay),
+		slog.Group("publish", "qos", c.Publish.QoS, "max_inflight", c.Publish.MaxInflight,
+			"ack_timeout", c.Publish.AckTimeout, "topic_prefix", c.Publish.TopicPrefix,
+			"default_topic", c.Publish.DefaultTopic),
+		slog.Group("throttle", "messages_per_second", c.Throttle.MessagesPerSecond,
+			"bytes_per_second", int64(c.Throttle.BytesPerSecond)),
+		slog.Group("spool", "dir", c.Spool.Dir, "db", c.Spool.DB,
+			"max_bytes", int64(c.Spool.MaxBytes), "max_messages", c.Spool.MaxMessages,
+			"overflow", c.Spool.Overflow, "qos0_offline", c.Spool.QoS0Offline),
+		"routes", len(c.Routes),
+		"drain_timeout", c.Shutdown.DrainTimeout,
+		"control_socket", c.Control.Socket,
+		"metrics_listen", c.Metrics.Listen,
+		"status_topic", c.Status.Topic,
+		"log_level", c.Log.Level)
+}
+
+// redactURL masks the password of a URL with user information; a URL that
+// does not parse is replaced as a whole, since it may hold one.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable url)"
+	}
+	return u.Redacted()
+}
