@@ -131,6 +131,8 @@ type Pickup struct {
 	stats Stats
 
 	// The fields below belong to the goroutine running Run.
+	// TODO: queue keeps the name of every waiting file in memory, so a
+	// backlog of millions of files in new/ costs memory in proportion.
 	queue       []string             // files ready for ingest, in arrival order
 	queued      map[string]bool      // members of queue
 	settling    map[string]settleRef // files written in place, not yet settled
