@@ -2,6 +2,7 @@ package eventloop
 
 import (
 	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -119,5 +120,44 @@ func TestBackoff_ConnackRejectionWaitsMaxDelay(t *testing.T) {
 		if gap := accepts[i].Sub(accepts[i-1]); gap < opts.MaxDelay-5*time.Millisecond {
 			t.Errorf("retry %s after a rejection for bad credentials, want the max delay %s", gap, opts.MaxDelay)
 		}
+	}
+}
+
+func TestConnectTimeout_SilentBroker(t *testing.T) {
+	// A listener that accepts and never answers CONNECT.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := make(chan net.Conn, 16)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns <- c
+		}
+	}()
+
+	opts := testOptions(&fakeBroker{ln: ln})
+	opts.ConnectTimeout = 300 * time.Millisecond
+	r := start(t, opts, newMemSource(), &testJournal{}, nil)
+	waitFor(t, 3*time.Second, "timeout error", func() bool { return r.l.Stats().LastError != "" })
+	began := time.Now()
+	r.stop(t)
+	if took := time.Since(began); took > time.Second {
+		t.Errorf("Close took %s during connect attempts, want it to abandon them", took)
+	}
+	if got := r.l.Stats().LastError; !strings.Contains(got, "timed out") {
+		t.Errorf("last error %q, want a connect timeout", got)
+	}
+	ln.Close()
+	<-done
+	close(conns)
+	for c := range conns {
+		c.Close()
 	}
 }

@@ -144,7 +144,9 @@ func New(opts Options, src Source, journal Journal, restored *state.State) (*Loo
 // Poll runs the loop until the next event and returns it. It returns
 // ErrClosed once the loop has ended, and ctx.Err() when ctx is done, in
 // which case Poll may be called again and the loop resumes where it was.
-// Poll must not be called from two goroutines at once.
+// A connect attempt that ctx interrupts is abandoned, and the next Poll
+// starts a new one at once. Poll must not be called from two goroutines at
+// once.
 func (l *Loop) Poll(ctx context.Context) (Event, error) {
 	l.pollMu.Lock()
 	defer l.pollMu.Unlock()

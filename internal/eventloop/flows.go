@@ -218,6 +218,8 @@ func (l *Loop) resendNext() bool {
 
 	req, err := l.src.Load(f.Seq)
 	if err != nil {
+		// TODO: a message the source cannot load is failed, so the journal
+		// gets a ChangeFailed for a message it may no longer hold.
 		l.log.Error("load message to resend", "packet_id", id, "seq", f.Seq, "err", err)
 		l.endFlow(f, state.ChangeFailed, fmt.Sprintf("message could not be loaded for resending: %v", err), 0)
 		return true
