@@ -28,6 +28,7 @@ type publishFlags struct {
 	properties  []string
 	text        string
 	textSet     bool
+	retainSet   bool
 }
 
 func newPublishCommand() *cobra.Command {
@@ -45,6 +46,7 @@ or from --message. The daemon does not need to run.`,
 		Args: maxArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			f.textSet = c.Flags().Changed("message")
+			f.retainSet = c.Flags().Changed("retain")
 			return runPublish(c, &f, args)
 		},
 	}
@@ -72,7 +74,8 @@ func runPublish(c *cobra.Command, f *publishFlags, args []string) error {
 	}
 
 	name := uniqueName()
-	if err := dropMessage(dir, name, m); err != nil {
+	set := format.Fields{Topic: f.topic != "", QoS: f.qos != -1, Retain: f.retainSet}
+	if err := dropMessage(dir, name, m, set); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.OutOrStdout(), "queued new/%s\n", name)
@@ -111,7 +114,7 @@ func (f *publishFlags) message(stdin io.Reader, args []string) (message.Message,
 	}
 	switch {
 	case f.qos == -1:
-		m.QoS = 255
+		// Left to the daemon's routes and publish.qos.
 	case f.qos < 0 || f.qos > 2:
 		return m, fmt.Errorf("--qos %d is invalid: use 0, 1 or 2", f.qos)
 	default:
@@ -156,9 +159,11 @@ func uniqueName() string {
 
 // dropMessage writes m as a .msg file into the spool directory dir the
 // atomic way: tmp/, sync, rename into new/NAME, sync the directory.
-func dropMessage(dir, name string, m message.Message) error {
+// set says which of topic, QoS and retain to write; the daemon's routes and
+// defaults fill in the others.
+func dropMessage(dir, name string, m message.Message, set format.Fields) error {
 	var buf bytes.Buffer
-	if err := format.WriteMsg(&buf, m); err != nil {
+	if err := format.WriteMsgFields(&buf, m, set); err != nil {
 		return fmt.Errorf("encode message: %w", err)
 	}
 	if err := format.WriteFileAtomic(dir, name, buf.Bytes()); err != nil {

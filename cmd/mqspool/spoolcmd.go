@@ -158,7 +158,8 @@ damage may be sent twice.`,
 			}
 			dir := loaded.Config.Spool.Dir
 			copied, skipped, err := spool.Salvage(args[0], func(r spool.Record) error {
-				return dropMessage(dir, fmt.Sprintf("salvage-%020d.msg", r.Seq), r.Message)
+				all := format.Fields{Topic: true, QoS: true, Retain: true}
+				return dropMessage(dir, fmt.Sprintf("salvage-%020d.msg", r.Seq), r.Message, all)
 			})
 			fmt.Fprintf(c.OutOrStdout(), "salvaged %d messages into %s, skipped %d unreadable\n", copied, filepath.Join(dir, "new"), skipped)
 			return err

@@ -134,3 +134,24 @@ func TestWriteMsg_RejectsUnwritable(t *testing.T) {
 		})
 	}
 }
+
+func TestWriteMsgFields_OmitsUnsetHeaders(t *testing.T) {
+	m := message.Message{Topic: "a/b", QoS: 2, Retain: true, Payload: []byte("x")}
+	var buf bytes.Buffer
+	if err := WriteMsgFields(&buf, m, Fields{Topic: true}); err != nil {
+		t.Fatal(err)
+	}
+	got, fields, err := ParseMsg(buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fields.QoS || fields.Retain {
+		t.Errorf("fields = %+v, want QoS and Retain unset", fields)
+	}
+	if !fields.Topic || got.Topic != "a/b" {
+		t.Errorf("topic = %q (set %t), want a/b", got.Topic, fields.Topic)
+	}
+	if string(got.Payload) != "x" {
+		t.Errorf("payload = %q, want x", got.Payload)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -19,10 +20,22 @@ import (
 // break, a leading or trailing space or tab, or a user property key with
 // '='.
 func WriteMsg(w io.Writer, m message.Message, extra ...Header) error {
+	return WriteMsgFields(w, m, Fields{Topic: true, QoS: true, Retain: true}, extra...)
+}
+
+// WriteMsgFields writes m like [WriteMsg], but writes the Topic, QoS and
+// Retain headers only where set marks them as given, so that the reader's
+// routes and defaults fill in the rest.
+func WriteMsgFields(w io.Writer, m message.Message, set Fields, extra ...Header) error {
 	headers, err := msgHeaders(m)
 	if err != nil {
 		return err
 	}
+	headers = slices.DeleteFunc(headers, func(h Header) bool {
+		return (h.Name == HeaderTopic && !set.Topic) ||
+			(h.Name == HeaderQoS && !set.QoS) ||
+			(h.Name == HeaderRetain && !set.Retain)
+	})
 	for _, h := range extra {
 		if !receivedOnly[strings.ToLower(h.Name)] {
 			return fmt.Errorf("extra header %q is not allowed: use Subscription-Identifier, "+
