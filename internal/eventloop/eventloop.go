@@ -75,6 +75,7 @@ type Loop struct {
 	manualOffline bool
 	paused        bool
 	draining      bool
+	birthPending  bool // the birth message waits for the resends to go out
 
 	keepAlive    keepAlive
 	reconnect    timer // backoff before the next connect

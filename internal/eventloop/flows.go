@@ -20,10 +20,14 @@ func (l *Loop) pump() bool {
 }
 
 // pumpOne sends one packet and reports whether to continue. Resends come
-// before anything new.
+// before anything new, the birth message included.
 func (l *Loop) pumpOne() bool {
 	if len(l.resend) > 0 {
 		return l.resendNext()
+	}
+	if l.birthPending {
+		l.publishBirth()
+		return true
 	}
 	if !l.wantsRequests() {
 		return false

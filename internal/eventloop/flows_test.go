@@ -96,9 +96,11 @@ func TestResend_SessionPresentDupSameIDsInOrder(t *testing.T) {
 	})
 	src := newMemSource()
 	src.add(msgs("t", 1, 5)...)
-	r := start(t, testOptions(b), src, &testJournal{}, nil)
+	opts := testOptions(b)
+	opts.Birth = &message.Message{Topic: "status", Payload: []byte("online")}
+	r := start(t, opts, src, &testJournal{}, nil)
 
-	waitFor(t, 5*time.Second, "five publishes", func() bool { return len(b.received(packets.PUBLISH)) == 5 })
+	waitFor(t, 5*time.Second, "five publishes", func() bool { return len(b.received(packets.PUBLISH)) == 6 })
 	r.l.Disconnect()
 	waitFor(t, 5*time.Second, "disconnect", func() bool { return r.countEvents(EventDisconnected) == 1 })
 	src.add(msgs("new", 1, 2)...)
@@ -107,6 +109,12 @@ func TestResend_SessionPresentDupSameIDsInOrder(t *testing.T) {
 
 	var first, second []wirePacket
 	for _, p := range b.received(packets.PUBLISH) {
+		if p.topic == "status" && p.conn == 1 && len(second) < 5 {
+			t.Errorf("birth message sent before the resends")
+		}
+		if p.topic == "status" {
+			continue
+		}
 		if p.conn == 0 {
 			first = append(first, p)
 		} else {

@@ -13,23 +13,29 @@ var (
 
 // keepAlive decides when to send PINGREQ and when the connection is dead.
 //
-// The window timer runs for one keep alive period. It restarts without a
-// ping only when the window saw traffic in both directions: a client that
-// only sends (QoS 0) or only receives still pings every period, so a
-// half-open connection is found from either side. After a PINGREQ the
+// The window timer runs for at most one keep alive period. It restarts
+// without a ping only when the window saw traffic in both directions: a
+// client that only sends (QoS 0) or only receives still pings every
+// period, so a half-open connection is found from either side. A restart
+// ends the next window one period after the older of the last packet sent
+// and the last packet received, not one period after now; otherwise a
+// busy sender whose acknowledgements stopped just after a window began
+// would wait almost two periods before pinging. After a PINGREQ the
 // PINGRESP must come within half a period. Detection therefore takes at
 // most 1.5 periods after the last packet received.
 type keepAlive struct {
+	clock   Clock
 	period  time.Duration // 0: keep alive is off
 	window  timer
 	pingDue timer // runs while a PINGREQ waits for its PINGRESP
 
-	sawIn, sawOut bool
-	pingPending   bool
+	sawIn, sawOut   bool
+	lastIn, lastOut time.Time
+	pingPending     bool
 }
 
 func newKeepAlive(c Clock) keepAlive {
-	return keepAlive{window: timer{clock: c}, pingDue: timer{clock: c}}
+	return keepAlive{clock: c, window: timer{clock: c}, pingDue: timer{clock: c}}
 }
 
 // start arms the window for a new connection.
@@ -47,8 +53,15 @@ func (k *keepAlive) stop() {
 	k.sawIn, k.sawOut, k.pingPending = false, false, false
 }
 
-func (k *keepAlive) sent()     { k.sawOut = true }
-func (k *keepAlive) received() { k.sawIn = true }
+func (k *keepAlive) sent() {
+	k.sawOut = true
+	k.lastOut = k.clock.Now()
+}
+
+func (k *keepAlive) received() {
+	k.sawIn = true
+	k.lastIn = k.clock.Now()
+}
 
 // pingresp records the answer to the outstanding PINGREQ.
 func (k *keepAlive) pingresp() {
@@ -65,12 +78,27 @@ func (k *keepAlive) windowEnded() (ping bool, err error) {
 	}
 	ping = !(k.sawIn && k.sawOut)
 	k.sawIn, k.sawOut = false, false
-	k.window.arm(k.period)
+	k.window.arm(k.nextWindow(ping))
 	if ping {
 		k.pingPending = true
 		k.pingDue.arm(k.period / 2)
 	}
 	return ping, nil
+}
+
+// nextWindow returns the length of the next window: a full period after a
+// ping, else a period counted from the older of the last packets sent and
+// received.
+func (k *keepAlive) nextWindow(ping bool) time.Duration {
+	if ping {
+		return k.period
+	}
+	oldest := k.lastIn
+	if k.lastOut.Before(oldest) {
+		oldest = k.lastOut
+	}
+	d := k.period - k.clock.Now().Sub(oldest)
+	return max(d, time.Millisecond)
 }
 
 // timer is a [Timer] that may be unarmed. Its channel is nil while

@@ -42,7 +42,7 @@ func (l *Loop) connected(c *connection, ack *connackPacket, cleanStart bool) {
 	if !ack.SessionPresent {
 		l.subscribe()
 	}
-	l.publishBirth()
+	l.birthPending = l.opts.Birth != nil
 	l.emit(Event{Kind: EventConnected, Connected: &Connected{
 		URL:               c.url,
 		SessionPresent:    ack.SessionPresent,
@@ -144,9 +144,7 @@ func (l *Loop) onSuback(p *subackPacket) {
 // publishBirth publishes the birth message as QoS 1 retained, within the
 // broker's limits. It is not journaled: the next connection sends it again.
 func (l *Loop) publishBirth() {
-	if l.opts.Birth == nil {
-		return
-	}
+	l.birthPending = false
 	m := *l.opts.Birth
 	m.QoS, m.Retain = 1, true
 	l.fitLimits(&m)
