@@ -244,6 +244,8 @@ func (d *Daemon) observe(ev eventloop.Event) {
 		o := ev.Outcome
 		d.metrics.ObserveOutcome(*o)
 		switch o.Kind {
+		case eventloop.Delivered:
+			d.log.Debug("message acknowledged", "seq", o.Seq, "latency_ms", o.Latency.Milliseconds())
 		case eventloop.Failed:
 			d.log.Error("message moved to failed/", "seq", o.Seq, "reason", o.Reason)
 		case eventloop.Expired:

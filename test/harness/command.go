@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os/exec"
 	"testing"
+	"time"
 )
 
 // Command runs the mqspool binary with args and returns its combined
@@ -25,4 +26,17 @@ func Command(t testing.TB, args ...string) (string, int) {
 func (d *Daemon) Ctl(args ...string) (string, int) {
 	d.t.Helper()
 	return Command(d.t, append(args, "--socket", d.Socket)...)
+}
+
+// WaitEvery polls cond every interval until it holds or timeout passes.
+// Use it in place of WaitFor when cond starts a process.
+func WaitEvery(t testing.TB, timeout, interval time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(interval)
+	}
 }

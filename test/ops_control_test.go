@@ -1,0 +1,199 @@
+package test
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+
+	"github.com/mqspool/mqspool/test/harness"
+)
+
+// opsPackets returns the packets of type typ in direction dir that the
+// proxy saw after since.
+func opsPackets(p *harness.Proxy, dir harness.Direction, typ byte, since time.Time) []harness.Packet {
+	var out []harness.Packet
+	for _, pk := range p.Packets() {
+		if pk.Dir == dir && pk.Type == typ && pk.At.After(since) {
+			out = append(out, pk)
+		}
+	}
+	return out
+}
+
+// opsStatus runs "mqspool status --json" and decodes it.
+func opsStatus(t *testing.T, d *harness.Daemon) map[string]any {
+	t.Helper()
+	out, code := d.Ctl("status", "--json")
+	if code != 0 {
+		t.Fatalf("status exited %d:\n%s", code, out)
+	}
+	var st map[string]any
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status --json output is not JSON: %v\n%s", err, out)
+	}
+	return st
+}
+
+// opsWait polls a condition that runs the binary, at a pace that leaves
+// the machine to the daemon.
+func opsWait(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	harness.WaitEvery(t, 15*time.Second, 150*time.Millisecond, what, cond)
+}
+
+// opsCtl runs a ctl command and fails the test unless it exits 0.
+func opsCtl(t *testing.T, d *harness.Daemon, args ...string) {
+	t.Helper()
+	if out, code := d.Ctl(append([]string{"ctl"}, args...)...); code != 0 {
+		t.Fatalf("ctl %v exited %d:\n%s", args, code, out)
+	}
+}
+
+// opsDropMsgs drops n .msg files on topic.
+func opsDropMsgs(d *harness.Daemon, topic string, n int) {
+	for i := range n {
+		body := fmt.Sprintf("Topic: %s\nQoS: 1\n\nmsg-%04d", topic, i)
+		d.Drop(fmt.Sprintf("%s-%04d.msg", strings.ReplaceAll(topic, "/", "_"), i), []byte(body))
+	}
+}
+
+// TestOpsControl_PauseStatusResume pauses a forwarding daemon, checks that
+// nothing is published while keep alive continues and that status shows
+// the queue, then resumes and checks everything arrives.
+func TestOpsControl_PauseStatusResume(t *testing.T) {
+	b := harness.StartBroker(t, "")
+	proxy := harness.StartProxy(t, b.Addr())
+	sub := harness.Subscribe(t, b.Addr(), "ctl/#", 1)
+	d := harness.NewDaemon(t, proxy.URL(), "broker:\n  urls: ["+proxy.URL()+"]\n  client_id: mqspool-t\n  keep_alive: 2s\n")
+	d.DumpOnFailure()
+	d.Start()
+	opsWait(t, "connected", func() bool { return opsStatus(t, d)["connected"] == true })
+
+	opsCtl(t, d, "pause")
+	pausedAt := time.Now()
+	opsDropMsgs(d, "ctl/a", 5)
+	opsWait(t, "5 queued messages in status", func() bool {
+		return opsStatus(t, d)["queue_messages"] == 5.0
+	})
+	harness.WaitFor(t, 10*time.Second, "a PINGREQ while paused", func() bool {
+		return len(opsPackets(proxy, harness.ToBroker, packets.PINGREQ, pausedAt)) > 0
+	})
+
+	st := opsStatus(t, d)
+	if st["paused"] != true {
+		t.Errorf("status paused = %v, want true", st["paused"])
+	}
+	if st["broker"] != proxy.URL() {
+		t.Errorf("status broker = %v, want %s", st["broker"], proxy.URL())
+	}
+	if st["client_id"] != "mqspool-t" {
+		t.Errorf("status client_id = %v, want mqspool-t", st["client_id"])
+	}
+	if st["inflight"] != 0.0 {
+		t.Errorf("status inflight = %v while paused, want 0", st["inflight"])
+	}
+	if n := len(opsPackets(proxy, harness.ToBroker, packets.PUBLISH, pausedAt)); n != 0 {
+		t.Errorf("%d PUBLISH packets while paused, want 0", n)
+	}
+	out, _ := d.Ctl("status")
+	for _, want := range []string{"connected to " + proxy.URL(), "5 messages", "paused:          true"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status output lacks %q:\n%s", want, out)
+		}
+	}
+
+	opsCtl(t, d, "resume")
+	sub.WaitCount(5, 10*time.Second)
+	opsWait(t, "an empty queue in status", func() bool {
+		st := opsStatus(t, d)
+		return st["queue_messages"] == 0.0 && st["acknowledged"] == 5.0
+	})
+}
+
+// TestOpsControl_Throttle checks that ctl throttle holds the publish rate
+// within 10 percent over a few seconds.
+func TestOpsControl_Throttle(t *testing.T) {
+	const rate, total = 30.0, 90
+	b := harness.StartBroker(t, "")
+	proxy := harness.StartProxy(t, b.Addr())
+	sub := harness.Subscribe(t, b.Addr(), "thr/#", 1)
+	d := harness.NewDaemon(t, proxy.URL(), "")
+	d.DumpOnFailure()
+	d.Start()
+	opsWait(t, "connected", func() bool { return opsStatus(t, d)["connected"] == true })
+
+	opsCtl(t, d, "throttle", "30/s")
+	if st := opsStatus(t, d); st["throttle"] != "30/s" {
+		t.Errorf("status throttle = %v, want 30/s", st["throttle"])
+	}
+	start := time.Now()
+	var lines strings.Builder
+	for i := range total {
+		fmt.Fprintf(&lines, `{"topic":"thr/x","payload":"m%03d"}`+"\n", i)
+	}
+	d.Drop("batch.jsonl", []byte(lines.String()))
+	sub.WaitCount(total, 20*time.Second)
+
+	pubs := opsPackets(proxy, harness.ToBroker, packets.PUBLISH, start)
+	if len(pubs) != total {
+		t.Fatalf("%d PUBLISH packets, want %d", len(pubs), total)
+	}
+	// The limiter's burst lets the first few out at once; measure the
+	// steady rate after them.
+	const skip = 10
+	span := pubs[total-1].At.Sub(pubs[skip].At).Seconds()
+	got := float64(total-1-skip) / span
+	if got < rate*0.9 || got > rate*1.1 {
+		t.Errorf("publish rate %.1f/s over %.1fs, want %.0f/s within 10%%", got, span, rate)
+	}
+
+	opsCtl(t, d, "throttle", "off")
+	if st := opsStatus(t, d); st["throttle"] != "off" {
+		t.Errorf("status throttle after off = %v, want off", st["throttle"])
+	}
+}
+
+// TestOpsControl_Reconnect checks that ctl reconnect makes a new CONNECT.
+func TestOpsControl_Reconnect(t *testing.T) {
+	b := harness.StartBroker(t, "")
+	proxy := harness.StartProxy(t, b.Addr())
+	d := harness.NewDaemon(t, proxy.URL(), "")
+	d.DumpOnFailure()
+	d.Start()
+	opsWait(t, "connected", func() bool { return opsStatus(t, d)["connected"] == true })
+
+	before := time.Now()
+	opsCtl(t, d, "reconnect")
+	harness.WaitFor(t, 10*time.Second, "a new CONNECT after ctl reconnect", func() bool {
+		return len(opsPackets(proxy, harness.ToBroker, packets.CONNECT, before)) == 1
+	})
+	opsWait(t, "connected again", func() bool {
+		st := opsStatus(t, d)
+		return st["connected"] == true && st["reconnects"] == 1.0
+	})
+	if n := len(opsPackets(proxy, harness.ToBroker, packets.DISCONNECT, before)); n != 1 {
+		t.Errorf("%d DISCONNECT packets before the reconnect, want 1", n)
+	}
+}
+
+// TestOpsControl_NoDaemon checks that status and ctl exit 1 when nothing
+// listens on the socket.
+func TestOpsControl_NoDaemon(t *testing.T) {
+	sock := t.TempDir() + "/none.sock"
+	for _, args := range [][]string{{"status"}, {"status", "--json"}, {"ctl", "pause"}, {"ctl", "throttle", "5/s"}} {
+		out, code := harness.Command(t, append(args, "--socket", sock)...)
+		if code != 1 {
+			t.Errorf("%v exited %d, want 1:\n%s", args, code, out)
+		}
+		if !strings.Contains(out, "no mqspool daemon is listening") {
+			t.Errorf("%v output does not say no daemon listens:\n%s", args, out)
+		}
+	}
+	if out, code := harness.Command(t, "ctl", "throttle", "fast", "--socket", sock); code != 2 {
+		t.Errorf("ctl throttle fast exited %d, want 2 (invalid usage):\n%s", code, out)
+	}
+}
