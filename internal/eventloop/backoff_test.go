@@ -1,8 +1,11 @@
 package eventloop
 
 import (
+	"context"
+	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -64,11 +67,18 @@ func TestBackoff_AttemptsSpacedAndJittered(t *testing.T) {
 
 	opts := testOptions(&fakeBroker{ln: ln})
 	opts.MinDelay, opts.MaxDelay = 100*time.Millisecond, 400*time.Millisecond
+	lines := &countingHandler{}
+	opts.Logger = slog.New(lines)
 	r := start(t, opts, newMemSource(), &testJournal{}, nil)
 	time.Sleep(2 * time.Second)
 	r.stop(t)
 	ln.Close()
 	<-done
+
+	// One line per failed attempt, plus the line when the loop stops.
+	if n := int(lines.n.Load()); n > len(accepts)+2 {
+		t.Errorf("%d log lines at info or above for %d attempts, want at most one per attempt", n, len(accepts))
+	}
 
 	if len(accepts) < 4 || len(accepts) > 15 {
 		t.Fatalf("%d attempts in 2 s, want between 4 and 15 with delays of 100ms to 400ms", len(accepts))
@@ -161,3 +171,18 @@ func TestConnectTimeout_SilentBroker(t *testing.T) {
 		c.Close()
 	}
 }
+
+// countingHandler counts log records at info level or above.
+type countingHandler struct{ n atomic.Int64 }
+
+func (h *countingHandler) Enabled(_ context.Context, level slog.Level) bool {
+	return level >= slog.LevelInfo
+}
+
+func (h *countingHandler) Handle(context.Context, slog.Record) error {
+	h.n.Add(1)
+	return nil
+}
+
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler      { return h }

@@ -187,18 +187,22 @@ func (l *Loop) dropConnection(cause error, graceful bool) {
 		reason = &normal
 	}
 	l.closeConn(reason)
-	l.log.Warn("disconnected", "url", url, "err", cause)
 	l.stats.update(func(s *Stats) { s.LastError = cause.Error() })
 	l.emit(Event{Kind: EventDisconnected, Err: cause})
 
 	switch {
 	case l.draining:
+		l.log.Warn("disconnected while draining", "url", url, "err", cause)
 		l.finish()
 	case l.manualOffline || errors.Is(cause, errDisconnectRequested):
 		// Disconnect or Reconnect decides what comes next, under any policy.
+		l.log.Info("disconnected", "url", url, "err", cause)
 	case l.opts.Reconnect == ReconnectNever:
+		l.log.Warn("disconnected, not reconnecting", "url", url, "err", cause)
 		l.finish()
 	default:
-		l.scheduleReconnect(l.backoff.next())
+		delay := l.backoff.next()
+		l.log.Warn("disconnected, reconnecting", "url", url, "err", cause, "backoff_ms", delay.Milliseconds())
+		l.scheduleReconnect(delay)
 	}
 }

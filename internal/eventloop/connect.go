@@ -59,9 +59,9 @@ func (l *Loop) stepOffline(ctx context.Context) {
 	}
 }
 
-// scheduleReconnect arms the backoff timer and logs the attempt to come.
+// scheduleReconnect arms the backoff timer. Callers log the delay with the
+// cause, so each attempt costs one log line.
 func (l *Loop) scheduleReconnect(d time.Duration) {
-	l.log.Info("reconnecting", "backoff_ms", d.Milliseconds(), "url", l.opts.URLs[l.urlIndex])
 	l.reconnect.arm(d)
 }
 
@@ -69,7 +69,7 @@ func (l *Loop) scheduleReconnect(d time.Duration) {
 func (l *Loop) attempt(ctx context.Context) {
 	url := l.opts.URLs[l.urlIndex]
 	cleanStart := !l.session
-	l.log.Info("connecting", "url", url, "clean_start", cleanStart)
+	l.log.Debug("connecting", "url", url, "clean_start", cleanStart)
 
 	conn, ack, err := l.open(ctx, url, cleanStart)
 	if err != nil {
@@ -100,13 +100,12 @@ func (l *Loop) connectFailed(ctx context.Context, url string, err error) {
 		l.fail(fmt.Errorf("connect to %s: %w", url, err))
 		return
 	}
-	l.log.Warn("connect failed", "url", url, "err", err)
-
 	delay := l.backoff.next()
 	var rejected *connackError
 	if errors.As(err, &rejected) && connackWaitsMaxDelay(rejected.code) {
 		delay = l.opts.MaxDelay
 	}
+	l.log.Warn("connect failed", "url", url, "err", err, "backoff_ms", delay.Milliseconds(), "next_url", l.opts.URLs[l.urlIndex])
 	l.scheduleReconnect(delay)
 }
 
