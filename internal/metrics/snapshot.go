@@ -29,7 +29,8 @@ type snapshotCollector struct {
 
 	queueMessages, queueBytes, oldestAge       desc
 	ingested, ingestedFiles, published, acked  desc
-	failed, dropped, expired, downgraded       desc
+	movedFailed, failed, dropped, expired      desc
+	downgraded                                 desc
 	inflight, reconnects, connected, paused    desc
 	failedFiles, diskPressure, waiting, expiry desc
 }
@@ -44,7 +45,8 @@ func newSnapshotCollector(src Sources) *snapshotCollector {
 		ingestedFiles: counter("mqspool_ingested_files_total", "Files taken from the spool directory."),
 		published:     counter("mqspool_published_packets_total", "PUBLISH packets written to the broker, resends included."),
 		acked:         counter("mqspool_acknowledged_messages_total", "Messages the broker accepted (QoS 0: written)."),
-		failed:        counter("mqspool_failed_messages_total", "Files and messages moved to failed/, by stage: ingest (bad input) or broker (rejected or too large).", "stage"),
+		movedFailed:   counter("mqspool_moved_to_failed_total", "Files and messages moved to failed/ for any reason: bad input at ingest, rejected by the broker or too large for it."),
+		failed:        counter("mqspool_broker_failed_messages_total", "Messages the broker rejected for good or that were too large for it; each was also moved to failed/."),
 		dropped:       counter("mqspool_dropped_messages_total", "Messages dropped, by reason: qos0_offline, or overflow (spool.overflow drop-oldest, counted since the database was created).", "reason"),
 		expired:       counter("mqspool_expired_messages_total", "Messages whose Message Expiry Interval passed before they were sent."),
 		downgraded:    counter("mqspool_downgraded_messages_total", "Messages sent with a lower QoS or without retain to fit the broker's limits."),
@@ -62,7 +64,7 @@ func newSnapshotCollector(src Sources) *snapshotCollector {
 func (c *snapshotCollector) all() []desc {
 	return []desc{
 		c.queueMessages, c.queueBytes, c.oldestAge, c.ingested, c.ingestedFiles,
-		c.published, c.acked, c.failed, c.dropped, c.expired, c.downgraded,
+		c.published, c.acked, c.movedFailed, c.failed, c.dropped, c.expired, c.downgraded,
 		c.inflight, c.reconnects, c.connected, c.paused, c.failedFiles,
 		c.diskPressure, c.waiting, c.expiry,
 	}
@@ -96,8 +98,8 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	emit(c.ingestedFiles, float64(ps.FilesIngested))
 	emit(c.published, float64(ls.Published))
 	emit(c.acked, float64(ls.Acked))
-	emit(c.failed, float64(ps.FilesFailed), "ingest")
-	emit(c.failed, float64(ls.Failed), "broker")
+	emit(c.movedFailed, float64(ps.FilesFailed))
+	emit(c.failed, float64(ls.Failed))
 	emit(c.dropped, float64(ls.Dropped), "qos0_offline")
 	emit(c.dropped, float64(ss.Dropped), "overflow")
 	emit(c.expired, float64(ls.Expired))
