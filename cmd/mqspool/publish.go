@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -73,6 +74,9 @@ func runPublish(c *cobra.Command, f *publishFlags, args []string) error {
 		return err
 	}
 
+	if err := ensureSpoolDir(dir); err != nil {
+		return err
+	}
 	name := uniqueName()
 	set := format.Fields{Topic: f.topic != "", QoS: f.qos != -1, Retain: f.retainSet}
 	if err := dropMessage(dir, name, m, set); err != nil {
@@ -168,6 +172,23 @@ func dropMessage(dir, name string, m message.Message, set format.Fields) error {
 	}
 	if err := format.WriteFileAtomic(dir, name, buf.Bytes()); err != nil {
 		return fmt.Errorf("drop message into %s: %w", dir, err)
+	}
+	return nil
+}
+
+// ensureSpoolDir checks that the spool directory exists and creates its
+// tmp/ and new/ when missing, as the daemon would at start. A missing spool
+// directory is an error: it is far more often a wrong path than a first
+// run.
+func ensureSpoolDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil || !fi.IsDir() {
+		return fmt.Errorf("spool directory %s not found: check spool.dir or --spool-dir, or start the daemon once to create it", dir)
+	}
+	for _, sub := range []string{"tmp", "new"} {
+		if err := format.MkdirAllSync(filepath.Join(dir, sub)); err != nil {
+			return fmt.Errorf("create %s in the spool directory: %w", sub, err)
+		}
 	}
 	return nil
 }

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mqspool/mqspool/internal/format"
+	"github.com/mqspool/mqspool/internal/spool"
+)
+
+// run executes the command line and returns the exit status, stdout and
+// stderr.
+func run(t *testing.T, stdin string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := execute(args, strings.NewReader(stdin), &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+// testConfig writes a valid config into a temporary directory.
+func testConfig(t *testing.T, extra string) (file, dir string) {
+	t.Helper()
+	dir = t.TempDir()
+	file = filepath.Join(dir, "mqspool.yaml")
+	text := "broker:\n  urls: [mqtt://127.0.0.1:1883]\n" +
+		"spool:\n  dir: " + filepath.Join(dir, "spool") + "\n  db: " + filepath.Join(dir, "spool.db") + "\n" +
+		"control:\n  socket: " + filepath.Join(dir, "ctl.sock") + "\n" + extra
+	if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "spool"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return file, dir
+}
+
+func TestVersion_Prints(t *testing.T) {
+	code, out, _ := run(t, "", "version")
+	if code != exitOK || !strings.HasPrefix(out, "mqspool ") {
+		t.Errorf("version: code %d, output %q", code, out)
+	}
+}
+
+func TestConfigValidate_ExitCodes(t *testing.T) {
+	good, _ := testConfig(t, "")
+	if code, out, errOut := run(t, "", "config", "validate", "--config", good); code != exitOK {
+		t.Errorf("valid config: code %d, stdout %q, stderr %q", code, out, errOut)
+	}
+
+	bad, _ := testConfig(t, "publish:\n  qos: 5\n")
+	code, _, errOut := run(t, "", "config", "validate", "--config", bad)
+	if code != exitUsage {
+		t.Errorf("invalid config: code %d, want %d", code, exitUsage)
+	}
+	if !strings.Contains(errOut, "publish.qos") {
+		t.Errorf("error %q does not name publish.qos", errOut)
+	}
+
+	code, _, _ = run(t, "", "config", "validate", "--config", "/nonexistent.yaml")
+	if code != exitUsage {
+		t.Errorf("missing config file: code %d, want %d", code, exitUsage)
+	}
+}
+
+func TestConfigPrint_HidesPassword(t *testing.T) {
+	file, _ := testConfig(t, "")
+	t.Setenv("MQSPOOL_BROKER_PASSWORD", "hunter2")
+	code, out, _ := run(t, "", "config", "print", "--config", file)
+	if code != exitOK {
+		t.Fatalf("code %d", code)
+	}
+	if strings.Contains(out, "hunter2") {
+		t.Errorf("config print shows the password:\n%s", out)
+	}
+	if !strings.Contains(out, "broker.keep_alive:") || !strings.Contains(out, "# default") {
+		t.Errorf("config print lacks keys or sources:\n%s", out)
+	}
+}
+
+func TestUsage_BadFlagExits2(t *testing.T) {
+	if code, _, _ := run(t, "", "run", "--no-such-flag"); code != exitUsage {
+		t.Errorf("unknown flag: code %d, want %d", code, exitUsage)
+	}
+	if code, _, _ := run(t, "", "version", "extra"); code != exitUsage {
+		t.Errorf("extra argument: code %d, want %d", code, exitUsage)
+	}
+}
+
+func TestPublish_WritesMsgFile(t *testing.T) {
+	file, dir := testConfig(t, "")
+	code, out, errOut := run(t, "payload from stdin", "publish", "--config", file,
+		"--topic", "a/b", "--qos", "2", "--property", "k=v=w", "--property", "k=2", "--content-type", "text/plain", "-")
+	if code != exitOK {
+		t.Fatalf("publish: code %d, stderr %q", code, errOut)
+	}
+	name := strings.TrimSpace(strings.TrimPrefix(out, "queued new/"))
+	data, err := os.ReadFile(filepath.Join(dir, "spool", "new", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, fields, err := format.ParseMsg(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Topic != "a/b" || m.QoS != 2 || string(m.Payload) != "payload from stdin" || m.ContentType != "text/plain" {
+		t.Errorf("message = %+v", m)
+	}
+	if fields.Retain {
+		t.Errorf("retain header written without --retain")
+	}
+	if len(m.UserProperties) != 2 || m.UserProperties[0].Value != "v=w" {
+		t.Errorf("user properties = %+v", m.UserProperties)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(dir, "spool", "tmp")); len(entries) != 0 {
+		t.Errorf("tmp/ not empty after publish: %v", entries)
+	}
+}
+
+func TestPublish_LeavesQoSToDaemon(t *testing.T) {
+	file, dir := testConfig(t, "")
+	code, out, _ := run(t, "", "publish", "--config", file, "--topic", "a/b", "--message", "x")
+	if code != exitOK {
+		t.Fatalf("code %d", code)
+	}
+	name := strings.TrimSpace(strings.TrimPrefix(out, "queued new/"))
+	data, _ := os.ReadFile(filepath.Join(dir, "spool", "new", name))
+	if _, fields, err := format.ParseMsg(data); err != nil || fields.QoS {
+		t.Errorf("QoS header written without --qos (err %v):\n%s", err, data)
+	}
+}
+
+func TestPublish_BadInputExits2(t *testing.T) {
+	file, _ := testConfig(t, "")
+	cases := map[string][]string{
+		"wildcard topic": {"--topic", "a/#", "--message", "x"},
+		"qos 3":          {"--qos", "3", "--message", "x"},
+		"bad property":   {"--property", "novalue", "--message", "x"},
+		"no payload":     {"--topic", "a"},
+		"two payloads":   {"--message", "x", "file.txt"},
+	}
+	for name, args := range cases {
+		t.Run(name, func(t *testing.T) {
+			code, _, errOut := run(t, "", append([]string{"publish", "--config", file}, args...)...)
+			if code != exitUsage {
+				t.Errorf("code %d, want %d (stderr %q)", code, exitUsage, errOut)
+			}
+		})
+	}
+}
+
+func TestPublish_MissingSpoolDirExits1(t *testing.T) {
+	code, _, errOut := run(t, "", "publish", "--spool-dir", "/nonexistent/spool", "--topic", "a", "--message", "x")
+	if code != exitFailure || !strings.Contains(errOut, "/nonexistent/spool not found") {
+		t.Errorf("code %d, stderr %q; want 1 and the path", code, errOut)
+	}
+}
+
+func TestStatus_NoDaemonExits1(t *testing.T) {
+	file, _ := testConfig(t, "")
+	code, _, errOut := run(t, "", "status", "--config", file)
+	if code != exitFailure {
+		t.Errorf("code %d, want %d", code, exitFailure)
+	}
+	if !strings.Contains(errOut, "no mqspool daemon is listening") {
+		t.Errorf("stderr %q does not say no daemon listens", errOut)
+	}
+	if code, _, _ := run(t, "", "ctl", "pause", "--config", file); code != exitFailure {
+		t.Errorf("ctl pause without daemon: code %d, want %d", code, exitFailure)
+	}
+	if code, _, _ := run(t, "", "ctl", "throttle", "fast", "--config", file); code != exitUsage {
+		t.Errorf("ctl throttle with a bad rate: code %d, want %d", code, exitUsage)
+	}
+}
+
+func TestSpool_StatsAndLockedDatabase(t *testing.T) {
+	file, dir := testConfig(t, "")
+	sp, err := spool.Open(spool.Options{Path: filepath.Join(dir, "spool.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := run(t, "", "spool", "stats", "--config", file)
+	if code != exitFailure || !strings.Contains(errOut, "stop the daemon") {
+		t.Errorf("stats on a held database: code %d, stderr %q; want 1 and a hint", code, errOut)
+	}
+	sp.Close()
+
+	code, out, errOut := run(t, "", "spool", "stats", "--config", file)
+	if code != exitOK || !strings.Contains(out, "messages:  0") {
+		t.Errorf("stats: code %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+func TestSpool_RequeueFailed(t *testing.T) {
+	file, dir := testConfig(t, "")
+	failed := filepath.Join(dir, "spool", "failed", "site1")
+	if err := os.MkdirAll(failed, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(failed, "r.json"), []byte("{}"), 0o644)
+	os.WriteFile(filepath.Join(failed, "r.json.reason"), []byte("why"), 0o644)
+	os.MkdirAll(filepath.Join(dir, "spool", "new"), 0o755)
+
+	code, out, errOut := run(t, "", "spool", "requeue-failed", "--config", file)
+	if code != exitOK || !strings.Contains(out, "requeued 1 files") {
+		t.Fatalf("code %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "spool", "new", "site1", "r.json")); err != nil {
+		t.Errorf("file not back in new/: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(failed, "r.json.reason")); !os.IsNotExist(err) {
+		t.Errorf("reason file left behind: %v", err)
+	}
+}
