@@ -6,7 +6,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 FUZZTIME  ?= 30s
 
-.PHONY: help build test test-short vet fmt cover fuzz cross demo check clean deps
+.PHONY: help build test test-short vet fmt cover fuzz cross demo check clean deps bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ demo: deps build ## run mqspool end to end against a local mosquitto
 	scripts/demo.sh $(BIN)
 
 check: fmt vet cross test ## everything CI runs
+
+bench: deps ## measure against mosquitto_pub and Go clients into docs/benchmarks.md (minutes; BENCH_SCALE=small for a quick check)
+	cd bench && BENCH_SCALE=$(or $(BENCH_SCALE),full) $(GO) run . -out ../docs/benchmarks.md
 
 clean: ## remove build output
 	rm -rf bin cover.out cover.html

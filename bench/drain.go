@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// payloadSizes are the message sizes every drain is measured with.
+var payloadSizes = []int{100, 1024}
+
+// maxInflight is the window of every contender: mqspool's default
+// publish.max_inflight and mosquitto_pub -M.
+const maxInflight = 1000
+
+// runDrain measures mqspool draining a prefilled spool against
+// mosquitto_pub at QoS 1 and 2, for each payload size.
+func runDrain(e *env, r *report) error {
+	for _, qos := range []byte{1, 2} {
+		for _, size := range payloadSizes {
+			own, err := drainMqspool(e, qos, size)
+			if err != nil {
+				return err
+			}
+			ref, err := drainMosquittoPub(e, qos, size)
+			if err != nil {
+				return err
+			}
+			r.addDrain(qos, size, own, ref)
+		}
+	}
+	return nil
+}
+
+// rate is a count of messages delivered in a time.
+type rate struct {
+	Messages int64
+	Elapsed  time.Duration
+	// Bounded is set when the run stopped at its time bound before
+	// every message arrived.
+	Bounded bool
+}
+
+func (r rate) perSecond() float64 {
+	if r.Elapsed <= 0 {
+		return 0
+	}
+	return float64(r.Messages) / r.Elapsed.Seconds()
+}
+
+// drainMqspool prefills a spool with Drain messages and times the real
+// daemon from its start until the subscriber has them all.
+func drainMqspool(e *env, qos byte, size int) (rate, error) {
+	root, err := e.dir(fmt.Sprintf("drain-q%d-%d", qos, size))
+	if err != nil {
+		return rate{}, err
+	}
+	d, err := newDaemon(root, e.broker.url(), e.clientID("mqspool"))
+	if err != nil {
+		return rate{}, err
+	}
+	n := e.sizes.Drain
+	if err := prefill(d.db, n, size, qos); err != nil {
+		return rate{}, err
+	}
+	e.sub.reset()
+	if err := d.start(e.bin, false); err != nil {
+		return rate{}, err
+	}
+	last, werr := e.sub.wait(int64(n), e.sizes.Wait)
+	serr := d.stop()
+	if werr != nil {
+		return rate{}, fmt.Errorf("mqspool drain QoS %d, %d B: %w (daemon log in %s)", qos, size, werr, root)
+	}
+	if serr != nil {
+		return rate{}, fmt.Errorf("stop mqspool after drain: %w", serr)
+	}
+	logf("mqspool QoS %d %d B: %d in %s", qos, size, n, last.Sub(d.started))
+	return rate{Messages: int64(n), Elapsed: last.Sub(d.started)}, nil
+}
+
+// drainMosquittoPub sends Drain messages through mosquitto_pub -l in runs
+// of at most PubChunk lines and adds up the times until each run's lines
+// arrived.
+func drainMosquittoPub(e *env, qos byte, size int) (rate, error) {
+	dir, err := e.dir(fmt.Sprintf("pub-q%d-%d", qos, size))
+	if err != nil {
+		return rate{}, err
+	}
+	var total rate
+	for left := e.sizes.Drain; left > 0; left -= e.sizes.PubChunk {
+		lines := min(left, e.sizes.PubChunk)
+		r, err := pubChunk(e, dir, qos, size, lines)
+		if err != nil {
+			return rate{}, err
+		}
+		total.Messages += r.Messages
+		total.Elapsed += r.Elapsed
+	}
+	logf("mosquitto_pub QoS %d %d B: %d in %s", qos, size, total.Messages, total.Elapsed)
+	return total, nil
+}
+
+func pubChunk(e *env, dir string, qos byte, size, lines int) (rate, error) {
+	input := filepath.Join(dir, fmt.Sprintf("lines-%d.txt", lines))
+	line := append(bytes.Repeat([]byte("p"), size), '\n')
+	if err := os.WriteFile(input, bytes.Repeat(line, lines), 0o644); err != nil {
+		return rate{}, fmt.Errorf("write %s: %w", input, err)
+	}
+	in, err := os.Open(input)
+	if err != nil {
+		return rate{}, fmt.Errorf("open %s: %w", input, err)
+	}
+	defer in.Close()
+
+	cmd := exec.Command("mosquitto_pub", "-h", "127.0.0.1", "-p", strconv.Itoa(e.broker.port),
+		"-V", "5", "-q", strconv.Itoa(int(qos)), "-M", strconv.Itoa(maxInflight),
+		"-i", e.clientID("pub"), "-t", dataTopic, "-l")
+	cmd.Stdin, cmd.Stderr = in, os.Stderr
+	e.sub.reset()
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return rate{}, fmt.Errorf("start mosquitto_pub: %w", err)
+	}
+	exit := make(chan error, 1)
+	go func() { exit <- cmd.Wait() }()
+	last, werr := e.sub.wait(int64(lines), e.sizes.Wait)
+	select {
+	case <-exit:
+	case <-time.After(30 * time.Second):
+		stopProcess(cmd.Process, exit, 5*time.Second)
+	}
+	if werr != nil {
+		return rate{}, fmt.Errorf("mosquitto_pub QoS %d, %d B: %w", qos, size, werr)
+	}
+	return rate{Messages: int64(lines), Elapsed: last.Sub(start)}, nil
+}
+
+// logf prints progress to stderr.
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "  "+format+"\n", args...)
+}

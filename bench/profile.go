@@ -1,0 +1,131 @@
+package main
+
+import (
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// profileTop is the top of one pprof profile.
+type profileTop struct {
+	Title string
+	Text  string
+}
+
+// runProfile builds cmd/mqprofile, which runs the daemon in-process with
+// pprof, and profiles a QoS 1 drain of 1 KiB messages and an ingest of
+// single-message files.
+func runProfile(e *env, r *report) error {
+	bin := filepath.Join(e.work, "mqprofile")
+	here, err := filepath.Abs(".")
+	if err != nil {
+		return fmt.Errorf("resolve bench directory: %w", err)
+	}
+	if err := goBuild(here, bin, "./cmd/mqprofile"); err != nil {
+		return err
+	}
+	drain, err := profileDrain(e, bin)
+	if err != nil {
+		return err
+	}
+	ingest, err := profileIngest(e, bin)
+	if err != nil {
+		return err
+	}
+	r.profiles = append(r.profiles, drain...)
+	r.profiles = append(r.profiles, ingest...)
+	return nil
+}
+
+func profileDrain(e *env, bin string) ([]profileTop, error) {
+	root, err := e.dir("profile-drain")
+	if err != nil {
+		return nil, err
+	}
+	d, err := newDaemon(root, e.broker.url(), e.clientID("profile"))
+	if err != nil {
+		return nil, err
+	}
+	if err := prefill(d.db, e.sizes.Drain, 1024, 1); err != nil {
+		return nil, err
+	}
+	e.sub.reset()
+	run := func() error {
+		_, err := e.sub.wait(int64(e.sizes.Drain), e.sizes.Wait)
+		return err
+	}
+	title := fmt.Sprintf("drain, QoS 1, %d messages of 1 KiB", e.sizes.Drain)
+	return profileRun(bin, d, title, run)
+}
+
+func profileIngest(e *env, bin string) ([]profileTop, error) {
+	root, err := e.dir("profile-ingest")
+	if err != nil {
+		return nil, err
+	}
+	d, err := newDaemon(root, e.downURL, e.clientID("profile"))
+	if err != nil {
+		return nil, err
+	}
+	k := ingestKind{Name: "single-message files", Files: e.sizes.IngestFiles, PerFile: 1}
+	leaf := filepath.Join(d.newDir(), "bench", "data")
+	if err := writeFiles(leaf, k, ingestPayload); err != nil {
+		return nil, err
+	}
+	run := func() error {
+		_, err := waitEmpty(leaf, e.sizes.Wait)
+		return err
+	}
+	title := fmt.Sprintf("ingest, %d single-message files of %d B", k.Files, ingestPayload)
+	return profileRun(bin, d, title, run)
+}
+
+// profileRun runs the wrapper on d's config until wait returns, stops it
+// and returns the CPU and allocation tops.
+func profileRun(bin string, d *daemon, title string, wait func() error) ([]profileTop, error) {
+	cpu := filepath.Join(d.root, "cpu.pprof")
+	allocs := filepath.Join(d.root, "allocs.pprof")
+	d.cmd = exec.Command(bin, "-config", d.config, "-cpu", cpu, "-allocs", allocs)
+	d.exit = make(chan error, 1)
+	d.started = time.Now()
+	if err := d.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	go func() { d.exit <- d.cmd.Wait() }()
+	d.pid = d.cmd.Process.Pid
+	werr := wait()
+	if err := d.stop(); err != nil {
+		return nil, fmt.Errorf("stop %s: %w", bin, err)
+	}
+	if werr != nil {
+		return nil, fmt.Errorf("profile %s: %w", title, werr)
+	}
+	cpuTop, err := pprofTop(bin, cpu, "")
+	if err != nil {
+		return nil, err
+	}
+	allocTop, err := pprofTop(bin, allocs, "alloc_space")
+	if err != nil {
+		return nil, err
+	}
+	return []profileTop{
+		{Title: "CPU, " + title, Text: cpuTop},
+		{Title: "Allocated bytes, " + title, Text: allocTop},
+	}, nil
+}
+
+// pprofTop returns the first 15 lines of "go tool pprof -top", sorted by
+// cumulative value so that mqspool's own functions show up.
+func pprofTop(bin, profile, index string) (string, error) {
+	args := []string{"tool", "pprof", "-top", "-cum", "-nodecount=25"}
+	if index != "" {
+		args = append(args, "-sample_index="+index)
+	}
+	out, err := exec.Command("go", append(args, bin, profile)...).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go tool pprof %s: %w\n%s", profile, err, out)
+	}
+	return strings.TrimSpace(string(out)), nil
+}

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// row is one line of the results table.
+type row struct {
+	Metric    string
+	Mqspool   string
+	Reference string
+	Ratio     string
+	Target    string
+	// Result is PASS, FAIL, or empty for a row without a target.
+	Result string
+}
+
+// report collects the results of every section.
+type report struct {
+	scale   string
+	sizes   sizes
+	command string
+	rows    []row
+	// own holds mqspool's drain rates by QoS and payload size, for the
+	// client comparisons.
+	own      map[string]rate
+	memory   []memoryResult
+	profiles []profileTop
+	details  []string
+	notes    []string
+}
+
+func drainKey(qos byte, size int) string { return fmt.Sprintf("q%d-%d", qos, size) }
+
+func sizeName(size int) string {
+	if size%1024 == 0 {
+		return fmt.Sprintf("%d KiB", size/1024)
+	}
+	return fmt.Sprintf("%d B", size)
+}
+
+func passFail(ok bool) string {
+	if ok {
+		return "PASS"
+	}
+	return "FAIL"
+}
+
+func msgRate(r rate) string {
+	s := fmt.Sprintf("%.0f msg/s", r.perSecond())
+	if r.Bounded {
+		s += " (time-bounded)"
+	}
+	return s
+}
+
+func (r *report) addDrain(qos byte, size int, own, ref rate) {
+	if r.own == nil {
+		r.own = map[string]rate{}
+	}
+	r.own[drainKey(qos, size)] = own
+	ratio := own.perSecond() / ref.perSecond()
+	r.rows = append(r.rows, row{
+		Metric:  fmt.Sprintf("Drain QoS %d, %s", qos, sizeName(size)),
+		Mqspool: msgRate(own), Reference: "mosquitto_pub -M 1000: " + msgRate(ref),
+		Ratio: fmt.Sprintf("%.2f×", ratio), Target: "≥ 0.8×", Result: passFail(ratio >= 0.8),
+	})
+	r.details = append(r.details, fmt.Sprintf("Drain QoS %d, %s: mqspool %d messages in %s; mosquitto_pub %d messages in %s (runs of at most %d lines).",
+		qos, sizeName(size), own.Messages, round(own.Elapsed), ref.Messages, round(ref.Elapsed), r.sizes.PubChunk))
+}
+
+func (r *report) addClients(size int, store, queue rate) {
+	own, ok := r.own[drainKey(1, size)]
+	if !ok {
+		r.notes = append(r.notes, "Client ratios need the drain section; run it too.")
+		return
+	}
+	for _, c := range []struct {
+		name   string
+		rate   rate
+		target float64
+	}{{"paho.mqtt.golang FileStore", store, 10}, {"autopaho file queue", queue, 20}} {
+		ratio := own.perSecond() / c.rate.perSecond()
+		r.rows = append(r.rows, row{
+			Metric:  fmt.Sprintf("Drain QoS 1, %s vs %s", sizeName(size), c.name),
+			Mqspool: msgRate(own), Reference: c.name + ": " + msgRate(c.rate),
+			Ratio: fmt.Sprintf("%.1f×", ratio), Target: fmt.Sprintf("≥ %.0f×", c.target),
+			Result: passFail(ratio >= c.target),
+		})
+		r.details = append(r.details, fmt.Sprintf("%s, %s: %d messages in %s.", c.name, sizeName(size), c.rate.Messages, round(c.rate.Elapsed)))
+	}
+}
+
+func (r *report) addIngest(k ingestKind, own, bare rate) {
+	ratio := own.perSecond() / bare.perSecond()
+	r.rows = append(r.rows, row{
+		Metric:  fmt.Sprintf("Ingest, %s", k.Name),
+		Mqspool: msgRate(own), Reference: "readdir + read + unlink: " + msgRate(bare),
+		Ratio: fmt.Sprintf("%.2f×", ratio), Target: "≥ 0.5×", Result: passFail(ratio >= 0.5),
+	})
+	r.details = append(r.details, fmt.Sprintf("Ingest of %d %s with %d message(s) of %d B each: mqspool %s from start until new/ was empty; bare loop %s.",
+		k.Files, k.Name, k.PerFile, ingestPayload, round(own.Elapsed), round(bare.Elapsed)))
+}
+
+func (r *report) addMemory(first time.Duration, drainPeak int64) {
+	if len(r.memory) == 0 {
+		return
+	}
+	low, high := r.memory[0], r.memory[len(r.memory)-1]
+	var peak int64
+	var parts []string
+	for _, m := range r.memory {
+		peak = max(peak, m.RssAnon)
+		parts = append(parts, fmt.Sprintf("%d queued: %s (database %s)", m.Queued, mib(m.RssAnon), mib(m.DBBytes)))
+	}
+	growth := float64(high.RssAnon)/float64(low.RssAnon) - 1
+	r.rows = append(r.rows,
+		row{Metric: "Peak RssAnon, broker down", Mqspool: mib(peak), Target: "< 32 MiB", Result: passFail(peak < 32<<20)},
+		row{Metric: fmt.Sprintf("RssAnon growth %d → %d queued", low.Queued, high.Queued),
+			Mqspool: fmt.Sprintf("%+.1f %%", 100*growth), Target: "within 10 %", Result: passFail(growth <= 0.10 && growth >= -0.10)},
+		row{Metric: fmt.Sprintf("Start to first publish, %d queued", high.Queued),
+			Mqspool: round(first).String(), Target: "≤ 1 s", Result: passFail(first <= time.Second)},
+	)
+	r.details = append(r.details, "RssAnon with the broker down, peak of samples every 100 ms over 5 s: "+strings.Join(parts, "; ")+".",
+		fmt.Sprintf("RssAnon while draining the %d queued messages for 5 s after the first publish: %s.", high.Queued, mib(drainPeak)))
+}
+
+func (r *report) addDisk(ingest, drain diskPhase, payload int64) {
+	perK := func(p diskPhase) float64 { return 1000 * p.commits() / float64(p.Messages) }
+	peak := max(ingest.PeakDB, drain.PeakDB)
+	dbRatio := float64(peak) / float64(payload)
+	written := float64(ingest.WriteBytes+drain.WriteBytes) / float64(payload)
+	r.rows = append(r.rows,
+		row{Metric: "bbolt commits per 1000 messages, ingest (1 KiB files)", Mqspool: fmt.Sprintf("%.1f", perK(ingest)),
+			Target: "≤ 20", Result: passFail(perK(ingest) <= 20)},
+		row{Metric: "bbolt commits per 1000 messages, QoS 1 drain (1 KiB)", Mqspool: fmt.Sprintf("%.1f", perK(drain)),
+			Target: "≤ 20", Result: passFail(perK(drain) <= 20)},
+		row{Metric: "Database file at its peak / queued payload (1 KiB)", Mqspool: fmt.Sprintf("%s / %s", mib(peak), mib(payload)),
+			Ratio: fmt.Sprintf("%.2f×", dbRatio), Target: "≤ 1.5×", Result: passFail(dbRatio <= 1.5)},
+		row{Metric: "Bytes written per payload byte, ingest + drain (1 KiB)", Mqspool: fmt.Sprintf("%.1f", written),
+			Ratio: fmt.Sprintf("ingest %.1f, drain %.1f", float64(ingest.WriteBytes)/float64(payload), float64(drain.WriteBytes)/float64(payload))},
+	)
+	for _, p := range []struct {
+		name  string
+		phase diskPhase
+	}{{"ingest", ingest}, {"drain", drain}} {
+		r.details = append(r.details, fmt.Sprintf("Disk, %s of %d messages of 1 KiB in %s: %d fdatasync and %d fsync calls, write_bytes %s, database peak %s.",
+			p.name, p.phase.Messages, round(p.phase.Elapsed), p.phase.Fdatasync, p.phase.Fsync, mib(p.phase.WriteBytes), mib(p.phase.PeakDB)))
+	}
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+func round(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+
+// table renders the results as a markdown table.
+func (r *report) table() string {
+	var b strings.Builder
+	b.WriteString("| Measurement | mqspool | Compared with | Ratio | Target | Result |\n")
+	b.WriteString("| --- | --- | --- | --- | --- | --- |\n")
+	for _, x := range r.rows {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", x.Metric, x.Mqspool, x.Reference, x.Ratio, x.Target, x.Result)
+	}
+	return b.String()
+}

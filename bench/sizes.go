@@ -1,0 +1,51 @@
+package main
+
+import (
+	"fmt"
+	"time"
+)
+
+// sizes are the message counts and time bounds of one run.
+type sizes struct {
+	// Drain is the number of messages each drain run delivers.
+	Drain int
+	// PubChunk is the most lines fed to one mosquitto_pub run, which
+	// silently drops lines once 65535 packet ids are outstanding.
+	PubChunk int
+	// ClientLimit bounds each Go client run; the rate is taken over
+	// what arrived by then.
+	ClientLimit time.Duration
+	// IngestFiles is the number of single-message files; IngestLines
+	// messages go into .jsonl files of JSONLPerFile lines each.
+	IngestFiles  int
+	IngestLines  int
+	JSONLPerFile int
+	// Memory lists the queue depths at which RssAnon is sampled; the
+	// last one is also used for the time to the first publish.
+	Memory []int
+	// Disk is the number of 1 KiB messages for the commit and write
+	// counts.
+	Disk int
+	// Wait bounds every wait for a delivery or an empty new/.
+	Wait time.Duration
+}
+
+func sizesFor(scale string) (sizes, error) {
+	switch scale {
+	case "full":
+		return sizes{
+			Drain: 100_000, PubChunk: 50_000, ClientLimit: 30 * time.Second,
+			IngestFiles: 100_000, IngestLines: 100_000, JSONLPerFile: 100,
+			Memory: []int{10_000, 100_000, 1_000_000}, Disk: 100_000,
+			Wait: 10 * time.Minute,
+		}, nil
+	case "small":
+		return sizes{
+			Drain: 10_000, PubChunk: 5_000, ClientLimit: 10 * time.Second,
+			IngestFiles: 10_000, IngestLines: 10_000, JSONLPerFile: 100,
+			Memory: []int{1_000, 10_000, 100_000}, Disk: 10_000,
+			Wait: 3 * time.Minute,
+		}, nil
+	}
+	return sizes{}, fmt.Errorf("BENCH_SCALE %q is invalid: use full or small", scale)
+}
