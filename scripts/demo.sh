@@ -84,7 +84,7 @@ drop() { # drop NAME: write tmp/NAME from stdin, then rename into new/NAME
 }
 
 echo "== dropping sample files"
-echo '{"temp": 21.5}' | drop demo/site1/temp/0001.json
+printf '{"temp": 21.5}' | drop demo/site1/temp/0001.json
 printf 'Topic: demo/site1/status\nQoS: 2\nContent-Type: text/plain\nUser-Property: source=demo\n\nall systems nominal' | drop status.msg
 printf '%s\n' '{"topic":"demo/batch/a","payload":"first line"}' \
   '{"topic":"demo/batch/b","payload_base64":"aGVsbG8gYmFzZTY0","user_properties":[["k","v"]]}' \
@@ -93,8 +93,9 @@ printf '%s\n' '{"topic":"demo/batch/a","payload":"first line"}' \
 printf 'Topic: demo/bad/#\n\nwildcards are not allowed in a topic name' | drop bad.msg
 
 expected=6
+received() { grep -c '^demo/' "$work/received.txt" || true; }
 for _ in $(seq 1 100); do
-  [ "$(wc -l <"$work/received.txt")" -ge "$expected" ] && break
+  [ "$(received)" -ge "$expected" ] && break
   sleep 0.1
 done
 
@@ -113,7 +114,7 @@ status=0
 wait "$mqspool_pid" || status=$?
 echo "mqspool exited with status $status"
 
-got=$(wc -l <"$work/received.txt")
+got=$(received)
 if [ "$got" -lt "$expected" ]; then
   echo "demo failed: $got of $expected messages arrived; mqspool log:" >&2
   cat "$work/mqspool.log" >&2
