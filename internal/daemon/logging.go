@@ -40,10 +40,11 @@ func NewLogger(cfg config.Log, w io.Writer) (*slog.Logger, *slog.LevelVar, error
 
 // LimitRepeats wraps h so that a warning or error identical to one logged
 // less than window ago is dropped. Identical means the same level,
-// message and attributes, so per-message lines with distinct ids all pass
-// while a connect error repeating through an outage is shown once per
-// window. The next line that passes carries suppressed_repeats, the
-// number dropped since.
+// message and attributes, leaving out durations (keys ending in _ms or
+// _seconds), which change with every retry. So per-message lines with
+// distinct ids all pass, while a connect error repeating through an
+// outage is shown once per window. The next line that passes carries
+// suppressed_repeats, the number dropped since.
 func LimitRepeats(h slog.Handler, window time.Duration) slog.Handler {
 	return &repeatHandler{next: h, window: window, state: &repeatState{seen: make(map[string]*repeat)}}
 }
@@ -93,11 +94,19 @@ func (h *repeatHandler) key(r slog.Record) string {
 	b.WriteString(r.Message)
 	b.WriteString(h.prefix)
 	r.Attrs(func(a slog.Attr) bool {
-		b.WriteByte('|')
-		b.WriteString(a.String())
+		if !isDuration(a.Key) {
+			b.WriteByte('|')
+			b.WriteString(a.String())
+		}
 		return true
 	})
 	return b.String()
+}
+
+// isDuration reports whether an attribute key names a duration, by the
+// unit suffix the project's log keys carry.
+func isDuration(key string) bool {
+	return strings.HasSuffix(key, "_ms") || strings.HasSuffix(key, "_seconds")
 }
 
 // admit reports whether the line with key may be logged at now, and how

@@ -14,8 +14,8 @@ func TestLimitRepeats_SuppressesIdenticalWarnings(t *testing.T) {
 	log := slog.New(LimitRepeats(slog.NewTextHandler(&buf, nil), time.Hour)).With("component", "eventloop")
 	err := errors.New("connection refused")
 
-	for range 5 {
-		log.Warn("connect failed", "url", "mqtt://a:1883", "err", err)
+	for i := range 5 {
+		log.Warn("connect failed", "url", "mqtt://a:1883", "err", err, "backoff_ms", 100*i)
 	}
 	log.Warn("connect failed", "url", "mqtt://b:1883", "err", err)
 	log.Error("message moved to failed/", "seq", 1)
