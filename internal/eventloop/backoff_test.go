@@ -186,3 +186,18 @@ func (h *countingHandler) Handle(context.Context, slog.Record) error {
 
 func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h *countingHandler) WithGroup(string) slog.Handler      { return h }
+
+func TestConnect_TriesURLsInTurn(t *testing.T) {
+	dead := newFakeBroker(t, brokerScript{})
+	deadURL := dead.url()
+	dead.close() // nothing listens there any more
+	b := newFakeBroker(t, brokerScript{})
+	opts := testOptions(b)
+	opts.URLs = []string{deadURL, b.url()}
+	r := start(t, opts, newMemSource(), &testJournal{}, nil)
+
+	waitFor(t, 3*time.Second, "connack from the second url", func() bool { return r.countEvents(EventConnected) == 1 })
+	if got := r.l.Stats().URL; got != b.url() {
+		t.Errorf("connected to %q, want the second url %q", got, b.url())
+	}
+}
