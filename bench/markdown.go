@@ -82,7 +82,7 @@ the ratios hold even though absolute rates move with the machine's load.
   daemon stops; the database size is sampled every 20 ms.
 - Profiles: bench/cmd/mqprofile runs the same daemon code in-process with
   runtime/pprof (the daemon has no pprof endpoint). Tops are from
-  "go tool pprof -top -cum".
+  "go tool pprof -top -flat" and "-top -cum".
 `
 
 // writeKeepingAnalysis writes text to path, followed by the analysis

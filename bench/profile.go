@@ -102,24 +102,26 @@ func profileRun(bin string, d *daemon, title string, wait func() error) ([]profi
 	if werr != nil {
 		return nil, fmt.Errorf("profile %s: %w", title, werr)
 	}
-	cpuTop, err := pprofTop(bin, cpu, "")
-	if err != nil {
-		return nil, err
+	var tops []profileTop
+	for _, v := range []struct{ title, file, index, order string }{
+		{"CPU, flat", cpu, "", "-flat"},
+		{"CPU, cumulative", cpu, "", "-cum"},
+		{"Allocated bytes, cumulative", allocs, "alloc_space", "-cum"},
+	} {
+		text, err := pprofTop(bin, v.file, v.index, v.order)
+		if err != nil {
+			return nil, err
+		}
+		tops = append(tops, profileTop{Title: v.title + ", " + title, Text: text})
 	}
-	allocTop, err := pprofTop(bin, allocs, "alloc_space")
-	if err != nil {
-		return nil, err
-	}
-	return []profileTop{
-		{Title: "CPU, " + title, Text: cpuTop},
-		{Title: "Allocated bytes, " + title, Text: allocTop},
-	}, nil
+	return tops, nil
 }
 
-// pprofTop returns the first 15 lines of "go tool pprof -top", sorted by
-// cumulative value so that mqspool's own functions show up.
-func pprofTop(bin, profile, index string) (string, error) {
-	args := []string{"tool", "pprof", "-top", "-cum", "-nodecount=25"}
+// pprofTop returns the top 25 nodes of profile in order ("-flat" or
+// "-cum"); the cumulative order shows which of mqspool's functions the
+// time or the bytes go through.
+func pprofTop(bin, profile, index, order string) (string, error) {
+	args := []string{"tool", "pprof", "-top", order, "-nodecount=25"}
 	if index != "" {
 		args = append(args, "-sample_index="+index)
 	}
