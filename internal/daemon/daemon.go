@@ -148,6 +148,9 @@ func (d *Daemon) Run(ctx, hard context.Context) error {
 	wg.Go(func() { d.watchdog(intakeCtx) })
 
 	loopErr := d.drive(ctx, hard, stopIntake)
+	if loopErr == nil && hard.Err() == nil {
+		d.publishOffline(hard)
+	}
 
 	stopIntake()
 	stopServers()

@@ -1,0 +1,57 @@
+package daemon
+
+import (
+	"context"
+	"time"
+
+	"github.com/mqspool/mqspool/internal/eventloop"
+	"github.com/mqspool/mqspool/internal/message"
+)
+
+// offlineTimeout bounds the extra connection that publishes "offline" at
+// a clean stop.
+const offlineTimeout = 2 * time.Second
+
+// publishOffline publishes the retained "offline" status after a clean
+// stop. The event loop ends its connection with DISCONNECT reason 0x00,
+// after which the broker discards the Last Will, so the status is sent
+// on a short connection of its own, under a client id derived from the
+// daemon's so that the daemon's session is left alone.
+//
+// TODO: ending the main connection with DISCONNECT reason 0x04
+// (disconnect with Will message) would let the broker publish the Will
+// instead, without a second connection; the event loop has no option for
+// that yet.
+func (d *Daemon) publishOffline(hard context.Context) {
+	if d.cfg.Status.Topic == "" {
+		return
+	}
+	opts, err := loopOptions(d.cfg, statusClientID(d.clientIDValue), d.log)
+	if err != nil {
+		d.log.Warn("offline status not published", "topic", d.cfg.Status.Topic, "err", err)
+		return
+	}
+	opts.Birth, opts.Will = nil, nil
+	opts.Reconnect = eventloop.ReconnectNever
+	opts.SessionExpiry = time.Second
+	opts.Logger = d.log.With("component", "status")
+
+	m := message.Message{Topic: d.cfg.Status.Topic, Payload: []byte("offline"), QoS: 1, Retain: true}
+	_, err = eventloop.PublishAll(hard, opts, []eventloop.Request{{Seq: 1, Message: m}}, offlineTimeout)
+	if err != nil {
+		d.log.Warn("offline status not published", "topic", d.cfg.Status.Topic, "err", err)
+		return
+	}
+	d.log.Info("offline status published", "topic", d.cfg.Status.Topic)
+}
+
+// statusClientID derives the client id of the status connection: the
+// daemon's id with "-off" appended, shortened to stay within the 23
+// characters every MQTT 5 broker must accept.
+func statusClientID(id string) string {
+	const suffix, maxLen = "-off", 23
+	if len(id)+len(suffix) > maxLen {
+		id = id[:maxLen-len(suffix)]
+	}
+	return id + suffix
+}
