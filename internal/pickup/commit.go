@@ -7,9 +7,11 @@ import (
 	"path"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/mqspool/mqspool/internal/crashpoint"
 	"github.com/mqspool/mqspool/internal/format"
 	"github.com/mqspool/mqspool/internal/spool"
-	"golang.org/x/sys/unix"
 )
 
 // Backoff after a full spool or a store error: it doubles from the first
@@ -91,7 +93,11 @@ func (p *Pickup) append(batch []spool.FileBatch) (int, error) {
 	if len(batch) == 0 {
 		return 0, nil
 	}
+	crashpoint.Hit(crashpoint.IngestBeforeAppend)
 	accepted, err := p.store.Append(batch)
+	if accepted > 0 {
+		crashpoint.Hit(crashpoint.IngestAfterAppend)
+	}
 	if accepted < 0 || accepted > len(batch) {
 		accepted = 0
 	}
@@ -155,6 +161,9 @@ func (p *Pickup) removeCommitted(ids []spool.FileID) {
 		dirs[path.Dir(id.Name)] = true
 		unlinked = append(unlinked, id)
 	}
+	if len(unlinked) > 0 {
+		crashpoint.Hit(crashpoint.IngestAfterUnlink)
+	}
 	for dir := range dirs {
 		if err := format.SyncDir(p.abs(dir)); err != nil {
 			p.log.Error("sync directory after removing ingested files", "err", err)
@@ -165,6 +174,7 @@ func (p *Pickup) removeCommitted(ids []spool.FileID) {
 	if len(unlinked) == 0 {
 		return
 	}
+	crashpoint.Hit(crashpoint.IngestAfterSync)
 	if err := p.store.Forget(unlinked); err != nil {
 		p.log.Error("forget identities of removed files", "files", len(unlinked), "err", err)
 		p.setError(err)

@@ -7,6 +7,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/mqspool/mqspool/internal/crashpoint"
 	"github.com/mqspool/mqspool/internal/state"
 )
 
@@ -19,13 +20,14 @@ func (s *Spool) Commit(changes []state.Change) error {
 	if len(changes) == 0 {
 		return s.checkWritable()
 	}
+	crashpoint.Hit(crashpoint.JournalBeforeCommit)
 	// A failed group commit runs each write again on its own, which would
 	// call Quarantine twice, so a batch that quarantines commits alone.
 	write := s.writeShared
 	if slices.ContainsFunc(changes, func(c state.Change) bool { return c.Kind == state.ChangeFailed }) {
 		write = s.write
 	}
-	return write("commit session changes", func(tx *bolt.Tx, t *totals) error {
+	err := write("commit session changes", func(tx *bolt.Tx, t *totals) error {
 		j := journalTx{s: s, tx: tx, t: t}
 		for i, c := range changes {
 			if err := j.apply(c); err != nil {
@@ -36,6 +38,10 @@ func (s *Spool) Commit(changes []state.Change) error {
 		t.incoming = bucketLen(tx.Bucket(bucketIncoming))
 		return nil
 	})
+	if err == nil {
+		crashpoint.Hit(crashpoint.JournalAfterCommit)
+	}
+	return err
 }
 
 // journalTx applies changes inside one write transaction.

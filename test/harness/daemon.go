@@ -64,6 +64,8 @@ type Daemon struct {
 	DB     string // spool.db
 	Socket string // control.socket
 	Config string // the YAML file
+	// Env is added to the environment of the next Start.
+	Env []string
 
 	mu   sync.Mutex // guards cmd, log and exit
 	cmd  *exec.Cmd
@@ -124,6 +126,7 @@ func (d *Daemon) Start() {
 	d.t.Helper()
 	cmd := exec.Command(d.Bin, "run", "--config", d.Config)
 	cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1")
+	cmd.Env = append(cmd.Env, d.Env...)
 	d.mu.Lock()
 	fmt.Fprintf(d.log, "---- start %s\n", time.Now().Format(time.RFC3339Nano))
 	cmd.Stdout = &lockedWriter{mu: &d.mu, w: d.log}
@@ -275,4 +278,32 @@ func (d *Daemon) OpenFDs() int {
 		return -1
 	}
 	return len(entries)
+}
+
+// WaitExit waits for the process to end on its own and reports whether it
+// was killed by SIGKILL.
+func (d *Daemon) WaitExit(timeout time.Duration) (killed bool) {
+	d.t.Helper()
+	d.mu.Lock()
+	cmd, exit := d.cmd, d.exit
+	d.mu.Unlock()
+	if cmd == nil {
+		return false
+	}
+	select {
+	case err := <-exit:
+		d.mu.Lock()
+		d.cmd = nil
+		d.mu.Unlock()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			if ws, ok := ee.Sys().(syscall.WaitStatus); ok {
+				return ws.Signaled() && ws.Signal() == syscall.SIGKILL
+			}
+		}
+		return false
+	case <-time.After(timeout):
+		d.t.Fatalf("mqspool still running after %s", timeout)
+		return false
+	}
 }
