@@ -19,21 +19,22 @@ type notifier struct {
 	log *slog.Logger
 }
 
-// send sends state, logging a failure once per call: systemd then
-// considers the service not ready or hung, which is worth knowing.
+// send sends state to systemd and logs a failure, because systemd then
+// considers the service not ready or hung.
 func (n notifier) send(state string) {
 	if _, err := sd.SdNotify(false, state); err != nil {
 		n.log.Warn("systemd notification failed", "state", state, "err", err)
 	}
 }
 
-// ready tells systemd that the spool is open and the pickup runs. It does
-// not wait for the broker: a gateway that starts offline is working.
+// notifyReady sends READY=1 once the spool is open and the pickup runs. It
+// does not wait for the broker, because a gateway that starts offline is
+// working.
 func (d *Daemon) notifyReady() {
 	d.notify.send(sd.SdNotifyReady + "\nSTATUS=" + d.statusLine())
 }
 
-// notifyStopping tells systemd that the drain has begun.
+// notifyStopping sends STOPPING=1 when the drain begins.
 func (d *Daemon) notifyStopping() {
 	d.notify.send(sd.SdNotifyStopping + "\nSTATUS=stopping: draining inflight messages")
 }

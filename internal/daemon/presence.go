@@ -14,9 +14,9 @@ const offlineTimeout = 2 * time.Second
 
 // publishOffline publishes the retained "offline" status after a clean
 // stop. The event loop ends its connection with DISCONNECT reason 0x00,
-// after which the broker discards the Last Will, so the status is sent
-// on a short connection of its own, under a client id derived from the
-// daemon's so that the daemon's session is left alone.
+// after which the broker discards the Last Will. So the status is sent on
+// a short connection of its own, under a client id derived from the
+// daemon's, which leaves the daemon's session alone.
 //
 // TODO: ending the main connection with DISCONNECT reason 0x04
 // (disconnect with Will message) would let the broker publish the Will

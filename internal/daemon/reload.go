@@ -94,8 +94,8 @@ func (d *Daemon) logEffectiveConfig() {
 		"log_level", c.Log.Level)
 }
 
-// redactURL masks the password of a URL with user information; a URL that
-// does not parse is replaced as a whole, since it may hold one.
+// redactURL masks the password in a URL's user information. A URL that
+// does not parse is replaced as a whole, because it may contain one.
 func redactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {

@@ -22,7 +22,7 @@ import (
 	"github.com/mqspool/mqspool/internal/spool"
 )
 
-// Sources returns the snapshots that a scrape reads. Every function must be
+// Sources are the functions whose snapshots a scrape reads. Each must be
 // safe to call from any goroutine.
 type Sources struct {
 	Loop   func() eventloop.Stats

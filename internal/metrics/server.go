@@ -37,7 +37,8 @@ func Listen(addr string, m *Metrics, log *slog.Logger) (*Server, error) {
 // Addr returns the address the server listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// Serve answers requests until Close.
+// Serve handles requests until Close. Close waits for it to return, so
+// call Serve before Close.
 func (s *Server) Serve() {
 	defer close(s.done)
 	err := s.srv.Serve(s.ln)
