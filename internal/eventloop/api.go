@@ -113,7 +113,13 @@ type Options struct {
 	Birth *message.Message
 
 	// Subscriptions are made on each connection without session present.
+	// With session present, only the difference from SessionSubscriptions
+	// is sent: SUBSCRIBE for new or changed entries, UNSUBSCRIBE for
+	// filters no longer listed.
 	Subscriptions []Subscription
+	// SessionSubscriptions are the subscriptions the broker's session
+	// held after the last [EventSubscribed], as the caller stored them.
+	SessionSubscriptions []Subscription
 
 	Logger *slog.Logger
 	// Clock replaces the monotonic clock in tests. Nil uses package time.
@@ -127,6 +133,11 @@ type Subscription struct {
 	NoLocal           bool
 	RetainAsPublished bool
 	RetainHandling    byte
+	// Identifier is sent as the Subscription Identifier (1 to 268435455),
+	// so the broker names the matching subscription in each PUBLISH.
+	// 0 sends none. A subscription with an identifier goes in a SUBSCRIBE
+	// of its own, because the identifier applies to the whole packet.
+	Identifier int `json:",omitempty"`
 }
 
 // EventKind tells which fields of an [Event] are set.
@@ -143,15 +154,35 @@ const (
 	EventIncoming
 	// EventDisconnected: the connection ended. Err says why.
 	EventDisconnected
+	// EventSubscribed: every SUBSCRIBE and UNSUBSCRIBE of a connection was
+	// answered. Subscribed is set.
+	EventSubscribed
 )
 
 // Event is what [Loop.Poll] returns.
 type Event struct {
-	Kind      EventKind
-	Connected *Connected
-	Outcome   *Outcome
-	Incoming  *Incoming
-	Err       error
+	Kind       EventKind
+	Connected  *Connected
+	Outcome    *Outcome
+	Incoming   *Incoming
+	Subscribed *Subscribed
+	Err        error
+}
+
+// Subscribed reports the subscriptions the broker's session holds after
+// the SUBACKs and UNSUBACKs of one connection.
+type Subscribed struct {
+	// Session lists the subscriptions the broker accepted, to be stored
+	// and passed back as [Options.SessionSubscriptions].
+	Session []Subscription
+	// Rejected lists each refused filter with the SUBACK reason code name.
+	Rejected []SubscriptionError
+}
+
+// SubscriptionError is a subscription the broker refused.
+type SubscriptionError struct {
+	Filter string
+	Reason string
 }
 
 // Connected describes an accepted connection and the broker's limits read

@@ -47,6 +47,7 @@ type connackPacket struct {
 	RetainAvailable   bool   // true when absent
 	TopicAliasMaximum uint16
 	ServerKeepAlive   int32 // -1: absent
+	SubscriptionIDs   bool  // Subscription Identifiers Available; true when absent
 	AssignedClientID  string
 }
 
@@ -78,10 +79,24 @@ type ackPacket struct {
 	ReasonString string
 }
 
-// subscribePacket is SUBSCRIBE.
+// subscribePacket is SUBSCRIBE. Identifier 0 sends no Subscription
+// Identifier.
 type subscribePacket struct {
 	PacketID      uint16
+	Identifier    int
 	Subscriptions []Subscription
+}
+
+// unsubscribePacket is UNSUBSCRIBE.
+type unsubscribePacket struct {
+	PacketID uint16
+	Filters  []string
+}
+
+// unsubackPacket is UNSUBACK.
+type unsubackPacket struct {
+	PacketID    uint16
+	ReasonCodes []byte
 }
 
 // subackPacket is SUBACK.
@@ -99,14 +114,16 @@ type disconnectPacket struct {
 type pingreqPacket struct{}
 type pingrespPacket struct{}
 
-func (*connectPacket) packetName() string    { return "connect" }
-func (*connackPacket) packetName() string    { return "connack" }
-func (*publishPacket) packetName() string    { return "publish" }
-func (*subscribePacket) packetName() string  { return "subscribe" }
-func (*subackPacket) packetName() string     { return "suback" }
-func (*disconnectPacket) packetName() string { return "disconnect" }
-func (*pingreqPacket) packetName() string    { return "pingreq" }
-func (*pingrespPacket) packetName() string   { return "pingresp" }
+func (*connectPacket) packetName() string     { return "connect" }
+func (*connackPacket) packetName() string     { return "connack" }
+func (*publishPacket) packetName() string     { return "publish" }
+func (*subscribePacket) packetName() string   { return "subscribe" }
+func (*subackPacket) packetName() string      { return "suback" }
+func (*unsubscribePacket) packetName() string { return "unsubscribe" }
+func (*unsubackPacket) packetName() string    { return "unsuback" }
+func (*disconnectPacket) packetName() string  { return "disconnect" }
+func (*pingreqPacket) packetName() string     { return "pingreq" }
+func (*pingrespPacket) packetName() string    { return "pingresp" }
 
 func (a *ackPacket) packetName() string {
 	switch a.Kind {

@@ -26,6 +26,8 @@ func (mqtt5Codec) encode(p packet) ([]byte, error) {
 		content = toPahoAck(p)
 	case *subscribePacket:
 		content = toPahoSubscribe(p)
+	case *unsubscribePacket:
+		content = &packets.Unsubscribe{PacketID: p.PacketID, Topics: p.Filters, Properties: &packets.Properties{}}
 	case *disconnectPacket:
 		content = &packets.Disconnect{ReasonCode: p.ReasonCode, Properties: &packets.Properties{}}
 	case *pingreqPacket:
@@ -115,6 +117,8 @@ func fromPaho(cp *packets.ControlPacket) (packet, error) {
 		return &ackPacket{Kind: kindPubcomp, PacketID: c.PacketID, ReasonCode: c.ReasonCode}, nil
 	case *packets.Suback:
 		return &subackPacket{PacketID: c.PacketID, ReasonCodes: bytes.Clone(c.Reasons)}, nil
+	case *packets.Unsuback:
+		return &unsubackPacket{PacketID: c.PacketID, ReasonCodes: bytes.Clone(c.Reasons)}, nil
 	case *packets.Disconnect:
 		return &disconnectPacket{ReasonCode: c.ReasonCode, ReasonString: reasonString(c.Properties)}, nil
 	case *packets.Pingresp:
@@ -213,6 +217,10 @@ func toPahoAck(p *ackPacket) packets.Packet {
 
 func toPahoSubscribe(p *subscribePacket) *packets.Subscribe {
 	s := &packets.Subscribe{PacketID: p.PacketID, Properties: &packets.Properties{}}
+	if p.Identifier > 0 {
+		id := p.Identifier
+		s.Properties.SubscriptionIdentifier = &id
+	}
 	for _, sub := range p.Subscriptions {
 		s.Subscriptions = append(s.Subscriptions, packets.SubOptions{
 			Topic:             sub.Filter,
@@ -232,6 +240,7 @@ func fromPahoConnack(c *packets.Connack) *connackPacket {
 		MaximumQoS:      2,
 		RetainAvailable: true,
 		ServerKeepAlive: -1,
+		SubscriptionIDs: true,
 	}
 	props := c.Properties
 	if props == nil {
@@ -256,6 +265,9 @@ func fromPahoConnack(c *packets.Connack) *connackPacket {
 	}
 	if props.ServerKeepAlive != nil {
 		p.ServerKeepAlive = int32(*props.ServerKeepAlive)
+	}
+	if props.SubIDAvailable != nil {
+		p.SubscriptionIDs = *props.SubIDAvailable != 0
 	}
 	return p
 }

@@ -55,12 +55,15 @@ type Loop struct {
 	everUp     bool
 	session    bool // a session exists on the broker for this client
 
-	onWire   map[uint16]uint64 // packet identifier -> ack tick when written
-	birthIDs map[uint16]bool   // Birth publishes awaiting PUBACK
-	subIDs   map[uint16]bool   // SUBSCRIBE packets awaiting SUBACK
-	resend   []uint16          // flows to resend on this connection, in order
-	replay   []uint64          // messages to publish again as new, in order
-	retries  []retry           // transient rejections waiting for their delay
+	onWire   map[uint16]uint64     // packet identifier -> ack tick when written
+	birthIDs map[uint16]bool       // Birth publishes awaiting PUBACK
+	subIDs   map[uint16]subRequest // SUBSCRIBE and UNSUBSCRIBE awaiting their ack
+	// subSession is what the broker's session is known to hold.
+	subSession  []Subscription
+	subRejected []SubscriptionError // refusals on the current connection
+	resend      []uint16            // flows to resend on this connection, in order
+	replay      []uint64            // messages to publish again as new, in order
+	retries     []retry             // transient rejections waiting for their delay
 	// retryAttempts counts transient rejections per message, for the delay.
 	retryAttempts map[uint64]int
 	held          *Request // taken from the source, not yet sent
@@ -124,7 +127,8 @@ func New(opts Options, src Source, journal Journal, restored *state.State) (*Loo
 		opts: opts, src: src, codec: mqtt5Codec{}, log: opts.Logger, clock: opts.Clock,
 		cmdKick: make(chan struct{}, 1), shutdownCh: make(chan struct{}), closeCh: make(chan struct{}),
 		st: st, flights: make(map[uint16]*flight), session: st.Session,
-		onWire: make(map[uint16]uint64), birthIDs: make(map[uint16]bool), subIDs: make(map[uint16]bool),
+		onWire: make(map[uint16]uint64), birthIDs: make(map[uint16]bool), subIDs: make(map[uint16]subRequest),
+		subSession:      slices.Clone(opts.SessionSubscriptions),
 		incomingWaiting: make(map[uint16]bool), retryAttempts: make(map[uint64]int),
 		backoff:      newBackoff(opts.MinDelay, opts.MaxDelay),
 		retryBackoff: newBackoff(opts.MinDelay, opts.MaxDelay),
@@ -277,7 +281,10 @@ func (l *Loop) emitOutcome(o Outcome) {
 }
 
 // packetIDInUse reports identifiers held outside the session state.
-func (l *Loop) packetIDInUse(id uint16) bool { return l.birthIDs[id] || l.subIDs[id] }
+func (l *Loop) packetIDInUse(id uint16) bool {
+	_, sub := l.subIDs[id]
+	return l.birthIDs[id] || sub
+}
 
 // allocate takes a packet identifier that nothing outstanding uses.
 func (l *Loop) allocate() (uint16, error) {

@@ -89,6 +89,8 @@ func (l *Loop) handlePacket(p packet) {
 		l.keepAlive.pingresp()
 	case *subackPacket:
 		l.onSuback(p)
+	case *unsubackPacket:
+		l.onUnsuback(p)
 	case *disconnectPacket:
 		cause := fmt.Errorf("broker sent disconnect with %s", reasonName(p.ReasonCode, "disconnect"))
 		if p.ReasonString != "" {

@@ -86,6 +86,9 @@ func (o *Options) validateBroker() error {
 		if s.Filter == "" || s.QoS > 2 || s.RetainHandling > 2 {
 			return fmt.Errorf("subscription %q (qos %d, retain handling %d) is invalid: the filter must not be empty and qos and retain handling must be 0, 1 or 2", s.Filter, s.QoS, s.RetainHandling)
 		}
+		if s.Identifier < 0 || s.Identifier > maxSubscriptionIdentifier {
+			return fmt.Errorf("subscription %q identifier %d is invalid: use 0 (none) to %d", s.Filter, s.Identifier, maxSubscriptionIdentifier)
+		}
 	}
 	return nil
 }

@@ -39,9 +39,7 @@ func (l *Loop) connected(c *connection, ack *connackPacket, cleanStart bool) {
 	l.stats.update(func(s *Stats) {
 		s.Connected, s.URL, s.SessionPresent, s.LastError = true, c.url, ack.SessionPresent, ""
 	})
-	if !ack.SessionPresent {
-		l.subscribe()
-	}
+	l.syncSubscriptions(ack.SessionPresent, ack.SubscriptionIDs)
 	l.birthPending = l.opts.Birth != nil
 	l.emit(Event{Kind: EventConnected, Connected: &Connected{
 		URL:               c.url,
@@ -113,31 +111,6 @@ func (l *Loop) resumeSession() {
 	l.resend = l.resend[:0]
 	for _, f := range l.sortedFlows() {
 		l.resend = append(l.resend, f.PacketID)
-	}
-}
-
-// subscribe sends the configured subscriptions in one SUBSCRIBE.
-func (l *Loop) subscribe() {
-	if len(l.opts.Subscriptions) == 0 {
-		return
-	}
-	id, err := l.allocate()
-	if err != nil {
-		l.log.Error("subscribe skipped", "err", err)
-		return
-	}
-	l.subIDs[id] = true
-	l.writePacket(&subscribePacket{PacketID: id, Subscriptions: l.opts.Subscriptions})
-}
-
-// onSuback logs the subscriptions the broker refused.
-func (l *Loop) onSuback(p *subackPacket) {
-	delete(l.subIDs, p.PacketID)
-	for i, code := range p.ReasonCodes {
-		if code < 0x80 || i >= len(l.opts.Subscriptions) {
-			continue
-		}
-		l.log.Error("subscription rejected", "filter", l.opts.Subscriptions[i].Filter, "reason", reasonName(code, "suback"))
 	}
 }
 

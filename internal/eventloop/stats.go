@@ -22,6 +22,10 @@ type Stats struct {
 	Dropped    uint64 // QoS 0 messages dropped while offline
 	Reconnects uint64 // connections accepted after the first one
 	Downgraded uint64 // messages sent with lower QoS or without retain
+
+	// RejectedSubscriptions lists the filters the broker refused on the
+	// last connection that subscribed, with the SUBACK reason.
+	RejectedSubscriptions []SubscriptionError
 }
 
 // statsBox guards the Stats that [Loop.Stats] copies out.
