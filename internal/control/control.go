@@ -25,19 +25,45 @@ const (
 	CommandResume    = "resume"
 	CommandReconnect = "reconnect"
 	CommandThrottle  = "throttle"
+	CommandWait      = "wait"
 )
 
 // Request is one command. Rate is set for throttle, in the syntax of
-// "mqspool ctl throttle".
+// "mqspool ctl throttle". File and TimeoutMillis are set for wait.
 type Request struct {
 	Command string `json:"command"`
 	Rate    string `json:"rate,omitempty"`
+	// File is the name of a file dropped into new/, relative to new/.
+	File          string `json:"file,omitempty"`
+	TimeoutMillis int64  `json:"timeout_ms,omitempty"`
 }
 
 // Response answers a Request: Error is empty on success.
 type Response struct {
-	Error  string  `json:"error,omitempty"`
-	Status *Status `json:"status,omitempty"`
+	Error  string      `json:"error,omitempty"`
+	Status *Status     `json:"status,omitempty"`
+	Wait   *WaitResult `json:"wait,omitempty"`
+}
+
+// States of a [WaitResult].
+const (
+	// WaitDelivered: the broker acknowledged every message of the file.
+	WaitDelivered = "delivered"
+	// WaitRejected: the file or one of its messages was moved to failed/.
+	WaitRejected = "rejected"
+	// WaitDropped: a message expired or was dropped while offline.
+	WaitDropped = "dropped"
+	// WaitTimedOut: the timeout passed first.
+	WaitTimedOut = "timed_out"
+	// WaitStopped: the daemon began to stop first.
+	WaitStopped = "stopped"
+)
+
+// WaitResult is the end of a wait request for one file.
+type WaitResult struct {
+	State    string `json:"state"`
+	Reason   string `json:"reason,omitempty"`
+	Messages int    `json:"messages,omitempty"`
 }
 
 // Status is what "mqspool status" shows.
@@ -73,11 +99,17 @@ type Handler interface {
 	Resume()
 	Reconnect()
 	Throttle(rate string) error
+	// Wait blocks until the messages of file (relative to new/) are done
+	// with, or ctx ends.
+	Wait(ctx context.Context, file string) WaitResult
 }
 
 // requestTimeout bounds one exchange on either side, so a stuck peer
 // cannot hold a connection or a client forever.
 const requestTimeout = 5 * time.Second
+
+// maxWait bounds the timeout of one wait request.
+const maxWait = 24 * time.Hour
 
 // Server listens on the control socket.
 type Server struct {
@@ -86,6 +118,8 @@ type Server struct {
 	log     *slog.Logger
 	ln      net.Listener
 	wg      sync.WaitGroup
+	ctx     context.Context // cancelled by Close, ends waits
+	cancel  context.CancelFunc
 }
 
 // Listen creates the socket at path with mode 0660, replacing a stale
@@ -105,7 +139,8 @@ func Listen(path string, h Handler, log *slog.Logger) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("set mode of control socket %s: %w", path, err)
 	}
-	return &Server{path: path, handler: h, log: log, ln: ln}, nil
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{path: path, handler: h, log: log, ln: ln, ctx: ctx, cancel: cancel}, nil
 }
 
 // removeStale deletes a socket file that no process accepts on. A live
@@ -142,9 +177,11 @@ func (s *Server) Serve() {
 	}
 }
 
-// Close stops accepting, waits for open exchanges and removes the socket.
+// Close stops accepting, ends running waits, waits for open exchanges and
+// removes the socket.
 func (s *Server) Close() error {
 	err := s.ln.Close()
+	s.cancel()
 	s.wg.Wait()
 	os.Remove(s.path)
 	return err
@@ -165,8 +202,11 @@ func (s *Server) serveConn(conn net.Conn) {
 		return
 	}
 
+	if req.Command == CommandWait {
+		conn.SetDeadline(time.Now().Add(waitTimeout(req) + requestTimeout))
+	}
 	resp := s.dispatch(req)
-	if resp.Error == "" && req.Command != CommandStatus {
+	if resp.Error == "" && req.Command != CommandStatus && req.Command != CommandWait {
 		s.log.Info("control command", "command", req.Command, "rate", req.Rate)
 	}
 	if err := json.NewEncoder(conn).Encode(resp); err != nil {
@@ -190,10 +230,23 @@ func (s *Server) dispatch(req Request) Response {
 		if err := h.Throttle(req.Rate); err != nil {
 			return Response{Error: err.Error()}
 		}
+	case CommandWait:
+		if !filepath.IsLocal(req.File) || req.TimeoutMillis <= 0 {
+			return Response{Error: fmt.Sprintf("wait needs a file name inside new/ and a positive timeout, got %q and %d ms", req.File, req.TimeoutMillis)}
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, waitTimeout(req))
+		defer cancel()
+		res := h.Wait(ctx, req.File)
+		return Response{Wait: &res}
 	default:
-		return Response{Error: fmt.Sprintf("unknown command %q: use status, pause, resume, reconnect or throttle", req.Command)}
+		return Response{Error: fmt.Sprintf("unknown command %q: use status, pause, resume, reconnect, throttle or wait", req.Command)}
 	}
 	return Response{}
+}
+
+// waitTimeout returns the request's timeout, at most maxWait.
+func waitTimeout(req Request) time.Duration {
+	return min(time.Duration(req.TimeoutMillis)*time.Millisecond, maxWait)
 }
 
 // ErrNoDaemon is returned by Send when nothing listens on the socket.
@@ -207,7 +260,11 @@ func Send(ctx context.Context, path string, req Request) (Response, error) {
 		return Response{}, fmt.Errorf("%w on %s: %w: start it, or pass the config whose control.socket it uses", ErrNoDaemon, path, err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(requestTimeout))
+	deadline := requestTimeout
+	if req.Command == CommandWait {
+		deadline += waitTimeout(req)
+	}
+	conn.SetDeadline(time.Now().Add(deadline))
 
 	if err := json.NewEncoder(conn).Encode(req); err != nil {
 		return Response{}, fmt.Errorf("send %s request: %w", req.Command, err)

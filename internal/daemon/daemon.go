@@ -40,6 +40,7 @@ type Daemon struct {
 	rates         rates
 	started       time.Time
 
+	waits   *waitTracker
 	level   *slog.LevelVar // the logger's level, changed by Reload; may be nil
 	notify  notifier
 	live    liveness
@@ -50,7 +51,7 @@ type Daemon struct {
 // runs until [Daemon.Run]. level is the logger's level, which
 // [Daemon.Reload] sets; nil leaves the level fixed.
 func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: log, started: time.Now(), level: level}
+	d := &Daemon{cfg: cfg, log: log, started: time.Now(), level: level, waits: newWaitTracker(cfg.Spool.Dir)}
 	d.notify = notifier{log: log}
 
 	// The spool quarantines through the pickup, which needs the spool as
@@ -246,6 +247,7 @@ func (d *Daemon) observe(ev eventloop.Event) {
 	case eventloop.EventAcknowledged:
 		o := ev.Outcome
 		d.metrics.ObserveOutcome(*o)
+		d.waits.outcome(*o)
 		switch o.Kind {
 		case eventloop.Delivered:
 			d.log.Debug("message acknowledged", "seq", o.Seq, "latency_ms", o.Latency.Milliseconds())

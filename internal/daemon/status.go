@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"io/fs"
 	"path/filepath"
 	"strings"
@@ -91,6 +92,10 @@ func (h controlHandler) Status() control.Status {
 func (h controlHandler) Pause()     { h.d.loop.Pause() }
 func (h controlHandler) Resume()    { h.d.loop.Resume() }
 func (h controlHandler) Reconnect() { h.d.loop.Reconnect() }
+
+func (h controlHandler) Wait(ctx context.Context, file string) control.WaitResult {
+	return h.d.waits.wait(ctx, file)
+}
 
 func (h controlHandler) Throttle(text string) error {
 	r, err := config.ParseRate(text)
