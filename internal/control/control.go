@@ -90,6 +90,8 @@ type Status struct {
 	Acknowledged   uint64  `json:"acknowledged"`
 	Failed         uint64  `json:"failed"`
 	UptimeSecs     float64 `json:"uptime_seconds"`
+	// Subscriptions has one entry per downlink subscription.
+	Subscriptions []SubscriptionStatus `json:"subscriptions,omitempty"`
 }
 
 // Handler carries out commands for the server.

@@ -1,0 +1,19 @@
+package control
+
+// SubscriptionStatus is the state of one downlink subscription and its
+// inbox.
+type SubscriptionStatus struct {
+	Filter       string `json:"filter"`
+	Dir          string `json:"dir"`
+	Received     uint64 `json:"received"`
+	Duplicates   uint64 `json:"duplicates"`
+	Dropped      uint64 `json:"dropped_qos0"`
+	Failed       uint64 `json:"failed"`
+	BacklogFiles int    `json:"backlog_files"`
+	BacklogBytes int64  `json:"backlog_bytes"`
+	// Full means the inbox reached max_files or max_bytes, so
+	// acknowledgements are held until a consumer removes files.
+	Full bool `json:"full"`
+	// Rejected is the SUBACK reason when the broker refused the filter.
+	Rejected string `json:"rejected,omitempty"`
+}
