@@ -45,6 +45,8 @@ type Daemon struct {
 	notify  notifier
 	live    liveness
 	metrics *metrics.Metrics
+
+	downlink *downlink // inboxes of the subscriptions
 }
 
 // New opens the spool and prepares the pickup and the event loop. Nothing
@@ -89,6 +91,10 @@ func (d *Daemon) build() error {
 	if err != nil {
 		return err
 	}
+	if d.downlink, err = newDownlink(d.cfg, d.spool, d.log); err != nil {
+		return err
+	}
+	opts.SessionSubscriptions = d.downlink.sessionSubscriptions()
 	loop, err := eventloop.New(opts, &spoolSource{cursor: d.spool.NewCursor()}, d.spool, restored)
 	if err != nil {
 		return fmt.Errorf("prepare event loop: %w", err)
@@ -148,7 +154,9 @@ func (d *Daemon) Run(ctx, hard context.Context) error {
 	wg.Go(func() { d.reportStatus(intakeCtx) })
 	wg.Go(func() { d.watchdog(intakeCtx) })
 
+	stopDownlink := d.downlink.start()
 	loopErr := d.drive(ctx, hard, stopIntake)
+	stopDownlink()
 	if loopErr == nil && hard.Err() == nil {
 		d.publishOffline(hard)
 	}
@@ -258,11 +266,8 @@ func (d *Daemon) observe(ev eventloop.Event) {
 		case eventloop.Dropped:
 			d.log.Warn("qos 0 message dropped while offline", "seq", o.Seq)
 		}
-	case eventloop.EventIncoming:
-		// No subscriptions are configured in this build, so nothing should
-		// arrive; release it so the broker is not left waiting.
-		d.log.Warn("unexpected incoming publish released", "topic", ev.Incoming.Message.Topic)
-		ev.Incoming.Release()
+	case eventloop.EventIncoming, eventloop.EventSubscribed:
+		d.downlink.observe(ev)
 	}
 }
 

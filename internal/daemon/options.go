@@ -102,11 +102,7 @@ func loopOptions(cfg *config.Config, clientID string, log *slog.Logger) (eventlo
 		opts.Birth = &message.Message{Topic: cfg.Status.Topic, Payload: []byte("online"), QoS: 1, Retain: true}
 		opts.Will = &message.Message{Topic: cfg.Status.Topic, Payload: []byte("offline"), QoS: 1, Retain: true}
 	}
-	if len(cfg.Subscriptions) > 0 {
-		// TODO: deliver subscriptions into inbox directories; until then the
-		// daemon rejects them instead of acknowledging messages it drops.
-		return opts, errors.New("subscriptions are not supported by this build: remove the subscriptions list from the config")
-	}
+	opts.Subscriptions = loopSubscriptions(cfg.Subscriptions)
 	return opts, nil
 }
 

@@ -79,6 +79,7 @@ func (h controlHandler) Status() control.Status {
 		Acknowledged:   ls.Acked,
 		Failed:         ls.Failed,
 		UptimeSecs:     time.Since(d.started).Seconds(),
+		Subscriptions:  d.downlink.status(ls.RejectedSubscriptions),
 	}
 	if !ss.Oldest.IsZero() {
 		st.OldestAgeSecs = time.Since(ss.Oldest).Seconds()

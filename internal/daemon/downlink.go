@@ -1,0 +1,183 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/mqspool/mqspool/internal/config"
+	"github.com/mqspool/mqspool/internal/control"
+	"github.com/mqspool/mqspool/internal/eventloop"
+	"github.com/mqspool/mqspool/internal/inbox"
+	"github.com/mqspool/mqspool/internal/spool"
+)
+
+// downlink writes the publishes of the configured subscriptions into
+// their inboxes. Its observe runs on the goroutine that polls the event
+// loop and only hands messages to the inboxes' workers, so a slow disk
+// never delays keep alive.
+type downlink struct {
+	log     *slog.Logger
+	spool   *spool.Spool
+	subs    []eventloop.Subscription // the configured list, Identifier i+1
+	inboxes []*inbox.Inbox           // inboxes[i] belongs to subs[i]
+}
+
+// newDownlink opens the inboxes of cfg.Subscriptions.
+func newDownlink(cfg *config.Config, sp *spool.Spool, log *slog.Logger) (*downlink, error) {
+	dl := &downlink{log: log.With("component", "downlink"), spool: sp, subs: loopSubscriptions(cfg.Subscriptions)}
+	for _, s := range cfg.Subscriptions {
+		in, err := inbox.Open(inbox.Options{
+			Dir:       s.Dir,
+			Filter:    s.Filter,
+			MaxFiles:  s.MaxFiles,
+			MaxBytes:  int64(s.MaxBytes),
+			QueueSize: 2*cfg.Broker.ReceiveMaximum + 64,
+			Logger:    dl.log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("subscription %q: %w", s.Filter, err)
+		}
+		dl.inboxes = append(dl.inboxes, in)
+	}
+	return dl, nil
+}
+
+// loopSubscriptions converts the configured subscriptions for the event
+// loop. Identifier i+1 lets the broker name the subscription a PUBLISH
+// matched, so overlapping filters still reach the right inbox.
+func loopSubscriptions(subs []config.Subscription) []eventloop.Subscription {
+	out := make([]eventloop.Subscription, 0, len(subs))
+	for i, s := range subs {
+		out = append(out, eventloop.Subscription{
+			Filter:            s.Filter,
+			QoS:               byte(s.QoS),
+			NoLocal:           s.NoLocal,
+			RetainAsPublished: s.RetainAsPublished,
+			RetainHandling:    byte(s.RetainHandling),
+			Identifier:        i + 1,
+		})
+	}
+	return out
+}
+
+// sessionSubscriptions reads the subscriptions the broker session held
+// when the daemon last learned them. An unreadable record returns nil,
+// which subscribes everything again on a resumed session.
+func (dl *downlink) sessionSubscriptions() []eventloop.Subscription {
+	data, err := dl.spool.SessionSubscriptions()
+	if err != nil || len(data) == 0 {
+		return nil
+	}
+	var subs []eventloop.Subscription
+	if err := json.Unmarshal(data, &subs); err != nil {
+		dl.log.Warn("stored session subscriptions unreadable, subscribing again", "err", err)
+		return nil
+	}
+	return subs
+}
+
+// start runs the inboxes' workers and returns the function that stops
+// them and waits. Messages still queued then are not acknowledged, so the
+// broker sends them again.
+func (dl *downlink) start() (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, in := range dl.inboxes {
+		wg.Go(func() { in.Run(ctx) })
+	}
+	return func() {
+		cancel()
+		wg.Wait()
+	}
+}
+
+// observe handles the events that concern the downlink.
+func (dl *downlink) observe(ev eventloop.Event) {
+	switch ev.Kind {
+	case eventloop.EventIncoming:
+		dl.deliver(ev.Incoming)
+	case eventloop.EventSubscribed:
+		dl.saveSession(ev.Subscribed)
+	}
+}
+
+// deliver hands one PUBLISH to the inbox of its subscription.
+func (dl *downlink) deliver(m *eventloop.Incoming) {
+	i, subID := dl.route(m)
+	if i < 0 {
+		// TODO: a PUBLISH that matches no configured filter (a
+		// subscription removed while the UNSUBSCRIBE was pending) is
+		// acknowledged without being stored.
+		dl.log.Warn("incoming publish matches no subscription, acknowledged without storing", "topic", m.Message.Topic)
+		m.Release()
+		return
+	}
+	dl.inboxes[i].Enqueue(inbox.Delivery{
+		Message:                m.Message,
+		PacketID:               m.PacketID,
+		Dup:                    m.Dup,
+		SubscriptionIdentifier: subID,
+		ReceivedAt:             time.Now(),
+		Release:                m.Release,
+	})
+}
+
+// route returns the index of the subscription for m and the Subscription
+// Identifier to record: the one the broker sent, else the first
+// subscription whose filter matches the topic. It returns -1 for none.
+func (dl *downlink) route(m *eventloop.Incoming) (index, identifier int) {
+	for _, id := range m.SubscriptionIdentifiers {
+		if id >= 1 && id <= len(dl.subs) {
+			return id - 1, id
+		}
+	}
+	for i, s := range dl.subs {
+		if inbox.Match(s.Filter, m.Message.Topic) {
+			return i, 0
+		}
+	}
+	return -1, 0
+}
+
+// saveSession stores the broker session's subscriptions, so that a
+// resumed session is sent only what changed. This bbolt commit runs on
+// the polling goroutine, once per connection that subscribed.
+func (dl *downlink) saveSession(s *eventloop.Subscribed) {
+	data, err := json.Marshal(s.Session)
+	if err == nil {
+		err = dl.spool.SaveSessionSubscriptions(data)
+	}
+	if err != nil {
+		dl.log.Error("store session subscriptions", "err", err)
+	}
+}
+
+// status returns one entry per subscription for the control socket.
+func (dl *downlink) status(rejected []eventloop.SubscriptionError) []control.SubscriptionStatus {
+	out := make([]control.SubscriptionStatus, 0, len(dl.inboxes))
+	for i, in := range dl.inboxes {
+		st := in.Stats()
+		entry := control.SubscriptionStatus{
+			Filter:       dl.subs[i].Filter,
+			Dir:          in.Dir(),
+			Received:     st.Received,
+			Duplicates:   st.Duplicates,
+			Dropped:      st.Dropped,
+			Failed:       st.Failed,
+			BacklogFiles: st.BacklogFiles,
+			BacklogBytes: st.BacklogBytes,
+			Full:         st.Full,
+		}
+		for _, r := range rejected {
+			if r.Filter == entry.Filter {
+				entry.Rejected = r.Reason
+			}
+		}
+		out = append(out, entry)
+	}
+	return out
+}
