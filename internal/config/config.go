@@ -119,6 +119,12 @@ type Subscription struct {
 	NoLocal           bool   `mapstructure:"no_local"`
 	RetainAsPublished bool   `mapstructure:"retain_as_published"`
 	RetainHandling    int    `mapstructure:"retain_handling"`
+	// MaxFiles and MaxBytes bound the backlog in the inbox's new/; 0 is
+	// unlimited. At the bound acknowledgements are held and QoS 0
+	// messages dropped. Absent keys take DefaultInboxMaxFiles and
+	// DefaultInboxMaxBytes.
+	MaxFiles int      `mapstructure:"max_files"`
+	MaxBytes ByteSize `mapstructure:"max_bytes"`
 }
 
 // Shutdown bounds the drain on SIGTERM.

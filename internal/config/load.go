@@ -193,6 +193,7 @@ func decode(v *viper.Viper) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w: check the key names and value types against configs/mqspool.yaml", ErrInvalid, err)
 	}
+	applySubscriptionDefaults(v, &cfg)
 	return &cfg, nil
 }
 

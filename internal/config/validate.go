@@ -204,6 +204,9 @@ func (c *Config) validateSubscriptions(v *validator) {
 		if s.RetainHandling < 0 || s.RetainHandling > 2 {
 			v.addf("%s.retain_handling: %d is invalid: use 0, 1 or 2", key, s.RetainHandling)
 		}
+		if s.MaxFiles < 0 || s.MaxBytes < 0 {
+			v.addf("%s: max_files %d or max_bytes %d is negative: use 0 for unlimited", key, s.MaxFiles, s.MaxBytes)
+		}
 	}
 }
 

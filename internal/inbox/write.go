@@ -1,0 +1,147 @@
+package inbox
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/mqspool/mqspool/internal/format"
+)
+
+// write stores d as one .msg file: tmp/, fsync, rename into new/, fsync
+// of new/. A QoS 2 redelivery (Dup set) whose file from the first
+// delivery is still in new/ replaces that file instead of adding one.
+func (in *Inbox) write(d Delivery) error {
+	data, err := encode(d)
+	if err != nil {
+		return in.writeFailed(d, err)
+	}
+
+	var key, name string
+	if d.Message.QoS == 2 {
+		key = FlowKey(d.PacketID, d.Message.Topic, d.Message.Payload)
+		if d.Dup {
+			name = in.findFlow(key)
+		}
+	}
+	replacing := name != ""
+	if !replacing {
+		name = in.names.next(time.Now(), key)
+	}
+
+	newDir := filepath.Join(in.opts.Dir, "new")
+	tmp := filepath.Join(in.opts.Dir, "tmp", name)
+	if err := writeSynced(tmp, data); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(newDir, name)); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("move %s into %s: %w", name, newDir, err)
+	}
+	if err := format.SyncDir(newDir); err != nil {
+		return err
+	}
+
+	in.counted(d, len(data), replacing)
+	in.log.Debug("message stored", "file", name, "topic", d.Message.Topic, "qos", d.Message.QoS, "dup", d.Dup)
+	return nil
+}
+
+// encode returns the .msg form of d with the received headers.
+func encode(d Delivery) ([]byte, error) {
+	extra := []format.Header{
+		{Name: format.HeaderReceivedAt, Value: d.ReceivedAt.UTC().Format(time.RFC3339Nano)},
+		{Name: format.HeaderDup, Value: strconv.FormatBool(d.Dup)},
+	}
+	if d.SubscriptionIdentifier > 0 {
+		extra = append([]format.Header{{Name: format.HeaderSubscriptionIdentifier,
+			Value: strconv.Itoa(d.SubscriptionIdentifier)}}, extra...)
+	}
+	var b bytes.Buffer
+	if err := format.WriteMsg(&b, d.Message, extra...); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// counted updates the backlog and counters after a durable write.
+func (in *Inbox) counted(d Delivery, size int, replaced bool) {
+	if !replaced {
+		in.files++
+		in.bytes += int64(size)
+	}
+	in.mu.Lock()
+	in.stats.Received++
+	if d.Dup {
+		in.stats.Duplicates++
+	}
+	if replaced {
+		in.stats.Replaced++
+	}
+	in.mu.Unlock()
+	in.publishBacklog()
+}
+
+// findFlow returns the name in new/ written for a QoS 2 flow key, or "".
+func (in *Inbox) findFlow(key string) string {
+	entries, err := os.ReadDir(filepath.Join(in.opts.Dir, "new"))
+	if err != nil {
+		return ""
+	}
+	for _, e := range entries {
+		if hasFlowKey(e.Name(), key) {
+			return e.Name()
+		}
+	}
+	return ""
+}
+
+// writeFailed keeps a message that a .msg file cannot hold (a property
+// value with a line break, a user property key with '='): its payload
+// goes to failed/ with a .reason file beside it, so it is not lost and
+// its acknowledgement can be released.
+func (in *Inbox) writeFailed(d Delivery, cause error) error {
+	dir := filepath.Join(in.opts.Dir, "failed")
+	if err := format.MkdirAllSync(dir); err != nil {
+		return err
+	}
+	name := in.names.next(time.Now(), "")
+	reason := fmt.Sprintf("topic %s: %v\n", d.Message.Topic, cause)
+	if err := writeSynced(filepath.Join(dir, name+".reason"), []byte(reason)); err != nil {
+		return err
+	}
+	if err := writeSynced(filepath.Join(dir, name), d.Message.Payload); err != nil {
+		return err
+	}
+	if err := format.SyncDir(dir); err != nil {
+		return err
+	}
+	in.mu.Lock()
+	in.stats.Failed++
+	in.mu.Unlock()
+	in.log.Error("message moved to the inbox's failed/", "file", name, "topic", d.Message.Topic, "err", cause)
+	return nil
+}
+
+// writeSynced creates path with data and syncs it.
+func writeSynced(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
