@@ -1,0 +1,172 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeHandler records commands and returns fixed results.
+type fakeHandler struct {
+	mu       sync.Mutex // guards commands
+	commands []string
+	waitFor  time.Duration // how long Wait blocks unless ctx ends
+}
+
+func (h *fakeHandler) record(c string) {
+	h.mu.Lock()
+	h.commands = append(h.commands, c)
+	h.mu.Unlock()
+}
+
+func (h *fakeHandler) Status() Status { return Status{Connected: true, QueueMessages: 7} }
+func (h *fakeHandler) Pause()         { h.record("pause") }
+func (h *fakeHandler) Resume()        { h.record("resume") }
+func (h *fakeHandler) Reconnect()     { h.record("reconnect") }
+
+func (h *fakeHandler) Throttle(rate string) error {
+	if rate == "bad" {
+		return errors.New("rate \"bad\" is invalid")
+	}
+	h.record("throttle " + rate)
+	return nil
+}
+
+func (h *fakeHandler) Wait(ctx context.Context, file string) WaitResult {
+	select {
+	case <-time.After(h.waitFor):
+		return WaitResult{State: WaitDelivered, Messages: 1}
+	case <-ctx.Done():
+		return WaitResult{State: WaitTimedOut}
+	}
+}
+
+func serve(t *testing.T, h Handler) (*Server, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ctl.sock")
+	srv, err := Listen(path, h, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	t.Cleanup(func() { srv.Close() })
+	return srv, path
+}
+
+func TestServer_Commands(t *testing.T) {
+	h := &fakeHandler{}
+	_, path := serve(t, h)
+	ctx := context.Background()
+
+	resp, err := Send(ctx, path, Request{Command: CommandStatus})
+	if err != nil || resp.Status == nil || resp.Status.QueueMessages != 7 {
+		t.Fatalf("status: %+v, %v", resp, err)
+	}
+	for _, req := range []Request{{Command: CommandPause}, {Command: CommandResume}, {Command: CommandReconnect}, {Command: CommandThrottle, Rate: "5/s"}} {
+		if _, err := Send(ctx, path, req); err != nil {
+			t.Errorf("%s: %v", req.Command, err)
+		}
+	}
+	if got := strings.Join(h.commands, ","); got != "pause,resume,reconnect,throttle 5/s" {
+		t.Errorf("handler saw %q", got)
+	}
+	if _, err := Send(ctx, path, Request{Command: CommandThrottle, Rate: "bad"}); err == nil {
+		t.Error("throttle bad returned no error")
+	}
+	if _, err := Send(ctx, path, Request{Command: "explode"}); err == nil || !strings.Contains(err.Error(), "unknown command") {
+		t.Errorf("unknown command: %v", err)
+	}
+}
+
+func TestServer_Wait(t *testing.T) {
+	h := &fakeHandler{waitFor: 50 * time.Millisecond}
+	_, path := serve(t, h)
+	ctx := context.Background()
+
+	resp, err := Send(ctx, path, Request{Command: CommandWait, File: "a.msg", TimeoutMillis: 5000})
+	if err != nil || resp.Wait == nil || resp.Wait.State != WaitDelivered {
+		t.Fatalf("wait: %+v, %v", resp, err)
+	}
+	for _, req := range []Request{
+		{Command: CommandWait, File: "../etc/passwd", TimeoutMillis: 1000},
+		{Command: CommandWait, File: "a.msg"},
+	} {
+		if _, err := Send(ctx, path, req); err == nil {
+			t.Errorf("wait %q timeout %d returned no error", req.File, req.TimeoutMillis)
+		}
+	}
+}
+
+func TestServer_WaitLongerThanRequestTimeout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits past the 5s exchange timeout")
+	}
+	h := &fakeHandler{waitFor: requestTimeout + time.Second}
+	_, path := serve(t, h)
+	resp, err := Send(context.Background(), path, Request{Command: CommandWait, File: "a.msg", TimeoutMillis: 10000})
+	if err != nil || resp.Wait == nil || resp.Wait.State != WaitDelivered {
+		t.Fatalf("wait of %s: %+v, %v", h.waitFor, resp, err)
+	}
+}
+
+func TestServer_CloseEndsWait(t *testing.T) {
+	h := &fakeHandler{waitFor: time.Hour}
+	srv, path := serve(t, h)
+	done := make(chan WaitResult, 1)
+	go func() {
+		resp, _ := Send(context.Background(), path, Request{Command: CommandWait, File: "a.msg", TimeoutMillis: 3600000})
+		if resp.Wait != nil {
+			done <- *resp.Wait
+		}
+		close(done)
+	}()
+	time.Sleep(100 * time.Millisecond) // let the request arrive
+	closed := make(chan struct{})
+	go func() { srv.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close blocked on a running wait")
+	}
+	<-done
+}
+
+func TestListen_StaleAndLiveSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ctl.sock")
+	// A socket file nobody accepts on is replaced.
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("stale socket file missing: %v", err)
+	}
+	srv, err := Listen(path, &fakeHandler{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatalf("listen over a stale socket: %v", err)
+	}
+	go srv.Serve()
+	defer srv.Close()
+
+	// A live one is not taken over.
+	if _, err := Listen(path, &fakeHandler{}, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("listen over a live socket: %v, want in use", err)
+	}
+}
+
+func TestSend_NoDaemon(t *testing.T) {
+	_, err := Send(context.Background(), filepath.Join(t.TempDir(), "none.sock"), Request{Command: CommandStatus})
+	if !errors.Is(err, ErrNoDaemon) {
+		t.Errorf("err %v, want ErrNoDaemon", err)
+	}
+}
