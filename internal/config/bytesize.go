@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 )
@@ -19,6 +20,9 @@ var byteUnits = []struct {
 	{"TB", 1000 * 1000 * 1000 * 1000}, {"B", 1},
 }
 
+// maxByteSize bounds parsed sizes well inside int64.
+const maxByteSize = 1 << 60
+
 // ParseByteSize parses a size such as "64MiB", "1.5GiB", "100kB" or
 // "4096". Binary units (KiB) count in powers of 1024, decimal ones (kB) in
 // powers of 1000.
@@ -34,10 +38,14 @@ func ParseByteSize(s string) (ByteSize, error) {
 	}
 
 	n, err := strconv.ParseFloat(text, 64)
-	if err != nil || n < 0 {
+	if err != nil || n < 0 || math.IsNaN(n) {
 		return 0, fmt.Errorf("invalid size %q: use a number of bytes or a number with a unit such as 64KiB, 10MiB or 1GiB", s)
 	}
-	return ByteSize(n * float64(factor)), nil
+	bytes := n * float64(factor)
+	if bytes >= maxByteSize {
+		return 0, fmt.Errorf("invalid size %q: larger than 1EiB", s)
+	}
+	return ByteSize(bytes), nil
 }
 
 // String formats the size with the largest binary unit that divides it.
