@@ -182,3 +182,28 @@ func head(s []int) []int {
 	}
 	return s
 }
+
+// TestCrash_Kill9WhileOffline kills the daemon during ingestion while the
+// broker is down, so everything accepted exists only in the spool; once
+// the broker is back, all of it must arrive, in order per topic.
+func TestCrash_Kill9WhileOffline(t *testing.T) {
+	broker := harness.StartBroker(t, "")
+	sub := harness.Subscribe(t, broker.Addr(), "crash/#", 1)
+	broker.Stop()
+	d := harness.NewDaemon(t, broker.URL(), "")
+	d.DumpOnFailure()
+	d.Start()
+
+	p := &producer{d: d, qos: 1, topics: 5}
+	crashLoop(t, d, p, 8, func(int) { d.Kill() })
+	harness.WaitFor(t, 30*time.Second, "new/ empty while offline", d.NewEmpty)
+	d.Kill()
+
+	broker.Start()
+	d.Start()
+	total := p.count()
+	harness.WaitFor(t, 60*time.Second, fmt.Sprintf("all %d messages once the broker is back", total), func() bool {
+		missing, _ := tally(t, sub, total)
+		return len(missing) == 0
+	})
+}
