@@ -23,7 +23,7 @@ const EnvPrefix = "MQSPOOL"
 // environment only.
 const PasswordEnv = "MQSPOOL_BROKER_PASSWORD"
 
-// Source tells where an effective value came from.
+// Source is the origin of an effective value.
 type Source string
 
 // The sources of a value, lowest precedence first.
@@ -45,7 +45,7 @@ type Loaded struct {
 	Values map[string]any
 }
 
-// LoadOptions say where to look.
+// LoadOptions locate the config file, the flags and the environment.
 type LoadOptions struct {
 	// File is the config file. Empty means DefaultFile if it exists.
 	File string
@@ -63,7 +63,7 @@ type LoadOptions struct {
 var ErrInvalid = errors.New("invalid configuration")
 
 // Load reads the file, the environment and the flags, and validates the
-// result. Every error wraps ErrInvalid except an unreadable file.
+// result. Every error wraps ErrInvalid.
 func Load(opts LoadOptions) (*Loaded, error) {
 	lookup := opts.LookupEnv
 	if lookup == nil {

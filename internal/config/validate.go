@@ -72,18 +72,21 @@ func (c *Config) validateBroker(v *validator) {
 			v.addf("broker.urls: %v", err)
 		}
 	}
+
 	if n := len(b.ClientID); n > MaxClientIDLength {
 		v.addf("broker.client_id: %q has %d bytes: use at most %d, or leave it empty to derive one from /etc/machine-id", b.ClientID, n, MaxClientIDLength)
 	}
 	if b.ClientID != "" && !utf8.ValidString(b.ClientID) {
 		v.addf("broker.client_id: %q is not valid UTF-8", b.ClientID)
 	}
+
 	if b.PasswordFile != "" && b.Password != "" {
 		v.addf("broker.password_file and %s are both set: use one of them", PasswordEnv)
 	}
 	if (b.TLS.CertFile == "") != (b.TLS.KeyFile == "") {
 		v.addf("broker.tls.cert_file and broker.tls.key_file: set both for mutual TLS, or neither")
 	}
+
 	if b.KeepAlive < 0 || b.KeepAlive > 65535*time.Second {
 		v.addf("broker.keep_alive: %s is out of range: use 0 (off) up to 65535s", b.KeepAlive)
 	}
