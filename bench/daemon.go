@@ -76,7 +76,7 @@ func (d *daemon) start(bin string, perf bool) error {
 	if perf {
 		d.perfOut = filepath.Join(d.root, "perf-stat.txt")
 		args = append([]string{"perf", "stat", "-x", ",", "-o", d.perfOut,
-			"-e", "syscalls:sys_enter_fdatasync,syscalls:sys_enter_fsync", "--"}, args...)
+			"-e", "syscalls:sys_enter_fdatasync,syscalls:sys_enter_fsync,syscalls:sys_enter_write,syscalls:sys_enter_read", "--"}, args...)
 	}
 	logFile, err := os.Create(filepath.Join(d.root, "mqspool.log"))
 	if err != nil {
@@ -164,26 +164,24 @@ func procField(path, prefix string, unit int64) (int64, error) {
 	return 0, fmt.Errorf("%s has no field %s", path, prefix)
 }
 
-// perfCounts reads the fdatasync and fsync counts perf stat wrote.
-func perfCounts(path string) (fdatasync, fsync int64, err error) {
+// perfCounts reads the system call counts perf stat wrote, by tracepoint
+// name without the "syscalls:sys_enter_" prefix.
+func perfCounts(path string) (map[string]int64, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return 0, 0, fmt.Errorf("read perf output: %w", err)
+		return nil, fmt.Errorf("read perf output: %w", err)
 	}
+	counts := map[string]int64{}
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Split(line, ",")
 		if len(f) < 3 {
 			continue
 		}
-		n, _ := strconv.ParseInt(f[0], 10, 64)
-		switch f[2] {
-		case "syscalls:sys_enter_fdatasync":
-			fdatasync = n
-		case "syscalls:sys_enter_fsync":
-			fsync = n
+		if name, ok := strings.CutPrefix(f[2], "syscalls:sys_enter_"); ok {
+			counts[name], _ = strconv.ParseInt(f[0], 10, 64)
 		}
 	}
-	return fdatasync, fsync, nil
+	return counts, nil
 }
 
 // dirEmpty reports whether dir has no entries or does not exist.

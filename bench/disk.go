@@ -13,9 +13,13 @@ const diskPayload = 1024
 
 // diskPhase is what one daemon run wrote to disk.
 type diskPhase struct {
-	Messages   int64
-	Fdatasync  int64
-	Fsync      int64
+	Messages  int64
+	Fdatasync int64
+	Fsync     int64
+	// Writes and Reads count write(2) and read(2) calls: files, the
+	// database and the socket together.
+	Writes     int64
+	Reads      int64
 	WriteBytes int64
 	PeakDB     int64
 	Elapsed    time.Duration
@@ -85,11 +89,12 @@ func diskRun(e *env, d *daemon, done func() (time.Time, error)) (diskPhase, erro
 	if serr != nil {
 		return diskPhase{}, fmt.Errorf("stop mqspool: %w", serr)
 	}
-	fdatasync, fsync, err := perfCounts(d.perfOut)
+	counts, err := perfCounts(d.perfOut)
 	if err != nil {
 		return diskPhase{}, err
 	}
-	p := diskPhase{Fdatasync: fdatasync, Fsync: fsync, WriteBytes: written,
+	p := diskPhase{Fdatasync: counts["fdatasync"], Fsync: counts["fsync"],
+		Writes: counts["write"], Reads: counts["read"], WriteBytes: written,
 		PeakDB: max(peak.Load(), fileSize(d.db)), Elapsed: end.Sub(d.started)}
 	logf("disk phase: %+v", p)
 	return p, nil

@@ -18,8 +18,10 @@ func main() {
 	out := flag.String("out", filepath.Join("..", "docs", "benchmarks.md"), "markdown file to write the results to")
 	repo := flag.String("repo", "..", "root of the mqspool repository, where ./cmd/mqspool is built")
 	only := flag.String("only", "", "comma-separated sections to run (drain,clients,ingest,memory,disk,profile); empty runs all")
+	keep := flag.String("keep-profiles", "", "directory to copy the pprof files and the profiling binary into; empty keeps none")
 	flag.Parse()
 
+	keepProfiles = *keep
 	if err := run(*scale, *out, *repo, *only); err != nil {
 		fmt.Fprintln(os.Stderr, "mqbench:", err)
 		os.Exit(1)

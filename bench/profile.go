@@ -2,11 +2,15 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 )
+
+// keepProfiles is the directory the profiles are copied into, or empty.
+var keepProfiles string
 
 // profileTop is the top of one pprof profile.
 type profileTop struct {
@@ -15,8 +19,8 @@ type profileTop struct {
 }
 
 // runProfile builds cmd/mqprofile, which runs the daemon in-process with
-// pprof, and profiles a QoS 1 drain of 1 KiB messages and an ingest of
-// single-message files.
+// pprof, and profiles a QoS 1 drain of 1 KiB messages and the ingest of
+// each file layout.
 func runProfile(e *env, r *report) error {
 	bin := filepath.Join(e.work, "mqprofile")
 	here, err := filepath.Abs(".")
@@ -30,12 +34,14 @@ func runProfile(e *env, r *report) error {
 	if err != nil {
 		return err
 	}
-	ingest, err := profileIngest(e, bin)
-	if err != nil {
-		return err
-	}
 	r.profiles = append(r.profiles, drain...)
-	r.profiles = append(r.profiles, ingest...)
+	for _, k := range ingestKinds(e.sizes) {
+		ingest, err := profileIngest(e, bin, k)
+		if err != nil {
+			return err
+		}
+		r.profiles = append(r.profiles, ingest...)
+	}
 	return nil
 }
 
@@ -60,7 +66,7 @@ func profileDrain(e *env, bin string) ([]profileTop, error) {
 	return profileRun(bin, d, title, run)
 }
 
-func profileIngest(e *env, bin string) ([]profileTop, error) {
+func profileIngest(e *env, bin string, k ingestKind) ([]profileTop, error) {
 	root, err := e.dir("profile-ingest")
 	if err != nil {
 		return nil, err
@@ -69,7 +75,6 @@ func profileIngest(e *env, bin string) ([]profileTop, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := ingestKind{Name: "single-message files", Files: e.sizes.IngestFiles, PerFile: 1}
 	leaf := filepath.Join(d.newDir(), "bench", "data")
 	if err := writeFiles(leaf, k, ingestPayload); err != nil {
 		return nil, err
@@ -78,7 +83,7 @@ func profileIngest(e *env, bin string) ([]profileTop, error) {
 		_, err := waitEmpty(leaf, e.sizes.Wait)
 		return err
 	}
-	title := fmt.Sprintf("ingest, %d single-message files of %d B", k.Files, ingestPayload)
+	title := fmt.Sprintf("ingest, %d messages of %d B in %d %s", k.Files*k.PerFile, ingestPayload, k.Files, k.Name)
 	return profileRun(bin, d, title, run)
 }
 
@@ -101,6 +106,9 @@ func profileRun(bin string, d *daemon, title string, wait func() error) ([]profi
 	}
 	if werr != nil {
 		return nil, fmt.Errorf("profile %s: %w", title, werr)
+	}
+	if err := keep(d.root, bin, cpu, allocs); err != nil {
+		return nil, err
 	}
 	var tops []profileTop
 	for _, v := range []struct{ title, file, index, order string }{
@@ -130,4 +138,26 @@ func pprofTop(bin, profile, index, order string) (string, error) {
 		return "", fmt.Errorf("go tool pprof %s: %w\n%s", profile, err, out)
 	}
 	return strings.TrimSpace(string(out)), nil
+}
+
+// keep copies files into keepProfiles under the name of their run
+// directory, so they outlive the work directory.
+func keep(root string, files ...string) error {
+	if keepProfiles == "" {
+		return nil
+	}
+	if err := os.MkdirAll(keepProfiles, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", keepProfiles, err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", f, err)
+		}
+		dst := filepath.Join(keepProfiles, filepath.Base(root)+"-"+filepath.Base(f))
+		if err := os.WriteFile(dst, b, 0o755); err != nil {
+			return fmt.Errorf("write %s: %w", dst, err)
+		}
+	}
+	return nil
 }

@@ -146,8 +146,9 @@ func (r *report) addDisk(ingest, drain diskPhase, payload int64) {
 		name  string
 		phase diskPhase
 	}{{"ingest", ingest}, {"drain", drain}} {
-		r.details = append(r.details, fmt.Sprintf("Disk, %s of %d messages of 1 KiB in %s: %d fdatasync and %d fsync calls, write_bytes %s, database peak %s.",
-			p.name, p.phase.Messages, round(p.phase.Elapsed), p.phase.Fdatasync, p.phase.Fsync, mib(p.phase.WriteBytes), mib(p.phase.PeakDB)))
+		r.details = append(r.details, fmt.Sprintf("Disk, %s of %d messages of 1 KiB in %s: %d fdatasync, %d fsync, %d write and %d read calls, write_bytes %s, database peak %s.",
+			p.name, p.phase.Messages, round(p.phase.Elapsed), p.phase.Fdatasync, p.phase.Fsync,
+			p.phase.Writes, p.phase.Reads, mib(p.phase.WriteBytes), mib(p.phase.PeakDB)))
 	}
 }
 
