@@ -8,8 +8,13 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/mqspool/mqspool/internal/crashpoint"
 	"github.com/mqspool/mqspool/internal/format"
 )
+
+// CrashAfterSync is the crash point between a durable file in new/ and
+// the release of its acknowledgement; see package crashpoint.
+const CrashAfterSync = "inbox-after-sync"
 
 // write stores d as one .msg file: tmp/, fsync, rename into new/, fsync
 // of new/. A QoS 2 redelivery (Dup set) whose file from the first
@@ -44,6 +49,7 @@ func (in *Inbox) write(d Delivery) error {
 	if err := format.SyncDir(newDir); err != nil {
 		return err
 	}
+	crashpoint.Hit(CrashAfterSync)
 
 	in.counted(d, len(data), replacing)
 	in.log.Debug("message stored", "file", name, "topic", d.Message.Topic, "qos", d.Message.QoS, "dup", d.Dup)

@@ -1,0 +1,116 @@
+package test
+
+import (
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/mqspool/mqspool/test/harness"
+)
+
+// TestDownlink_RestartAndKill publishes QoS 1 and QoS 2 bursts while the
+// daemon is stopped with SIGTERM and killed with SIGKILL: no message is
+// lost, no QoS 2 message is stored twice, and every repeated QoS 1
+// message has a copy marked Dup.
+func TestDownlink_RestartAndKill(t *testing.T) {
+	broker := harness.StartBroker(t, "max_queued_messages 100000")
+	root := t.TempDir()
+	q1Dir, q2Dir := filepath.Join(root, "inbox-q1"), filepath.Join(root, "inbox-q2")
+	d := harness.NewDaemon(t, broker.URL(), fmt.Sprintf(`subscriptions:
+  - filter: burst/q1
+    qos: 1
+    dir: %s
+  - filter: burst/q2
+    qos: 2
+    dir: %s
+`, q1Dir, q2Dir))
+	d.DumpOnFailure()
+	d.Start()
+	waitSubscribed(t, d, 2)
+
+	q1 := startLinePublisher(t, broker, "burst/q1", 1)
+	q2 := startLinePublisher(t, broker, "burst/q2", 2)
+	const perRound, rounds = 150, 4
+	total := 0
+	for round := range rounds {
+		for range perRound {
+			q1.send(fmt.Sprintf("seq-%06d", total))
+			q2.send(fmt.Sprintf("seq-%06d", total))
+			total++
+			if total%10 == 0 {
+				time.Sleep(2 * time.Millisecond)
+			}
+		}
+		// Stop in the middle of the burst: the publishers go on, and the
+		// broker queues for the daemon's session.
+		if round%2 == 0 {
+			if code := d.Stop(10 * time.Second); code != 0 {
+				t.Errorf("exit code after SIGTERM = %d, want 0", code)
+			}
+		} else {
+			d.Kill()
+		}
+		for range perRound / 3 {
+			q1.send(fmt.Sprintf("seq-%06d", total))
+			q2.send(fmt.Sprintf("seq-%06d", total))
+			total++
+		}
+		d.Start()
+	}
+	q1.close(t)
+	q2.close(t)
+
+	harness.WaitFor(t, 60*time.Second, fmt.Sprintf("all %d qos 2 messages", total), func() bool {
+		return len(readInbox(t, q2Dir)) >= total
+	})
+	harness.WaitFor(t, 60*time.Second, fmt.Sprintf("all %d qos 1 messages", total), func() bool {
+		missing, _, _ := tallyInbox(t, readInbox(t, q1Dir), total)
+		return len(missing) == 0
+	})
+	time.Sleep(500 * time.Millisecond) // let a late duplicate show up
+
+	missing, dups, _ := tallyInbox(t, readInbox(t, q2Dir), total)
+	if len(missing) > 0 || len(dups) > 0 {
+		t.Errorf("qos 2: %d missing %v, %d stored twice %v", len(missing), head(missing), len(dups), head(dups))
+	}
+	missing, dups, unmarked := tallyInbox(t, readInbox(t, q1Dir), total)
+	if len(missing) > 0 {
+		t.Errorf("qos 1: %d missing %v", len(missing), head(missing))
+	}
+	if len(unmarked) > 0 {
+		t.Errorf("qos 1: %d messages repeated without a copy marked Dup: true: %v", len(unmarked), head(unmarked))
+	}
+	t.Logf("%d messages per qos, %d qos 1 repeated after 2 SIGTERM and 2 kill -9", total, len(dups))
+}
+
+// tallyInbox counts the files per sequence number. unmarked lists the
+// repeated numbers none of whose copies says Dup: true.
+func tallyInbox(t *testing.T, files []inboxFile, total int) (missing, dups, unmarked []int) {
+	t.Helper()
+	counts := make([]int, total)
+	marked := make([]bool, total)
+	for _, f := range files {
+		var seq int
+		if _, err := fmt.Sscanf(string(f.Message.Payload), "seq-%d", &seq); err != nil || seq >= total {
+			t.Errorf("unexpected payload %q in %s", f.Message.Payload, f.Name)
+			continue
+		}
+		counts[seq]++
+		if f.Received["Dup"] == "true" {
+			marked[seq] = true
+		}
+	}
+	for seq, c := range counts {
+		switch {
+		case c == 0:
+			missing = append(missing, seq)
+		case c > 1:
+			dups = append(dups, seq)
+			if !marked[seq] {
+				unmarked = append(unmarked, seq)
+			}
+		}
+	}
+	return missing, dups, unmarked
+}
