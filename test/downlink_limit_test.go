@@ -1,0 +1,81 @@
+package test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mqspool/mqspool/test/harness"
+)
+
+// TestDownlink_FullInboxHoldsAcks fills an inbox to max_files: further
+// QoS 1 messages wait at the broker unacknowledged, QoS 0 messages are
+// dropped and counted, and removing files lets the held ones in.
+func TestDownlink_FullInboxHoldsAcks(t *testing.T) {
+	broker := harness.StartBroker(t, "")
+	dir := filepath.Join(t.TempDir(), "inbox")
+	d := harness.NewDaemon(t, broker.URL(), fmt.Sprintf(`subscriptions:
+  - filter: full/#
+    qos: 1
+    dir: %s
+    max_files: 3
+`, dir))
+	d.DumpOnFailure()
+	d.Start()
+	waitSubscribed(t, d, 1)
+
+	const total = 10
+	pub := startLinePublisher(t, broker, "full/q1", 1)
+	for i := range total {
+		pub.send(fmt.Sprintf("seq-%06d", i))
+	}
+	harness.WaitFor(t, 10*time.Second, "3 files", func() bool { return len(readInbox(t, dir)) == 3 })
+	opsWait(t, "status full", func() bool { return downlinkStatus(t, d)["full"] == true })
+	time.Sleep(500 * time.Millisecond)
+	if n := len(readInbox(t, dir)); n != 3 {
+		t.Fatalf("full inbox holds %d files, want max_files 3", n)
+	}
+	if !strings.Contains(d.Log(), "inbox full, holding acknowledgements") {
+		t.Errorf("no log line for the full inbox")
+	}
+
+	for i := range 4 {
+		mosquittoPub(t, broker, "full/q0", 0, fmt.Sprintf("qos0-%d", i))
+	}
+	opsWait(t, "4 dropped qos 0 messages", func() bool { return downlinkStatus(t, d)["dropped_qos0"] == float64(4) })
+
+	// A consumer takes files as they come: every QoS 1 message arrives.
+	seen := map[string]int{}
+	harness.WaitFor(t, 30*time.Second, fmt.Sprintf("%d messages through a 3-file inbox", total), func() bool {
+		for _, f := range readInbox(t, dir) {
+			seen[string(f.Message.Payload)]++
+			os.Remove(filepath.Join(dir, "new", f.Name))
+		}
+		return len(seen) >= total
+	})
+	pub.close(t)
+	for i := range total {
+		if seen[fmt.Sprintf("seq-%06d", i)] == 0 {
+			t.Errorf("seq-%06d lost", i)
+		}
+	}
+	for payload := range seen {
+		if strings.HasPrefix(payload, "qos0-") {
+			t.Errorf("qos 0 message %s stored while the inbox was full", payload)
+		}
+	}
+	opsWait(t, "status not full", func() bool { return downlinkStatus(t, d)["full"] == false })
+}
+
+// downlinkStatus returns the status entry of the first subscription.
+func downlinkStatus(t *testing.T, d *harness.Daemon) map[string]any {
+	t.Helper()
+	subs, _ := opsStatus(t, d)["subscriptions"].([]any)
+	if len(subs) == 0 {
+		t.Fatal("status lists no subscriptions")
+	}
+	return subs[0].(map[string]any)
+}
