@@ -93,6 +93,23 @@ func printStatus(w io.Writer, s *control.Status) {
 	if s.LastError != "" {
 		row("last error", "%s", s.LastError)
 	}
+	for _, sub := range s.Subscriptions {
+		printSubscription(row, sub)
+	}
+}
+
+// printSubscription prints one downlink subscription and its inbox.
+func printSubscription(row func(name, format string, args ...any), s control.SubscriptionStatus) {
+	state := "ok"
+	switch {
+	case s.Rejected != "":
+		state = "rejected by the broker: " + s.Rejected
+	case s.Full:
+		state = "inbox full, acknowledgements held"
+	}
+	row("subscription", "%s -> %s: %s", s.Filter, s.Dir, state)
+	row("  inbox", "received %d (%d repeated), backlog %d files %s, qos 0 dropped %d, failed %d",
+		s.Received, s.Duplicates, s.BacklogFiles, config.ByteSize(s.BacklogBytes), s.Dropped, s.Failed)
 }
 
 func orNone(s string) string {
