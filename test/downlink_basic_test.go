@@ -92,6 +92,10 @@ func TestDownlink_QoSAndProperties(t *testing.T) {
 	if first["received"].(float64) != 4 || first["backlog_files"].(float64) != 4 {
 		t.Errorf("status of cmd/# = %v, want 4 received and 4 in the backlog", first)
 	}
+	text, _ := d.Ctl("status")
+	if !strings.Contains(text, "cmd/# -> "+cmdDir+": ok") || !strings.Contains(text, "received 4 (0 repeated), backlog 4 files") {
+		t.Errorf("status text lacks the cmd/# subscription:\n%s", text)
+	}
 }
 
 func checkReceivedHeaders(t *testing.T, f inboxFile, subID, dup string) {
