@@ -43,6 +43,25 @@ type rate struct {
 	// Bounded is set when the run stopped at its time bound before
 	// every message arrived.
 	Bounded bool
+	// CPU is the user and system time of the sending process, when it
+	// is a process of its own.
+	CPU time.Duration
+}
+
+// cpuPerMessage returns the sender's CPU time per message.
+func (r rate) cpuPerMessage() time.Duration {
+	if r.Messages == 0 {
+		return 0
+	}
+	return r.CPU / time.Duration(r.Messages)
+}
+
+// cpuTime returns the user and system time of an exited process.
+func cpuTime(st *os.ProcessState) time.Duration {
+	if st == nil {
+		return 0
+	}
+	return st.UserTime() + st.SystemTime()
 }
 
 func (r rate) perSecond() float64 {
@@ -79,8 +98,9 @@ func drainMqspool(e *env, qos byte, size int) (rate, error) {
 	if serr != nil {
 		return rate{}, fmt.Errorf("stop mqspool after drain: %w", serr)
 	}
-	logf("mqspool QoS %d %d B: %d in %s", qos, size, n, last.Sub(d.started))
-	return rate{Messages: int64(n), Elapsed: last.Sub(d.started)}, nil
+	r := rate{Messages: int64(n), Elapsed: last.Sub(d.started), CPU: cpuTime(d.cmd.ProcessState)}
+	logf("mqspool QoS %d %d B: %d in %s, CPU %s", qos, size, n, r.Elapsed, r.CPU)
+	return r, nil
 }
 
 // drainMosquittoPub sends Drain messages through mosquitto_pub -l in runs
@@ -100,8 +120,9 @@ func drainMosquittoPub(e *env, qos byte, size int) (rate, error) {
 		}
 		total.Messages += r.Messages
 		total.Elapsed += r.Elapsed
+		total.CPU += r.CPU
 	}
-	logf("mosquitto_pub QoS %d %d B: %d in %s", qos, size, total.Messages, total.Elapsed)
+	logf("mosquitto_pub QoS %d %d B: %d in %s, CPU %s", qos, size, total.Messages, total.Elapsed, total.CPU)
 	return total, nil
 }
 
@@ -137,7 +158,7 @@ func pubChunk(e *env, dir string, qos byte, size, lines int) (rate, error) {
 	if werr != nil {
 		return rate{}, fmt.Errorf("mosquitto_pub QoS %d, %d B: %w", qos, size, werr)
 	}
-	return rate{Messages: int64(lines), Elapsed: last.Sub(start)}, nil
+	return rate{Messages: int64(lines), Elapsed: last.Sub(start), CPU: cpuTime(cmd.ProcessState)}, nil
 }
 
 // logf prints progress to stderr.

@@ -67,8 +67,9 @@ func (r *report) addDrain(qos byte, size int, own, ref rate) {
 		Mqspool: msgRate(own), Reference: "mosquitto_pub -M 1000: " + msgRate(ref),
 		Ratio: fmt.Sprintf("%.2f×", ratio), Target: "≥ 0.8×", Result: passFail(ratio >= 0.8),
 	})
-	r.details = append(r.details, fmt.Sprintf("Drain QoS %d, %s: mqspool %d messages in %s; mosquitto_pub %d messages in %s (runs of at most %d lines).",
-		qos, sizeName(size), own.Messages, round(own.Elapsed), ref.Messages, round(ref.Elapsed), r.sizes.PubChunk))
+	r.details = append(r.details, fmt.Sprintf("Drain QoS %d, %s: mqspool %d messages in %s, %s CPU per message (the whole process, start and stop included); "+
+		"mosquitto_pub %d messages in %s (runs of at most %d lines), %s CPU per message.",
+		qos, sizeName(size), own.Messages, round(own.Elapsed), own.cpuPerMessage(), ref.Messages, round(ref.Elapsed), r.sizes.PubChunk, ref.cpuPerMessage()))
 }
 
 func (r *report) addClients(size int, store, queue rate) {
