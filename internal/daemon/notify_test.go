@@ -1,0 +1,62 @@
+package daemon
+
+import (
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// listenNotify stands in for systemd's notification socket.
+func listenNotify(t *testing.T) *net.UnixConn {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	t.Setenv("NOTIFY_SOCKET", path)
+	return conn
+}
+
+// nextDatagram returns the next notification, or "" when none arrives
+// within wait.
+func nextDatagram(conn *net.UnixConn, wait time.Duration) string {
+	buf := make([]byte, 1024)
+	conn.SetReadDeadline(time.Now().Add(wait))
+	n, _, err := conn.ReadFromUnix(buf)
+	if err != nil {
+		return ""
+	}
+	return string(buf[:n])
+}
+
+func TestWatchdogTick_WithheldWhenStalled(t *testing.T) {
+	conn := listenNotify(t)
+	d := &Daemon{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	d.notify = notifier{log: d.log}
+
+	// A Poll that should have returned long ago: no ping.
+	d.live.beatLoop(time.Now().Add(-time.Minute), time.Second)
+	d.watchdogTick()
+	if got := nextDatagram(conn, 200*time.Millisecond); got != "" {
+		t.Errorf("stalled event loop still sent %q", got)
+	}
+
+	// A fresh heartbeat: ping.
+	d.live.beatLoop(time.Now(), time.Second)
+	d.watchdogTick()
+	if got := nextDatagram(conn, 2*time.Second); got != "WATCHDOG=1" {
+		t.Errorf("healthy daemon sent %q, want WATCHDOG=1", got)
+	}
+
+	// The pickup stopped: no ping, however fresh the loop is.
+	d.live.pickupEnded.Store(true)
+	d.watchdogTick()
+	if got := nextDatagram(conn, 200*time.Millisecond); got != "" {
+		t.Errorf("stopped pickup still sent %q", got)
+	}
+}
