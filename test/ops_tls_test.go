@@ -91,7 +91,8 @@ func TestOpsTLS_Mutual(t *testing.T) {
 }
 
 // TestOpsTLS_MutualRejected checks that a broker requiring client
-// certificates turns away a daemon without one, and the log says so.
+// certificates turns away a daemon without one and that the attempt is
+// logged as failed.
 func TestOpsTLS_MutualRejected(t *testing.T) {
 	b := harness.StartTLSBroker(t, true)
 	d := harness.NewDaemon(t, "", opsTLSConfig(b.TLSURL(), "    ca_file: "+b.CA.CertFile+"\n"))

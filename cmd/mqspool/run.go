@@ -120,7 +120,7 @@ func reloadConfig(log *slog.Logger, d *daemon.Daemon, load func() (*config.Confi
 	d.Reload(cfg)
 }
 
-// signalActions are what handleSignals calls.
+// signalActions are the callbacks that handleSignals runs.
 type signalActions struct {
 	soft, hard context.CancelFunc
 	hardAfter  time.Duration // after the first stop signal, call hard

@@ -141,7 +141,7 @@ func TestServer_CloseEndsWait(t *testing.T) {
 
 func TestListen_StaleAndLiveSocket(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ctl.sock")
-	// A socket file nobody accepts on is replaced.
+	// A socket file that no process accepts on is replaced.
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)
