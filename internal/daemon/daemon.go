@@ -105,6 +105,7 @@ func (d *Daemon) build() error {
 		FailedFiles: func() int { return CountFailed(d.cfg.Spool.Dir) },
 		CertFile:    d.cfg.Broker.TLS.CertFile,
 	})
+	d.metrics.Registry().MustRegister(newDownlinkCollector(d.downlink))
 
 	d.log.Info("spool opened", "db", d.cfg.Spool.DB, "dir", d.cfg.Spool.Dir,
 		"messages", d.spool.Stats().Messages, "flows", len(restored.Outgoing),
