@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"path"
+	"path/filepath"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -193,8 +194,16 @@ func (c *Config) validateRoutes(v *validator) {
 }
 
 func (c *Config) validateSubscriptions(v *validator) {
+	filters, dirs := map[string]int{}, map[string]int{}
 	for i, s := range c.Subscriptions {
 		key := fmt.Sprintf("subscriptions[%d]", i)
+		if j, ok := filters[s.Filter]; ok && s.Filter != "" {
+			v.addf("%s.filter: %q repeats subscriptions[%d]: merge the two entries", key, s.Filter, j)
+		}
+		if j, ok := dirs[filepath.Clean(s.Dir)]; ok && s.Dir != "" {
+			v.addf("%s.dir: %q is also the inbox of subscriptions[%d]: give each subscription its own dir", key, s.Dir, j)
+		}
+		filters[s.Filter], dirs[filepath.Clean(s.Dir)] = i, i
 		if s.Filter == "" {
 			v.addf("%s.filter: missing: set a topic filter such as devices/+/cmd", key)
 		}
