@@ -33,7 +33,8 @@ func spoolOptions(cfg *config.Config, log *slog.Logger, quarantine spool.Quarant
 	}
 }
 
-func pickupOptions(cfg *config.Config, log *slog.Logger) pickup.Options {
+// pickupRoutes converts the configured routes to the pickup's type.
+func pickupRoutes(cfg *config.Config) []pickup.Route {
 	routes := make([]pickup.Route, 0, len(cfg.Routes))
 	for _, r := range cfg.Routes {
 		route := pickup.Route{Match: r.Match, Topic: r.Topic, Retain: r.Retain, AllowDollar: r.AllowDollar}
@@ -43,6 +44,11 @@ func pickupOptions(cfg *config.Config, log *slog.Logger) pickup.Options {
 		}
 		routes = append(routes, route)
 	}
+	return routes
+}
+
+func pickupOptions(cfg *config.Config, log *slog.Logger) pickup.Options {
+	routes := pickupRoutes(cfg)
 	return pickup.Options{
 		Dir:                cfg.Spool.Dir,
 		Settle:             cfg.Pickup.Settle,
