@@ -24,7 +24,8 @@ func downlinkConfig(root string) string {
 func TestDownlink_QoSAndProperties(t *testing.T) {
 	broker := harness.StartBroker(t, "")
 	root := t.TempDir()
-	d := harness.NewDaemon(t, broker.URL(), downlinkConfig(root))
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	d := harness.NewDaemon(t, broker.URL(), downlinkConfig(root)+"metrics:\n  listen: "+metricsAddr+"\n")
 	d.DumpOnFailure()
 	d.Start()
 	waitSubscribed(t, d, 2)
@@ -91,6 +92,16 @@ func TestDownlink_QoSAndProperties(t *testing.T) {
 	first := subs[0].(map[string]any)
 	if first["received"].(float64) != 4 || first["backlog_files"].(float64) != 4 {
 		t.Errorf("status of cmd/# = %v, want 4 received and 4 in the backlog", first)
+	}
+	samples := opsScrape(t, metricsAddr)
+	for name, want := range map[string]float64{
+		`mqspool_downlink_received_total{filter="cmd/#"}`:        4,
+		`mqspool_downlink_backlog_files{filter="cmd/special/+"}`: 1,
+		`mqspool_downlink_inbox_full{filter="cmd/#"}`:            0,
+	} {
+		if got, ok := samples[name]; !ok || got != want {
+			t.Errorf("metric %s = %v (present %t), want %v", name, got, ok, want)
+		}
 	}
 	text, _ := d.Ctl("status")
 	if !strings.Contains(text, "cmd/# -> "+cmdDir+": ok") || !strings.Contains(text, "received 4 (0 repeated), backlog 4 files") {
