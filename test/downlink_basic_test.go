@@ -68,8 +68,8 @@ func TestDownlink_QoSAndProperties(t *testing.T) {
 		checkReceivedHeaders(t, f, "1", "false")
 	}
 
-	// The overlapping filters each get a copy, told apart by the
-	// Subscription Identifier and granted at their own QoS.
+	// Each overlapping filter gets its own copy, with its own
+	// Subscription Identifier and at its own granted QoS.
 	both := files[3]
 	if string(both.Message.Payload) != "both inboxes" || both.Message.QoS != 2 {
 		t.Errorf("inbox-cmd last file = %+v", both.Message)

@@ -10,9 +10,9 @@ import (
 )
 
 // TestDownlink_RestartAndKill publishes QoS 1 and QoS 2 bursts while the
-// daemon is stopped with SIGTERM and killed with SIGKILL: no message is
-// lost, no QoS 2 message is stored twice, and every repeated QoS 1
-// message has a copy marked Dup.
+// daemon is stopped with SIGTERM and killed with SIGKILL. No message may
+// be lost and no QoS 2 message stored twice. Every repeated QoS 1
+// message must have a copy marked Dup.
 func TestDownlink_RestartAndKill(t *testing.T) {
 	broker := harness.StartBroker(t, "max_queued_messages 100000")
 	root := t.TempDir()
@@ -85,7 +85,7 @@ func TestDownlink_RestartAndKill(t *testing.T) {
 }
 
 // tallyInbox counts the files per sequence number. unmarked lists the
-// repeated numbers none of whose copies says Dup: true.
+// repeated numbers that have no copy with Dup: true.
 func tallyInbox(t *testing.T, files []inboxFile, total int) (missing, dups, unmarked []int) {
 	t.Helper()
 	counts := make([]int, total)
