@@ -1,0 +1,172 @@
+package test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mqspool/mqspool/test/harness"
+)
+
+// TestRecovery_DamagedDatabase damages the stopped daemon's database in
+// two ways; each time the daemon must start within 5 s, keep the damaged
+// file (renamed aside, never deleted) and forward new files.
+func TestRecovery_DamagedDatabase(t *testing.T) {
+	damage := map[string]func(t *testing.T, path string){
+		"truncated": func(t *testing.T, path string) {
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Cut into the pages in use, not only the preallocated tail.
+			if err := os.Truncate(path, fi.Size()*6/10); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"zeroed page": func(t *testing.T, path string) {
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			fi, _ := f.Stat()
+			if _, err := f.WriteAt(make([]byte, 4096), fi.Size()/2/4096*4096); err != nil {
+				t.Fatal(err)
+			}
+		},
+	}
+	for name, hurt := range damage {
+		t.Run(name, func(t *testing.T) {
+			broker := harness.StartBroker(t, "")
+			broker.Stop()
+			d := harness.NewDaemon(t, broker.URL(), "")
+			d.DumpOnFailure()
+			d.Start()
+			for i := range 300 {
+				d.Drop(fmt.Sprintf("old-%03d.msg", i), []byte(fmt.Sprintf("Topic: old/t\n\n%s-%03d", strings.Repeat("p", 500), i)))
+			}
+			harness.WaitFor(t, 30*time.Second, "new/ empty", d.NewEmpty)
+			if code := d.Stop(10 * time.Second); code != 0 {
+				t.Fatalf("exit code %d", code)
+			}
+			hurt(t, d.DB)
+
+			broker.Start()
+			sub := harness.Subscribe(t, broker.Addr(), "fresh/#", 1)
+			start := time.Now()
+			d.Start()
+			harness.WaitFor(t, 5*time.Second, "control socket after start", func() bool {
+				_, err := os.Stat(d.Socket)
+				return err == nil
+			})
+			if took := time.Since(start); took > 5*time.Second {
+				t.Errorf("start took %s with a damaged database, want under 5 s", took)
+			}
+			d.Drop("fresh.msg", []byte("Topic: fresh/t\n\nafter the damage"))
+			sub.WaitCount(1, 20*time.Second)
+
+			aside, _ := filepath.Glob(d.DB + ".corrupt-*")
+			if len(aside) != 1 {
+				t.Fatalf("renamed-aside files %v, want exactly one", aside)
+			}
+			if !strings.Contains(d.Log(), "level=ERROR") {
+				t.Errorf("no error logged for the damaged database")
+			}
+
+			// Salvage copies what is still readable back into new/.
+			old := harness.Subscribe(t, broker.Addr(), "old/#", 1)
+			out, err := exec.Command(d.Bin, "spool", "salvage", "--config", d.Config, aside[0]).Output()
+			if err != nil {
+				t.Fatalf("salvage: %v\n%s", err, out)
+			}
+			var copied, skipped int
+			if i := strings.Index(string(out), "salvaged "); i >= 0 {
+				fmt.Sscanf(string(out)[i:], "salvaged %d messages", &copied)
+			}
+			if i := strings.Index(string(out), "skipped "); i >= 0 {
+				fmt.Sscanf(string(out)[i:], "skipped %d", &skipped)
+			}
+			if copied == 0 {
+				t.Fatalf("salvage copied nothing: %s", out)
+			}
+			old.WaitCount(copied, 30*time.Second)
+			t.Logf("salvaged %d of 300 messages, %d unreadable", copied, skipped)
+		})
+	}
+}
+
+// TestRecovery_SigtermInAwkwardStates sends SIGTERM while the daemon waits
+// on a stopped broker, a full send buffer, a backoff sleep, a second
+// signal and a large ingest: it must exit 0 within 5 s every time and
+// leave the database free for the next start.
+func TestRecovery_SigtermInAwkwardStates(t *testing.T) {
+	states := []struct {
+		name  string
+		setup func(t *testing.T, b *harness.Broker, p *harness.Proxy, d *harness.Daemon)
+	}{
+		{"broker stopped with SIGSTOP", func(t *testing.T, b *harness.Broker, p *harness.Proxy, d *harness.Daemon) {
+			d.Drop("a.msg", []byte("Topic: t\nQoS: 1\n\na"))
+			time.Sleep(300 * time.Millisecond)
+			b.Pause()
+			t.Cleanup(b.Resume)
+			d.Drop("b.msg", []byte("Topic: t\nQoS: 1\n\nb"))
+			time.Sleep(300 * time.Millisecond)
+		}},
+		{"send buffer full", func(t *testing.T, b *harness.Broker, p *harness.Proxy, d *harness.Daemon) {
+			p.SetMode(harness.Stall)
+			t.Cleanup(func() { p.SetMode(harness.Pass) })
+			big := strings.Repeat("x", 900<<10)
+			for i := range 20 {
+				d.Drop(fmt.Sprintf("big-%d.msg", i), []byte("Topic: t\nQoS: 1\n\n"+big))
+			}
+			time.Sleep(time.Second)
+		}},
+		{"backoff sleep", func(t *testing.T, b *harness.Broker, p *harness.Proxy, d *harness.Daemon) {
+			b.Stop()
+			time.Sleep(1500 * time.Millisecond)
+		}},
+		{"two signals 100 ms apart", func(t *testing.T, b *harness.Broker, p *harness.Proxy, d *harness.Daemon) {
+			d.Signal(syscall.SIGTERM)
+			time.Sleep(100 * time.Millisecond)
+		}},
+		{"large ingest", func(t *testing.T, b *harness.Broker, p *harness.Proxy, d *harness.Daemon) {
+			for i := range 3000 {
+				d.Drop(fmt.Sprintf("n-%05d.msg", i), []byte(fmt.Sprintf("Topic: t\n\n%d", i)))
+			}
+		}},
+	}
+	for _, s := range states {
+		t.Run(s.name, func(t *testing.T) {
+			broker := harness.StartBroker(t, "")
+			proxy := harness.StartProxy(t, broker.Addr())
+			d := harness.NewDaemon(t, proxy.URL(), "publish:\n  max_message_bytes: 1MiB\n")
+			d.DumpOnFailure()
+			d.Start()
+			harness.WaitFor(t, 10*time.Second, "first connection", func() bool { return proxy.Accepted() >= 1 })
+			s.setup(t, broker, proxy, d)
+
+			start := time.Now()
+			if code := d.Stop(8 * time.Second); code != 0 {
+				t.Errorf("exit code %d, want 0", code)
+			}
+			if took := time.Since(start); took > 5*time.Second+500*time.Millisecond {
+				t.Errorf("SIGTERM took %s, want within the 5 s drain deadline", took)
+			}
+
+			// The next start must find the database unlocked.
+			begin := time.Now()
+			d.Start()
+			harness.WaitFor(t, 3*time.Second, "spool opened after restart", func() bool {
+				return strings.Count(d.Log(), "spool opened") >= 2
+			})
+			if took := time.Since(begin); took > 2*time.Second {
+				t.Errorf("restart took %s to open the spool: the lock was not released", took)
+			}
+		})
+	}
+}
