@@ -7,8 +7,8 @@
 // called. Consumers take files from new/ and remove them.
 //
 // Goroutines: [Inbox.Enqueue] is called by the goroutine that drives the
-// event loop and never waits on the disk, unless the queue is full of
-// QoS 1 and 2 messages. [Inbox.Run] is the one worker goroutine of an
-// inbox; it owns the directory, the file names and the backlog count.
-// [Inbox.Stats] may be called from any goroutine.
+// event loop and never waits, so a slow disk cannot delay keep alive.
+// [Inbox.Run] is the one worker goroutine of an inbox. It owns the
+// directory, the file names and the backlog count. [Inbox.Stats] may be
+// called from any goroutine.
 package inbox

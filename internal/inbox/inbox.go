@@ -26,7 +26,8 @@ type Options struct {
 	// At the bound the inbox holds acknowledgements and drops QoS 0.
 	MaxFiles int
 	MaxBytes int64
-	// QueueSize bounds the messages waiting for the worker; default 256.
+	// QueueSize bounds the QoS 0 messages waiting for the worker;
+	// default 256. QoS 1 and 2 messages are always queued, see Enqueue.
 	QueueSize int
 	// PollInterval is how often new/ is counted again, so that files a
 	// consumer removed make room; default 1s.
@@ -62,11 +63,14 @@ type Stats struct {
 // Inbox stores the messages of one subscription. Create it with [Open],
 // run its worker with [Inbox.Run] and feed it with [Inbox.Enqueue].
 type Inbox struct {
-	opts    Options
-	log     *slog.Logger
-	queue   chan Delivery
-	stopped chan struct{} // closed when Run returns
-	full    atomic.Bool
+	opts Options
+	log  *slog.Logger
+	full atomic.Bool
+
+	queueMu  sync.Mutex    // guards queue and overflow
+	queue    []Delivery    // waiting for the worker, in arrival order
+	overflow bool          // the queue passed QueueSize; logged once
+	queued   chan struct{} // capacity 1: the queue may have grown
 
 	mu    sync.Mutex // guards stats
 	stats Stats
@@ -96,10 +100,9 @@ func Open(opts Options) (*Inbox, error) {
 		}
 	}
 	in := &Inbox{
-		opts:    opts,
-		log:     opts.Logger.With("inbox", opts.Dir, "filter", opts.Filter),
-		queue:   make(chan Delivery, opts.QueueSize),
-		stopped: make(chan struct{}),
+		opts:   opts,
+		log:    opts.Logger.With("inbox", opts.Dir, "filter", opts.Filter),
+		queued: make(chan struct{}, 1),
 	}
 	in.cleanTmp()
 	if err := in.count(); err != nil {
@@ -118,30 +121,54 @@ func (in *Inbox) Stats() Stats {
 	return in.stats
 }
 
-// Enqueue hands a message to the worker without waiting on the disk. A
-// QoS 0 message is dropped and counted when the inbox is full or the
-// queue is. A QoS 1 or 2 message waits for queue space, which the broker's
-// Receive Maximum makes rare; once Run has returned it is left
-// unacknowledged, so the broker sends it again.
+// Enqueue hands a message to the worker and never waits. A QoS 0
+// message is dropped and counted when the inbox is full or QueueSize
+// messages wait. QoS 1 and 2 messages are queued even past QueueSize,
+// because dropping them unacknowledged would stall the broker's flow
+// until the next connection. The broker's Receive Maximum bounds them:
+// it counts every unacknowledged QoS 1 and 2 message of a connection, and
+// only QoS 1 messages whose connection ended can add to that.
 func (in *Inbox) Enqueue(d Delivery) {
 	if d.Message.QoS == 0 && in.full.Load() {
 		in.drop(d, "inbox full")
 		return
 	}
-	select {
-	case in.queue <- d:
-		return
-	default:
-	}
-	if d.Message.QoS == 0 {
+
+	in.queueMu.Lock()
+	n := len(in.queue)
+	if d.Message.QoS == 0 && n >= in.opts.QueueSize {
+		in.queueMu.Unlock()
 		in.drop(d, "inbox queue full")
 		return
 	}
-	in.log.Warn("inbox queue full, waiting for the worker", "queue_size", in.opts.QueueSize)
-	select {
-	case in.queue <- d:
-	case <-in.stopped:
+	in.queue = append(in.queue, d)
+	logOverflow := n >= in.opts.QueueSize && !in.overflow
+	if logOverflow {
+		in.overflow = true
 	}
+	in.queueMu.Unlock()
+
+	if logOverflow {
+		in.log.Warn("inbox queue longer than its size, holding qos 1 and 2 messages in memory", "queue_size", in.opts.QueueSize)
+	}
+	select {
+	case in.queued <- struct{}{}:
+	default:
+	}
+}
+
+// dequeue takes the oldest queued message.
+func (in *Inbox) dequeue() (Delivery, bool) {
+	in.queueMu.Lock()
+	defer in.queueMu.Unlock()
+	if len(in.queue) == 0 {
+		in.overflow = false
+		return Delivery{}, false
+	}
+	d := in.queue[0]
+	in.queue[0] = Delivery{}
+	in.queue = in.queue[1:]
+	return d, true
 }
 
 func (in *Inbox) drop(d Delivery, reason string) {
@@ -157,18 +184,28 @@ func (in *Inbox) drop(d Delivery, reason string) {
 // Run writes queued messages until ctx ends. Messages still queued then
 // are not acknowledged, so the broker sends them again.
 func (in *Inbox) Run(ctx context.Context) {
-	defer close(in.stopped)
 	tick := time.NewTicker(in.opts.PollInterval)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case d := <-in.queue:
-			in.deliver(ctx, d)
+		case <-in.queued:
+			in.drain(ctx)
 		case <-tick.C:
 			in.recount()
 		}
+	}
+}
+
+// drain delivers queued messages until the queue is empty or ctx ends.
+func (in *Inbox) drain(ctx context.Context) {
+	for ctx.Err() == nil {
+		d, ok := in.dequeue()
+		if !ok {
+			return
+		}
+		in.deliver(ctx, d)
 	}
 }
 

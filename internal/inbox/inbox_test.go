@@ -2,6 +2,7 @@ package inbox
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -217,5 +218,41 @@ func TestInbox_Write_UnrepresentableGoesToFailed(t *testing.T) {
 	}
 	if st := in.Stats(); st.Failed != 1 || st.Received != 0 {
 		t.Errorf("stats = %+v", st)
+	}
+}
+
+func TestInbox_Enqueue_NeverBlocks(t *testing.T) {
+	in := openTest(t, Options{QueueSize: 2})
+	var released atomic.Int32
+	done := make(chan struct{})
+	go func() {
+		// No worker runs: QoS 1 and 2 queue past QueueSize, QoS 0 is dropped.
+		for i := range 5 {
+			in.Enqueue(delivery("a", fmt.Sprint(i), byte(1+i%2), &released))
+		}
+		in.Enqueue(delivery("a", "zero", 0, &released))
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Enqueue blocked with no worker running")
+	}
+	if st := in.Stats(); st.Dropped != 1 {
+		t.Errorf("dropped = %d, want the qos 0 message", st.Dropped)
+	}
+
+	runTest(t, in)
+	waitFor(t, "5 releases", func() bool { return released.Load() == 5 })
+	names := newFiles(t, in)
+	if len(names) != 5 {
+		t.Fatalf("new/ holds %d files, want 5", len(names))
+	}
+	for i, name := range names {
+		data, _ := os.ReadFile(filepath.Join(in.Dir(), "new", name))
+		m, _, err := format.ParseMsg(data)
+		if err != nil || string(m.Payload) != fmt.Sprint(i) {
+			t.Errorf("file %d %s payload %q (%v), want %d in arrival order", i, name, m.Payload, err, i)
+		}
 	}
 }
