@@ -1,0 +1,59 @@
+package message
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestValidateTopic(t *testing.T) {
+	cases := []struct {
+		topic       string
+		allowDollar bool
+		want        error
+	}{
+		{"site1/temp", false, nil},
+		{"gebäude-3/temp", false, nil},
+		{"/leading/slash", false, nil},
+		{"", false, ErrTopicEmpty},
+		{strings.Repeat("a", MaxTopicBytes+1), false, ErrTopicTooLong},
+		{"caf\xe9", false, ErrTopicNotUTF8},
+		{"a\x00b", false, ErrTopicNUL},
+		{"a/+/b", false, ErrTopicWildcard},
+		{"a/#", false, ErrTopicWildcard},
+		{"$SYS/x", false, ErrTopicDollar},
+		{"$SYS/x", true, nil},
+	}
+	for _, tc := range cases {
+		if err := ValidateTopic(tc.topic, tc.allowDollar); !errors.Is(err, tc.want) {
+			t.Errorf("ValidateTopic(%.20q, %t) = %v, want %v", tc.topic, tc.allowDollar, err, tc.want)
+		}
+	}
+}
+
+func TestMessage_Validate(t *testing.T) {
+	good := Message{Topic: "a/b", QoS: 2, PayloadFormat: PayloadFormatUTF8, Payload: []byte("ok")}
+	if err := good.Validate(false); err != nil {
+		t.Errorf("valid message: %v", err)
+	}
+
+	cases := map[string]Message{
+		"qos 3":              {Topic: "a", QoS: 3},
+		"utf8 payload wrong": {Topic: "a", PayloadFormat: PayloadFormatUTF8, Payload: []byte{0xff}},
+		"bad response topic": {Topic: "a", ResponseTopic: "r/#"},
+		"wildcard topic":     {Topic: "a/+"},
+		"property not utf8":  {Topic: "a", UserProperties: []UserProperty{{Key: "k", Value: "\xff"}}},
+	}
+	for name, m := range cases {
+		if err := m.Validate(false); err == nil {
+			t.Errorf("%s: Validate succeeded, want an error", name)
+		}
+	}
+}
+
+func TestMessage_Size(t *testing.T) {
+	m := Message{Topic: "ab", Payload: []byte("123"), UserProperties: []UserProperty{{"k", "vv"}}}
+	if got := m.Size(); got != 8 {
+		t.Errorf("Size = %d, want 8", got)
+	}
+}
