@@ -26,6 +26,9 @@ type brokerScript struct {
 	dropAck func(conn int, p *packets.Publish) bool
 	// ackCode returns the reason code for PUBACK or PUBREC.
 	ackCode func(p *packets.Publish) byte
+	// subackCode returns the SUBACK reason code for a filter; nil grants
+	// the requested QoS.
+	subackCode func(filter string) byte
 }
 
 // wirePacket is one packet the fake broker received (fromClient) or sent.
@@ -42,6 +45,8 @@ type wirePacket struct {
 	cleanStart bool
 	keepAlive  uint16
 	expiry     *uint32
+	filters    []string // SUBSCRIBE and UNSUBSCRIBE
+	subID      int      // Subscription Identifier of a SUBSCRIBE; 0: none
 	at         time.Time
 }
 
@@ -169,8 +174,14 @@ func (b *fakeBroker) reply(n int, c net.Conn, cp *packets.ControlPacket) bool {
 		codes := make([]byte, len(p.Subscriptions))
 		for i, sub := range p.Subscriptions {
 			codes[i] = sub.QoS
+			if s.subackCode != nil {
+				codes[i] = s.subackCode(sub.Topic)
+			}
 		}
 		b.send(n, c, &packets.Suback{PacketID: p.PacketID, Reasons: codes, Properties: &packets.Properties{}})
+	case *packets.Unsubscribe:
+		codes := make([]byte, len(p.Topics))
+		b.send(n, c, &packets.Unsuback{PacketID: p.PacketID, Reasons: codes, Properties: &packets.Properties{}})
 	case *packets.Disconnect:
 		return false
 	}
@@ -228,6 +239,8 @@ func pahoType(p packets.Packet) byte {
 		return packets.PUBCOMP
 	case *packets.Suback:
 		return packets.SUBACK
+	case *packets.Unsuback:
+		return packets.UNSUBACK
 	case *packets.Pingresp:
 		return packets.PINGRESP
 	case *packets.Disconnect:
@@ -250,6 +263,15 @@ func (b *fakeBroker) record(n int, fromClient bool, cp *packets.ControlPacket) {
 		w.code = p.ReasonCode
 	case *packets.Disconnect:
 		w.code = p.ReasonCode
+	case *packets.Subscribe:
+		for _, sub := range p.Subscriptions {
+			w.filters = append(w.filters, sub.Topic)
+		}
+		if id := p.Properties.SubscriptionIdentifier; id != nil {
+			w.subID = *id
+		}
+	case *packets.Unsubscribe:
+		w.filters = p.Topics
 	}
 	b.mu.Lock()
 	b.wire = append(b.wire, w)
