@@ -261,6 +261,8 @@ func (b *fakeBroker) record(n int, fromClient bool, cp *packets.ControlPacket) {
 		w.code = p.ReasonCode
 	case *packets.Pubrec:
 		w.code = p.ReasonCode
+	case *packets.Pubcomp:
+		w.code = p.ReasonCode
 	case *packets.Disconnect:
 		w.code = p.ReasonCode
 	case *packets.Subscribe:
