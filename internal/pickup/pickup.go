@@ -77,6 +77,10 @@ type Options struct {
 	FreeSpacePath string
 	// BatchMax is the most files handed to one Store.Append call.
 	BatchMax int
+	// FailedWarnBytes is the size of failed/ above which a warning is
+	// logged at most once an hour; 0 turns the warning off. Nothing in
+	// failed/ is ever deleted.
+	FailedWarnBytes int64
 	// Logger receives warnings for bad files and errors; nil discards.
 	Logger *slog.Logger
 }
@@ -108,8 +112,14 @@ type Stats struct {
 	Waiting int
 	// DiskPressure is true while ingest is paused for lack of free space.
 	DiskPressure bool
-	LastError    string
-	LastErrorAt  time.Time
+	// StaleTmpFiles counts files left in tmp/ for over a day.
+	StaleTmpFiles int
+	// FailedFiles and FailedBytes measure failed/ at the last rescan; the
+	// bytes include the .reason files.
+	FailedFiles int
+	FailedBytes int64
+	LastError   string
+	LastErrorAt time.Time
 }
 
 // Pickup ingests the spool directory. Create it with [New].
@@ -141,9 +151,11 @@ type Pickup struct {
 	retryAt     time.Time            // no ingest before this time
 	backoff     time.Duration        // current wait after a full spool or store error
 	storeErrLog rateLimit
-	unreadable  map[string]time.Time // last log time of each unreadable file
-	watchErrLog rateLimit
-	spaceErrLog rateLimit
+	// housekeepingLog limits the warnings about tmp/ and failed/.
+	housekeepingLog rateLimit
+	unreadable      map[string]time.Time // last log time of each unreadable file
+	watchErrLog     rateLimit
+	spaceErrLog     rateLimit
 }
 
 // New checks opts, creates tmp/, new/ and failed/ when missing and

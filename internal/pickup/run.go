@@ -59,6 +59,7 @@ func (p *Pickup) Run(ctx context.Context) error {
 func (p *Pickup) rescan(w *watcher, ws *watches) {
 	p.scanTree(w, ws, "")
 	p.checkSettling()
+	p.housekeeping()
 	now := p.now()
 	for rel, last := range p.unreadable {
 		if now.Sub(last) >= unreadableLogInterval {
