@@ -27,15 +27,36 @@ func opsPackets(p *harness.Proxy, dir harness.Direction, typ byte, since time.Ti
 // opsStatus runs "mqspool status --json" and decodes it.
 func opsStatus(t *testing.T, d *harness.Daemon) map[string]any {
 	t.Helper()
-	out, code := d.Ctl("status", "--json")
+	st, out, code := opsTryStatus(t, d)
 	if code != 0 {
 		t.Fatalf("status exited %d:\n%s", code, out)
+	}
+	return st
+}
+
+// opsTryStatus runs "mqspool status --json" and returns the decoded
+// output, or the exit code when it failed.
+func opsTryStatus(t *testing.T, d *harness.Daemon) (map[string]any, string, int) {
+	t.Helper()
+	out, code := d.Ctl("status", "--json")
+	if code != 0 {
+		return nil, out, code
 	}
 	var st map[string]any
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status --json output is not JSON: %v\n%s", err, out)
 	}
-	return st
+	return st, out, 0
+}
+
+// opsConnected waits until status reports a broker connection. The
+// control socket may not listen yet right after Start.
+func opsConnected(t *testing.T, d *harness.Daemon) {
+	t.Helper()
+	opsWait(t, "connected", func() bool {
+		st, _, code := opsTryStatus(t, d)
+		return code == 0 && st["connected"] == true
+	})
 }
 
 // opsWait polls a condition that runs the binary, at a pace that leaves
@@ -71,7 +92,7 @@ func TestOpsControl_PauseStatusResume(t *testing.T) {
 	d := harness.NewDaemon(t, proxy.URL(), "broker:\n  urls: ["+proxy.URL()+"]\n  client_id: mqspool-t\n  keep_alive: 2s\n")
 	d.DumpOnFailure()
 	d.Start()
-	opsWait(t, "connected", func() bool { return opsStatus(t, d)["connected"] == true })
+	opsConnected(t, d)
 
 	opsCtl(t, d, "pause")
 	pausedAt := time.Now()
@@ -124,7 +145,7 @@ func TestOpsControl_Throttle(t *testing.T) {
 	d := harness.NewDaemon(t, proxy.URL(), "")
 	d.DumpOnFailure()
 	d.Start()
-	opsWait(t, "connected", func() bool { return opsStatus(t, d)["connected"] == true })
+	opsConnected(t, d)
 
 	opsCtl(t, d, "throttle", "30/s")
 	if st := opsStatus(t, d); st["throttle"] != "30/s" {
@@ -164,7 +185,7 @@ func TestOpsControl_Reconnect(t *testing.T) {
 	d := harness.NewDaemon(t, proxy.URL(), "")
 	d.DumpOnFailure()
 	d.Start()
-	opsWait(t, "connected", func() bool { return opsStatus(t, d)["connected"] == true })
+	opsConnected(t, d)
 
 	before := time.Now()
 	opsCtl(t, d, "reconnect")

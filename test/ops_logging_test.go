@@ -17,7 +17,7 @@ func TestOpsLogging_EffectiveConfig(t *testing.T) {
 	d := harness.NewDaemon(t, b.URL(), "throttle:\n  messages_per_second: 50\n")
 	d.DumpOnFailure()
 	d.Start()
-	opsWait(t, "connected", func() bool { return opsStatus(t, d)["connected"] == true })
+	opsConnected(t, d)
 
 	log := d.Log()
 	if n := strings.Count(log, `msg="effective configuration"`); n != 1 {

@@ -53,7 +53,7 @@ func TestOpsMetrics_AfterWorkload(t *testing.T) {
 	d := harness.NewDaemon(t, b.URL(), "metrics:\n  listen: "+addr+"\n")
 	d.DumpOnFailure()
 	d.Start()
-	opsWait(t, "connected", func() bool { return opsStatus(t, d)["connected"] == true })
+	opsConnected(t, d)
 
 	opsDropMsgs(d, "met/ok", 5)
 	d.Drop("bad.msg", []byte("Topic: met/bad\nColour: blue\n\nx"))

@@ -21,7 +21,7 @@ func TestOpsSignal_ReloadKeepsConnection(t *testing.T) {
 	d := harness.NewDaemon(t, proxy.URL(), "log:\n  level: info\n")
 	d.DumpOnFailure()
 	d.Start()
-	opsWait(t, "connected", func() bool { return opsStatus(t, d)["connected"] == true })
+	opsConnected(t, d)
 
 	d.Drop("hup/one/1.txt", []byte("before"))
 	sub.WaitCount(1, 10*time.Second)

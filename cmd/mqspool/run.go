@@ -6,7 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"sync/atomic"
+	"sync"
 	"syscall"
 	"time"
 
@@ -87,16 +87,12 @@ func runDaemon(parent context.Context, cfg *config.Config, reload func() (*confi
 	defer stopSoft()
 
 	// Signals are handled from here on, so a SIGTERM while the database
-	// opens still ends in an orderly stop. A SIGHUP before the daemon
-	// exists has nothing to reload.
-	var running atomic.Pointer[daemon.Daemon]
+	// opens still ends in an orderly stop. A SIGHUP that arrives before
+	// the daemon exists is applied once it does.
+	var reloads reloader
 	stopSignals := handleSignals(log, signalActions{
 		soft: stopSoft, hard: stopHard, hardAfter: cfg.Shutdown.DrainTimeout + hardStopMargin,
-		reload: func() {
-			if d := running.Load(); d != nil {
-				reloadConfig(log, d, reload)
-			}
-		},
+		reload: func() { reloads.request(log, reload) },
 	})
 	defer stopSignals()
 
@@ -105,8 +101,37 @@ func runDaemon(parent context.Context, cfg *config.Config, reload func() (*confi
 		log.Error("start failed", "err", err)
 		return err
 	}
-	running.Store(d)
+	reloads.attach(log, d, reload)
 	return d.Run(soft, hard)
+}
+
+// reloader hands SIGHUP reloads to the daemon, holding one back while the
+// daemon is still being created.
+type reloader struct {
+	mu      sync.Mutex // guards d and pending
+	d       *daemon.Daemon
+	pending bool
+}
+
+// request reloads now, or once attach is called.
+func (r *reloader) request(log *slog.Logger, load func() (*config.Config, error)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.d == nil {
+		r.pending = true
+		return
+	}
+	reloadConfig(log, r.d, load)
+}
+
+// attach sets the daemon and applies a reload requested before.
+func (r *reloader) attach(log *slog.Logger, d *daemon.Daemon, load func() (*config.Config, error)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.d = d
+	if r.pending {
+		reloadConfig(log, d, load)
+	}
 }
 
 // reloadConfig reads the configuration again and hands it to the daemon.
