@@ -56,7 +56,7 @@ func TestDownlink_RestartAndKill(t *testing.T) {
 			q2.send(fmt.Sprintf("seq-%06d", total))
 			total++
 		}
-		d.Start()
+		startConnected(t, d)
 	}
 	q1.close(t)
 	q2.close(t)

@@ -131,3 +131,14 @@ func waitSubscribed(t *testing.T, d *harness.Daemon, n int) {
 		return strings.Count(d.Log(), "msg=subscribed") >= n
 	})
 }
+
+// startConnected starts the daemon and waits until it connected, so that
+// a signal sent next finds its handlers installed.
+func startConnected(t *testing.T, d *harness.Daemon) {
+	t.Helper()
+	before := strings.Count(d.Log(), "msg=connected")
+	d.Start()
+	harness.WaitFor(t, 15*time.Second, "a connection", func() bool {
+		return strings.Count(d.Log(), "msg=connected") > before
+	})
+}

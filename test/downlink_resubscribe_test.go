@@ -30,7 +30,7 @@ func TestDownlink_ResumedSessionFollowsConfig(t *testing.T) {
 
 	// Same list: the session keeps the subscription, nothing is sent.
 	stop()
-	d.Start()
+	startConnected(t, d)
 	harness.WaitFor(t, 10*time.Second, "a resumed session", func() bool {
 		return strings.Contains(d.Log(), "session_present=true")
 	})
