@@ -214,6 +214,9 @@ func (in *Inbox) drain(ctx context.Context) {
 // until there is room or ctx ends.
 func (in *Inbox) deliver(ctx context.Context, d Delivery) {
 	if in.atLimit() {
+		in.recount() // a consumer may have taken files since the last count
+	}
+	if in.atLimit() {
 		if d.Message.QoS == 0 {
 			in.drop(d, "inbox full")
 			return
