@@ -29,6 +29,8 @@ type brokerScript struct {
 	// subackCode returns the SUBACK reason code for a filter; nil grants
 	// the requested QoS.
 	subackCode func(filter string) byte
+	// noSubscriptionIDs sends Subscription Identifiers Available 0.
+	noSubscriptionIDs bool
 }
 
 // wirePacket is one packet the fake broker received (fromClient) or sent.
@@ -197,6 +199,10 @@ func (b *fakeBroker) connack(n int, s brokerScript) *packets.Connack {
 	if s.maximumPacketSize > 0 {
 		mps := s.maximumPacketSize
 		props.MaximumPacketSize = &mps
+	}
+	if s.noSubscriptionIDs {
+		off := byte(0)
+		props.SubIDAvailable = &off
 	}
 	present := s.sessionPresent != nil && s.sessionPresent(n)
 	return &packets.Connack{ReasonCode: s.connackCode, SessionPresent: present, Properties: props}

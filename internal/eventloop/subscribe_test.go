@@ -114,3 +114,21 @@ func TestSubscribe_ResumedSessionSendsDifference(t *testing.T) {
 		t.Errorf("session subscriptions = %v, want kept/# and new/#", got)
 	}
 }
+
+func TestSubscribe_WithoutIdentifiers(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{noSubscriptionIDs: true})
+	opts := testOptions(b)
+	opts.Subscriptions = []Subscription{{Filter: "a/#", QoS: 1, Identifier: 1}, {Filter: "b/#", QoS: 1, Identifier: 2}}
+	r := start(t, opts, newMemSource(), &testJournal{}, nil)
+	waitFor(t, 3*time.Second, "subscribed event", func() bool { return r.lastSubscribed() != nil })
+
+	subs := b.received(packets.SUBSCRIBE)
+	if len(subs) != 1 || len(subs[0].filters) != 2 || subs[0].subID != 0 {
+		t.Errorf("SUBSCRIBE packets = %+v, want one with both filters and no identifier", subs)
+	}
+	for _, s := range r.lastSubscribed().Session {
+		if s.Identifier != 0 {
+			t.Errorf("session subscription %s has identifier %d, want 0", s.Filter, s.Identifier)
+		}
+	}
+}
