@@ -129,9 +129,12 @@ func (dl *downlink) deliver(m *eventloop.Incoming) {
 // route returns the index of the subscription for m and the Subscription
 // Identifier to record: the one the broker sent, else the first
 // subscription whose filter matches the topic. It returns -1 for none.
+// An identifier whose filter does not match the topic is ignored: it can
+// be left over from a list in another order, before the broker's session
+// was brought up to date.
 func (dl *downlink) route(m *eventloop.Incoming) (index, identifier int) {
 	for _, id := range m.SubscriptionIdentifiers {
-		if id >= 1 && id <= len(dl.subs) {
+		if id >= 1 && id <= len(dl.subs) && inbox.Match(dl.subs[id-1].Filter, m.Message.Topic) {
 			return id - 1, id
 		}
 	}

@@ -53,7 +53,7 @@ type Stats struct {
 	Received     uint64 // messages written into new/
 	Duplicates   uint64 // of those, redeliveries (Dup set)
 	Replaced     uint64 // QoS 2 redeliveries that replaced their own file
-	Dropped      uint64 // QoS 0 messages dropped because the inbox was full
+	Dropped      uint64 // QoS 0 messages dropped: the inbox or its queue was full
 	Failed       uint64 // messages a .msg file cannot hold, moved to failed/
 	BacklogFiles int    // files in new/ at the last count
 	BacklogBytes int64
