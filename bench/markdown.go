@@ -31,6 +31,9 @@ func (r *report) markdown(m machine) string {
 		fmt.Fprintf(&b, "- %s\n", n)
 	}
 	b.WriteString("\n" + methodText + "\n")
+	if len(r.profiles) > 0 {
+		b.WriteString("## Profiles\n\n")
+	}
 	for _, p := range r.profiles {
 		fmt.Fprintf(&b, "### %s\n\n```\n%s\n```\n\n", p.Title, p.Text)
 	}
@@ -50,10 +53,12 @@ the ratios hold even though absolute rates move with the machine's load.
   with the broker reachable but the daemon stopped; the time runs from
   the start of "mqspool run" (so it includes opening the database) until
   the subscriber has every message. mosquitto_pub runs as
-  "mosquitto_pub -V 5 -q QOS -M 1000 -t bench/data -l" with at most
-  PubChunk lines per run, because beyond 65535 outstanding packet ids it
-  drops lines without an error; the times of its runs are added up.
-  mqspool uses its default publish.max_inflight of 1000.
+  "mosquitto_pub -V 5 -q QOS -M 1000 -t bench/data -l" fed at most
+  50 000 lines per run (5 000 with BENCH_SCALE=small), because beyond
+  65 535 outstanding packet ids it drops lines without an error; the
+  times of its runs are added up. mqspool uses its default
+  publish.max_inflight of 1000. CPU per message is the sender's user and
+  system time from its exit status.
 - Go clients, QoS 1 only: paho.mqtt.golang v1.5.1 with a FileStore and
   Clean Session 0, publishing from memory with at most 1000 tokens open;
   paho.golang v0.23.0 autopaho with its file queue, filled before it
@@ -73,17 +78,19 @@ the ratios hold even though absolute rates move with the machine's load.
   timed from the start of the daemon on the largest queue, broker up, to
   the subscriber's first arrival.
 - Disk: 1 KiB single-message files are ingested with the broker down and
-  then drained at QoS 1, each phase under
-  "perf stat" counting the fdatasync, fsync, write and read tracepoints
-  (syscalls:sys_enter_*).
+  then drained at QoS 1, each phase under "perf stat" counting the
+  fdatasync, fsync, write and read tracepoints (syscalls:sys_enter_*).
   bbolt calls fdatasync twice per commit on Linux (data pages, then the
   meta page), so commits are fdatasync calls / 2; fsync calls are the
   pickup's file and directory syncs and bbolt's syncs after growing the
-  file. Bytes written are write_bytes from /proc/PID/io just before the
-  daemon stops; the database size is sampled every 20 ms.
+  file. bbolt writes with pwrite64, so the write calls counted are the
+  socket's and the log's. Bytes written are write_bytes from
+  /proc/PID/io just before the daemon stops; the database size is
+  sampled every 20 ms.
 - Profiles: bench/cmd/mqprofile runs the same daemon code in-process with
-  runtime/pprof (the daemon has no pprof endpoint). Tops are from
-  "go tool pprof -top -flat" and "-top -cum".
+  runtime/pprof (the daemon has no pprof endpoint), on the same drain and
+  ingest as above. The tops below are from "go tool pprof -top -flat" and
+  "-top -cum"; "-keep-profiles DIR" keeps the profile files.
 `
 
 // writeKeepingAnalysis writes text to path, followed by the analysis
