@@ -41,6 +41,9 @@ func newDownlink(cfg *config.Config, sp *spool.Spool, log *slog.Logger) (*downli
 		if err != nil {
 			return nil, fmt.Errorf("subscription %q: %w", s.Filter, err)
 		}
+		st := in.Stats()
+		dl.log.Info("inbox opened", "filter", s.Filter, "dir", s.Dir, "qos", s.QoS,
+			"backlog_files", st.BacklogFiles, "max_files", s.MaxFiles, "max_bytes", int64(s.MaxBytes))
 		dl.inboxes = append(dl.inboxes, in)
 	}
 	return dl, nil
