@@ -69,8 +69,8 @@ log:
 // newDir returns the spool's new/ directory.
 func (d *daemon) newDir() string { return filepath.Join(d.dir, "new") }
 
-// start runs bin with the config; with perf set it runs under
-// "perf stat" counting fdatasync and fsync calls.
+// start runs bin with the config. With perf set it runs it under
+// "perf stat", counting fdatasync, fsync, write and read calls.
 func (d *daemon) start(bin string, perf bool) error {
 	args := []string{bin, "run", "--config", d.config}
 	if perf {

@@ -11,13 +11,14 @@ import (
 // diskPayload is the payload size of the disk runs.
 const diskPayload = 1024
 
-// diskPhase is what one daemon run wrote to disk.
+// diskPhase holds the system call counts, bytes written and database size
+// of one daemon run.
 type diskPhase struct {
 	Messages  int64
 	Fdatasync int64
 	Fsync     int64
-	// Writes and Reads count write(2) and read(2) calls: files, the
-	// database and the socket together.
+	// Writes and Reads count write(2) and read(2) calls. bbolt writes
+	// with pwrite64, which is not among them.
 	Writes     int64
 	Reads      int64
 	WriteBytes int64

@@ -105,7 +105,7 @@ func drainMqspool(e *env, qos byte, size int) (rate, error) {
 
 // drainMosquittoPub sends Drain messages through mosquitto_pub -l in runs
 // of at most PubChunk lines and adds up the times until each run's lines
-// arrived.
+// arrived, because one run drops lines past 65535 outstanding ids.
 func drainMosquittoPub(e *env, qos byte, size int) (rate, error) {
 	dir, err := e.dir(fmt.Sprintf("pub-q%d-%d", qos, size))
 	if err != nil {

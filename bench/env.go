@@ -8,7 +8,7 @@ import (
 	"strings"
 )
 
-// env is what every section shares: a work directory, the mqspool
+// env is the state every section shares: a work directory, the mqspool
 // binary, one broker and one subscriber.
 type env struct {
 	repo  string
@@ -99,7 +99,7 @@ func goBuild(dir, out, pkg string) error {
 	return nil
 }
 
-// machineInfo describes the hardware and the software versions.
+// machine describes the hardware and the software versions of a run.
 type machine struct {
 	CPUs      int
 	CPU       string

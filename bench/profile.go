@@ -23,11 +23,11 @@ type profileTop struct {
 // each file layout.
 func runProfile(e *env, r *report) error {
 	bin := filepath.Join(e.work, "mqprofile")
-	here, err := filepath.Abs(".")
+	benchDir, err := filepath.Abs(".")
 	if err != nil {
 		return fmt.Errorf("resolve bench directory: %w", err)
 	}
-	if err := goBuild(here, bin, "./cmd/mqprofile"); err != nil {
+	if err := goBuild(benchDir, bin, "./cmd/mqprofile"); err != nil {
 		return err
 	}
 	drain, err := profileDrain(e, bin)
@@ -92,14 +92,10 @@ func profileIngest(e *env, bin string, k ingestKind) ([]profileTop, error) {
 func profileRun(bin string, d *daemon, title string, wait func() error) ([]profileTop, error) {
 	cpu := filepath.Join(d.root, "cpu.pprof")
 	allocs := filepath.Join(d.root, "allocs.pprof")
-	d.cmd = exec.Command(bin, "-config", d.config, "-cpu", cpu, "-allocs", allocs)
-	d.exit = make(chan error, 1)
-	d.started = time.Now()
-	if err := d.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
+	if err := startWrapper(bin, d, cpu, allocs); err != nil {
+		return nil, err
 	}
-	go func() { d.exit <- d.cmd.Wait() }()
-	d.pid = d.cmd.Process.Pid
+
 	werr := wait()
 	if err := d.stop(); err != nil {
 		return nil, fmt.Errorf("stop %s: %w", bin, err)
@@ -110,6 +106,25 @@ func profileRun(bin string, d *daemon, title string, wait func() error) ([]profi
 	if err := keep(d.root, bin, cpu, allocs); err != nil {
 		return nil, err
 	}
+	return readTops(bin, title, cpu, allocs)
+}
+
+// startWrapper starts the profiling wrapper as d's process.
+func startWrapper(bin string, d *daemon, cpu, allocs string) error {
+	d.cmd = exec.Command(bin, "-config", d.config, "-cpu", cpu, "-allocs", allocs)
+	d.exit = make(chan error, 1)
+	d.started = time.Now()
+	if err := d.cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", bin, err)
+	}
+	go func() { d.exit <- d.cmd.Wait() }()
+	d.pid = d.cmd.Process.Pid
+	return nil
+}
+
+// readTops returns the flat and cumulative CPU tops and the cumulative
+// allocation top.
+func readTops(bin, title, cpu, allocs string) ([]profileTop, error) {
 	var tops []profileTop
 	for _, v := range []struct{ title, file, index, order string }{
 		{"CPU, flat", cpu, "", "-flat"},
@@ -125,8 +140,8 @@ func profileRun(bin string, d *daemon, title string, wait func() error) ([]profi
 	return tops, nil
 }
 
-// pprofTop returns the top 25 nodes of profile in order ("-flat" or
-// "-cum"); the cumulative order shows which of mqspool's functions the
+// pprofTop returns the top 25 nodes of profile in order, "-flat" or
+// "-cum". The cumulative order shows which of mqspool's functions the
 // time or the bytes go through.
 func pprofTop(bin, profile, index, order string) (string, error) {
 	args := []string{"tool", "pprof", "-top", order, "-nodecount=25"}

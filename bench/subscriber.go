@@ -69,8 +69,8 @@ func (s *subscriber) read(sc *bufio.Scanner) {
 	s.exit <- s.cmd.Wait()
 }
 
-// probe publishes to probeTopic every 200 ms until the subscriber sees
-// it, for at most 10 s.
+// probe publishes to probeTopic every 200 ms until the subscriber
+// receives it, for at most 10 s.
 func (s *subscriber) probe(port int) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for !s.probed.Load() {
