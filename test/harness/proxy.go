@@ -48,7 +48,9 @@ type Packet struct {
 	CleanStart     bool
 	ReceiveMaximum uint16
 	KeepAlive      uint16
-	Dropped        bool
+	// TopicAlias of a PUBLISH, 0 when absent.
+	TopicAlias uint16
+	Dropped    bool
 }
 
 // Mode is how the proxy treats traffic.
@@ -58,8 +60,9 @@ type Mode int
 const (
 	// Pass forwards every packet.
 	Pass Mode = iota
-	// Blackhole reads and discards everything in both directions, like a
-	// path that silently drops packets: no FIN, no RST.
+	// Blackhole stops forwarding in both directions, like a path that
+	// silently drops packets: no FIN, no RST, and what was sent waits in
+	// the socket buffers, as TCP would retransmit it once the path is back.
 	Blackhole
 	// Stall stops reading from the client, so its send buffer fills.
 	Stall
@@ -110,7 +113,7 @@ func (p *Proxy) Close() {
 func (p *Proxy) SetMode(m Mode) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.mode == Stall && m != Stall {
+	if p.mode != Pass && m == Pass {
 		close(p.stallCh)
 		p.stallCh = make(chan struct{})
 	}
@@ -181,18 +184,23 @@ func (p *Proxy) pipe(id int, dir Direction, from, to net.Conn) {
 	defer to.Close()
 	r := bufio.NewReader(from)
 	for {
-		if dir == ToBroker && !p.waitUnstalled(from) {
+		// Stall must stop reading, so the sender's buffers fill.
+		if !p.waitFlowing(from, dir) {
 			return
 		}
 		raw, err := readRaw(r)
 		if err != nil {
 			return
 		}
+		// A packet read just before the mode changed is held too.
+		if !p.waitFlowing(from, dir) {
+			return
+		}
 		pk := decode(raw, id, dir)
 
 		p.mu.Lock()
-		mode, drop := p.mode, p.drop
-		pk.Dropped = mode == Blackhole || (drop != nil && drop(pk))
+		drop := p.drop
+		pk.Dropped = drop != nil && drop(pk)
 		p.log = append(p.log, pk)
 		p.mu.Unlock()
 
@@ -206,9 +214,10 @@ func (p *Proxy) pipe(id int, dir Direction, from, to net.Conn) {
 	}
 }
 
-// waitUnstalled blocks while the proxy is in Stall mode. It returns false
-// when the connection was closed meanwhile.
-func (p *Proxy) waitUnstalled(c net.Conn) bool {
+// waitFlowing blocks while the mode holds traffic in direction dir:
+// Blackhole holds both, Stall only the client's. It returns false when the
+// connection was closed meanwhile.
+func (p *Proxy) waitFlowing(c net.Conn, dir Direction) bool {
 	for {
 		p.mu.Lock()
 		mode, ch := p.mode, p.stallCh
@@ -217,7 +226,8 @@ func (p *Proxy) waitUnstalled(c net.Conn) bool {
 		if closed {
 			return false
 		}
-		if mode != Stall {
+		held := mode == Blackhole || (mode == Stall && dir == ToBroker)
+		if !held {
 			return true
 		}
 		select {
@@ -286,6 +296,9 @@ func decode(raw []byte, id int, dir Direction) Packet {
 		}
 	case *packets.Publish:
 		pk.PacketID, pk.QoS, pk.Dup, pk.Topic, pk.Payload = c.PacketID, c.QoS, c.Duplicate, c.Topic, c.Payload
+		if c.Properties != nil && c.Properties.TopicAlias != nil {
+			pk.TopicAlias = *c.Properties.TopicAlias
+		}
 	case *packets.Puback:
 		pk.PacketID, pk.ReasonCode = c.PacketID, c.ReasonCode
 	case *packets.Pubrec:
@@ -331,4 +344,51 @@ func MaxOutstanding(log []Packet) (max int, reuse error) {
 		}
 	}
 	return max, reuse
+}
+
+// UnmatchedAcks replays the wire log and reports the first PUBACK, PUBREC
+// or PUBCOMP from the broker that matches no outstanding PUBLISH or
+// PUBREL of the client on the same connection.
+func UnmatchedAcks(log []Packet) error {
+	type key struct {
+		conn int
+		id   uint16
+	}
+	published := map[key]bool{}
+	released := map[key]bool{}
+	for _, pk := range log {
+		if pk.Dropped {
+			continue
+		}
+		k := key{pk.Conn, pk.PacketID}
+		switch {
+		case pk.Dir == ToBroker && pk.Type == packets.PUBLISH && pk.QoS > 0:
+			published[k] = true
+		case pk.Dir == ToBroker && pk.Type == packets.PUBREL:
+			released[k] = true
+		case pk.Dir == ToClient && (pk.Type == packets.PUBACK || pk.Type == packets.PUBREC):
+			if !published[k] {
+				return fmt.Errorf("connection %d: %s for packet identifier %d, which is not outstanding", pk.Conn, packetName(pk.Type), pk.PacketID)
+			}
+			delete(published, k)
+		case pk.Dir == ToClient && pk.Type == packets.PUBCOMP:
+			if !released[k] {
+				return fmt.Errorf("connection %d: PUBCOMP for packet identifier %d, which has no PUBREL outstanding", pk.Conn, pk.PacketID)
+			}
+			delete(released, k)
+		}
+	}
+	return nil
+}
+
+func packetName(t byte) string {
+	switch t {
+	case packets.PUBACK:
+		return "PUBACK"
+	case packets.PUBREC:
+		return "PUBREC"
+	case packets.PUBCOMP:
+		return "PUBCOMP"
+	}
+	return fmt.Sprintf("packet type %d", t)
 }
