@@ -184,7 +184,7 @@ func head(s []int) []int {
 }
 
 // TestCrash_Kill9WhileOffline kills the daemon during ingestion while the
-// broker is down, so everything accepted exists only in the spool; once
+// broker is down, so everything accepted exists only in the spool. Once
 // the broker is back, all of it must arrive, in order per topic.
 func TestCrash_Kill9WhileOffline(t *testing.T) {
 	broker := harness.StartBroker(t, "")

@@ -454,8 +454,9 @@ func TestFault_MaximumPacketSize(t *testing.T) {
 	}
 }
 
-// TestFault_RejectedByBroker makes mosquitto answer PUBACK 0x95 (packet too
-// large) for one message: it goes to failed/ and does not block the rest.
+// TestFault_RejectedByBroker makes mosquitto reply PUBACK 0x95 (packet too
+// large) to one message, which must go to failed/ without blocking the
+// rest.
 func TestFault_RejectedByBroker(t *testing.T) {
 	broker := harness.StartBroker(t, "message_size_limit 1024")
 	sub := harness.Subscribe(t, broker.Addr(), "rej/#", 1)

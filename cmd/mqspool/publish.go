@@ -163,8 +163,8 @@ func uniqueName() string {
 
 // dropMessage writes m as a .msg file into the spool directory dir the
 // atomic way: tmp/, sync, rename into new/NAME, sync the directory.
-// set says which of topic, QoS and retain to write; the daemon's routes and
-// defaults fill in the others.
+// set marks which of topic, QoS and retain to write, and the daemon's
+// routes and defaults fill in the others.
 func dropMessage(dir, name string, m message.Message, set format.Fields) error {
 	var buf bytes.Buffer
 	if err := format.WriteMsgFields(&buf, m, set); err != nil {

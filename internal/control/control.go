@@ -38,7 +38,7 @@ type Request struct {
 	TimeoutMillis int64  `json:"timeout_ms,omitempty"`
 }
 
-// Response answers a Request: Error is empty on success.
+// Response is the reply to a Request. Error is empty on success.
 type Response struct {
 	Error  string      `json:"error,omitempty"`
 	Status *Status     `json:"status,omitempty"`
@@ -66,7 +66,7 @@ type WaitResult struct {
 	Messages int    `json:"messages,omitempty"`
 }
 
-// Status is what "mqspool status" shows.
+// Status is the daemon state that "mqspool status" prints.
 type Status struct {
 	Connected      bool    `json:"connected"`
 	Broker         string  `json:"broker"`

@@ -26,7 +26,7 @@ func tlsConfigFunc(t config.TLS) func() (*tls.Config, error) {
 			}
 			pool := x509.NewCertPool()
 			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("broker.tls.ca_file %s holds no PEM certificate: point it at the CA that signed the broker's certificate", t.CAFile)
+				return nil, fmt.Errorf("broker.tls.ca_file %s contains no PEM certificate: point it at the CA that signed the broker's certificate", t.CAFile)
 			}
 			c.RootCAs = pool
 		}

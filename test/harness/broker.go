@@ -68,7 +68,7 @@ func (b *Broker) Start() {
 		b.Port, b.dir, b.extra)
 	if os.Geteuid() == 0 {
 		// Run as root, mosquitto switches to its own user, which cannot
-		// write the persistence file into the test's directory; a restart
+		// write the persistence file into the test's directory. A restart
 		// would then lose every session.
 		text = "user root\n" + text
 	}

@@ -38,8 +38,9 @@ type Subscriber struct {
 	conn     net.Conn
 	// connections counts CONNACKs received.
 	connections int
-	// pending holds QoS 2 packet identifiers answered with PUBREC and not
-	// yet released, so a resent PUBLISH is not recorded twice.
+	// pending contains the QoS 2 packet identifiers acknowledged with
+	// PUBREC and not yet released, so a resent PUBLISH is not recorded
+	// twice.
 	pending map[uint16]bool
 
 	cancel context.CancelFunc
