@@ -186,7 +186,11 @@ func handleSignals(log *slog.Logger, a signalActions) func() {
 			}
 		}
 	}()
+	// The process exits right after the daemon stopped. A signal arriving
+	// in between must not kill it with the default action and turn a clean
+	// stop into a failure, so the signals are ignored from then on.
 	return func() {
+		signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 		signal.Stop(ch)
 		close(done)
 	}
