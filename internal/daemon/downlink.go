@@ -158,7 +158,7 @@ func (dl *downlink) saveSession(s *eventloop.Subscribed) {
 		err = dl.spool.SaveSessionSubscriptions(data)
 	}
 	if err != nil {
-		dl.log.Error("store session subscriptions", "err", err)
+		dl.log.Error("session subscriptions not stored; a resumed session may keep old ones", "err", err)
 	}
 }
 
