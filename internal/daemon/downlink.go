@@ -158,7 +158,7 @@ func (dl *downlink) saveSession(s *eventloop.Subscribed) {
 		err = dl.spool.SaveSessionSubscriptions(data)
 	}
 	if err != nil {
-		dl.log.Error("session subscriptions not stored; a resumed session may keep old ones", "err", err)
+		dl.log.Error("session subscriptions not stored; the next resumed session sends the changes again", "err", err)
 	}
 }
 
