@@ -53,10 +53,10 @@ the ratios hold even though absolute rates move with the machine's load.
   with the broker reachable but the daemon stopped; the time runs from
   the start of "mqspool run" (so it includes opening the database) until
   the subscriber has every message. mosquitto_pub runs as
-  "mosquitto_pub -V 5 -q QOS -M 1000 -t bench/data -l" fed at most
-  50 000 lines per run (5 000 with BENCH_SCALE=small), because beyond
-  65 535 outstanding packet ids it drops lines without an error; the
-  times of its runs are added up. mqspool uses its default
+  "mosquitto_pub -V 5 -q QOS -M 1000 -t bench/data -l" and is fed at
+  most 50 000 lines per run (5 000 with BENCH_SCALE=small). Beyond 65 535
+  outstanding packet ids it drops lines without an error, so the times
+  of its runs are added up. mqspool uses its default
   publish.max_inflight of 1000. CPU per message is the sender's user and
   system time from its exit status.
 - Go clients, QoS 1 only: paho.mqtt.golang v1.5.1 with a FileStore and

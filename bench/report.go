@@ -101,8 +101,8 @@ func (r *report) addIngest(k ingestKind, own, bare rate) {
 		Mqspool: msgRate(own), Reference: "readdir + read + unlink: " + msgRate(bare),
 		Ratio: fmt.Sprintf("%.2f×", ratio), Target: "≥ 0.5×", Result: passFail(ratio >= 0.5),
 	})
-	r.details = append(r.details, fmt.Sprintf("Ingest of %d %s, %d messages of %d B per file: mqspool %s from start until new/ was empty; bare loop %s.",
-		k.Files, k.Name, k.PerFile, ingestPayload, round(own.Elapsed), round(bare.Elapsed)))
+	r.details = append(r.details, fmt.Sprintf("Ingest of %d %s (payloads of %d B, %d per file): mqspool %s from start until new/ was empty; bare loop %s.",
+		k.Files, k.Name, ingestPayload, k.PerFile, round(own.Elapsed), round(bare.Elapsed)))
 }
 
 func (r *report) addMemory(first time.Duration, drainPeak int64) {
