@@ -47,6 +47,7 @@ demo: deps build ## run mqspool end to end against a local mosquitto
 check: fmt vet cross test ## everything CI runs
 
 bench: deps ## measure against mosquitto_pub and Go clients into docs/benchmarks.md (minutes; BENCH_SCALE=small for a quick check)
+	@command -v perf >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y linux-perf; }
 	cd bench && BENCH_SCALE=$(or $(BENCH_SCALE),full) $(GO) run . -out ../docs/benchmarks.md
 
 clean: ## remove build output

@@ -79,7 +79,8 @@ the ratios hold even though absolute rates move with the machine's load.
   the subscriber's first arrival.
 - Disk: 1 KiB single-message files are ingested with the broker down and
   then drained at QoS 1, each phase under "perf stat" counting the
-  fdatasync, fsync, write and read tracepoints (syscalls:sys_enter_*).
+  fdatasync, fsync, write and read tracepoints (syscalls:sys_enter_*);
+  make bench installs Debian's linux-perf when perf is missing.
   bbolt calls fdatasync twice per commit on Linux (data pages, then the
   meta page), so commits are fdatasync calls / 2; fsync calls are the
   pickup's file and directory syncs and bbolt's syncs after growing the
