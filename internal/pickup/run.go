@@ -68,17 +68,15 @@ func (p *Pickup) rescan(w *watcher, ws *watches) {
 	}
 }
 
-// handleEvents applies a batch of events, then rescans if one of them
-// reported an overflow or a moved directory.
+// handleEvents applies a batch of events. An overflow or a moved
+// directory triggers a rescan at once, before the events after it: the
+// files whose events were lost are older than those events, so the rescan
+// must queue them first to keep arrival order.
 func (p *Pickup) handleEvents(w *watcher, ws *watches, evs []watchEvent) {
-	full := false
 	for _, ev := range evs {
 		if p.handleEvent(w, ws, ev) {
-			full = true
+			p.rescan(w, ws)
 		}
-	}
-	if full {
-		p.rescan(w, ws)
 	}
 }
 

@@ -1,7 +1,11 @@
 package pickup
 
 import (
+	"os"
+	"path/filepath"
+	"slices"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -47,5 +51,39 @@ func TestParseEvents_Names(t *testing.T) {
 	}
 	if evs[1].wd != 7 || evs[1].mask != unix.IN_MOVED_TO {
 		t.Errorf("event = %+v", evs[1])
+	}
+}
+
+// The files whose events an overflow lost are older than the events that
+// follow it in the same batch, so they must be queued before those.
+func TestHandleEvents_OverflowKeepsArrivalOrder(t *testing.T) {
+	opts := testOptions(t)
+	p, err := New(opts, newFakeStore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := &watches{byWD: map[int32]string{1: ""}, byDir: map[string]int32{"": 1}}
+
+	// Each file is written elsewhere and renamed in, so its change time
+	// is later than its modification time and it counts as complete.
+	for _, name := range []string{"a1", "b2", "b3", "b4", "c5"} {
+		tmp := filepath.Join(opts.Dir, "tmp", name)
+		if err := os.WriteFile(tmp, []byte(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(opts.Dir, "new", name)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	p.handleEvents(nil, ws, []watchEvent{
+		{wd: 1, mask: unix.IN_MOVED_TO, name: "a1"},
+		{wd: -1, mask: unix.IN_Q_OVERFLOW},
+		{wd: 1, mask: unix.IN_MOVED_TO, name: "c5"},
+	})
+
+	want := []string{"a1", "b2", "b3", "b4", "c5"}
+	if !slices.Equal(p.queue, want) {
+		t.Errorf("queue = %v, want %v", p.queue, want)
 	}
 }

@@ -307,3 +307,26 @@ func (d *Daemon) WaitExit(timeout time.Duration) (killed bool) {
 		return false
 	}
 }
+
+// RSSAnonKiB returns the daemon's anonymous resident memory in KiB (bbolt's
+// mapped file pages are not anonymous and do not count), or -1.
+func (d *Daemon) RSSAnonKiB() int {
+	d.mu.Lock()
+	cmd := d.cmd
+	d.mu.Unlock()
+	if cmd == nil {
+		return -1
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "RssAnon:"); ok {
+			var kib int
+			fmt.Sscanf(strings.TrimSpace(rest), "%d", &kib)
+			return kib
+		}
+	}
+	return -1
+}
