@@ -76,6 +76,7 @@ type Inbox struct {
 	stats Stats
 
 	// Owned by the goroutine that runs Run.
+	now     func() time.Time // the clock for file names; tests replace it
 	names   namer
 	files   int
 	bytes   int64
@@ -103,6 +104,7 @@ func Open(opts Options) (*Inbox, error) {
 		opts:   opts,
 		log:    opts.Logger.With("inbox", opts.Dir, "filter", opts.Filter),
 		queued: make(chan struct{}, 1),
+		now:    time.Now,
 	}
 	in.cleanTmp()
 	if err := in.count(); err != nil {

@@ -256,3 +256,27 @@ func TestInbox_Enqueue_NeverBlocks(t *testing.T) {
 		}
 	}
 }
+
+func TestInbox_Write_NeverOverwritesAName(t *testing.T) {
+	in := openTest(t, Options{})
+	fixed := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	in.now = func() time.Time { return fixed }
+
+	// The name the inbox makes next is taken, as after a clock set back.
+	var earlier namer
+	taken := earlier.next(fixed, "")
+	path := filepath.Join(in.Dir(), "new", taken)
+	if err := os.WriteFile(path, []byte("earlier message"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runTest(t, in)
+	var released atomic.Int32
+	in.Enqueue(delivery("a", "later", 1, &released))
+	waitFor(t, "release", func() bool { return released.Load() == 1 })
+	if data, _ := os.ReadFile(path); string(data) != "earlier message" {
+		t.Errorf("existing file overwritten: %q", data)
+	}
+	if n := len(newFiles(t, in)); n != 2 {
+		t.Errorf("new/ holds %d files, want 2", n)
+	}
+}

@@ -2,6 +2,7 @@ package inbox
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -34,7 +35,7 @@ func (in *Inbox) write(d Delivery) error {
 	}
 	replacing := name != ""
 	if !replacing {
-		name = in.names.next(time.Now(), key)
+		name = in.names.next(in.now(), key)
 	}
 
 	newDir := filepath.Join(in.opts.Dir, "new")
@@ -42,9 +43,10 @@ func (in *Inbox) write(d Delivery) error {
 	if err := writeSynced(tmp, data); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, filepath.Join(newDir, name)); err != nil {
+	name, err = in.moveIntoNew(tmp, newDir, name, key, replacing)
+	if err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("move %s into %s: %w", name, newDir, err)
+		return err
 	}
 	if err := format.SyncDir(newDir); err != nil {
 		return err
@@ -54,6 +56,28 @@ func (in *Inbox) write(d Delivery) error {
 	in.counted(d, len(data), replacing)
 	in.log.Debug("message stored", "file", name, "topic", d.Message.Topic, "qos", d.Message.QoS, "dup", d.Dup)
 	return nil
+}
+
+// moveIntoNew renames tmp into newDir and returns the final name. A
+// redelivery replaces its file. Any other name must not exist yet, so a
+// clock set back across a restart cannot overwrite a message under a name
+// already used: the worker then takes the next name.
+func (in *Inbox) moveIntoNew(tmp, newDir, name, key string, replacing bool) (string, error) {
+	if replacing {
+		if err := os.Rename(tmp, filepath.Join(newDir, name)); err != nil {
+			return "", fmt.Errorf("move %s into %s: %w", name, newDir, err)
+		}
+		return name, nil
+	}
+	err := format.RenameNoReplace(tmp, filepath.Join(newDir, name))
+	for tries := 0; errors.Is(err, os.ErrExist) && tries < 3; tries++ {
+		name = in.names.next(in.now(), key)
+		err = format.RenameNoReplace(tmp, filepath.Join(newDir, name))
+	}
+	if err != nil {
+		return "", fmt.Errorf("move %s into %s: %w", name, newDir, err)
+	}
+	return name, nil
 }
 
 // encode returns the .msg form of d with the received headers.
@@ -114,7 +138,7 @@ func (in *Inbox) writeFailed(d Delivery, cause error) error {
 	if err := format.MkdirAllSync(dir); err != nil {
 		return err
 	}
-	name := in.names.next(time.Now(), "")
+	name := in.names.next(in.now(), "")
 	reason := fmt.Sprintf("topic %s: %v\n", d.Message.Topic, cause)
 	if err := writeSynced(filepath.Join(dir, name+".reason"), []byte(reason)); err != nil {
 		return err
