@@ -2,6 +2,7 @@ package spool
 
 import (
 	"fmt"
+	"github.com/mqspool/mqspool/internal/state"
 	"log/slog"
 	"path/filepath"
 	"reflect"
@@ -125,6 +126,13 @@ func payloadsOf(recs []Record) []string {
 
 func equal(t testing.TB, what string, got, want any) {
 	t.Helper()
+	// States compare by their flows in send order, not by slice order.
+	if g, ok := got.(*state.State); ok && g != nil {
+		got = g.Sorted()
+	}
+	if w, ok := want.(*state.State); ok && w != nil {
+		want = w.Sorted()
+	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("%s = %v, want %v", what, got, want)
 	}

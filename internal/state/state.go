@@ -62,18 +62,20 @@ type State struct {
 	// LastPacketID is the identifier handed out last; allocation continues
 	// after it so that identifiers are spread over the whole range.
 	LastPacketID uint16
-	// Outgoing holds the open flows in send order.
+	// Outgoing holds the open flows. Their send order is Order: removing
+	// a flow moves the last one into its place, so the slice itself is
+	// not sorted.
 	Outgoing []Flow
 	// IncomingQoS2 holds packet identifiers of received QoS 2 publishes
 	// that were stored and answered with PUBREC but not yet released by
 	// PUBREL, sorted.
 	IncomingQoS2 []uint16
 
-	// used marks the packet identifiers of Outgoing, so allocation does
-	// not scan every open flow. It is rebuilt whenever its count disagrees
-	// with Outgoing, which covers a State decoded or built by hand.
-	used      *[65536 / 64]uint64
-	usedCount int
+	// pos maps the packet identifier of each open flow to its index in
+	// Outgoing, so lookups and allocation do not scan every flow. It is
+	// rebuilt whenever it disagrees with Outgoing, which covers a State
+	// decoded or built by hand.
+	pos map[uint16]int
 }
 
 // ErrNoPacketID is returned by [State.AllocatePacketID] when all 65535
@@ -84,7 +86,7 @@ var ErrNoPacketID = errors.New("all 65535 packet identifiers are outstanding")
 // reports identifiers taken by other means (for example SUBSCRIBE); it may
 // be nil.
 func (s *State) AllocatePacketID(inUse func(uint16) bool) (uint16, error) {
-	s.syncUsed()
+	pos := s.index()
 
 	id := s.LastPacketID
 	for range 65535 {
@@ -92,7 +94,7 @@ func (s *State) AllocatePacketID(inUse func(uint16) bool) (uint16, error) {
 		if id == 0 {
 			id = 1
 		}
-		if s.isUsed(id) {
+		if _, taken := pos[id]; taken {
 			continue
 		}
 		if inUse != nil && inUse(id) {
@@ -104,34 +106,16 @@ func (s *State) AllocatePacketID(inUse func(uint16) bool) (uint16, error) {
 	return 0, ErrNoPacketID
 }
 
-func (s *State) syncUsed() {
-	if s.used != nil && s.usedCount == len(s.Outgoing) {
-		return
+// index returns pos, rebuilt from Outgoing when its size disagrees.
+func (s *State) index() map[uint16]int {
+	if s.pos != nil && len(s.pos) == len(s.Outgoing) {
+		return s.pos
 	}
-	s.used = new([65536 / 64]uint64)
-	s.usedCount = 0
-	for _, f := range s.Outgoing {
-		s.markUsed(f.PacketID, true)
+	s.pos = make(map[uint16]int, len(s.Outgoing))
+	for i, f := range s.Outgoing {
+		s.pos[f.PacketID] = i
 	}
-}
-
-func (s *State) isUsed(id uint16) bool {
-	return s.used[id/64]&(1<<(id%64)) != 0
-}
-
-func (s *State) markUsed(id uint16, used bool) {
-	if s.used == nil {
-		return
-	}
-	bit := uint64(1) << (id % 64)
-	switch {
-	case used && s.used[id/64]&bit == 0:
-		s.used[id/64] |= bit
-		s.usedCount++
-	case !used && s.used[id/64]&bit != 0:
-		s.used[id/64] &^= bit
-		s.usedCount--
-	}
+	return s.pos
 }
 
 // Flow returns the open flow with packet identifier id.
@@ -144,7 +128,19 @@ func (s *State) Flow(id uint16) (Flow, bool) {
 }
 
 func (s *State) flowIndex(id uint16) int {
-	return slices.IndexFunc(s.Outgoing, func(f Flow) bool { return f.PacketID == id })
+	i, ok := s.index()[id]
+	if !ok {
+		return -1
+	}
+	if s.Outgoing[i].PacketID != id {
+		// Outgoing was changed behind the index: rebuild and look again.
+		s.pos = nil
+		i, ok = s.index()[id]
+		if !ok {
+			return -1
+		}
+	}
+	return i
 }
 
 // Clone returns a deep copy, for handing the state to another owner.
@@ -152,8 +148,24 @@ func (s *State) Clone() *State {
 	c := *s
 	c.Outgoing = slices.Clone(s.Outgoing)
 	c.IncomingQoS2 = slices.Clone(s.IncomingQoS2)
-	c.used = nil
+	c.pos = nil
 	return &c
+}
+
+// Sorted returns a clone whose Outgoing is in send order, for comparing
+// two states and for showing one.
+func (s *State) Sorted() *State {
+	c := s.Clone()
+	slices.SortStableFunc(c.Outgoing, func(a, b Flow) int {
+		switch {
+		case a.Order < b.Order:
+			return -1
+		case a.Order > b.Order:
+			return 1
+		}
+		return 0
+	})
+	return c
 }
 
 // Apply changes s as c describes. The journal applies the same changes to
@@ -165,11 +177,11 @@ func (s *State) Apply(c Change) error {
 		s.Session = true
 		s.Outgoing = s.Outgoing[:0]
 		s.IncomingQoS2 = s.IncomingQoS2[:0]
-		s.used = nil
+		s.pos = nil
 	case ChangeSessionLost:
 		s.Outgoing = s.Outgoing[:0]
 		s.IncomingQoS2 = s.IncomingQoS2[:0]
-		s.used = nil
+		s.pos = nil
 	case ChangeSent:
 		return s.addFlow(c)
 	case ChangePubrec:
@@ -199,10 +211,11 @@ func (s *State) addFlow(c Change) error {
 	if s.flowIndex(c.PacketID) >= 0 {
 		return fmt.Errorf("packet identifier %d is already outstanding", c.PacketID)
 	}
+	pos := s.index()
 	s.Outgoing = append(s.Outgoing, Flow{
 		PacketID: c.PacketID, Seq: c.Seq, QoS: c.QoS, Stage: StagePublish, Order: c.Order,
 	})
-	s.markUsed(c.PacketID, true)
+	pos[c.PacketID] = len(s.Outgoing) - 1
 	s.LastPacketID = c.PacketID
 	if c.Order >= s.NextOrder {
 		s.NextOrder = c.Order + 1
@@ -220,8 +233,15 @@ func (s *State) moveToPubrel(id uint16) error {
 }
 
 func (s *State) removeFlow(id uint16) {
-	if i := s.flowIndex(id); i >= 0 {
-		s.Outgoing = slices.Delete(s.Outgoing, i, i+1)
-		s.markUsed(id, false)
+	i := s.flowIndex(id)
+	if i < 0 {
+		return
 	}
+	last := len(s.Outgoing) - 1
+	if i != last {
+		s.Outgoing[i] = s.Outgoing[last]
+		s.pos[s.Outgoing[i].PacketID] = i
+	}
+	s.Outgoing = s.Outgoing[:last]
+	delete(s.pos, id)
 }
