@@ -2,7 +2,6 @@ package spool
 
 import (
 	"fmt"
-	"github.com/mqspool/mqspool/internal/state"
 	"log/slog"
 	"path/filepath"
 	"reflect"
@@ -10,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/mqspool/mqspool/internal/message"
+	"github.com/mqspool/mqspool/internal/state"
 )
 
 // quarantined records what Options.Quarantine received.
