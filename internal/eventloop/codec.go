@@ -15,6 +15,9 @@ type codec interface {
 	// caller can compare its length with the broker's Maximum Packet Size
 	// before writing it.
 	encode(p packet) ([]byte, error)
+	// setPublishPacketID overwrites the packet identifier of data, a QoS 1
+	// or QoS 2 PUBLISH returned by encode, without changing its length.
+	setPublishPacketID(data []byte, id uint16) error
 	// decode reads one packet. It returns an error, never panics, on
 	// malformed input.
 	decode(r io.Reader) (packet, error)

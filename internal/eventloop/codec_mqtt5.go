@@ -2,6 +2,7 @@ package eventloop
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -40,6 +41,29 @@ func (mqtt5Codec) encode(p packet) ([]byte, error) {
 		return nil, fmt.Errorf("encode %s: %w", p.packetName(), err)
 	}
 	return b.Bytes(), nil
+}
+
+func (mqtt5Codec) setPublishPacketID(data []byte, id uint16) error {
+	if len(data) == 0 || data[0]>>4 != packets.PUBLISH || (data[0]>>1)&0x03 == 0 {
+		return errors.New("set packet identifier: not a qos 1 or qos 2 publish packet")
+	}
+	// The variable header starts after the type byte and the remaining
+	// length, a variable byte integer of 1 to 4 bytes. It begins with the
+	// topic, a two-byte length and the bytes, and the identifier follows.
+	offset := 1
+	for offset < len(data) && offset <= 4 && data[offset]&0x80 != 0 {
+		offset++
+	}
+	offset++
+	if offset+2 > len(data) {
+		return errors.New("set packet identifier: publish packet is truncated")
+	}
+	offset += 2 + int(binary.BigEndian.Uint16(data[offset:]))
+	if offset+2 > len(data) {
+		return errors.New("set packet identifier: publish packet is truncated")
+	}
+	binary.BigEndian.PutUint16(data[offset:], id)
+	return nil
 }
 
 // decode reads one packet. It reads the fixed header itself, so that a

@@ -111,8 +111,9 @@ func (l *Loop) publishNew(req Request) bool {
 		return false
 	}
 
-	// Check the size before a packet identifier is taken; any identifier
-	// encodes to the same length.
+	// Check the size before a packet identifier is taken. Any identifier
+	// encodes to the same two bytes, so sendNewFlow writes the allocated
+	// one over the placeholder instead of encoding again.
 	p := &publishPacket{Message: m}
 	if m.QoS > 0 {
 		p.PacketID = 1
@@ -125,7 +126,7 @@ func (l *Loop) publishNew(req Request) bool {
 		l.sendQoS0(req, data)
 		return true
 	}
-	return l.sendNewFlow(req, p)
+	return l.sendNewFlow(req, m.QoS, data)
 }
 
 // encodeForSend encodes p and checks it against the broker's Maximum
@@ -161,23 +162,22 @@ func (l *Loop) sendQoS0(req Request, data []byte) {
 	})
 }
 
-// sendNewFlow takes a packet identifier, journals the flow and writes the
-// PUBLISH once the journal made it durable.
-func (l *Loop) sendNewFlow(req Request, p *publishPacket) bool {
+// sendNewFlow takes a packet identifier, writes it into data, the encoded
+// PUBLISH, journals the flow and writes the PUBLISH once the journal made
+// it durable.
+func (l *Loop) sendNewFlow(req Request, qos byte, data []byte) bool {
 	id, err := l.allocate()
 	if err != nil {
 		l.hold(req)
 		return false
 	}
-	p.PacketID = id
-	data, err := l.codec.encode(p)
-	if err != nil {
+	if err := l.codec.setPublishPacketID(data, id); err != nil {
 		l.failMessage(req.Seq, fmt.Sprintf("message cannot be encoded: %v", err), 0)
 		return true
 	}
 
-	l.record(state.Change{Kind: state.ChangeSent, PacketID: id, Seq: req.Seq, QoS: p.Message.QoS, Order: l.st.NextOrder})
-	f := &flight{seq: req.Seq, qos: p.Message.QoS, firstSent: l.clock.Now()}
+	l.record(state.Change{Kind: state.ChangeSent, PacketID: id, Seq: req.Seq, QoS: qos, Order: l.st.NextOrder})
+	f := &flight{seq: req.Seq, qos: qos, firstSent: l.clock.Now()}
 	l.flights[id] = f
 	l.putOnWire(id)
 	l.queueWrite(data, func(written bool) {
