@@ -152,11 +152,17 @@ func (l *Loop) writePacket(p packet) bool {
 	return l.writeNow(data)
 }
 
+// disconnectWriteTimeout bounds the write of a DISCONNECT.
+const disconnectWriteTimeout = 500 * time.Millisecond
+
 // closeConn closes the connection, sending DISCONNECT with reason first
 // when reason is not nil.
 func (l *Loop) closeConn(reason *byte) {
 	c := l.conn
 	if reason != nil {
+		// DISCONNECT is a courtesy: a full send buffer must not hold a
+		// shutdown past its drain deadline for a whole keep alive period.
+		c.writeTimeout = min(c.writeTimeout, disconnectWriteTimeout)
 		l.writePacket(&disconnectPacket{ReasonCode: *reason})
 	}
 	c.close()

@@ -140,11 +140,30 @@ func (d *Daemon) Start() {
 
 	d.mu.Lock()
 	d.cmd, d.exit = cmd, exit
+	starts := strings.Count(d.log.String(), "---- start")
 	d.mu.Unlock()
-	WaitFor(d.t, 10*time.Second, "spool directory new/", func() bool {
-		_, err := os.Stat(filepath.Join(d.Dir, "new"))
-		return err == nil
+
+	// "spool opened" is logged after the signal handlers are installed
+	// and new/ exists, so a signal sent after Start returns is handled.
+	WaitFor(d.t, 10*time.Second, "mqspool to open its spool", func() bool {
+		log := d.Log()
+		i := nthIndex(log, "---- start", starts)
+		return i >= 0 && strings.Contains(log[i:], "spool opened")
 	})
+}
+
+// nthIndex returns the index of the n-th (from 1) occurrence of sub in s,
+// or -1.
+func nthIndex(s, sub string, n int) int {
+	at := -1
+	for range n {
+		i := strings.Index(s[at+1:], sub)
+		if i < 0 {
+			return -1
+		}
+		at += 1 + i
+	}
+	return at
 }
 
 // Stop sends SIGTERM and returns the exit code, failing the test if the
