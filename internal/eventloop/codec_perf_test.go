@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/eclipse/paho.golang/packets"
+
 	"github.com/mqspool/mqspool/internal/message"
 )
 
@@ -51,6 +53,53 @@ func TestSetPublishPacketID_RejectsOtherPackets(t *testing.T) {
 	} {
 		if err := c.setPublishPacketID(data, 5); err == nil {
 			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+// TestEncodePublish_MatchesPaho compares encodePublish with paho's
+// Publish.WriteTo, which encode used before, byte for byte.
+func TestEncodePublish_MatchesPaho(t *testing.T) {
+	long := strings.Repeat("s", 70000)
+	full := message.Message{
+		Topic: "a/b", Payload: []byte("payload"), Retain: true, ExpirySeconds: 3600,
+		ContentType: "text/plain", ResponseTopic: "reply/to", CorrelationData: []byte{1, 2, 3},
+		PayloadFormat:  message.PayloadFormatUTF8,
+		UserProperties: []message.UserProperty{{Key: "k", Value: "v"}, {Key: "k", Value: ""}},
+	}
+	cases := map[string]publishPacket{
+		"qos 0 no properties":  {Message: message.Message{Topic: "t", Payload: []byte("x")}},
+		"qos 1 empty payload":  {PacketID: 9, Message: message.Message{Topic: "t", QoS: 1}},
+		"qos 2 dup retain":     {PacketID: 65535, Dup: true, Message: message.Message{Topic: "t/u", QoS: 2, Retain: true, Payload: []byte("y")}},
+		"qos 1 all properties": {PacketID: 3, Message: full},
+		"payload format bytes": {Message: message.Message{Topic: "t", PayloadFormat: message.PayloadFormatBytes}},
+		"empty correlation":    {Message: message.Message{Topic: "t", CorrelationData: []byte{}}},
+		"two-byte length":      {PacketID: 1, Message: message.Message{Topic: "t", QoS: 1, Payload: make([]byte, 200)}},
+		"three-byte length":    {PacketID: 1, Message: message.Message{Topic: "t", QoS: 1, Payload: make([]byte, 20000)}},
+		"four-byte length":     {PacketID: 1, Message: message.Message{Topic: "t", QoS: 1, Payload: make([]byte, 3<<20)}},
+		"strings over 65535": {PacketID: 1, Message: message.Message{
+			Topic: long, QoS: 1, ContentType: long, ResponseTopic: long, CorrelationData: []byte(long),
+			UserProperties: []message.UserProperty{{Key: long, Value: long}},
+		}},
+	}
+	for name, p := range cases {
+		pub := &packets.Publish{
+			PacketID: p.PacketID, QoS: p.Message.QoS, Duplicate: p.Dup, Retain: p.Message.Retain,
+			Topic: p.Message.Topic, Payload: p.Message.Payload, Properties: messageProperties(&p.Message),
+		}
+		var want bytes.Buffer
+		if _, err := pub.WriteTo(&want); err != nil {
+			t.Fatalf("%s: paho: %v", name, err)
+		}
+		got, err := mqtt5Codec{}.encode(&p)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !bytes.Equal(got, want.Bytes()) {
+			t.Errorf("%s: encoded %d bytes, paho %d bytes, contents differ", name, len(got), want.Len())
+		}
+		if len(got) != cap(got) {
+			t.Errorf("%s: length %d, capacity %d: the size was computed wrong", name, len(got), cap(got))
 		}
 	}
 }
