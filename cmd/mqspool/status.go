@@ -86,7 +86,10 @@ func printStatus(w io.Writer, s *control.Status) {
 	row("throttle", "%s", s.Throttle)
 	row("disk pressure", "%t", s.DiskPressure)
 	row("spool full", "%t", s.SpoolFull)
-	row("failed/", "%d files", s.FailedFiles)
+	row("failed/", "%d files, %s", s.FailedFiles, config.ByteSize(s.FailedBytes))
+	if s.StaleTmpFiles > 0 {
+		row("tmp/", "%d files older than a day: a producer may have died before renaming them into new/", s.StaleTmpFiles)
+	}
 	row("time to drain", "%s", eta(s))
 	row("totals", "published %d, acknowledged %d, failed %d, reconnects %d", s.Published, s.Acknowledged, s.Failed, s.Reconnects)
 	row("uptime", "%s", seconds(s.UptimeSecs))

@@ -93,6 +93,9 @@ type Spool struct {
 	Overflow     string   `mapstructure:"overflow"`
 	QoS0Offline  string   `mapstructure:"qos0_offline"`
 	MinFreeBytes ByteSize `mapstructure:"min_free_bytes"`
+	// FailedWarnBytes is the size of failed/ above which a warning is
+	// logged and shown in the status; 0 turns it off.
+	FailedWarnBytes ByteSize `mapstructure:"failed_warn_bytes"`
 }
 
 // Pickup controls how files are taken from new/.
@@ -192,6 +195,7 @@ var defaults = map[string]any{
 	"spool.overflow":               "reject",
 	"spool.qos0_offline":           "keep",
 	"spool.min_free_bytes":         "64MiB",
+	"spool.failed_warn_bytes":      "100MiB",
 	"pickup.settle":                "2s",
 	"pickup.rescan_interval":       "30s",
 	"shutdown.drain_timeout":       "5s",

@@ -83,6 +83,8 @@ type Status struct {
 	DiskPressure   bool    `json:"disk_pressure"`
 	SpoolFull      bool    `json:"spool_full"`
 	FailedFiles    int     `json:"failed_files"`
+	FailedBytes    int64   `json:"failed_bytes"`
+	StaleTmpFiles  int     `json:"stale_tmp_files"`
 	LastError      string  `json:"last_error,omitempty"`
 	DrainETASecs   float64 `json:"time_to_drain_seconds"`
 	Reconnects     uint64  `json:"reconnects"`

@@ -62,6 +62,7 @@ func pickupOptions(cfg *config.Config, log *slog.Logger) pickup.Options {
 		MessageIDProperty:  cfg.Publish.MessageIDProperty,
 		IngestTimeProperty: cfg.Publish.IngestTimeProperty,
 		MinFreeBytes:       uint64(cfg.Spool.MinFreeBytes),
+		FailedWarnBytes:    int64(cfg.Spool.FailedWarnBytes),
 		FreeSpacePath:      filepath.Dir(cfg.Spool.DB),
 		Logger:             log.With("component", "pickup"),
 	}

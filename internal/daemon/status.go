@@ -73,6 +73,8 @@ func (h controlHandler) Status() control.Status {
 		DiskPressure:   ps.DiskPressure,
 		SpoolFull:      ps.Waiting > 0,
 		FailedFiles:    CountFailed(d.cfg.Spool.Dir),
+		FailedBytes:    ps.FailedBytes,
+		StaleTmpFiles:  ps.StaleTmpFiles,
 		LastError:      ls.LastError,
 		Reconnects:     ls.Reconnects,
 		Published:      ls.Published,
