@@ -154,8 +154,11 @@ func TestRecovery_SigtermInAwkwardStates(t *testing.T) {
 			if code := d.Stop(8 * time.Second); code != 0 {
 				t.Errorf("exit code %d, want 0", code)
 			}
-			if took := time.Since(start); took > 5*time.Second+500*time.Millisecond {
-				t.Errorf("SIGTERM took %s, want within the 5 s drain deadline", took)
+			// The drain may use all of its 5 s; closing the connection and
+			// the database then takes a few milliseconds, but a loaded
+			// machine may need more.
+			if took := time.Since(start); took > 6500*time.Millisecond {
+				t.Errorf("SIGTERM took %s, want within the 5 s drain deadline plus 1.5 s", took)
 			}
 
 			// The next start must find the database unlocked.
