@@ -135,7 +135,9 @@ func (s *Subscriber) session(ctx context.Context, subscribed func()) error {
 	expiry := uint32(3600)
 	connect := packets.NewControlPacket(packets.CONNECT).Content.(*packets.Connect)
 	connect.ClientID, connect.ProtocolName, connect.ProtocolVersion = s.id, "MQTT", 5
-	connect.KeepAlive = 30
+	// Keep alive 0: the subscriber never pings, and a long test must not
+	// be disconnected by the broker for it.
+	connect.KeepAlive = 0
 	connect.Properties = &packets.Properties{SessionExpiryInterval: &expiry}
 	if _, err := connect.WriteTo(conn); err != nil {
 		return err
