@@ -575,7 +575,7 @@ func TestFault_BackoffWhileBrokerDown(t *testing.T) {
 }
 
 // TestFault_NoLeakAcrossResets resets the link many times and checks that
-// open file descriptors do not pile up in the daemon.
+// open file descriptors and anonymous memory do not pile up in the daemon.
 func TestFault_NoLeakAcrossResets(t *testing.T) {
 	broker := harness.StartBroker(t, "")
 	proxy := harness.StartProxy(t, broker.Addr())
@@ -585,6 +585,7 @@ func TestFault_NoLeakAcrossResets(t *testing.T) {
 	harness.WaitFor(t, 10*time.Second, "first connection", func() bool { return proxy.Accepted() == 1 })
 	time.Sleep(500 * time.Millisecond)
 	baseline := d.OpenFDs()
+	baseRSS := d.RSSAnonKiB()
 
 	for i := range 40 {
 		proxy.Reset()
@@ -594,5 +595,8 @@ func TestFault_NoLeakAcrossResets(t *testing.T) {
 	time.Sleep(time.Second)
 	if fds := d.OpenFDs(); fds > baseline+5 {
 		t.Errorf("open file descriptors grew from %d to %d over 40 resets", baseline, fds)
+	}
+	if rss := d.RSSAnonKiB(); rss > baseRSS+10*1024 {
+		t.Errorf("RssAnon grew from %d KiB to %d KiB over 40 resets", baseRSS, rss)
 	}
 }
