@@ -69,11 +69,31 @@ func (mqtt5Codec) setPublishPacketID(data []byte, id uint16) error {
 
 // decode reads one packet. It reads the fixed header itself, so that a
 // remaining length above maxIncomingPacketSize is rejected before any
-// memory is allocated for it. The paho decoder is not hardened against
+// memory is allocated for it. PUBACK, PUBREC, PUBREL and PUBCOMP without
+// properties, the packets that arrive for every message, are decoded here
+// directly. The paho decoder reads the rest. It is not hardened against
 // every malformed input, so a panic inside it becomes an error.
 func (mqtt5Codec) decode(r io.Reader) (p packet, err error) {
-	raw, err := readRawPacket(r)
+	typeAndFlags, err := readByte(r)
 	if err != nil {
+		return nil, err
+	}
+	length, lengthBytes, lengthSize, err := readRemainingLength(r)
+	if err != nil {
+		return nil, err
+	}
+	headerLength := 1 + lengthSize
+	if length+headerLength > maxIncomingPacketSize {
+		return nil, fmt.Errorf("packet of %d bytes exceeds the maximum packet size of %d bytes sent in connect", length+headerLength, maxIncomingPacketSize)
+	}
+	if kind := ackKindOf(typeAndFlags >> 4); kind != 0 && (length == 2 || length == 3) {
+		return readAck(r, kind, length)
+	}
+
+	raw := make([]byte, headerLength+length)
+	raw[0] = typeAndFlags
+	copy(raw[1:], lengthBytes[:lengthSize])
+	if _, err := io.ReadFull(r, raw[headerLength:]); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -92,38 +112,83 @@ func (mqtt5Codec) decode(r io.Reader) (p packet, err error) {
 // broker must not send a larger packet, and decode rejects one.
 const maxIncomingPacketSize = 16 << 20
 
-// readRawPacket reads one whole packet: the type byte, the remaining
-// length as a variable byte integer, then that many bytes.
-func readRawPacket(r io.Reader) ([]byte, error) {
-	header := make([]byte, 1, 5)
-	if _, err := io.ReadFull(r, header); err != nil {
-		return nil, err
+// readByte reads one byte, through io.ByteReader when r implements it, as the
+// connection's bufio.Reader does, so that no buffer is allocated per byte.
+func readByte(r io.Reader) (byte, error) {
+	if br, ok := r.(io.ByteReader); ok {
+		return br.ReadByte()
 	}
-	length, multiplier := 0, 1
-	for i := 0; ; i++ {
-		if i == 4 {
-			return nil, errors.New("malformed packet: remaining length is longer than 4 bytes")
+	var b [1]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return 0, err
+	}
+	return b[0], nil
+}
+
+// readRemainingLength reads the remaining length of the fixed header, a
+// variable byte integer of one to four bytes. It returns the value, and
+// the bytes it was encoded in and their count. They come back as an array
+// so that nothing is allocated.
+func readRemainingLength(r io.Reader) (length int, encoded [4]byte, size int, err error) {
+	multiplier := 1
+	for size = 0; ; {
+		if size == 4 {
+			return 0, encoded, 0, errors.New("malformed packet: remaining length is longer than 4 bytes")
 		}
-		var b [1]byte
-		if _, err := io.ReadFull(r, b[:]); err != nil {
+		b, err := readByte(r)
+		if err != nil {
+			return 0, encoded, 0, err
+		}
+		encoded[size] = b
+		size++
+		length += int(b&0x7f) * multiplier
+		multiplier *= 128
+		if b&0x80 == 0 {
+			return length, encoded, size, nil
+		}
+	}
+}
+
+// ackKindOf returns the ackKind of an MQTT packet type, or 0 when the type
+// is not PUBACK, PUBREC, PUBREL or PUBCOMP.
+func ackKindOf(packetType byte) ackKind {
+	switch packetType {
+	case packets.PUBACK:
+		return kindPuback
+	case packets.PUBREC:
+		return kindPubrec
+	case packets.PUBREL:
+		return kindPubrel
+	case packets.PUBCOMP:
+		return kindPubcomp
+	default:
+		return 0
+	}
+}
+
+// readAck reads the variable header of an acknowledgement whose remaining
+// length is 2 (packet identifier only, reason code 0x00) or 3 (packet
+// identifier and reason code, no properties). Like paho.golang v0.23.0,
+// it ignores the flags of the fixed header.
+func readAck(r io.Reader, kind ackKind, length int) (packet, error) {
+	var body [3]byte
+	for i := range length {
+		b, err := readByte(r)
+		if err != nil {
+			// Return what io.ReadFull of the whole body returned before:
+			// io.EOF when no byte came, io.ErrUnexpectedEOF after one.
+			if i > 0 && err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
 			return nil, err
 		}
-		header = append(header, b[0])
-		length += int(b[0]&0x7f) * multiplier
-		multiplier *= 128
-		if b[0]&0x80 == 0 {
-			break
-		}
+		body[i] = b
 	}
-	if length+len(header) > maxIncomingPacketSize {
-		return nil, fmt.Errorf("packet of %d bytes exceeds the maximum packet size of %d bytes sent in connect", length+len(header), maxIncomingPacketSize)
+	ack := &ackPacket{Kind: kind, PacketID: binary.BigEndian.Uint16(body[:2])}
+	if length == 3 {
+		ack.ReasonCode = body[2]
 	}
-	raw := make([]byte, len(header)+length)
-	copy(raw, header)
-	if _, err := io.ReadFull(r, raw[len(header):]); err != nil {
-		return nil, err
-	}
-	return raw, nil
+	return ack, nil
 }
 
 func fromPaho(cp *packets.ControlPacket) (packet, error) {

@@ -2,6 +2,7 @@ package eventloop
 
 import (
 	"bytes"
+	"io"
 	"strings"
 	"testing"
 
@@ -101,5 +102,71 @@ func TestEncodePublish_MatchesPaho(t *testing.T) {
 		if len(got) != cap(got) {
 			t.Errorf("%s: length %d, capacity %d: the size was computed wrong", name, len(got), cap(got))
 		}
+	}
+}
+
+// TestDecodeAck_MatchesPaho compares the direct decoding of small
+// acknowledgements with paho's ReadPacket, which decode used for them
+// before.
+func TestDecodeAck_MatchesPaho(t *testing.T) {
+	cases := map[string][]byte{
+		"puback success":           {0x40, 0x02, 0x12, 0x34},
+		"puback reason":            {0x40, 0x03, 0x00, 0x07, 0x10},
+		"puback reason properties": {0x40, 0x07, 0x00, 0x07, 0x97, 0x03, 0x1F, 0x00, 0x00},
+		"pubrec reason":            {0x50, 0x03, 0xFF, 0xFF, 0x80},
+		"pubrel with flags":        {0x62, 0x02, 0x00, 0x01},
+		"pubcomp reason":           {0x70, 0x03, 0x00, 0x02, 0x92},
+		"puback odd flags":         {0x4F, 0x02, 0x00, 0x09},
+		"puback padded length":     {0x40, 0x82, 0x00, 0x00, 0x09},
+	}
+	for name, data := range cases {
+		got, err := mqtt5Codec{}.decode(bytes.NewReader(data))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		cp, err := packets.ReadPacket(bytes.NewReader(data))
+		if err != nil {
+			t.Fatalf("%s: paho: %v", name, err)
+		}
+		want, err := fromPaho(cp)
+		if err != nil {
+			t.Fatalf("%s: paho: %v", name, err)
+		}
+		if *got.(*ackPacket) != *want.(*ackPacket) {
+			t.Errorf("%s: decoded %+v, paho %+v", name, got, want)
+		}
+	}
+}
+
+func TestDecodeAck_TruncatedErrors(t *testing.T) {
+	cases := map[string]struct {
+		data []byte
+		want error
+	}{
+		"no body":        {[]byte{0x40, 0x02}, io.EOF},
+		"half id":        {[]byte{0x40, 0x02, 0x00}, io.ErrUnexpectedEOF},
+		"missing reason": {[]byte{0x50, 0x03, 0x00, 0x01}, io.ErrUnexpectedEOF},
+		"no length":      {[]byte{0x40}, io.EOF},
+		"empty":          {[]byte{}, io.EOF},
+	}
+	for name, c := range cases {
+		_, err := mqtt5Codec{}.decode(bytes.NewReader(c.data))
+		if err != c.want {
+			t.Errorf("%s: error %v, want %v", name, err, c.want)
+		}
+	}
+}
+
+// TestDecodeAck_PlainReader decodes through a reader without
+// io.ByteReader, the path readByte takes for other readers.
+func TestDecodeAck_PlainReader(t *testing.T) {
+	r := io.MultiReader(bytes.NewReader([]byte{0x40, 0x03, 0x00}), bytes.NewReader([]byte{0x05, 0x87}))
+	p, err := mqtt5Codec{}.decode(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ackPacket{Kind: kindPuback, PacketID: 5, ReasonCode: 0x87}
+	if *p.(*ackPacket) != want {
+		t.Errorf("decoded %+v, want %+v", p, want)
 	}
 }
