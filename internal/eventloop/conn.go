@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -69,6 +70,15 @@ func (c *connection) write(b []byte) error {
 	return err
 }
 
+// writeBuffers writes bufs in order with one deadline, as one writev(2) on
+// a TCP connection. It returns the number of bytes written.
+func (c *connection) writeBuffers(bufs net.Buffers) (int64, error) {
+	if err := c.netConn.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil {
+		return 0, err
+	}
+	return bufs.WriteTo(c.netConn)
+}
+
 // pendingWrite is a packet, an action, or both, that waits until the
 // journal made ticket durable. Items run in the order they were queued.
 type pendingWrite struct {
@@ -78,6 +88,11 @@ type pendingWrite struct {
 	// after runs once the item is due. written reports whether data
 	// reached the socket; it is false when the connection ended first.
 	after func(written bool)
+
+	// batched is set by writeDueBatch when data went out in a batch, and
+	// batchErr when the batch write failed before all of data went out.
+	batched  bool
+	batchErr error
 }
 
 // queueWrite writes data after every change recorded so far is durable, on
@@ -111,16 +126,64 @@ func (l *Loop) flushWrites() {
 		}
 		return
 	}
+	l.writeDueBatch(committed)
 	for len(l.writes) > 0 && l.writes[0].ticket <= committed {
 		w := l.writes[0]
 		l.writes = l.writes[1:]
-		written := false
-		if w.data != nil && l.conn != nil && w.gen == l.connGen {
+		written := w.batched
+		switch {
+		case w.batchErr != nil:
+			if l.conn != nil && w.gen == l.connGen {
+				l.dropConnection(fmt.Errorf("write to broker: %w", w.batchErr), false)
+			}
+		case !written && w.data != nil && l.conn != nil && w.gen == l.connGen:
 			written = l.writeNow(w.data)
 		}
 		if w.after != nil {
 			w.after(written)
 		}
+	}
+}
+
+// writeDueBatch writes the packets of the due items in l.writes, those of
+// the current connection whose ticket is at most committed, in one
+// write with one deadline, and marks each item it wrote completely as
+// batched. flushWrites then runs the items in order as before. After a
+// failed write it marks the first packet not written completely with the
+// error, so that flushWrites drops the connection at that item, and writes
+// nothing of the items after it.
+func (l *Loop) writeDueBatch(committed uint64) {
+	if l.conn == nil {
+		return
+	}
+	var indexes []int
+	var bufs net.Buffers
+	for i := 0; i < len(l.writes) && l.writes[i].ticket <= committed; i++ {
+		w := &l.writes[i]
+		if w.data != nil && w.gen == l.connGen {
+			indexes = append(indexes, i)
+			bufs = append(bufs, w.data)
+		}
+	}
+	if len(bufs) < 2 {
+		return // flushWrites writes a single packet as before
+	}
+
+	n, err := l.conn.writeBuffers(bufs)
+	for _, i := range indexes {
+		w := &l.writes[i]
+		if n < int64(len(w.data)) {
+			if err == nil {
+				err = io.ErrShortWrite
+			}
+			w.batchErr = err
+			break
+		}
+		n -= int64(len(w.data))
+		w.batched = true
+	}
+	if l.writes[indexes[0]].batched {
+		l.keepAlive.sent()
 	}
 }
 

@@ -1,0 +1,110 @@
+package eventloop
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// recordingConn is a net.Conn that stores what is written and counts
+// write deadlines. Writes fail once failAfter bytes went through, when
+// failAfter is positive.
+type recordingConn struct {
+	net.Conn // nil: methods not overridden here are not used
+
+	mu        sync.Mutex
+	written   bytes.Buffer
+	deadlines int
+	failAfter int
+}
+
+var errTestWrite = errors.New("test write failure")
+
+func (c *recordingConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failAfter > 0 && c.written.Len()+len(b) > c.failAfter {
+		n := c.failAfter - c.written.Len()
+		c.written.Write(b[:n])
+		return n, errTestWrite
+	}
+	return c.written.Write(b)
+}
+
+func (c *recordingConn) SetWriteDeadline(time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.deadlines++
+	return nil
+}
+
+func (c *recordingConn) Close() error { return nil }
+
+// newBatchTestLoop returns a loop with conn as its connection and three
+// due items queued, with packets a, b and c, and the slice their after
+// functions append written to.
+func newBatchTestLoop(t *testing.T, conn *recordingConn) (*Loop, *[]bool) {
+	t.Helper()
+	b := newFakeBroker(t, brokerScript{})
+	l, err := New(testOptions(b), newMemSource(), &testJournal{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	l.conn = &connection{netConn: conn, url: b.url(), gen: l.connGen, writeTimeout: time.Second,
+		limits: &connackPacket{}, done: make(chan struct{})}
+	results := &[]bool{}
+	for _, data := range [][]byte{[]byte("aaaa"), nil, []byte("bbbb"), []byte("cccc")} {
+		l.writes = append(l.writes, pendingWrite{gen: l.connGen, data: data, after: func(written bool) {
+			if data != nil {
+				*results = append(*results, written)
+			}
+		}})
+	}
+	return l, results
+}
+
+func TestFlushWrites_OneDeadlinePerBatch(t *testing.T) {
+	conn := &recordingConn{}
+	l, results := newBatchTestLoop(t, conn)
+	l.flushWrites()
+
+	if got := conn.written.String(); got != "aaaabbbbcccc" {
+		t.Errorf("wire %q, want aaaabbbbcccc", got)
+	}
+	if conn.deadlines != 1 {
+		t.Errorf("%d write deadlines, want 1", conn.deadlines)
+	}
+	if want := []bool{true, true, true}; !slices.Equal(*results, want) {
+		t.Errorf("written %v, want %v", *results, want)
+	}
+	if len(l.writes) != 0 {
+		t.Errorf("%d items still queued", len(l.writes))
+	}
+	if l.conn == nil {
+		t.Error("connection dropped after a successful write")
+	}
+}
+
+func TestFlushWrites_BatchFailsMidPacket(t *testing.T) {
+	conn := &recordingConn{failAfter: 6} // all of aaaa, half of bbbb
+	l, results := newBatchTestLoop(t, conn)
+	l.flushWrites()
+
+	if want := []bool{true, false, false}; !slices.Equal(*results, want) {
+		t.Errorf("written %v, want %v", *results, want)
+	}
+	if l.conn != nil {
+		t.Error("connection kept after a failed write")
+	}
+	if got := conn.written.String(); got != "aaaabb" {
+		t.Errorf("wire %q, want aaaabb: nothing may follow a partial packet", got)
+	}
+	if len(l.events) != 1 || l.events[0].Kind != EventDisconnected || !errors.Is(l.events[0].Err, errTestWrite) {
+		t.Errorf("events %+v, want one EventDisconnected with the write error", l.events)
+	}
+}
