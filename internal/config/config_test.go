@@ -128,6 +128,7 @@ func TestLoad_Invalid(t *testing.T) {
 		{"no port", "broker:\n  urls: [mqtt://host]\n", "missing host or port"},
 		{"unknown key", minimal + "brokr: 1\n", "brokr"},
 		{"bad duration", minimal + "  keep_alive: soon\n", "soon"},
+		{"duration without unit", minimal + "publish:\n  ack_timeout: 30\n", "duration 30 has no unit"},
 		{"bad size", minimal + "spool:\n  max_bytes: lots\n", `invalid size "lots"`},
 		{"bad qos", minimal + "publish:\n  qos: 3\n", "publish.qos: 3 is invalid"},
 		{"zero expiry", minimal + "  session_expiry: 0s\n", "broker.session_expiry"},

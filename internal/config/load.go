@@ -191,22 +191,61 @@ func decode(v *viper.Viper) (*Config, error) {
 		dc.ErrorUnused = true
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w: check the key names and value types against configs/mqspool.yaml", ErrInvalid, err)
+		return nil, fmt.Errorf("%w:\n  %s", ErrInvalid, decodeProblems(err))
 	}
 	applySubscriptionDefaults(v, &cfg)
 	return &cfg, nil
 }
 
+// durationHook decodes durations written as "500ms", "30s" or "24h". A
+// bare number is rejected: YAML reads 30 as an integer, which would
+// otherwise become 30 nanoseconds.
+// decodeProblems rewrites mapstructure's decoding errors as one line per
+// problem, naming the key and the fix.
+func decodeProblems(err error) string {
+	text := strings.TrimPrefix(err.Error(), "decoding failed due to the following error(s):")
+	var lines []string
+	for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		if head, keys, ok := strings.Cut(line, " has invalid keys: "); ok {
+			prefix := strings.Trim(head, "'")
+			for _, k := range strings.Split(keys, ", ") {
+				if prefix != "" {
+					k = prefix + "." + k
+				}
+				lines = append(lines, k+": unknown key: check its spelling against configs/mqspool.yaml")
+			}
+			continue
+		}
+		if key, rest, ok := strings.Cut(line, "' "); ok && strings.HasPrefix(key, "'") {
+			line = strings.TrimPrefix(key, "'") + ": " + rest
+		}
+		lines = append(lines, line)
+	}
+	return strings.Join(lines, "\n  ")
+}
+
 func durationHook(from, to reflect.Type, data any) (any, error) {
-	s, ok := data.(string)
-	if !ok || to != reflect.TypeOf(time.Duration(0)) {
+	if to != reflect.TypeOf(time.Duration(0)) {
 		return data, nil
 	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return nil, fmt.Errorf("invalid duration %q: use a number with a unit such as 500ms, 30s or 24h", s)
+	switch d := data.(type) {
+	case string:
+		parsed, err := time.ParseDuration(d)
+		if err != nil {
+			return nil, fmt.Errorf("invalid duration %q: use a number with a unit such as 500ms, 30s or 24h", d)
+		}
+		return parsed, nil
+	case int, int64, float64, uint64:
+		if fmt.Sprint(d) == "0" {
+			return time.Duration(0), nil
+		}
+		return nil, fmt.Errorf("duration %v has no unit: write it with one, such as %vs or %vms", d, d, d)
 	}
-	return d, nil
+	return data, nil
 }
 
 func byteSizeHook(from, to reflect.Type, data any) (any, error) {
