@@ -85,6 +85,10 @@ func (p *Pickup) ingestBatch() {
 	p.queue = rest
 	if err == nil && accepted == len(batch) {
 		p.backoff = 0
+		if p.full {
+			p.full = false
+			p.log.Info("spool has room again; ingest resumes", "files", len(p.queue))
+		}
 	}
 }
 
@@ -125,8 +129,12 @@ func (p *Pickup) append(batch []spool.FileBatch) (int, error) {
 // waitFull holds ingest back while the spool is full.
 func (p *Pickup) waitFull() {
 	p.nextBackoff()
-	p.log.Debug("spool is full; files wait in new/", "files", len(p.queue),
-		"backoff_ms", p.backoff.Milliseconds())
+	if !p.full {
+		p.full = true
+		p.log.Warn("spool is full (spool.max_bytes or spool.max_messages); files wait in new/ in order",
+			"files", len(p.queue))
+	}
+	p.log.Debug("spool still full", "files", len(p.queue), "backoff_ms", p.backoff.Milliseconds())
 }
 
 // storeFailed logs a store error at most once a minute and holds ingest

@@ -153,9 +153,12 @@ type Pickup struct {
 	storeErrLog rateLimit
 	// housekeepingLog limits the warnings about tmp/ and failed/.
 	housekeepingLog rateLimit
-	unreadable      map[string]time.Time // last log time of each unreadable file
-	watchErrLog     rateLimit
-	spaceErrLog     rateLimit
+	// full is set while the store rejects appends as full, so the change
+	// is logged once each way.
+	full        bool
+	unreadable  map[string]time.Time // last log time of each unreadable file
+	watchErrLog rateLimit
+	spaceErrLog rateLimit
 }
 
 // New checks opts, creates tmp/, new/ and failed/ when missing and

@@ -208,12 +208,26 @@ func TestUncleanStopRunsCheck(t *testing.T) {
 	equal(t, "messages", s.Stats().Messages, int64(3))
 }
 
-func TestOpenMissingDirectoryIsNotDamage(t *testing.T) {
+func TestOpenCreatesMissingDirectory(t *testing.T) {
 	opts := testOptions(t)
 	opts.Path = filepath.Join(t.TempDir(), "missing", "spool.db")
+	s, err := Open(opts)
+	if err != nil {
+		t.Fatalf("Open in a missing directory: %v", err)
+	}
+	s.Close()
+}
+
+func TestOpenUnusableDirectoryIsNotDamage(t *testing.T) {
+	opts := testOptions(t)
+	file := filepath.Join(t.TempDir(), "a-file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts.Path = filepath.Join(file, "spool.db")
 	_, err := Open(opts)
 	if err == nil {
-		t.Fatal("Open succeeded in a missing directory")
+		t.Fatal("Open succeeded below a regular file")
 	}
 	if errors.Is(err, ErrCorrupt) || strings.Contains(err.Error(), "renamed") {
 		t.Fatalf("Open error = %v, want a plain open error", err)

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -86,6 +88,14 @@ func Open(opts Options) (*Spool, error) {
 		return nil, err
 	}
 	s := &Spool{opts: opts, log: opts.Logger, cursors: map[*Cursor]struct{}{}}
+
+	// Create the database's directory, as systemd's StateDirectory would,
+	// so a run by hand needs no mkdir first.
+	if !opts.ReadOnly {
+		if err := os.MkdirAll(filepath.Dir(opts.Path), 0o750); err != nil {
+			return nil, fmt.Errorf("create the directory of spool.db %s: %w", opts.Path, err)
+		}
+	}
 
 	db, err := s.openChecked()
 	if err != nil && (opts.ReadOnly || !isDamage(err)) {

@@ -34,6 +34,9 @@ type Broker struct {
 // under CI, where a missing broker is a failure of the CI setup.
 func RequireMosquitto(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: needs mosquitto and the mqspool binary; run without -short")
+	}
 	if _, err := exec.LookPath("mosquitto"); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("mosquitto not found in PATH; .ci/run must install it: %v", err)

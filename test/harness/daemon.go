@@ -78,6 +78,9 @@ type Daemon struct {
 // override any of them. It does not start the process.
 func NewDaemon(t testing.TB, brokerURL, extra string) *Daemon {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: runs the mqspool binary; run without -short")
+	}
 	root := t.TempDir()
 	d := &Daemon{
 		t: t, Bin: Binary(t), Root: root,
