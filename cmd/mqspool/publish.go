@@ -94,7 +94,11 @@ func (f *publishFlags) dir(c *cobra.Command) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return loaded.Config.Spool.Dir, nil
+	cfg := loaded.Config
+	if f.topic == "" && cfg.Publish.DefaultTopic == "" && len(cfg.Routes) == 0 {
+		return "", usageError(errors.New("missing --topic: the daemon has no publish.default_topic or routes to give this message one"))
+	}
+	return cfg.Spool.Dir, nil
 }
 
 // message builds the message from the flags. A QoS of -1 means the

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -91,7 +92,33 @@ surviving network outages, broker restarts, SIGTERM, kill -9 and power loss.`,
 		newCtlCommand(),
 		newVersionCommand(),
 	)
+	requireSubcommands(root)
 	return root
+}
+
+// requireSubcommands makes every command that only groups subcommands
+// reject a missing or unknown subcommand with exit status 2, instead of
+// printing its help and exiting 0.
+func requireSubcommands(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		requireSubcommands(sub)
+	}
+	if c.HasSubCommands() && c.RunE == nil && c.Run == nil && c.HasParent() {
+		c.Args = cobra.ArbitraryArgs
+		c.RunE = func(c *cobra.Command, args []string) error {
+			names := make([]string, 0, len(c.Commands()))
+			for _, sub := range c.Commands() {
+				if sub.IsAvailableCommand() {
+					names = append(names, sub.Name())
+				}
+			}
+			what := "missing subcommand"
+			if len(args) > 0 {
+				what = fmt.Sprintf("unknown subcommand %q", args[0])
+			}
+			return usageError(fmt.Errorf("%s for %s: use one of %s", what, c.CommandPath(), strings.Join(names, ", ")))
+		}
+	}
 }
 
 // configFlags is the --config flag shared by the commands that read the

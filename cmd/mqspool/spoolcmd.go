@@ -24,7 +24,7 @@ const offlineLockTimeout = time.Second
 func newSpoolCommand() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "spool",
-		Short: "Inspect and repair the spool of a stopped daemon",
+		Short: "Inspect and repair the spool (stats, ls and salvage need the daemon stopped)",
 	}
 	c.AddCommand(newSpoolStatsCommand(), newSpoolLsCommand(), newRequeueFailedCommand(), newSalvageCommand())
 	return c
@@ -161,8 +161,14 @@ damage may be sent twice.`,
 				all := format.Fields{Topic: true, QoS: true, Retain: true}
 				return dropMessage(dir, fmt.Sprintf("salvage-%020d.msg", r.Seq), r.Message, all)
 			})
+			if err != nil {
+				return fmt.Errorf("salvage %s after %d messages: %w", args[0], copied, err)
+			}
+			if copied == 0 {
+				return fmt.Errorf("no readable message found in %s (%d unreadable): check that it is an mqspool database", args[0], skipped)
+			}
 			fmt.Fprintf(c.OutOrStdout(), "salvaged %d messages into %s, skipped %d unreadable\n", copied, filepath.Join(dir, "new"), skipped)
-			return err
+			return nil
 		},
 	}
 	flags.register(c)

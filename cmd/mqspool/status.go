@@ -149,8 +149,11 @@ func newCtlCommand() *cobra.Command {
 			Short: short,
 			Args:  exactArgs(0),
 			RunE: func(c *cobra.Command, _ []string) error {
-				_, err := flags.send(c, control.Request{Command: name})
-				return err
+				if _, err := flags.send(c, control.Request{Command: name}); err != nil {
+					return err
+				}
+				fmt.Fprintf(c.OutOrStdout(), "%s: done\n", name)
+				return nil
 			},
 		}
 		flags.register(sub)
