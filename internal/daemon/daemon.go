@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -34,7 +35,9 @@ type Daemon struct {
 	log    *slog.Logger
 	spool  *spool.Spool
 	pickup *pickup.Pickup
-	loop   *eventloop.Loop
+	// dirLock holds the spool directory's lock for the daemon's life.
+	dirLock *os.File
+	loop    *eventloop.Loop
 
 	clientIDValue string
 	rates         rates
@@ -78,6 +81,12 @@ func (d *Daemon) build() error {
 	}
 	d.pickup = p
 
+	lock, err := lockSpoolDir(d.cfg.Spool.Dir)
+	if err != nil {
+		return err
+	}
+	d.dirLock = lock
+
 	clientID, err := d.clientID()
 	if err != nil {
 		return err
@@ -117,7 +126,7 @@ func (d *Daemon) clientID() (string, error) {
 	if d.cfg.Broker.ClientID != "" {
 		return d.cfg.Broker.ClientID, nil
 	}
-	id, err := d.spool.ClientID(deriveClientID)
+	id, err := d.spool.ClientID(func() (string, error) { return deriveClientID(d.cfg.Spool.DB) })
 	if err != nil {
 		return "", fmt.Errorf("derive client id: %w: set broker.client_id", err)
 	}
@@ -312,6 +321,7 @@ func (d *Daemon) sampleRates(ctx context.Context) {
 
 func (d *Daemon) close() error {
 	var errs []error
+	defer d.dirLock.Close()
 	st := d.loop.State()
 	if err := d.loop.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close event loop: %w", err))

@@ -144,9 +144,11 @@ func passwordFunc(b *config.Broker) func() ([]byte, error) {
 }
 
 // deriveClientID makes a stable client id of at most 23 characters from
-// /etc/machine-id, so that a reinstall on the same device keeps its
-// broker session name.
-func deriveClientID() (string, error) {
+// /etc/machine-id and the absolute path of the spool database, so that a
+// reinstall on the same device keeps its broker session name, and two
+// daemons on one host with their own databases do not take over each
+// other's session.
+func deriveClientID(dbPath string) (string, error) {
 	data, err := os.ReadFile("/etc/machine-id")
 	if err != nil || len(strings.TrimSpace(string(data))) == 0 {
 		host, herr := os.Hostname()
@@ -155,7 +157,10 @@ func deriveClientID() (string, error) {
 		}
 		data = []byte(host)
 	}
-	sum := sha256.Sum256([]byte(strings.TrimSpace(string(data))))
+	if abs, err := filepath.Abs(dbPath); err == nil {
+		dbPath = abs
+	}
+	sum := sha256.Sum256([]byte(strings.TrimSpace(string(data)) + "\n" + dbPath))
 	return "mqspool-" + hex.EncodeToString(sum[:])[:15], nil
 }
 

@@ -1,0 +1,31 @@
+package daemon
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// spoolDirLock is the lock file in the spool directory. Its name starts
+// with a dot, and the pickup reads only new/, so no producer sees it.
+const spoolDirLock = ".mqspool.lock"
+
+// lockSpoolDir takes an exclusive lock on the spool directory, so a second
+// daemon pointed at the same directory with another database fails at
+// start instead of ingesting the same files and publishing them twice.
+// The lock lives as long as the returned file is open; the kernel drops it
+// when the process ends, however it ends.
+func lockSpoolDir(dir string) (*os.File, error) {
+	path := filepath.Join(dir, spoolDirLock)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("open spool directory lock %s: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("spool directory %s is in use by another mqspool daemon (%w): give each daemon its own spool.dir", dir, err)
+	}
+	return f, nil
+}
