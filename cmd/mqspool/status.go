@@ -71,22 +71,22 @@ func newStatusCommand() *cobra.Command {
 }
 
 func printStatus(w io.Writer, s *control.Status) {
-	conn := "disconnected"
-	if s.Connected {
-		conn = "connected"
-	}
 	row := func(name, format string, args ...any) {
 		fmt.Fprintf(w, "%-16s "+format+"\n", append([]any{name + ":"}, args...)...)
 	}
-	row("connection", "%s to %s (session present %t, client id %s)", conn, orNone(s.Broker), s.SessionPresent, s.ClientID)
-	row("queue", "%d messages, %s, oldest %s", s.QueueMessages, config.ByteSize(s.QueueBytes), seconds(s.OldestAgeSecs))
+	if s.Connected {
+		row("connection", "connected to %s (session present %t, client id %s)", s.Broker, s.SessionPresent, s.ClientID)
+	} else {
+		row("connection", "disconnected (client id %s): %s", s.ClientID, orNone(s.LastError))
+	}
+	row("queue", "%d messages, %s, oldest %s", s.QueueMessages, humanBytes(s.QueueBytes), seconds(s.OldestAgeSecs))
 	row("inflight", "%d", s.Inflight)
 	row("rates", "in %.1f/s, out %.1f/s", s.RateIn, s.RateOut)
 	row("paused", "%t", s.Paused)
 	row("throttle", "%s", s.Throttle)
 	row("disk pressure", "%t", s.DiskPressure)
 	row("spool full", "%t", s.SpoolFull)
-	row("failed/", "%d files, %s", s.FailedFiles, config.ByteSize(s.FailedBytes))
+	row("failed/", "%d files, %s", s.FailedFiles, humanBytes(s.FailedBytes))
 	if s.StaleTmpFiles > 0 {
 		row("tmp/", "%d files older than a day: a producer may have died before renaming them into new/", s.StaleTmpFiles)
 	}
@@ -112,7 +112,22 @@ func printSubscription(row func(name, format string, args ...any), s control.Sub
 	}
 	row("subscription", "%s -> %s: %s", s.Filter, s.Dir, state)
 	row("  inbox", "received %d (%d repeated), backlog %d files %s, qos 0 dropped %d, failed %d",
-		s.Received, s.Duplicates, s.BacklogFiles, config.ByteSize(s.BacklogBytes), s.Dropped, s.Failed)
+		s.Received, s.Duplicates, s.BacklogFiles, humanBytes(s.BacklogBytes), s.Dropped, s.Failed)
+}
+
+// humanBytes formats n with one decimal in the largest binary unit below
+// it, such as 289.1MiB.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%dB", n)
+	}
+	value, exp := float64(n), 0
+	for value >= unit && exp < 4 {
+		value /= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f%ciB", value, "KMGT"[exp-1])
 }
 
 func orNone(s string) string {
