@@ -73,6 +73,9 @@ func (h *repeatHandler) Enabled(ctx context.Context, l slog.Level) bool {
 
 func (h *repeatHandler) Handle(ctx context.Context, r slog.Record) error {
 	if r.Level < slog.LevelWarn {
+		if r.Message == outageEndMessage {
+			h.state.reset()
+		}
 		return h.next.Handle(ctx, r)
 	}
 	suppressed, ok := h.state.admit(h.key(r), r.Time, h.window)
@@ -107,6 +110,18 @@ func (h *repeatHandler) key(r slog.Record) string {
 // unit suffix the project's log keys carry.
 func isDuration(key string) bool {
 	return strings.HasSuffix(key, "_ms") || strings.HasSuffix(key, "_seconds")
+}
+
+// outageEndMessage is the event loop's log message for an accepted
+// connection. It ends an outage, so the limiter forgets what it has seen
+// and the first failure of the next outage is logged at once.
+const outageEndMessage = "connected"
+
+// reset forgets every line seen.
+func (s *repeatState) reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.seen)
 }
 
 // admit reports whether the line with key may be logged at now, and how

@@ -87,3 +87,17 @@ func TestRedactURL(t *testing.T) {
 		t.Errorf("redactURL kept the password: %s", got)
 	}
 }
+
+func TestLimitRepeats_ConnectStartsAnOutageAfresh(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(LimitRepeats(slog.NewTextHandler(&buf, nil), time.Hour))
+
+	log.Warn("disconnected, reconnecting", "err", "refused")
+	log.Warn("disconnected, reconnecting", "err", "refused")
+	log.Info("connected", "url", "mqtt://b:1")
+	log.Warn("disconnected, reconnecting", "err", "refused")
+
+	if n := strings.Count(buf.String(), "disconnected, reconnecting"); n != 2 {
+		t.Errorf("%d disconnect lines, want 2: one per outage\n%s", n, buf.String())
+	}
+}
