@@ -2,8 +2,10 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -27,6 +29,16 @@ func (f *socketFlags) register(c *cobra.Command) {
 func (f *socketFlags) path(c *cobra.Command) (string, error) {
 	if f.socket != "" {
 		return f.socket, nil
+	}
+	// Without a config file only the socket matters, so a missing
+	// broker.urls must not stop status or ctl.
+	if f.file == "" {
+		if _, err := os.Stat(config.DefaultFile); errors.Is(err, os.ErrNotExist) {
+			if env, ok := os.LookupEnv(config.EnvName("control.socket")); ok {
+				return env, nil
+			}
+			return config.DefaultControlSocket, nil
+		}
 	}
 	loaded, err := f.load(c, nil)
 	if err != nil {

@@ -8,6 +8,9 @@ import (
 	"time"
 )
 
+// DefaultControlSocket is control.socket's default.
+const DefaultControlSocket = "/run/mqspool/mqspool.sock"
+
 // DefaultFile is read when no --config flag is given. A missing default
 // file is not an error: the defaults and the environment then apply.
 const DefaultFile = "/etc/mqspool/mqspool.yaml"
@@ -199,7 +202,7 @@ var defaults = map[string]any{
 	"pickup.settle":                "2s",
 	"pickup.rescan_interval":       "30s",
 	"shutdown.drain_timeout":       "5s",
-	"control.socket":               "/run/mqspool/mqspool.sock",
+	"control.socket":               DefaultControlSocket,
 	"metrics.listen":               "",
 	"status.topic":                 "",
 	"log.level":                    "info",
