@@ -130,7 +130,9 @@ type Pickup struct {
 	newDir    string
 	failedDir string
 	tmpDir    string
-	routes    []route
+
+	routesMu sync.RWMutex // guards routes, which SetRoutes replaces
+	routes   []route
 
 	// freeBytes returns the free bytes at a path; tests replace it.
 	freeBytes func(path string) (uint64, error)

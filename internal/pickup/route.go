@@ -53,10 +53,14 @@ func compileRoutes(rs []Route) ([]route, error) {
 
 // matchRoute returns the first route whose glob matches rel, or nil.
 func (p *Pickup) matchRoute(rel string) *route {
+	p.routesMu.RLock()
+	routes := p.routes
+	p.routesMu.RUnlock()
+
 	parts := strings.Split(rel, "/")
-	for i := range p.routes {
-		if matchSegments(p.routes[i].segments, parts) {
-			return &p.routes[i]
+	for i := range routes {
+		if matchSegments(routes[i].segments, parts) {
+			return &routes[i]
 		}
 	}
 	return nil

@@ -33,11 +33,12 @@ func (s *Spool) Append(files []FileBatch) (accepted int, err error) {
 		ids := tx.Bucket(bucketFiles)
 		now := time.Now()
 
-		for _, f := range files {
+		for i, f := range files {
 			// A file whose identity is stored was appended before a crash
 			// stopped its unlink; taking it again would duplicate it.
-			if ids.Get(fileKey(f.ID)) != nil {
+			if v := ids.Get(fileKey(f.ID)); v != nil {
 				repeats = append(repeats, f.ID.Name)
+				files[i].FirstSeq = fileFirstSeq(v)
 				accepted++
 				continue
 			}
@@ -61,6 +62,9 @@ func (s *Spool) Append(files []FileBatch) (accepted int, err error) {
 			}
 			if err := ids.Put(fileKey(f.ID), fileValue(first, len(records))); err != nil {
 				return fmt.Errorf("store identity of %s: %w", f.ID.Name, err)
+			}
+			if len(records) > 0 {
+				files[i].FirstSeq = first
 			}
 			accepted++
 		}
@@ -140,6 +144,15 @@ func fileKey(id FileID) []byte {
 func fileValue(first uint64, n int) []byte {
 	b := binary.BigEndian.AppendUint64(nil, first)
 	return binary.BigEndian.AppendUint64(b, uint64(n))
+}
+
+// fileFirstSeq returns the first sequence number stored by fileValue, or 0
+// for a value too short to hold one.
+func fileFirstSeq(v []byte) uint64 {
+	if len(v) < 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v[:8])
 }
 
 // signalCursors wakes every cursor without blocking.

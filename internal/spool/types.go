@@ -22,6 +22,10 @@ type FileID struct {
 type FileBatch struct {
 	ID       FileID
 	Messages []message.Message
+	// FirstSeq is set by [Spool.Append] for each file it accepted: the
+	// sequence number of the file's first message, the rest following in
+	// order. It stays 0 for a file without messages.
+	FirstSeq uint64
 }
 
 // Record is a stored message with its place in the queue.
