@@ -12,12 +12,13 @@ import (
 )
 
 // TestOpsSignal_ReloadKeepsConnection sends SIGHUP after changing the log
-// level and the throttle in the config file, and checks both apply while
-// the connection stays up.
+// level, the throttle and the routes in the config file, and checks all
+// three apply while the connection stays up.
 func TestOpsSignal_ReloadKeepsConnection(t *testing.T) {
 	b := harness.StartBroker(t, "")
 	proxy := harness.StartProxy(t, b.Addr())
 	sub := harness.Subscribe(t, b.Addr(), "hup/#", 1)
+	routed := harness.Subscribe(t, b.Addr(), "routed/#", 1)
 	d := harness.NewDaemon(t, proxy.URL(), "log:\n  level: info\n")
 	d.DumpOnFailure()
 	d.Start()
@@ -29,7 +30,8 @@ func TestOpsSignal_ReloadKeepsConnection(t *testing.T) {
 		t.Fatalf("debug line logged at level info:\n%s", d.Log())
 	}
 
-	d.WriteConfig(proxy.URL(), "log:\n  level: debug\nthrottle:\n  messages_per_second: 7\n")
+	d.WriteConfig(proxy.URL(), "log:\n  level: debug\nthrottle:\n  messages_per_second: 7\n"+
+		"routes:\n  - match: \"hup/three/*\"\n    topic: routed/three\n")
 	d.Signal(syscall.SIGHUP)
 	harness.WaitFor(t, 10*time.Second, "configuration reloaded", func() bool {
 		return strings.Contains(d.Log(), "configuration reloaded")
@@ -40,6 +42,11 @@ func TestOpsSignal_ReloadKeepsConnection(t *testing.T) {
 	harness.WaitFor(t, 10*time.Second, "a debug line after the reload", func() bool {
 		return strings.Contains(d.Log(), "message acknowledged")
 	})
+	d.Drop("hup/three/3.txt", []byte("routed"))
+	routed.WaitCount(1, 10*time.Second)
+	if got := routed.Messages()[0].Topic; got != "routed/three" {
+		t.Errorf("file after the reload went to %q, want the new route's routed/three", got)
+	}
 	if st := opsStatus(t, d); st["throttle"] != "7/s" {
 		t.Errorf("status throttle after reload = %v, want 7/s", st["throttle"])
 	}

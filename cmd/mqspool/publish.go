@@ -30,6 +30,7 @@ type publishFlags struct {
 	text        string
 	textSet     bool
 	retainSet   bool
+	waitFlags
 }
 
 func newPublishCommand() *cobra.Command {
@@ -40,10 +41,16 @@ func newPublishCommand() *cobra.Command {
 		Long: `Drop one message into the spool directory as a .msg file: written into tmp/,
 synced, renamed into new/ and the directory synced, so the daemon never sees
 a partial file. The payload comes from FILE, from standard input with "-",
-or from --message. The daemon does not need to run.`,
+or from --message. The daemon does not need to run.
+
+With --wait DURATION, publish then asks the running daemon, through its
+control socket, to report when the broker has acknowledged the message.
+It exits 0 once acknowledged, 3 when DURATION passes first and 4 when the
+message was rejected and moved to failed/.`,
 		Example: `  mqspool publish --topic site1/temp --message 21.5
   sensor-read | mqspool publish --topic site1/temp --qos 2 -
-  mqspool publish --topic cam/1 --content-type image/jpeg snapshot.jpg`,
+  mqspool publish --topic cam/1 --content-type image/jpeg snapshot.jpg
+  mqspool publish --topic alarm/door --qos 1 --wait 30s --message open`,
 		Args: maxArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			f.textSet = c.Flags().Changed("message")
@@ -61,6 +68,7 @@ or from --message. The daemon does not need to run.`,
 	fl.StringVar(&f.contentType, "content-type", "", "MQTT 5 content type")
 	fl.StringArrayVarP(&f.properties, "property", "p", nil, "user property key=value (repeatable, order kept)")
 	fl.StringVarP(&f.text, "message", "m", "", "payload text, instead of FILE or -")
+	f.waitFlags.register(c)
 	return c
 }
 
@@ -83,6 +91,9 @@ func runPublish(c *cobra.Command, f *publishFlags, args []string) error {
 		return err
 	}
 	fmt.Fprintf(c.OutOrStdout(), "queued new/%s\n", name)
+	if f.wait > 0 {
+		return f.waitFor(c, &f.configFlags, name)
+	}
 	return nil
 }
 

@@ -43,9 +43,9 @@ stops intake, waits up to shutdown.drain_timeout for outstanding
 acknowledgements, saves the session and exits 0; a second signal stops
 without waiting for the drain, still saving the session.
 
-SIGHUP reads the config file again and applies log.level and the throttle
-without dropping the connection; other changed keys are named in a warning
-and need a restart.`,
+SIGHUP reads the config file again and applies log.level, the throttle and
+the routes without dropping the connection; other changed keys are named in
+a warning and need a restart.`,
 		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, _ []string) error {
 			loaded, err := flags.load(c, runFlagKeys)

@@ -9,23 +9,23 @@ import (
 )
 
 // Reload applies the parts of cfg that can change while running: the log
-// level and the throttle. The connection stays up. Keys that need a
-// restart are compared with the running configuration and named in a
-// warning when they differ. A throttle set with "mqspool ctl throttle" is
-// replaced by the file's value.
-//
-// TODO: routes need a pickup method to replace them while it runs, so a
-// changed routes list still needs a restart.
+// level, the throttle and the routes. The connection stays up. Keys that
+// need a restart are compared with the running configuration and named
+// in a warning when they differ. A throttle set with "mqspool ctl
+// throttle" is replaced by the file's value.
 func (d *Daemon) Reload(cfg *config.Config) {
 	if level, err := config.ParseLevel(cfg.Log.Level); err == nil && d.level != nil {
 		d.level.Set(level)
 	}
 	d.loop.SetThrottle(cfg.Throttle.MessagesPerSecond, float64(cfg.Throttle.BytesPerSecond))
+	if err := d.pickup.SetRoutes(pickupRoutes(cfg)); err != nil {
+		d.log.Error("routes not reloaded, keeping the running ones", "err", err)
+	}
 
 	if keys := restartKeys(d.cfg, cfg); len(keys) > 0 {
 		d.log.Warn("changed settings need a restart to apply", "keys", keys)
 	}
-	d.log.Info("configuration reloaded", "log_level", cfg.Log.Level,
+	d.log.Info("configuration reloaded", "log_level", cfg.Log.Level, "routes", len(cfg.Routes),
 		"throttle_messages_per_second", cfg.Throttle.MessagesPerSecond,
 		"throttle_bytes_per_second", int64(cfg.Throttle.BytesPerSecond))
 }
@@ -42,7 +42,6 @@ func restartKeys(running, next *config.Config) []string {
 		{"publish", running.Publish, next.Publish},
 		{"spool", running.Spool, next.Spool},
 		{"pickup", running.Pickup, next.Pickup},
-		{"routes", running.Routes, next.Routes},
 		{"subscriptions", running.Subscriptions, next.Subscriptions},
 		{"shutdown", running.Shutdown, next.Shutdown},
 		{"control", running.Control, next.Control},

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mqspool/mqspool/internal/control"
+)
+
+// waitRetry is the pause between attempts to reach a daemon that is not
+// listening yet, for example while systemd restarts it.
+const waitRetry = 200 * time.Millisecond
+
+// waitFlags are the publish flags for waiting on the acknowledgement.
+type waitFlags struct {
+	wait   time.Duration
+	socket string
+}
+
+func (f *waitFlags) register(c *cobra.Command) {
+	c.Flags().DurationVar(&f.wait, "wait", 0, "wait up to this long (for example 30s) for the broker's acknowledgement; 0: do not wait")
+	c.Flags().StringVar(&f.socket, "socket", "", "control socket for --wait (default: control.socket from the config)")
+}
+
+// waitFor asks the daemon to report the outcome of the file name in new/
+// and turns it into the exit status: 0 delivered, 3 timed out, 4 rejected.
+func (f *waitFlags) waitFor(c *cobra.Command, cfg *configFlags, name string) error {
+	socket := f.socket
+	if socket == "" {
+		loaded, err := cfg.load(c, nil)
+		if err != nil {
+			return err
+		}
+		socket = loaded.Config.Control.Socket
+	}
+
+	deadline := time.Now().Add(f.wait)
+	res, err := askWait(c.Context(), socket, name, deadline)
+	if err != nil {
+		return err
+	}
+	return waitExit(c, name, res)
+}
+
+// askWait sends the wait request, retrying while no daemon listens, until
+// deadline.
+func askWait(ctx context.Context, socket, name string, deadline time.Time) (control.WaitResult, error) {
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return control.WaitResult{State: control.WaitTimedOut, Reason: "no daemon listened on " + socket}, nil
+		}
+		req := control.Request{Command: control.CommandWait, File: name, TimeoutMillis: max(left.Milliseconds(), 1)}
+		resp, err := control.Send(ctx, socket, req)
+		switch {
+		case err == nil && resp.Wait == nil:
+			return control.WaitResult{}, fmt.Errorf("wait for new/%s: the daemon sent no wait result: upgrade it to this version", name)
+		case err == nil:
+			return *resp.Wait, nil
+		case !errors.Is(err, control.ErrNoDaemon):
+			return control.WaitResult{}, fmt.Errorf("wait for new/%s: %w", name, err)
+		}
+		time.Sleep(min(waitRetry, left))
+	}
+}
+
+// waitExit prints the outcome and returns the error carrying its exit
+// status.
+func waitExit(c *cobra.Command, name string, res control.WaitResult) error {
+	switch res.State {
+	case control.WaitDelivered:
+		fmt.Fprintf(c.OutOrStdout(), "delivered new/%s\n", name)
+		return nil
+	case control.WaitTimedOut:
+		return &exitError{code: exitWaitTimeout, err: fmt.Errorf("new/%s not acknowledged in time (%s): it stays queued and is still sent", name, res.Reason)}
+	case control.WaitRejected:
+		return &exitError{code: exitRejected, err: fmt.Errorf("new/%s rejected and moved to failed/: %s", name, res.Reason)}
+	default:
+		return fmt.Errorf("new/%s not delivered: %s: %s", name, res.State, res.Reason)
+	}
+}
