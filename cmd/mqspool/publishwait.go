@@ -26,7 +26,7 @@ func (f *waitFlags) register(c *cobra.Command) {
 	c.Flags().StringVar(&f.socket, "socket", "", "control socket for --wait (default: control.socket from the config)")
 }
 
-// waitFor asks the daemon to report the outcome of the file name in new/
+// waitFor requests the outcome of the file name in new/ from the daemon
 // and turns it into the exit status: 0 delivered, 3 timed out, 4 rejected.
 func (f *waitFlags) waitFor(c *cobra.Command, cfg *configFlags, name string) error {
 	socket := f.socket

@@ -17,7 +17,7 @@ import (
 // Memory of the wait tracker. A file is forgotten once it has been
 // committed this long ago, and outcomes beyond the newest maxOutcomes
 // are forgotten oldest first, so a wait request that comes much later
-// than the delivery times out instead of answering.
+// than the delivery times out instead of returning the outcome.
 const (
 	fileMemory  = 10 * time.Minute
 	maxOutcomes = 1 << 16
@@ -85,7 +85,7 @@ func (w *waitTracker) outcome(o eventloop.Outcome) {
 	w.wake()
 }
 
-// wake tells waiting requests to look again. w.mu must be held.
+// wake makes waiting requests check again. w.mu must be held.
 func (w *waitTracker) wake() {
 	close(w.changed)
 	w.changed = make(chan struct{})
