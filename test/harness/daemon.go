@@ -128,7 +128,7 @@ func (d *Daemon) WriteConfig(brokerURL, extra string) {
 func (d *Daemon) Start() {
 	d.t.Helper()
 	cmd := exec.Command(d.Bin, "run", "--config", d.Config)
-	cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1")
+	cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1 atexit_sleep_ms=0")
 	cmd.Env = append(cmd.Env, d.Env...)
 	d.mu.Lock()
 	fmt.Fprintf(d.log, "---- start %s\n", time.Now().Format(time.RFC3339Nano))
