@@ -13,7 +13,7 @@ import (
 
 // TestBackpressure_LargeDropWithStoppedBroker drops many small files at
 // once and stops the broker with SIGSTOP: the event loop must still find
-// the dead broker in time, the status must answer at once, memory must stay
+// the dead broker in time, the status must reply at once, memory must stay
 // bounded, and after SIGCONT everything must drain.
 func TestBackpressure_LargeDropWithStoppedBroker(t *testing.T) {
 	if testing.Short() {
@@ -38,8 +38,8 @@ func TestBackpressure_LargeDropWithStoppedBroker(t *testing.T) {
 	})
 	t.Logf("dead broker logged after %s", time.Since(stopped).Round(100*time.Millisecond))
 
-	// The daemon must answer on its control socket at once; the time of
-	// starting a CLI process is not the daemon's to count.
+	// The daemon must reply on its control socket at once. The time to
+	// start a CLI process is not the daemon's to count.
 	begin := time.Now()
 	if _, err := control.Send(context.Background(), d.Socket, control.Request{Command: control.CommandStatus}); err != nil {
 		t.Errorf("status while the broker is stopped: %v", err)

@@ -134,7 +134,7 @@ func TestRecipe_OrderAcrossOutages(t *testing.T) {
 	}
 }
 
-// TestRecipe_NoTopicAliases checks that the daemon neither asks for nor
+// TestRecipe_NoTopicAliases checks that the daemon neither requests nor
 // uses topic aliases, so no alias can outlive the connection that set it.
 func TestRecipe_NoTopicAliases(t *testing.T) {
 	broker := harness.StartBroker(t, "")

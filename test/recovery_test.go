@@ -14,7 +14,7 @@ import (
 )
 
 // TestRecovery_DamagedDatabase damages the stopped daemon's database in
-// two ways; each time the daemon must start within 5 s, keep the damaged
+// two ways. Each time the daemon must start within 5 s, keep the damaged
 // file (renamed aside, never deleted) and forward new files.
 func TestRecovery_DamagedDatabase(t *testing.T) {
 	damage := map[string]func(t *testing.T, path string){
@@ -154,9 +154,9 @@ func TestRecovery_SigtermInAwkwardStates(t *testing.T) {
 			if code := d.Stop(8 * time.Second); code != 0 {
 				t.Errorf("exit code %d, want 0", code)
 			}
-			// The drain may use all of its 5 s; closing the connection and
-			// the database then takes a few milliseconds, but a loaded
-			// machine may need more.
+			// The drain may use all of its 5 s. Closing the connection and
+			// the database takes a few milliseconds more, and a loaded
+			// machine may need longer.
 			if took := time.Since(start); took > 6500*time.Millisecond {
 				t.Errorf("SIGTERM took %s, want within the 5 s drain deadline plus 1.5 s", took)
 			}

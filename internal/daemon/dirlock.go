@@ -9,7 +9,7 @@ import (
 )
 
 // spoolDirLock is the lock file in the spool directory. Its name starts
-// with a dot, and the pickup reads only new/, so no producer sees it.
+// with a dot, and the pickup reads only new/, so it is never ingested.
 const spoolDirLock = ".mqspool.lock"
 
 // lockSpoolDir takes an exclusive lock on the spool directory, so a second

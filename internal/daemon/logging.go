@@ -113,11 +113,11 @@ func isDuration(key string) bool {
 }
 
 // outageEndMessage is the event loop's log message for an accepted
-// connection. It ends an outage, so the limiter forgets what it has seen
+// connection. It ends an outage, so the limiter clears what it has seen
 // and the first failure of the next outage is logged at once.
 const outageEndMessage = "connected"
 
-// reset forgets every line seen.
+// reset clears every line seen.
 func (s *repeatState) reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()

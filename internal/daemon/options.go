@@ -144,7 +144,7 @@ func passwordFunc(b *config.Broker) func() ([]byte, error) {
 }
 
 // deriveClientID makes a stable client id of at most 23 characters from
-// /etc/machine-id and the absolute path of the spool database, so that a
+// /etc/machine-id and the absolute path of the spool database. A
 // reinstall on the same device keeps its broker session name, and two
 // daemons on one host with their own databases do not take over each
 // other's session.

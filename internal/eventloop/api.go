@@ -44,7 +44,7 @@ type Journal interface {
 	Commit(changes []state.Change) error
 }
 
-// ReconnectPolicy says when the loop dials again after a connection ends.
+// ReconnectPolicy is the rule for dialling again after a connection ends.
 type ReconnectPolicy int
 
 const (
@@ -58,7 +58,7 @@ const (
 	ReconnectNever
 )
 
-// LimitPolicy says what to do with a message that exceeds the broker's
+// LimitPolicy is the handling of a message that exceeds the broker's
 // Maximum QoS or uses retain where Retain Available is 0.
 type LimitPolicy int
 
@@ -140,7 +140,7 @@ type Subscription struct {
 	Identifier int `json:",omitempty"`
 }
 
-// EventKind tells which fields of an [Event] are set.
+// EventKind identifies an [Event] and which of its fields are set.
 type EventKind int
 
 const (
@@ -152,14 +152,14 @@ const (
 	// EventIncoming: a PUBLISH arrived. Incoming is set; the caller must
 	// call Incoming.Release once it has stored the message.
 	EventIncoming
-	// EventDisconnected: the connection ended. Err says why.
+	// EventDisconnected: the connection ended. Err holds the cause.
 	EventDisconnected
 	// EventSubscribed: every SUBSCRIBE and UNSUBSCRIBE of a connection was
 	// answered. Subscribed is set.
 	EventSubscribed
 )
 
-// Event is what [Loop.Poll] returns.
+// Event is the result of one [Loop.Poll].
 type Event struct {
 	Kind       EventKind
 	Connected  *Connected
@@ -233,7 +233,7 @@ type Incoming struct {
 	Message  message.Message
 	// SubscriptionIdentifiers from the PUBLISH, if any.
 	SubscriptionIdentifiers []int
-	// Release tells the loop the message is stored, so PUBACK or PUBREC
+	// Release reports to the loop that the message is stored, so PUBACK or PUBREC
 	// may be sent. It is safe to call from any goroutine, once.
 	Release func()
 }

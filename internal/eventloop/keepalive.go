@@ -18,7 +18,7 @@ var (
 // client that only sends (QoS 0) or only receives still pings every
 // period, so a half-open connection is found from either side. A restart
 // ends the next window one period after the older of the last packet sent
-// and the last packet received, not one period after now; otherwise a
+// and the last packet received, not one period after now. Otherwise a
 // busy sender whose acknowledgements stopped just after a window began
 // would wait almost two periods before pinging. After a PINGREQ the
 // PINGRESP must come within half a period. Detection therefore takes at

@@ -50,7 +50,7 @@ var (
 	ErrNotFound = errors.New("message not found in spool")
 )
 
-// OverflowPolicy says what Append does when a limit is reached.
+// OverflowPolicy is Append's behaviour when a limit is reached.
 type OverflowPolicy int
 
 const (

@@ -7,7 +7,7 @@ import "fmt"
 type ChangeKind uint8
 
 const (
-	// ChangeSessionStarted: CONNACK answered a Clean Start 1 CONNECT. Every
+	// ChangeSessionStarted: CONNACK accepted a Clean Start 1 CONNECT. Every
 	// old flow is gone and later connects may resume this session.
 	ChangeSessionStarted ChangeKind = iota + 1
 	// ChangeSessionLost: CONNACK had Session Present 0 on a resume. The
@@ -79,6 +79,6 @@ type Change struct {
 	Seq   uint64
 	QoS   byte
 	Order uint64
-	// Reason says why a message failed, for failed/NAME.reason and logs.
+	// Reason is why a message failed, for failed/NAME.reason and logs.
 	Reason string
 }

@@ -14,7 +14,7 @@ import (
 	"slices"
 )
 
-// Stage is where an outgoing QoS 1 or QoS 2 flow stands.
+// Stage is the step an outgoing QoS 1 or QoS 2 flow has reached.
 type Stage uint8
 
 const (
@@ -67,7 +67,7 @@ type State struct {
 	// not sorted.
 	Outgoing []Flow
 	// IncomingQoS2 holds packet identifiers of received QoS 2 publishes
-	// that were stored and answered with PUBREC but not yet released by
+	// that were stored and acknowledged with PUBREC but not yet released by
 	// PUBREL, sorted.
 	IncomingQoS2 []uint16
 
