@@ -3,9 +3,9 @@ package pickup
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"syscall"
 
 	"github.com/mqspool/mqspool/internal/format"
@@ -42,7 +42,7 @@ func (p *Pickup) prepare(rel string) (spool.FileBatch, outcome) {
 	if err == nil {
 		delete(p.unreadable, rel)
 		var seen bool
-		seen, err = p.store.Seen(id)
+		seen, err = p.seen(id)
 		if err != nil {
 			p.storeFailed(fmt.Errorf("check file identity of %s: %w", rel, err))
 			return spool.FileBatch{}, outcomeStoreErr
@@ -87,6 +87,18 @@ func (p *Pickup) handleReadError(rel string, err error) {
 // readFile checks, opens and reads a file and returns its identity and
 // contents. Non-regular files are rejected before they are opened,
 // because opening a FIFO can block.
+// seen reports whether the store already holds the file. Only a file
+// changed before this pickup started can have been appended by an earlier
+// run that crashed before unlinking it; for newer files the store is not
+// asked, which saves a read transaction per file. Within one run the
+// store's Append skips a repeat anyway.
+func (p *Pickup) seen(id spool.FileID) (bool, error) {
+	if id.Ctime >= p.started.UnixNano() {
+		return false, nil
+	}
+	return p.store.Seen(id)
+}
+
 func (p *Pickup) readFile(rel string) (spool.FileID, []byte, error) {
 	if err := format.CheckName(rel); err != nil {
 		return spool.FileID{}, nil, reject("%v", err)
@@ -114,28 +126,27 @@ func (p *Pickup) readFile(rel string) (spool.FileID, []byte, error) {
 	if err != nil {
 		return spool.FileID{}, nil, &os.PathError{Op: "open", Path: name, Err: err}
 	}
-	f := os.NewFile(uintptr(fd), name)
-	defer f.Close()
-	return readOpen(f, rel, before, limit)
+	defer unix.Close(fd)
+	return readOpen(fd, rel, before, limit)
 }
 
 // readOpen reads an open file and checks that it is the file lstat saw
 // and that it did not change while it was read.
-func readOpen(f *os.File, rel string, before *unix.Stat_t, limit int64) (spool.FileID, []byte, error) {
+func readOpen(fd int, rel string, before *unix.Stat_t, limit int64) (spool.FileID, []byte, error) {
 	var opened unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &opened); err != nil {
+	if err := unix.Fstat(fd, &opened); err != nil {
 		return spool.FileID{}, nil, fmt.Errorf("fstat %s: %w", rel, err)
 	}
 	if opened.Dev != before.Dev || opened.Ino != before.Ino || opened.Size != before.Size ||
 		opened.Mode&unix.S_IFMT != unix.S_IFREG {
 		return spool.FileID{}, nil, errRetry
 	}
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	data, err := readAll(fd, opened.Size, limit)
 	if err != nil {
 		return spool.FileID{}, nil, fmt.Errorf("read %s: %w", rel, err)
 	}
 	var after unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &after); err != nil {
+	if err := unix.Fstat(fd, &after); err != nil {
 		return spool.FileID{}, nil, fmt.Errorf("fstat %s: %w", rel, err)
 	}
 	if int64(len(data)) != after.Size || after.Size != opened.Size ||
@@ -150,6 +161,30 @@ func readOpen(f *os.File, rel string, before *unix.Stat_t, limit int64) (spool.F
 		Name:  rel,
 	}
 	return id, data, nil
+}
+
+// readAll reads the file at fd to its end, at most limit+1 bytes, into a
+// buffer sized from the file's size, so a file that did not grow takes
+// one read call and one more that returns end of file.
+func readAll(fd int, size, limit int64) ([]byte, error) {
+	buf := make([]byte, 0, min(size, limit)+1)
+	for int64(len(buf)) <= limit {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, min(cap(buf), int(limit+1)-len(buf)))
+		}
+		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return buf, nil
+		}
+		buf = buf[:len(buf)+n]
+	}
+	return buf, nil
 }
 
 func lstat(name string) (*unix.Stat_t, error) {

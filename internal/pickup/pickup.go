@@ -157,7 +157,9 @@ type Pickup struct {
 	housekeepingLog rateLimit
 	// full is set while the store rejects appends as full, so the change
 	// is logged once each way.
-	full        bool
+	full bool
+	// started is when New ran; see seen.
+	started     time.Time
 	unreadable  map[string]time.Time // last log time of each unreadable file
 	watchErrLog rateLimit
 	spaceErrLog rateLimit
@@ -198,6 +200,7 @@ func New(opts Options, store Store) (*Pickup, error) {
 		routes:     routes,
 		freeBytes:  statfsFree,
 		now:        time.Now,
+		started:    time.Now(),
 		queued:     make(map[string]bool),
 		settling:   make(map[string]settleRef),
 		tentative:  make(map[string]time.Time),
