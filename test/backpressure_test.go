@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/packets"
+
 	"github.com/mqspool/mqspool/internal/control"
 	"github.com/mqspool/mqspool/test/harness"
 )
@@ -20,8 +22,9 @@ func TestBackpressure_LargeDropWithStoppedBroker(t *testing.T) {
 		t.Skip("drops 20 000 files")
 	}
 	broker := harness.StartBroker(t, "")
+	proxy := harness.StartProxy(t, broker.Addr())
 	sub := harness.Subscribe(t, broker.Addr(), "bp/#", 1)
-	d := harness.NewDaemon(t, broker.URL(), "log:\n  level: info\n")
+	d := harness.NewDaemon(t, proxy.URL(), "log:\n  level: info\n")
 	d.DumpOnFailure()
 	d.Start()
 
@@ -53,7 +56,80 @@ func TestBackpressure_LargeDropWithStoppedBroker(t *testing.T) {
 
 	broker.Resume()
 	harness.WaitFor(t, 120*time.Second, "all messages after SIGCONT", func() bool {
-		missing, _ := tally(t, sub, total)
-		return len(missing) == 0
+		return len(missingAt(sub, total)) == 0
 	})
+	checkWireOrder(t, proxy.Packets())
+	reportArrivalOrder(t, sub, total)
+}
+
+// missingAt returns the seqs below total that never reached sub.
+func missingAt(sub *harness.Subscriber, total int) []int {
+	seen := make([]bool, total)
+	for _, m := range sub.Messages() {
+		var seq int
+		if _, err := fmt.Sscanf(string(m.Payload), "seq-%d", &seq); err == nil && seq < total {
+			seen[seq] = true
+		}
+	}
+	var missing []int
+	for seq, ok := range seen {
+		if !ok {
+			missing = append(missing, seq)
+		}
+	}
+	return missing
+}
+
+// checkWireOrder asserts the daemon's part of the order guarantee: per
+// topic, first-time publishes (DUP 0) leave in seq order across all
+// connections.
+func checkWireOrder(t *testing.T, log []harness.Packet) {
+	t.Helper()
+	last := map[string]int{}
+	sent := map[int]bool{}
+	for _, pk := range log {
+		if pk.Type != packets.PUBLISH || pk.Dir != harness.ToBroker || pk.Dropped {
+			continue
+		}
+		var seq int
+		if _, err := fmt.Sscanf(string(pk.Payload), "seq-%d", &seq); err != nil || sent[seq] {
+			continue
+		}
+		sent[seq] = true
+		if prev, ok := last[pk.Topic]; ok && seq < prev {
+			t.Errorf("topic %s: seq %d first sent after seq %d", pk.Topic, seq, prev)
+		}
+		last[pk.Topic] = seq
+	}
+}
+
+// reportArrivalOrder logs first arrivals at the subscriber that are out of
+// per-topic order. Without the proxy, this scenario twice showed a block
+// of about ten messages, those in flight when the broker was stopped,
+// arriving a few places late. The cause is not found yet, so the test
+// fails on the daemon's own wire order and logs the arrival order, and a
+// run that shows it again tells which side reordered.
+// TODO: find why first arrivals reorder after SIGSTOP and SIGCONT.
+func reportArrivalOrder(t *testing.T, sub *harness.Subscriber, total int) {
+	t.Helper()
+	last := map[string]int{}
+	first := make([]bool, total)
+	late := 0
+	for _, m := range sub.Messages() {
+		var seq int
+		if _, err := fmt.Sscanf(string(m.Payload), "seq-%d", &seq); err != nil || seq >= total || first[seq] {
+			continue
+		}
+		first[seq] = true
+		if prev, ok := last[m.Topic]; ok && seq < prev {
+			late++
+			if late <= 5 {
+				t.Logf("broker delivered seq %d on %s after seq %d", seq, m.Topic, prev)
+			}
+		}
+		last[m.Topic] = seq
+	}
+	if late > 0 {
+		t.Logf("%d first arrivals out of order at the subscriber while the wire order held", late)
+	}
 }
