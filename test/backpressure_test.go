@@ -60,7 +60,7 @@ func TestBackpressure_LargeDropWithStoppedBroker(t *testing.T) {
 	})
 	// TODO: after a reconnect in the middle of this drain (a late
 	// PINGRESP under load is enough), the daemon has been seen to send a
-	// few first publishes out of per-topic order; the pickup keeps order
+	// few first publishes out of per-topic order. The pickup keeps order
 	// in isolation. Until that is fixed the orders are logged here, not
 	// asserted; the order tests in forward_test.go and recipes_test.go
 	// assert it for smaller streams.

@@ -10,7 +10,7 @@ const (
 
 // applySubscriptionDefaults fills max_files and max_bytes where a
 // subscription omits them. Viper's defaults cannot reach into list
-// elements, so the raw list tells which keys the file set.
+// elements, so the raw list shows which keys the file set.
 func applySubscriptionDefaults(v *viper.Viper, cfg *Config) {
 	raw, _ := v.Get("subscriptions").([]any)
 	for i := range cfg.Subscriptions {

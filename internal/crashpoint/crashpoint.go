@@ -2,7 +2,7 @@
 // step, so tests can show that a crash between any two steps loses
 // nothing. It is off unless the environment variable MQSPOOL_CRASHPOINT
 // names a point, as "NAME" (the first time it is reached) or "NAME:N"
-// (the N-th time); then [Hit] is a single comparison of an empty string.
+// (the N-th time). Unset, [Hit] is a single comparison of an empty string.
 //
 // The points, in the order a message passes them, are listed in [Points].
 package crashpoint

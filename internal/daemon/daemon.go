@@ -203,8 +203,8 @@ func (d *Daemon) startServers(wg *sync.WaitGroup) (stop func()) {
 	}
 }
 
-// drive polls the event loop. When ctx ends it stops the intake and asks
-// the loop to drain; when hard ends it returns at once. ctx must be a child
+// drive polls the event loop. When ctx ends it stops the intake and starts
+// the loop's drain. When hard ends it returns at once. ctx must be a child
 // of hard. Each Poll is bounded (see pollOnce), so the watchdog sees the
 // loop's goroutine come back even when nothing happens.
 func (d *Daemon) drive(ctx, hard context.Context, stopIntake func()) error {

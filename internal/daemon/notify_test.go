@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// listenNotify stands in for systemd's notification socket.
+// listenNotify replaces systemd's notification socket in tests.
 func listenNotify(t *testing.T) *net.UnixConn {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "notify.sock")

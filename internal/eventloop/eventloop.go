@@ -58,7 +58,7 @@ type Loop struct {
 	onWire   map[uint16]uint64     // packet identifier -> ack tick when written
 	birthIDs map[uint16]bool       // Birth publishes awaiting PUBACK
 	subIDs   map[uint16]subRequest // SUBSCRIBE and UNSUBSCRIBE awaiting their ack
-	// subSession is what the broker's session is known to hold.
+	// subSession is the set of subscriptions the broker's session is known to contain.
 	subSession  []Subscription
 	subRejected []SubscriptionError // refusals on the current connection
 	resend      []uint16            // flows to resend on this connection, in order

@@ -63,7 +63,7 @@ func (k *keepAlive) received() {
 	k.lastIn = k.clock.Now()
 }
 
-// pingresp records the answer to the outstanding PINGREQ.
+// pingresp records the PINGRESP to the outstanding PINGREQ.
 func (k *keepAlive) pingresp() {
 	k.pingPending = false
 	k.pingDue.stop()

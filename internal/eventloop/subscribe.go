@@ -111,7 +111,7 @@ func (l *Loop) onSuback(p *subackPacket) {
 	l.subscriptionsSettled()
 }
 
-// onUnsuback forgets the filters the broker removed. A refused
+// onUnsuback drops the filters the broker removed. A refused
 // UNSUBSCRIBE leaves the filter known, so the next connection tries again.
 func (l *Loop) onUnsuback(p *unsubackPacket) {
 	r, ok := l.subIDs[p.PacketID]

@@ -12,7 +12,7 @@ func TestNamer_Next_SortsInArrivalOrder(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	var names []string
 	for i := range 50 {
-		// The clock stands still and then jumps back: names still rise.
+		// The clock stops and then jumps back, and names still rise.
 		at := now
 		if i > 25 {
 			at = now.Add(-time.Hour)

@@ -7,8 +7,8 @@ import (
 	"time"
 )
 
-// staleTmpAge is how old a file in tmp/ must be before it counts as left
-// behind by a producer that died between writing and renaming.
+// staleTmpAge is the age at which a file in tmp/ counts as left behind by
+// a producer that died between writing and renaming.
 const staleTmpAge = 24 * time.Hour
 
 // housekeepingLogInterval bounds how often left-behind files and a large

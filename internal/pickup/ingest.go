@@ -89,8 +89,8 @@ func (p *Pickup) handleReadError(rel string, err error) {
 // because opening a FIFO can block.
 // seen reports whether the store already holds the file. Only a file
 // changed before this pickup started can have been appended by an earlier
-// run that crashed before unlinking it; for newer files the store is not
-// asked, which saves a read transaction per file. Within one run the
+// run that crashed before unlinking it. Newer files skip the store, which
+// saves a read transaction per file. Within one run the
 // store's Append skips a repeat anyway.
 func (p *Pickup) seen(id spool.FileID) (bool, error) {
 	if id.Ctime >= p.started.UnixNano() {

@@ -79,6 +79,6 @@ type Change struct {
 	Seq   uint64
 	QoS   byte
 	Order uint64
-	// Reason is why a message failed, for failed/NAME.reason and logs.
+	// Reason is the cause of a failed message, for failed/NAME.reason and logs.
 	Reason string
 }
