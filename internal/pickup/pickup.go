@@ -159,10 +159,11 @@ type Pickup struct {
 	// is logged once each way.
 	full bool
 	// started is when New ran; see seen.
-	started     time.Time
-	unreadable  map[string]time.Time // last log time of each unreadable file
-	watchErrLog rateLimit
-	spaceErrLog rateLimit
+	started      time.Time
+	unreadable   map[string]time.Time // last log time of each unreadable file
+	watchErrLog  rateLimit
+	spaceErrLog  rateLimit
+	cutoffErrLog rateLimit
 }
 
 // New checks opts, creates tmp/, new/ and failed/ when missing and

@@ -2,12 +2,15 @@ package pickup
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mqspool/mqspool/internal/spool"
 )
 
 func TestPickup_RawFileTopicFromPath(t *testing.T) {
@@ -363,5 +366,69 @@ func TestPickup_EmptyRawFileIsEmptyPayload(t *testing.T) {
 	}
 	if got := store.files[1].Messages[0]; got.Topic != "t" || !got.Retain || len(got.Payload) != 0 {
 		t.Errorf("CRLF .msg = %+v", got)
+	}
+}
+
+// slowStore delays every Append, so that files pile up in new/ and the
+// rescans list a large directory while renames go on.
+type slowStore struct {
+	*fakeStore
+	delay time.Duration
+}
+
+func (s slowStore) Append(files []spool.FileBatch) (int, error) {
+	time.Sleep(s.delay)
+	return s.fakeStore.Append(files)
+}
+
+// A listing of a large directory returns entries in hash order, so while
+// renames go on it can hold a file renamed late and miss an earlier one.
+// Rescans must not queue the later file ahead of the earlier one.
+func TestPickup_OrderKeptWhileRescansRaceRenames(t *testing.T) {
+	opts := testOptions(t)
+	opts.RescanInterval = 20 * time.Millisecond
+	opts.BatchMax = 16
+	store := newFakeStore()
+	start(t, opts, slowStore{fakeStore: store, delay: 10 * time.Millisecond})
+
+	const total = 10000
+	for i := range total {
+		dropFast(t, opts.Dir, fmt.Sprintf("m-%05d.msg", i), "Topic: t\n\nx")
+	}
+	waitFor(t, 60*time.Second, "all files appended", func() bool { return store.count() == total })
+
+	names := store.names()
+	late := 0
+	for i := 1; i < len(names); i++ {
+		if names[i] < names[i-1] {
+			late++
+			if late <= 5 {
+				t.Errorf("appended %s after %s", names[i], names[i-1])
+			}
+		}
+	}
+	if late > 0 {
+		t.Errorf("%d of %d files appended out of arrival order", late, total)
+	}
+}
+
+func TestLeaveToEvents(t *testing.T) {
+	p := &Pickup{opts: Options{Dir: t.TempDir()}, log: slog.New(slog.DiscardHandler), now: time.Now}
+	cutoff, ok := p.scanCutoff()
+	if !ok {
+		t.Fatal("no cutoff")
+	}
+	found := []candidate{
+		{rel: "old", ctime: cutoff - 1, watched: true},
+		{rel: "during", ctime: cutoff, watched: true},
+		{rel: "unwatched", ctime: cutoff, watched: false},
+		{rel: "clock-set-back", ctime: cutoff + int64(time.Hour), watched: true},
+	}
+	var kept []string
+	for _, c := range p.leaveToEvents(found, cutoff) {
+		kept = append(kept, c.rel)
+	}
+	if want := []string{"old", "unwatched", "clock-set-back"}; !slices.Equal(kept, want) {
+		t.Errorf("kept %v, want %v", kept, want)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -26,6 +27,9 @@ type settleRef struct {
 type candidate struct {
 	rel   string
 	ctime int64
+	// watched is set when the file's directory had a watch before the
+	// scan's cutoff was taken, so a change after the cutoff has an event.
+	watched bool
 }
 
 // watches maps watch descriptors to directories under new/ ("" is new/).
@@ -43,9 +47,17 @@ func hidden(name string) bool { return strings.HasPrefix(name, ".") }
 
 // scanTree watches dir (relative to new/) and every directory below it,
 // and queues the files it finds that are ready, oldest change time first.
+// It adds the missing watches first, then takes the cutoff, then lists
+// the files, so that every file is either listed or announced by an event
+// (see scanCutoff).
 func (p *Pickup) scanTree(w *watcher, ws *watches, dir string) {
+	p.watchTree(w, ws, dir)
+	cutoff, ok := p.scanCutoff()
 	var found []candidate
 	p.walk(w, ws, dir, &found)
+	if ok {
+		found = p.leaveToEvents(found, cutoff)
+	}
 	sort.Slice(found, func(i, j int) bool {
 		if found[i].ctime != found[j].ctime {
 			return found[i].ctime < found[j].ctime
@@ -54,6 +66,42 @@ func (p *Pickup) scanTree(w *watcher, ws *watches, dir string) {
 	})
 	for _, c := range found {
 		p.considerFound(c.rel)
+	}
+}
+
+// leaveToEvents removes the files that changed between cutoff and the end
+// of the listing in watched directories: their events queue them in
+// order. A change time after the end of the listing cannot come from a
+// change during it; it comes from a wall clock set back, and such a file
+// is kept, or it would wait until the clock caught up.
+func (p *Pickup) leaveToEvents(found []candidate, cutoff int64) []candidate {
+	end, err := p.touchMarker()
+	if err != nil {
+		p.logCutoffError(err)
+		return found
+	}
+	return slices.DeleteFunc(found, func(c candidate) bool {
+		return c.watched && c.ctime >= cutoff && c.ctime <= end
+	})
+}
+
+// watchTree adds a watch to dir and every directory below it that has
+// none. It reads directory entries only, so it costs no stat calls.
+func (p *Pickup) watchTree(w *watcher, ws *watches, dir string) {
+	if w == nil {
+		return
+	}
+	if _, ok := ws.byDir[dir]; !ok {
+		p.addWatch(w, ws, dir)
+	}
+	entries, err := os.ReadDir(p.abs(dir))
+	if err != nil {
+		return // walk reports it
+	}
+	for _, e := range entries {
+		if e.IsDir() && !hidden(e.Name()) {
+			p.watchTree(w, ws, path.Join(dir, e.Name()))
+		}
 	}
 }
 
@@ -113,7 +161,9 @@ func (p *Pickup) resolveTentative(rel string) (ready, drop bool) {
 // walk visits one directory. Symbolic links to directories are files to
 // it, so the pickup rejects them and never follows them.
 func (p *Pickup) walk(w *watcher, ws *watches, dir string, found *[]candidate) {
-	if _, ok := ws.byDir[dir]; !ok && w != nil {
+	_, watched := ws.byDir[dir]
+	if !watched && w != nil {
+		// Created after watchTree ran: its files may have no events.
 		p.addWatch(w, ws, dir)
 	}
 	entries, err := os.ReadDir(p.abs(dir))
@@ -140,7 +190,7 @@ func (p *Pickup) walk(w *watcher, ws *watches, dir string, found *[]candidate) {
 		if p.queued[rel] {
 			continue
 		}
-		*found = append(*found, candidate{rel: rel, ctime: entryCtime(e)})
+		*found = append(*found, candidate{rel: rel, ctime: entryCtime(e), watched: watched})
 	}
 }
 

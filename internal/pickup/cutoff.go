@@ -1,0 +1,106 @@
+package pickup
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// A directory listing taken while files are renamed into the directory
+// may return a file renamed late in the listing and miss one renamed
+// earlier, because the file system returns entries in hash order. A scan
+// that queued both would break arrival order. So a scan first takes a
+// change-time cutoff and queues only files whose change time is below
+// it. Newer files are queued by their inotify events, which arrive in
+// order.
+//
+// The cutoff comes from the change time of a marker file in the spool
+// directory, which the kernel stamps from the same clock and with the
+// same granularity as the files in new/. The marker is touched until its
+// change time moves past the first touch. With stamps that never go
+// backwards, a file whose change time is below the cutoff changed before
+// the scan lists the directory, so the listing contains it, and a file
+// at or above the cutoff changed after the first touch, after the watches
+// were in place, so its event is still to come.
+
+// stampMarkerName names the marker file in the spool directory.
+const stampMarkerName = ".mqspool-scan"
+
+const (
+	// maxStampWait bounds the wait for the marker's change time to move.
+	// File systems with one-second time stamps need up to a second.
+	maxStampWait = 2 * time.Second
+	// stampPoll is the pause between touches while the change time is
+	// unchanged.
+	stampPoll = time.Millisecond
+)
+
+// scanCutoff returns the change-time cutoff for the next listing, in
+// nanoseconds, and false when none could be taken. Without a cutoff a scan
+// queues every file it lists, as a best effort.
+func (p *Pickup) scanCutoff() (int64, bool) {
+	first, err := p.touchMarker()
+	if err != nil {
+		p.logCutoffError(err)
+		return 0, false
+	}
+	deadline := time.Now().Add(maxStampWait)
+	for tries := 0; ; tries++ {
+		stamp, err := p.touchMarker()
+		switch {
+		case err != nil:
+			p.logCutoffError(err)
+			return 0, false
+		case stamp > first:
+			return stamp, true
+		case time.Now().After(deadline):
+			p.logCutoffError(fmt.Errorf("change time of %s did not move in %s",
+				p.markerPath(), maxStampWait))
+			return 0, false
+		}
+		// A file system with fine-grained stamps moves on the next touch.
+		if tries > 0 {
+			time.Sleep(stampPoll)
+		}
+	}
+}
+
+func (p *Pickup) markerPath() string {
+	return filepath.Join(p.opts.Dir, stampMarkerName)
+}
+
+// touchMarker sets the marker's times to now, creating it when missing,
+// and returns its change time.
+func (p *Pickup) touchMarker() (int64, error) {
+	name := p.markerPath()
+	err := unix.UtimesNanoAt(unix.AT_FDCWD, name, nil, unix.AT_SYMLINK_NOFOLLOW)
+	if errors.Is(err, unix.ENOENT) {
+		var f *os.File
+		f, err = os.OpenFile(name, os.O_CREATE|os.O_WRONLY, 0o644)
+		if err == nil {
+			err = f.Close()
+		}
+	}
+	if err != nil {
+		return 0, &os.PathError{Op: "touch", Path: name, Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(name, &st); err != nil {
+		return 0, &os.PathError{Op: "lstat", Path: name, Err: err}
+	}
+	return st.Ctim.Nano(), nil
+}
+
+// logCutoffError logs that scans run without a cutoff, at most once an
+// hour through cutoffErrLog.
+func (p *Pickup) logCutoffError(err error) {
+	if p.cutoffErrLog.allow(p.now(), time.Hour) {
+		p.log.Warn("rescans cannot tell files being renamed in from older ones, so files "+
+			"renamed during a rescan may be queued out of order",
+			"err", err, "hint", "let the mqspool user write the spool directory")
+	}
+}
