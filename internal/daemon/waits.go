@@ -1,11 +1,14 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -14,24 +17,35 @@ import (
 	"github.com/mqspool/mqspool/internal/eventloop"
 )
 
-// Memory of the wait tracker. A file is forgotten once it has been
-// committed this long ago, and outcomes beyond the newest maxOutcomes
-// are forgotten oldest first, so a wait request that comes much later
-// than the delivery times out instead of returning the outcome.
+// Memory of the wait tracker. A file is forgotten once it was committed
+// fileMemory ago or maxFiles newer files were committed, so a wait request
+// that comes much later than the delivery times out instead of returning
+// the outcome. Outcomes are counted per file, so memory does not grow with
+// the number of messages.
 const (
-	fileMemory  = 10 * time.Minute
-	maxOutcomes = 1 << 16
+	fileMemory = 10 * time.Minute
+	maxFiles   = 1 << 14
+	// maxEarly bounds the outcomes kept for sequence numbers of no known
+	// file: messages queued before this run, and messages delivered in
+	// the moment between their commit and the committed call.
+	maxEarly = 1 << 12
 )
 
 // waitPoll is how often a waiting request looks for its file in failed/,
 // where the pickup puts files it rejects at ingest.
 const waitPoll = 100 * time.Millisecond
 
-// committedFile is the range of sequence numbers one file's messages got.
-type committedFile struct {
+// trackedFile is one committed file: the range of sequence numbers its
+// messages got and how many of them ended, and how.
+type trackedFile struct {
+	rel   string
 	first uint64
 	count int
 	at    time.Time
+
+	done   int
+	state  string // control.WaitDelivered until a message fails or is dropped
+	reason string
 }
 
 // waitTracker connects files dropped into new/ with the outcomes of their
@@ -39,18 +53,20 @@ type committedFile struct {
 type waitTracker struct {
 	failedDir string
 
-	mu       sync.Mutex // guards the fields below
-	files    map[string]committedFile
-	outcomes map[uint64]eventloop.Outcome
-	order    []uint64      // keys of outcomes, oldest first
-	changed  chan struct{} // closed and replaced on every update
+	mu      sync.Mutex     // guards the fields below
+	files   []*trackedFile // by first sequence number; files[:head] are forgotten
+	head    int
+	byName  map[string]*trackedFile
+	early   map[uint64]eventloop.Outcome
+	order   []uint64      // keys of early, oldest first
+	changed chan struct{} // closed and replaced on every update
 }
 
 func newWaitTracker(spoolDir string) *waitTracker {
 	return &waitTracker{
 		failedDir: filepath.Join(spoolDir, "failed"),
-		files:     make(map[string]committedFile),
-		outcomes:  make(map[uint64]eventloop.Outcome),
+		byName:    make(map[string]*trackedFile),
+		early:     make(map[uint64]eventloop.Outcome),
 		changed:   make(chan struct{}),
 	}
 }
@@ -61,28 +77,95 @@ func (w *waitTracker) committed(rel string, first uint64, count int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	now := time.Now()
-	for name, f := range w.files {
-		if now.Sub(f.at) > fileMemory {
-			delete(w.files, name)
+	w.forget(now)
+
+	f := &trackedFile{rel: rel, first: first, count: count, at: now, state: control.WaitDelivered}
+	live := w.files[w.head:]
+	i, _ := slices.BinarySearchFunc(live, first, func(f *trackedFile, seq uint64) int {
+		return cmp.Compare(f.first, seq)
+	})
+	if i == len(live) {
+		w.files = append(w.files, f) // the usual case: sequence numbers grow
+	} else {
+		w.files = slices.Insert(w.files, w.head+i, f)
+	}
+	w.byName[rel] = f
+
+	for seq := first; len(w.early) > 0 && seq < first+uint64(count); seq++ {
+		if o, ok := w.early[seq]; ok {
+			delete(w.early, seq)
+			f.add(o)
 		}
 	}
-	w.files[rel] = committedFile{first: first, count: count, at: now}
 	w.wake()
+}
+
+// forget drops the files committed more than fileMemory ago and those
+// beyond the newest maxFiles. w.mu must be held.
+func (w *waitTracker) forget(now time.Time) {
+	for w.head < len(w.files) {
+		f := w.files[w.head]
+		if len(w.files)-w.head < maxFiles && now.Sub(f.at) <= fileMemory {
+			break
+		}
+		if w.byName[f.rel] == f {
+			delete(w.byName, f.rel)
+		}
+		w.files[w.head] = nil
+		w.head++
+	}
+	if w.head > len(w.files)/2 {
+		w.files = slices.Delete(w.files, 0, w.head)
+		w.head = 0
+	}
 }
 
 // outcome records how one message ended.
 func (w *waitTracker) outcome(o eventloop.Outcome) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if _, ok := w.outcomes[o.Seq]; !ok {
+	if f := w.fileOf(o.Seq); f != nil {
+		f.add(o)
+		w.wake()
+		return
+	}
+	if _, ok := w.early[o.Seq]; !ok {
 		w.order = append(w.order, o.Seq)
 	}
-	w.outcomes[o.Seq] = o
-	for len(w.order) > maxOutcomes {
-		delete(w.outcomes, w.order[0])
+	w.early[o.Seq] = o
+	for len(w.order) > maxEarly {
+		delete(w.early, w.order[0])
 		w.order = w.order[1:]
 	}
-	w.wake()
+}
+
+// fileOf returns the known file whose messages include seq, or nil.
+// w.mu must be held.
+func (w *waitTracker) fileOf(seq uint64) *trackedFile {
+	live := w.files[w.head:]
+	i := sort.Search(len(live), func(i int) bool { return live[i].first > seq })
+	if i == 0 {
+		return nil
+	}
+	f := live[i-1]
+	if seq >= f.first+uint64(f.count) {
+		return nil
+	}
+	return f
+}
+
+// add counts one outcome of the file's messages. A failure outranks a
+// drop, which outranks a delivery.
+func (f *trackedFile) add(o eventloop.Outcome) {
+	f.done++
+	switch o.Kind {
+	case eventloop.Failed:
+		f.state, f.reason = control.WaitRejected, o.Reason
+	case eventloop.Expired, eventloop.Dropped:
+		if f.state == control.WaitDelivered {
+			f.state, f.reason = control.WaitDropped, outcomeName(o.Kind)
+		}
+	}
 }
 
 // wake makes waiting requests check again. w.mu must be held.
@@ -121,44 +204,22 @@ func (w *waitTracker) wait(ctx context.Context, rel string) control.WaitResult {
 func (w *waitTracker) check(rel string) (control.WaitResult, bool, <-chan struct{}) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	f, ok := w.files[rel]
-	if !ok {
+	f, ok := w.byName[rel]
+	if !ok || f.done < f.count {
 		return control.WaitResult{}, false, w.changed
 	}
-
-	res := control.WaitResult{State: control.WaitDelivered, Messages: f.count}
-	for seq := f.first; seq < f.first+uint64(f.count); seq++ {
-		o, ok := w.outcomes[seq]
-		if !ok {
-			return control.WaitResult{}, false, w.changed
-		}
-		switch o.Kind {
-		case eventloop.Failed:
-			res.State, res.Reason = control.WaitRejected, o.Reason
-		case eventloop.Expired, eventloop.Dropped:
-			if res.State == control.WaitDelivered {
-				res.State, res.Reason = control.WaitDropped, outcomeName(o.Kind)
-			}
-		}
-	}
-	return res, true, w.changed
+	return control.WaitResult{State: f.state, Reason: f.reason, Messages: f.count}, true, w.changed
 }
 
 // pending describes how far rel got, for a timed-out wait.
 func (w *waitTracker) pending(rel string) string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	f, ok := w.files[rel]
+	f, ok := w.byName[rel]
 	if !ok {
 		return "the file was not taken from new/ yet"
 	}
-	done := 0
-	for seq := f.first; seq < f.first+uint64(f.count); seq++ {
-		if _, ok := w.outcomes[seq]; ok {
-			done++
-		}
-	}
-	return fmt.Sprintf("queued; %d of %d messages done", done, f.count)
+	return fmt.Sprintf("queued; %d of %d messages done", f.done, f.count)
 }
 
 // rejectedAtIngest reports whether the pickup moved rel to failed/, with

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -81,15 +82,58 @@ func TestWaitTracker_RejectedAtIngest(t *testing.T) {
 	}
 }
 
-func TestWaitTracker_ForgetsOldestOutcomes(t *testing.T) {
+func TestWaitTracker_EarlyOutcomesBounded(t *testing.T) {
 	w := newWaitTracker(t.TempDir())
-	for seq := range uint64(maxOutcomes + 10) {
+	for seq := range uint64(maxEarly + 10) {
 		w.outcome(eventloop.Outcome{Seq: seq + 1, Kind: eventloop.Delivered})
 	}
-	if n := len(w.outcomes); n != maxOutcomes {
-		t.Errorf("%d outcomes kept, want %d", n, maxOutcomes)
+	if n := len(w.early); n != maxEarly {
+		t.Errorf("%d outcomes of unknown files kept, want %d", n, maxEarly)
 	}
-	if _, ok := w.outcomes[1]; ok {
-		t.Error("the oldest outcome is still kept")
+	if _, ok := w.early[1]; ok {
+		t.Error("the oldest outcome of an unknown file is still kept")
+	}
+}
+
+func TestWaitTracker_ForgetsOldestFiles(t *testing.T) {
+	w := newWaitTracker(t.TempDir())
+	for i := range maxFiles + 10 {
+		w.committed(fmt.Sprintf("f%d.msg", i), uint64(2*i+1), 2)
+	}
+	if n := len(w.byName); n != maxFiles {
+		t.Errorf("%d files kept, want %d", n, maxFiles)
+	}
+	if _, ok := w.byName["f0.msg"]; ok {
+		t.Error("the oldest file is still kept")
+	}
+	if len(w.files)-w.head != maxFiles {
+		t.Errorf("%d files in the sequence index, want %d", len(w.files)-w.head, maxFiles)
+	}
+
+	// The newest file still gets its outcomes.
+	last := fmt.Sprintf("f%d.msg", maxFiles+9)
+	first := uint64(2*(maxFiles+9) + 1)
+	w.outcome(eventloop.Outcome{Seq: first, Kind: eventloop.Delivered})
+	w.outcome(eventloop.Outcome{Seq: first + 1, Kind: eventloop.Failed, Reason: "0x87 not authorized"})
+	res, done, _ := w.check(last)
+	if !done || res.State != control.WaitRejected || res.Reason != "0x87 not authorized" {
+		t.Errorf("result %+v done %t, want rejected with the reason", res, done)
+	}
+}
+
+// A file appended again after a crash keeps its old sequence numbers, which
+// are lower than those of newer files.
+func TestWaitTracker_RepeatedFileOutOfSequence(t *testing.T) {
+	w := newWaitTracker(t.TempDir())
+	w.committed("new.msg", 100, 1)
+	w.committed("old.msg", 5, 3)
+	for seq := uint64(5); seq < 8; seq++ {
+		w.outcome(eventloop.Outcome{Seq: seq, Kind: eventloop.Delivered})
+	}
+	if res, done, _ := w.check("old.msg"); !done || res.State != control.WaitDelivered || res.Messages != 3 {
+		t.Errorf("old.msg: result %+v done %t, want delivered with 3 messages", res, done)
+	}
+	if _, done, _ := w.check("new.msg"); done {
+		t.Error("new.msg is done before its message has an outcome")
 	}
 }
