@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/mqspool/mqspool/internal/format"
+	"github.com/mqspool/mqspool/internal/message"
 	"github.com/mqspool/mqspool/internal/spool"
 )
 
@@ -212,5 +215,61 @@ func TestSpool_RequeueFailed(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(failed, "r.json.reason")); !os.IsNotExist(err) {
 		t.Errorf("reason file left behind: %v", err)
+	}
+}
+
+func TestSpoolLs_Pages(t *testing.T) {
+	file, dir := testConfig(t, "")
+	sp, err := spool.Open(spool.Options{Path: filepath.Join(dir, "spool.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []message.Message
+	for i := range 5 {
+		msgs = append(msgs, message.Message{Topic: fmt.Sprintf("ls/%d", i), Payload: []byte("p"), QoS: 1})
+	}
+	if _, err := sp.Append([]spool.FileBatch{{ID: spool.FileID{Ino: 1, Name: "a.jsonl"}, Messages: msgs}}); err != nil {
+		t.Fatal(err)
+	}
+	sp.Close()
+
+	// Walk the pages the way the hint says and collect the topics.
+	var topics []string
+	args := []string{"spool", "ls", "--config", file, "--limit", "2"}
+	for pages := 0; ; pages++ {
+		if pages > 5 {
+			t.Fatal("more pages than messages")
+		}
+		code, out, errOut := run(t, "", args...)
+		if code != exitOK {
+			t.Fatalf("spool ls %v: code %d, stderr %q", args[1:], code, errOut)
+		}
+		var next string
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
+			if after, ok := strings.CutPrefix(line, "next page: mqspool spool ls --after "); ok {
+				next = after
+				continue
+			}
+			fields := strings.Fields(line)
+			topics = append(topics, fields[len(fields)-1])
+		}
+		if next == "" {
+			break
+		}
+		args = []string{"spool", "ls", "--config", file, "--limit", "2", "--after", next}
+	}
+	if want := []string{"ls/0", "ls/1", "ls/2", "ls/3", "ls/4"}; !slices.Equal(topics, want) {
+		t.Errorf("pages listed %v, want %v", topics, want)
+	}
+
+	// A page that ends exactly at the last message offers no next page.
+	code, out, _ := run(t, "", "spool", "ls", "--config", file, "--limit", "5")
+	if code != exitOK || strings.Contains(out, "next page") {
+		t.Errorf("full page: code %d, stdout %q; want no next-page hint", code, out)
+	}
+
+	code, _, errOut := run(t, "", "spool", "ls", "--config", file, "--limit", "0")
+	if code != exitUsage || !strings.Contains(errOut, "--limit 0 is invalid") {
+		t.Errorf("--limit 0: code %d, stderr %q; want %d and the value named", code, errOut, exitUsage)
 	}
 }

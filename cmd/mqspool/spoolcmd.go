@@ -87,6 +87,9 @@ func newSpoolLsCommand() *cobra.Command {
 		Short: "List queued messages in spool order, a page at a time",
 		Args:  exactArgs(0),
 		RunE: func(c *cobra.Command, _ []string) error {
+			if limit < 1 {
+				return usageError(fmt.Errorf("--limit %d is invalid: use 1 or more messages per page", limit))
+			}
 			loaded, err := flags.load(c, nil)
 			if err != nil {
 				return err
@@ -97,16 +100,20 @@ func newSpoolLsCommand() *cobra.Command {
 			}
 			defer sp.Close()
 
-			recs, err := sp.List(after, limit)
+			// One record more than the page tells whether a next page exists.
+			recs, err := sp.List(after, limit+1)
 			if err != nil {
 				return err
 			}
+			more := len(recs) > limit
+			recs = recs[:min(len(recs), limit)]
+
 			out := c.OutOrStdout()
 			fmt.Fprintf(out, "%-12s %-20s %-3s %8s  %s\n", "SEQ", "ENQUEUED", "QOS", "BYTES", "TOPIC")
 			for _, r := range recs {
 				fmt.Fprintf(out, "%-12d %-20s %-3d %8d  %s\n", r.Seq, r.Enqueued.UTC().Format(time.DateTime), r.Message.QoS, len(r.Message.Payload), r.Message.Topic)
 			}
-			if len(recs) == limit {
+			if more {
 				fmt.Fprintf(out, "next page: mqspool spool ls --after %d\n", recs[len(recs)-1].Seq)
 			}
 			return nil
