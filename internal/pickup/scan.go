@@ -86,7 +86,8 @@ func (p *Pickup) leaveToEvents(found []candidate, cutoff int64) []candidate {
 }
 
 // watchTree adds a watch to dir and every directory below it that has
-// none. It reads directory entries only, so it costs no stat calls.
+// none. It reads directory entries in chunks and keeps only directories,
+// so a directory of many files costs neither stat calls nor memory.
 func (p *Pickup) watchTree(w *watcher, ws *watches, dir string) {
 	if w == nil {
 		return
@@ -94,14 +95,25 @@ func (p *Pickup) watchTree(w *watcher, ws *watches, dir string) {
 	if _, ok := ws.byDir[dir]; !ok {
 		p.addWatch(w, ws, dir)
 	}
-	entries, err := os.ReadDir(p.abs(dir))
+	f, err := os.Open(p.abs(dir))
 	if err != nil {
 		return // walk reports it
 	}
-	for _, e := range entries {
-		if e.IsDir() && !hidden(e.Name()) {
-			p.watchTree(w, ws, path.Join(dir, e.Name()))
+	var subdirs []string
+	for {
+		entries, err := f.ReadDir(1024)
+		for _, e := range entries {
+			if e.IsDir() && !hidden(e.Name()) {
+				subdirs = append(subdirs, path.Join(dir, e.Name()))
+			}
 		}
+		if err != nil {
+			break // io.EOF, or an error that walk reports
+		}
+	}
+	f.Close()
+	for _, sub := range subdirs {
+		p.watchTree(w, ws, sub)
 	}
 }
 
