@@ -6,7 +6,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 FUZZTIME  ?= 30s
 
-.PHONY: help build test test-short vet fmt cover fuzz cross demo check clean deps bench
+.PHONY: help build test test-short test-large vet fmt cover fuzz cross demo check clean deps bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -23,6 +23,9 @@ test: deps ## run every test with the race detector, integration tests included
 
 test-short: ## run the unit tests only (no broker needed)
 	$(GO) test -race -count=1 -short ./...
+
+test-large: deps ## start on a million queued messages under a 128 MiB memory cgroup (root; minutes, about 2 GB of disk)
+	MQSPOOL_LARGE_TESTS=1 $(GO) test -count=1 -timeout 60m -run '^TestLarge' -v ./test/
 
 vet: ## go vet
 	$(GO) vet ./...

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -66,6 +67,10 @@ type Daemon struct {
 	Config string // the YAML file
 	// Env is added to the environment of the next Start.
 	Env []string
+	// Wrap, when set, is the command that the next Start runs with the
+	// mqspool command line as its arguments. It must exec mqspool in the
+	// same process, so that the PID stays the daemon's.
+	Wrap []string
 
 	mu   sync.Mutex // guards cmd, log and exit
 	cmd  *exec.Cmd
@@ -127,7 +132,11 @@ func (d *Daemon) WriteConfig(brokerURL, extra string) {
 // Start runs "mqspool run" and waits until new/ exists.
 func (d *Daemon) Start() {
 	d.t.Helper()
-	cmd := exec.Command(d.Bin, "run", "--config", d.Config)
+	args := []string{d.Bin, "run", "--config", d.Config}
+	if len(d.Wrap) > 0 {
+		args = append(slices.Clone(d.Wrap), args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1 atexit_sleep_ms=0")
 	cmd.Env = append(cmd.Env, d.Env...)
 	d.mu.Lock()
