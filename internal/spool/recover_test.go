@@ -112,6 +112,55 @@ func TestZeroedPageIsRenamedAside(t *testing.T) {
 	checkRenamedAndSalvaged(t, opts, 1900)
 }
 
+// After a crash the file holds no list of free pages, and bbolt walks every
+// page to rebuild it, in a goroutine that panics on a damaged page. The
+// check in a child process must catch that and rename the file aside.
+func TestCrashImageWithZeroedPageIsRenamedAside(t *testing.T) {
+	opts := testOptions(t)
+	fillCrashImage(t, opts, 2000, 200)
+	if !needsPageWalk(opts.Path) {
+		t.Fatal("the crash image has a stored list of free pages; the test needs one without")
+	}
+	zeroMiddlePage(t, opts.Path)
+	checkRenamedAndSalvaged(t, opts, 1900)
+}
+
+func TestCleanCloseStoresFreePageList(t *testing.T) {
+	opts := testOptions(t)
+	fillAndClose(t, opts, 100, 10)
+	if needsPageWalk(opts.Path) {
+		t.Error("a cleanly closed file has no stored list of free pages, so every start walks all pages")
+	}
+}
+
+// fillCrashImage writes n messages of size bytes through an open spool and
+// copies the file to opts.Path before closing it, which is what a crash
+// after the last commit leaves behind.
+func fillCrashImage(t *testing.T, opts Options, n, size int) {
+	t.Helper()
+	live := opts
+	live.Path = filepath.Join(t.TempDir(), "live.db")
+	s, err := Open(live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for first := 0; first < n; first += 500 {
+		f := batch("f", first, min(500, n-first))
+		for i := range f.Messages {
+			f.Messages[i].Payload = append(f.Messages[i].Payload, strings.Repeat("x", size)...)
+		}
+		mustAppend(t, s, f)
+	}
+	data, err := os.ReadFile(live.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(opts.Path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // checkRenamedAndSalvaged opens the damaged database, expects it renamed
 // aside and replaced by a working empty one, then salvages at least
 // minCopied messages, in order, from the renamed file.

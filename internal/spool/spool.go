@@ -142,9 +142,23 @@ func (s *Spool) openChecked() (db *bolt.DB, err error) {
 	if err := checkFileLength(s.opts.Path); err != nil {
 		return nil, err
 	}
+	checked := false
+	if needsPageWalk(s.opts.Path) && checkChildReady.Load() {
+		if err := checkInChild(s.opts.Path); err != nil {
+			return nil, err
+		}
+		checked = true
+	}
 	db, err = bolt.Open(s.opts.Path, 0o600, &bolt.Options{
 		Timeout:  s.opts.LockTimeout,
 		ReadOnly: s.opts.ReadOnly,
+		// A drain frees a page for every few messages it deletes, and
+		// writing the list of free pages on every commit made each commit
+		// slower as the drain went on (8 000 down to 1 700 messages per
+		// second over 300 000 messages of 1 KiB). Close stores the list,
+		// so only a start after a crash walks the pages to rebuild it.
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
 	})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("%w: %s: stop the running daemon or use another spool.db", ErrLocked, s.opts.Path)
@@ -153,7 +167,7 @@ func (s *Spool) openChecked() (db *bolt.DB, err error) {
 		return nil, fmt.Errorf("open spool database %s: %w", s.opts.Path, err)
 	}
 
-	if err := s.prepare(db); err != nil {
+	if err := s.prepare(db, checked); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -161,13 +175,14 @@ func (s *Spool) openChecked() (db *bolt.DB, err error) {
 }
 
 // prepare checks the database unless it was closed cleanly and is large,
-// then creates missing buckets and clears the clean marker.
-func (s *Spool) prepare(db *bolt.DB) error {
+// or a child process has just checked it, then creates missing buckets and
+// clears the clean marker.
+func (s *Spool) prepare(db *bolt.DB, checked bool) error {
 	clean, err := wasClosedCleanly(db)
 	if err != nil {
 		return err
 	}
-	if !clean || fileSize(s.opts.Path) <= alwaysCheckBelow {
+	if !checked && (!clean || fileSize(s.opts.Path) <= alwaysCheckBelow) {
 		if err := checkDB(db); err != nil {
 			return fmt.Errorf("%w: %s: %w", ErrCorrupt, s.opts.Path, err)
 		}
@@ -241,6 +256,9 @@ func (s *Spool) Close() error {
 	defer s.writeMu.Unlock()
 	var markErr error
 	if !corrupt && !s.opts.ReadOnly {
+		// This last commit stores the list of free pages, so the next
+		// open reads it instead of walking every page.
+		s.db.NoFreelistSync = false
 		markErr = s.update("mark clean", func(tx *bolt.Tx) error {
 			return tx.Bucket(bucketMeta).Put(keyClean, []byte{1})
 		})

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/mqspool/mqspool/internal/spool"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -22,6 +23,7 @@ import (
 )
 
 func main() {
+	spool.ServeCheck()
 	cfgPath := flag.String("config", "", "mqspool config file")
 	cpuPath := flag.String("cpu", "cpu.pprof", "CPU profile output")
 	allocPath := flag.String("allocs", "allocs.pprof", "allocation profile output")
