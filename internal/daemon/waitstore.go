@@ -9,9 +9,10 @@ type trackingStore struct {
 	waits *waitTracker
 }
 
-// Append appends through the spool and records where each file went.
-func (s trackingStore) Append(files []spool.FileBatch) (int, error) {
-	n, err := s.Spool.Append(files)
+// AppendForget appends through the spool and records where each file
+// went.
+func (s trackingStore) AppendForget(files []spool.FileBatch, forget []spool.FileID) (int, error) {
+	n, err := s.Spool.AppendForget(files, forget)
 	for _, f := range files[:n] {
 		if f.FirstSeq > 0 && len(f.Messages) > 0 {
 			s.waits.committed(f.ID.Name, f.FirstSeq, len(f.Messages))

@@ -98,7 +98,10 @@ func (p *Pickup) append(batch []spool.FileBatch) (int, error) {
 		return 0, nil
 	}
 	crashpoint.Hit(crashpoint.IngestBeforeAppend)
-	accepted, err := p.store.Append(batch)
+	accepted, err := p.store.AppendForget(batch, p.forget)
+	if err == nil || errors.Is(err, spool.ErrFull) || errors.Is(err, spool.ErrTooLarge) {
+		p.forget = nil
+	}
 	if accepted > 0 {
 		crashpoint.Hit(crashpoint.IngestAfterAppend)
 	}
@@ -183,10 +186,31 @@ func (p *Pickup) removeCommitted(ids []spool.FileID) {
 		return
 	}
 	crashpoint.Hit(crashpoint.IngestAfterSync)
-	if err := p.store.Forget(unlinked); err != nil {
-		p.log.Error("forget identities of removed files", "files", len(unlinked), "err", err)
-		p.setError(err)
+	// The next batch's commit removes the identities, which saves a commit
+	// per batch. flushForget stores them alone when no batch follows.
+	if len(p.forget) == 0 {
+		p.forgetBy = p.now().Add(forgetDelay)
 	}
+	p.forget = append(p.forget, unlinked...)
+}
+
+// forgetDelay is how long identities of unlinked files wait for the next
+// batch to carry them before they are removed in a commit of their own.
+const forgetDelay = 100 * time.Millisecond
+
+// flushForget removes the waiting identities once forgetDelay has passed
+// without a batch. A failure leaves them for the next try.
+func (p *Pickup) flushForget(force bool) {
+	if len(p.forget) == 0 || (!force && p.now().Before(p.forgetBy)) {
+		return
+	}
+	if err := p.store.Forget(p.forget); err != nil {
+		p.log.Error("forget identities of removed files", "files", len(p.forget), "err", err)
+		p.setError(err)
+		p.forgetBy = p.now().Add(forgetDelay)
+		return
+	}
+	p.forget = nil
 }
 
 // unlinkIfSame removes the file unless another file has replaced it since

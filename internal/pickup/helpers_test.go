@@ -26,6 +26,9 @@ type fakeStore struct {
 	room      int
 	maxBatch  int
 	fullCalls int
+	// appendCalls and forgetCalls count AppendForget and Forget calls.
+	appendCalls int
+	forgetCalls int
 }
 
 func newFakeStore() *fakeStore {
@@ -38,9 +41,11 @@ func (s *fakeStore) Seen(id spool.FileID) (bool, error) {
 	return s.seen[id], nil
 }
 
-func (s *fakeStore) Append(files []spool.FileBatch) (int, error) {
+func (s *fakeStore) AppendForget(files []spool.FileBatch, forget []spool.FileID) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.appendCalls++
+	s.forgetLocked(forget)
 	s.maxBatch = max(s.maxBatch, len(files))
 	for i, f := range files {
 		if len(f.Messages) > 0 && string(f.Messages[0].Payload) == tooLargePayload {
@@ -69,11 +74,17 @@ func (s *fakeStore) Append(files []spool.FileBatch) (int, error) {
 func (s *fakeStore) Forget(ids []spool.FileID) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.forgetCalls++
+	s.forgetLocked(ids)
+	return nil
+}
+
+// forgetLocked removes identities; s.mu must be held.
+func (s *fakeStore) forgetLocked(ids []spool.FileID) {
 	for _, id := range ids {
 		delete(s.seen, id)
 	}
 	s.forgotten = append(s.forgotten, ids...)
-	return nil
 }
 
 func (s *fakeStore) setRoom(n int) {

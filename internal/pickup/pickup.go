@@ -91,12 +91,14 @@ type Store interface {
 	// Seen reports whether a file with this identity was committed and
 	// not yet forgotten.
 	Seen(id spool.FileID) (bool, error)
-	// Append commits the files in order, each with its identity, and
+	// AppendForget removes the identities in forget, then commits the
+	// files in order, each with its identity, in one transaction, and
 	// returns how many leading files it committed. It returns
 	// [spool.ErrFull] when the spool limits leave no room for the rest,
 	// and [spool.ErrTooLarge] when the next file can never fit, which the
-	// pickup then moves to failed/.
-	Append(files []spool.FileBatch) (accepted int, err error)
+	// pickup then moves to failed/. With either, the transaction still
+	// committed; with any other error it did not.
+	AppendForget(files []spool.FileBatch, forget []spool.FileID) (accepted int, err error)
 	// Forget removes identity records once their files are unlinked.
 	Forget(ids []spool.FileID) error
 }
@@ -158,6 +160,11 @@ type Pickup struct {
 	// full is set while the store rejects appends as full, so the change
 	// is logged once each way.
 	full bool
+	// forget holds the identities of files unlinked since the last commit,
+	// for the next AppendForget, and forgetBy is when to store them alone
+	// if no batch comes first.
+	forget   []spool.FileID
+	forgetBy time.Time
 	// started is when New ran; see seen.
 	started      time.Time
 	unreadable   map[string]time.Time // last log time of each unreadable file

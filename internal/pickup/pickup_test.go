@@ -376,9 +376,9 @@ type slowStore struct {
 	delay time.Duration
 }
 
-func (s slowStore) Append(files []spool.FileBatch) (int, error) {
+func (s slowStore) AppendForget(files []spool.FileBatch, forget []spool.FileID) (int, error) {
 	time.Sleep(s.delay)
-	return s.fakeStore.Append(files)
+	return s.fakeStore.AppendForget(files, forget)
 }
 
 // A listing of a large directory returns entries in hash order, so while
@@ -430,5 +430,34 @@ func TestLeaveToEvents(t *testing.T) {
 	}
 	if want := []string{"old", "unwatched", "clock-set-back"}; !slices.Equal(kept, want) {
 		t.Errorf("kept %v, want %v", kept, want)
+	}
+}
+
+// Identities of unlinked files ride on the next batch's commit, so a
+// backlog costs one commit per batch, and the last ones are removed alone
+// once no batch follows.
+func TestPickup_ForgetRidesOnNextBatch(t *testing.T) {
+	opts := testOptions(t)
+	opts.BatchMax = 100
+	for _, dir := range []string{"tmp", "new"} {
+		if err := os.MkdirAll(filepath.Join(opts.Dir, dir), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 600 {
+		dropFast(t, opts.Dir, fmt.Sprintf("f%04d.msg", i), "Topic: t\n\nx")
+	}
+	store := newFakeStore()
+	start(t, opts, store)
+
+	waitFor(t, 10*time.Second, "every identity forgotten", func() bool { return store.forgottenCount() == 600 })
+	store.mu.Lock()
+	appends, forgets := store.appendCalls, store.forgetCalls
+	store.mu.Unlock()
+	if appends != 6 {
+		t.Errorf("%d append calls for 600 files in batches of 100, want 6", appends)
+	}
+	if forgets != 1 {
+		t.Errorf("%d commits of their own for identities, want 1 after the last batch", forgets)
 	}
 }

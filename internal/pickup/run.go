@@ -42,6 +42,7 @@ func (p *Pickup) Run(ctx context.Context) error {
 		timer.Reset(p.wait())
 		select {
 		case <-ctx.Done():
+			p.flushForget(true)
 			return nil
 		case evs := <-w.events:
 			p.handleEvents(w, ws, evs)
@@ -103,6 +104,7 @@ func (p *Pickup) step() {
 	p.headWait = time.Time{}
 	switch {
 	case len(p.queue) == 0:
+		p.flushForget(false)
 	case now.Before(p.retryAt):
 	case p.underPressure():
 		p.retryAt = now.Add(pressureInterval)
@@ -126,6 +128,9 @@ func (p *Pickup) wait() time.Duration {
 	}
 	if next := p.nextSettle(); !next.IsZero() {
 		d = min(d, max(next.Sub(now), time.Millisecond))
+	}
+	if len(p.forget) > 0 {
+		d = min(d, max(p.forgetBy.Sub(now), time.Millisecond))
 	}
 	return d
 }

@@ -30,6 +30,8 @@ type candidate struct {
 	// watched is set when the file's directory had a watch before the
 	// scan's cutoff was taken, so a change after the cutoff has an event.
 	watched bool
+	// info is the file's lstat result from the scan, nil when it failed.
+	info fs.FileInfo
 }
 
 // watches maps watch descriptors to directories under new/ ("" is new/).
@@ -65,7 +67,7 @@ func (p *Pickup) scanTree(w *watcher, ws *watches, dir string) {
 		return found[i].rel < found[j].rel
 	})
 	for _, c := range found {
-		p.considerFound(c.rel)
+		p.considerFound(c)
 	}
 }
 
@@ -124,11 +126,15 @@ func (p *Pickup) watchTree(w *watcher, ws *watches, dir string) {
 // wait behind it until it is closed, settles or has waited the settle
 // time. A file whose change time is later than its modification time was
 // renamed or linked after its last write and is taken at once.
-func (p *Pickup) considerFound(rel string) {
+func (p *Pickup) considerFound(c candidate) {
+	rel, info := c.rel, c.info
 	_, tracked := p.settling[rel]
-	info, err := os.Lstat(p.abs(rel))
-	if tracked || err != nil || !info.Mode().IsRegular() || p.settled(rel, info) {
+	if info == nil {
 		p.consider(rel)
+		return
+	}
+	if tracked || !info.Mode().IsRegular() || p.settled(rel, info) {
+		p.considerInfo(rel, info)
 		return
 	}
 	p.enqueue(rel)
@@ -202,19 +208,15 @@ func (p *Pickup) walk(w *watcher, ws *watches, dir string, found *[]candidate) {
 		if p.queued[rel] {
 			continue
 		}
-		*found = append(*found, candidate{rel: rel, ctime: entryCtime(e), watched: watched})
+		c := candidate{rel: rel, watched: watched}
+		if info, err := e.Info(); err == nil {
+			c.info = info
+			if st, ok := info.Sys().(*syscall.Stat_t); ok {
+				c.ctime = st.Ctim.Nano()
+			}
+		}
+		*found = append(*found, c)
 	}
-}
-
-func entryCtime(e fs.DirEntry) int64 {
-	info, err := e.Info()
-	if err != nil {
-		return 0
-	}
-	if st, ok := info.Sys().(*syscall.Stat_t); ok {
-		return st.Ctim.Nano()
-	}
-	return 0
 }
 
 func (p *Pickup) addWatch(w *watcher, ws *watches, dir string) {
@@ -242,6 +244,11 @@ func (p *Pickup) consider(rel string) {
 		delete(p.settling, rel)
 		return
 	}
+	p.considerInfo(rel, info)
+}
+
+// considerInfo is consider with the file's lstat result at hand.
+func (p *Pickup) considerInfo(rel string, info fs.FileInfo) {
 	if info.IsDir() {
 		return
 	}

@@ -18,12 +18,12 @@ type failingStore struct {
 	calls    atomic.Int32
 }
 
-func (s *failingStore) Append(files []spool.FileBatch) (int, error) {
+func (s *failingStore) AppendForget(files []spool.FileBatch, forget []spool.FileID) (int, error) {
 	s.calls.Add(1)
 	if s.failures.Add(-1) >= 0 {
 		return 0, errors.New("disk I/O error")
 	}
-	return s.fakeStore.Append(files)
+	return s.fakeStore.AppendForget(files, forget)
 }
 
 func TestPickup_StoreErrorBacksOff(t *testing.T) {

@@ -141,6 +141,37 @@ func TestIdentitiesSeenAndForget(t *testing.T) {
 	}
 }
 
+func TestAppendForget_RemovesAndStores(t *testing.T) {
+	s := openSpool(t, testOptions(t))
+	a, b := batch("a", 0, 1), batch("b", 1, 1)
+	mustAppend(t, s, a)
+
+	n, err := s.AppendForget([]FileBatch{b}, []FileID{a.ID})
+	if err != nil || n != 1 {
+		t.Fatalf("AppendForget: %d files, %v", n, err)
+	}
+	if seen, _ := s.Seen(a.ID); seen {
+		t.Error("identity of a still seen after AppendForget")
+	}
+	if seen, _ := s.Seen(b.ID); !seen {
+		t.Error("identity of b not stored by AppendForget")
+	}
+}
+
+// A file whose identity is in forget is new: the old identity goes first,
+// so the file is stored rather than taken for a repeat.
+func TestAppendForget_SameIdentityIsNewFile(t *testing.T) {
+	s := openSpool(t, testOptions(t))
+	a := batch("a", 0, 1)
+	mustAppend(t, s, a)
+	before := s.Stats().Messages
+
+	if _, err := s.AppendForget([]FileBatch{a}, []FileID{a.ID}); err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "messages after appending a again", s.Stats().Messages, before+1)
+}
+
 func TestLockTimeout(t *testing.T) {
 	opts := testOptions(t)
 	openSpool(t, opts)
