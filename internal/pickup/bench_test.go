@@ -13,8 +13,6 @@ import (
 // measures the pickup's own memory.
 type countingStore struct{ files atomic.Int64 }
 
-func (s *countingStore) Seen(spool.FileID) (bool, error) { return false, nil }
-
 func (s *countingStore) AppendForget(files []spool.FileBatch, _ []spool.FileID) (int, error) {
 	s.files.Add(int64(len(files)))
 	return len(files), nil

@@ -35,12 +35,6 @@ func newFakeStore() *fakeStore {
 	return &fakeStore{seen: make(map[spool.FileID]bool), room: -1}
 }
 
-func (s *fakeStore) Seen(id spool.FileID) (bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.seen[id], nil
-}
-
 func (s *fakeStore) AppendForget(files []spool.FileBatch, forget []spool.FileID) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -58,8 +52,12 @@ func (s *fakeStore) AppendForget(files []spool.FileBatch, forget []spool.FileID)
 		n = s.room
 	}
 	for _, f := range files[:n] {
-		s.files = append(s.files, f)
-		s.seen[f.ID] = true
+		// Like the spool, take a file whose identity is stored without
+		// storing it again.
+		if !s.seen[f.ID] {
+			s.files = append(s.files, f)
+			s.seen[f.ID] = true
+		}
 	}
 	if s.room >= 0 {
 		s.room -= n

@@ -35,22 +35,14 @@ func reject(format string, args ...any) error {
 // tries it again once it settles.
 var errRetry = errors.New("file changed while it was read")
 
-// prepare reads and parses one queued file. A file the store has already
-// committed is unlinked here.
+// prepare reads and parses one queued file. A file that an earlier run
+// committed but could not unlink before it stopped is not looked up here:
+// the store's AppendForget finds its identity and skips it, and the
+// pickup then unlinks it like any committed file.
 func (p *Pickup) prepare(rel string) (spool.FileBatch, outcome) {
 	id, data, err := p.readFile(rel)
 	if err == nil {
 		delete(p.unreadable, rel)
-		var seen bool
-		seen, err = p.seen(id)
-		if err != nil {
-			p.storeFailed(fmt.Errorf("check file identity of %s: %w", rel, err))
-			return spool.FileBatch{}, outcomeStoreErr
-		}
-		if seen {
-			p.removeCommitted([]spool.FileID{id})
-			return spool.FileBatch{}, outcomeDone
-		}
 		msgs, perr := p.buildMessages(id, data)
 		if perr == nil {
 			return spool.FileBatch{ID: id, Messages: msgs}, outcomeReady
@@ -87,18 +79,6 @@ func (p *Pickup) handleReadError(rel string, err error) {
 // readFile checks, opens and reads a file and returns its identity and
 // contents. Non-regular files are rejected before they are opened,
 // because opening a FIFO can block.
-// seen reports whether the store already holds the file. Only a file
-// changed before this pickup started can have been appended by an earlier
-// run that crashed before unlinking it. Newer files skip the store, which
-// saves a read transaction per file. Within one run the
-// store's Append skips a repeat anyway.
-func (p *Pickup) seen(id spool.FileID) (bool, error) {
-	if id.Ctime >= p.started.UnixNano() {
-		return false, nil
-	}
-	return p.store.Seen(id)
-}
-
 func (p *Pickup) readFile(rel string) (spool.FileID, []byte, error) {
 	if err := format.CheckName(rel); err != nil {
 		return spool.FileID{}, nil, reject("%v", err)

@@ -88,12 +88,11 @@ type Options struct {
 // Store is the durable queue that takes the messages. The spool
 // implements it.
 type Store interface {
-	// Seen reports whether a file with this identity was committed and
-	// not yet forgotten.
-	Seen(id spool.FileID) (bool, error)
 	// AppendForget removes the identities in forget, then commits the
 	// files in order, each with its identity, in one transaction, and
-	// returns how many leading files it committed. It returns
+	// returns how many leading files it took. A file whose identity is
+	// still stored was committed by an earlier run that stopped before
+	// the unlink: it is taken without storing its messages again. It returns
 	// [spool.ErrFull] when the spool limits leave no room for the rest,
 	// and [spool.ErrTooLarge] when the next file can never fit, which the
 	// pickup then moves to failed/. With either, the transaction still
@@ -208,7 +207,6 @@ func New(opts Options, store Store) (*Pickup, error) {
 		routes:     routes,
 		freeBytes:  statfsFree,
 		now:        time.Now,
-		started:    time.Now(),
 		queued:     make(map[string]bool),
 		settling:   make(map[string]settleRef),
 		tentative:  make(map[string]time.Time),
