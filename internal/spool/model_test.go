@@ -24,6 +24,8 @@ type queueModel struct {
 	inFlight map[uint16]uint64 // packet id to seq
 	dropped  uint64
 	fileNum  int
+	// appendedIDs are the identities stored and not yet forgotten.
+	appendedIDs []FileID
 }
 
 func (m *queueModel) bytes() int64 {
@@ -156,7 +158,21 @@ func TestSpoolModel(t *testing.T) {
 					files = append(files, f)
 				}
 				wantN, wantErr := model.append(files)
-				n, err := s.Append(files)
+				// Forgetting identities of files appended earlier, as the
+				// pickup does once they are unlinked, changes no message.
+				forget := model.appendedIDs[:rapid.IntRange(0, len(model.appendedIDs)).Draw(rt, "forget")]
+				n, err := s.AppendForget(files, forget)
+				if err == nil || errors.Is(err, ErrFull) || errors.Is(err, ErrTooLarge) {
+					for _, id := range forget {
+						if seen, _ := s.Seen(id); seen {
+							rt.Fatalf("identity of %s still stored after AppendForget", id.Name)
+						}
+					}
+					model.appendedIDs = model.appendedIDs[len(forget):]
+				}
+				for _, f := range files[:max(n, 0)] {
+					model.appendedIDs = append(model.appendedIDs, f.ID)
+				}
 				if n != wantN || !errors.Is(err, wantErr) || (wantErr == nil && err != nil) {
 					rt.Fatalf("Append = %d, %v; model says %d, %v", n, err, wantN, wantErr)
 				}
