@@ -38,7 +38,7 @@ func dropMixed(d *harness.Daemon, prefix string, n int) []expected {
 			var b bytes.Buffer
 			fmt.Fprintf(&b, "Topic: %s\r\nQoS: 1\r\nUser-Property: seq=%d\r\nContent-Type: application/octet-stream\r\n\r\n", topic, i)
 			b.Write(payload)
-			d.Drop(fmt.Sprintf("%06d.msg", i), b.Bytes())
+			d.Drop(fmt.Sprintf("%s-%06d.msg", prefix, i), b.Bytes())
 			want = append(want, expected{topic, payload})
 		case 2:
 			var b strings.Builder
@@ -55,7 +55,7 @@ func dropMixed(d *harness.Daemon, prefix string, n int) []expected {
 				b.WriteByte('\n')
 				want = append(want, expected{topic, payload})
 			}
-			d.Drop(fmt.Sprintf("batch-%06d.jsonl", i), []byte(b.String()))
+			d.Drop(fmt.Sprintf("batch-%s-%06d.jsonl", prefix, i), []byte(b.String()))
 		case 3:
 			topic := fmt.Sprintf("%s/empty/%d", prefix, i)
 			d.Drop(fmt.Sprintf("%s/%06d.dat", topic, i), nil)
