@@ -124,6 +124,11 @@ type Server struct {
 	wg      sync.WaitGroup
 	ctx     context.Context // cancelled by Close, ends waits
 	cancel  context.CancelFunc
+
+	// mu orders the wg.Add of each accepted connection before the
+	// wg.Wait of Close: a WaitGroup must not grow while it is waited on.
+	mu     sync.Mutex
+	closed bool
 }
 
 // Listen creates the socket at path with mode 0660, replacing a stale
@@ -177,13 +182,23 @@ func (s *Server) Serve() {
 			}
 			return
 		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			conn.Close()
+			return
+		}
 		s.wg.Go(func() { s.serveConn(conn) })
+		s.mu.Unlock()
 	}
 }
 
 // Close stops accepting, ends running waits, waits for open exchanges and
 // removes the socket.
 func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
 	err := s.ln.Close()
 	s.cancel()
 	s.wg.Wait()

@@ -444,8 +444,15 @@ func TestPickup_ForgetRidesOnNextBatch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Files a minute old have settled, so no batch stops early to wait
+	// for one.
+	old := time.Now().Add(-time.Minute)
 	for i := range 600 {
-		dropFast(t, opts.Dir, fmt.Sprintf("f%04d.msg", i), "Topic: t\n\nx")
+		rel := fmt.Sprintf("f%04d.msg", i)
+		dropFast(t, opts.Dir, rel, "Topic: t\n\nx")
+		if err := os.Chtimes(filepath.Join(opts.Dir, "new", rel), old, old); err != nil {
+			t.Fatal(err)
+		}
 	}
 	store := newFakeStore()
 	start(t, opts, store)
