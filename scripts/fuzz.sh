@@ -4,8 +4,8 @@
 # Go 1.26's fuzz coordinator can fail a run with "context deadline
 # exceeded" at the end of -fuzztime although no input failed
 # (golang/go#75804, fixed in Go 1.27). Such a run writes no new file under
-# testdata/fuzz/, so a failure without a new file and with that message is
-# reported as a warning; any failure that wrote an input still fails.
+# testdata/fuzz/, so a failure with that message and no new file is
+# reported as a warning. A failure that wrote an input still fails.
 set -euo pipefail
 fuzztime=${1:-30s}
 cd "$(dirname "$0")/.."

@@ -233,7 +233,7 @@ func TestSpoolLs_Pages(t *testing.T) {
 	}
 	sp.Close()
 
-	// Walk the pages the way the hint says and collect the topics.
+	// Follow the next-page hints and collect the topics.
 	var topics []string
 	args := []string{"spool", "ls", "--config", file, "--limit", "2"}
 	for pages := 0; ; pages++ {

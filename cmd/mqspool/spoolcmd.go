@@ -100,7 +100,7 @@ func newSpoolLsCommand() *cobra.Command {
 			}
 			defer sp.Close()
 
-			// One record more than the page tells whether a next page exists.
+			// A record beyond the page shows that a next page exists.
 			recs, err := sp.List(after, limit+1)
 			if err != nil {
 				return err

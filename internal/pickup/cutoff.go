@@ -21,11 +21,12 @@ import (
 // The cutoff comes from the change time of a marker file in the spool
 // directory, which the kernel stamps from the same clock and with the
 // same granularity as the files in new/. The marker is touched until its
-// change time moves past the first touch. With stamps that never go
-// backwards, a file whose change time is below the cutoff changed before
-// the scan lists the directory, so the listing contains it, and a file
-// at or above the cutoff changed after the first touch, after the watches
-// were in place, so its event is still to come.
+// change time moves past the first touch. Stamps never go backwards
+// unless the wall clock is set back. So a file whose change time is below
+// the cutoff changed before the scan lists the directory, and the listing
+// contains it. A file at or above the cutoff changed after the first
+// touch, when the watches were already in place, so its event is still
+// to come.
 
 // stampMarkerName names the marker file in the spool directory.
 const stampMarkerName = ".mqspool-scan"
@@ -95,8 +96,8 @@ func (p *Pickup) touchMarker() (int64, error) {
 	return st.Ctim.Nano(), nil
 }
 
-// logCutoffError logs that scans run without a cutoff, at most once an
-// hour through cutoffErrLog.
+// logCutoffError logs that scans run without a cutoff. The rate limit
+// cutoffErrLog keeps it to one line an hour.
 func (p *Pickup) logCutoffError(err error) {
 	if p.cutoffErrLog.allow(p.now(), time.Hour) {
 		p.log.Warn("rescans cannot tell files being renamed in from older ones, so files "+

@@ -424,12 +424,12 @@ func TestLeaveToEvents(t *testing.T) {
 		{rel: "unwatched", ctime: cutoff, watched: false},
 		{rel: "clock-set-back", ctime: cutoff + int64(time.Hour), watched: true},
 	}
-	var kept []string
+	var remaining []string
 	for _, c := range p.leaveToEvents(found, cutoff) {
-		kept = append(kept, c.rel)
+		remaining = append(remaining, c.rel)
 	}
-	if want := []string{"old", "unwatched", "clock-set-back"}; !slices.Equal(kept, want) {
-		t.Errorf("kept %v, want %v", kept, want)
+	if want := []string{"old", "unwatched", "clock-set-back"}; !slices.Equal(remaining, want) {
+		t.Errorf("kept %v, want %v", remaining, want)
 	}
 }
 

@@ -71,11 +71,11 @@ func (p *Pickup) scanTree(w *watcher, ws *watches, dir string) {
 	}
 }
 
-// leaveToEvents removes the files that changed between cutoff and the end
-// of the listing in watched directories: their events queue them in
-// order. A change time after the end of the listing cannot come from a
-// change during it; it comes from a wall clock set back, and such a file
-// is kept, or it would wait until the clock caught up.
+// leaveToEvents removes the files in watched directories that changed
+// between cutoff and the end of the listing, because their events queue
+// them in order. A change time after the end of the listing comes from a
+// wall clock set back, not from a change during it. Such a file is kept,
+// so it does not wait until the clock catches up.
 func (p *Pickup) leaveToEvents(found []candidate, cutoff int64) []candidate {
 	end, err := p.touchMarker()
 	if err != nil {
