@@ -19,7 +19,7 @@ const (
 	DefaultSettle          = 2 * time.Second
 	DefaultRescanInterval  = 30 * time.Second
 	DefaultMaxMessageBytes = 1 << 20
-	DefaultBatchMax        = 256
+	DefaultBatchMax        = 4096
 )
 
 // Route sets topic, QoS and retain for files whose path under new/
@@ -75,7 +75,10 @@ type Options struct {
 	// fewer free bytes; 0 disables the check.
 	MinFreeBytes  uint64
 	FreeSpacePath string
-	// BatchMax is the most files handed to one Store.Append call.
+	// BatchMax is the most files handed to one Store.Append call. Each
+	// batch pays for two bbolt syncs and a directory sync, which cost more
+	// than reading thousands of small files, so a backlog goes in large
+	// batches; batchBytes still bounds the memory one batch holds.
 	BatchMax int
 	// FailedWarnBytes is the size of failed/ above which a warning is
 	// logged at most once an hour; 0 turns the warning off. Nothing in
