@@ -35,11 +35,18 @@ func runIngest(e *env, r *report) error {
 		if err != nil {
 			return err
 		}
-		bare, err := ingestBare(e, k)
+		bare, err := ingestBare(e, k, false)
 		if err != nil {
 			return err
 		}
 		r.addIngest(k, own, bare)
+		if k.JSONL {
+			decoded, err := ingestBare(e, k, true)
+			if err != nil {
+				return err
+			}
+			r.addIngestDecoded(k, own, decoded)
+		}
 	}
 	return nil
 }
@@ -77,9 +84,10 @@ func ingestMqspool(e *env, k ingestKind) (rate, error) {
 	return r, nil
 }
 
-// ingestBare reads and unlinks the same files with no parsing and no
-// fsync, the floor any ingest pays.
-func ingestBare(e *env, k ingestKind) (rate, error) {
+// ingestBare reads and unlinks the same files with no fsync, the floor
+// any ingest pays. With decode set it also decodes each line of a .jsonl
+// file with encoding/json, the least a reader of JSON lines does.
+func ingestBare(e *env, k ingestKind, decode bool) (rate, error) {
 	root, err := e.dir("bare")
 	if err != nil {
 		return rate{}, err
@@ -93,7 +101,7 @@ func ingestBare(e *env, k ingestKind) (rate, error) {
 	if err != nil {
 		return rate{}, fmt.Errorf("read directory %s: %w", leaf, err)
 	}
-	var read int64
+	var read, lines int64
 	for _, ent := range entries {
 		path := filepath.Join(leaf, ent.Name())
 		b, err := os.ReadFile(path)
@@ -101,13 +109,39 @@ func ingestBare(e *env, k ingestKind) (rate, error) {
 			return rate{}, fmt.Errorf("read %s: %w", path, err)
 		}
 		read += int64(len(b))
+		if decode {
+			n, err := decodeLines(b)
+			if err != nil {
+				return rate{}, fmt.Errorf("decode %s: %w", path, err)
+			}
+			lines += n
+		}
 		if err := os.Remove(path); err != nil {
 			return rate{}, fmt.Errorf("remove %s: %w", path, err)
 		}
 	}
 	r := rate{Messages: int64(k.Files * k.PerFile), Elapsed: time.Since(start)}
-	logf("bare loop %s: %d in %s (%d bytes)", k.Name, r.Messages, r.Elapsed, read)
+	logf("bare loop %s (decode %v): %d in %s (%d bytes, %d lines decoded)", k.Name, decode,
+		r.Messages, r.Elapsed, read, lines)
 	return r, nil
+}
+
+// decodeLines decodes each line of b into the fields the benchmark's
+// files use and returns how many lines it decoded.
+func decodeLines(b []byte) (int64, error) {
+	var n int64
+	for line := range bytes.Lines(b) {
+		var m struct {
+			Topic   string `json:"topic"`
+			Payload string `json:"payload"`
+			QoS     int    `json:"qos"`
+		}
+		if err := json.Unmarshal(line, &m); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }
 
 // writeFiles writes k's files into dir with modification times a minute

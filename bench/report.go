@@ -105,6 +105,21 @@ func (r *report) addIngest(k ingestKind, own, bare rate) {
 		k.Files, k.Name, ingestPayload, k.PerFile, round(own.Elapsed), round(bare.Elapsed)))
 }
 
+// addIngestDecoded compares the .jsonl ingest with a loop that also
+// decodes each line. Against the plain loop, no reader that parses JSON
+// can reach 0.5 (docs/benchmarks.md, Analysis).
+func (r *report) addIngestDecoded(k ingestKind, own, decoded rate) {
+	ratio := own.perSecond() / decoded.perSecond()
+	r.rows = append(r.rows, row{
+		Metric:    fmt.Sprintf("Ingest, %s, against a loop that decodes the lines", k.Name),
+		Mqspool:   msgRate(own),
+		Reference: "readdir + read + encoding/json per line + unlink: " + msgRate(decoded),
+		Ratio:     fmt.Sprintf("%.2f×", ratio), Target: "≥ 0.5×", Result: passFail(ratio >= 0.5),
+	})
+	r.details = append(r.details, fmt.Sprintf("Ingest of %d %s with encoding/json decoding each line: loop %s.",
+		k.Files, k.Name, round(decoded.Elapsed)))
+}
+
 func (r *report) addMemory(first time.Duration, drainPeak int64) {
 	if len(r.memory) == 0 {
 		return

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/mqspool/mqspool/test/harness"
 )
 
@@ -19,12 +21,8 @@ import (
 func TestRecovery_DamagedDatabase(t *testing.T) {
 	damage := map[string]func(t *testing.T, path string){
 		"truncated": func(t *testing.T, path string) {
-			fi, err := os.Stat(path)
-			if err != nil {
-				t.Fatal(err)
-			}
 			// Cut into the pages in use, not only the preallocated tail.
-			if err := os.Truncate(path, fi.Size()*6/10); err != nil {
+			if err := os.Truncate(path, inUseSize(t, path)*6/10); err != nil {
 				t.Fatal(err)
 			}
 		},
@@ -34,8 +32,7 @@ func TestRecovery_DamagedDatabase(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer f.Close()
-			fi, _ := f.Stat()
-			if _, err := f.WriteAt(make([]byte, 4096), fi.Size()/2/4096*4096); err != nil {
+			if _, err := f.WriteAt(make([]byte, 4096), inUseSize(t, path)/2/4096*4096); err != nil {
 				t.Fatal(err)
 			}
 		},
@@ -172,4 +169,22 @@ func TestRecovery_SigtermInAwkwardStates(t *testing.T) {
 			}
 		})
 	}
+}
+
+// inUseSize returns the bytes of the database's pages in use, which ends
+// before the file's preallocated tail.
+func inUseSize(t *testing.T, path string) int64 {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+
+	var size int64
+	db.View(func(tx *bolt.Tx) error {
+		size = tx.Size()
+		return nil
+	})
+	return size
 }

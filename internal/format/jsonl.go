@@ -3,10 +3,12 @@ package format
 import (
 	"bytes"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"strings"
+
+	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/mqspool/mqspool/internal/message"
 )
@@ -70,20 +72,86 @@ func ParseJSONL(data []byte) ([]Entry, error) {
 	return entries, nil
 }
 
-// parseJSONLine decodes and checks one object.
+// parseJSONLine decodes and checks one object. The decoder is the
+// encoding/json v2 design: member names match exactly, a name given twice,
+// invalid UTF-8 and text after the object are errors, so a line is never
+// taken with a value other than the one written.
 func parseJSONLine(text []byte) (message.Message, Fields, error) {
 	var j jsonLine
-	dec := json.NewDecoder(bytes.NewReader(text))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&j); err != nil {
-		return message.Message{}, Fields{}, fmt.Errorf("invalid JSON object: %v: "+
-			"write one complete object per line with only the documented fields", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return message.Message{}, Fields{}, errors.New("text after the JSON object: " +
-			"put each object on its own line")
+	if err := json.Unmarshal(text, &j, json.RejectUnknownMembers(true)); err != nil {
+		return message.Message{}, Fields{}, decodeError(err)
 	}
 	return j.message()
+}
+
+// decodeError rewrites a decoder error for the reason file: it names the
+// field and the expected type, without the decoder's Go type names.
+func decodeError(err error) error {
+	var sem *json.SemanticError
+	if errors.As(err, &sem) && sem.JSONPointer == "" {
+		return fmt.Errorf("invalid JSON object: the line is a JSON %s: write one JSON "+
+			"object per line", kindName(sem.JSONKind))
+	}
+	if errors.As(err, &sem) {
+		field := firstToken(sem.JSONPointer)
+		if errors.Is(sem.Err, json.ErrUnknownName) {
+			return fmt.Errorf("invalid JSON object: unknown field %q: use only the documented "+
+				"fields, spelled in lower case", field)
+		}
+		return fmt.Errorf("invalid JSON object: field %s is a JSON %s: %s", field,
+			kindName(sem.JSONKind), expectedValue(field))
+	}
+	var syn *jsontext.SyntacticError
+	if errors.As(err, &syn) && strings.Contains(syn.Error(), "after top-level value") {
+		return errors.New("text after the JSON object: put each object on its own line")
+	}
+	msg := strings.TrimPrefix(strings.TrimPrefix(err.Error(), "jsontext: "), "json: ")
+	if strings.Contains(msg, "invalid UTF-8") {
+		return fmt.Errorf("invalid JSON object: %s: JSON text must be UTF-8; put binary "+
+			"payloads in payload_base64", msg)
+	}
+	return fmt.Errorf("invalid JSON object: %s: write one complete object per line, "+
+		"in UTF-8, with each field once", msg)
+}
+
+// firstToken returns the object member a pointer starts with, such as
+// "user_properties" for "/user_properties/0/1".
+func firstToken(p jsontext.Pointer) string {
+	for tok := range p.Tokens() {
+		return tok
+	}
+	return string(p)
+}
+
+func kindName(k jsontext.Kind) string {
+	switch k {
+	case '"':
+		return "string"
+	case '0':
+		return "number"
+	case 't', 'f':
+		return "boolean"
+	case '[':
+		return "array"
+	case '{':
+		return "object"
+	case 'n':
+		return "null"
+	}
+	return "value of the wrong type"
+}
+
+// expectedValue returns the fix for a field of the wrong JSON type.
+func expectedValue(field string) string {
+	switch field {
+	case "qos", "expiry":
+		return "write a whole number"
+	case "retain":
+		return "write true or false"
+	case "user_properties":
+		return `write an array of ["key", "value"] pairs of strings`
+	}
+	return "write a string"
 }
 
 // message converts the decoded fields and checks their values.

@@ -144,14 +144,17 @@ func readOpen(fd int, rel string, before *unix.Stat_t, limit int64) (spool.FileI
 }
 
 // readAll reads the file at fd to its end, at most limit+1 bytes, into a
-// buffer sized from the file's size, so a file that did not grow takes
-// one read call and one more that returns end of file.
+// buffer one byte larger than the file's size. A read that returns less
+// than it was asked for has reached the end of a regular file, so a file
+// that did not grow takes one read call; readOpen's fstat afterwards
+// catches a file that changed meanwhile.
 func readAll(fd int, size, limit int64) ([]byte, error) {
 	buf := make([]byte, 0, min(size, limit)+1)
 	for int64(len(buf)) <= limit {
 		if len(buf) == cap(buf) {
 			buf = slices.Grow(buf, min(cap(buf), int(limit+1)-len(buf)))
 		}
+		want := cap(buf) - len(buf)
 		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
 		if err == unix.EINTR {
 			continue
@@ -159,10 +162,10 @@ func readAll(fd int, size, limit int64) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if n == 0 {
+		buf = buf[:len(buf)+n]
+		if n < want {
 			return buf, nil
 		}
-		buf = buf[:len(buf)+n]
 	}
 	return buf, nil
 }

@@ -356,16 +356,13 @@ func TestDamageFoundWhileRunningIsRenamedOnRestart(t *testing.T) {
 
 func zeroMiddlePage(t *testing.T, path string) {
 	t.Helper()
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	size := inUseSize(t, path)
 	f, err := os.OpenFile(path, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if _, err := f.WriteAt(make([]byte, 4096), fi.Size()/2/4096*4096); err != nil {
+	if _, err := f.WriteAt(make([]byte, 4096), size/2/4096*4096); err != nil {
 		t.Fatal(err)
 	}
 }
