@@ -59,19 +59,24 @@ the ratios hold even though absolute rates move with the machine's load.
   of its runs are added up. mqspool uses its default
   publish.max_inflight of 1000. CPU per message is the sender's user and
   system time from its exit status.
-- Go clients, QoS 1 only: paho.mqtt.golang v1.5.1 with a FileStore and
-  Clean Session 0, publishing from memory with at most 1000 tokens open;
-  paho.golang v0.23.0 autopaho with its file queue, filled before it
-  connects. Neither library calls fsync on its files, while mqspool
-  fsyncs every commit. autopaho's file queue lists the whole directory
-  for every message it sends, so its rate falls with the queue length;
-  both runs stop at a time bound and their rate is taken over what
-  arrived by then.
+- Go clients, QoS 1 only, each drained from its own store filled before
+  it connects, as mqspool's spool is: paho.mqtt.golang v1.5.1 with a
+  FileStore, Clean Session 0 and at most 1000 messages in flight while
+  it resends the store; paho.golang v0.23.0 autopaho with its file
+  queue. The FileStore names each message by its packet identifier, so
+  it cannot hold more than 65 535; it is filled and drained in parts of
+  at most 50 000 (5 000 with BENCH_SCALE=small) and the times are added
+  up. Neither library calls fsync on its files, while mqspool fsyncs
+  every commit. autopaho's file queue lists the whole directory for
+  every message it sends, so its rate falls with the queue length; both
+  runs stop at a time bound and their rate is taken over what arrived
+  by then.
 - Ingest: the files are written into new/bench/data before the daemon
   starts, with modification times a minute old, and the broker URL points
   at a closed port. The time runs from the daemon's start until new/bench/data
   is empty. The bare loop reads the directory, then reads and unlinks each
-  file, with no parsing and no fsync.
+  file, with no parsing and no fsync. For .jsonl files a second loop
+  also decodes each line with encoding/json into topic, payload and qos.
 - Memory: RssAnon from /proc/PID/status (not VmRSS, which counts bbolt's
   mapped file pages), peak of samples every 100 ms over 5 s after start,
   with the broker down and 100 B messages queued. The first publish is

@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"slices"
@@ -34,6 +35,9 @@ func (s *Spool) Commit(changes []state.Change) error {
 				return fmt.Errorf("change %d of %d (%s, packet id %d, seq %d): %w", i+1, len(changes), c.Kind, c.PacketID, c.Seq, err)
 			}
 		}
+		if err := j.finish(); err != nil {
+			return err
+		}
 		t.flows = bucketLen(tx.Bucket(bucketFlows))
 		t.incoming = bucketLen(tx.Bucket(bucketIncoming))
 		return nil
@@ -49,6 +53,26 @@ type journalTx struct {
 	s  *Spool
 	tx *bolt.Tx
 	t  *totals
+
+	// lastPacketID and nextOrder are written to the meta bucket once, in
+	// finish, instead of for every PUBLISH sent.
+	lastPacketID uint16
+	nextOrder    uint64
+}
+
+// finish stores the last packet identifier and the next order number of
+// the PUBLISH packets sent in this transaction.
+func (j *journalTx) finish() error {
+	if j.lastPacketID == 0 {
+		return nil
+	}
+	if err := j.meta().Put(keyLastPacketID, binary.BigEndian.AppendUint16(nil, j.lastPacketID)); err != nil {
+		return err
+	}
+	if j.nextOrder > getU64(j.meta(), keyNextOrder) {
+		return putU64(j.meta(), keyNextOrder, j.nextOrder)
+	}
+	return nil
 }
 
 func (j *journalTx) apply(c state.Change) error {
@@ -106,12 +130,8 @@ func (j *journalTx) sent(c state.Change) error {
 	if err := j.putFlow(f); err != nil {
 		return err
 	}
-	if err := j.meta().Put(keyLastPacketID, binary.BigEndian.AppendUint16(nil, c.PacketID)); err != nil {
-		return err
-	}
-	if c.Order+1 > getU64(j.meta(), keyNextOrder) {
-		return putU64(j.meta(), keyNextOrder, c.Order+1)
-	}
+	j.lastPacketID = c.PacketID
+	j.nextOrder = max(j.nextOrder, c.Order+1)
 	return nil
 }
 
@@ -134,20 +154,36 @@ func (j *journalTx) pubrec(c state.Change) error {
 
 // endFlow deletes the flow and, for PUBACK, its message.
 func (j *journalTx) endFlow(c state.Change, deleteMessage bool) error {
-	f, ok := j.flow(c.PacketID)
-	if deleteMessage {
-		seq := c.Seq
-		if ok {
-			seq = flowSeq(c, f)
-		}
-		if err := j.deleteMessage(seq); err != nil {
-			return err
-		}
+	f, ok, err := j.takeFlow(c.PacketID)
+	if err != nil {
+		return err
 	}
-	if c.PacketID == 0 {
+	if !deleteMessage {
 		return nil
 	}
-	return j.tx.Bucket(bucketFlows).Delete(packetKey(c.PacketID))
+	seq := c.Seq
+	if ok {
+		seq = flowSeq(c, f)
+	}
+	return j.deleteMessage(seq)
+}
+
+// takeFlow deletes the flow record of a packet identifier and returns it,
+// with one cursor seek. A record that does not decode is deleted too and
+// reported as missing.
+func (j *journalTx) takeFlow(id uint16) (state.Flow, bool, error) {
+	c := j.tx.Bucket(bucketFlows).Cursor()
+	want := packetKey(id)
+	k, v := c.Seek(want)
+	if !bytes.Equal(k, want) {
+		return state.Flow{}, false, nil
+	}
+	var f state.Flow
+	ok := f.UnmarshalBinary(v) == nil
+	if err := c.Delete(); err != nil {
+		return state.Flow{}, false, fmt.Errorf("delete flow of packet id %d: %w", id, err)
+	}
+	return f, ok, nil
 }
 
 func (j *journalTx) expire(seq uint64) error {
@@ -216,14 +252,16 @@ func (j *journalTx) deleteIfPresent(seq uint64) (bool, error) {
 }
 
 func deleteMessage(tx *bolt.Tx, t *totals, seq uint64) (bool, error) {
-	b := tx.Bucket(bucketMessages)
-	k := seqKey(seq)
-	v := b.Get(k)
-	if v == nil {
+	// One cursor seek finds and deletes the record; Get and then Delete
+	// would walk the tree twice.
+	c := tx.Bucket(bucketMessages).Cursor()
+	want := seqKey(seq)
+	k, v := c.Seek(want)
+	if !bytes.Equal(k, want) {
 		return false, nil
 	}
 	size := len(v)
-	if err := b.Delete(k); err != nil {
+	if err := c.Delete(); err != nil {
 		return false, fmt.Errorf("delete message %d: %w", seq, err)
 	}
 	t.messages--
