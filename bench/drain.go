@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -18,22 +20,36 @@ var payloadSizes = []int{100, 1024}
 const maxInflight = 1000
 
 // runDrain measures mqspool draining a prefilled spool against
-// mosquitto_pub at QoS 1 and 2, for each payload size.
+// mosquitto_pub at QoS 1 and 2, for each payload size. The two take turns
+// for DrainRounds rounds and each is represented by its median round, so
+// a burst of load from other jobs on the machine moves one round, not
+// the ratio.
 func runDrain(e *env, r *report) error {
 	for _, qos := range []byte{1, 2} {
 		for _, size := range payloadSizes {
-			own, err := drainMqspool(e, qos, size)
-			if err != nil {
-				return err
-			}
-			ref, err := drainMosquittoPub(e, qos, size)
-			if err != nil {
-				return err
+			var own, ref []rate
+			for range e.sizes.DrainRounds {
+				o, err := drainMqspool(e, qos, size)
+				if err != nil {
+					return err
+				}
+				p, err := drainMosquittoPub(e, qos, size)
+				if err != nil {
+					return err
+				}
+				own, ref = append(own, o), append(ref, p)
 			}
 			r.addDrain(qos, size, own, ref)
 		}
 	}
 	return nil
+}
+
+// median returns the round with the median rate.
+func median(rounds []rate) rate {
+	sorted := slices.Clone(rounds)
+	slices.SortFunc(sorted, func(a, b rate) int { return cmp.Compare(a.perSecond(), b.perSecond()) })
+	return sorted[len(sorted)/2]
 }
 
 // rate is a count of messages delivered in a time.

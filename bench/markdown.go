@@ -57,8 +57,11 @@ the ratios hold even though absolute rates move with the machine's load.
   most 50 000 lines per run (5 000 with BENCH_SCALE=small). Beyond 65 535
   outstanding packet ids it drops lines without an error, so the times
   of its runs are added up. mqspool uses its default
-  publish.max_inflight of 1000. CPU per message is the sender's user and
-  system time from its exit status.
+  publish.max_inflight of 1000. The two take turns three times (once
+  with BENCH_SCALE=small) and the table shows the median round of each,
+  so a burst of load from other jobs moves one round rather than the
+  ratio; the details list every round. CPU per message is the sender's
+  user and system time from its exit status.
 - Go clients, QoS 1 only, each drained from its own store filled before
   it connects, as mqspool's spool is: paho.mqtt.golang v1.5.1 with a
   FileStore, Clean Session 0 and at most 1000 messages in flight while

@@ -56,7 +56,8 @@ func msgRate(r rate) string {
 	return s
 }
 
-func (r *report) addDrain(qos byte, size int, own, ref rate) {
+func (r *report) addDrain(qos byte, size int, ownRounds, refRounds []rate) {
+	own, ref := median(ownRounds), median(refRounds)
 	if r.own == nil {
 		r.own = map[string]rate{}
 	}
@@ -67,9 +68,20 @@ func (r *report) addDrain(qos byte, size int, own, ref rate) {
 		Mqspool: msgRate(own), Reference: "mosquitto_pub -M 1000: " + msgRate(ref),
 		Ratio: fmt.Sprintf("%.2f×", ratio), Target: "≥ 0.8×", Result: passFail(ratio >= 0.8),
 	})
-	r.details = append(r.details, fmt.Sprintf("Drain QoS %d, %s: mqspool %d messages in %s, %s CPU per message (the whole process, start and stop included); "+
-		"mosquitto_pub %d messages in %s (runs of at most %d lines), %s CPU per message.",
-		qos, sizeName(size), own.Messages, round(own.Elapsed), own.cpuPerMessage(), ref.Messages, round(ref.Elapsed), r.sizes.PubChunk, ref.cpuPerMessage()))
+	r.details = append(r.details, fmt.Sprintf("Drain QoS %d, %s, median of %d rounds: mqspool %d messages in %s, %s CPU per message (the whole process, start and stop included); "+
+		"mosquitto_pub %d messages in %s (runs of at most %d lines), %s CPU per message. Rounds, mqspool / mosquitto_pub: %s.",
+		qos, sizeName(size), len(ownRounds), own.Messages, round(own.Elapsed), own.cpuPerMessage(), ref.Messages, round(ref.Elapsed), r.sizes.PubChunk, ref.cpuPerMessage(),
+		roundRatios(ownRounds, refRounds)))
+}
+
+// roundRatios lists each round's two rates and their ratio.
+func roundRatios(own, ref []rate) string {
+	parts := make([]string, len(own))
+	for i := range own {
+		parts[i] = fmt.Sprintf("%.0f / %.0f msg/s (%.2f×)", own[i].perSecond(), ref[i].perSecond(),
+			own[i].perSecond()/ref[i].perSecond())
+	}
+	return strings.Join(parts, ", ")
 }
 
 func (r *report) addClients(size int, store, queue rate) {

@@ -9,6 +9,9 @@ import (
 type sizes struct {
 	// Drain is the number of messages each drain run delivers.
 	Drain int
+	// DrainRounds is how many times mqspool and mosquitto_pub take turns
+	// at each drain; the median round of each is reported.
+	DrainRounds int
 	// PubChunk is the most lines fed to one mosquitto_pub run, which
 	// silently drops lines once 65535 packet ids are outstanding.
 	PubChunk int
@@ -34,14 +37,14 @@ func sizesFor(scale string) (sizes, error) {
 	switch scale {
 	case "full":
 		return sizes{
-			Drain: 100_000, PubChunk: 50_000, ClientLimit: 30 * time.Second,
+			Drain: 100_000, DrainRounds: 3, PubChunk: 50_000, ClientLimit: 30 * time.Second,
 			IngestFiles: 100_000, IngestLines: 100_000, JSONLPerFile: 100,
 			Memory: []int{10_000, 100_000, 1_000_000}, Disk: 100_000,
 			Wait: 10 * time.Minute,
 		}, nil
 	case "small":
 		return sizes{
-			Drain: 10_000, PubChunk: 5_000, ClientLimit: 10 * time.Second,
+			Drain: 10_000, DrainRounds: 1, PubChunk: 5_000, ClientLimit: 10 * time.Second,
 			IngestFiles: 10_000, IngestLines: 10_000, JSONLPerFile: 100,
 			Memory: []int{1_000, 10_000, 100_000}, Disk: 10_000,
 			Wait: 3 * time.Minute,

@@ -47,6 +47,7 @@ type Daemon struct {
 	level   *slog.LevelVar // the logger's level, changed by Reload; may be nil
 	notify  notifier
 	live    liveness
+	poll    pollWindow // used by the goroutine that runs drive
 	metrics *metrics.Metrics
 
 	downlink *downlink // inboxes of the subscriptions
@@ -208,6 +209,7 @@ func (d *Daemon) startServers(wg *sync.WaitGroup) (stop func()) {
 // of hard. Each Poll is bounded (see pollOnce), so the watchdog sees the
 // loop's goroutine come back even when nothing happens.
 func (d *Daemon) drive(ctx, hard context.Context, stopIntake func()) error {
+	defer d.poll.stop()
 	draining := false
 	for {
 		parent := ctx
@@ -252,12 +254,45 @@ func (d *Daemon) pollOnce(parent context.Context) (eventloop.Event, error) {
 	if !d.loop.Stats().Connected {
 		bound = d.cfg.Broker.ConnectTimeout + d.cfg.Reconnect.MaxDelay + probeInterval
 	}
-	d.live.beatLoop(time.Now(), bound)
-	ctx, cancel := context.WithTimeout(parent, bound)
-	defer cancel()
+	ctx := d.poll.context(parent, bound, &d.live)
 	ev, err := d.loop.Poll(ctx)
 	d.live.beatLoop(time.Now(), bound)
 	return ev, err
+}
+
+// pollWindow shares one deadline among the Polls of a window, so that a
+// drain, which polls once per acknowledgement, does not create a context
+// and a timer for each message.
+type pollWindow struct {
+	parent context.Context
+	ctx    context.Context
+	cancel context.CancelFunc
+	bound  time.Duration
+	start  time.Time
+}
+
+// context returns the window's context, and starts a new window when the
+// parent or the bound changed, the deadline passed, or half the bound is
+// used, so that every Poll gets at least half the bound.
+func (w *pollWindow) context(parent context.Context, bound time.Duration, live *liveness) context.Context {
+	now := time.Now()
+	if w.ctx != nil && w.parent == parent && w.bound == bound && w.ctx.Err() == nil &&
+		now.Sub(w.start) < bound/2 {
+		return w.ctx
+	}
+	w.stop()
+	live.beatLoop(now, bound)
+	w.parent, w.bound, w.start = parent, bound, now
+	w.ctx, w.cancel = context.WithTimeout(parent, bound)
+	return w.ctx
+}
+
+// stop releases the window's timer.
+func (w *pollWindow) stop() {
+	if w.cancel != nil {
+		w.cancel()
+		w.ctx, w.cancel = nil, nil
+	}
 }
 
 func (d *Daemon) observe(ev eventloop.Event) {
@@ -268,7 +303,11 @@ func (d *Daemon) observe(ev eventloop.Event) {
 		d.waits.outcome(*o)
 		switch o.Kind {
 		case eventloop.Delivered:
-			d.log.Debug("message acknowledged", "seq", o.Seq, "latency_ms", o.Latency.Milliseconds())
+			// The check spares a drain building the arguments of a
+			// line that is not logged, once per message.
+			if d.log.Enabled(context.Background(), slog.LevelDebug) {
+				d.log.Debug("message acknowledged", "seq", o.Seq, "latency_ms", o.Latency.Milliseconds())
+			}
 		case eventloop.Failed:
 			d.log.Error("message moved to failed/", "seq", o.Seq, "reason", o.Reason)
 		case eventloop.Expired:
