@@ -98,8 +98,11 @@ the ratios hold even though absolute rates move with the machine's load.
   sampled every 20 ms.
 - Profiles: bench/cmd/mqprofile runs the same daemon code in-process with
   runtime/pprof (the daemon has no pprof endpoint), on the same drain and
-  ingest as above. The tops below are from "go tool pprof -top -flat" and
-  "-top -cum"; "-keep-profiles DIR" keeps the profile files.
+  ingest as above: CPU, allocations, and a block profile sampled at
+  runtime.SetBlockProfileRate(10000). The block profile counts waits on
+  channels, selects and locks, not on system calls such as fsync. The
+  tops below are from "go tool pprof -top -flat" and "-top -cum";
+  "-keep-profiles DIR" keeps the profile files.
 `
 
 // writeKeepingAnalysis writes text to path, followed by the analysis

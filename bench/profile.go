@@ -92,7 +92,8 @@ func profileIngest(e *env, bin string, k ingestKind) ([]profileTop, error) {
 func profileRun(bin string, d *daemon, title string, wait func() error) ([]profileTop, error) {
 	cpu := filepath.Join(d.root, "cpu.pprof")
 	allocs := filepath.Join(d.root, "allocs.pprof")
-	if err := startWrapper(bin, d, cpu, allocs); err != nil {
+	block := filepath.Join(d.root, "block.pprof")
+	if err := startWrapper(bin, d, cpu, allocs, block); err != nil {
 		return nil, err
 	}
 
@@ -103,15 +104,15 @@ func profileRun(bin string, d *daemon, title string, wait func() error) ([]profi
 	if werr != nil {
 		return nil, fmt.Errorf("profile %s: %w", title, werr)
 	}
-	if err := keep(d.root, bin, cpu, allocs); err != nil {
+	if err := keep(d.root, bin, cpu, allocs, block); err != nil {
 		return nil, err
 	}
-	return readTops(bin, title, cpu, allocs)
+	return readTops(bin, title, cpu, allocs, block)
 }
 
 // startWrapper starts the profiling wrapper as d's process.
-func startWrapper(bin string, d *daemon, cpu, allocs string) error {
-	d.cmd = exec.Command(bin, "-config", d.config, "-cpu", cpu, "-allocs", allocs)
+func startWrapper(bin string, d *daemon, cpu, allocs, block string) error {
+	d.cmd = exec.Command(bin, "-config", d.config, "-cpu", cpu, "-allocs", allocs, "-block", block)
 	d.exit = make(chan error, 1)
 	d.started = time.Now()
 	if err := d.cmd.Start(); err != nil {
@@ -122,14 +123,15 @@ func startWrapper(bin string, d *daemon, cpu, allocs string) error {
 	return nil
 }
 
-// readTops returns the flat and cumulative CPU tops and the cumulative
-// allocation top.
-func readTops(bin, title, cpu, allocs string) ([]profileTop, error) {
+// readTops returns the flat and cumulative CPU tops, the cumulative
+// allocation top and the cumulative top of time spent blocked.
+func readTops(bin, title, cpu, allocs, block string) ([]profileTop, error) {
 	var tops []profileTop
 	for _, v := range []struct{ title, file, index, order string }{
 		{"CPU, flat", cpu, "", "-flat"},
 		{"CPU, cumulative", cpu, "", "-cum"},
 		{"Allocated bytes, cumulative", allocs, "alloc_space", "-cum"},
+		{"Time blocked on channels, selects and locks, cumulative", block, "delay", "-cum"},
 	} {
 		text, err := pprofTop(bin, v.file, v.index, v.order)
 		if err != nil {

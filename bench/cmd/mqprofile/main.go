@@ -1,7 +1,7 @@
-// Command mqprofile runs the mqspool daemon in-process with a CPU profile
-// and an allocation profile, because the daemon has no pprof endpoint.
-// It takes the same config file as "mqspool run", stops on SIGTERM or
-// SIGINT and writes both profiles then. mqbench uses it for the drain and
+// Command mqprofile runs the mqspool daemon in-process with a CPU, an
+// allocation and a block profile, because the daemon has no pprof
+// endpoint. It takes the same config file as "mqspool run", stops on
+// SIGTERM or SIGINT and writes the profiles then. mqbench uses it for the drain and
 // ingest profiles.
 package main
 
@@ -10,31 +10,38 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/mqspool/mqspool/internal/spool"
 	"log/slog"
 	"os"
 	"os/signal"
 	"reflect"
+	"runtime"
 	"runtime/pprof"
 	"syscall"
 
 	"github.com/mqspool/mqspool/internal/config"
 	"github.com/mqspool/mqspool/internal/daemon"
+	"github.com/mqspool/mqspool/internal/spool"
 )
+
+// blockRate samples goroutines that block for about 10 µs or longer on
+// channels, selects and locks; recording every event would slow the
+// drain it measures.
+const blockRate = 10_000
 
 func main() {
 	spool.ServeCheck()
 	cfgPath := flag.String("config", "", "mqspool config file")
 	cpuPath := flag.String("cpu", "cpu.pprof", "CPU profile output")
 	allocPath := flag.String("allocs", "allocs.pprof", "allocation profile output")
+	blockPath := flag.String("block", "block.pprof", "block profile output")
 	flag.Parse()
-	if err := run(*cfgPath, *cpuPath, *allocPath); err != nil {
+	if err := run(*cfgPath, *cpuPath, *allocPath, *blockPath); err != nil {
 		fmt.Fprintln(os.Stderr, "mqprofile:", err)
 		os.Exit(1)
 	}
 }
 
-func run(cfgPath, cpuPath, allocPath string) error {
+func run(cfgPath, cpuPath, allocPath, blockPath string) error {
 	loaded, err := config.Load(config.LoadOptions{File: cfgPath})
 	if err != nil {
 		return fmt.Errorf("load config %s: %w", cfgPath, err)
@@ -53,21 +60,23 @@ func run(cfgPath, cpuPath, allocPath string) error {
 	if err := pprof.StartCPUProfile(cpu); err != nil {
 		return fmt.Errorf("start CPU profile: %w", err)
 	}
+	runtime.SetBlockProfileRate(blockRate)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	runErr := d.Run(ctx, context.Background())
 	pprof.StopCPUProfile()
-	return errors.Join(runErr, writeAllocs(allocPath))
+	return errors.Join(runErr, writeProfile("allocs", allocPath), writeProfile("block", blockPath))
 }
 
-func writeAllocs(path string) error {
+// writeProfile writes the named runtime profile to path.
+func writeProfile(name, path string) error {
 	f, err := os.Create(path)
 	if err != nil {
-		return fmt.Errorf("create allocation profile %s: %w", path, err)
+		return fmt.Errorf("create %s profile %s: %w", name, path, err)
 	}
 	defer f.Close()
-	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
-		return fmt.Errorf("write allocation profile %s: %w", path, err)
+	if err := pprof.Lookup(name).WriteTo(f, 0); err != nil {
+		return fmt.Errorf("write %s profile %s: %w", name, path, err)
 	}
 	return nil
 }
