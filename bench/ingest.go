@@ -28,24 +28,34 @@ func ingestKinds(sz sizes) []ingestKind {
 }
 
 // runIngest times the real daemon taking the files out of new/ with the
-// broker down, against a bare readdir, read and unlink loop.
+// broker down, against a bare readdir, read and unlink loop. Like the
+// drain, they take turns for DrainRounds rounds and the medians are
+// compared.
 func runIngest(e *env, r *report) error {
 	for _, k := range ingestKinds(e.sizes) {
-		own, err := ingestMqspool(e, k)
-		if err != nil {
-			return err
-		}
-		bare, err := ingestBare(e, k, false)
-		if err != nil {
-			return err
-		}
-		r.addIngest(k, own, bare)
-		if k.JSONL {
-			decoded, err := ingestBare(e, k, true)
+		var own, bare, decoded []rate
+		for range e.sizes.DrainRounds {
+			o, err := ingestMqspool(e, k)
 			if err != nil {
 				return err
 			}
-			r.addIngestDecoded(k, own, decoded)
+			b, err := ingestBare(e, k, false)
+			if err != nil {
+				return err
+			}
+			own, bare = append(own, o), append(bare, b)
+			if !k.JSONL {
+				continue
+			}
+			d, err := ingestBare(e, k, true)
+			if err != nil {
+				return err
+			}
+			decoded = append(decoded, d)
+		}
+		r.addIngest(k, own, bare)
+		if k.JSONL {
+			r.addIngestDecoded(k, median(own), median(decoded))
 		}
 	}
 	return nil

@@ -80,6 +80,8 @@ the ratios hold even though absolute rates move with the machine's load.
   is empty. The bare loop reads the directory, then reads and unlinks each
   file, with no parsing and no fsync. For .jsonl files a second loop
   also decodes each line with encoding/json into topic, payload and qos.
+  As in the drain, the contenders take turns three times and the
+  medians are compared.
 - Memory: RssAnon from /proc/PID/status (not VmRSS, which counts bbolt's
   mapped file pages), peak of samples every 100 ms over 5 s after start,
   with the broker down and 100 B messages queued. The first publish is

@@ -106,15 +106,18 @@ func (r *report) addClients(size int, store, queue rate) {
 	}
 }
 
-func (r *report) addIngest(k ingestKind, own, bare rate) {
+func (r *report) addIngest(k ingestKind, ownRounds, bareRounds []rate) {
+	own, bare := median(ownRounds), median(bareRounds)
 	ratio := own.perSecond() / bare.perSecond()
 	r.rows = append(r.rows, row{
 		Metric:  fmt.Sprintf("Ingest, %s", k.Name),
 		Mqspool: msgRate(own), Reference: "readdir + read + unlink: " + msgRate(bare),
 		Ratio: fmt.Sprintf("%.2f×", ratio), Target: "≥ 0.5×", Result: passFail(ratio >= 0.5),
 	})
-	r.details = append(r.details, fmt.Sprintf("Ingest of %d %s (payloads of %d B, %d per file): mqspool %s from start until new/ was empty; bare loop %s.",
-		k.Files, k.Name, ingestPayload, k.PerFile, round(own.Elapsed), round(bare.Elapsed)))
+	r.details = append(r.details, fmt.Sprintf("Ingest of %d %s (payloads of %d B, %d per file), median of %d rounds: "+
+		"mqspool %s from start until new/ was empty; bare loop %s. Rounds, mqspool / bare loop: %s.",
+		k.Files, k.Name, ingestPayload, k.PerFile, len(ownRounds), round(own.Elapsed), round(bare.Elapsed),
+		roundRatios(ownRounds, bareRounds)))
 }
 
 // addIngestDecoded compares the .jsonl ingest with a loop that also

@@ -9,8 +9,9 @@ import (
 type sizes struct {
 	// Drain is the number of messages each drain run delivers.
 	Drain int
-	// DrainRounds is how many times mqspool and mosquitto_pub take turns
-	// at each drain; the median round of each is reported.
+	// DrainRounds is how many times mqspool and its reference take turns
+	// at each drain and each ingest; the median round of each is
+	// reported.
 	DrainRounds int
 	// PubChunk is the most lines fed to one mosquitto_pub run, which
 	// silently drops lines once 65535 packet ids are outstanding.

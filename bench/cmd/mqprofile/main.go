@@ -24,7 +24,7 @@ import (
 )
 
 // blockRate samples goroutines that block for about 10 µs or longer on
-// channels, selects and locks; recording every event would slow the
+// channels, selects and locks. Recording every event would slow the
 // drain it measures.
 const blockRate = 10_000
 
