@@ -55,10 +55,8 @@ func (p *Pickup) ingestBatch() {
 	}
 
 	accepted, err := p.append(batch)
-	p.removeCommitted(fileIDs(batch[:accepted]))
-	for _, fb := range batch[:accepted] {
-		delete(p.queued, fb.ID.Name)
-	}
+	p.finishRemoval()
+	p.startRemoval(fileIDs(batch[:accepted]))
 	unsent := batch[accepted:]
 
 	// A file that can never fit the spool would block every file behind
@@ -155,13 +153,60 @@ func (p *Pickup) nextBackoff() {
 	p.retryAt = p.now().Add(p.backoff)
 }
 
-// removeCommitted unlinks committed files, syncs their directories and
-// then lets the store forget their identities. A file that cannot be
+// removal unlinks the files of one committed batch on a goroutine of its
+// own. Their names stay in queued until it ends, and events and rescans
+// wait for it. So a file that is still in new/ is not queued again, and a
+// new file of the same name is not taken for the old one.
+type removal struct {
+	ids      []spool.FileID
+	unlinked []spool.FileID // set by the goroutine before done closes
+	done     chan struct{}
+}
+
+// startRemoval unlinks ids in the background. The caller has finished the
+// previous removal.
+func (p *Pickup) startRemoval(ids []spool.FileID) {
+	if len(ids) == 0 {
+		return
+	}
+	r := &removal{ids: ids, done: make(chan struct{})}
+	p.removing = r
+	go func() {
+		defer close(r.done)
+		r.unlinked = p.removeCommitted(ids)
+	}()
+}
+
+// finishRemoval waits for the running removal, if any, and queues the
+// identities of the files it unlinked for the next commit to forget.
+func (p *Pickup) finishRemoval() {
+	r := p.removing
+	if r == nil {
+		return
+	}
+	<-r.done
+	p.removing = nil
+	for _, id := range r.ids {
+		delete(p.queued, id.Name)
+	}
+	if len(r.unlinked) == 0 {
+		return
+	}
+	// The next batch's commit removes the identities, which saves a commit
+	// per batch. flushForget stores them alone when no batch follows.
+	if len(p.forget) == 0 {
+		p.forgetBy = p.now().Add(forgetDelay)
+	}
+	p.forget = append(p.forget, r.unlinked...)
+}
+
+// removeCommitted unlinks committed files and syncs their directories,
+// and returns the files whose removal is durable. A file that cannot be
 // removed keeps its identity, so the next pickup of it unlinks it again
 // instead of appending it twice. Each directory is opened once per batch
 // and its files are removed relative to it, which spares the kernel a
-// path walk per file.
-func (p *Pickup) removeCommitted(ids []spool.FileID) {
+// path walk per file. It runs on the removal's goroutine.
+func (p *Pickup) removeCommitted(ids []spool.FileID) []spool.FileID {
 	dirs := make(map[string]int)
 	var order []string
 	defer func() {
@@ -198,19 +243,13 @@ func (p *Pickup) removeCommitted(ids []spool.FileID) {
 		if err := unix.Fsync(dirs[dir]); err != nil {
 			p.log.Error("sync directory after removing ingested files", "path", p.abs(dir), "err", err)
 			p.setError(err)
-			return
+			return nil
 		}
 	}
-	if len(unlinked) == 0 {
-		return
+	if len(unlinked) > 0 {
+		crashpoint.Hit(crashpoint.IngestAfterSync)
 	}
-	crashpoint.Hit(crashpoint.IngestAfterSync)
-	// The next batch's commit removes the identities, which saves a commit
-	// per batch. flushForget stores them alone when no batch follows.
-	if len(p.forget) == 0 {
-		p.forgetBy = p.now().Add(forgetDelay)
-	}
-	p.forget = append(p.forget, unlinked...)
+	return unlinked
 }
 
 func openDir(dir string) (int, error) {

@@ -167,6 +167,9 @@ type Pickup struct {
 	// if no batch comes first.
 	forget   []spool.FileID
 	forgetBy time.Time
+	// removing is the committed batch whose files are being unlinked in
+	// the background while the next batch is read and committed.
+	removing *removal
 	// started is when New ran; see seen.
 	started      time.Time
 	unreadable   map[string]time.Time // last log time of each unreadable file

@@ -42,14 +42,19 @@ func (p *Pickup) Run(ctx context.Context) error {
 		timer.Reset(p.wait())
 		select {
 		case <-ctx.Done():
+			p.finishRemoval()
 			p.flushForget(true)
 			return nil
 		case evs := <-w.events:
+			p.finishRemoval()
 			p.handleEvents(w, ws, evs)
 			p.gather(ctx, w, ws)
 		case <-rescan.C:
+			p.finishRemoval()
 			p.rescan(w, ws)
 		case <-timer.C:
+			// Settling files are never in a running removal, so
+			// checkSettling does not wait for it.
 			p.checkSettling()
 		}
 	}
@@ -102,11 +107,15 @@ func (p *Pickup) gather(ctx context.Context, w *watcher, ws *watches) {
 func (p *Pickup) step() {
 	now := p.now()
 	p.headWait = time.Time{}
+	if len(p.queue) == 0 || now.Before(p.retryAt) {
+		p.finishRemoval()
+	}
 	switch {
 	case len(p.queue) == 0:
 		p.flushForget(false)
 	case now.Before(p.retryAt):
 	case p.underPressure():
+		p.finishRemoval()
 		p.retryAt = now.Add(pressureInterval)
 	default:
 		p.ingestBatch()

@@ -2,6 +2,7 @@ package pickup
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -79,5 +80,34 @@ func TestStatfsFree(t *testing.T) {
 	}
 	if _, err := statfsFree(filepath.Join(t.TempDir(), "missing")); err == nil {
 		t.Error("statfsFree of a missing path succeeded")
+	}
+}
+
+// A producer that reuses one name writes the next file as soon as the
+// last one is gone. Each must be taken from its own event, also while
+// the removal of the last one is still syncing the directory.
+func TestPickup_NameReusedAfterRemoval(t *testing.T) {
+	opts := testOptions(t)
+	opts.RescanInterval = time.Hour
+	store := newFakeStore()
+	start(t, opts, store)
+
+	name := filepath.Join(opts.Dir, "new", "s", "same")
+	const files = 100
+	for i := range files {
+		drop(t, opts.Dir, "s/same", fmt.Sprintf("payload %03d", i))
+		waitFor(t, 5*time.Second, fmt.Sprintf("file %d removed", i), func() bool {
+			_, err := os.Lstat(name)
+			return errors.Is(err, os.ErrNotExist)
+		})
+	}
+	waitFor(t, 5*time.Second, "every file appended", func() bool { return store.count() == files })
+
+	store.mu.Lock()
+	defer store.mu.Unlock()
+	for i, fb := range store.files {
+		if got, want := string(fb.Messages[0].Payload), fmt.Sprintf("payload %03d", i); got != want {
+			t.Errorf("file %d payload = %q, want %q", i, got, want)
+		}
 	}
 }
