@@ -68,7 +68,7 @@ func (r *report) addDrain(qos byte, size int, ownRounds, refRounds []rate) {
 		Mqspool: msgRate(own), Reference: "mosquitto_pub -M 1000: " + msgRate(ref),
 		Ratio: fmt.Sprintf("%.2f×", ratio), Target: "≥ 0.8×", Result: passFail(ratio >= 0.8),
 	})
-	r.details = append(r.details, fmt.Sprintf("Drain QoS %d, %s, median of %d rounds: mqspool %d messages in %s, %s CPU per message (the whole process, start and stop included); "+
+	r.details = append(r.details, fmt.Sprintf("Drain QoS %d, %s, median of %d rounds: mqspool %d messages in %s, %s CPU per message (the whole process, start and stop included). "+
 		"mosquitto_pub %d messages in %s (runs of at most %d lines), %s CPU per message. Rounds, mqspool / mosquitto_pub: %s.",
 		qos, sizeName(size), len(ownRounds), own.Messages, round(own.Elapsed), own.cpuPerMessage(), ref.Messages, round(ref.Elapsed), r.sizes.PubChunk, ref.cpuPerMessage(),
 		roundRatios(ownRounds, refRounds)))
