@@ -273,11 +273,13 @@ type pollWindow struct {
 
 // context returns the window's context, and starts a new window when the
 // parent or the bound changed, the deadline passed, or half the bound is
-// used, so that every Poll gets at least half the bound.
+// used, so that every Poll gets at least half the bound. Offline, where
+// the bound is sized to cover a backoff wait and a connect attempt, each
+// Poll gets a window of its own.
 func (w *pollWindow) context(parent context.Context, bound time.Duration, live *liveness) context.Context {
 	now := time.Now()
-	if w.ctx != nil && w.parent == parent && w.bound == bound && w.ctx.Err() == nil &&
-		now.Sub(w.start) < bound/2 {
+	if w.ctx != nil && w.parent == parent && w.bound == bound && bound == probeInterval &&
+		w.ctx.Err() == nil && now.Sub(w.start) < bound/2 {
 		return w.ctx
 	}
 	w.stop()

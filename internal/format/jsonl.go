@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/go-json-experiment/json"
@@ -98,8 +99,14 @@ func decodeError(err error) error {
 			return fmt.Errorf("invalid JSON object: unknown field %q: use only the documented "+
 				"fields, spelled in lower case", field)
 		}
-		return fmt.Errorf("invalid JSON object: field %s is a JSON %s: %s", field,
-			kindName(sem.JSONKind), expectedValue(field))
+		kind := "a JSON " + kindName(sem.JSONKind)
+		// A fraction such as 1.5 for qos fails as a syntax error, which
+		// the fix below already explains.
+		if sem.Err != nil && !errors.Is(sem.Err, strconv.ErrSyntax) {
+			kind += " (" + sem.Err.Error() + ")"
+		}
+		return fmt.Errorf("invalid JSON object: %s is %s: %s", pointerPath(sem.JSONPointer),
+			kind, expectedValue(field))
 	}
 	var syn *jsontext.SyntacticError
 	if errors.As(err, &syn) && strings.Contains(syn.Error(), "after top-level value") {
@@ -121,6 +128,23 @@ func firstToken(p jsontext.Pointer) string {
 		return tok
 	}
 	return string(p)
+}
+
+// pointerPath returns a JSON pointer in the notation of the field table,
+// such as "user_properties[0][1]" for "/user_properties/0/1".
+func pointerPath(p jsontext.Pointer) string {
+	var b strings.Builder
+	for tok := range p.Tokens() {
+		if b.Len() > 0 && tok != "" && strings.Trim(tok, "0123456789") == "" {
+			b.WriteString("[" + tok + "]")
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteString(".")
+		}
+		b.WriteString(tok)
+	}
+	return b.String()
 }
 
 func kindName(k jsontext.Kind) string {

@@ -203,53 +203,78 @@ func (p *Pickup) finishRemoval() {
 // removeCommitted unlinks committed files and syncs their directories,
 // and returns the files whose removal is durable. A file that cannot be
 // removed keeps its identity, so the next pickup of it unlinks it again
-// instead of appending it twice. Each directory is opened once per batch
-// and its files are removed relative to it, which spares the kernel a
-// path walk per file. It runs on the removal's goroutine.
+// instead of appending it twice. Directories are handled one at a time,
+// and their files are removed relative to a descriptor of the directory,
+// which spares the kernel a path walk per file. It runs on the removal's
+// goroutine.
 func (p *Pickup) removeCommitted(ids []spool.FileID) []spool.FileID {
-	dirs := make(map[string]int)
-	var order []string
-	defer func() {
-		for _, fd := range dirs {
-			unix.Close(fd)
+	var unlinked []spool.FileID
+	hit := false
+	for _, group := range byDirectory(ids) {
+		done, err := p.removeInDir(group, &hit)
+		if err != nil {
+			return nil
 		}
-	}()
+		unlinked = append(unlinked, done...)
+	}
+	if len(unlinked) > 0 {
+		crashpoint.Hit(crashpoint.IngestAfterSync)
+	}
+	return unlinked
+}
+
+// removeInDir unlinks files of one directory and syncs it. An error means
+// the sync failed, so none of the removals may be taken as durable. The
+// first unlink of a batch hits the crash point between unlink and sync.
+func (p *Pickup) removeInDir(ids []spool.FileID, hit *bool) ([]spool.FileID, error) {
+	dir := path.Dir(ids[0].Name)
+	fd, err := openDir(p.abs(dir))
+	if err != nil {
+		p.log.Error("open directory to remove ingested files", "path", p.abs(dir), "files", len(ids), "err", err)
+		p.setError(err)
+		return nil, nil
+	}
+	defer unix.Close(fd)
 
 	var unlinked []spool.FileID
 	for _, id := range ids {
-		dir, base := path.Split(id.Name)
-		fd, ok := dirs[dir]
-		if !ok {
-			var err error
-			if fd, err = openDir(p.abs(dir)); err != nil {
-				p.log.Error("open directory to remove ingested files", "path", p.abs(dir), "err", err)
-				p.setError(err)
-				continue
-			}
-			dirs[dir] = fd
-			order = append(order, dir)
-		}
-		if err := unlinkIfSame(fd, base, id); err != nil {
+		if err := unlinkIfSame(fd, path.Base(id.Name), id); err != nil {
+			err = &os.PathError{Op: "remove ingested file", Path: p.abs(id.Name), Err: err}
 			p.log.Error("remove ingested file", "path", p.abs(id.Name), "err", err)
 			p.setError(err)
 			continue
 		}
 		unlinked = append(unlinked, id)
 	}
-	if len(unlinked) > 0 {
+	if len(unlinked) > 0 && !*hit {
+		*hit = true
 		crashpoint.Hit(crashpoint.IngestAfterUnlink)
 	}
-	for _, dir := range order {
-		if err := unix.Fsync(dirs[dir]); err != nil {
-			p.log.Error("sync directory after removing ingested files", "path", p.abs(dir), "err", err)
-			p.setError(err)
-			return nil
+	if err := unix.Fsync(fd); err != nil {
+		err = &os.PathError{Op: "fsync", Path: p.abs(dir), Err: err}
+		p.log.Error("sync directory after removing ingested files", "path", p.abs(dir), "err", err)
+		p.setError(err)
+		return nil, err
+	}
+	return unlinked, nil
+}
+
+// byDirectory groups ids by directory, in the order each directory first
+// appears.
+func byDirectory(ids []spool.FileID) [][]spool.FileID {
+	index := make(map[string]int)
+	var groups [][]spool.FileID
+	for _, id := range ids {
+		dir := path.Dir(id.Name)
+		i, ok := index[dir]
+		if !ok {
+			i = len(groups)
+			index[dir] = i
+			groups = append(groups, nil)
 		}
+		groups[i] = append(groups[i], id)
 	}
-	if len(unlinked) > 0 {
-		crashpoint.Hit(crashpoint.IngestAfterSync)
-	}
-	return unlinked
+	return groups
 }
 
 func openDir(dir string) (int, error) {
@@ -288,7 +313,7 @@ func unlinkIfSame(dirfd int, base string, id spool.FileID) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("lstat: %w", err)
+		return fmt.Errorf("lstat before unlink: %w", err)
 	}
 	if st.Dev != id.Dev || st.Ino != id.Ino {
 		return nil

@@ -53,8 +53,12 @@ func (p *Pickup) Run(ctx context.Context) error {
 			p.finishRemoval()
 			p.rescan(w, ws)
 		case <-timer.C:
-			// Settling files are never in a running removal, so
-			// checkSettling does not wait for it.
+			// A settled file may reuse the name of a file being
+			// removed, and enqueue skips names still queued. Without
+			// settling files the removal keeps running meanwhile.
+			if len(p.settling) > 0 {
+				p.finishRemoval()
+			}
 			p.checkSettling()
 		}
 	}

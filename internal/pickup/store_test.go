@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -108,6 +109,47 @@ func TestPickup_NameReusedAfterRemoval(t *testing.T) {
 	for i, fb := range store.files {
 		if got, want := string(fb.Messages[0].Payload), fmt.Sprintf("payload %03d", i); got != want {
 			t.Errorf("file %d payload = %q, want %q", i, got, want)
+		}
+	}
+}
+
+func TestByDirectory_GroupsInFirstSeenOrder(t *testing.T) {
+	ids := []spool.FileID{{Name: "b/1"}, {Name: "top"}, {Name: "a/x/2"}, {Name: "b/3"}, {Name: "a/x/4"}}
+	groups := byDirectory(ids)
+
+	var got [][]string
+	for _, g := range groups {
+		var names []string
+		for _, id := range g {
+			names = append(names, id.Name)
+		}
+		got = append(got, names)
+	}
+	want := [][]string{{"b/1", "b/3"}, {"top"}, {"a/x/2", "a/x/4"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("byDirectory = %v, want %v", got, want)
+	}
+}
+
+// Files of one batch spread over many directories are all removed, and
+// their identities forgotten.
+func TestPickup_BatchOverManyDirectories(t *testing.T) {
+	opts := testOptions(t)
+	store := newFakeStore()
+	if err := os.MkdirAll(filepath.Join(opts.Dir, "tmp"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 300 {
+		dropFast(t, opts.Dir, fmt.Sprintf("d%03d/f", i), "x")
+	}
+	start(t, opts, store)
+
+	waitFor(t, 10*time.Second, "300 files appended", func() bool { return store.count() == 300 })
+	waitFor(t, 5*time.Second, "300 identities forgotten", func() bool { return store.forgottenCount() == 300 })
+	for i := range 300 {
+		name := filepath.Join(opts.Dir, "new", fmt.Sprintf("d%03d", i), "f")
+		if _, err := os.Lstat(name); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s still exists after ingest: %v", name, err)
 		}
 	}
 }

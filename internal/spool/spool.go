@@ -126,9 +126,6 @@ func Open(opts Options) (*Spool, error) {
 	return s, nil
 }
 
-// openChecked opens the database, checks the whole file when needed,
-// creates missing buckets and marks the database as in use. bbolt panics
-// on some damaged pages, so a panic here is reported as damage.
 // initialMmapSize returns the address space bbolt maps at open. Each time
 // the file outgrows the mapping, bbolt copies every node of the running
 // write transaction to the heap and maps the file again, which took a
@@ -147,6 +144,9 @@ func initialMmapSize() int {
 // that large, and file systems without sparse files would allocate it.
 const allocSize = 4 << 20
 
+// openChecked opens the database, checks the whole file when needed,
+// creates missing buckets and marks the database as in use. bbolt panics
+// on some damaged pages, so a panic here is reported as damage.
 func (s *Spool) openChecked() (db *bolt.DB, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
