@@ -34,12 +34,12 @@ func runClients(e *env, r *report) error {
 	return nil
 }
 
-// drainPahoFileStore drains Drain messages that wait in a paho.mqtt.golang
-// FileStore, as a gateway's client finds them after an outage: the store
-// is filled first, then the client connects with Clean Session 0 and
-// resends them with at most maxInflight in flight. The store keys
-// messages by packet identifier, so it holds at most 65 535; the drain
-// runs in parts of PubChunk messages and their times are added up.
+// drainPahoFileStore times the drain of Drain messages stored in a
+// paho.mqtt.golang FileStore before the client connects. The client then
+// connects with Clean Session 0 and resends them, at most maxInflight at a
+// time. The store keys messages by packet identifier, so it holds at most
+// 65 535, and the drain runs in parts of PubChunk messages whose times are
+// added up.
 func drainPahoFileStore(e *env, size int) (rate, error) {
 	dir, err := e.dir(fmt.Sprintf("paho-filestore-%d", size))
 	if err != nil {

@@ -55,7 +55,7 @@ func runIngest(e *env, r *report) error {
 		}
 		r.addIngest(k, own, bare)
 		if k.JSONL {
-			r.addIngestDecoded(k, median(own), median(decoded))
+			r.addIngestDecoded(k, own, decoded)
 		}
 	}
 	return nil

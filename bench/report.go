@@ -123,7 +123,8 @@ func (r *report) addIngest(k ingestKind, ownRounds, bareRounds []rate) {
 // addIngestDecoded compares the .jsonl ingest with a loop that also
 // decodes each line. Against the plain loop, no reader that parses JSON
 // can reach 0.5 (docs/benchmarks.md, Analysis).
-func (r *report) addIngestDecoded(k ingestKind, own, decoded rate) {
+func (r *report) addIngestDecoded(k ingestKind, ownRounds, decodedRounds []rate) {
+	own, decoded := median(ownRounds), median(decodedRounds)
 	ratio := own.perSecond() / decoded.perSecond()
 	r.rows = append(r.rows, row{
 		Metric:    fmt.Sprintf("Ingest, %s, against a loop that decodes the lines", k.Name),
@@ -131,8 +132,9 @@ func (r *report) addIngestDecoded(k ingestKind, own, decoded rate) {
 		Reference: "readdir + read + encoding/json per line + unlink: " + msgRate(decoded),
 		Ratio:     fmt.Sprintf("%.2f×", ratio), Target: "≥ 0.5×", Result: passFail(ratio >= 0.5),
 	})
-	r.details = append(r.details, fmt.Sprintf("Ingest of %d %s with encoding/json decoding each line: loop %s.",
-		k.Files, k.Name, round(decoded.Elapsed)))
+	r.details = append(r.details, fmt.Sprintf("Ingest of %d %s with encoding/json decoding each line, median of %d rounds: loop %s. "+
+		"Rounds, mqspool / decoding loop: %s.", k.Files, k.Name, len(decodedRounds), round(decoded.Elapsed),
+		roundRatios(ownRounds, decodedRounds)))
 }
 
 func (r *report) addMemory(first time.Duration, drainPeak int64) {

@@ -73,21 +73,21 @@ func ParseJSONL(data []byte) ([]Entry, error) {
 	return entries, nil
 }
 
-// parseJSONLine decodes and checks one object. The decoder is the
-// encoding/json v2 design: member names match exactly, a name given twice,
-// invalid UTF-8 and text after the object are errors, so a line is never
-// taken with a value other than the one written.
+// parseJSONLine decodes and checks one object. The decoder follows the
+// encoding/json v2 design: member names match exactly, and a name given
+// twice, invalid UTF-8 or text after the object is an error. So a line is
+// never taken with a value other than the one written.
 func parseJSONLine(text []byte) (message.Message, Fields, error) {
 	var j jsonLine
 	if err := json.Unmarshal(text, &j, json.RejectUnknownMembers(true)); err != nil {
-		return message.Message{}, Fields{}, decodeError(err)
+		return message.Message{}, Fields{}, decodeError(text, err)
 	}
 	return j.message()
 }
 
 // decodeError rewrites a decoder error for the reason file: it names the
 // field and the expected type, without the decoder's Go type names.
-func decodeError(err error) error {
+func decodeError(text []byte, err error) error {
 	var sem *json.SemanticError
 	if errors.As(err, &sem) && sem.JSONPointer == "" {
 		return fmt.Errorf("invalid JSON object: the line is a JSON %s: write one JSON "+
@@ -109,7 +109,7 @@ func decodeError(err error) error {
 			kind, expectedValue(field))
 	}
 	var syn *jsontext.SyntacticError
-	if errors.As(err, &syn) && strings.Contains(syn.Error(), "after top-level value") {
+	if errors.As(err, &syn) && firstValueValid(text) {
 		return errors.New("text after the JSON object: put each object on its own line")
 	}
 	msg := strings.TrimPrefix(strings.TrimPrefix(err.Error(), "jsontext: "), "json: ")
@@ -119,6 +119,13 @@ func decodeError(err error) error {
 	}
 	return fmt.Errorf("invalid JSON object: %s: write one complete object per line, "+
 		"in UTF-8, with each field once", msg)
+}
+
+// firstValueValid reports whether text starts with a valid JSON value. A
+// line that does and still fails to decode has text after that value.
+func firstValueValid(text []byte) bool {
+	_, err := jsontext.NewDecoder(bytes.NewReader(text)).ReadValue()
+	return err == nil
 }
 
 // firstToken returns the object member a pointer starts with, such as

@@ -209,9 +209,8 @@ func (p *Pickup) finishRemoval() {
 // goroutine.
 func (p *Pickup) removeCommitted(ids []spool.FileID) []spool.FileID {
 	var unlinked []spool.FileID
-	hit := false
 	for _, group := range byDirectory(ids) {
-		done, err := p.removeInDir(group, &hit)
+		done, err := p.removeInDir(group)
 		if err != nil {
 			return nil
 		}
@@ -224,9 +223,8 @@ func (p *Pickup) removeCommitted(ids []spool.FileID) []spool.FileID {
 }
 
 // removeInDir unlinks files of one directory and syncs it. An error means
-// the sync failed, so none of the removals may be taken as durable. The
-// first unlink of a batch hits the crash point between unlink and sync.
-func (p *Pickup) removeInDir(ids []spool.FileID, hit *bool) ([]spool.FileID, error) {
+// the sync failed, so none of the removals may be taken as durable.
+func (p *Pickup) removeInDir(ids []spool.FileID) ([]spool.FileID, error) {
 	dir := path.Dir(ids[0].Name)
 	fd, err := openDir(p.abs(dir))
 	if err != nil {
@@ -246,8 +244,7 @@ func (p *Pickup) removeInDir(ids []spool.FileID, hit *bool) ([]spool.FileID, err
 		}
 		unlinked = append(unlinked, id)
 	}
-	if len(unlinked) > 0 && !*hit {
-		*hit = true
+	if len(unlinked) > 0 {
 		crashpoint.Hit(crashpoint.IngestAfterUnlink)
 	}
 	if err := unix.Fsync(fd); err != nil {

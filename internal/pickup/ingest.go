@@ -144,9 +144,9 @@ func readOpen(fd int, rel string, before *unix.Stat_t, limit int64) (spool.FileI
 }
 
 // readAll reads the file at fd to its end, at most limit+1 bytes, into a
-// buffer one byte larger than the file's size. A read that returns less
-// than it was asked for has reached the end of a regular file, so a file
-// that did not grow takes one read call; readOpen's fstat afterwards
+// buffer one byte larger than the file's size. A read that returns fewer
+// bytes than requested has reached the end of a regular file, so a file
+// that did not grow takes one read call. readOpen's fstat afterwards
 // catches a file that changed meanwhile.
 func readAll(fd int, size, limit int64) ([]byte, error) {
 	buf := make([]byte, 0, min(size, limit)+1)

@@ -75,10 +75,10 @@ type Options struct {
 	// fewer free bytes; 0 disables the check.
 	MinFreeBytes  uint64
 	FreeSpacePath string
-	// BatchMax is the most files handed to one Store.Append call. Each
-	// batch pays for two bbolt syncs and a directory sync, which cost more
-	// than reading thousands of small files, so a backlog goes in large
-	// batches; batchBytes still bounds the memory one batch holds.
+	// BatchMax is the maximum number of files in one Store.Append call.
+	// Each batch pays for two bbolt syncs and a directory sync, which cost
+	// more than reading thousands of small files, so a backlog goes in
+	// large batches. batchBytes still bounds the memory one batch uses.
 	BatchMax int
 	// FailedWarnBytes is the size of failed/ above which a warning is
 	// logged at most once an hour; 0 turns the warning off. Nothing in

@@ -111,13 +111,12 @@ func (p *Pickup) gather(ctx context.Context, w *watcher, ws *watches) {
 func (p *Pickup) step() {
 	now := p.now()
 	p.headWait = time.Time{}
-	if len(p.queue) == 0 || now.Before(p.retryAt) {
-		p.finishRemoval()
-	}
 	switch {
 	case len(p.queue) == 0:
+		p.finishRemoval()
 		p.flushForget(false)
 	case now.Before(p.retryAt):
+		p.finishRemoval()
 	case p.underPressure():
 		p.finishRemoval()
 		p.retryAt = now.Add(pressureInterval)
