@@ -95,6 +95,20 @@ func TestWaitTracker_EarlyOutcomesBounded(t *testing.T) {
 	}
 }
 
+func TestWaitTracker_BacklogOutcomesNotKept(t *testing.T) {
+	w := newWaitTracker(t.TempDir())
+	w.startAfter(100)
+	w.outcome(eventloop.Outcome{Seq: 100, Kind: eventloop.Delivered})
+	w.outcome(eventloop.Outcome{Seq: 101, Kind: eventloop.Delivered})
+
+	if _, ok := w.early[100]; ok {
+		t.Error("outcome of a message queued before this run was kept")
+	}
+	if _, ok := w.early[101]; !ok {
+		t.Error("outcome of a message of this run was not kept for its file")
+	}
+}
+
 func TestWaitTracker_ForgetsOldestFiles(t *testing.T) {
 	w := newWaitTracker(t.TempDir())
 	for i := range maxFiles + 10 {

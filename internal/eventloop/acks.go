@@ -82,12 +82,7 @@ func (l *Loop) onPubcomp(p *ackPacket) {
 // message.
 func (l *Loop) concludeFlow(f state.Flow, p *ackPacket, kind state.ChangeKind) {
 	code := p.ReasonCode
-	reason := "broker rejected the message with " + reasonName(code, p.packetName())
-	if p.ReasonString != "" {
-		reason += ": " + p.ReasonString
-	}
-	switch {
-	case ackSucceeded(code):
+	if ackSucceeded(code) {
 		fl := l.flights[f.PacketID]
 		delete(l.flights, f.PacketID)
 		delete(l.retryAttempts, f.Seq)
@@ -95,6 +90,14 @@ func (l *Loop) concludeFlow(f state.Flow, p *ackPacket, kind state.ChangeKind) {
 		l.record(state.Change{Kind: kind, PacketID: f.PacketID, Seq: f.Seq, QoS: f.QoS, Order: f.Order})
 		outcome := Outcome{Seq: f.Seq, Kind: Delivered, ReasonCode: code, Latency: l.latency(fl)}
 		l.afterCommit(func() { l.emitOutcome(outcome) })
+		return
+	}
+
+	reason := "broker rejected the message with " + reasonName(code, p.packetName())
+	if p.ReasonString != "" {
+		reason += ": " + p.ReasonString
+	}
+	switch {
 	case ackPermanent(code):
 		delete(l.retryAttempts, f.Seq)
 		l.endFlow(f, state.ChangeFailed, reason, code)

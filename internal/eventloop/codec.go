@@ -15,6 +15,9 @@ type codec interface {
 	// caller can compare its length with the broker's Maximum Packet Size
 	// before writing it.
 	encode(p packet) ([]byte, error)
+	// appendPublish appends the encoded p to dst and returns the result.
+	// It is encode for PUBLISH into a buffer the caller reuses.
+	appendPublish(dst []byte, p *publishPacket) []byte
 	// setPublishPacketID overwrites the packet identifier of data, a QoS 1
 	// or QoS 2 PUBLISH returned by encode, without changing its length.
 	setPublishPacketID(data []byte, id uint16) error

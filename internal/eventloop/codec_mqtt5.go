@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/eclipse/paho.golang/packets"
 
@@ -23,7 +24,7 @@ func (mqtt5Codec) encode(p packet) ([]byte, error) {
 	case *connectPacket:
 		content = toPahoConnect(p)
 	case *publishPacket:
-		return encodePublish(p), nil
+		return appendPublish(nil, p), nil
 	case *ackPacket:
 		content = toPahoAck(p)
 	case *subscribePacket:
@@ -255,12 +256,15 @@ func toPahoConnect(p *connectPacket) *packets.Connect {
 	return c
 }
 
-// encodePublish encodes p into one slice of exactly its length. It writes
-// the same bytes as Publish.WriteTo of paho.golang v0.23.0 (the test
-// TestEncodePublish_MatchesPaho compares them), properties in the same order,
-// without growing a buffer piece by piece. Like paho, it truncates a
-// string or binary field longer than 65535 bytes.
-func encodePublish(p *publishPacket) []byte {
+func (mqtt5Codec) appendPublish(dst []byte, p *publishPacket) []byte {
+	return appendPublish(dst, p)
+}
+
+// appendPublish appends p to dst, growing dst at most once. It writes
+// the same bytes as Publish.WriteTo of paho.golang v0.23.0, properties in
+// the same order (TestEncodePublish_MatchesPaho compares them). Like paho,
+// it truncates a string or binary field longer than 65535 bytes.
+func appendPublish(dst []byte, p *publishPacket) []byte {
 	m := &p.Message
 	topic := truncate16(m.Topic)
 	propertiesLength := publishPropertiesLength(m)
@@ -276,7 +280,7 @@ func encodePublish(p *publishPacket) []byte {
 	if m.Retain {
 		header |= 1
 	}
-	data := make([]byte, 0, 1+variableByteIntegerLength(remaining)+remaining)
+	data := slices.Grow(dst, 1+variableByteIntegerLength(remaining)+remaining)
 	data = append(data, header)
 	data = appendVariableByteInteger(data, remaining)
 	data = appendString(data, topic)

@@ -1,8 +1,10 @@
 package eventloop
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
+	"io"
 	"net"
 	"slices"
 	"sync"
@@ -106,5 +108,53 @@ func TestFlushWrites_BatchFailsMidPacket(t *testing.T) {
 	}
 	if len(l.events) != 1 || l.events[0].Kind != EventDisconnected || !errors.Is(l.events[0].Err, errTestWrite) {
 		t.Errorf("events %+v, want one EventDisconnected with the write error", l.events)
+	}
+}
+
+func TestReadBatch_StopsBeforeIncompletePacket(t *testing.T) {
+	puback := func(id byte) []byte { return []byte{0x40, 0x02, 0x00, id} }
+	wire := slices.Concat(puback(1), puback(2), puback(3), []byte{0x40, 0x02, 0x00})
+	r, w := io.Pipe()
+	defer w.Close()
+	go w.Write(wire) // one write: the reader's first fill takes all of it
+
+	got := make(chan []packet, 1)
+	go func() {
+		batch, _ := readBatch(mqtt5Codec{}, bufio.NewReader(r))
+		got <- batch
+	}()
+	select {
+	case batch := <-got:
+		if len(batch) != 3 {
+			t.Fatalf("batch of %d packets, want the 3 complete ones", len(batch))
+		}
+		for i, p := range batch {
+			if ack, ok := p.(*ackPacket); !ok || ack.PacketID != uint16(i+1) {
+				t.Errorf("packet %d is %+v, want PUBACK %d", i, p, i+1)
+			}
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("readBatch waited for the incomplete fourth packet")
+	}
+}
+
+func TestPacketBuffered_RemainingLengthForms(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		wire []byte
+		want bool
+	}{
+		{"empty", nil, false},
+		{"type byte only", []byte{0x40}, false},
+		{"complete, no body", []byte{0xd0, 0x00}, true},
+		{"complete ack", []byte{0x40, 0x02, 0, 1}, true},
+		{"two-byte length, body missing", []byte{0x30, 0x80, 0x01, 0, 0}, false},
+		{"length bytes cut short", []byte{0x30, 0x80}, false},
+	} {
+		br := bufio.NewReader(bytes.NewReader(tc.wire))
+		br.Peek(len(tc.wire)) // fill the buffer
+		if got := packetBuffered(br); got != tc.want {
+			t.Errorf("%s: packetBuffered %t, want %t", tc.name, got, tc.want)
+		}
 	}
 }

@@ -45,6 +45,7 @@ type Loop struct {
 	flights   map[uint16]*flight // open outgoing flows, by packet identifier
 	events    []Event            // ready for Poll to return
 	writes    []pendingWrite     // packets and events waiting for the journal
+	spare     [][]byte           // written packet buffers, for the next PUBLISH
 	closed    bool
 	finishing bool  // finish is running; nothing may start it again
 	failure   error // returned once by Poll before ErrClosed

@@ -132,13 +132,10 @@ func (l *Loop) publishNew(req Request) bool {
 // encodeForSend encodes p and checks it against the broker's Maximum
 // Packet Size. A message that cannot be sent goes to failed/.
 func (l *Loop) encodeForSend(seq uint64, p *publishPacket) ([]byte, bool) {
-	data, err := l.codec.encode(p)
-	if err != nil {
-		l.failMessage(seq, fmt.Sprintf("message cannot be encoded: %v", err), 0)
-		return nil, false
-	}
+	data := l.codec.appendPublish(l.publishBuffer(), p)
 	if limit := l.conn.limits.MaximumPacketSize; limit > 0 && uint32(len(data)) > limit {
 		l.failMessage(seq, fmt.Sprintf("publish packet of %d bytes exceeds the broker's maximum packet size of %d bytes", len(data), limit), 0)
+		l.recycle(data)
 		return nil, false
 	}
 	return data, true
@@ -168,11 +165,13 @@ func (l *Loop) sendQoS0(req Request, data []byte) {
 func (l *Loop) sendNewFlow(req Request, qos byte, data []byte) bool {
 	id, err := l.allocate()
 	if err != nil {
+		l.recycle(data)
 		l.hold(req)
 		return false
 	}
 	if err := l.codec.setPublishPacketID(data, id); err != nil {
 		l.failMessage(req.Seq, fmt.Sprintf("message cannot be encoded: %v", err), 0)
+		l.recycle(data)
 		return true
 	}
 
@@ -241,12 +240,10 @@ func (l *Loop) resendNext() bool {
 		m.Retain = false
 	}
 	p := &publishPacket{PacketID: id, Dup: fl.written, Message: m}
-	data, err := l.codec.encode(p)
-	if limit := l.conn.limits.MaximumPacketSize; err == nil && limit > 0 && uint32(len(data)) > limit {
-		err = fmt.Errorf("publish packet of %d bytes exceeds the broker's maximum packet size of %d bytes", len(data), limit)
-	}
-	if err != nil {
-		l.endFlow(f, state.ChangeFailed, err.Error(), 0)
+	data := l.codec.appendPublish(l.publishBuffer(), p)
+	if limit := l.conn.limits.MaximumPacketSize; limit > 0 && uint32(len(data)) > limit {
+		l.endFlow(f, state.ChangeFailed, fmt.Sprintf("publish packet of %d bytes exceeds the broker's maximum packet size of %d bytes", len(data), limit), 0)
+		l.recycle(data)
 		return true
 	}
 	l.putOnWire(id)

@@ -1,6 +1,7 @@
 package eventloop
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -422,5 +423,31 @@ func TestResend_QoS2PubrelStage(t *testing.T) {
 			}
 		}
 		r.stop(t)
+	}
+}
+
+// Packet buffers are reused once written. Messages of varied sizes, many
+// in flight at once, must each reach the broker with their own payload.
+func TestPublish_ReusedBuffersKeepEachPayload(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{})
+	src := newMemSource()
+	want := map[string]bool{}
+	for i := range 600 {
+		payload := strings.Repeat(string(rune('a'+i%26)), 200+(i*37)%900) + fmt.Sprint(i)
+		want[payload] = true
+		src.add(message.Message{Topic: "t", QoS: byte(i % 3), Payload: []byte(payload)})
+	}
+	r := start(t, testOptions(b), src, &testJournal{}, nil)
+
+	waitFor(t, 10*time.Second, "every outcome", func() bool { return len(r.outcomes()) == len(want) })
+	got := map[string]bool{}
+	for _, p := range b.received(packets.PUBLISH) {
+		if !want[p.payload] {
+			t.Fatalf("broker got a payload of %d bytes that was never sent", len(p.payload))
+		}
+		got[p.payload] = true
+	}
+	if len(got) != len(want) {
+		t.Errorf("broker got %d distinct payloads, want %d", len(got), len(want))
 	}
 }

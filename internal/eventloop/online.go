@@ -44,8 +44,8 @@ func (l *Loop) stepOnline(ctx context.Context) {
 		l.finish()
 	case <-l.cmdKick:
 	case <-l.journal.done:
-	case p := <-c.packets:
-		l.handlePacket(p)
+	case batch := <-c.packets:
+		l.handlePackets(c, batch)
 	case err := <-c.readErr:
 		l.dropConnection(fmt.Errorf("read from broker: %w", err), false)
 	case <-l.keepAlive.window.c():
@@ -69,6 +69,18 @@ func (l *Loop) stepOnline(ctx context.Context) {
 	case <-ready:
 		l.srcEmpty = false
 	case <-immediate:
+	}
+}
+
+// handlePackets dispatches the packets of one read in order. Those after
+// a packet that ended connection c belong to the old connection and are
+// dropped, as unread ones are.
+func (l *Loop) handlePackets(c *connection, batch []packet) {
+	for _, p := range batch {
+		if l.conn != c || l.closed {
+			return
+		}
+		l.handlePacket(p)
 	}
 }
 
