@@ -55,7 +55,7 @@ func (l *Loop) onPubrec(p *ackPacket) {
 		return
 	}
 
-	fl := l.flights[f.PacketID]
+	fl := l.flights.get(f.PacketID)
 	l.record(state.Change{Kind: state.ChangePubrec, PacketID: f.PacketID, Seq: f.Seq, QoS: f.QoS, Order: f.Order})
 	l.queueWrite(l.encodeAck(kindPubrel, f.PacketID, 0), nil)
 	outcome := Outcome{Seq: f.Seq, Kind: Delivered, ReasonCode: p.ReasonCode, Latency: l.latency(fl)}
@@ -71,7 +71,7 @@ func (l *Loop) onPubcomp(p *ackPacket) {
 	if p.ReasonCode != 0 {
 		l.log.Warn("pubcomp with failure reason, flow ended", "packet_id", p.PacketID, "reason", reasonName(p.ReasonCode, "pubcomp"))
 	}
-	delete(l.flights, f.PacketID)
+	l.flights.delete(f.PacketID)
 	l.takeOffWire(f.PacketID)
 	l.record(state.Change{Kind: state.ChangeCompleted, PacketID: f.PacketID, Seq: f.Seq, QoS: f.QoS, Order: f.Order})
 }
@@ -83,8 +83,8 @@ func (l *Loop) onPubcomp(p *ackPacket) {
 func (l *Loop) concludeFlow(f state.Flow, p *ackPacket, kind state.ChangeKind) {
 	code := p.ReasonCode
 	if ackSucceeded(code) {
-		fl := l.flights[f.PacketID]
-		delete(l.flights, f.PacketID)
+		fl := l.flights.get(f.PacketID)
+		l.flights.delete(f.PacketID)
 		delete(l.retryAttempts, f.Seq)
 		l.takeOffWire(f.PacketID)
 		l.record(state.Change{Kind: kind, PacketID: f.PacketID, Seq: f.Seq, QoS: f.QoS, Order: f.Order})

@@ -41,6 +41,8 @@ type Source interface {
 // for it. An error stops the loop: state it cannot persist must not reach
 // the wire.
 type Journal interface {
+	// Commit must not keep changes after it returns: the loop reuses
+	// the slice.
 	Commit(changes []state.Change) error
 }
 

@@ -150,7 +150,24 @@ func (l *Loop) queueWrite(data []byte, after func(written bool)) {
 		}
 		return
 	}
-	l.writes = append(l.writes, pendingWrite{ticket: queued, gen: l.connGen, data: data, after: after})
+	l.pushWrite(pendingWrite{ticket: queued, gen: l.connGen, data: data, after: after})
+}
+
+// pushWrite appends w to l.writes. flushWrites takes items off the front,
+// so when the array is full but its front is mostly free, the queue moves
+// back to the start of the array instead of growing into a new one.
+func (l *Loop) pushWrite(w pendingWrite) {
+	full := len(l.writes) == cap(l.writes)
+	if full && len(l.writes) <= cap(l.writesArray)/2 {
+		n := copy(l.writesArray[:cap(l.writesArray)], l.writes)
+		clear(l.writesArray[n:cap(l.writesArray)])
+		l.writes = l.writesArray[:n]
+		full = false
+	}
+	l.writes = append(l.writes, w)
+	if full {
+		l.writesArray = l.writes
+	}
 }
 
 // Bounds of the buffers kept for reuse: a drain keeps about one per
@@ -202,6 +219,7 @@ func (l *Loop) flushWrites() {
 	l.writeDueBatch(committed)
 	for len(l.writes) > 0 && l.writes[0].ticket <= committed {
 		w := l.writes[0]
+		l.writes[0] = pendingWrite{}
 		l.writes = l.writes[1:]
 		written := w.batched
 		switch {
@@ -309,7 +327,7 @@ func (l *Loop) closeConn(reason *byte) {
 	l.stable.stop()
 	l.drain.stop()
 	l.throttleWait.stop()
-	clear(l.onWire)
+	l.onWire.clear()
 	clear(l.birthIDs)
 	clear(l.subIDs)
 	l.resend = nil

@@ -41,14 +41,16 @@ type Loop struct {
 	pollMu     sync.Mutex // held while Poll runs, so Close waits for it
 
 	// Everything below is owned by the goroutine that runs Poll.
-	st        *state.State
-	flights   map[uint16]*flight // open outgoing flows, by packet identifier
-	events    []Event            // ready for Poll to return
-	writes    []pendingWrite     // packets and events waiting for the journal
-	spare     [][]byte           // written packet buffers, for the next PUBLISH
-	closed    bool
-	finishing bool  // finish is running; nothing may start it again
-	failure   error // returned once by Poll before ErrClosed
+	st          *state.State
+	flights     idTable[*flight] // open outgoing flows, by packet identifier
+	events      []Event          // ready for Poll to return, from eventsRead on
+	writes      []pendingWrite   // packets and events waiting for the journal
+	spare       [][]byte         // written packet buffers, for the next PUBLISH
+	eventsRead  int              // events returned by Poll
+	writesArray []pendingWrite   // the whole array that writes is a part of
+	closed      bool
+	finishing   bool  // finish is running; nothing may start it again
+	failure     error // returned once by Poll before ErrClosed
 
 	conn       *connection // nil while offline
 	connGen    uint64
@@ -56,7 +58,7 @@ type Loop struct {
 	everUp     bool
 	session    bool // a session exists on the broker for this client
 
-	onWire   map[uint16]uint64     // packet identifier -> ack tick when written
+	onWire   idTable[uint64]       // packet identifier -> ack tick when written, plus 1
 	birthIDs map[uint16]bool       // Birth publishes awaiting PUBACK
 	subIDs   map[uint16]subRequest // SUBSCRIBE and UNSUBSCRIBE awaiting their ack
 	// subSession is the set of subscriptions the broker's session is known to contain.
@@ -127,8 +129,8 @@ func New(opts Options, src Source, journal Journal, restored *state.State) (*Loo
 	l := &Loop{
 		opts: opts, src: src, codec: mqtt5Codec{}, log: opts.Logger, clock: opts.Clock,
 		cmdKick: make(chan struct{}, 1), shutdownCh: make(chan struct{}), closeCh: make(chan struct{}),
-		st: st, flights: make(map[uint16]*flight), session: st.Session,
-		onWire: make(map[uint16]uint64), birthIDs: make(map[uint16]bool), subIDs: make(map[uint16]subRequest),
+		st: st, session: st.Session,
+		birthIDs: make(map[uint16]bool), subIDs: make(map[uint16]subRequest),
 		subSession:      slices.Clone(opts.SessionSubscriptions),
 		incomingWaiting: make(map[uint16]bool), retryAttempts: make(map[uint64]int),
 		backoff:      newBackoff(opts.MinDelay, opts.MaxDelay),
@@ -140,7 +142,7 @@ func New(opts Options, src Source, journal Journal, restored *state.State) (*Loo
 		t.clock = opts.Clock
 	}
 	for _, f := range st.Outgoing {
-		l.flights[f.PacketID] = &flight{seq: f.Seq, qos: f.QoS, written: true}
+		l.flights.set(f.PacketID, &flight{seq: f.Seq, qos: f.QoS, written: true})
 	}
 	l.setThrottle(opts.MessagesPerSecond, opts.BytesPerSecond)
 	l.journal = newCommitter(journal)
@@ -157,10 +159,8 @@ func (l *Loop) Poll(ctx context.Context) (Event, error) {
 	l.pollMu.Lock()
 	defer l.pollMu.Unlock()
 	for {
-		if len(l.events) > 0 {
-			ev := l.events[0]
-			l.events = l.events[1:]
-			return ev, nil
+		if l.eventsRead < len(l.events) {
+			return l.nextEvent(), nil
 		}
 		if l.closed {
 			if err := l.failure; err != nil {
@@ -174,6 +174,18 @@ func (l *Loop) Poll(ctx context.Context) (Event, error) {
 		}
 		l.step(ctx)
 	}
+}
+
+// nextEvent returns the oldest event not yet returned. Poll returns every
+// event before the next step, so the slice is emptied for reuse then.
+func (l *Loop) nextEvent() Event {
+	ev := l.events[l.eventsRead]
+	l.events[l.eventsRead] = Event{}
+	l.eventsRead++
+	if l.eventsRead == len(l.events) {
+		l.events, l.eventsRead = l.events[:0], 0
+	}
+	return ev
 }
 
 // step does one round of work: commands, journal progress, then either a
@@ -259,7 +271,7 @@ func (l *Loop) fail(err error) {
 func (l *Loop) window() int { return min(l.opts.MaxInflight, l.receiveMax) }
 
 // inflight counts the packets that use the broker's receive quota.
-func (l *Loop) inflight() int { return len(l.onWire) + len(l.birthIDs) }
+func (l *Loop) inflight() int { return l.onWire.len() + len(l.birthIDs) }
 
 // emit queues an event for Poll.
 func (l *Loop) emit(ev Event) { l.events = append(l.events, ev) }

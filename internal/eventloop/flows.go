@@ -177,7 +177,7 @@ func (l *Loop) sendNewFlow(req Request, qos byte, data []byte) bool {
 
 	l.record(state.Change{Kind: state.ChangeSent, PacketID: id, Seq: req.Seq, QoS: qos, Order: l.st.NextOrder})
 	f := &flight{seq: req.Seq, qos: qos, firstSent: l.clock.Now()}
-	l.flights[id] = f
+	l.flights.set(id, f)
 	l.putOnWire(id)
 	l.queueWrite(data, func(written bool) {
 		if written {
@@ -190,13 +190,13 @@ func (l *Loop) sendNewFlow(req Request, qos byte, data []byte) bool {
 
 // putOnWire counts id against the window and starts its ack timeout.
 func (l *Loop) putOnWire(id uint16) {
-	l.onWire[id] = l.ackTicks
-	l.stats.update(func(s *Stats) { s.Inflight = len(l.onWire) })
+	l.onWire.set(id, l.ackTicks+1)
+	l.stats.update(func(s *Stats) { s.Inflight = l.onWire.len() })
 }
 
 func (l *Loop) takeOffWire(id uint16) {
-	delete(l.onWire, id)
-	l.stats.update(func(s *Stats) { s.Inflight = len(l.onWire) })
+	l.onWire.delete(id)
+	l.stats.update(func(s *Stats) { s.Inflight = l.onWire.len() })
 }
 
 // resendNext resends the next open flow after a reconnect with session
@@ -227,10 +227,10 @@ func (l *Loop) resendNext() bool {
 		l.endFlow(f, state.ChangeFailed, fmt.Sprintf("message could not be loaded for resending: %v", err), 0)
 		return true
 	}
-	fl := l.flights[id]
+	fl := l.flights.get(id)
 	if fl == nil {
 		fl = &flight{seq: f.Seq, qos: f.QoS, written: true}
-		l.flights[id] = fl
+		l.flights.set(id, fl)
 	}
 	m := req.Message
 	m.QoS = f.QoS
@@ -259,8 +259,8 @@ func (l *Loop) resendNext() bool {
 // endFlow ends flow f with a ChangeFailed or ChangeReleased and reports a
 // failure to the caller.
 func (l *Loop) endFlow(f state.Flow, kind state.ChangeKind, reason string, code byte) {
-	fl := l.flights[f.PacketID]
-	delete(l.flights, f.PacketID)
+	fl := l.flights.get(f.PacketID)
+	l.flights.delete(f.PacketID)
 	l.takeOffWire(f.PacketID)
 	l.record(state.Change{Kind: kind, PacketID: f.PacketID, Seq: f.Seq, QoS: f.QoS, Order: f.Order, Reason: reason})
 	if kind == state.ChangeFailed {

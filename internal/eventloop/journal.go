@@ -14,6 +14,7 @@ type committer struct {
 
 	mu        sync.Mutex     // guards the fields below
 	pending   []state.Change // changes not yet handed to the journal
+	spare     []state.Change // the last batch committed, for reuse as pending
 	queued    uint64         // tickets issued: one per change
 	committed uint64         // tickets that the journal made durable
 	err       error          // first Commit error; no commit follows it
@@ -79,15 +80,17 @@ func (c *committer) commitPending() bool {
 	for {
 		c.mu.Lock()
 		batch, stopping, failed := c.pending, c.stopping, c.err != nil
-		c.pending = nil
+		c.pending, c.spare = c.spare, nil
 		c.mu.Unlock()
 
 		if len(batch) == 0 || failed {
 			return !stopping
 		}
 		err := c.journal.Commit(batch)
+		clear(batch)
 
 		c.mu.Lock()
+		c.spare = batch[:0]
 		if err != nil {
 			c.err = err
 		} else {

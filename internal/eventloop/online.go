@@ -129,7 +129,7 @@ func (l *Loop) keepAliveWindowEnded() {
 // armAckTick runs the ack tick while packets wait for acknowledgement.
 func (l *Loop) armAckTick() {
 	switch {
-	case len(l.onWire) == 0:
+	case l.onWire.len() == 0:
 		l.ackTick.stop()
 	case !l.ackTick.armed:
 		l.ackTick.arm(l.opts.AckTimeout / ackTicksPerTimeout)
@@ -146,18 +146,20 @@ var errAckTimeout = errors.New("acknowledgement timed out")
 func (l *Loop) ackTicked() {
 	l.ackTick.fired()
 	l.ackTicks++
-	for id, sentAt := range l.onWire {
-		if l.ackTicks-sentAt > ackTicksPerTimeout {
-			l.log.Warn("acknowledgement overdue, reconnecting", "packet_id", id, "ack_timeout_ms", l.opts.AckTimeout.Milliseconds())
-			l.dropConnection(fmt.Errorf("%w: packet identifier %d waited longer than %s", errAckTimeout, id, l.opts.AckTimeout), false)
-			return
-		}
+	overdue, found := uint16(0), false
+	l.onWire.each(func(id uint16, sentAt uint64) bool {
+		overdue, found = id, l.ackTicks-(sentAt-1) > ackTicksPerTimeout
+		return !found
+	})
+	if found {
+		l.log.Warn("acknowledgement overdue, reconnecting", "packet_id", overdue, "ack_timeout_ms", l.opts.AckTimeout.Milliseconds())
+		l.dropConnection(fmt.Errorf("%w: packet identifier %d waited longer than %s", errAckTimeout, overdue, l.opts.AckTimeout), false)
 	}
 }
 
 // drained reports that nothing waits for the broker or the journal.
 func (l *Loop) drained() bool {
-	return len(l.onWire) == 0 && len(l.resend) == 0 && len(l.writes) == 0 && len(l.birthIDs) == 0
+	return l.onWire.len() == 0 && len(l.resend) == 0 && len(l.writes) == 0 && len(l.birthIDs) == 0
 }
 
 // completeShutdown sends DISCONNECT 0x00 and ends the loop.

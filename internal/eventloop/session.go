@@ -102,7 +102,7 @@ func (l *Loop) replayOpenFlows() {
 		}
 	}
 	l.replay = append(seqs, l.replay...)
-	clear(l.flights)
+	l.flights.clear()
 	clear(l.incomingWaiting)
 }
 
