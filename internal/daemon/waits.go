@@ -74,7 +74,7 @@ func newWaitTracker(spoolDir string) *waitTracker {
 	}
 }
 
-// startAfter tells w that messages up to seq were queued before this run.
+// startAfter records that messages up to seq were queued before this run.
 func (w *waitTracker) startAfter(seq uint64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()

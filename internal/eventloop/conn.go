@@ -33,9 +33,9 @@ const readBatchMax = 128
 
 // startReader starts the goroutine that reads packets from br. It waits
 // for one packet, then also decodes the packets already complete in br's
-// buffer, and hands them over together: under load the broker's
-// acknowledgements arrive many to a read, and one hand-over per read
-// costs the loop one select instead of one per packet.
+// buffer, and hands them over together. Under load the broker's
+// acknowledgements arrive many to a read, so the loop runs one select
+// per read instead of one per packet.
 func (c *connection) startReader(cd codec, br *bufio.Reader) {
 	c.packets = make(chan []packet)
 	c.readErr = make(chan error, 1)
@@ -61,7 +61,7 @@ func (c *connection) startReader(cd codec, br *bufio.Reader) {
 }
 
 // readBatch decodes one packet, waiting for it, and then those that br
-// holds completely, up to readBatchMax. It returns the packets decoded
+// has buffered completely, up to readBatchMax. It returns the packets decoded
 // before an error together with the error.
 func readBatch(cd codec, br *bufio.Reader) ([]packet, error) {
 	var batch []packet
@@ -75,7 +75,7 @@ func readBatch(cd codec, br *bufio.Reader) ([]packet, error) {
 	return batch, nil
 }
 
-// packetBuffered reports whether br's buffer holds a whole packet, so that
+// packetBuffered reports whether br's buffer contains a whole packet, so that
 // decoding it will not wait for the network.
 func packetBuffered(br *bufio.Reader) bool {
 	n := br.Buffered()

@@ -161,7 +161,7 @@ func TestPacketBuffered_RemainingLengthForms(t *testing.T) {
 
 func TestPushWrite_ReusesFreedFront(t *testing.T) {
 	l := &Loop{}
-	next, taken := uint64(0), uint64(0)
+	next, front := uint64(0), uint64(0)
 	push := func(n int) {
 		for range n {
 			next++
@@ -170,9 +170,9 @@ func TestPushWrite_ReusesFreedFront(t *testing.T) {
 	}
 	take := func(n int) {
 		for range n {
-			taken++
-			if got := l.writes[0].ticket; got != taken {
-				t.Fatalf("front item has ticket %d, want %d", got, taken)
+			front++
+			if got := l.writes[0].ticket; got != front {
+				t.Fatalf("front item has ticket %d, want %d", got, front)
 			}
 			l.writes[0] = pendingWrite{}
 			l.writes = l.writes[1:]

@@ -13,7 +13,7 @@
 //   - the committer, one per loop, calls Journal.Commit with every change
 //     queued since the last call, so Poll never waits on the disk;
 //   - the reader, one per connection, decodes packets and hands them to
-//     Poll over a channel.
+//     Poll over a channel, as many at once as its buffer holds.
 //
 // A connect attempt also runs a short watcher that cancels it at the
 // connect timeout. Close, Shutdown, and the end of a connection stop these

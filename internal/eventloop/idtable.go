@@ -3,7 +3,7 @@ package eventloop
 // idTable maps packet identifiers to values through an array of 65 536
 // entries, allocated on first use. A flow looks its identifier up several
 // times per message, and the array needs no hashing; it costs 512 KiB for
-// 8-byte values. The zero value of T stands for no entry.
+// 8-byte values. The zero value of T means no entry.
 type idTable[T comparable] struct {
 	vals []T
 	n    int
