@@ -179,6 +179,9 @@ func (s *spoolSource) Next() (eventloop.Request, bool, error) {
 
 func (s *spoolSource) Ready() <-chan struct{} { return s.cursor.Ready() }
 
+// Recycle hands a payload the event loop has encoded back to the cursor.
+func (s *spoolSource) Recycle(payload []byte) { s.cursor.Recycle(payload) }
+
 func (s *spoolSource) Load(seq uint64) (eventloop.Request, error) {
 	r, err := s.cursor.Load(seq)
 	if err != nil {

@@ -35,6 +35,14 @@ type Source interface {
 	Load(seq uint64) (Request, error)
 }
 
+// PayloadRecycler is implemented by a [Source] that reuses payload
+// buffers. The loop calls Recycle with the payload of a request it has
+// encoded and will not read again, from the goroutine that runs
+// [Loop.Poll].
+type PayloadRecycler interface {
+	Recycle(payload []byte)
+}
+
 // Journal makes session changes durable. The loop calls Commit from a
 // goroutine of its own, with changes in the order they happened, and
 // writes a packet that depends on a change only after Commit returned nil

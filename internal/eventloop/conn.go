@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"time"
 )
@@ -155,26 +156,27 @@ func (l *Loop) queueWrite(data []byte, after func(written bool)) {
 
 // pushWrite appends w to l.writes. flushWrites takes items off the front,
 // so when the array is full but its front is mostly free, the queue moves
-// back to the start of the array instead of growing into a new one.
+// back to the start of the array. Otherwise it moves to an array of twice
+// its length, so the next move back has room.
 func (l *Loop) pushWrite(w pendingWrite) {
-	full := len(l.writes) == cap(l.writes)
-	if full && len(l.writes) <= cap(l.writesArray)/2 {
-		n := copy(l.writesArray[:cap(l.writesArray)], l.writes)
-		clear(l.writesArray[n:cap(l.writesArray)])
-		l.writes = l.writesArray[:n]
-		full = false
+	if len(l.writes) == cap(l.writes) {
+		if len(l.writes) <= cap(l.writesArray)/2 {
+			n := copy(l.writesArray[:cap(l.writesArray)], l.writes)
+			clear(l.writesArray[n:cap(l.writesArray)])
+			l.writes = l.writesArray[:n]
+		} else {
+			l.writes = slices.Grow(l.writes, len(l.writes)+1)
+			l.writesArray = l.writes
+		}
 	}
 	l.writes = append(l.writes, w)
-	if full {
-		l.writesArray = l.writes
-	}
 }
 
 // Bounds of the buffers kept for reuse: a drain keeps about one per
-// packet it writes at once, and a rare large message is not kept.
+// packet waiting for a commit, and a rare large message is not kept.
 const (
-	spareMax     = 256
-	spareBufSize = 64 << 10
+	spareBytesMax = 4 << 20
+	spareBufSize  = 64 << 10
 )
 
 // publishBuffer returns an empty buffer for encoding a PUBLISH, reused
@@ -187,16 +189,18 @@ func (l *Loop) publishBuffer() []byte {
 	buf := l.spare[n-1]
 	l.spare[n-1] = nil
 	l.spare = l.spare[:n-1]
+	l.spareBytes -= cap(buf)
 	return buf
 }
 
 // recycle keeps data, a packet that was written or will never be, for a
 // later PUBLISH. Nothing may use data afterwards.
 func (l *Loop) recycle(data []byte) {
-	if cap(data) < 256 || cap(data) > spareBufSize || len(l.spare) >= spareMax {
+	if cap(data) < 256 || cap(data) > spareBufSize || l.spareBytes+cap(data) > spareBytesMax {
 		return
 	}
 	l.spare = append(l.spare, data[:0])
+	l.spareBytes += cap(data)
 }
 
 // afterCommit runs f once every change recorded so far is durable.
@@ -248,8 +252,7 @@ func (l *Loop) writeDueBatch(committed uint64) {
 	if l.conn == nil {
 		return
 	}
-	var indexes []int
-	var bufs net.Buffers
+	indexes, bufs := l.batchIndexes[:0], l.batchBufs[:0]
 	for i := 0; i < len(l.writes) && l.writes[i].ticket <= committed; i++ {
 		w := &l.writes[i]
 		if w.data != nil && w.gen == l.connGen {
@@ -257,11 +260,13 @@ func (l *Loop) writeDueBatch(committed uint64) {
 			bufs = append(bufs, w.data)
 		}
 	}
+	l.batchIndexes, l.batchBufs = indexes, bufs
 	if len(bufs) < 2 {
 		return // flushWrites writes a single packet as before
 	}
 
 	n, err := l.conn.writeBuffers(bufs)
+	clear(bufs) // writing consumed them; drop the references for reuse
 	for _, i := range indexes {
 		w := &l.writes[i]
 		if n < int64(len(w.data)) {

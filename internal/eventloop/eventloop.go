@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"sync"
 	"time"
@@ -47,10 +48,15 @@ type Loop struct {
 	writes      []pendingWrite   // packets and events waiting for the journal
 	spare       [][]byte         // written packet buffers, for the next PUBLISH
 	eventsRead  int              // events returned by Poll
+	spareBytes  int              // capacity of the buffers in spare
 	writesArray []pendingWrite   // the whole array that writes is a part of
-	closed      bool
-	finishing   bool  // finish is running; nothing may start it again
-	failure     error // returned once by Poll before ErrClosed
+	encoding    publishPacket    // publishNew's packet, kept to save an allocation
+	// batchIndexes and batchBufs are writeDueBatch's slices, kept for reuse.
+	batchIndexes []int
+	batchBufs    net.Buffers
+	closed       bool
+	finishing    bool  // finish is running; nothing may start it again
+	failure      error // returned once by Poll before ErrClosed
 
 	conn       *connection // nil while offline
 	connGen    uint64

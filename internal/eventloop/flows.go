@@ -114,19 +114,30 @@ func (l *Loop) publishNew(req Request) bool {
 	// Check the size before a packet identifier is taken. Any identifier
 	// encodes to the same two bytes, so sendNewFlow writes the allocated
 	// one over the placeholder instead of encoding again.
-	p := &publishPacket{Message: m}
+	p := &l.encoding
+	*p = publishPacket{Message: m}
 	if m.QoS > 0 {
 		p.PacketID = 1
 	}
 	data, ok := l.encodeForSend(req.Seq, p)
-	if !ok {
-		return true
+	*p = publishPacket{}
+	switch {
+	case !ok:
+	case m.QoS == 0:
+		l.sendQoS0(req.Seq, data)
+	case !l.sendNewFlow(req, m.QoS, data):
+		return false // req is held and sent later
 	}
-	if m.QoS == 0 {
-		l.sendQoS0(req, data)
-		return true
+	l.recyclePayload(req)
+	return true
+}
+
+// recyclePayload hands the payload of req back to a source that reuses
+// it. The caller must not read req's payload afterwards.
+func (l *Loop) recyclePayload(req Request) {
+	if r, ok := l.src.(PayloadRecycler); ok && req.Message.Payload != nil {
+		r.Recycle(req.Message.Payload)
 	}
-	return l.sendNewFlow(req, m.QoS, data)
 }
 
 // encodeForSend encodes p and checks it against the broker's Maximum
@@ -144,17 +155,17 @@ func (l *Loop) encodeForSend(seq uint64, p *publishPacket) ([]byte, bool) {
 // sendQoS0 writes a QoS 0 message, then records it delivered. A message
 // whose write never happened is published again, or dropped when QoS 0
 // messages are not kept offline.
-func (l *Loop) sendQoS0(req Request, data []byte) {
+func (l *Loop) sendQoS0(seq uint64, data []byte) {
 	l.queueWrite(data, func(written bool) {
 		switch {
 		case written:
 			l.stats.update(func(s *Stats) { s.Published++ })
-			l.record(state.Change{Kind: state.ChangeDelivered, Seq: req.Seq})
-			l.afterCommit(func() { l.emitOutcome(Outcome{Seq: req.Seq, Kind: Delivered}) })
+			l.record(state.Change{Kind: state.ChangeDelivered, Seq: seq})
+			l.afterCommit(func() { l.emitOutcome(Outcome{Seq: seq, Kind: Delivered}) })
 		case l.opts.DropQoS0Offline:
-			l.dropQoS0(req.Seq)
+			l.dropQoS0(seq)
 		default:
-			l.replay = append(l.replay, req.Seq)
+			l.replay = append(l.replay, seq)
 		}
 	})
 }
@@ -241,6 +252,7 @@ func (l *Loop) resendNext() bool {
 	}
 	p := &publishPacket{PacketID: id, Dup: fl.written, Message: m}
 	data := l.codec.appendPublish(l.publishBuffer(), p)
+	l.recyclePayload(req)
 	if limit := l.conn.limits.MaximumPacketSize; limit > 0 && uint32(len(data)) > limit {
 		l.endFlow(f, state.ChangeFailed, fmt.Sprintf("publish packet of %d bytes exceeds the broker's maximum packet size of %d bytes", len(data), limit), 0)
 		l.recycle(data)

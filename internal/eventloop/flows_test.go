@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -449,5 +450,58 @@ func TestPublish_ReusedBuffersKeepEachPayload(t *testing.T) {
 	}
 	if len(got) != len(want) {
 		t.Errorf("broker got %d distinct payloads, want %d", len(got), len(want))
+	}
+}
+
+// poisoningSource overwrites each payload it gets back, so a payload the
+// loop reads after recycling it reaches the broker changed.
+type poisoningSource struct {
+	*memSource
+	recycled atomic.Int64
+}
+
+// Next and Load hand out a copy of each payload, as a source that
+// decodes from storage does.
+func (s *poisoningSource) Next() (Request, bool, error) {
+	req, ok, err := s.memSource.Next()
+	req.Message.Payload = slices.Clone(req.Message.Payload)
+	return req, ok, err
+}
+
+func (s *poisoningSource) Load(seq uint64) (Request, error) {
+	req, err := s.memSource.Load(seq)
+	req.Message.Payload = slices.Clone(req.Message.Payload)
+	return req, err
+}
+
+func (s *poisoningSource) Recycle(payload []byte) {
+	for i := range payload {
+		payload[i] = '!'
+	}
+	s.recycled.Add(1)
+}
+
+func TestPublish_RecycledPayloadsNotReadAgain(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{dropAck: func(conn int, _ *packets.Publish) bool { return conn == 0 }})
+	src := &poisoningSource{memSource: newMemSource()}
+	var want []string
+	for i := range 300 {
+		payload := fmt.Sprintf("%d-%s", i, strings.Repeat("p", i%50))
+		want = append(want, payload)
+		src.add(message.Message{Topic: "t", QoS: byte(i % 3), Payload: []byte(payload)})
+	}
+	opts := testOptions(b)
+	opts.MaxInflight = 7 // the window fills, so requests are held
+	opts.AckTimeout = 300 * time.Millisecond
+	r := start(t, opts, src, &testJournal{}, nil)
+
+	waitFor(t, 10*time.Second, "every outcome", func() bool { return len(r.outcomes()) == len(want) })
+	for _, p := range b.received(packets.PUBLISH) {
+		if strings.Contains(p.payload, "!") {
+			t.Fatalf("broker got payload %q, read after it was recycled", p.payload)
+		}
+	}
+	if src.recycled.Load() < int64(len(want)) {
+		t.Errorf("%d payloads recycled, want at least %d", src.recycled.Load(), len(want))
 	}
 }

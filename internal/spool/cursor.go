@@ -21,7 +21,13 @@ type Cursor struct {
 	buf  []Record            // read ahead and not yet returned
 	pos  int                 // index of the next record in buf
 	skip map[uint64]struct{} // sequence numbers in open flows at creation
+
+	free      [][]byte // payloads handed back by Recycle, for reuse by fill
+	freeBytes int      // capacity of the buffers in free
 }
+
+// recycleBytesMax bounds the payload buffers a Cursor keeps for reuse.
+const recycleBytesMax = 1 << 20
 
 // badRecord is a stored message that failed to decode.
 type badRecord struct {
@@ -98,7 +104,11 @@ func (c *Cursor) fill() error {
 				delete(c.skip, seq)
 				continue
 			}
-			enqueued, m, err := decodeRecord(v)
+			payload := c.takeFree()
+			enqueued, m, used, err := decodeRecordInto(v, payload)
+			if !used {
+				c.Recycle(payload)
+			}
 			if err != nil {
 				bad = append(bad, badRecord{seq: seq, raw: slices.Clone(v), err: err})
 				continue
@@ -112,6 +122,30 @@ func (c *Cursor) fill() error {
 		c.s.dropCorrupt(b)
 	}
 	return err
+}
+
+// Recycle takes back the payload of a message returned by Next or Load,
+// which the caller no longer uses, to decode a later message into. It
+// must be called from the goroutine that calls Next.
+func (c *Cursor) Recycle(payload []byte) {
+	if cap(payload) < 64 || c.freeBytes+cap(payload) > recycleBytesMax {
+		return
+	}
+	c.free = append(c.free, payload[:0])
+	c.freeBytes += cap(payload)
+}
+
+// takeFree returns a buffer from Recycle, or nil when there is none.
+func (c *Cursor) takeFree() []byte {
+	n := len(c.free)
+	if n == 0 {
+		return nil
+	}
+	buf := c.free[n-1]
+	c.free[n-1] = nil
+	c.free = c.free[:n-1]
+	c.freeBytes -= cap(buf)
+	return buf
 }
 
 // Load returns the message with seq, for a resend. It returns an error

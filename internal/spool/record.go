@@ -62,14 +62,20 @@ func appendBytes(b, v []byte) []byte {
 // decodeRecord checks and decodes what encodeRecord wrote. The result
 // shares no memory with b, so b may be a bbolt value.
 func decodeRecord(b []byte) (time.Time, message.Message, error) {
+	enqueued, m, _, err := decodeRecordInto(b, nil)
+	return enqueued, m, err
+}
+
+// decodeRecordInto is decodeRecord that copies the payload into payload's
+// array when it is large enough, and reports whether it did.
+func decodeRecordInto(b, payload []byte) (enqueued time.Time, m message.Message, used bool, err error) {
 	body, err := checkRecord(b)
 	if err != nil {
-		return time.Time{}, message.Message{}, err
+		return time.Time{}, message.Message{}, false, err
 	}
 
 	d := decoder{b: body[1:]}
-	enqueued := time.Unix(0, int64(d.u64()))
-	var m message.Message
+	enqueued = time.Unix(0, int64(d.u64()))
 	m.QoS = d.u8()
 	flags := d.u8()
 	m.Retain = flags&flagRetain != 0
@@ -77,25 +83,25 @@ func decodeRecord(b []byte) (time.Time, message.Message, error) {
 	m.PayloadFormat = message.PayloadFormat(d.u8())
 
 	m.Topic = string(d.bytes())
-	m.Payload = d.bytesCopy()
+	m.Payload, used = d.bytesInto(payload)
 	m.ContentType = string(d.bytes())
 	m.ResponseTopic = string(d.bytes())
 	m.CorrelationData = d.bytesCopy()
 	n := d.u32()
 	if uint64(n)*8 > uint64(len(d.b)) {
-		return time.Time{}, message.Message{}, fmt.Errorf("%w: %d user properties do not fit in %d bytes", errRecord, n, len(d.b))
+		return time.Time{}, message.Message{}, false, fmt.Errorf("%w: %d user properties do not fit in %d bytes", errRecord, n, len(d.b))
 	}
 	for range n {
 		m.UserProperties = append(m.UserProperties, message.UserProperty{Key: string(d.bytes()), Value: string(d.bytes())})
 	}
 
 	if d.short || len(d.b) != 0 {
-		return time.Time{}, message.Message{}, fmt.Errorf("%w: length does not match its contents", errRecord)
+		return time.Time{}, message.Message{}, false, fmt.Errorf("%w: length does not match its contents", errRecord)
 	}
 	if m.QoS > 2 || flags&^flagRetain != 0 || m.PayloadFormat > message.PayloadFormatUTF8 {
-		return time.Time{}, message.Message{}, fmt.Errorf("%w: qos %d, flags %#x or payload format %d out of range", errRecord, m.QoS, flags, m.PayloadFormat)
+		return time.Time{}, message.Message{}, false, fmt.Errorf("%w: qos %d, flags %#x or payload format %d out of range", errRecord, m.QoS, flags, m.PayloadFormat)
 	}
-	return enqueued, m, nil
+	return enqueued, m, used, nil
 }
 
 // checkRecord verifies version and checksum and returns b without the
@@ -161,6 +167,19 @@ func (d *decoder) bytesCopy() []byte {
 		return nil
 	}
 	return append([]byte(nil), v...)
+}
+
+// bytesInto is bytesCopy into dst's array when it is large enough. It
+// reports whether it used dst.
+func (d *decoder) bytesInto(dst []byte) ([]byte, bool) {
+	v := d.bytes()
+	if len(v) == 0 || d.short {
+		return nil, false
+	}
+	if cap(dst) < len(v) {
+		return append([]byte(nil), v...), false
+	}
+	return append(dst[:0], v...), true
 }
 
 func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }

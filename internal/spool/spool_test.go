@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -65,6 +66,36 @@ func TestCursorReadAheadIsBounded(t *testing.T) {
 	}
 	equal(t, "buffered records", len(c.buf), 4)
 	equal(t, "remaining", len(drain(t, c)), 9)
+}
+
+func TestCursorRecycledPayloadReused(t *testing.T) {
+	opts := testOptions(t)
+	opts.ReadAheadMessages = 1
+	s := openSpool(t, opts)
+	f := batch("a", 0, 3)
+	f.Messages[0].Payload = bytes.Repeat([]byte("x"), 100)
+	f.Messages[1].Payload = bytes.Repeat([]byte("y"), 80)
+	f.Messages[2].Payload = bytes.Repeat([]byte("z"), 120) // too large for the buffer
+	mustAppend(t, s, f)
+	c := s.NewCursor()
+	defer c.Close()
+
+	first, _, _ := c.Next()
+	buf := first.Message.Payload
+	c.Recycle(buf)
+	second, _, _ := c.Next()
+	if !bytes.Equal(second.Message.Payload, f.Messages[1].Payload) {
+		t.Fatalf("second payload %q, want %q", second.Message.Payload, f.Messages[1].Payload)
+	}
+	if &second.Message.Payload[0] != &buf[0] {
+		t.Error("second payload was not decoded into the recycled buffer")
+	}
+
+	c.Recycle(second.Message.Payload)
+	third, _, _ := c.Next()
+	if !bytes.Equal(third.Message.Payload, f.Messages[2].Payload) {
+		t.Errorf("third payload %q, want %q", third.Message.Payload, f.Messages[2].Payload)
+	}
 }
 
 func TestCursorSkipsOpenFlows(t *testing.T) {
