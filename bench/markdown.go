@@ -57,7 +57,7 @@ the ratios hold even though absolute rates move with the machine's load.
   most 50 000 lines per run (5 000 with BENCH_SCALE=small). Beyond 65 535
   outstanding packet ids it drops lines without an error, so the times
   of its runs are added up. mqspool uses its default
-  publish.max_inflight of 1000. The two take turns three times (once
+  publish.max_inflight of 1000. The two take turns five times (once
   with BENCH_SCALE=small) and the table shows the median round of each,
   so a burst of load from other jobs moves one round rather than the
   ratio; the details list every round. CPU per message is the sender's
@@ -82,7 +82,7 @@ the ratios hold even though absolute rates move with the machine's load.
   is empty. The bare loop reads the directory, then reads and unlinks each
   file, with no parsing and no fsync. For .jsonl files a second loop
   also decodes each line with encoding/json into topic, payload and qos.
-  As in the drain, the contenders take turns three times and the
+  As in the drain, the contenders take turns five times and the
   medians are compared.
 - Memory: RssAnon from /proc/PID/status (not VmRSS, which counts bbolt's
   mapped file pages), peak of samples every 100 ms over 5 s after start,

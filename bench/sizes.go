@@ -38,7 +38,7 @@ func sizesFor(scale string) (sizes, error) {
 	switch scale {
 	case "full":
 		return sizes{
-			Drain: 100_000, DrainRounds: 3, PubChunk: 50_000, ClientLimit: 30 * time.Second,
+			Drain: 100_000, DrainRounds: 5, PubChunk: 50_000, ClientLimit: 30 * time.Second,
 			IngestFiles: 100_000, IngestLines: 100_000, JSONLPerFile: 100,
 			Memory: []int{10_000, 100_000, 1_000_000}, Disk: 100_000,
 			Wait: 10 * time.Minute,

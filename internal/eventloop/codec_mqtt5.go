@@ -26,7 +26,7 @@ func (mqtt5Codec) encode(p packet) ([]byte, error) {
 	case *publishPacket:
 		return appendPublish(nil, p), nil
 	case *ackPacket:
-		content = toPahoAck(p)
+		return encodeAck(p), nil
 	case *subscribePacket:
 		content = toPahoSubscribe(p)
 	case *unsubscribePacket:
@@ -412,17 +412,21 @@ func messageProperties(m *message.Message) *packets.Properties {
 	return props
 }
 
-func toPahoAck(p *ackPacket) packets.Packet {
-	props := &packets.Properties{}
+// encodeAck encodes an acknowledgement without properties. It writes the
+// same bytes as paho.golang v0.23.0 (TestEncodeAck_MatchesPaho compares
+// them): the reason code always, and for PUBACK a property length of 0.
+// A PUBREL's fixed header flags are 0010, as the protocol requires.
+func encodeAck(p *ackPacket) []byte {
+	id := []byte{byte(p.PacketID >> 8), byte(p.PacketID)}
 	switch p.Kind {
 	case kindPuback:
-		return &packets.Puback{PacketID: p.PacketID, ReasonCode: p.ReasonCode, Properties: props}
+		return slices.Concat([]byte{packets.PUBACK << 4, 4}, id, []byte{p.ReasonCode, 0})
 	case kindPubrec:
-		return &packets.Pubrec{PacketID: p.PacketID, ReasonCode: p.ReasonCode, Properties: props}
+		return slices.Concat([]byte{packets.PUBREC << 4, 3}, id, []byte{p.ReasonCode})
 	case kindPubrel:
-		return &packets.Pubrel{PacketID: p.PacketID, ReasonCode: p.ReasonCode, Properties: props}
+		return slices.Concat([]byte{packets.PUBREL<<4 | 0x02, 3}, id, []byte{p.ReasonCode})
 	default:
-		return &packets.Pubcomp{PacketID: p.PacketID, ReasonCode: p.ReasonCode, Properties: props}
+		return slices.Concat([]byte{packets.PUBCOMP << 4, 3}, id, []byte{p.ReasonCode})
 	}
 }
 

@@ -108,6 +108,43 @@ func TestEncodePublish_MatchesPaho(t *testing.T) {
 	}
 }
 
+// TestEncodeAck_MatchesPaho compares the direct encoding of
+// acknowledgements with paho's WriteTo, which encode used for them before.
+func TestEncodeAck_MatchesPaho(t *testing.T) {
+	for _, kind := range []ackKind{kindPuback, kindPubrec, kindPubrel, kindPubcomp} {
+		for _, code := range []byte{0x00, 0x10, 0x92} {
+			p := &ackPacket{Kind: kind, PacketID: 0xA1B2, ReasonCode: code}
+			got, err := mqtt5Codec{}.encode(p)
+			if err != nil {
+				t.Fatalf("kind %d code %#x: %v", kind, code, err)
+			}
+
+			var want bytes.Buffer
+			if _, err := pahoAck(p).WriteTo(&want); err != nil {
+				t.Fatalf("kind %d code %#x: paho: %v", kind, code, err)
+			}
+			if !bytes.Equal(got, want.Bytes()) {
+				t.Errorf("kind %d code %#x: encoded % x, paho % x", kind, code, got, want.Bytes())
+			}
+		}
+	}
+}
+
+// pahoAck returns p as a paho packet without properties.
+func pahoAck(p *ackPacket) packets.Packet {
+	props := &packets.Properties{}
+	switch p.Kind {
+	case kindPuback:
+		return &packets.Puback{PacketID: p.PacketID, ReasonCode: p.ReasonCode, Properties: props}
+	case kindPubrec:
+		return &packets.Pubrec{PacketID: p.PacketID, ReasonCode: p.ReasonCode, Properties: props}
+	case kindPubrel:
+		return &packets.Pubrel{PacketID: p.PacketID, ReasonCode: p.ReasonCode, Properties: props}
+	default:
+		return &packets.Pubcomp{PacketID: p.PacketID, ReasonCode: p.ReasonCode, Properties: props}
+	}
+}
+
 // TestDecodeAck_MatchesPaho compares the direct decoding of small
 // acknowledgements with paho's ReadPacket, which decode used for them
 // before.
