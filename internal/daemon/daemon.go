@@ -67,7 +67,6 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*Daemon, e
 		return nil, fmt.Errorf("open spool %s: %w", cfg.Spool.DB, err)
 	}
 	d.spool = sp
-	d.waits.startAfter(sp.LastSeq())
 
 	if err := d.build(); err != nil {
 		sp.Close()

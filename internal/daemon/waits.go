@@ -26,8 +26,8 @@ const (
 	fileMemory = 10 * time.Minute
 	maxFiles   = 1 << 14
 	// maxEarly bounds the outcomes kept for sequence numbers of no known
-	// file: messages delivered in the moment between their commit and the
-	// committed call.
+	// file: messages queued before this run, and messages delivered in
+	// the moment between their commit and the committed call.
 	maxEarly = 1 << 12
 )
 
@@ -53,10 +53,7 @@ type trackedFile struct {
 type waitTracker struct {
 	failedDir string
 
-	mu sync.Mutex // guards the fields below
-	// backlog is the last sequence number queued before this run; no
-	// file of this run has those messages, so their outcomes are not kept.
-	backlog uint64
+	mu      sync.Mutex     // guards the fields below
 	files   []*trackedFile // by first sequence number; files[:head] are forgotten
 	head    int
 	byName  map[string]*trackedFile
@@ -72,13 +69,6 @@ func newWaitTracker(spoolDir string) *waitTracker {
 		early:     make(map[uint64]eventloop.Outcome),
 		changed:   make(chan struct{}),
 	}
-}
-
-// startAfter records that messages up to seq were queued before this run.
-func (w *waitTracker) startAfter(seq uint64) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.backlog = seq
 }
 
 // committed records that the file rel (relative to new/) got count
@@ -134,9 +124,6 @@ func (w *waitTracker) forget(now time.Time) {
 func (w *waitTracker) outcome(o eventloop.Outcome) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if o.Seq <= w.backlog {
-		return
-	}
 	if f := w.fileOf(o.Seq); f != nil {
 		f.add(o)
 		w.wake()

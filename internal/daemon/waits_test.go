@@ -95,17 +95,18 @@ func TestWaitTracker_EarlyOutcomesBounded(t *testing.T) {
 	}
 }
 
-func TestWaitTracker_BacklogOutcomesNotKept(t *testing.T) {
+// A file found again after a crash keeps the sequence numbers it got
+// before, which the restarted loop may deliver before the pickup reports
+// the file.
+func TestWaitTracker_OutcomeBeforeCommit(t *testing.T) {
 	w := newWaitTracker(t.TempDir())
-	w.startAfter(100)
-	w.outcome(eventloop.Outcome{Seq: 100, Kind: eventloop.Delivered})
-	w.outcome(eventloop.Outcome{Seq: 101, Kind: eventloop.Delivered})
+	w.outcome(eventloop.Outcome{Seq: 5, Kind: eventloop.Delivered})
+	w.committed("a.msg", 5, 1)
 
-	if _, ok := w.early[100]; ok {
-		t.Error("outcome of a message queued before this run was kept")
-	}
-	if _, ok := w.early[101]; !ok {
-		t.Error("outcome of a message of this run was not kept for its file")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if res := w.wait(ctx, "a.msg"); res.State != control.WaitDelivered {
+		t.Errorf("state %q (%s), want %q", res.State, res.Reason, control.WaitDelivered)
 	}
 }
 

@@ -160,7 +160,7 @@ func (l *Loop) queueWrite(data []byte, after func(written bool)) {
 // its length, so the next move back has room.
 func (l *Loop) pushWrite(w pendingWrite) {
 	if len(l.writes) == cap(l.writes) {
-		if len(l.writes) <= cap(l.writesArray)/2 {
+		if cap(l.writesArray) > 0 && len(l.writes) <= cap(l.writesArray)/2 {
 			n := copy(l.writesArray[:cap(l.writesArray)], l.writes)
 			clear(l.writesArray[n:cap(l.writesArray)])
 			l.writes = l.writesArray[:n]

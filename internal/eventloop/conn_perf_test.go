@@ -188,6 +188,13 @@ func TestPushWrite_ReusesFreedFront(t *testing.T) {
 		t.Errorf("%.1f allocations per 56 items taken and pushed, want 0", allocs)
 	}
 	take(64)
+	allocs = testing.AllocsPerRun(100, func() { // a queue that empties each time
+		push(1)
+		take(1)
+	})
+	if allocs != 0 {
+		t.Errorf("%.1f allocations per item pushed into an empty queue, want 0", allocs)
+	}
 	if len(l.writes) != 0 {
 		t.Errorf("%d items left, want 0", len(l.writes))
 	}

@@ -258,14 +258,6 @@ func (s *Spool) loadTotals() error {
 // "" when the database opened normally.
 func (s *Spool) RenamedAside() string { return s.renamedAside }
 
-// LastSeq returns the sequence number of the newest message ever
-// appended; messages appended later get higher ones.
-func (s *Spool) LastSeq() uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.totals.lastSeq
-}
-
 // Path returns the database file.
 func (s *Spool) Path() string { return s.opts.Path }
 
