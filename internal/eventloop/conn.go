@@ -145,7 +145,7 @@ func (l *Loop) queueWrite(data []byte, after func(written bool)) {
 	queued, committed, _ := l.journal.progress()
 	if len(l.writes) == 0 && queued == committed {
 		written := l.writeNow(data)
-		l.recycle(data)
+		l.spare.Put(data)
 		if after != nil {
 			after(written)
 		}
@@ -172,36 +172,14 @@ func (l *Loop) pushWrite(w pendingWrite) {
 	l.writes = append(l.writes, w)
 }
 
-// Bounds of the buffers kept for reuse: a drain keeps about one per
-// packet waiting for a commit, and a rare large message is not kept.
+// Bounds of the written packet buffers kept for the next PUBLISH: a
+// drain keeps about one per packet waiting for a commit, and a rare large
+// message is not kept.
 const (
-	spareBytesMax = 4 << 20
-	spareBufSize  = 64 << 10
+	spareMinCap   = 256
+	spareMaxCap   = 64 << 10
+	spareMaxTotal = 4 << 20
 )
-
-// publishBuffer returns an empty buffer for encoding a PUBLISH, reused
-// from a packet already written when there is one.
-func (l *Loop) publishBuffer() []byte {
-	n := len(l.spare)
-	if n == 0 {
-		return nil
-	}
-	buf := l.spare[n-1]
-	l.spare[n-1] = nil
-	l.spare = l.spare[:n-1]
-	l.spareBytes -= cap(buf)
-	return buf
-}
-
-// recycle keeps data, a packet that was written or will never be, for a
-// later PUBLISH. Nothing may use data afterwards.
-func (l *Loop) recycle(data []byte) {
-	if cap(data) < 256 || cap(data) > spareBufSize || l.spareBytes+cap(data) > spareBytesMax {
-		return
-	}
-	l.spare = append(l.spare, data[:0])
-	l.spareBytes += cap(data)
-}
 
 // afterCommit runs f once every change recorded so far is durable.
 func (l *Loop) afterCommit(f func()) {
@@ -234,7 +212,7 @@ func (l *Loop) flushWrites() {
 		case !written && w.data != nil && l.conn != nil && w.gen == l.connGen:
 			written = l.writeNow(w.data)
 		}
-		l.recycle(w.data)
+		l.spare.Put(w.data)
 		if w.after != nil {
 			w.after(written)
 		}
@@ -266,7 +244,7 @@ func (l *Loop) writeDueBatch(committed uint64) {
 	}
 
 	n, err := l.conn.writeBuffers(bufs)
-	clear(bufs) // writing consumed them; drop the references for reuse
+	clear(bufs) // drop the references, so the written buffers can be reused
 	for _, i := range indexes {
 		w := &l.writes[i]
 		if n < int64(len(w.data)) {

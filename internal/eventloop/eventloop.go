@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/mqspool/mqspool/internal/bufstack"
 	"github.com/mqspool/mqspool/internal/state"
 )
 
@@ -46,9 +47,8 @@ type Loop struct {
 	flights     idTable[*flight] // open outgoing flows, by packet identifier
 	events      []Event          // ready for Poll to return, from eventsRead on
 	writes      []pendingWrite   // packets and events waiting for the journal
-	spare       [][]byte         // written packet buffers, for the next PUBLISH
+	spare       *bufstack.Stack  // written packet buffers, for the next PUBLISH
 	eventsRead  int              // events returned by Poll
-	spareBytes  int              // capacity of the buffers in spare
 	writesArray []pendingWrite   // the whole array that writes is a part of
 	encoding    publishPacket    // publishNew's packet, kept to save an allocation
 	// batchIndexes and batchBufs are writeDueBatch's slices, kept for reuse.
@@ -134,6 +134,7 @@ func New(opts Options, src Source, journal Journal, restored *state.State) (*Loo
 	}
 	l := &Loop{
 		opts: opts, src: src, codec: mqtt5Codec{}, log: opts.Logger, clock: opts.Clock,
+		spare:   bufstack.New(spareMinCap, spareMaxCap, spareMaxTotal),
 		cmdKick: make(chan struct{}, 1), shutdownCh: make(chan struct{}), closeCh: make(chan struct{}),
 		st: st, session: st.Session,
 		birthIDs: make(map[uint16]bool), subIDs: make(map[uint16]subRequest),

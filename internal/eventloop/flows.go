@@ -143,10 +143,10 @@ func (l *Loop) recyclePayload(req Request) {
 // encodeForSend encodes p and checks it against the broker's Maximum
 // Packet Size. A message that cannot be sent goes to failed/.
 func (l *Loop) encodeForSend(seq uint64, p *publishPacket) ([]byte, bool) {
-	data := l.codec.appendPublish(l.publishBuffer(), p)
+	data := l.codec.appendPublish(l.spare.Get(), p)
 	if limit := l.conn.limits.MaximumPacketSize; limit > 0 && uint32(len(data)) > limit {
 		l.failMessage(seq, fmt.Sprintf("publish packet of %d bytes exceeds the broker's maximum packet size of %d bytes", len(data), limit), 0)
-		l.recycle(data)
+		l.spare.Put(data)
 		return nil, false
 	}
 	return data, true
@@ -176,13 +176,13 @@ func (l *Loop) sendQoS0(seq uint64, data []byte) {
 func (l *Loop) sendNewFlow(req Request, qos byte, data []byte) bool {
 	id, err := l.allocate()
 	if err != nil {
-		l.recycle(data)
+		l.spare.Put(data)
 		l.hold(req)
 		return false
 	}
 	if err := l.codec.setPublishPacketID(data, id); err != nil {
 		l.failMessage(req.Seq, fmt.Sprintf("message cannot be encoded: %v", err), 0)
-		l.recycle(data)
+		l.spare.Put(data)
 		return true
 	}
 
@@ -251,11 +251,11 @@ func (l *Loop) resendNext() bool {
 		m.Retain = false
 	}
 	p := &publishPacket{PacketID: id, Dup: fl.written, Message: m}
-	data := l.codec.appendPublish(l.publishBuffer(), p)
+	data := l.codec.appendPublish(l.spare.Get(), p)
 	l.recyclePayload(req)
 	if limit := l.conn.limits.MaximumPacketSize; limit > 0 && uint32(len(data)) > limit {
 		l.endFlow(f, state.ChangeFailed, fmt.Sprintf("publish packet of %d bytes exceeds the broker's maximum packet size of %d bytes", len(data), limit), 0)
-		l.recycle(data)
+		l.spare.Put(data)
 		return true
 	}
 	l.putOnWire(id)

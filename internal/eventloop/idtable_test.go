@@ -7,15 +7,25 @@ import (
 
 func TestIDTable_CountsAndVisitsEntries(t *testing.T) {
 	var tab idTable[uint64]
-	if tab.get(7) != 0 || tab.len() != 0 {
-		t.Fatal("empty table reports an entry")
+	if tab.get(7) != 0 {
+		t.Error("empty table returns a value")
 	}
+	if tab.len() != 0 {
+		t.Errorf("empty table has len %d, want 0", tab.len())
+	}
+
 	tab.set(65535, 3)
 	tab.set(1, 1)
 	tab.set(1, 2) // replaces, does not count twice
 	tab.delete(9) // absent: no change
-	if tab.len() != 2 || tab.get(1) != 2 || tab.get(65535) != 3 {
-		t.Fatalf("len %d, get(1) %d, get(65535) %d; want 2, 2, 3", tab.len(), tab.get(1), tab.get(65535))
+	if tab.len() != 2 {
+		t.Errorf("len %d, want 2", tab.len())
+	}
+	if got := tab.get(1); got != 2 {
+		t.Errorf("get(1) = %d, want 2", got)
+	}
+	if got := tab.get(65535); got != 3 {
+		t.Errorf("get(65535) = %d, want 3", got)
 	}
 
 	var ids []uint16
@@ -26,11 +36,18 @@ func TestIDTable_CountsAndVisitsEntries(t *testing.T) {
 
 	tab.delete(1)
 	tab.delete(1)
-	if tab.len() != 1 || tab.get(1) != 0 {
-		t.Errorf("after delete: len %d, get(1) %d; want 1, 0", tab.len(), tab.get(1))
+	if tab.len() != 1 {
+		t.Errorf("after deleting 1: len %d, want 1", tab.len())
 	}
+	if got := tab.get(1); got != 0 {
+		t.Errorf("after deleting 1: get(1) = %d, want 0", got)
+	}
+
 	tab.clear()
-	if tab.len() != 0 || tab.get(65535) != 0 {
-		t.Errorf("after clear: len %d, get(65535) %d; want 0, 0", tab.len(), tab.get(65535))
+	if tab.len() != 0 {
+		t.Errorf("after clear: len %d, want 0", tab.len())
+	}
+	if got := tab.get(65535); got != 0 {
+		t.Errorf("after clear: get(65535) = %d, want 0", got)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"slices"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/mqspool/mqspool/internal/bufstack"
 )
 
 // Cursor reads the queue in sequence order through a bounded read-ahead
@@ -22,12 +24,11 @@ type Cursor struct {
 	pos  int                 // index of the next record in buf
 	skip map[uint64]struct{} // sequence numbers in open flows at creation
 
-	free      [][]byte // payloads handed back by Recycle, for reuse by fill
-	freeBytes int      // capacity of the buffers in free
+	free *bufstack.Stack // payloads handed back by Recycle, for reuse by fill
 }
 
-// recycleBytesMax bounds the payload buffers a Cursor keeps for reuse.
-const recycleBytesMax = 1 << 20
+// recycleMaxTotal bounds the payload buffers a Cursor keeps for reuse.
+const recycleMaxTotal = 1 << 20
 
 // badRecord is a stored message that failed to decode.
 type badRecord struct {
@@ -40,7 +41,10 @@ type badRecord struct {
 // that are in open flows now, because the event loop resends those from
 // its restored state.
 func (s *Spool) NewCursor() *Cursor {
-	c := &Cursor{s: s, ready: make(chan struct{}, 1), next: 1}
+	c := &Cursor{
+		s: s, ready: make(chan struct{}, 1), next: 1,
+		free: bufstack.New(64, recycleMaxTotal, recycleMaxTotal),
+	}
 	err := s.view("read open flows", func(tx *bolt.Tx) error {
 		var err error
 		c.skip, err = flowSeqs(tx)
@@ -104,7 +108,7 @@ func (c *Cursor) fill() error {
 				delete(c.skip, seq)
 				continue
 			}
-			payload := c.takeFree()
+			payload := c.free.Get()
 			enqueued, m, used, err := decodeRecordInto(v, payload)
 			if !used {
 				c.Recycle(payload)
@@ -128,24 +132,7 @@ func (c *Cursor) fill() error {
 // which the caller no longer uses, to decode a later message into. It
 // must be called from the goroutine that calls Next.
 func (c *Cursor) Recycle(payload []byte) {
-	if cap(payload) < 64 || c.freeBytes+cap(payload) > recycleBytesMax {
-		return
-	}
-	c.free = append(c.free, payload[:0])
-	c.freeBytes += cap(payload)
-}
-
-// takeFree returns a buffer from Recycle, or nil when there is none.
-func (c *Cursor) takeFree() []byte {
-	n := len(c.free)
-	if n == 0 {
-		return nil
-	}
-	buf := c.free[n-1]
-	c.free[n-1] = nil
-	c.free = c.free[:n-1]
-	c.freeBytes -= cap(buf)
-	return buf
+	c.free.Put(payload)
 }
 
 // Load returns the message with seq, for a resend. It returns an error

@@ -80,10 +80,18 @@ func TestCursorRecycledPayloadReused(t *testing.T) {
 	c := s.NewCursor()
 	defer c.Close()
 
-	first, _, _ := c.Next()
-	buf := first.Message.Payload
+	next := func() Record {
+		t.Helper()
+		r, ok, err := c.Next()
+		if !ok || err != nil {
+			t.Fatalf("Next: ok %v, err %v", ok, err)
+		}
+		return r
+	}
+
+	buf := next().Message.Payload
 	c.Recycle(buf)
-	second, _, _ := c.Next()
+	second := next()
 	if !bytes.Equal(second.Message.Payload, f.Messages[1].Payload) {
 		t.Fatalf("second payload %q, want %q", second.Message.Payload, f.Messages[1].Payload)
 	}
@@ -92,7 +100,7 @@ func TestCursorRecycledPayloadReused(t *testing.T) {
 	}
 
 	c.Recycle(second.Message.Payload)
-	third, _, _ := c.Next()
+	third := next()
 	if !bytes.Equal(third.Message.Payload, f.Messages[2].Payload) {
 		t.Errorf("third payload %q, want %q", third.Message.Payload, f.Messages[2].Payload)
 	}
