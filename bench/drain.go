@@ -62,6 +62,9 @@ type rate struct {
 	// CPU is the user and system time of the sending process, when it
 	// is a process of its own.
 	CPU time.Duration
+	// Use is the machine's idle share and the broker's and the
+	// subscriber's CPU time during the run, for the drains.
+	Use cpuUse
 }
 
 // cpuPerMessage returns the sender's CPU time per message.
@@ -103,10 +106,12 @@ func drainMqspool(e *env, qos byte, size int) (rate, error) {
 		return rate{}, err
 	}
 	e.sub.reset()
+	before := e.sampleCPU()
 	if err := d.start(e.bin, false); err != nil {
 		return rate{}, err
 	}
 	last, werr := e.sub.wait(int64(n), e.sizes.Wait)
+	use := before.until(e.sampleCPU())
 	serr := d.stop()
 	if werr != nil {
 		return rate{}, fmt.Errorf("mqspool drain QoS %d, %d B: %w (daemon log in %s)", qos, size, werr, root)
@@ -114,7 +119,7 @@ func drainMqspool(e *env, qos byte, size int) (rate, error) {
 	if serr != nil {
 		return rate{}, fmt.Errorf("stop mqspool after drain: %w", serr)
 	}
-	r := rate{Messages: int64(n), Elapsed: last.Sub(d.started), CPU: cpuTime(d.cmd.ProcessState)}
+	r := rate{Messages: int64(n), Elapsed: last.Sub(d.started), CPU: cpuTime(d.cmd.ProcessState), Use: use}
 	logf("mqspool QoS %d %d B: %d in %s, CPU %s", qos, size, n, r.Elapsed, r.CPU)
 	return r, nil
 }
@@ -134,6 +139,7 @@ func drainMosquittoPub(e *env, qos byte, size int) (rate, error) {
 		if err != nil {
 			return rate{}, err
 		}
+		total.Use = total.Use.add(r.Use, total.Elapsed, r.Elapsed)
 		total.Messages += r.Messages
 		total.Elapsed += r.Elapsed
 		total.CPU += r.CPU
@@ -159,6 +165,7 @@ func pubChunk(e *env, dir string, qos byte, size, lines int) (rate, error) {
 		"-i", e.clientID("pub"), "-t", dataTopic, "-l")
 	cmd.Stdin, cmd.Stderr = in, os.Stderr
 	e.sub.reset()
+	before := e.sampleCPU()
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		return rate{}, fmt.Errorf("start mosquitto_pub: %w", err)
@@ -166,6 +173,7 @@ func pubChunk(e *env, dir string, qos byte, size, lines int) (rate, error) {
 	exit := make(chan error, 1)
 	go func() { exit <- cmd.Wait() }()
 	last, werr := e.sub.wait(int64(lines), e.sizes.Wait)
+	use := before.until(e.sampleCPU())
 	select {
 	case <-exit:
 	case <-time.After(30 * time.Second):
@@ -174,7 +182,7 @@ func pubChunk(e *env, dir string, qos byte, size, lines int) (rate, error) {
 	if werr != nil {
 		return rate{}, fmt.Errorf("mosquitto_pub QoS %d, %d B: %w", qos, size, werr)
 	}
-	return rate{Messages: int64(lines), Elapsed: last.Sub(start), CPU: cpuTime(cmd.ProcessState)}, nil
+	return rate{Messages: int64(lines), Elapsed: last.Sub(start), CPU: cpuTime(cmd.ProcessState), Use: use}, nil
 }
 
 // logf prints progress to stderr.

@@ -81,10 +81,22 @@ func (r *report) addDrain(qos byte, size int, ownRounds, refRounds []rate) {
 		Mqspool: msgRate(own), Reference: "mosquitto_pub -M 1000: " + msgRate(ref),
 		Ratio: fmt.Sprintf("%.2f×", ratio), Target: "≥ 1×, defect below 0.8×", Result: drainResult(ratio),
 	})
-	r.details = append(r.details, fmt.Sprintf("Drain QoS %d, %s, median of %d rounds: mqspool %d messages in %s, %s CPU per message (the whole process, start and stop included). "+
-		"mosquitto_pub %d messages in %s (runs of at most %d lines), %s CPU per message. Rounds, mqspool / mosquitto_pub: %s.",
-		qos, sizeName(size), len(ownRounds), own.Messages, round(own.Elapsed), own.cpuPerMessage(), ref.Messages, round(ref.Elapsed), r.sizes.PubChunk, ref.cpuPerMessage(),
+	r.details = append(r.details, fmt.Sprintf("Drain QoS %d, %s, median of %d rounds: mqspool %d messages in %s, %s CPU per message (the whole process, start and stop included)%s. "+
+		"mosquitto_pub %d messages in %s (runs of at most %d lines), %s CPU per message%s. Rounds, mqspool / mosquitto_pub: %s.",
+		qos, sizeName(size), len(ownRounds), own.Messages, round(own.Elapsed), own.cpuPerMessage(), own.useText(),
+		ref.Messages, round(ref.Elapsed), r.sizes.PubChunk, ref.cpuPerMessage(), ref.useText(),
 		roundRatios(ownRounds, refRounds)))
+}
+
+// useText describes what the rest of the machine did during the run, or
+// nothing when /proc could not be read.
+func (r rate) useText() string {
+	if r.Use.Broker == 0 || r.Messages == 0 {
+		return ""
+	}
+	n := time.Duration(r.Messages)
+	return fmt.Sprintf("; broker %s and subscriber %s CPU per message, machine %.0f %% idle",
+		r.Use.Broker/n, r.Use.Subscriber/n, 100*r.Use.IdleShare)
 }
 
 // roundRatios lists each round's two rates and their ratio.
