@@ -197,7 +197,7 @@ func (s *Spool) dropCorrupt(b badRecord) {
 		if err := s.quarantine(b.seq, b.raw, "stored record is unreadable: "+b.err.Error()); err != nil {
 			return err
 		}
-		_, err := deleteMessage(tx, t, b.seq)
+		_, err := deleteMessage(tx.Bucket(bucketMessages).Cursor(), t, b.seq)
 		return err
 	})
 	if errors.Is(err, ErrReadOnly) {

@@ -58,6 +58,24 @@ type journalTx struct {
 	// finish, instead of for every PUBLISH sent.
 	lastPacketID uint16
 	nextOrder    uint64
+
+	// messages and flows are cursors reused by every seek of the
+	// transaction, so each seek does not grow a new cursor's stack.
+	messages, flows *bolt.Cursor
+}
+
+func (j *journalTx) messageCursor() *bolt.Cursor {
+	if j.messages == nil {
+		j.messages = j.tx.Bucket(bucketMessages).Cursor()
+	}
+	return j.messages
+}
+
+func (j *journalTx) flowCursor() *bolt.Cursor {
+	if j.flows == nil {
+		j.flows = j.tx.Bucket(bucketFlows).Cursor()
+	}
+	return j.flows
 }
 
 // finish stores the last packet identifier and the next order number of
@@ -111,6 +129,7 @@ func (j *journalTx) meta() *bolt.Bucket { return j.tx.Bucket(bucketMeta) }
 
 // clearSession drops every flow and incoming id by recreating the buckets.
 func (j *journalTx) clearSession() error {
+	j.flows = nil
 	for _, name := range [][]byte{bucketFlows, bucketIncoming} {
 		if err := j.tx.DeleteBucket(name); err != nil {
 			return fmt.Errorf("clear bucket %s: %w", name, err)
@@ -172,10 +191,11 @@ func (j *journalTx) endFlow(c state.Change, deleteMessage bool) error {
 // with one cursor seek. A record that does not decode is deleted too and
 // reported as missing.
 func (j *journalTx) takeFlow(id uint16) (state.Flow, bool, error) {
-	c := j.tx.Bucket(bucketFlows).Cursor()
-	want := packetKey(id)
-	k, v := c.Seek(want)
-	if !bytes.Equal(k, want) {
+	c := j.flowCursor()
+	var want [2]byte
+	binary.BigEndian.PutUint16(want[:], id)
+	k, v := c.Seek(want[:])
+	if !bytes.Equal(k, want[:]) {
 		return state.Flow{}, false, nil
 	}
 	var f state.Flow
@@ -248,16 +268,18 @@ func (j *journalTx) deleteMessage(seq uint64) error {
 // message that is already gone (dropped, or a repeated change) is not an
 // error.
 func (j *journalTx) deleteIfPresent(seq uint64) (bool, error) {
-	return deleteMessage(j.tx, j.t, seq)
+	return deleteMessage(j.messageCursor(), j.t, seq)
 }
 
-func deleteMessage(tx *bolt.Tx, t *totals, seq uint64) (bool, error) {
+// deleteMessage deletes message seq with c, a cursor on the messages
+// bucket, and updates the totals.
+func deleteMessage(c *bolt.Cursor, t *totals, seq uint64) (bool, error) {
 	// One cursor seek finds and deletes the record; Get and then Delete
 	// would walk the tree twice.
-	c := tx.Bucket(bucketMessages).Cursor()
-	want := seqKey(seq)
-	k, v := c.Seek(want)
-	if !bytes.Equal(k, want) {
+	var want [8]byte
+	binary.BigEndian.PutUint64(want[:], seq)
+	k, v := c.Seek(want[:])
+	if !bytes.Equal(k, want[:]) {
 		return false, nil
 	}
 	size := len(v)
