@@ -1,0 +1,131 @@
+package eventloop
+
+import (
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mqspool/mqspool/internal/state"
+)
+
+// batchJournal records the size of each Commit call.
+type batchJournal struct {
+	mu    sync.Mutex // guards sizes
+	sizes []int
+}
+
+func (j *batchJournal) Commit(changes []state.Change) error {
+	j.mu.Lock()
+	j.sizes = append(j.sizes, len(changes))
+	j.mu.Unlock()
+	return nil
+}
+
+func (j *batchJournal) batches() []int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return slices.Clone(j.sizes)
+}
+
+// newTestCommitter returns a committer that lingers after batches of at
+// least from changes until until are pending, wait passed, or no change
+// came for gap.
+func newTestCommitter(t *testing.T, j Journal, from, until int, wait, gap time.Duration) *committer {
+	t.Helper()
+	return startCommitter(&committer{journal: j, lingerFrom: from, lingerUntil: until, lingerFor: wait, lingerGap: gap})
+}
+
+func changes(n int) []state.Change {
+	out := make([]state.Change, n)
+	for i := range out {
+		out[i] = state.Change{Kind: state.ChangeDelivered, Seq: uint64(i + 1)}
+	}
+	return out
+}
+
+func waitCommitted(t *testing.T, c *committer, ticket uint64) {
+	t.Helper()
+	waitFor(t, 5*time.Second, "commit", func() bool {
+		_, committed, _ := c.progress()
+		return committed >= ticket
+	})
+}
+
+func TestCommitter_LingersAfterLargeBatch(t *testing.T) {
+	j := &batchJournal{}
+	c := newTestCommitter(t, j, 4, 1000, time.Hour, time.Hour)
+	waitCommitted(t, c, c.add(changes(4)...))
+
+	for range 3 {
+		c.add(changes(1)...)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if _, committed, _ := c.progress(); committed != 4 {
+		t.Fatalf("%d changes committed while lingering, want 4", committed)
+	}
+	c.stop()
+	if got, want := j.batches(), []int{4, 3}; !slices.Equal(got, want) {
+		t.Fatalf("batches %v, want %v: the three changes after a large batch go in one commit, made at stop", got, want)
+	}
+}
+
+func TestCommitter_LingerEndsWhenEnoughPending(t *testing.T) {
+	j := &batchJournal{}
+	c := newTestCommitter(t, j, 4, 10, time.Hour, time.Hour)
+	defer c.stop()
+	waitCommitted(t, c, c.add(changes(4)...))
+
+	waitCommitted(t, c, c.add(changes(10)...))
+	if got, want := j.batches(), []int{4, 10}; !slices.Equal(got, want) {
+		t.Fatalf("batches %v, want %v", got, want)
+	}
+}
+
+func TestCommitter_SmallBatchesCommitAtOnce(t *testing.T) {
+	j := &batchJournal{}
+	c := newTestCommitter(t, j, 4, 1000, time.Hour, time.Hour)
+	defer c.stop()
+	for range 3 {
+		waitCommitted(t, c, c.add(changes(3)...))
+	}
+	if got, want := j.batches(), []int{3, 3, 3}; !slices.Equal(got, want) {
+		t.Fatalf("batches %v, want %v", got, want)
+	}
+}
+
+func TestCommitter_LingerEndsAtDeadline(t *testing.T) {
+	j := &batchJournal{}
+	c := newTestCommitter(t, j, 4, 1000, 50*time.Millisecond, time.Hour)
+	defer c.stop()
+	waitCommitted(t, c, c.add(changes(4)...))
+
+	start := time.Now()
+	waitCommitted(t, c, c.add(changes(1)...))
+	if waited := time.Since(start); waited < 40*time.Millisecond {
+		t.Fatalf("change after a large batch committed after %s, want about 50ms of lingering", waited)
+	}
+}
+
+func TestCommitter_LingerEndsWhenChangesStop(t *testing.T) {
+	j := &batchJournal{}
+	c := newTestCommitter(t, j, 4, 1000, time.Hour, 200*time.Millisecond)
+	defer c.stop()
+	waitCommitted(t, c, c.add(changes(4)...))
+
+	// Changes keep coming more often than the gap, so the commit waits
+	// for all of them.
+	start := time.Now()
+	var ticket uint64
+	for range 5 {
+		ticket = c.add(changes(1)...)
+		time.Sleep(10 * time.Millisecond)
+	}
+	waitCommitted(t, c, ticket)
+	if waited := time.Since(start); waited < 200*time.Millisecond {
+		t.Errorf("commit came %s after the first change, want at least the 200ms gap", waited)
+	}
+	if got, want := j.batches(), []int{4, 5}; !slices.Equal(got, want) {
+		t.Fatalf("batches %v, want %v", got, want)
+	}
+}
