@@ -71,12 +71,17 @@ type State struct {
 	// PUBREL, sorted.
 	IncomingQoS2 []uint16
 
-	// pos maps the packet identifier of each open flow to its index in
-	// Outgoing, so lookups and allocation do not scan every flow. It is
-	// rebuilt whenever it disagrees with Outgoing, which covers a State
-	// decoded or built by hand.
-	pos map[uint16]int
+	// pos holds, at each packet identifier, one more than the index of
+	// its flow in Outgoing, or 0 for no flow, so lookups and allocation
+	// neither scan the flows nor hash. posLen counts the entries that are
+	// not 0. The index is rebuilt whenever it disagrees with Outgoing,
+	// which covers a State decoded or built by hand.
+	pos    []int32
+	posLen int
 }
+
+// posSize is the length of pos: one entry per packet identifier.
+const posSize = 1 << 16
 
 // ErrNoPacketID is returned by [State.AllocatePacketID] when all 65535
 // identifiers are outstanding.
@@ -86,7 +91,7 @@ var ErrNoPacketID = errors.New("all 65535 packet identifiers are outstanding")
 // reports identifiers taken by other means (for example SUBSCRIBE); it may
 // be nil.
 func (s *State) AllocatePacketID(inUse func(uint16) bool) (uint16, error) {
-	pos := s.index()
+	s.index()
 
 	id := s.LastPacketID
 	for range 65535 {
@@ -94,7 +99,7 @@ func (s *State) AllocatePacketID(inUse func(uint16) bool) (uint16, error) {
 		if id == 0 {
 			id = 1
 		}
-		if _, taken := pos[id]; taken {
+		if s.pos[id] != 0 {
 			continue
 		}
 		if inUse != nil && inUse(id) {
@@ -106,16 +111,41 @@ func (s *State) AllocatePacketID(inUse func(uint16) bool) (uint16, error) {
 	return 0, ErrNoPacketID
 }
 
-// index returns pos, rebuilt from Outgoing when its size disagrees.
-func (s *State) index() map[uint16]int {
-	if s.pos != nil && len(s.pos) == len(s.Outgoing) {
-		return s.pos
+// index rebuilds pos from Outgoing when its count disagrees.
+func (s *State) index() {
+	if s.pos != nil && s.posLen == len(s.Outgoing) {
+		return
 	}
-	s.pos = make(map[uint16]int, len(s.Outgoing))
+	if s.pos == nil {
+		s.pos = make([]int32, posSize)
+	} else {
+		clear(s.pos)
+	}
+	s.posLen = 0
 	for i, f := range s.Outgoing {
-		s.pos[f.PacketID] = i
+		s.setPos(f.PacketID, i)
 	}
-	return s.pos
+}
+
+// lookup returns the index in Outgoing that pos holds for id.
+func (s *State) lookup(id uint16) (int, bool) {
+	s.index()
+	v := s.pos[id]
+	return int(v) - 1, v != 0
+}
+
+func (s *State) setPos(id uint16, i int) {
+	if s.pos[id] == 0 {
+		s.posLen++
+	}
+	s.pos[id] = int32(i + 1)
+}
+
+func (s *State) deletePos(id uint16) {
+	if s.pos[id] != 0 {
+		s.posLen--
+		s.pos[id] = 0
+	}
 }
 
 // Flow returns the open flow with packet identifier id.
@@ -128,15 +158,14 @@ func (s *State) Flow(id uint16) (Flow, bool) {
 }
 
 func (s *State) flowIndex(id uint16) int {
-	i, ok := s.index()[id]
+	i, ok := s.lookup(id)
 	if !ok {
 		return -1
 	}
-	if s.Outgoing[i].PacketID != id {
+	if i >= len(s.Outgoing) || s.Outgoing[i].PacketID != id {
 		// Outgoing was changed behind the index: rebuild and look again.
-		s.pos = nil
-		i, ok = s.index()[id]
-		if !ok {
+		s.posLen = -1
+		if i, ok = s.lookup(id); !ok {
 			return -1
 		}
 	}
@@ -148,7 +177,7 @@ func (s *State) Clone() *State {
 	c := *s
 	c.Outgoing = slices.Clone(s.Outgoing)
 	c.IncomingQoS2 = slices.Clone(s.IncomingQoS2)
-	c.pos = nil
+	c.pos, c.posLen = nil, 0
 	return &c
 }
 
@@ -177,11 +206,11 @@ func (s *State) Apply(c Change) error {
 		s.Session = true
 		s.Outgoing = s.Outgoing[:0]
 		s.IncomingQoS2 = s.IncomingQoS2[:0]
-		s.pos = nil
+		s.posLen = -1
 	case ChangeSessionLost:
 		s.Outgoing = s.Outgoing[:0]
 		s.IncomingQoS2 = s.IncomingQoS2[:0]
-		s.pos = nil
+		s.posLen = -1
 	case ChangeSent:
 		return s.addFlow(c)
 	case ChangePubrec:
@@ -211,11 +240,10 @@ func (s *State) addFlow(c Change) error {
 	if s.flowIndex(c.PacketID) >= 0 {
 		return fmt.Errorf("packet identifier %d is already outstanding", c.PacketID)
 	}
-	pos := s.index()
 	s.Outgoing = append(s.Outgoing, Flow{
 		PacketID: c.PacketID, Seq: c.Seq, QoS: c.QoS, Stage: StagePublish, Order: c.Order,
 	})
-	pos[c.PacketID] = len(s.Outgoing) - 1
+	s.setPos(c.PacketID, len(s.Outgoing)-1)
 	s.LastPacketID = c.PacketID
 	if c.Order >= s.NextOrder {
 		s.NextOrder = c.Order + 1
@@ -240,8 +268,8 @@ func (s *State) removeFlow(id uint16) {
 	last := len(s.Outgoing) - 1
 	if i != last {
 		s.Outgoing[i] = s.Outgoing[last]
-		s.pos[s.Outgoing[i].PacketID] = i
+		s.setPos(s.Outgoing[i].PacketID, i)
 	}
 	s.Outgoing = s.Outgoing[:last]
-	delete(s.pos, id)
+	s.deletePos(id)
 }

@@ -168,3 +168,30 @@ func TestCloneIsDeep(t *testing.T) {
 	equal(t, "original flow id", s.Outgoing[0].PacketID, uint16(1))
 	equal(t, "original incoming id", s.IncomingQoS2[0], uint16(2))
 }
+
+func TestFlowAfterOutgoingChangedByHand(t *testing.T) {
+	s := &State{Outgoing: []Flow{{PacketID: 1, Seq: 10}, {PacketID: 2, Seq: 11}}}
+	if f, ok := s.Flow(2); !ok || f.Seq != 11 {
+		t.Fatalf("Flow(2) = %+v, %t, want seq 11", f, ok)
+	}
+
+	// Same length, other identifier: the stale entry of 2 is noticed and
+	// the index rebuilt.
+	s.Outgoing[1] = Flow{PacketID: 9, Seq: 12}
+	if _, ok := s.Flow(2); ok {
+		t.Errorf("Flow(2) found after it was replaced")
+	}
+	if f, ok := s.Flow(9); !ok || f.Seq != 12 {
+		t.Errorf("Flow(9) after replacing flow 2 = %+v, %t, want seq 12", f, ok)
+	}
+
+	// Shorter slice: an index past its end must not be used.
+	s.Outgoing = s.Outgoing[:1]
+	s.Outgoing[0] = Flow{PacketID: 9, Seq: 13}
+	if f, ok := s.Flow(9); !ok || f.Seq != 13 {
+		t.Errorf("Flow(9) after shrinking = %+v, %t, want seq 13", f, ok)
+	}
+	if id, err := s.AllocatePacketID(nil); err != nil || id == 9 {
+		t.Errorf("AllocatePacketID = %d, %v, want a free identifier other than 9", id, err)
+	}
+}
