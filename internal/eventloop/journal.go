@@ -21,7 +21,7 @@ const (
 	lingerUntil = 1024
 	// lingerFor is the longest wait, counted from the end of the last
 	// commit.
-	lingerFor = 4 * time.Millisecond
+	lingerFor = 8 * time.Millisecond
 	// lingerGap ends the wait when no change arrived for that long.
 	lingerGap = 500 * time.Microsecond
 )
