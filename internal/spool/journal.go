@@ -240,8 +240,10 @@ func flowSeq(c state.Change, f state.Flow) uint64 {
 }
 
 func (j *journalTx) flow(id uint16) (state.Flow, bool) {
-	v := j.tx.Bucket(bucketFlows).Get(packetKey(id))
-	if v == nil {
+	var key [2]byte
+	binary.BigEndian.PutUint16(key[:], id)
+	k, v := j.flowCursor().Seek(key[:])
+	if !bytes.Equal(k, key[:]) || v == nil {
 		return state.Flow{}, false
 	}
 	var f state.Flow
