@@ -24,7 +24,8 @@ type Cursor struct {
 	pos  int                 // index of the next record in buf
 	skip map[uint64]struct{} // sequence numbers in open flows at creation
 
-	free *bufstack.Stack // payloads handed back by Recycle, for reuse by fill
+	free      *bufstack.Stack // payloads handed back by Recycle, for reuse by fill
+	lastTopic string          // topic of the last record read, shared by the next on the same topic
 }
 
 // recycleMaxTotal bounds the payload buffers a Cursor keeps for reuse.
@@ -109,7 +110,7 @@ func (c *Cursor) fill() error {
 				continue
 			}
 			payload := c.free.Get()
-			enqueued, m, used, err := decodeRecordInto(v, payload)
+			enqueued, m, used, err := decodeRecordInto(v, payload, c.lastTopic)
 			if !used {
 				c.Recycle(payload)
 			}
@@ -118,6 +119,7 @@ func (c *Cursor) fill() error {
 				continue
 			}
 			c.buf = append(c.buf, Record{Seq: seq, Enqueued: enqueued, Message: m})
+			c.lastTopic = m.Topic
 			bytes += len(v)
 		}
 		return nil

@@ -62,13 +62,15 @@ func appendBytes(b, v []byte) []byte {
 // decodeRecord checks and decodes what encodeRecord wrote. The result
 // shares no memory with b, so b may be a bbolt value.
 func decodeRecord(b []byte) (time.Time, message.Message, error) {
-	enqueued, m, _, err := decodeRecordInto(b, nil)
+	enqueued, m, _, err := decodeRecordInto(b, nil, "")
 	return enqueued, m, err
 }
 
 // decodeRecordInto is decodeRecord that copies the payload into payload's
-// array when it is large enough, and reports whether it did.
-func decodeRecordInto(b, payload []byte) (enqueued time.Time, m message.Message, used bool, err error) {
+// array when it is large enough, and reports whether it did. A topic equal
+// to lastTopic is returned as lastTopic, so a run of messages on one topic
+// does not allocate a string for each.
+func decodeRecordInto(b, payload []byte, lastTopic string) (enqueued time.Time, m message.Message, used bool, err error) {
 	body, err := checkRecord(b)
 	if err != nil {
 		return time.Time{}, message.Message{}, false, err
@@ -82,7 +84,11 @@ func decodeRecordInto(b, payload []byte) (enqueued time.Time, m message.Message,
 	m.ExpirySeconds = d.u32()
 	m.PayloadFormat = message.PayloadFormat(d.u8())
 
-	m.Topic = string(d.bytes())
+	if topic := d.bytes(); string(topic) == lastTopic {
+		m.Topic = lastTopic
+	} else {
+		m.Topic = string(topic)
+	}
 	m.Payload, used = d.bytesInto(payload)
 	m.ContentType = string(d.bytes())
 	m.ResponseTopic = string(d.bytes())

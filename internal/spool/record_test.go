@@ -1,12 +1,15 @@
 package spool
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/mqspool/mqspool/internal/message"
 )
@@ -96,4 +99,41 @@ func FuzzDecodeRecord(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestDecodeRecordInto_SharesRepeatedTopic(t *testing.T) {
+	m := message.Message{Topic: "site/1/temp", Payload: []byte("21.5"), QoS: 1}
+	raw := encodeRecord(time.Unix(1, 0), &m)
+	last := strings.Clone("site/1/temp")
+
+	_, got, _, err := decodeRecordInto(raw, nil, last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if unsafe.StringData(got.Topic) != unsafe.StringData(last) {
+		t.Errorf("topic equal to the last one was copied, want it shared")
+	}
+
+	_, got, _, err = decodeRecordInto(raw, nil, "site/2/temp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Topic != m.Topic {
+		t.Errorf("topic %q after another topic, want %q", got.Topic, m.Topic)
+	}
+}
+
+func TestDecodeRecordInto_NoAllocationsWhenReused(t *testing.T) {
+	m := message.Message{Topic: "site/1/temp", Payload: bytes.Repeat([]byte("p"), 1024), QoS: 1}
+	raw := encodeRecord(time.Unix(1, 0), &m)
+	payload := make([]byte, 0, 2048)
+	allocs := testing.AllocsPerRun(100, func() {
+		_, got, used, err := decodeRecordInto(raw, payload, m.Topic)
+		if err != nil || !used || len(got.Payload) != 1024 {
+			t.Fatalf("decode: used %t, %d payload bytes, err %v", used, len(got.Payload), err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%.0f allocations per decode with a reused payload and topic, want 0", allocs)
+	}
 }
