@@ -21,7 +21,7 @@ func WriteFileAtomic(dir, name string, data []byte) error {
 	if err := CheckName(name); err != nil {
 		return err
 	}
-	tmp, err := writeTemp(filepath.Join(dir, "tmp"), data)
+	tmp, err := WriteTemp(filepath.Join(dir, "tmp"), "drop-", 0o644, data)
 	if err != nil {
 		return err
 	}
@@ -37,14 +37,13 @@ func WriteFileAtomic(dir, name string, data []byte) error {
 	return SyncDir(filepath.Dir(dst))
 }
 
-// writeTemp writes data to a new file in dir and syncs it.
-func writeTemp(dir string, data []byte) (string, error) {
-	var rnd [8]byte
-	rand.Read(rnd[:])
-	name := filepath.Join(dir, "drop-"+hex.EncodeToString(rnd[:]))
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+// WriteTemp writes data to a new file in dir, named prefix and a random
+// suffix, created with permissions perm (less the umask), and syncs it.
+// It returns the file's path. On error no file is left behind.
+func WriteTemp(dir, prefix string, perm os.FileMode, data []byte) (string, error) {
+	f, err := createUnique(dir, prefix, perm)
 	if err != nil {
-		return "", fmt.Errorf("create temporary file in %s: %w", dir, err)
+		return "", err
 	}
 	_, err = f.Write(data)
 	if err == nil {
@@ -54,10 +53,30 @@ func writeTemp(dir string, data []byte) (string, error) {
 		err = cerr
 	}
 	if err != nil {
-		os.Remove(name)
-		return "", fmt.Errorf("write %s: %w", name, err)
+		os.Remove(f.Name())
+		return "", fmt.Errorf("write %s: %w", f.Name(), err)
 	}
-	return name, nil
+	return f.Name(), nil
+}
+
+// createUnique creates a file in dir that did not exist, named prefix and
+// 16 random hex digits, and tries another name when one is taken.
+func createUnique(dir, prefix string, perm os.FileMode) (*os.File, error) {
+	var err error
+	for range 100 {
+		var rnd [8]byte
+		rand.Read(rnd[:])
+		name := filepath.Join(dir, prefix+hex.EncodeToString(rnd[:]))
+		var f *os.File
+		f, err = os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, os.ErrExist) {
+			break
+		}
+	}
+	return nil, fmt.Errorf("create temporary file in %s: %w", dir, err)
 }
 
 // RenameNoReplace renames oldpath to newpath, failing with an error that

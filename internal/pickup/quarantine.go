@@ -67,7 +67,7 @@ func (p *Pickup) Quarantine(rel string, m *message.Message, raw []byte, reason s
 		}
 	}
 
-	tmp, err := writeTempFile(p.tmpDir, data)
+	tmp, err := format.WriteTemp(p.tmpDir, ".quarantine-", 0o600, data)
 	if err != nil {
 		return err
 	}
@@ -127,7 +127,7 @@ func withSuffix(rel string, n int) string {
 
 // writeReason writes the reason file through tmp/ so it appears whole.
 func (p *Pickup) writeReason(name, reason string) error {
-	tmp, err := writeTempFile(p.tmpDir, []byte(strings.TrimRight(reason, "\n")+"\n"))
+	tmp, err := format.WriteTemp(p.tmpDir, ".quarantine-", 0o600, []byte(strings.TrimRight(reason, "\n")+"\n"))
 	if err != nil {
 		return err
 	}
@@ -136,24 +136,4 @@ func (p *Pickup) writeReason(name, reason string) error {
 		return fmt.Errorf("write reason file: %w", err)
 	}
 	return nil
-}
-
-// writeTempFile writes data to a new synced file in dir.
-func writeTempFile(dir string, data []byte) (string, error) {
-	f, err := os.CreateTemp(dir, ".quarantine-*")
-	if err != nil {
-		return "", fmt.Errorf("create temporary file in %s: %w", dir, err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return "", fmt.Errorf("write %s: %w", f.Name(), err)
-	}
-	return f.Name(), nil
 }
