@@ -113,12 +113,28 @@ func machineInfo(e *env) machine {
 	m := machine{CPUs: cpuCount(), CPU: cpuModel(), Kernel: output("uname", "-r")}
 	m.Go = output("go", "version")
 	m.Mosquitto = strings.TrimSpace(strings.SplitN(output("mosquitto", "-h"), "\n", 2)[0])
-	cmd := exec.Command("git", "describe", "--always", "--dirty")
-	cmd.Dir = e.repo
-	if b, err := cmd.Output(); err == nil {
-		m.Commit = strings.TrimSpace(string(b))
-	}
+	m.Commit = commitOf(e.repo)
 	return m
+}
+
+// commitOf returns the commit of repo, with "-dirty" when tracked files
+// other than docs/benchmarks.md, which each run rewrites, have changes.
+func commitOf(repo string) string {
+	git := func(args ...string) (string, error) {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = repo
+		b, err := cmd.Output()
+		return strings.TrimSpace(string(b)), err
+	}
+	commit, err := git("rev-parse", "--short", "HEAD")
+	if err != nil {
+		return ""
+	}
+	changed, err := git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)docs/benchmarks.md")
+	if err != nil || changed != "" {
+		commit += "-dirty"
+	}
+	return commit
 }
 
 func output(name string, args ...string) string {
