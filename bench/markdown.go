@@ -61,7 +61,9 @@ the ratios hold even though absolute rates move with the machine's load.
   with BENCH_SCALE=small) and the table shows the median round of each,
   so a burst of load from other jobs moves one round rather than the
   ratio; the details list every round. CPU per message is the sender's
-  user and system time from its exit status. The target is at least
+  user and system time from its exit status. The broker's and the
+  subscriber's CPU and the machine's idle share (idle and iowait) are
+  read from /proc at the start and the end of each run. The target is at least
   mosquitto_pub's rate; a ratio from 0.8× up to it is SHORT of the
   target, and one below 0.8× a defect (FAIL).
 - Go clients, QoS 1 only, each drained from its own store filled before
