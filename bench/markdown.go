@@ -63,9 +63,9 @@ the ratios hold even though absolute rates move with the machine's load.
   ratio; the details list every round. CPU per message is the sender's
   user and system time from its exit status. The broker's and the
   subscriber's CPU and the machine's idle share (idle and iowait) are
-  read from /proc at the start and the end of each run. The target is at least
-  mosquitto_pub's rate; a ratio from 0.8× up to it is SHORT of the
-  target, and one below 0.8× a defect (FAIL).
+  read from /proc at the start and the end of each run. The target is
+  at least mosquitto_pub's rate; a ratio from 0.8× up to it is SHORT of
+  the target, and one below 0.8× a defect (FAIL).
 - Go clients, QoS 1 only, each drained from its own store filled before
   it connects, as mqspool's spool is: paho.mqtt.golang v1.5.1 with a
   FileStore, Clean Session 0 and at most 1000 messages in flight while
