@@ -122,6 +122,9 @@ func (c *committer) commitPending() bool {
 		}
 		err := c.journal.Commit(batch)
 		last = len(batch)
+		if err != nil {
+			last = 0 // no commit follows, so there is nothing to wait for
+		}
 		clear(batch)
 
 		c.mu.Lock()

@@ -55,6 +55,7 @@ func waitCommitted(t *testing.T, c *committer, ticket uint64) {
 func TestCommitter_LingersAfterLargeBatch(t *testing.T) {
 	j := &batchJournal{}
 	c := newTestCommitter(t, j, 4, 1000, time.Hour, time.Hour)
+	defer c.stop()
 	waitCommitted(t, c, c.add(changes(4)...))
 
 	for range 3 {
@@ -96,14 +97,20 @@ func TestCommitter_SmallBatchesCommitAtOnce(t *testing.T) {
 
 func TestCommitter_LingerEndsAtDeadline(t *testing.T) {
 	j := &batchJournal{}
-	c := newTestCommitter(t, j, 4, 1000, 50*time.Millisecond, time.Hour)
+	c := newTestCommitter(t, j, 4, 1000, 100*time.Millisecond, 200*time.Millisecond)
 	defer c.stop()
 	waitCommitted(t, c, c.add(changes(4)...))
 
-	start := time.Now()
-	waitCommitted(t, c, c.add(changes(1)...))
-	if waited := time.Since(start); waited < 40*time.Millisecond {
-		t.Fatalf("change after a large batch committed after %s, want about 50ms of lingering", waited)
+	// A change every 10ms keeps the gap rule from ending the wait, so
+	// only the 100ms deadline splits the 60 changes into commits.
+	var ticket uint64
+	for range 60 {
+		ticket = c.add(changes(1)...)
+		time.Sleep(10 * time.Millisecond)
+	}
+	waitCommitted(t, c, ticket)
+	if got := j.batches(); len(got) < 4 {
+		t.Fatalf("batches %v, want the 60 changes over 600ms split by the 100ms deadline into 3 or more commits", got)
 	}
 }
 
