@@ -33,7 +33,8 @@ func (e *env) sampleCPU() cpuSample {
 	return s
 }
 
-// cpuUse is what the machine did between two samples.
+// cpuUse is the machine's idle share and the helpers' CPU time between
+// two samples.
 type cpuUse struct {
 	// IdleShare is the fraction of all CPUs' time that was idle or
 	// waiting for I/O.

@@ -22,7 +22,8 @@ const (
 	// lingerFor is the longest wait, counted from the end of the last
 	// commit.
 	lingerFor = 8 * time.Millisecond
-	// lingerGap ends the wait when no change arrived for that long.
+	// lingerGap ends the wait when one check interval this long brought
+	// no new change.
 	lingerGap = 500 * time.Microsecond
 )
 

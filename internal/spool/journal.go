@@ -191,16 +191,13 @@ func (j *journalTx) endFlow(c state.Change, deleteMessage bool) error {
 // with one cursor seek. A record that does not decode is deleted too and
 // reported as missing.
 func (j *journalTx) takeFlow(id uint16) (state.Flow, bool, error) {
-	c := j.flowCursor()
-	var want [2]byte
-	binary.BigEndian.PutUint16(want[:], id)
-	k, v := c.Seek(want[:])
-	if !bytes.Equal(k, want[:]) {
+	v, found := j.seekFlow(id)
+	if !found {
 		return state.Flow{}, false, nil
 	}
 	var f state.Flow
 	ok := f.UnmarshalBinary(v) == nil
-	if err := c.Delete(); err != nil {
+	if err := j.flowCursor().Delete(); err != nil {
 		return state.Flow{}, false, fmt.Errorf("delete flow of packet id %d: %w", id, err)
 	}
 	return f, ok, nil
@@ -240,10 +237,8 @@ func flowSeq(c state.Change, f state.Flow) uint64 {
 }
 
 func (j *journalTx) flow(id uint16) (state.Flow, bool) {
-	var key [2]byte
-	binary.BigEndian.PutUint16(key[:], id)
-	k, v := j.flowCursor().Seek(key[:])
-	if !bytes.Equal(k, key[:]) || v == nil {
+	v, found := j.seekFlow(id)
+	if !found || v == nil {
 		return state.Flow{}, false
 	}
 	var f state.Flow
@@ -251,6 +246,15 @@ func (j *journalTx) flow(id uint16) (state.Flow, bool) {
 		return state.Flow{}, false
 	}
 	return f, true
+}
+
+// seekFlow moves the flow cursor to the record of packet identifier id
+// and returns its value, if the record exists.
+func (j *journalTx) seekFlow(id uint16) ([]byte, bool) {
+	var key [2]byte
+	binary.BigEndian.PutUint16(key[:], id)
+	k, v := j.flowCursor().Seek(key[:])
+	return v, bytes.Equal(k, key[:])
 }
 
 func (j *journalTx) putFlow(f state.Flow) error {

@@ -71,7 +71,7 @@ type State struct {
 	// PUBREL, sorted.
 	IncomingQoS2 []uint16
 
-	// pos holds, at each packet identifier, one more than the index of
+	// pos contains, at each packet identifier, one more than the index of
 	// its flow in Outgoing, or 0 for no flow, so lookups and allocation
 	// neither scan the flows nor hash. posLen counts the entries that are
 	// not 0. The index is rebuilt whenever it disagrees with Outgoing,
@@ -127,7 +127,7 @@ func (s *State) index() {
 	}
 }
 
-// lookup returns the index in Outgoing that pos holds for id.
+// lookup returns the index in Outgoing that pos records for id.
 func (s *State) lookup(id uint16) (int, bool) {
 	s.index()
 	v := s.pos[id]
