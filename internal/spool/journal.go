@@ -35,12 +35,7 @@ func (s *Spool) Commit(changes []state.Change) error {
 				return fmt.Errorf("change %d of %d (%s, packet id %d, seq %d): %w", i+1, len(changes), c.Kind, c.PacketID, c.Seq, err)
 			}
 		}
-		if err := j.finish(); err != nil {
-			return err
-		}
-		t.flows = bucketLen(tx.Bucket(bucketFlows))
-		t.incoming = bucketLen(tx.Bucket(bucketIncoming))
-		return nil
+		return j.finish()
 	})
 	if err == nil {
 		crashpoint.Hit(crashpoint.JournalAfterCommit)
@@ -319,13 +314,12 @@ func (s *Spool) LoadState() (*state.State, error) {
 		return st, nil
 	}
 
-	err = s.write("drop unreadable flows", func(tx *bolt.Tx, t *totals) error {
+	err = s.write("drop unreadable flows", func(tx *bolt.Tx, _ *totals) error {
 		for _, k := range bad {
 			if err := tx.Bucket(bucketFlows).Delete(k); err != nil {
 				return err
 			}
 		}
-		t.flows = bucketLen(tx.Bucket(bucketFlows))
 		return tx.Bucket(bucketMeta).Put(keySession, []byte{0})
 	})
 	return st, err
@@ -408,11 +402,6 @@ func (s *Spool) SaveState(st *state.State) error {
 		if err := meta.Put(keyLastPacketID, binary.BigEndian.AppendUint16(nil, st.LastPacketID)); err != nil {
 			return err
 		}
-		if err := putU64(meta, keyNextOrder, st.NextOrder); err != nil {
-			return err
-		}
-		t.flows = bucketLen(tx.Bucket(bucketFlows))
-		t.incoming = bucketLen(tx.Bucket(bucketIncoming))
-		return nil
+		return putU64(meta, keyNextOrder, st.NextOrder)
 	})
 }
