@@ -15,6 +15,9 @@ import (
 // payloadSizes are the message sizes every drain is measured with.
 var payloadSizes = []int{100, 1024}
 
+// drainQoS are the QoS levels of the drain rows; -drain-qos picks one.
+var drainQoS = []byte{1, 2}
+
 // maxInflight is the window of every contender: mqspool's default
 // publish.max_inflight and mosquitto_pub -M.
 const maxInflight = 1000
@@ -25,7 +28,7 @@ const maxInflight = 1000
 // a burst of load from other jobs on the machine moves one round, not
 // the ratio.
 func runDrain(e *env, r *report) error {
-	for _, qos := range []byte{1, 2} {
+	for _, qos := range drainQoS {
 		for _, size := range payloadSizes {
 			var own, ref []rate
 			for range e.sizes.DrainRounds {

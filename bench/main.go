@@ -19,9 +19,24 @@ func main() {
 	repo := flag.String("repo", "..", "root of the mqspool repository, where ./cmd/mqspool is built")
 	only := flag.String("only", "", "comma-separated sections to run (drain,clients,ingest,memory,disk,profile); empty runs all")
 	keep := flag.String("keep-profiles", "", "directory to copy the pprof files and the profiling binary into; empty keeps none")
+	pqos := flag.Int("profile-qos", 1, "QoS of the messages in the drain profile, 1 or 2")
+	dqos := flag.Int("drain-qos", 0, "run the drain rows of this QoS only, 1 or 2; 0 runs both")
 	flag.Parse()
 
+	if *pqos != 1 && *pqos != 2 {
+		fmt.Fprintf(os.Stderr, "mqbench: -profile-qos %d: use 1 or 2\n", *pqos)
+		os.Exit(2)
+	}
+	switch *dqos {
+	case 0:
+	case 1, 2:
+		drainQoS = []byte{byte(*dqos)}
+	default:
+		fmt.Fprintf(os.Stderr, "mqbench: -drain-qos %d: use 1, 2, or 0 for both\n", *dqos)
+		os.Exit(2)
+	}
 	keepProfiles = *keep
+	profileQoS = byte(*pqos)
 	if err := run(*scale, *out, *repo, *only); err != nil {
 		fmt.Fprintln(os.Stderr, "mqbench:", err)
 		os.Exit(1)

@@ -12,6 +12,9 @@ import (
 // keepProfiles is the directory the profiles are copied into, or empty.
 var keepProfiles string
 
+// profileQoS is the QoS of the messages in the drain profile.
+var profileQoS byte = 1
+
 // profileTop is the top of one pprof profile.
 type profileTop struct {
 	Title string
@@ -19,7 +22,7 @@ type profileTop struct {
 }
 
 // runProfile builds cmd/mqprofile, which runs the daemon in-process with
-// pprof, and profiles a QoS 1 drain of 1 KiB messages and the ingest of
+// pprof, and profiles a drain of 1 KiB messages and the ingest of
 // each file layout.
 func runProfile(e *env, r *report) error {
 	bin := filepath.Join(e.work, "mqprofile")
@@ -54,7 +57,7 @@ func profileDrain(e *env, bin string) ([]profileTop, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := prefill(d.db, e.sizes.Drain, 1024, 1); err != nil {
+	if err := prefill(d.db, e.sizes.Drain, 1024, profileQoS); err != nil {
 		return nil, err
 	}
 	e.sub.reset()
@@ -62,7 +65,7 @@ func profileDrain(e *env, bin string) ([]profileTop, error) {
 		_, err := e.sub.wait(int64(e.sizes.Drain), e.sizes.Wait)
 		return err
 	}
-	title := fmt.Sprintf("drain, QoS 1, %d messages of 1 KiB", e.sizes.Drain)
+	title := fmt.Sprintf("drain, QoS %d, %d messages of 1 KiB", profileQoS, e.sizes.Drain)
 	return profileRun(bin, d, title, run)
 }
 
