@@ -328,6 +328,9 @@ func (l *Loop) expire(req Request) {
 // throttleDelay takes size bytes and one message from the limiters, or
 // returns how long to wait and takes nothing.
 func (l *Loop) throttleDelay(size int) time.Duration {
+	if l.msgLimit == nil && l.byteLimit == nil {
+		return 0
+	}
 	now := l.clock.Now()
 	var delay time.Duration
 	var reservations []interface{ CancelAt(time.Time) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // ackTicksPerTimeout splits the ack timeout into ticks. A packet times out
@@ -74,8 +75,12 @@ func (l *Loop) stepOnline(ctx context.Context) {
 
 // handlePackets dispatches the packets of one read in order. Those after
 // a packet that ended connection c belong to the old connection and are
-// dropped, as unread ones are.
+// dropped, as unread ones are. The packets arrived together, so the keep
+// alive notes traffic once for all of them.
 func (l *Loop) handlePackets(c *connection, batch []packet) {
+	if slices.ContainsFunc(batch, countsAsTraffic) {
+		l.keepAlive.received()
+	}
 	for _, p := range batch {
 		if l.conn != c || l.closed {
 			return
@@ -84,14 +89,17 @@ func (l *Loop) handlePackets(c *connection, batch []packet) {
 	}
 }
 
-// handlePacket dispatches one packet from the broker. A PINGRESP does not
-// count as traffic for the keep alive window because it replies to the
-// previous window's PINGREQ, so counting it would halve the ping rate of a client
+// countsAsTraffic reports whether p counts as traffic for the keep alive
+// window. A PINGRESP does not, because it replies to the previous
+// window's PINGREQ, so counting it would halve the ping rate of a client
 // that only sends.
+func countsAsTraffic(p packet) bool {
+	_, ping := p.(*pingrespPacket)
+	return !ping
+}
+
+// handlePacket dispatches one packet from the broker.
 func (l *Loop) handlePacket(p packet) {
-	if _, ok := p.(*pingrespPacket); !ok {
-		l.keepAlive.received()
-	}
 	switch p := p.(type) {
 	case *ackPacket:
 		l.handleAck(p)
