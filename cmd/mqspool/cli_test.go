@@ -12,6 +12,7 @@ import (
 	"github.com/mqspool/mqspool/internal/format"
 	"github.com/mqspool/mqspool/internal/message"
 	"github.com/mqspool/mqspool/internal/spool"
+	"github.com/mqspool/mqspool/internal/state"
 )
 
 // run executes the command line and returns the exit status, stdout and
@@ -193,6 +194,48 @@ func TestSpool_StatsAndLockedDatabase(t *testing.T) {
 	code, out, errOut := run(t, "", "spool", "stats", "--config", file)
 	if code != exitOK || !strings.Contains(out, "messages:  0") {
 		t.Errorf("stats: code %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+func TestSpool_Compact(t *testing.T) {
+	file, dir := testConfig(t, "")
+	db := filepath.Join(dir, "spool.db")
+	sp, err := spool.Open(spool.Options{Path: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := message.Message{Topic: "c/1", Payload: []byte(strings.Repeat("x", 4096)), QoS: 1}
+	var files []spool.FileBatch
+	var changes []state.Change
+	for i := range 3000 {
+		files = append(files, spool.FileBatch{ID: spool.FileID{Ino: uint64(i + 1), Name: "m.msg"}, Messages: []message.Message{msg}})
+		changes = append(changes, state.Change{Kind: state.ChangeDelivered, Seq: uint64(i + 1)})
+	}
+	if _, err := sp.Append(files); err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.Commit(changes[:2999]); err != nil {
+		t.Fatal(err)
+	}
+
+	code, _, errOut := run(t, "", "spool", "compact", "--config", file)
+	if code != exitFailure || !strings.Contains(errOut, "stop the daemon") {
+		t.Errorf("compact on a held database: code %d, stderr %q; want 1 and a hint", code, errOut)
+	}
+	sp.Close()
+	before, _ := os.Stat(db)
+
+	code, out, errOut := run(t, "", "spool", "compact", "--config", file)
+	if code != exitOK || !strings.Contains(out, "1 messages queued") {
+		t.Fatalf("compact: code %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	after, _ := os.Stat(db)
+	if after.Size()*4 > before.Size() {
+		t.Errorf("spool.db went from %d to %d bytes, want at most a quarter", before.Size(), after.Size())
+	}
+	code, out, _ = run(t, "", "spool", "stats", "--config", file)
+	if code != exitOK || !strings.Contains(out, "messages:  1") {
+		t.Errorf("stats after compact: code %d, stdout %q", code, out)
 	}
 }
 

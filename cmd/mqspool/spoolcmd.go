@@ -24,9 +24,9 @@ const offlineLockTimeout = time.Second
 func newSpoolCommand() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "spool",
-		Short: "Inspect and repair the spool (stats, ls and salvage need the daemon stopped)",
+		Short: "Inspect and repair the spool (stats, ls, salvage and compact need the daemon stopped)",
 	}
-	c.AddCommand(newSpoolStatsCommand(), newSpoolLsCommand(), newRequeueFailedCommand(), newSalvageCommand())
+	c.AddCommand(newSpoolStatsCommand(), newSpoolLsCommand(), newRequeueFailedCommand(), newSalvageCommand(), newCompactCommand())
 	return c
 }
 
@@ -175,6 +175,40 @@ damage may be sent twice.`,
 				return fmt.Errorf("no readable message found in %s (%d unreadable): check that it is an mqspool database", args[0], skipped)
 			}
 			fmt.Fprintf(c.OutOrStdout(), "salvaged %d messages into %s, skipped %d unreadable\n", copied, filepath.Join(dir, "new"), skipped)
+			return nil
+		},
+	}
+	flags.register(c)
+	return c
+}
+
+func newCompactCommand() *cobra.Command {
+	var flags configFlags
+	c := &cobra.Command{
+		Use:   "compact",
+		Short: "Give back the disk space of delivered messages by rewriting spool.db",
+		Long: `Rewrite spool.db into a new file that holds only what is still queued and
+put it in place of the old one. The database keeps its peak size after a
+backlog drains, because the space of delivered messages is only reused,
+never returned; compact returns it. The daemon must be stopped. The file
+system needs room for a copy of the messages still queued. The new file
+keeps the old one's mode and owner, and a damaged database is left as it
+is.`,
+		Args: exactArgs(0),
+		RunE: func(c *cobra.Command, _ []string) error {
+			loaded, err := flags.load(c, nil)
+			if err != nil {
+				return err
+			}
+			res, err := spool.Compact(loaded.Config.Spool.DB, offlineLockTimeout)
+			if errors.Is(err, spool.ErrLocked) {
+				return fmt.Errorf("%w: stop the daemon first (systemctl stop mqspool)", err)
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.OutOrStdout(), "compacted %s from %s to %s, %d messages queued\n",
+				res.Path, config.ByteSize(res.Before), config.ByteSize(res.After), res.Messages)
 			return nil
 		},
 	}

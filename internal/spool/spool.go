@@ -166,7 +166,7 @@ func (s *Spool) openChecked() (db *bolt.DB, err error) {
 		}
 		checked = true
 	}
-	db, err = bolt.Open(s.opts.Path, 0o600, &bolt.Options{
+	db, err = openCurrent(s.opts.Path, &bolt.Options{
 		Timeout:  s.opts.LockTimeout,
 		ReadOnly: s.opts.ReadOnly,
 		// A drain frees a page for every few messages it deletes. Writing
@@ -191,6 +191,34 @@ func (s *Spool) openChecked() (db *bolt.DB, err error) {
 		return nil, err
 	}
 	return db, nil
+}
+
+// openCurrent opens the database at path with bbolt and makes sure that
+// the file it locked is still the one at path. Another process may put a
+// new file there while this one waits for the lock: compact does, and so
+// does the rename aside of a damaged file. Without the check, this process
+// would go on with a file that no longer has a name.
+func openCurrent(path string, opts *bolt.Options) (*bolt.DB, error) {
+	const attempts = 3
+	for range attempts {
+		before, statErr := os.Stat(path)
+		db, err := bolt.Open(path, 0o600, opts)
+		if err != nil {
+			return nil, err
+		}
+		if statErr != nil {
+			return db, nil // bbolt created the file, or stat cannot tell
+		}
+		after, err := os.Stat(path)
+		if err == nil && os.SameFile(before, after) {
+			return db, nil
+		}
+		db.Close()
+		if err != nil {
+			return nil, fmt.Errorf("stat %s after opening it: %w", path, err)
+		}
+	}
+	return nil, fmt.Errorf("%s was replaced %d times while waiting for its lock: stop the other process that writes it", path, attempts)
 }
 
 // prepare checks the database unless it was closed cleanly and is large,

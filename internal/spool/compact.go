@@ -1,0 +1,121 @@
+package spool
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// compactTxSize bounds the bytes copied in one transaction of Compact, so
+// copying a large database does not hold all of it in memory.
+const compactTxSize = 64 << 20
+
+// CompactResult describes a finished Compact.
+type CompactResult struct {
+	Path     string // the database file, symbolic links resolved
+	Before   int64  // file size before, in bytes
+	After    int64  // file size after, in bytes
+	Messages int64  // messages queued, unchanged by Compact
+}
+
+// Compact copies the database at path into a new file that holds only the
+// pages in use and puts it in place of the old one. bbolt reuses the pages
+// that a drain frees but never returns them to the file system, so after
+// a long outage the file keeps its peak size. Compact gives that space
+// back.
+//
+// The database is checked first and a damaged one is left as it is. The
+// old file stays locked until the new one is in place, so a daemon started
+// meanwhile waits and then opens the new file. The new file gets the old
+// one's mode and owner, and is fsynced with its directory before and
+// after the rename. On any error the old file is unchanged and the copy
+// is removed.
+func Compact(path string, lockTimeout time.Duration) (CompactResult, error) {
+	resolved, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return CompactResult{}, fmt.Errorf("compact %s: %w: check spool.db", path, err)
+	}
+	info, err := os.Stat(resolved)
+	if err != nil {
+		return CompactResult{}, fmt.Errorf("compact %s: %w", resolved, err)
+	}
+	src, err := Open(Options{Path: resolved, LockTimeout: lockTimeout, ReadOnly: true})
+	if err != nil {
+		return CompactResult{}, err
+	}
+	defer src.Close()
+
+	res := CompactResult{Path: resolved, Before: info.Size(), Messages: src.Stats().Messages}
+	tmp := resolved + ".compact"
+	if err := copyCompacted(src.db, tmp, info); err != nil {
+		os.Remove(tmp)
+		return res, err
+	}
+	if err := os.Rename(tmp, resolved); err != nil {
+		os.Remove(tmp)
+		return res, fmt.Errorf("put the compacted copy in place of %s: %w", resolved, err)
+	}
+	if err := syncDir(filepath.Dir(resolved)); err != nil {
+		return res, err
+	}
+	after, err := os.Stat(resolved)
+	if err != nil {
+		return res, fmt.Errorf("compacted %s but cannot read its size: %w", resolved, err)
+	}
+	res.After = after.Size()
+	return res, nil
+}
+
+// copyCompacted writes a compacted copy of src to tmp with the mode and
+// owner of orig, the source file, and fsyncs it and its directory.
+func copyCompacted(src *bolt.DB, tmp string, orig os.FileInfo) error {
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove the copy %s left by an earlier compact: %w", tmp, err)
+	}
+	// The copy is synced once at the end instead of at each of its
+	// commits: until the rename, nothing depends on it.
+	dst, err := bolt.Open(tmp, orig.Mode().Perm(), &bolt.Options{NoSync: true, Timeout: time.Second})
+	if err != nil {
+		return fmt.Errorf("create the compacted copy %s: %w", tmp, err)
+	}
+	if err := bolt.Compact(dst, src, compactTxSize); err != nil {
+		dst.Close()
+		if errors.Is(err, syscall.ENOSPC) {
+			return fmt.Errorf("copy into %s: %w: free room for a copy of the messages still queued", tmp, err)
+		}
+		return fmt.Errorf("copy into %s: %w", tmp, err)
+	}
+	if err := dst.Sync(); err != nil {
+		dst.Close()
+		return fmt.Errorf("fsync %s: %w", tmp, err)
+	}
+	if err := dst.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", tmp, err)
+	}
+	if err := keepOwner(tmp, orig); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(tmp))
+}
+
+// keepOwner gives path the mode and owner of orig, so that a daemon
+// running as an unprivileged user can still open a database that root
+// compacted.
+func keepOwner(path string, orig os.FileInfo) error {
+	if err := os.Chmod(path, orig.Mode().Perm()); err != nil {
+		return fmt.Errorf("set the mode of %s: %w", path, err)
+	}
+	st, ok := orig.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	if err := os.Chown(path, int(st.Uid), int(st.Gid)); err != nil {
+		return fmt.Errorf("give %s the owner %d:%d of the database: %w: run compact as root or as that user", path, st.Uid, st.Gid, err)
+	}
+	return nil
+}
