@@ -201,6 +201,29 @@ func TestOpsControl_Reconnect(t *testing.T) {
 	}
 }
 
+// TestOpsControl_StatusShowsFailedAtOnce drops a file that cannot be
+// stored and checks that status counts it and its bytes in failed/
+// before the next rescan of the spool directory.
+func TestOpsControl_StatusShowsFailedAtOnce(t *testing.T) {
+	b := harness.StartBroker(t, "")
+	d := harness.NewDaemon(t, b.URL(), "pickup:\n  rescan_interval: 1h\n")
+	d.DumpOnFailure()
+	d.Start()
+	opsConnected(t, d)
+
+	body := []byte("Topic: ctl/bad\nQoS: 7\n\nx")
+	d.Drop("bad.msg", body)
+	var st map[string]any
+	opsWait(t, "one file in failed/ in status", func() bool {
+		st = opsStatus(t, d)
+		return st["failed_files"] == 1.0
+	})
+	// The bytes include the .reason file written beside the message.
+	if got, _ := st["failed_bytes"].(float64); got <= float64(len(body)) {
+		t.Errorf("status failed_bytes = %v, want more than the file's %d bytes", st["failed_bytes"], len(body))
+	}
+}
+
 // TestOpsControl_NoDaemon checks that status and ctl exit 1 when nothing
 // listens on the socket.
 func TestOpsControl_NoDaemon(t *testing.T) {

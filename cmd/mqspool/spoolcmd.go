@@ -12,8 +12,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mqspool/mqspool/internal/config"
-	"github.com/mqspool/mqspool/internal/daemon"
 	"github.com/mqspool/mqspool/internal/format"
+	"github.com/mqspool/mqspool/internal/pickup"
 	"github.com/mqspool/mqspool/internal/spool"
 )
 
@@ -70,7 +70,8 @@ func newSpoolStatsCommand() *cobra.Command {
 				fmt.Fprintf(out, "oldest:    %s (%s ago)\n", st.Oldest.UTC().Format(time.RFC3339), time.Since(st.Oldest).Round(time.Second))
 			}
 			fmt.Fprintf(out, "flows:     %d outgoing, %d incoming awaiting PUBREL\n", st.Flows, st.Incoming)
-			fmt.Fprintf(out, "failed/:   %d files\n", daemon.CountFailed(cfg.Spool.Dir))
+			files, bytes := pickup.FailedUsage(cfg.Spool.Dir)
+			fmt.Fprintf(out, "failed/:   %d files, %s\n", files, config.ByteSize(bytes))
 			return nil
 		},
 	}

@@ -112,7 +112,7 @@ func (d *Daemon) build() error {
 	d.loop = loop
 	d.metrics = metrics.New(metrics.Sources{
 		Loop: d.loop.Stats, Spool: d.spool.Stats, Pickup: d.pickup.Stats,
-		FailedFiles: func() int { return CountFailed(d.cfg.Spool.Dir) },
+		FailedFiles: d.failedFiles,
 		CertFile:    d.cfg.Broker.TLS.CertFile,
 	})
 	d.metrics.Registry().MustRegister(newDownlinkCollector(d.downlink))

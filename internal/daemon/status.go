@@ -2,14 +2,12 @@ package daemon
 
 import (
 	"context"
-	"io/fs"
-	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/mqspool/mqspool/internal/config"
 	"github.com/mqspool/mqspool/internal/control"
+	"github.com/mqspool/mqspool/internal/pickup"
 )
 
 // rateWindow is the smoothing of the in and out rates that status shows.
@@ -56,6 +54,7 @@ func (h controlHandler) Status() control.Status {
 	ls := d.loop.Stats()
 	ss := d.spool.Stats()
 	ps := d.pickup.Stats()
+	failedFiles, failedBytes := pickup.FailedUsage(d.cfg.Spool.Dir)
 	in, out := d.rates.get()
 
 	st := control.Status{
@@ -72,8 +71,8 @@ func (h controlHandler) Status() control.Status {
 		Throttle:       config.Rate{MessagesPerSecond: ls.MessagesPerSecond, BytesPerSecond: ls.BytesPerSecond}.String(),
 		DiskPressure:   ps.DiskPressure,
 		SpoolFull:      ps.Waiting > 0,
-		FailedFiles:    CountFailed(d.cfg.Spool.Dir),
-		FailedBytes:    ps.FailedBytes,
+		FailedFiles:    failedFiles,
+		FailedBytes:    failedBytes,
 		StaleTmpFiles:  ps.StaleTmpFiles,
 		LastError:      ls.LastError,
 		Reconnects:     ls.Reconnects,
@@ -109,15 +108,8 @@ func (h controlHandler) Throttle(text string) error {
 	return nil
 }
 
-// CountFailed returns how many undelivered files are in the spool
-// directory's failed/, not counting the .reason files beside them.
-func CountFailed(spoolDir string) int {
-	n := 0
-	filepath.WalkDir(filepath.Join(spoolDir, "failed"), func(p string, e fs.DirEntry, err error) error {
-		if err == nil && e.Type().IsRegular() && !strings.HasSuffix(p, ".reason") {
-			n++
-		}
-		return nil
-	})
-	return n
+// failedFiles counts the undelivered files in failed/ now.
+func (d *Daemon) failedFiles() int {
+	files, _ := pickup.FailedUsage(d.cfg.Spool.Dir)
+	return files
 }

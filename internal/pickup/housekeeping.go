@@ -15,18 +15,14 @@ const staleTmpAge = 24 * time.Hour
 // failed/ are logged.
 const housekeepingLogInterval = time.Hour
 
-// housekeeping counts files left in tmp/ for longer than a day and the
-// bytes in failed/, for the status and the logs. It deletes nothing: what
-// to do with such files is the operator's call.
+// housekeeping counts files left in tmp/ for longer than a day, for the
+// status, and logs them and a failed/ over its limit. It deletes nothing:
+// what to do with such files is the operator's call.
 func (p *Pickup) housekeeping() {
 	now := p.now()
 	stale := countOlder(p.tmpDir, now.Add(-staleTmpAge))
-	failedFiles, failedBytes := sizeOf(p.failedDir)
-	p.updateStats(func(s *Stats) {
-		s.StaleTmpFiles = stale
-		s.FailedFiles = failedFiles
-		s.FailedBytes = failedBytes
-	})
+	p.updateStats(func(s *Stats) { s.StaleTmpFiles = stale })
+	failedFiles, failedBytes := failedUsage(p.failedDir)
 
 	over := p.opts.FailedWarnBytes > 0 && failedBytes > p.opts.FailedWarnBytes
 	if (stale == 0 && !over) || !p.housekeepingLog.allow(now, housekeepingLogInterval) {
@@ -58,9 +54,14 @@ func countOlder(dir string, cutoff time.Time) int {
 	return n
 }
 
-// sizeOf returns the number of undelivered files in dir and the bytes of
-// all files in it, .reason files included.
-func sizeOf(dir string) (files int, bytes int64) {
+// FailedUsage returns the number of undelivered files in the failed/
+// directory of spoolDir and the bytes of all files there, .reason files
+// included. It reads the directory each time, so the figures are current.
+func FailedUsage(spoolDir string) (files int, bytes int64) {
+	return failedUsage(filepath.Join(spoolDir, "failed"))
+}
+
+func failedUsage(dir string) (files int, bytes int64) {
 	filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
 		if err != nil || !e.Type().IsRegular() {
 			return nil

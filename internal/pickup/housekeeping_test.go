@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-func TestHousekeeping_CountsStaleTmpAndFailed(t *testing.T) {
+func TestHousekeeping_CountsStaleTmp(t *testing.T) {
 	dir := t.TempDir()
 	p, err := New(Options{Dir: dir, FailedWarnBytes: 10}, nil)
 	if err != nil {
@@ -27,13 +27,32 @@ func TestHousekeeping_CountsStaleTmpAndFailed(t *testing.T) {
 	if s.StaleTmpFiles != 1 {
 		t.Errorf("StaleTmpFiles = %d, want 1", s.StaleTmpFiles)
 	}
-	if s.FailedFiles != 1 {
-		t.Errorf("FailedFiles = %d, want 1 (the .reason file does not count)", s.FailedFiles)
-	}
-	if s.FailedBytes != 13 {
-		t.Errorf("FailedBytes = %d, want 13", s.FailedBytes)
-	}
 	if _, err := os.Stat(old); err != nil {
 		t.Errorf("housekeeping removed a file: %v", err)
+	}
+}
+
+func TestFailedUsage_CountsFilesAndReasonBytes(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := New(Options{Dir: dir}, nil); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(dir, "failed", "site"), 0o755)
+	os.WriteFile(filepath.Join(dir, "failed", "bad.msg"), []byte("0123456789"), 0o644)
+	os.WriteFile(filepath.Join(dir, "failed", "bad.msg.reason"), []byte("why"), 0o644)
+	os.WriteFile(filepath.Join(dir, "failed", "site", "b.json"), []byte("{}"), 0o644)
+
+	files, bytes := FailedUsage(dir)
+	if files != 2 {
+		t.Errorf("files = %d, want 2 (the .reason file does not count)", files)
+	}
+	if bytes != 15 {
+		t.Errorf("bytes = %d, want 15", bytes)
+	}
+
+	// A file that arrives later counts at once, without a rescan.
+	os.WriteFile(filepath.Join(dir, "failed", "late.msg"), []byte("12345"), 0o644)
+	if files, bytes = FailedUsage(dir); files != 3 || bytes != 20 {
+		t.Errorf("after one more file: %d files, %d bytes; want 3 and 20", files, bytes)
 	}
 }

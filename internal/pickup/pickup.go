@@ -118,12 +118,8 @@ type Stats struct {
 	DiskPressure bool
 	// StaleTmpFiles counts files left in tmp/ for over a day.
 	StaleTmpFiles int
-	// FailedFiles and FailedBytes measure failed/ at the last rescan; the
-	// bytes include the .reason files.
-	FailedFiles int
-	FailedBytes int64
-	LastError   string
-	LastErrorAt time.Time
+	LastError     string
+	LastErrorAt   time.Time
 }
 
 // Pickup ingests the spool directory. Create it with [New].
