@@ -20,6 +20,8 @@ func (s *countingStore) AppendForget(files []spool.FileBatch, _ []spool.FileID) 
 
 func (s *countingStore) Forget([]spool.FileID) error { return nil }
 
+func (s *countingStore) FileIDs() ([]spool.FileID, error) { return nil, nil }
+
 // BenchmarkPickup_Ingest ingests b.N files that are already in new/
 // when the pickup starts. Run it with -benchtime=50000x for a large
 // backlog.

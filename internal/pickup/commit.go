@@ -177,6 +177,15 @@ func (p *Pickup) startRemoval(ids []spool.FileID) {
 	}()
 }
 
+// removalDone returns a channel that is closed when the running removal
+// ends, or nil when none runs.
+func (p *Pickup) removalDone() <-chan struct{} {
+	if p.removing == nil {
+		return nil
+	}
+	return p.removing.done
+}
+
 // finishRemoval waits for the running removal, if any, and queues the
 // identities of the files it unlinked for the next commit to forget.
 func (p *Pickup) finishRemoval() {
@@ -299,6 +308,50 @@ func (p *Pickup) flushForget(force bool) {
 		return
 	}
 	p.forget = nil
+}
+
+// forgetOrphans removes, at start, the stored identities that match no
+// file in new/. A stop between a file's unlink and the removal of its
+// identity leaves such a record, and so does a committed file that was
+// deleted or replaced while the daemon was down. Nothing else would
+// remove them. Identities whose file is still there stay, so the file is
+// unlinked without being queued again.
+func (p *Pickup) forgetOrphans() {
+	ids, err := p.store.FileIDs()
+	if err != nil {
+		p.log.Error("list stored file identities", "err", err)
+		p.setError(err)
+		return
+	}
+	var orphans []spool.FileID
+	for _, id := range ids {
+		if !p.fileMatches(id) {
+			orphans = append(orphans, id)
+		}
+	}
+	if len(orphans) == 0 {
+		return
+	}
+	if err := p.store.Forget(orphans); err != nil {
+		p.log.Error("forget identities of files no longer in new/", "files", len(orphans), "err", err)
+		p.setError(err)
+		return
+	}
+	p.log.Info("forgot identities of files no longer in new/", "files", len(orphans))
+}
+
+// fileMatches reports whether the file at id's name has the identity id.
+// It reports true when lstat fails for a reason other than a missing
+// file, so a passing error keeps the record.
+func (p *Pickup) fileMatches(id spool.FileID) bool {
+	st, err := lstat(p.abs(id.Name))
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+		return false
+	}
+	if err != nil {
+		return true
+	}
+	return st.Dev == id.Dev && st.Ino == id.Ino && st.Size == id.Size && st.Ctim.Nano() == id.Ctime
 }
 
 // unlinkIfSame removes base from the directory dirfd unless another file

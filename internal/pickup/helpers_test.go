@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -67,6 +68,22 @@ func (s *fakeStore) AppendForget(files []spool.FileBatch, forget []spool.FileID)
 		return n, spool.ErrFull
 	}
 	return n, nil
+}
+
+func (s *fakeStore) forgottenIDs() []spool.FileID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.forgotten)
+}
+
+func (s *fakeStore) FileIDs() ([]spool.FileID, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ids []spool.FileID
+	for id := range s.seen {
+		ids = append(ids, id)
+	}
+	return ids, nil
 }
 
 func (s *fakeStore) Forget(ids []spool.FileID) error {

@@ -103,6 +103,8 @@ type Store interface {
 	AppendForget(files []spool.FileBatch, forget []spool.FileID) (accepted int, err error)
 	// Forget removes identity records once their files are unlinked.
 	Forget(ids []spool.FileID) error
+	// FileIDs returns the stored identities.
+	FileIDs() ([]spool.FileID, error)
 }
 
 // Stats is a snapshot of the pickup's counters.

@@ -155,6 +155,9 @@ func TestPickup_InPlaceFileSettlesAtRescan(t *testing.T) {
 
 func TestPickup_SeenFileUnlinkedNotAppended(t *testing.T) {
 	opts := testOptions(t)
+	// No rescan wakes the pickup: the identity must be forgotten soon
+	// after the removal ends, not at the next event.
+	opts.RescanInterval = time.Hour
 	store := newFakeStore()
 	p, err := New(opts, store)
 	if err != nil {
@@ -177,6 +180,48 @@ func TestPickup_SeenFileUnlinkedNotAppended(t *testing.T) {
 		t.Errorf("committed file appended again: %d appends", n)
 	}
 	waitFor(t, time.Second, "identity forgotten", func() bool { return store.forgottenCount() == 1 })
+}
+
+func TestPickup_StartForgetsOrphanIdentities(t *testing.T) {
+	opts := testOptions(t)
+	store := newFakeStore()
+	p, err := New(opts, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A committed file still in new/ keeps its identity.
+	drop(t, opts.Dir, "o/kept", "payload")
+	kept, _, err := p.readFile("o/kept")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A file unlinked before a crash took the removal of its identity
+	// with it, and a file replaced under its name while the daemon was
+	// down.
+	gone := spool.FileID{Dev: kept.Dev, Ino: kept.Ino + 1000, Size: 3, Ctime: 1, Name: "o/gone"}
+	replaced := kept
+	replaced.Ctime--
+	for _, id := range []spool.FileID{kept, gone, replaced} {
+		store.seen[id] = true
+	}
+
+	start(t, opts, store)
+
+	// The start removes the two orphan identities first. The kept file
+	// is then unlinked without being appended again, and its identity
+	// removed last.
+	waitFor(t, 5*time.Second, "three identities forgotten", func() bool { return len(store.forgottenIDs()) == 3 })
+	forgotten := store.forgottenIDs()
+	if !slices.Contains(forgotten[:2], gone) || !slices.Contains(forgotten[:2], replaced) {
+		t.Errorf("forgotten %v, want the identities of o/gone and the replaced o/kept first", forgotten)
+	}
+	if forgotten[2] != kept {
+		t.Errorf("last forgotten %v, want the kept file's %v", forgotten[2], kept)
+	}
+	if n := store.count(); n != 0 {
+		t.Errorf("kept file appended again: %d appends", n)
+	}
 }
 
 func TestPickup_FullSpoolKeepsOrder(t *testing.T) {

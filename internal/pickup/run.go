@@ -29,6 +29,7 @@ func (p *Pickup) Run(ctx context.Context) error {
 	defer w.close()
 	ws := &watches{byWD: make(map[int32]string), byDir: make(map[string]int32)}
 
+	p.forgetOrphans()
 	p.rescan(w, ws)
 	p.log.Info("spool pickup started", "dir", p.opts.Dir, "watched_dirs", len(ws.byDir),
 		"queued_files", len(p.queue))
@@ -52,6 +53,10 @@ func (p *Pickup) Run(ctx context.Context) error {
 		case <-rescan.C:
 			p.finishRemoval()
 			p.rescan(w, ws)
+		case <-p.removalDone():
+			// Queue the identities to forget now, rather than at the next
+			// event, which may be a whole rescan interval away.
+			p.finishRemoval()
 		case <-timer.C:
 			// A settled file may reuse the name of a file being
 			// removed, and enqueue skips names still queued. Without

@@ -128,6 +128,21 @@ func (s *Spool) Seen(id FileID) (bool, error) {
 	return seen, err
 }
 
+// FileIDs returns the stored identities: those of files appended and not
+// yet forgotten.
+func (s *Spool) FileIDs() ([]FileID, error) {
+	var ids []FileID
+	err := s.view("list file identities", func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketFiles).ForEach(func(k, _ []byte) error {
+			if id, ok := parseFileKey(k); ok {
+				ids = append(ids, id)
+			}
+			return nil
+		})
+	})
+	return ids, err
+}
+
 // Forget removes file identities. Call it once the unlinks of those files
 // are durable (the directory was fsynced), never before.
 func (s *Spool) Forget(ids []FileID) error {
@@ -154,6 +169,21 @@ func fileKey(id FileID) []byte {
 	b = binary.BigEndian.AppendUint64(b, uint64(id.Size))
 	b = binary.BigEndian.AppendUint64(b, uint64(id.Ctime))
 	return append(b, id.Name...)
+}
+
+// parseFileKey decodes a key written by fileKey. It reports false for a
+// key too short to be one.
+func parseFileKey(k []byte) (FileID, bool) {
+	if len(k) < 32 {
+		return FileID{}, false
+	}
+	return FileID{
+		Dev:   binary.BigEndian.Uint64(k),
+		Ino:   binary.BigEndian.Uint64(k[8:]),
+		Size:  int64(binary.BigEndian.Uint64(k[16:])),
+		Ctime: int64(binary.BigEndian.Uint64(k[24:])),
+		Name:  string(k[32:]),
+	}, true
 }
 
 // fileValue records which sequence numbers the file produced, for

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -357,4 +358,29 @@ func TestSalvageMissingFile(t *testing.T) {
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("Salvage error = %v, want a not-exist error", err)
 	}
+}
+
+func TestFileIDs_ListsStoredIdentities(t *testing.T) {
+	s := openSpool(t, testOptions(t))
+	a := batch("site/a.jsonl", 0, 2)
+	a.ID.Dev, a.ID.Size, a.ID.Ctime = 7, 123, 1_700_000_000_123_456_789
+	b := batch("b.msg", 10, 1)
+	mustAppend(t, s, a, b)
+
+	ids, err := s.FileIDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) != 2 || !slices.Contains(ids, a.ID) || !slices.Contains(ids, b.ID) {
+		t.Errorf("FileIDs = %+v, want %+v and %+v", ids, a.ID, b.ID)
+	}
+
+	if err := s.Forget([]FileID{a.ID}); err != nil {
+		t.Fatal(err)
+	}
+	ids, err = s.FileIDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "identities after Forget", ids, []FileID{b.ID})
 }
