@@ -30,11 +30,12 @@ type CompactResult struct {
 // back.
 //
 // The database is checked first and a damaged one is left as it is. The
-// old file stays locked until the new one is in place, so a daemon started
-// meanwhile waits and then opens the new file. The new file gets the old
-// one's mode and owner, and is fsynced with its directory before and
-// after the rename. On any error the old file is unchanged and the copy
-// is removed.
+// old file stays locked until the new one is in place. So a daemon started
+// meanwhile either gives up waiting for the lock, or gets it after the
+// rename and then opens the new file (see openCurrent). The new file gets
+// the old one's mode and owner, and is fsynced with its directory before
+// and after the rename. On any error the old file is unchanged and the
+// copy is removed.
 func Compact(path string, lockTimeout time.Duration) (CompactResult, error) {
 	resolved, err := filepath.EvalSymlinks(path)
 	if err != nil {
