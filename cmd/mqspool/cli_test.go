@@ -186,7 +186,7 @@ func TestSpool_StatsAndLockedDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, _, errOut := run(t, "", "spool", "stats", "--config", file)
-	if code != exitFailure || !strings.Contains(errOut, "stop the daemon") {
+	if code != exitFailure || !strings.Contains(errOut, "stop the running daemon") {
 		t.Errorf("stats on a held database: code %d, stderr %q; want 1 and a hint", code, errOut)
 	}
 	sp.Close()
@@ -219,7 +219,7 @@ func TestSpool_Compact(t *testing.T) {
 	}
 
 	code, _, errOut := run(t, "", "spool", "compact", "--config", file)
-	if code != exitFailure || !strings.Contains(errOut, "stop the daemon") {
+	if code != exitFailure || !strings.Contains(errOut, "stop the running daemon") {
 		t.Errorf("compact on a held database: code %d, stderr %q; want 1 and a hint", code, errOut)
 	}
 	sp.Close()

@@ -38,7 +38,7 @@ func openOffline(cfg *config.Config) (*spool.Spool, error) {
 	}
 	sp, err := spool.Open(spool.Options{Path: cfg.Spool.DB, LockTimeout: offlineLockTimeout, ReadOnly: true})
 	if errors.Is(err, spool.ErrLocked) {
-		return nil, fmt.Errorf("%w: stop the daemon first (systemctl stop mqspool)", err)
+		return nil, fmt.Errorf("%w (systemctl stop mqspool)", err)
 	}
 	return sp, err
 }
@@ -203,7 +203,7 @@ is.`,
 			}
 			res, err := spool.Compact(loaded.Config.Spool.DB, offlineLockTimeout)
 			if errors.Is(err, spool.ErrLocked) {
-				return fmt.Errorf("%w: stop the daemon first (systemctl stop mqspool)", err)
+				return fmt.Errorf("%w (systemctl stop mqspool)", err)
 			}
 			if err != nil {
 				return err

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -45,7 +46,12 @@ func Compact(path string, lockTimeout time.Duration) (CompactResult, error) {
 	if err != nil {
 		return CompactResult{}, fmt.Errorf("compact %s: %w", resolved, err)
 	}
-	src, err := Open(Options{Path: resolved, LockTimeout: lockTimeout, ReadOnly: true})
+	unlock, err := lockCompact(filepath.Dir(resolved))
+	if err != nil {
+		return CompactResult{}, err
+	}
+	defer unlock()
+	src, err := Open(Options{Path: resolved, LockTimeout: lockTimeout, ReadOnly: true, FullCheck: true})
 	if err != nil {
 		return CompactResult{}, err
 	}
@@ -72,9 +78,36 @@ func Compact(path string, lockTimeout time.Duration) (CompactResult, error) {
 	return res, nil
 }
 
+// lockCompact takes an exclusive lock on dir, the database's directory,
+// for the whole compact. The source is opened read-only, whose lock other
+// readers share, so without it two compacts would write the same copy.
+func lockCompact(dir string) (unlock func(), err error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open %s to lock it for compact: %w", dir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("another compact is running in %s: wait for it to finish", dir)
+		}
+		return nil, fmt.Errorf("lock %s for compact: %w", dir, err)
+	}
+	return func() { f.Close() }, nil
+}
+
 // copyCompacted writes a compacted copy of src to tmp with the mode and
-// owner of orig, the source file, and fsyncs it and its directory.
-func copyCompacted(src *bolt.DB, tmp string, orig os.FileInfo) error {
+// owner of orig, the source file, and fsyncs it and its directory. bbolt
+// panics on some damaged pages that the check before did not reach; such
+// a panic is returned as an error wrapping ErrCorrupt.
+func copyCompacted(src *bolt.DB, tmp string, orig os.FileInfo) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: bbolt panicked while copying into %s: %v", ErrCorrupt, tmp, r)
+		}
+	}()
+
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove the copy %s left by an earlier compact: %w", tmp, err)
 	}
@@ -82,18 +115,22 @@ func copyCompacted(src *bolt.DB, tmp string, orig os.FileInfo) error {
 	// commits: until the rename, nothing depends on it.
 	dst, err := bolt.Open(tmp, orig.Mode().Perm(), &bolt.Options{NoSync: true, Timeout: time.Second})
 	if err != nil {
-		return fmt.Errorf("create the compacted copy %s: %w", tmp, err)
+		return noRoom(fmt.Errorf("create the compacted copy %s: %w", tmp, err))
 	}
+	dst.AllocSize = allocSize // grow in the daemon's steps, not bbolt's 16 MiB
+	defer func() {
+		if r := recover(); r != nil {
+			dst.Close()
+			panic(r)
+		}
+	}()
 	if err := bolt.Compact(dst, src, compactTxSize); err != nil {
 		dst.Close()
-		if errors.Is(err, syscall.ENOSPC) {
-			return fmt.Errorf("copy into %s: %w: free room for a copy of the messages still queued", tmp, err)
-		}
-		return fmt.Errorf("copy into %s: %w", tmp, err)
+		return noRoom(fmt.Errorf("copy into %s: %w", tmp, err))
 	}
 	if err := dst.Sync(); err != nil {
 		dst.Close()
-		return fmt.Errorf("fsync %s: %w", tmp, err)
+		return noRoom(fmt.Errorf("fsync %s: %w", tmp, err))
 	}
 	if err := dst.Close(); err != nil {
 		return fmt.Errorf("close %s: %w", tmp, err)
@@ -102,6 +139,14 @@ func copyCompacted(src *bolt.DB, tmp string, orig os.FileInfo) error {
 		return err
 	}
 	return syncDir(filepath.Dir(tmp))
+}
+
+// noRoom adds what to do to an error caused by a full file system.
+func noRoom(err error) error {
+	if errors.Is(err, syscall.ENOSPC) {
+		return fmt.Errorf("%w: free room for a copy of the messages still queued", err)
+	}
+	return err
 }
 
 // keepOwner gives path the mode and owner of orig, so that a daemon

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -159,6 +160,54 @@ func TestCompact_DamagedDatabaseIsLeftAlone(t *testing.T) {
 	matches, _ := filepath.Glob(opts.Path + "*")
 	if len(matches) != 1 {
 		t.Errorf("files next to the database: %v, want only the database", matches)
+	}
+}
+
+func TestCompact_SecondRunIsRejected(t *testing.T) {
+	opts := testOptions(t)
+	drainedSpool(t, opts, 5)
+	unlock, err := lockCompact(filepath.Dir(opts.Path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+
+	_, err = Compact(opts.Path, time.Second)
+	if err == nil || !strings.Contains(err.Error(), "another compact is running") {
+		t.Fatalf("Compact while another runs: %v, want an error naming the other compact", err)
+	}
+	if _, err := os.Stat(opts.Path + ".compact"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the running compact's copy was touched: %v", err)
+	}
+}
+
+// A large file closed cleanly is trusted at open, so damage in it is found
+// only by a full check. Compact asks for one.
+func TestCompact_DamagedLargeFileIsLeftAlone(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes a database larger than the size Open checks on its own")
+	}
+	opts := testOptions(t)
+	fillAndClose(t, opts, int(alwaysCheckBelow/1024)+2000, 1024)
+	zeroMiddlePage(t, opts.Path)
+
+	ro := opts
+	ro.ReadOnly = true
+	s, err := Open(ro)
+	if err != nil {
+		t.Fatalf("Open without a full check: %v, want the damage unnoticed", err)
+	}
+	s.Close()
+	ro.FullCheck = true
+	if _, err := Open(ro); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Open with a full check: %v, want ErrCorrupt", err)
+	}
+
+	if _, err := Compact(opts.Path, time.Second); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Compact error = %v, want ErrCorrupt", err)
+	}
+	if _, err := os.Stat(opts.Path + ".compact"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a copy was left: %v", err)
 	}
 }
 

@@ -58,6 +58,9 @@ type Options struct {
 	// ReadOnly opens the database for inspection: no writes, no lock
 	// against other readers, and no renaming aside of a damaged file.
 	ReadOnly bool
+	// FullCheck runs the consistency check at open even on a large file
+	// that was closed cleanly, which Open otherwise trusts.
+	FullCheck bool
 }
 
 func (o *Options) applyDefaults() error {

@@ -160,7 +160,7 @@ func (s *Spool) openChecked() (db *bolt.DB, err error) {
 		return nil, err
 	}
 	checked := false
-	if needsPageWalk(s.opts.Path) && checkChildReady.Load() {
+	if (needsPageWalk(s.opts.Path) || s.opts.FullCheck) && checkChildReady.Load() {
 		if err := checkInChild(s.opts.Path); err != nil {
 			return nil, err
 		}
@@ -229,7 +229,7 @@ func (s *Spool) prepare(db *bolt.DB, checked bool) error {
 	if err != nil {
 		return err
 	}
-	if !checked && (!clean || fileSize(s.opts.Path) <= alwaysCheckBelow) {
+	if !checked && (!clean || s.opts.FullCheck || fileSize(s.opts.Path) <= alwaysCheckBelow) {
 		if err := checkDB(db); err != nil {
 			return fmt.Errorf("%w: %s: %w", ErrCorrupt, s.opts.Path, err)
 		}
