@@ -80,8 +80,9 @@ func ParseRate(s string) (Rate, error) {
 	if !ok {
 		return Rate{}, fmt.Errorf("invalid rate %q: use messages per second such as 100/s, bytes per second such as 64KiB/s, or off", s)
 	}
+	value = strings.TrimSpace(value)
 	if n, err := strconv.ParseFloat(value, 64); err == nil {
-		if n <= 0 {
+		if n <= 0 || math.IsNaN(n) || math.IsInf(n, 0) {
 			return Rate{}, fmt.Errorf("invalid rate %q: the number must be positive, or use off", s)
 		}
 		return Rate{MessagesPerSecond: n}, nil

@@ -126,6 +126,12 @@ func TestLoad_Invalid(t *testing.T) {
 		{"no urls", "log:\n  level: info\n", "broker.urls: missing"},
 		{"bad scheme", "broker:\n  urls: [http://x:1]\n", `scheme "http" is not supported`},
 		{"no port", "broker:\n  urls: [mqtt://host]\n", "missing host or port"},
+		{"port too large", "broker:\n  urls: [mqtt://host:99999]\n", "port 99999 is out of range"},
+		{"url path", "broker:\n  urls: [mqtt://host:1883/mqtt]\n", "a path, query or fragment is not used"},
+		{"empty url", "broker:\n  urls: [mqtt://host:1883, '']\n", "empty entry"},
+		{"password in url", "broker:\n  urls: [mqtt://u:s3cret@host:1883]\n", "mqtt://***@host:1883"},
+		{"db in new", minimal + "spool:\n  dir: /srv/sp\n  db: /srv/sp/new/spool.db\n", "inside /srv/sp/new/"},
+		{"nan throttle", minimal + "throttle:\n  messages_per_second: .nan\n", "throttle.messages_per_second: NaN is invalid"},
 		{"unknown key", minimal + "brokr: 1\n", "brokr"},
 		{"bad duration", minimal + "  keep_alive: soon\n", "soon"},
 		{"duration without unit", minimal + "publish:\n  ack_timeout: 30\n", "duration 30 has no unit"},
@@ -185,9 +191,25 @@ func TestParseRate(t *testing.T) {
 			t.Errorf("ParseRate(%q) = %+v, %v; want %+v", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"100", "fast/s", "-5/s", "0/s"} {
+	if got, err := ParseRate("50 /s"); err != nil || got != (Rate{MessagesPerSecond: 50}) {
+		t.Errorf(`ParseRate("50 /s") = %+v, %v; want 50 messages per second`, got, err)
+	}
+	for _, bad := range []string{"100", "fast/s", "-5/s", "0/s", "NaN/s", "Inf/s"} {
 		if _, err := ParseRate(bad); err == nil {
 			t.Errorf("ParseRate(%q) succeeded, want an error", bad)
+		}
+	}
+}
+
+func TestValidateBrokerURL_HidesPassword(t *testing.T) {
+	for _, raw := range []string{"mqtt://u:s3cret@host:1883", "mqtt://u:s3cret@host:%zz", "mqtt://u:s3cret@host"} {
+		err := ValidateBrokerURL(raw)
+		if err == nil {
+			t.Errorf("ValidateBrokerURL(%q) succeeded, want an error", raw)
+			continue
+		}
+		if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("error for %q shows the password: %v", raw, err)
 		}
 	}
 }

@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -104,19 +106,49 @@ func (c *Config) validateBroker(v *validator) {
 }
 
 // ValidateBrokerURL checks one broker URL: mqtt:// or mqtts://, a host and
-// a port.
+// a port, and nothing else. Error messages show the URL without its user
+// information, so a password written into it is not repeated.
 func ValidateBrokerURL(raw string) error {
+	shown := redactUserinfo(raw)
+	if raw == "" {
+		return fmt.Errorf("empty entry: remove it from the list")
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("%q is not a URL: %w", raw, err)
+		return fmt.Errorf("%q is not a URL: write it as mqtt://host:port", shown)
 	}
 	if u.Scheme != "mqtt" && u.Scheme != "mqtts" && u.Scheme != "tcp" && u.Scheme != "ssl" {
-		return fmt.Errorf("%q: scheme %q is not supported: use mqtt://host:port or mqtts://host:port", raw, u.Scheme)
+		return fmt.Errorf("%q: scheme %q is not supported: use mqtt://host:port or mqtts://host:port", shown, u.Scheme)
 	}
-	if _, port, err := net.SplitHostPort(u.Host); err != nil || port == "" || u.Hostname() == "" {
-		return fmt.Errorf("%q: missing host or port: write it as %s://host:port", raw, u.Scheme)
+	if u.User != nil {
+		return fmt.Errorf("%q: a user name or password in the URL is not used: remove it and set broker.username and broker.password_file (or %s)", shown, PasswordEnv)
+	}
+	_, port, err := net.SplitHostPort(u.Host)
+	if err != nil || port == "" || u.Hostname() == "" {
+		return fmt.Errorf("%q: missing host or port: write it as %s://host:port", shown, u.Scheme)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q: port %s is out of range: use 1 to 65535", shown, port)
+	}
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%q: a path, query or fragment is not used in an MQTT URL: write it as %s://host:port", shown, u.Scheme)
 	}
 	return nil
+}
+
+// redactUserinfo replaces the user information of a URL, the part between
+// "//" and "@", with "***". It works on text that does not parse as a
+// URL, too.
+func redactUserinfo(raw string) string {
+	_, rest, ok := strings.Cut(raw, "//")
+	if !ok {
+		return raw
+	}
+	at := strings.LastIndex(rest, "@")
+	if at < 0 || strings.ContainsAny(rest[:at], "/?#") {
+		return raw
+	}
+	return raw[:len(raw)-len(rest)] + "***" + rest[at:]
 }
 
 func (c *Config) validateReconnect(v *validator) {
@@ -149,8 +181,11 @@ func (c *Config) validatePublish(v *validator) {
 		v.addf("publish.max_message_bytes: %s is out of range: use 1B to 256MiB", p.MaxMessageBytes)
 	}
 	v.oneOf("publish.on_broker_limit", p.OnBrokerLimit, "downgrade", "reject")
-	if c.Throttle.MessagesPerSecond < 0 || c.Throttle.BytesPerSecond < 0 {
-		v.addf("throttle: rates must be 0 (unlimited) or positive")
+	if r := c.Throttle.MessagesPerSecond; r < 0 || math.IsNaN(r) || math.IsInf(r, 0) {
+		v.addf("throttle.messages_per_second: %v is invalid: use 0 (unlimited) or a positive number", r)
+	}
+	if c.Throttle.BytesPerSecond < 0 {
+		v.addf("throttle.bytes_per_second: %s is invalid: use 0 (unlimited) or a positive size such as 64KiB", c.Throttle.BytesPerSecond)
 	}
 }
 
@@ -162,6 +197,13 @@ func (c *Config) validateSpool(v *validator) {
 	if s.DB == "" {
 		v.addf("spool.db: missing: set the database path, for example /var/lib/mqspool/spool.db")
 	}
+	if s.Dir != "" && s.DB != "" {
+		for _, sub := range []string{"tmp", "new", "failed"} {
+			if within(s.DB, filepath.Join(s.Dir, sub)) {
+				v.addf("spool.db: %s is inside %s/%s/, where the pickup would take it for a dropped file: keep the database outside it, for example in /var/lib/mqspool", s.DB, s.Dir, sub)
+			}
+		}
+	}
 	if s.MaxBytes < 0 {
 		v.addf("spool.max_bytes: %s must not be negative", s.MaxBytes)
 	}
@@ -172,6 +214,18 @@ func (c *Config) validateSpool(v *validator) {
 	v.oneOf("spool.qos0_offline", s.QoS0Offline, "keep", "drop")
 	v.positive("pickup.settle", c.Pickup.Settle)
 	v.positive("pickup.rescan_interval", c.Pickup.RescanInterval)
+}
+
+// within reports whether path lies inside dir, comparing the cleaned
+// absolute forms without resolving links.
+func within(path, dir string) bool {
+	p, err1 := filepath.Abs(path)
+	d, err2 := filepath.Abs(dir)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	rel, err := filepath.Rel(d, p)
+	return err == nil && rel != "." && !strings.HasPrefix(rel, "..")
 }
 
 func (c *Config) validateRoutes(v *validator) {
