@@ -12,6 +12,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/mqspool/mqspool/internal/message"
+	"github.com/mqspool/mqspool/internal/spool"
 	"github.com/mqspool/mqspool/test/harness"
 )
 
@@ -95,6 +97,81 @@ func TestRecovery_DamagedDatabase(t *testing.T) {
 			t.Logf("salvaged %d of 300 messages, %d unreadable", copied, skipped)
 		})
 	}
+}
+
+// TestRecovery_DamageFoundWhileRunning damages a database too large for
+// the check at a clean start. The daemon finds the damage while it drains
+// and must exit 1, so that systemd starts it again, and the next start
+// renames the file aside and forwards new files.
+func TestRecovery_DamageFoundWhileRunning(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes a 70 MiB database")
+	}
+	broker := harness.StartBroker(t, "")
+	d := harness.NewDaemon(t, broker.URL(), "")
+	d.DumpOnFailure()
+	fillLarge(t, d.DB, 70_000, 1024)
+	f, err := os.OpenFile(d.DB, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(make([]byte, 4096), inUseSize(t, d.DB)/2/4096*4096); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	d.Start()
+	if code := d.ExitCode(60 * time.Second); code != 1 {
+		t.Fatalf("exit code %d after the damage was found, want 1", code)
+	}
+	if !strings.Contains(d.Log(), "stopping because the spool database is damaged") {
+		t.Error("the reason for stopping was not logged")
+	}
+
+	sub := harness.Subscribe(t, broker.Addr(), "fresh/#", 1)
+	d.Start()
+	d.Drop("fresh.msg", []byte("Topic: fresh/t\n\nafter the damage"))
+	sub.WaitCount(1, 20*time.Second)
+	if aside, _ := filepath.Glob(d.DB + ".corrupt-*"); len(aside) != 1 {
+		t.Errorf("renamed-aside files %v, want exactly one", aside)
+	}
+}
+
+// fillLarge stores n messages of size bytes in a new database at path
+// through the spool package, in batches, and closes it cleanly.
+func fillLarge(t *testing.T, path string, n, size int) {
+	t.Helper()
+	s, err := spool.Open(spool.Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := []byte(strings.Repeat("x", size))
+	for first := 0; first < n; first += 5000 {
+		var files []spool.FileBatch
+		for i := first; i < min(first+5000, n); i++ {
+			files = append(files, spool.FileBatch{
+				ID:       spool.FileID{Ino: uint64(i + 1), Name: fmt.Sprintf("large/%06d.msg", i)},
+				Messages: []message.Message{{Topic: "large/t", Payload: payload, QoS: 1}},
+			})
+		}
+		if _, err := s.Append(files); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Forget(fileIDsOf(files)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func fileIDsOf(files []spool.FileBatch) []spool.FileID {
+	ids := make([]spool.FileID, len(files))
+	for i, f := range files {
+		ids[i] = f.ID
+	}
+	return ids
 }
 
 // TestRecovery_SigtermInAwkwardStates sends SIGTERM while the daemon waits

@@ -145,6 +145,8 @@ func (d *Daemon) quarantine(seq uint64, m *message.Message, raw []byte, reason s
 func (d *Daemon) Run(ctx, hard context.Context) error {
 	d.log.Info("mqspool started", "brokers", d.cfg.Broker.URLs, "client_id", d.clientIDValue)
 	d.logEffectiveConfig()
+	ctx, hard, stopWatch := d.watchDamage(ctx, hard)
+	defer stopWatch()
 
 	intakeCtx, stopIntake := context.WithCancel(context.Background())
 	defer stopIntake()
@@ -179,7 +181,39 @@ func (d *Daemon) Run(ctx, hard context.Context) error {
 	if perr != nil && !errors.Is(perr, context.Canceled) {
 		d.log.Error("pickup stopped with an error", "err", perr)
 	}
+	if errors.Is(context.Cause(hard), errDamaged) {
+		loopErr = errors.Join(loopErr, errDamaged)
+	}
 	return errors.Join(loopErr, d.close())
+}
+
+// errDamaged ends Run when the spool found its file damaged.
+var errDamaged = errors.New("spool database is damaged: stopped so that the next start checks it and renames it aside; systemd starts it again")
+
+// watchDamage returns ctx and hard, each also ended when the spool finds
+// its file damaged, and a function that stops watching. Reads of the
+// damaged file fail again on every try, so the daemon stops without a
+// drain, and the next start checks the file and renames it aside. hard
+// then has the cause errDamaged.
+func (d *Daemon) watchDamage(ctx, hard context.Context) (context.Context, context.Context, func()) {
+	hardCtx, cancelHard := context.WithCancelCause(hard)
+	softCtx, cancelSoft := context.WithCancel(hardCtx)
+	stopFollow := context.AfterFunc(ctx, cancelSoft)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-d.spool.Damaged():
+			d.log.Error("stopping because the spool database is damaged", "path", d.cfg.Spool.DB)
+			cancelHard(errDamaged)
+		case <-done:
+		}
+	}()
+	return softCtx, hardCtx, func() {
+		close(done)
+		stopFollow()
+		cancelSoft()
+		cancelHard(nil)
+	}
 }
 
 // startServers starts the control socket and the metrics listener and

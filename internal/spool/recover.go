@@ -190,7 +190,10 @@ func (s *Spool) recoverPanic(err *error, op string) {
 		return
 	}
 	s.mu.Lock()
-	s.corrupt = true
+	if !s.corrupt {
+		s.corrupt = true
+		close(s.damaged)
+	}
 	s.mu.Unlock()
 	s.log.Error("spool database is damaged; restart the daemon so it checks and renames the file aside",
 		"path", s.opts.Path, "operation", op, "panic", r)

@@ -337,6 +337,11 @@ func TestDamageFoundWhileRunningIsRenamedOnRestart(t *testing.T) {
 	for {
 		_, ok, err := c.Next()
 		if errors.Is(err, ErrCorrupt) {
+			select {
+			case <-s.Damaged():
+			default:
+				t.Error("Damaged not closed after ErrCorrupt")
+			}
 			break
 		}
 		if err != nil {

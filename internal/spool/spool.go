@@ -67,6 +67,9 @@ type Spool struct {
 	closed  bool
 	corrupt bool
 	cursors map[*Cursor]struct{}
+
+	// damaged is closed when corrupt is first set.
+	damaged chan struct{}
 }
 
 // totals mirrors the counters in the meta bucket.
@@ -86,7 +89,7 @@ func Open(opts Options) (*Spool, error) {
 	if err := opts.applyDefaults(); err != nil {
 		return nil, err
 	}
-	s := &Spool{opts: opts, log: opts.Logger, cursors: map[*Cursor]struct{}{}}
+	s := &Spool{opts: opts, log: opts.Logger, cursors: map[*Cursor]struct{}{}, damaged: make(chan struct{})}
 
 	// Create the database's directory, as systemd's StateDirectory would,
 	// so a run by hand needs no mkdir first.
@@ -277,6 +280,11 @@ func (s *Spool) loadTotals() error {
 		return nil
 	})
 }
+
+// Damaged returns a channel that is closed once an operation found the
+// file damaged. The spool then stays open but the file cannot be trusted:
+// the next Open checks it and renames it aside.
+func (s *Spool) Damaged() <-chan struct{} { return s.damaged }
 
 // RenamedAside returns the path that Open moved a damaged database to, or
 // "" when the database opened normally.

@@ -339,6 +339,33 @@ func (d *Daemon) WaitExit(timeout time.Duration) (killed bool) {
 	}
 }
 
+// ExitCode waits up to timeout for the daemon to exit on its own and
+// returns its exit status, -1 for a signal. It fails the test if the
+// daemon is still running then.
+func (d *Daemon) ExitCode(timeout time.Duration) int {
+	d.t.Helper()
+	d.mu.Lock()
+	cmd, exit := d.cmd, d.exit
+	d.mu.Unlock()
+	if cmd == nil {
+		d.t.Fatal("ExitCode: the daemon was not started")
+	}
+	select {
+	case err := <-exit:
+		d.mu.Lock()
+		d.cmd = nil
+		d.mu.Unlock()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode()
+		}
+		return 0
+	case <-time.After(timeout):
+		d.t.Fatalf("mqspool still running after %s", timeout)
+		return -1
+	}
+}
+
 // RSSAnonKiB returns the daemon's anonymous resident memory in KiB (bbolt's
 // mapped file pages are not anonymous and do not count), or -1.
 func (d *Daemon) RSSAnonKiB() int {
