@@ -283,7 +283,7 @@ func (c *Config) validateOperations(v *validator) {
 	}
 	if c.Metrics.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
-			v.addf("metrics.listen: %q is not host:port: write it as 127.0.0.1:9641", c.Metrics.Listen)
+			v.addf("metrics.listen: %q is not host:port: write it as 127.0.0.1:9464", c.Metrics.Listen)
 		}
 	}
 	if c.Status.Topic != "" {

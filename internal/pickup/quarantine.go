@@ -67,7 +67,7 @@ func (p *Pickup) Quarantine(rel string, m *message.Message, raw []byte, reason s
 		}
 	}
 
-	tmp, err := format.WriteTemp(p.tmpDir, ".quarantine-", 0o600, data)
+	tmp, err := format.WriteTemp(p.tmpDir, ".quarantine-", 0o640, data)
 	if err != nil {
 		return err
 	}
@@ -127,7 +127,7 @@ func withSuffix(rel string, n int) string {
 
 // writeReason writes the reason file through tmp/ so it appears whole.
 func (p *Pickup) writeReason(name, reason string) error {
-	tmp, err := format.WriteTemp(p.tmpDir, ".quarantine-", 0o600, []byte(strings.TrimRight(reason, "\n")+"\n"))
+	tmp, err := format.WriteTemp(p.tmpDir, ".quarantine-", 0o640, []byte(strings.TrimRight(reason, "\n")+"\n"))
 	if err != nil {
 		return err
 	}

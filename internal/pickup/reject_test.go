@@ -171,6 +171,12 @@ func TestPickup_Quarantine(t *testing.T) {
 	if !exists(filepath.Join(failed, "42.1.msg")) {
 		t.Error("second quarantine did not get the name 42.1.msg")
 	}
+	// Producers in the daemon's group read why their message failed.
+	for _, name := range []string{"42.msg", "42.msg.reason"} {
+		if fi, err := os.Stat(filepath.Join(failed, name)); err != nil || fi.Mode().Perm()&0o040 == 0 {
+			t.Errorf("%s is not readable by the group: %v", name, err)
+		}
+	}
 	if err := p.Quarantine("../escape", nil, []byte("x"), "r"); !errors.Is(err, format.ErrUnsafeName) {
 		t.Errorf("quarantine outside failed/ error = %v, want ErrUnsafeName", err)
 	}
