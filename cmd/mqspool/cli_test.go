@@ -93,6 +93,15 @@ func TestUsage_BadFlagExits2(t *testing.T) {
 	}
 }
 
+func TestUsage_UnknownCommandExits2(t *testing.T) {
+	for _, args := range [][]string{{"foo"}, {"spool", "bogus"}} {
+		code, _, errOut := run(t, "", args...)
+		if code != exitUsage || !strings.Contains(errOut, "unknown") {
+			t.Errorf("mqspool %v: code %d, stderr %q; want %d and the unknown name", args, code, errOut, exitUsage)
+		}
+	}
+}
+
 func TestPublish_WritesMsgFile(t *testing.T) {
 	file, dir := testConfig(t, "")
 	code, out, errOut := run(t, "payload from stdin", "publish", "--config", file,
@@ -152,6 +161,16 @@ func TestPublish_BadInputExits2(t *testing.T) {
 				t.Errorf("code %d, want %d (stderr %q)", code, exitUsage, errOut)
 			}
 		})
+	}
+}
+
+func TestPublish_BadWaitAndQoSExit2(t *testing.T) {
+	for _, flags := range [][]string{{"--wait", "-5s"}, {"--qos", "-1"}} {
+		args := append([]string{"publish", "--spool-dir", t.TempDir(), "--topic", "a", "--message", "x"}, flags...)
+		code, _, errOut := run(t, "", args...)
+		if code != exitUsage || !strings.Contains(errOut, flags[0]) {
+			t.Errorf("publish %v: code %d, stderr %q; want %d naming the flag", flags, code, errOut, exitUsage)
+		}
 	}
 }
 

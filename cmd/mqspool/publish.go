@@ -73,6 +73,12 @@ message was rejected and moved to failed/.`,
 }
 
 func runPublish(c *cobra.Command, f *publishFlags, args []string) error {
+	if f.wait < 0 {
+		return usageError(fmt.Errorf("--wait %s is invalid: use a positive duration such as 30s, or leave it out", f.wait))
+	}
+	if c.Flags().Changed("qos") && f.qos == -1 {
+		return usageError(fmt.Errorf("--qos -1 is invalid: use 0, 1 or 2, or leave it out for the daemon's publish.qos"))
+	}
 	m, err := f.message(c.InOrStdin(), args)
 	if err != nil {
 		return usageError(err)

@@ -57,6 +57,10 @@ func exitCode(err error) int {
 		return exitUsage
 	case isFlagError(err):
 		return exitUsage
+	case strings.HasPrefix(err.Error(), "unknown command "):
+		// cobra's error for a command name it does not know; it has no
+		// type of its own.
+		return exitUsage
 	default:
 		return exitFailure
 	}

@@ -17,6 +17,9 @@ import (
 	"github.com/mqspool/mqspool/internal/spool"
 )
 
+// maxListLimit bounds a page of spool ls, which is read into memory.
+const maxListLimit = 100_000
+
 // offlineLockTimeout is how long the spool commands wait for the database
 // lock before concluding that a running daemon holds it.
 const offlineLockTimeout = time.Second
@@ -88,8 +91,8 @@ func newSpoolLsCommand() *cobra.Command {
 		Short: "List queued messages in spool order, a page at a time",
 		Args:  exactArgs(0),
 		RunE: func(c *cobra.Command, _ []string) error {
-			if limit < 1 {
-				return usageError(fmt.Errorf("--limit %d is invalid: use 1 or more messages per page", limit))
+			if limit < 1 || limit > maxListLimit {
+				return usageError(fmt.Errorf("--limit %d is invalid: use 1 to %d messages per page", limit, maxListLimit))
 			}
 			loaded, err := flags.load(c, nil)
 			if err != nil {
