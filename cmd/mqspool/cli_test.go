@@ -258,6 +258,42 @@ func TestSpool_Compact(t *testing.T) {
 	}
 }
 
+// Commands that never connect work without broker.urls; run and config
+// validate still require it.
+func TestOfflineCommands_NeedNoBrokerURLs(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "mqspool.yaml")
+	text := "spool:\n  dir: " + filepath.Join(dir, "spool") + "\n  db: " + filepath.Join(dir, "spool.db") + "\n" +
+		"control:\n  socket: " + filepath.Join(dir, "ctl.sock") + "\n"
+	if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "spool"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := spool.Open(spool.Options{Path: filepath.Join(dir, "spool.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp.Close()
+
+	for _, args := range [][]string{
+		{"spool", "stats", "--config", file},
+		{"publish", "--config", file, "--topic", "a", "--message", "x"},
+	} {
+		if code, out, errOut := run(t, "", args...); code != exitOK {
+			t.Errorf("mqspool %v: code %d, stdout %q, stderr %q; want 0", args[:2], code, out, errOut)
+		}
+	}
+	if code, _, errOut := run(t, "", "status", "--config", file); code != exitFailure || !strings.Contains(errOut, "no mqspool daemon is listening") {
+		t.Errorf("status: code %d, stderr %q; want 1 because no daemon listens", code, errOut)
+	}
+	code, _, errOut := run(t, "", "config", "validate", "--config", file)
+	if code != exitUsage || !strings.Contains(errOut, "broker.urls: missing") {
+		t.Errorf("config validate: code %d, stderr %q; want 2 and broker.urls missing", code, errOut)
+	}
+}
+
 func TestSpool_RequeueFailed(t *testing.T) {
 	file, dir := testConfig(t, "")
 	failed := filepath.Join(dir, "spool", "failed", "site1")

@@ -107,7 +107,7 @@ func (f *publishFlags) dir(c *cobra.Command) (string, error) {
 	if f.spoolDir != "" {
 		return f.spoolDir, nil
 	}
-	loaded, err := f.load(c, nil)
+	loaded, err := f.loadOffline(c)
 	if err != nil {
 		return "", err
 	}

@@ -31,7 +31,7 @@ func (f *waitFlags) register(c *cobra.Command) {
 func (f *waitFlags) waitFor(c *cobra.Command, cfg *configFlags, name string) error {
 	socket := f.socket
 	if socket == "" {
-		loaded, err := cfg.load(c, nil)
+		loaded, err := cfg.loadOffline(c)
 		if err != nil {
 			return err
 		}

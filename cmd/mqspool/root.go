@@ -139,6 +139,12 @@ func (f *configFlags) load(c *cobra.Command, flagKeys map[string]string) (*confi
 	return config.Load(config.LoadOptions{File: f.file, Flags: c.Flags(), FlagKeys: flagKeys})
 }
 
+// loadOffline loads the configuration for a command that never connects
+// to the broker, so broker.urls may be missing.
+func (f *configFlags) loadOffline(c *cobra.Command) (*config.Loaded, error) {
+	return config.Load(config.LoadOptions{File: f.file, Flags: c.Flags(), Offline: true})
+}
+
 // exactArgs wraps cobra.ExactArgs so that a wrong count exits with status 2.
 func exactArgs(n int) cobra.PositionalArgs {
 	return func(c *cobra.Command, args []string) error {

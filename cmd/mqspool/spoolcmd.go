@@ -53,7 +53,7 @@ func newSpoolStatsCommand() *cobra.Command {
 		Short: "Show messages, bytes, oldest age, outstanding flows and failed/ count",
 		Args:  exactArgs(0),
 		RunE: func(c *cobra.Command, _ []string) error {
-			loaded, err := flags.load(c, nil)
+			loaded, err := flags.loadOffline(c)
 			if err != nil {
 				return err
 			}
@@ -94,7 +94,7 @@ func newSpoolLsCommand() *cobra.Command {
 			if limit < 1 || limit > maxListLimit {
 				return usageError(fmt.Errorf("--limit %d is invalid: use 1 to %d messages per page", limit, maxListLimit))
 			}
-			loaded, err := flags.load(c, nil)
+			loaded, err := flags.loadOffline(c)
 			if err != nil {
 				return err
 			}
@@ -139,7 +139,7 @@ running daemon retries it, and remove its .reason file. Works while the
 daemon runs: it only renames files within the spool directory.`,
 		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, _ []string) error {
-			loaded, err := flags.load(c, nil)
+			loaded, err := flags.loadOffline(c)
 			if err != nil {
 				return err
 			}
@@ -163,7 +163,7 @@ daemon sends them again. Messages that were already delivered before the
 damage may be sent twice.`,
 		Args: exactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			loaded, err := flags.load(c, nil)
+			loaded, err := flags.loadOffline(c)
 			if err != nil {
 				return err
 			}
@@ -200,7 +200,7 @@ keeps the old one's mode and owner, and a damaged database is left as it
 is.`,
 		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, _ []string) error {
-			loaded, err := flags.load(c, nil)
+			loaded, err := flags.loadOffline(c)
 			if err != nil {
 				return err
 			}

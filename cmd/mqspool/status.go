@@ -40,7 +40,7 @@ func (f *socketFlags) path(c *cobra.Command) (string, error) {
 			return config.DefaultControlSocket, nil
 		}
 	}
-	loaded, err := f.load(c, nil)
+	loaded, err := f.loadOffline(c)
 	if err != nil {
 		return "", err
 	}

@@ -56,6 +56,10 @@ type LoadOptions struct {
 	FlagKeys map[string]string
 	// LookupEnv replaces os.LookupEnv in tests.
 	LookupEnv func(string) (string, bool)
+	// Offline is set by commands that never connect to the broker, such
+	// as publish and the spool commands: for them broker.urls may be
+	// missing.
+	Offline bool
 }
 
 // ErrInvalid wraps every validation and parse failure, so the commands can
@@ -91,7 +95,7 @@ func Load(opts LoadOptions) (*Loaded, error) {
 	if pw, ok := lookup(PasswordEnv); ok {
 		cfg.Broker.Password = pw
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.validate(opts.Offline); err != nil {
 		return nil, err
 	}
 

@@ -23,9 +23,12 @@ const MaxClientIDLength = 23
 
 // Validate checks every key and returns all problems at once, each naming
 // the key, the value and the fix. The error wraps ErrInvalid.
-func (c *Config) Validate() error {
+func (c *Config) Validate() error { return c.validate(false) }
+
+// validate checks every key. offline accepts a missing broker.urls.
+func (c *Config) validate(offline bool) error {
 	var v validator
-	c.validateBroker(&v)
+	c.validateBroker(&v, offline)
 	c.validateReconnect(&v)
 	c.validatePublish(&v)
 	c.validateSpool(&v)
@@ -65,9 +68,9 @@ func (v *validator) oneOf(key, value string, allowed ...string) {
 	v.addf("%s: %q is not one of %s", key, value, strings.Join(allowed, ", "))
 }
 
-func (c *Config) validateBroker(v *validator) {
+func (c *Config) validateBroker(v *validator, offline bool) {
 	b := &c.Broker
-	if len(b.URLs) == 0 {
+	if len(b.URLs) == 0 && !offline {
 		v.addf("broker.urls: missing: set at least one broker URL such as mqtt://127.0.0.1:1883")
 	}
 	for _, raw := range b.URLs {
