@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/mqspool/mqspool/internal/format"
 	"github.com/mqspool/mqspool/internal/message"
@@ -87,6 +88,7 @@ func (p *Pickup) Quarantine(rel string, m *message.Message, raw []byte, reason s
 // before its extension when that name is taken, using move. It then
 // writes NAME.reason, syncs the directory and returns the name used.
 func (p *Pickup) place(rel, reason string, move func(dst string) error) (string, error) {
+	rel = fitName(rel)
 	dir := filepath.Join(p.failedDir, filepath.Dir(filepath.FromSlash(rel)))
 	if err := format.MkdirAllSync(dir); err != nil {
 		return "", err
@@ -110,6 +112,31 @@ func (p *Pickup) place(rel, reason string, move func(dst string) error) (string,
 	}
 	return "", fmt.Errorf("no free name for %s in failed/ after %d tries: clean up failed/",
 		rel, maxSuffix)
+}
+
+// nameMax is the longest file name most Linux file systems take (NAME_MAX).
+const nameMax = 255
+
+// fitName shortens the last element of rel, keeping its extension, so that
+// it still fits nameMax with a number suffix and ".reason" added. Without
+// that, a name near the limit would reach failed/ without its reason file,
+// and a second file of that name could not reach failed/ at all. The
+// reason file records the original name.
+func fitName(rel string) string {
+	room := nameMax - len(".reason") - len("."+strconv.Itoa(maxSuffix))
+	base := path.Base(rel)
+	if len(base) <= room {
+		return rel
+	}
+	ext := path.Ext(base)
+	if len(ext) > room/2 {
+		ext = ""
+	}
+	stem := strings.TrimSuffix(base, ext)[:room-len(ext)-1]
+	for !utf8.ValidString(stem) {
+		stem = stem[:len(stem)-1]
+	}
+	return path.Join(path.Dir(rel), stem+"~"+ext)
 }
 
 // withSuffix returns rel for n = 0, and otherwise rel with ".n" before

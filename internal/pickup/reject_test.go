@@ -2,6 +2,7 @@ package pickup
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -137,6 +138,31 @@ func TestPickup_RejectedNameTakenGetsSuffix(t *testing.T) {
 	})
 	if !exists(filepath.Join(failed, "bad.1.msg")) {
 		t.Error("second file is not in failed/ as bad.1.msg")
+	}
+}
+
+func TestPickup_LongNameRejectedTwice(t *testing.T) {
+	opts := testOptions(t)
+	store := newFakeStore()
+	start(t, opts, store)
+	rel := "odd/" + strings.Repeat("a", 250) + ".msg"
+
+	for i := 1; i <= 2; i++ {
+		drop(t, opts.Dir, rel, "Topic: a\nQoS: 7\n\nx")
+		waitFor(t, 5*time.Second, fmt.Sprintf("%d reason files in failed/odd", i), func() bool {
+			reasons, _ := filepath.Glob(filepath.Join(opts.Dir, "failed", "odd", "*.reason"))
+			return len(reasons) == i
+		})
+	}
+	reasons, _ := filepath.Glob(filepath.Join(opts.Dir, "failed", "odd", "*.reason"))
+	for _, r := range reasons {
+		text, err := os.ReadFile(r)
+		if err != nil || !strings.Contains(string(text), rel) {
+			t.Errorf("%s does not name the original file: %v", filepath.Base(r), err)
+		}
+		if _, err := os.Stat(strings.TrimSuffix(r, ".reason")); err != nil {
+			t.Errorf("the rejected file beside %s is missing: %v", filepath.Base(r), err)
+		}
 	}
 }
 
