@@ -130,6 +130,7 @@ func TestLoad_Invalid(t *testing.T) {
 		{"url path", "broker:\n  urls: [mqtt://host:1883/mqtt]\n", "a path, query or fragment is not used"},
 		{"empty url", "broker:\n  urls: [mqtt://host:1883, '']\n", "empty entry"},
 		{"password in url", "broker:\n  urls: [mqtt://u:s3cret@host:1883]\n", "mqtt://***@host:1883"},
+		{"db is a directory", minimal + "spool:\n  db: /tmp\n", "spool.db: /tmp is a directory"},
 		{"db in new", minimal + "spool:\n  dir: /srv/sp\n  db: /srv/sp/new/spool.db\n", "inside /srv/sp/new/"},
 		{"nan throttle", minimal + "throttle:\n  messages_per_second: .nan\n", "throttle.messages_per_second: NaN is invalid"},
 		{"unknown key", minimal + "brokr: 1\n", "brokr"},

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"net/url"
+	"os"
 	"path"
 	"path/filepath"
 	"strconv"
@@ -199,6 +200,9 @@ func (c *Config) validateSpool(v *validator) {
 	}
 	if s.DB == "" {
 		v.addf("spool.db: missing: set the database path, for example /var/lib/mqspool/spool.db")
+	}
+	if fi, err := os.Stat(s.DB); err == nil && fi.IsDir() {
+		v.addf("spool.db: %s is a directory: give the path of the database file, for example %s", s.DB, filepath.Join(s.DB, "spool.db"))
 	}
 	if s.Dir != "" && s.DB != "" {
 		for _, sub := range []string{"tmp", "new", "failed"} {
