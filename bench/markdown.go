@@ -49,8 +49,10 @@ one mosquitto_sub (MQTT 5, QoS 1 subscription) that counts arrivals. Each
 contender runs alone, one after the other, in the same invocation, so
 the ratios hold even though absolute rates move with the machine's load.
 
-- Drain: mqspool's database is filled through internal/spool's Append
-  with the broker reachable but the daemon stopped; the time runs from
+- Drain: mqspool's database is filled through internal/spool's Append,
+  in files of 1000 messages whose identities are removed again as the
+  pickup removes them after the unlink, with the broker reachable but
+  the daemon stopped; the time runs from
   the start of "mqspool run" (so it includes opening the database) until
   the subscriber has every message. mosquitto_pub runs as
   "mosquitto_pub -V 5 -q QOS -M 1000 -t bench/data -l" and is fed at
