@@ -147,7 +147,9 @@ func TestOpsControl_Throttle(t *testing.T) {
 	d.Start()
 	opsConnected(t, d)
 
-	opsCtl(t, d, "throttle", "30/s")
+	if out, code := d.Ctl("ctl", "throttle", "30/s"); code != 0 || !strings.Contains(out, "throttle 30/s: done") {
+		t.Fatalf("ctl throttle 30/s: exit %d, output %q; want 0 and a confirmation", code, out)
+	}
 	if st := opsStatus(t, d); st["throttle"] != "30/s" {
 		t.Errorf("status throttle = %v, want 30/s", st["throttle"])
 	}

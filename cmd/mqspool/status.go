@@ -202,11 +202,15 @@ func newThrottleCommand() *cobra.Command {
 		Short: "Limit the publish rate: 100/s (messages), 64KiB/s (bytes) or off",
 		Args:  exactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			if _, err := config.ParseRate(args[0]); err != nil {
+			rate, err := config.ParseRate(args[0])
+			if err != nil {
 				return usageError(err)
 			}
-			_, err := flags.send(c, control.Request{Command: control.CommandThrottle, Rate: args[0]})
-			return err
+			if _, err := flags.send(c, control.Request{Command: control.CommandThrottle, Rate: args[0]}); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.OutOrStdout(), "throttle %s: done\n", rate)
+			return nil
 		},
 	}
 	flags.register(c)
