@@ -113,29 +113,29 @@ func (c *Config) validateBroker(v *validator, offline bool) {
 // a port, and nothing else. Error messages show the URL without its user
 // information, so a password written into it is not repeated.
 func ValidateBrokerURL(raw string) error {
-	shown := redactUserinfo(raw)
+	redacted := redactUserinfo(raw)
 	if raw == "" {
 		return fmt.Errorf("empty entry: remove it from the list")
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("%q is not a URL: write it as mqtt://host:port", shown)
+		return fmt.Errorf("%q is not a URL: write it as mqtt://host:port", redacted)
 	}
 	if u.Scheme != "mqtt" && u.Scheme != "mqtts" && u.Scheme != "tcp" && u.Scheme != "ssl" {
-		return fmt.Errorf("%q: scheme %q is not supported: use mqtt://host:port or mqtts://host:port", shown, u.Scheme)
+		return fmt.Errorf("%q: scheme %q is not supported: use mqtt://host:port or mqtts://host:port", redacted, u.Scheme)
 	}
 	if u.User != nil {
-		return fmt.Errorf("%q: a user name or password in the URL is not used: remove it and set broker.username and broker.password_file (or %s)", shown, PasswordEnv)
+		return fmt.Errorf("%q: a user name or password in the URL is not used: remove it and set broker.username and broker.password_file (or %s)", redacted, PasswordEnv)
 	}
 	_, port, err := net.SplitHostPort(u.Host)
 	if err != nil || port == "" || u.Hostname() == "" {
-		return fmt.Errorf("%q: missing host or port: write it as %s://host:port", shown, u.Scheme)
+		return fmt.Errorf("%q: missing host or port: write it as %s://host:port", redacted, u.Scheme)
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("%q: port %s is out of range: use 1 to 65535", shown, port)
+		return fmt.Errorf("%q: port %s is out of range: use 1 to 65535", redacted, port)
 	}
 	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Errorf("%q: a path, query or fragment is not used in an MQTT URL: write it as %s://host:port", shown, u.Scheme)
+		return fmt.Errorf("%q: a path, query or fragment is not used in an MQTT URL: write it as %s://host:port", redacted, u.Scheme)
 	}
 	return nil
 }

@@ -192,17 +192,17 @@ func TestPickup_StartForgetsOrphanIdentities(t *testing.T) {
 
 	// A committed file still in new/ keeps its identity.
 	drop(t, opts.Dir, "o/kept", "payload")
-	kept, _, err := p.readFile("o/kept")
+	keptID, _, err := p.readFile("o/kept")
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A file unlinked before a crash took the removal of its identity
 	// with it, and a file replaced under its name while the daemon was
 	// down.
-	gone := spool.FileID{Dev: kept.Dev, Ino: kept.Ino + 1000, Size: 3, Ctime: 1, Name: "o/gone"}
-	replaced := kept
-	replaced.Ctime--
-	for _, id := range []spool.FileID{kept, gone, replaced} {
+	goneID := spool.FileID{Dev: keptID.Dev, Ino: keptID.Ino + 1000, Size: 3, Ctime: 1, Name: "o/gone"}
+	replacedID := keptID
+	replacedID.Ctime--
+	for _, id := range []spool.FileID{keptID, goneID, replacedID} {
 		store.seen[id] = true
 	}
 
@@ -213,11 +213,11 @@ func TestPickup_StartForgetsOrphanIdentities(t *testing.T) {
 	// removed last.
 	waitFor(t, 5*time.Second, "three identities forgotten", func() bool { return len(store.forgottenIDs()) == 3 })
 	forgotten := store.forgottenIDs()
-	if !slices.Contains(forgotten[:2], gone) || !slices.Contains(forgotten[:2], replaced) {
+	if !slices.Contains(forgotten[:2], goneID) || !slices.Contains(forgotten[:2], replacedID) {
 		t.Errorf("forgotten %v, want the identities of o/gone and the replaced o/kept first", forgotten)
 	}
-	if forgotten[2] != kept {
-		t.Errorf("last forgotten %v, want the kept file's %v", forgotten[2], kept)
+	if forgotten[2] != keptID {
+		t.Errorf("last forgotten %v, want the kept file's %v", forgotten[2], keptID)
 	}
 	if n := store.count(); n != 0 {
 		t.Errorf("kept file appended again: %d appends", n)

@@ -94,10 +94,9 @@ func (p *Pickup) sizeLimit(kind format.Kind) int64 {
 	case format.KindMsg:
 		return limit + msgHeaderAllowance
 	case format.KindJSONL:
-		// TODO: a file's messages are held in memory until its one
-		// commit, about 700 bytes per line; a long file of short lines
-		// needs hundreds of MiB. Committing in parts needs the identity
-		// to record how far a file got.
+		// TODO: all of a file's messages stay in memory until its one
+		// commit, about 700 bytes per line. Committing in parts needs the
+		// identity record to keep how far the file got.
 		return limit * jsonlFileFactor
 	}
 	return limit

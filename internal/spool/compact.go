@@ -101,9 +101,13 @@ func lockCompact(dir string) (unlock func(), err error) {
 // panics on some damaged pages that the check before did not reach; such
 // a panic is returned as an error wrapping ErrCorrupt.
 func copyCompacted(src *bolt.DB, tmp string, orig os.FileInfo) (err error) {
+	var dst *bolt.DB
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
+			if dst != nil {
+				dst.Close()
+			}
 			err = fmt.Errorf("%w: bbolt panicked while copying into %s: %v", ErrCorrupt, tmp, r)
 		}
 	}()
@@ -113,17 +117,11 @@ func copyCompacted(src *bolt.DB, tmp string, orig os.FileInfo) (err error) {
 	}
 	// The copy is synced once at the end instead of at each of its
 	// commits: until the rename, nothing depends on it.
-	dst, err := bolt.Open(tmp, orig.Mode().Perm(), &bolt.Options{NoSync: true, Timeout: time.Second})
+	dst, err = bolt.Open(tmp, orig.Mode().Perm(), &bolt.Options{NoSync: true, Timeout: time.Second})
 	if err != nil {
 		return noRoom(fmt.Errorf("create the compacted copy %s: %w", tmp, err))
 	}
 	dst.AllocSize = allocSize // grow in the daemon's steps, not bbolt's 16 MiB
-	defer func() {
-		if r := recover(); r != nil {
-			dst.Close()
-			panic(r)
-		}
-	}()
 	if err := bolt.Compact(dst, src, compactTxSize); err != nil {
 		dst.Close()
 		return noRoom(fmt.Errorf("copy into %s: %w", tmp, err))

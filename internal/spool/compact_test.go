@@ -182,7 +182,7 @@ func TestCompact_SecondRunIsRejected(t *testing.T) {
 }
 
 // A large file closed cleanly is trusted at open, so damage in it is found
-// only by a full check. Compact asks for one.
+// only by a full check, which Compact requests.
 func TestCompact_DamagedLargeFileIsLeftAlone(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes a database larger than the size Open checks on its own")

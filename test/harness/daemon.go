@@ -315,54 +315,50 @@ func (d *Daemon) OpenFDs() int {
 // was killed by SIGKILL.
 func (d *Daemon) WaitExit(timeout time.Duration) (killed bool) {
 	d.t.Helper()
-	d.mu.Lock()
-	cmd, exit := d.cmd, d.exit
-	d.mu.Unlock()
-	if cmd == nil {
+	ee, started := d.waitOwnExit(timeout)
+	if !started || ee == nil {
 		return false
 	}
-	select {
-	case err := <-exit:
-		d.mu.Lock()
-		d.cmd = nil
-		d.mu.Unlock()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			if ws, ok := ee.Sys().(syscall.WaitStatus); ok {
-				return ws.Signaled() && ws.Signal() == syscall.SIGKILL
-			}
-		}
-		return false
-	case <-time.After(timeout):
-		d.t.Fatalf("mqspool still running after %s", timeout)
-		return false
-	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
 }
 
 // ExitCode waits up to timeout for the daemon to exit on its own and
 // returns its exit status, -1 for a signal. It fails the test if the
-// daemon is still running then.
+// daemon was not started or is still running then.
 func (d *Daemon) ExitCode(timeout time.Duration) int {
+	d.t.Helper()
+	ee, started := d.waitOwnExit(timeout)
+	if !started {
+		d.t.Fatal("ExitCode: the daemon was not started")
+	}
+	if ee == nil {
+		return 0
+	}
+	return ee.ExitCode()
+}
+
+// waitOwnExit waits up to timeout for the running process to end on its
+// own and returns its exit error, nil for status 0. started is false when
+// no process runs. It fails the test when the process outlives timeout.
+func (d *Daemon) waitOwnExit(timeout time.Duration) (ee *exec.ExitError, started bool) {
 	d.t.Helper()
 	d.mu.Lock()
 	cmd, exit := d.cmd, d.exit
 	d.mu.Unlock()
 	if cmd == nil {
-		d.t.Fatal("ExitCode: the daemon was not started")
+		return nil, false
 	}
 	select {
 	case err := <-exit:
 		d.mu.Lock()
 		d.cmd = nil
 		d.mu.Unlock()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return ee.ExitCode()
-		}
-		return 0
+		errors.As(err, &ee)
+		return ee, true
 	case <-time.After(timeout):
 		d.t.Fatalf("mqspool still running after %s", timeout)
-		return -1
+		return nil, true
 	}
 }
 
