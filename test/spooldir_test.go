@@ -90,3 +90,34 @@ func TestSpoolDir_BadInputAmongGood(t *testing.T) {
 		t.Errorf("status after bad input: %v\n%s", err, out)
 	}
 }
+
+// TestSpoolDir_LongJSONLMemoryBounded drops the largest .jsonl file the
+// default limits allow, full of short lines, with the broker down. Every
+// line must be queued while the daemon's RssAnon stays far below what
+// holding all of the file's messages at once takes (about 480 MiB).
+func TestSpoolDir_LongJSONLMemoryBounded(t *testing.T) {
+	broker := harness.StartBroker(t, "")
+	broker.Stop()
+	d := harness.NewDaemon(t, broker.URL(), "publish:\n  default_topic: long/jsonl\n")
+	d.DumpOnFailure()
+	d.Start()
+
+	var b strings.Builder
+	lines := 0
+	for ; b.Len() < 16<<20-32; lines++ {
+		fmt.Fprintf(&b, `{"payload":"%07d"}`+"\n", lines)
+	}
+	d.Drop("long.jsonl", []byte(b.String()))
+
+	peak := 0
+	harness.WaitFor(t, 60*time.Second, "long.jsonl ingested", func() bool {
+		peak = max(peak, d.RSSAnonKiB())
+		return d.NewEmpty()
+	})
+	if peak > 128<<10 {
+		t.Errorf("RssAnon peaked at %d KiB while a .jsonl of %d lines was ingested, want under 128 MiB", peak, lines)
+	}
+	if st := largeStatus(t, d); st == nil || st.QueueMessages != int64(lines) {
+		t.Errorf("status %+v, want %d messages queued", st, lines)
+	}
+}

@@ -25,6 +25,10 @@ const (
 	// IngestAfterAppend: messages and file identities committed, files
 	// still in new/.
 	IngestAfterAppend = "ingest-after-append"
+	// IngestAfterPart: one part of a file appended in parts committed,
+	// the parts after it not. Not in [Points]: only a long .jsonl file
+	// reaches it.
+	IngestAfterPart = "ingest-after-part"
 	// IngestAfterUnlink: files unlinked, directory not yet synced.
 	IngestAfterUnlink = "ingest-after-unlink"
 	// IngestAfterSync: unlinks durable, identities not yet forgotten.

@@ -43,9 +43,10 @@ type trackedFile struct {
 	count int
 	at    time.Time
 
-	done   int
-	state  string // control.WaitDelivered until a message fails or is dropped
-	reason string
+	done    int
+	state   string // control.WaitDelivered until a message fails or is dropped
+	reason  string
+	partial bool // more parts of the file are still to be appended
 }
 
 // waitTracker connects files dropped into new/ with the outcomes of their
@@ -72,24 +73,25 @@ func newWaitTracker(spoolDir string) *waitTracker {
 }
 
 // committed records that the file rel (relative to new/) got count
-// messages from sequence number first on.
-func (w *waitTracker) committed(rel string, first uint64, count int) {
+// messages from sequence number first on. more reports a file appended in
+// parts with parts still to come; its next part extends the same record.
+func (w *waitTracker) committed(rel string, first uint64, count int, more bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	now := time.Now()
 	w.forget(now)
 
-	f := &trackedFile{rel: rel, first: first, count: count, at: now, state: control.WaitDelivered}
-	live := w.files[w.head:]
-	i, _ := slices.BinarySearchFunc(live, first, func(f *trackedFile, seq uint64) int {
-		return cmp.Compare(f.first, seq)
-	})
-	if i == len(live) {
-		w.files = append(w.files, f) // the usual case: sequence numbers grow
-	} else {
-		w.files = slices.Insert(w.files, w.head+i, f)
+	f := w.byName[rel]
+	switch {
+	case f != nil && f.partial && (count == 0 || f.first+uint64(f.count) == first):
+		f.count += count
+		f.partial = more
+	case count > 0:
+		f = &trackedFile{rel: rel, first: first, count: count, at: now, state: control.WaitDelivered, partial: more}
+		w.insert(f)
+	default:
+		return
 	}
-	w.byName[rel] = f
 
 	for seq := first; len(w.early) > 0 && seq < first+uint64(count); seq++ {
 		if o, ok := w.early[seq]; ok {
@@ -98,6 +100,21 @@ func (w *waitTracker) committed(rel string, first uint64, count int) {
 		}
 	}
 	w.wake()
+}
+
+// insert adds f in the order of first sequence numbers. w.mu must be
+// held.
+func (w *waitTracker) insert(f *trackedFile) {
+	live := w.files[w.head:]
+	i, _ := slices.BinarySearchFunc(live, f.first, func(f *trackedFile, seq uint64) int {
+		return cmp.Compare(f.first, seq)
+	})
+	if i == len(live) {
+		w.files = append(w.files, f) // the usual case: sequence numbers grow
+	} else {
+		w.files = slices.Insert(w.files, w.head+i, f)
+	}
+	w.byName[f.rel] = f
 }
 
 // forget drops the files committed more than fileMemory ago and those
@@ -205,7 +222,7 @@ func (w *waitTracker) check(rel string) (control.WaitResult, bool, <-chan struct
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	f, ok := w.byName[rel]
-	if !ok || f.done < f.count {
+	if !ok || f.partial || f.done < f.count {
 		return control.WaitResult{}, false, w.changed
 	}
 	return control.WaitResult{State: f.state, Reason: f.reason, Messages: f.count}, true, w.changed
@@ -218,6 +235,9 @@ func (w *waitTracker) pending(rel string) string {
 	f, ok := w.byName[rel]
 	if !ok {
 		return "the file was not taken from new/ yet"
+	}
+	if f.partial {
+		return fmt.Sprintf("partly queued; %d of the %d messages queued so far are done", f.done, f.count)
 	}
 	return fmt.Sprintf("queued; %d of %d messages done", f.done, f.count)
 }

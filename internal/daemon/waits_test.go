@@ -26,7 +26,7 @@ func TestWaitTracker_Outcomes(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			w := newWaitTracker(t.TempDir())
 			// Outcomes that arrive before the request are remembered.
-			w.committed("a.msg", 10, 2)
+			w.committed("a.msg", 10, 2, false)
 			w.outcome(tt.outcomes[0])
 			done := make(chan control.WaitResult, 1)
 			go func() { done <- w.wait(context.Background(), "a.msg") }()
@@ -46,7 +46,7 @@ func TestWaitTracker_Outcomes(t *testing.T) {
 
 func TestWaitTracker_TimedOut(t *testing.T) {
 	w := newWaitTracker(t.TempDir())
-	w.committed("a.msg", 1, 3)
+	w.committed("a.msg", 1, 3, false)
 	w.outcome(eventloop.Outcome{Seq: 1, Kind: eventloop.Delivered})
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
@@ -101,7 +101,7 @@ func TestWaitTracker_EarlyOutcomesBounded(t *testing.T) {
 func TestWaitTracker_OutcomeBeforeCommit(t *testing.T) {
 	w := newWaitTracker(t.TempDir())
 	w.outcome(eventloop.Outcome{Seq: 5, Kind: eventloop.Delivered})
-	w.committed("a.msg", 5, 1)
+	w.committed("a.msg", 5, 1, false)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -113,7 +113,7 @@ func TestWaitTracker_OutcomeBeforeCommit(t *testing.T) {
 func TestWaitTracker_ForgetsOldestFiles(t *testing.T) {
 	w := newWaitTracker(t.TempDir())
 	for i := range maxFiles + 10 {
-		w.committed(fmt.Sprintf("f%d.msg", i), uint64(2*i+1), 2)
+		w.committed(fmt.Sprintf("f%d.msg", i), uint64(2*i+1), 2, false)
 	}
 	if n := len(w.byName); n != maxFiles {
 		t.Errorf("%d files kept, want %d", n, maxFiles)
@@ -140,8 +140,8 @@ func TestWaitTracker_ForgetsOldestFiles(t *testing.T) {
 // are lower than those of newer files.
 func TestWaitTracker_RepeatedFileOutOfSequence(t *testing.T) {
 	w := newWaitTracker(t.TempDir())
-	w.committed("new.msg", 100, 1)
-	w.committed("old.msg", 5, 3)
+	w.committed("new.msg", 100, 1, false)
+	w.committed("old.msg", 5, 3, false)
 	for seq := uint64(5); seq < 8; seq++ {
 		w.outcome(eventloop.Outcome{Seq: seq, Kind: eventloop.Delivered})
 	}
@@ -150,5 +150,41 @@ func TestWaitTracker_RepeatedFileOutOfSequence(t *testing.T) {
 	}
 	if _, done, _ := w.check("new.msg"); done {
 		t.Error("new.msg is done before its message has an outcome")
+	}
+}
+
+// A file appended in parts is done only once its last part is committed
+// and every message of every part has an outcome.
+func TestWaitTracker_FileInParts(t *testing.T) {
+	w := newWaitTracker(t.TempDir())
+	w.committed("big.jsonl", 10, 2, true)
+	w.outcome(eventloop.Outcome{Seq: 10, Kind: eventloop.Delivered})
+	w.outcome(eventloop.Outcome{Seq: 11, Kind: eventloop.Delivered})
+	if _, done, _ := w.check("big.jsonl"); done {
+		t.Fatal("file reported done while parts are still to come")
+	}
+
+	w.outcome(eventloop.Outcome{Seq: 12, Kind: eventloop.Failed, Reason: "0x99 payload format invalid"})
+	w.committed("big.jsonl", 12, 2, false)
+	if _, done, _ := w.check("big.jsonl"); done {
+		t.Fatal("file reported done before its last message has an outcome")
+	}
+
+	w.outcome(eventloop.Outcome{Seq: 13, Kind: eventloop.Delivered})
+	res, done, _ := w.check("big.jsonl")
+	if !done || res.State != control.WaitRejected || res.Messages != 4 {
+		t.Errorf("result %+v (done %v), want rejected with 4 messages", res, done)
+	}
+}
+
+// The last part of a file can add no messages when an earlier run stored
+// them; it still ends the file.
+func TestWaitTracker_EmptyLastPart(t *testing.T) {
+	w := newWaitTracker(t.TempDir())
+	w.committed("big.jsonl", 1, 1, true)
+	w.outcome(eventloop.Outcome{Seq: 1, Kind: eventloop.Delivered})
+	w.committed("big.jsonl", 0, 0, false)
+	if res, done, _ := w.check("big.jsonl"); !done || res.State != control.WaitDelivered {
+		t.Errorf("result %+v (done %v), want delivered", res, done)
 	}
 }

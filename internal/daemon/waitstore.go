@@ -14,9 +14,7 @@ type trackingStore struct {
 func (s trackingStore) AppendForget(files []spool.FileBatch, forget []spool.FileID) (int, error) {
 	n, err := s.Spool.AppendForget(files, forget)
 	for _, f := range files[:n] {
-		if f.FirstSeq > 0 && len(f.Messages) > 0 {
-			s.waits.committed(f.ID.Name, f.FirstSeq, len(f.Messages))
-		}
+		s.waits.committed(f.ID.Name, f.FirstSeq, f.Count, f.More)
 	}
 	return n, err
 }

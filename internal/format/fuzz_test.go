@@ -56,7 +56,28 @@ func FuzzParseJSONL(f *testing.F) {
 				t.Fatalf("line %d accepted but invalid: %v", e.Line, verr)
 			}
 		}
+
+		// Parsing on from any entry's end gives the entries after it.
+		mid := entries[len(entries)/2]
+		var rest []Entry
+		if err := EachJSONL(data[mid.End:], mid.Line, func(e Entry) error {
+			e.End += mid.End
+			rest = append(rest, e)
+			return nil
+		}); err != nil {
+			t.Fatalf("parsing on from line %d: %v", mid.Line, err)
+		}
+		if want := entries[len(entries)/2+1:]; !reflect.DeepEqual(normalizeEntries(rest), normalizeEntries(want)) {
+			t.Fatalf("parsing on from line %d gave %+v, want %+v", mid.Line, rest, want)
+		}
 	})
+}
+
+func normalizeEntries(entries []Entry) []Entry {
+	if len(entries) == 0 {
+		return nil
+	}
+	return entries
 }
 
 func FuzzTopicFromPath(f *testing.F) {

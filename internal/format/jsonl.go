@@ -21,6 +21,9 @@ type Entry struct {
 	Fields Fields
 	// Line is the 1-based line number of the object in the file.
 	Line int
+	// End is the byte offset just past the object's line, set by
+	// [EachJSONL].
+	End int
 }
 
 // jsonLine is the schema of one .jsonl line. Pointers tell an absent
@@ -43,18 +46,52 @@ type jsonLine struct {
 // in LF or CRLF. Lines that hold only spaces or tabs are skipped but still
 // counted, so line numbers match an editor's. The file is all or nothing:
 // the first bad line fails the whole file with a [*ParseError] naming it.
-// Unknown fields are errors.
+// Unknown fields are errors, and so is a file without any object.
 func ParseJSONL(data []byte) ([]Entry, error) {
-	if len(data) == 0 {
-		return nil, &ParseError{Err: ErrEmpty}
-	}
 	var entries []Entry
-	for line := 1; len(data) > 0; line++ {
-		text := data
-		if i := bytes.IndexByte(data, '\n'); i >= 0 {
-			text, data = data[:i], data[i+1:]
+	err := EachJSONL(data, 0, func(e Entry) error {
+		entries = append(entries, e)
+		return nil
+	})
+	if err == nil {
+		err = CheckJSONLCount(len(data), len(entries))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return entries, nil
+}
+
+// CheckJSONLCount rejects a .jsonl file of size bytes that held n
+// objects, when n is 0.
+func CheckJSONLCount(size, n int) error {
+	switch {
+	case size == 0:
+		return &ParseError{Err: ErrEmpty}
+	case n == 0:
+		return &ParseError{Err: errors.New("file has only blank lines: " +
+			"write one JSON object per line")}
+	}
+	return nil
+}
+
+// EachJSONL parses .jsonl data as [ParseJSONL] does, but hands each entry
+// to fn as soon as its line is parsed instead of collecting them, so a
+// long file needs memory for one entry at a time. Line numbers count on
+// from lines, the number of lines before data, so a file can be parsed
+// in pieces. Each entry's End is the offset in data just past its line.
+// EachJSONL stops at the first bad line with a [*ParseError], or at the
+// first error from fn, which it returns as it is. It accepts data without
+// any object; see [CheckJSONLCount].
+func EachJSONL(data []byte, lines int, fn func(Entry) error) error {
+	off := 0
+	for line := lines + 1; off < len(data); line++ {
+		text := data[off:]
+		if i := bytes.IndexByte(text, '\n'); i >= 0 {
+			text = text[:i]
+			off += i + 1
 		} else {
-			data = nil
+			off = len(data)
 		}
 		text = bytes.TrimSuffix(text, []byte("\r"))
 		if len(bytes.Trim(text, " \t")) == 0 {
@@ -62,15 +99,13 @@ func ParseJSONL(data []byte) ([]Entry, error) {
 		}
 		m, f, err := parseJSONLine(text)
 		if err != nil {
-			return nil, &ParseError{Line: line, Err: err}
+			return &ParseError{Line: line, Err: err}
 		}
-		entries = append(entries, Entry{Message: m, Fields: f, Line: line})
+		if err := fn(Entry{Message: m, Fields: f, Line: line, End: off}); err != nil {
+			return err
+		}
 	}
-	if len(entries) == 0 {
-		return nil, &ParseError{Err: errors.New("file has only blank lines: " +
-			"write one JSON object per line")}
-	}
-	return entries, nil
+	return nil
 }
 
 // parseJSONLine decodes and checks one object. The decoder follows the

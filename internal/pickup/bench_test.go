@@ -22,6 +22,8 @@ func (s *countingStore) Forget([]spool.FileID) error { return nil }
 
 func (s *countingStore) FileIDs() ([]spool.FileID, error) { return nil, nil }
 
+func (s *countingStore) FileProgress(spool.FileID) (int, bool, error) { return 0, false, nil }
+
 // BenchmarkPickup_Ingest ingests b.N files that are already in new/
 // when the pickup starts. Run it with -benchtime=50000x for a large
 // backlog.

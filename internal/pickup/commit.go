@@ -24,12 +24,64 @@ const (
 const batchBytes = 8 << 20
 
 // ingestBatch prepares queued files from the head of the queue and
-// appends them in one call. Files the store rejects as full stay at the
-// head of the queue, so newer files wait behind them.
+// appends them in one call. A file to append in parts ends the batch and
+// follows it. Files the store rejects as full stay at the head of the
+// queue, so newer files wait behind them.
 func (p *Pickup) ingestBatch() {
-	var batch []spool.FileBatch
+	batch, partedData, scanned := p.prepareBatch()
+	accepted, err := p.append(batch)
+	ids := fileIDs(batch[:accepted])
+	var unsent []string
+	for _, fb := range batch[accepted:] {
+		unsent = append(unsent, fb.ID.Name)
+	}
+
+	// A file that can never fit the spool would block every file behind
+	// it, so it is bad input.
+	if errors.Is(err, spool.ErrTooLarge) && len(unsent) > 0 {
+		rel := unsent[0]
+		delete(p.queued, rel)
+		p.rejectFile(rel, fmt.Sprintf("the file's %d messages are larger than the whole "+
+			"spool limit (spool.max_bytes or spool.max_messages): split the file or raise "+
+			"the limit", len(batch[accepted].Messages)))
+		unsent = unsent[1:]
+	}
+
+	allIn := err == nil && accepted == len(batch)
+	if partedData != nil {
+		switch {
+		case !allIn:
+			unsent = append(unsent, p.parted.id.Name) // it stays behind the files before it
+		case p.ingestParted(partedData, &unsent):
+			ids = append(ids, p.parted.id)
+			p.parted = nil
+		default:
+			allIn = false
+		}
+	}
+	p.finishRemoval()
+	p.startRemoval(ids)
+
+	// Files not accepted go back to the head of the queue, in order.
+	p.queue = p.queue[scanned:]
+	if len(unsent) > 0 {
+		p.queue = append(unsent, p.queue...)
+	}
+	if allIn {
+		p.backoff = 0
+		if p.full {
+			p.full = false
+			p.log.Info("spool has room again; ingest resumes", "files", len(p.queue))
+		}
+	}
+}
+
+// prepareBatch prepares files from the head of the queue until the batch
+// is full, a file is not ready, or a file is to be appended in parts,
+// which it returns the content of. scanned counts the queued files it
+// took, including those that are done without an append.
+func (p *Pickup) prepareBatch() (batch []spool.FileBatch, partedData []byte, scanned int) {
 	var bytes int
-	scanned := 0
 	for scanned < len(p.queue) && len(batch) < p.opts.BatchMax && bytes < batchBytes {
 		rel := p.queue[scanned]
 		ready, drop := p.resolveTentative(rel)
@@ -41,52 +93,39 @@ func (p *Pickup) ingestBatch() {
 		if !ready {
 			break
 		}
-		fb, out := p.prepare(rel)
+		fb, data, out := p.prepare(rel)
 		if out == outcomeStoreErr {
 			break
 		}
 		scanned++
-		if out == outcomeReady {
+		switch out {
+		case outcomeReady:
 			batch = append(batch, fb)
 			bytes += batchSize(fb)
-			continue
+		case outcomeParts:
+			return batch, data, scanned
+		default:
+			delete(p.queued, rel)
 		}
+	}
+	return batch, nil, scanned
+}
+
+// ingestParted appends p.parted in parts and reports whether all of it is
+// stored. A file that must wait goes to unsent; a rejected one leaves the
+// queue.
+func (p *Pickup) ingestParted(data []byte, unsent *[]string) bool {
+	rel := p.parted.id.Name
+	switch p.appendParts(p.parted, data) {
+	case partsStored:
+		return true
+	case partsWaiting:
+		*unsent = append(*unsent, rel)
+	default:
 		delete(p.queued, rel)
+		p.parted = nil
 	}
-
-	accepted, err := p.append(batch)
-	p.finishRemoval()
-	p.startRemoval(fileIDs(batch[:accepted]))
-	unsent := batch[accepted:]
-
-	// A file that can never fit the spool would block every file behind
-	// it, so it is bad input.
-	if errors.Is(err, spool.ErrTooLarge) && len(unsent) > 0 {
-		rel := unsent[0].ID.Name
-		delete(p.queued, rel)
-		p.rejectFile(rel, fmt.Sprintf("the file's %d messages are larger than the whole "+
-			"spool limit (spool.max_bytes or spool.max_messages): split the file or raise "+
-			"the limit", len(unsent[0].Messages)))
-		unsent = unsent[1:]
-	}
-
-	// Files not accepted go back to the head of the queue, in order.
-	rest := p.queue[scanned:]
-	if len(unsent) > 0 {
-		back := make([]string, 0, len(unsent)+len(rest))
-		for _, fb := range unsent {
-			back = append(back, fb.ID.Name)
-		}
-		rest = append(back, rest...)
-	}
-	p.queue = rest
-	if err == nil && accepted == len(batch) {
-		p.backoff = 0
-		if p.full {
-			p.full = false
-			p.log.Info("spool has room again; ingest resumes", "files", len(p.queue))
-		}
-	}
+	return false
 }
 
 // append hands the batch to the store and records the result.
@@ -105,12 +144,15 @@ func (p *Pickup) append(batch []spool.FileBatch) (int, error) {
 	if accepted < 0 || accepted > len(batch) {
 		accepted = 0
 	}
-	msgs := 0
+	files, msgs := 0, 0
 	for _, fb := range batch[:accepted] {
 		msgs += len(fb.Messages)
+		if !fb.More {
+			files++ // the last part ends a file appended in parts
+		}
 	}
 	p.updateStats(func(s *Stats) {
-		s.FilesIngested += uint64(accepted)
+		s.FilesIngested += uint64(files)
 		s.MessagesIngested += uint64(msgs)
 	})
 	switch {

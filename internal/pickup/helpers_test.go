@@ -57,7 +57,7 @@ func (s *fakeStore) AppendForget(files []spool.FileBatch, forget []spool.FileID)
 		// storing it again.
 		if !s.seen[f.ID] {
 			s.files = append(s.files, f)
-			s.seen[f.ID] = true
+			s.seen[f.ID] = !f.More
 		}
 	}
 	if s.room >= 0 {
@@ -84,6 +84,14 @@ func (s *fakeStore) FileIDs() ([]spool.FileID, error) {
 		ids = append(ids, id)
 	}
 	return ids, nil
+}
+
+// FileProgress reports whole files only: the fake stores every part of a
+// file until its last one.
+func (s *fakeStore) FileProgress(id spool.FileID) (int, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return 0, s.seen[id], nil
 }
 
 func (s *fakeStore) Forget(ids []spool.FileID) error {

@@ -19,6 +19,7 @@ type outcome int
 const (
 	outcomeDone     outcome = iota // gone, rejected, already committed or left for later
 	outcomeReady                   // parsed and ready to append
+	outcomeParts                   // checked; p.parted appends it in parts
 	outcomeStoreErr                // the store failed; keep the file queued
 )
 
@@ -38,19 +39,27 @@ var errRetry = errors.New("file changed while it was read")
 // prepare reads and parses one queued file. A file that an earlier run
 // committed but could not unlink before it stopped is not looked up here:
 // the store's AppendForget finds its identity and skips it, and the
-// pickup then unlinks it like any committed file.
-func (p *Pickup) prepare(rel string) (spool.FileBatch, outcome) {
+// pickup then unlinks it like any committed file. For a file to append
+// in parts it returns the file's content, and p.parted describes it.
+func (p *Pickup) prepare(rel string) (spool.FileBatch, []byte, outcome) {
 	id, data, err := p.readFile(rel)
 	if err == nil {
 		delete(p.unreadable, rel)
-		msgs, perr := p.buildMessages(id, data)
+		if p.parted != nil && p.parted.id == id {
+			return spool.FileBatch{ID: id}, data, outcomeParts // checked on an earlier try
+		}
+		msgs, parted, perr := p.collect(id, data)
+		if perr == nil && parted {
+			p.parted = &partedFile{id: id}
+			return spool.FileBatch{ID: id}, data, outcomeParts
+		}
 		if perr == nil {
-			return spool.FileBatch{ID: id, Messages: msgs}, outcomeReady
+			return spool.FileBatch{ID: id, Messages: msgs}, nil, outcomeReady
 		}
 		err = &rejection{reason: perr.Error()}
 	}
 	p.handleReadError(rel, err)
-	return spool.FileBatch{}, outcomeDone
+	return spool.FileBatch{}, nil, outcomeDone
 }
 
 // handleReadError sorts a failure to read or parse a file into rejection,

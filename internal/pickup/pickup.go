@@ -92,10 +92,11 @@ type Options struct {
 // implements it.
 type Store interface {
 	// AppendForget removes the identities in forget, then commits the
-	// files in order, each with its identity, in one transaction, and
-	// returns how many leading files it took. A file whose identity is
-	// still stored was committed by an earlier run that stopped before
-	// the unlink: it is taken without storing its messages again. It returns
+	// files (or parts of one, see [spool.FileBatch]) in order, each with
+	// its identity, in one transaction, and returns how many leading
+	// files it took. A file whose identity is stored in full was
+	// committed by an earlier run that stopped before the unlink: it is
+	// taken without storing its messages again. It returns
 	// [spool.ErrFull] when the spool limits leave no room for the rest,
 	// and [spool.ErrTooLarge] when the next file can never fit, which the
 	// pickup then moves to failed/. With either, the transaction still
@@ -105,6 +106,9 @@ type Store interface {
 	Forget(ids []spool.FileID) error
 	// FileIDs returns the stored identities.
 	FileIDs() ([]spool.FileID, error)
+	// FileProgress reports how many messages of a file appended in parts
+	// are stored, and whether all of them are.
+	FileProgress(id spool.FileID) (stored int, complete bool, err error)
 }
 
 // Stats is a snapshot of the pickup's counters.
@@ -168,6 +172,9 @@ type Pickup struct {
 	// removing is the committed batch whose files are being unlinked in
 	// the background while the next batch is read and committed.
 	removing *removal
+	// parted is the file at the head of the queue that is appended in
+	// parts, while it waits for room in the spool.
+	parted *partedFile
 	// started is when New ran; see seen.
 	started      time.Time
 	unreadable   map[string]time.Time // last log time of each unreadable file

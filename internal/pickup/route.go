@@ -94,55 +94,71 @@ func (p *Pickup) sizeLimit(kind format.Kind) int64 {
 	case format.KindMsg:
 		return limit + msgHeaderAllowance
 	case format.KindJSONL:
-		// TODO: all of a file's messages stay in memory until its one
-		// commit, about 700 bytes per line. Committing in parts needs the
-		// identity record to keep how far the file got.
 		return limit * jsonlFileFactor
 	}
 	return limit
 }
 
-// buildMessages parses a file and applies routes, defaults, the topic
-// prefix and the configured properties. The error describes the problem
-// and how to fix it.
-func (p *Pickup) buildMessages(id spool.FileID, data []byte) ([]message.Message, error) {
+// position is a place in a file: how many messages come before it, and
+// for a .jsonl file the byte offset and the number of lines before it.
+type position struct {
+	index int
+	off   int
+	lines int
+}
+
+// eachMessage parses a file from the position from on (the zero position
+// is its start) and hands each message, with routes, defaults, the topic
+// prefix and the configured properties applied, to fn together with the
+// position after it. It stops at the first error: fn's as it is, or a
+// parse or check error that describes the problem and how to fix it.
+func (p *Pickup) eachMessage(id spool.FileID, data []byte, from position,
+	fn func(message.Message, position) error) error {
 	rel := id.Name
 	r := p.matchRoute(rel)
-	var entries []format.Entry
+	now := p.now().UTC().Format(time.RFC3339Nano)
+	emit := func(e format.Entry, after position) error {
+		m, err := p.finish(e, r)
+		if err != nil {
+			if e.Line > 0 {
+				return fmt.Errorf("line %d: %w", e.Line, err)
+			}
+			return err
+		}
+		p.addProperties(&m, id, after.index-1, now)
+		return fn(m, after)
+	}
+
 	switch format.KindOf(rel) {
 	case format.KindMsg:
 		m, f, err := format.ParseMsg(data)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		entries = []format.Entry{{Message: m, Fields: f}}
+		return emit(format.Entry{Message: m, Fields: f}, position{index: 1, off: len(data)})
 	case format.KindJSONL:
-		var err error
-		if entries, err = format.ParseJSONL(data); err != nil {
-			return nil, err
-		}
+		return p.eachLine(data, from, emit)
 	default:
 		e, err := p.rawEntry(rel, data, r)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		entries = []format.Entry{e}
+		return emit(e, position{index: 1, off: len(data)})
 	}
+}
 
-	now := p.now().UTC().Format(time.RFC3339Nano)
-	msgs := make([]message.Message, 0, len(entries))
-	for i, e := range entries {
-		m, err := p.finish(e, r)
-		if err != nil {
-			if e.Line > 0 {
-				return nil, fmt.Errorf("line %d: %w", e.Line, err)
-			}
-			return nil, err
-		}
-		p.addProperties(&m, id, i, now)
-		msgs = append(msgs, m)
+// eachLine parses the objects of a .jsonl file from the position from on.
+// A file without any object is bad input.
+func (p *Pickup) eachLine(data []byte, from position, emit func(format.Entry, position) error) error {
+	at := from
+	err := format.EachJSONL(data[from.off:], from.lines, func(e format.Entry) error {
+		at = position{index: at.index + 1, off: from.off + e.End, lines: e.Line}
+		return emit(e, at)
+	})
+	if err != nil {
+		return err
 	}
-	return msgs, nil
+	return format.CheckJSONLCount(len(data), at.index)
 }
 
 // rawEntry makes the message of a raw file, whose topic comes from a

@@ -15,9 +15,9 @@ import (
 // for a file under OverflowReject, that file and the ones after it are not
 // stored, and the error wraps ErrFull. A file that could never fit stops
 // the call the same way with ErrTooLarge. A file whose identity is
-// already stored (see [Spool.Seen]) is counted as accepted without
-// storing its messages again. accepted counts the files taken, which are
-// durable even when err is not nil.
+// already stored in full (see [Spool.Seen]) is counted as accepted
+// without storing its messages again. accepted counts the files (or
+// parts) taken, which are durable even when err is not nil.
 func (s *Spool) Append(files []FileBatch) (accepted int, err error) {
 	return s.AppendForget(files, nil)
 }
@@ -40,48 +40,25 @@ func (s *Spool) AppendForget(files []FileBatch, forget []FileID) (accepted int, 
 	var repeats []string
 	err = s.writeShared("append", func(tx *bolt.Tx, t *totals) error {
 		accepted, stop, drops, repeats = 0, nil, nil, nil
-		msgs := tx.Bucket(bucketMessages)
-		msgs.FillPercent = messagesFillPercent
 		ids := tx.Bucket(bucketFiles)
-		now := time.Now()
 		for _, id := range forget {
 			if err := ids.Delete(fileKey(id)); err != nil {
 				return fmt.Errorf("delete identity of %s: %w", id.Name, err)
 			}
 		}
 
-		for i, f := range files {
-			// A file whose identity is stored was appended before a crash
-			// stopped its unlink; taking it again would duplicate it.
-			if v := ids.Get(fileKey(f.ID)); v != nil {
-				repeats = append(repeats, f.ID.Name)
-				files[i].FirstSeq = fileFirstSeq(v)
-				accepted++
-				continue
+		a := appender{tx: tx, t: t, now: time.Now(), drops: &drops}
+		for i := range files {
+			repeat, err := s.appendFile(&a, &files[i])
+			if errors.Is(err, ErrFull) || errors.Is(err, ErrTooLarge) {
+				stop = err
+				return nil
 			}
-			records := encodeFile(now, f)
-			size := recordsSize(records)
-			if err := s.checkRoom(tx, t, f.ID, int64(len(records)), size, &drops); err != nil {
-				if errors.Is(err, ErrFull) || errors.Is(err, ErrTooLarge) {
-					stop = err
-					return nil
-				}
+			if err != nil {
 				return err
 			}
-			first := t.lastSeq + 1
-			for _, rec := range records {
-				t.lastSeq++
-				if err := msgs.Put(seqKey(t.lastSeq), rec); err != nil {
-					return fmt.Errorf("store message %d of %s: %w", t.lastSeq, f.ID.Name, err)
-				}
-				t.messages++
-				t.bytes += int64(len(rec))
-			}
-			if err := ids.Put(fileKey(f.ID), fileValue(first, len(records))); err != nil {
-				return fmt.Errorf("store identity of %s: %w", f.ID.Name, err)
-			}
-			if len(records) > 0 {
-				files[i].FirstSeq = first
+			if repeat {
+				repeats = append(repeats, files[i].ID.Name)
 			}
 			accepted++
 		}
@@ -101,12 +78,66 @@ func (s *Spool) AppendForget(files []FileBatch, forget []FileID) (accepted int, 
 	return accepted, stop
 }
 
-func encodeFile(now time.Time, f FileBatch) [][]byte {
-	records := make([][]byte, len(f.Messages))
-	for i := range f.Messages {
-		records[i] = encodeRecord(now, &f.Messages[i])
+// appender is the state one Append transaction shares between files.
+type appender struct {
+	tx    *bolt.Tx
+	t     *totals
+	now   time.Time
+	drops *[]droppedMessage
+}
+
+// appendFile stores the messages of f that are not stored yet, with its
+// identity, and sets f.FirstSeq and f.Count. It reports a file already
+// appended in full as a repeat, without storing anything: an earlier
+// run committed it and stopped before the unlink, and taking it again
+// would duplicate it. A part must start at or before the stored
+// progress; the messages it repeats are skipped.
+func (s *Spool) appendFile(a *appender, f *FileBatch) (repeat bool, err error) {
+	ids := a.tx.Bucket(bucketFiles)
+	key := fileKey(f.ID)
+	v := ids.Get(key)
+	first, stored, partial := parseFileValue(v)
+	if v != nil && !partial {
+		f.FirstSeq, f.Count = first, stored
+		return true, nil
 	}
-	return records
+	if f.Start > stored {
+		return false, fmt.Errorf("part of %s starts at message %d, but only %d of its messages are stored: "+
+			"append its parts in order", f.ID.Name, f.Start, stored)
+	}
+
+	todo := f.Messages[min(stored-f.Start, len(f.Messages)):]
+	records := make([][]byte, len(todo))
+	for i := range todo {
+		records[i] = encodeRecord(a.now, &todo[i])
+	}
+	if err := s.checkRoom(a.tx, a.t, f.ID, int64(len(records)), recordsSize(records), a.drops); err != nil {
+		return false, err
+	}
+
+	msgs := a.tx.Bucket(bucketMessages)
+	msgs.FillPercent = messagesFillPercent
+	next := a.t.lastSeq + 1
+	for _, rec := range records {
+		a.t.lastSeq++
+		if err := msgs.Put(seqKey(a.t.lastSeq), rec); err != nil {
+			return false, fmt.Errorf("store message %d of %s: %w", a.t.lastSeq, f.ID.Name, err)
+		}
+		a.t.messages++
+		a.t.bytes += int64(len(rec))
+	}
+	if len(records) > 0 {
+		f.FirstSeq, f.Count = next, len(records)
+		if first == 0 {
+			first = next // the file's first stored message
+		}
+	}
+
+	value := fileValue(first, stored+len(records), f.More)
+	if err := ids.Put(key, value); err != nil {
+		return false, fmt.Errorf("store identity of %s: %w", f.ID.Name, err)
+	}
+	return false, nil
 }
 
 func recordsSize(records [][]byte) int64 {
@@ -117,8 +148,8 @@ func recordsSize(records [][]byte) int64 {
 	return n
 }
 
-// Seen reports whether a file with this identity was appended and not yet
-// forgotten.
+// Seen reports whether a file with this identity was appended, in full
+// or in part, and not yet forgotten.
 func (s *Spool) Seen(id FileID) (bool, error) {
 	var seen bool
 	err := s.view("look up file identity", func(tx *bolt.Tx) error {
@@ -187,19 +218,44 @@ func parseFileKey(k []byte) (FileID, bool) {
 }
 
 // fileValue records which sequence numbers the file produced, for
-// inspection.
-func fileValue(first uint64, n int) []byte {
-	b := binary.BigEndian.AppendUint64(nil, first)
-	return binary.BigEndian.AppendUint64(b, uint64(n))
+// inspection and for a file appended again after a crash: the first and
+// how many are stored. A file appended in parts with parts still to come
+// has a third field, a marker byte.
+func fileValue(first uint64, n int, more bool) []byte {
+	b := make([]byte, 0, 17)
+	b = binary.BigEndian.AppendUint64(b, first)
+	b = binary.BigEndian.AppendUint64(b, uint64(n))
+	if more {
+		b = append(b, partialMark)
+	}
+	return b
 }
 
-// fileFirstSeq returns the first sequence number stored by fileValue, or 0
-// for a value too short to hold one.
-func fileFirstSeq(v []byte) uint64 {
-	if len(v) < 8 {
-		return 0
+// partialMark ends the identity value of a file with parts still to come.
+const partialMark = 'p'
+
+// parseFileValue decodes a value written by fileValue. A value too short
+// to hold the fields gives zeros, and partial reports the marker.
+func parseFileValue(v []byte) (first uint64, n int, partial bool) {
+	if len(v) < 16 {
+		return 0, 0, false
 	}
-	return binary.BigEndian.Uint64(v[:8])
+	first = binary.BigEndian.Uint64(v[:8])
+	n = int(binary.BigEndian.Uint64(v[8:16]))
+	return first, n, len(v) > 16 && v[16] == partialMark
+}
+
+// FileProgress reports how many messages of the file with this identity
+// are stored, and whether all of them are. A file never appended, or
+// appended and forgotten, gives 0 and false.
+func (s *Spool) FileProgress(id FileID) (stored int, complete bool, err error) {
+	err = s.view("look up file identity", func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketFiles).Get(fileKey(id))
+		_, n, partial := parseFileValue(v)
+		stored, complete = n, v != nil && !partial
+		return nil
+	})
+	return stored, complete, err
 }
 
 // signalCursors wakes every cursor without blocking.

@@ -18,14 +18,26 @@ type FileID struct {
 	Name  string
 }
 
-// FileBatch is the messages of one file, appended all or nothing.
+// FileBatch is the messages of one file, or of one part of a file too
+// long to hold in memory at once, appended all or nothing.
 type FileBatch struct {
 	ID       FileID
 	Messages []message.Message
-	// FirstSeq is set by [Spool.Append] for each file it accepted: the
-	// sequence number of the file's first message, the rest following in
-	// order. It stays 0 for a file without messages.
+
+	// Start is the index in the file of Messages[0], and More reports that
+	// parts follow. A whole file has Start 0 and More false. The identity
+	// of a file appended in parts records how many of its messages are
+	// stored, and each part must start there (see [Spool.FileProgress]).
+	Start int
+	More  bool
+
+	// FirstSeq and Count are set by [Spool.Append] for each file it
+	// accepted: the sequence number of the first message this call
+	// stored for the file (or, for a file appended before, of its first
+	// message) and how many follow it in order. FirstSeq stays 0 when
+	// there are none.
 	FirstSeq uint64
+	Count    int
 }
 
 // Record is a stored message with its place in the queue.

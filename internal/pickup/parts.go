@@ -1,0 +1,171 @@
+package pickup
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/mqspool/mqspool/internal/crashpoint"
+	"github.com/mqspool/mqspool/internal/message"
+	"github.com/mqspool/mqspool/internal/spool"
+)
+
+// A .jsonl file with more messages than partMessages, or more message
+// bytes than partBytes, is appended in parts of at most that size. Each
+// part has a commit of its own, so the messages of one file need not all
+// be in memory at once. The whole file is checked before its first part,
+// so bad input still rejects it before anything is stored.
+const (
+	partMessages = 4096
+	partBytes    = batchBytes
+)
+
+// partedFile is a checked .jsonl file that is appended in parts, and how
+// far it got. It is kept while the file waits at the head of the queue
+// for room in the spool, so that the next try neither checks the file
+// again nor parses the parts already stored.
+type partedFile struct {
+	id spool.FileID
+	// stored counts the file's messages in the store, and from is where
+	// the first message not stored starts, once known. After a restart
+	// only the count is known, and the parts are parsed from the start.
+	stored int
+	from   position
+	known  bool // stored was read from the store
+}
+
+// partsOutcome is how far appendParts got with a file.
+type partsOutcome int
+
+const (
+	partsStored   partsOutcome = iota // every part stored; unlink the file
+	partsWaiting                      // a part did not fit or failed; try again later
+	partsRejected                     // moved to failed/
+)
+
+// errPartRefused stops the walk over a file when a part was not stored.
+var errPartRefused = errors.New("part not stored")
+
+// collect parses a whole file into its messages. A .jsonl file too long
+// to keep in memory is checked to its end without keeping them, and
+// reported as parted.
+func (p *Pickup) collect(id spool.FileID, data []byte) (msgs []message.Message, parted bool, err error) {
+	size := 0
+	err = p.eachMessage(id, data, position{}, func(m message.Message, _ position) error {
+		if parted {
+			return nil
+		}
+		msgs = append(msgs, m)
+		size += m.Size()
+		if len(msgs) > partMessages || size > partBytes {
+			msgs, parted = nil, true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return msgs, parted, nil
+}
+
+// appendParts stores the parts of f that are not stored yet, in order.
+// data is the file's content as read with the identity f.id.
+func (p *Pickup) appendParts(f *partedFile, data []byte) partsOutcome {
+	if !f.known {
+		stored, complete, err := p.store.FileProgress(f.id)
+		if err != nil {
+			p.storeFailed(err)
+			return partsWaiting
+		}
+		if complete {
+			p.log.Info("file was already appended; not queueing it again", "file", f.id.Name)
+			return partsStored
+		}
+		if stored > 0 {
+			p.log.Info("resuming a file appended in parts", "file", f.id.Name, "stored", stored)
+		}
+		f.stored, f.known = stored, true
+	}
+
+	w := partWriter{p: p, f: f, start: f.from, end: f.from}
+	err := p.eachMessage(f.id, data, f.from, w.add)
+	if err == nil {
+		err = w.flush(false)
+	}
+
+	switch {
+	case err == nil:
+		return partsStored
+	case errors.Is(err, spool.ErrTooLarge):
+		p.rejectFile(f.id.Name, fmt.Sprintf("a part of %d messages of the file is larger than the whole "+
+			"spool limit (spool.max_bytes or spool.max_messages)%s: split the file or raise the limit",
+			len(w.part), queuedBefore(f)))
+		return partsRejected
+	case errors.Is(err, errPartRefused):
+		return partsWaiting
+	default:
+		// The file was checked before its first part, so only a change
+		// of configuration in between makes it bad input now.
+		p.rejectFile(f.id.Name, fmt.Sprintf("%v%s", err, queuedBefore(f)))
+		return partsRejected
+	}
+}
+
+// queuedBefore names the messages of a rejected file that its earlier
+// parts queued, if any.
+func queuedBefore(f *partedFile) string {
+	if f.stored == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; its first %d messages were queued before", f.stored)
+}
+
+// partWriter collects the messages of one part and appends it when the
+// next message would not fit.
+type partWriter struct {
+	p     *Pickup
+	f     *partedFile
+	part  []message.Message
+	size  int
+	start position // the part's first message
+	end   position // the end of the part's last message
+}
+
+// add takes the message that ends at after. Messages already stored are
+// skipped.
+func (w *partWriter) add(m message.Message, after position) error {
+	if after.index <= w.f.stored {
+		w.start, w.end = after, after
+		return nil
+	}
+	if len(w.part) == partMessages || (len(w.part) > 0 && w.size+m.Size() > partBytes) {
+		if err := w.flush(true); err != nil {
+			return err
+		}
+	}
+	w.part = append(w.part, m)
+	w.size += m.Size()
+	w.end = after
+	return nil
+}
+
+// flush appends the collected part; more reports that parts follow.
+func (w *partWriter) flush(more bool) error {
+	fb := spool.FileBatch{ID: w.f.id, Messages: w.part, Start: w.start.index, More: more}
+	accepted, err := w.p.append([]spool.FileBatch{fb})
+	if accepted != 1 {
+		// append has logged the error and set the backoff.
+		if errors.Is(err, spool.ErrTooLarge) {
+			return err
+		}
+		return errPartRefused
+	}
+	if more {
+		crashpoint.Hit(crashpoint.IngestAfterPart)
+	}
+
+	w.f.stored, w.f.from = w.end.index, w.end
+	w.start = w.end
+	w.part = w.part[:0]
+	w.size = 0
+	return nil
+}
