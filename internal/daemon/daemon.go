@@ -136,7 +136,12 @@ func (d *Daemon) clientID() (string, error) {
 
 func (d *Daemon) quarantine(seq uint64, m *message.Message, raw []byte, reason string) error {
 	name := fmt.Sprintf("spool-%020d", seq)
-	return d.pickup.Quarantine(name, m, raw, reason)
+	dst, err := d.pickup.Quarantine(name, m, raw, reason)
+	if err != nil {
+		return err
+	}
+	d.log.Error("message moved to failed/", "seq", seq, "failed_path", dst, "reason", reason)
+	return nil
 }
 
 // Run forwards until ctx is cancelled, then stops in order and returns
@@ -345,7 +350,7 @@ func (d *Daemon) observe(ev eventloop.Event) {
 				d.log.Debug("message acknowledged", "seq", o.Seq, "latency_ms", o.Latency.Milliseconds())
 			}
 		case eventloop.Failed:
-			d.log.Error("message moved to failed/", "seq", o.Seq, "reason", o.Reason)
+			// Logged by the quarantine, with its name in failed/.
 		case eventloop.Expired:
 			d.log.Warn("message expired in the spool", "seq", o.Seq)
 		case eventloop.Dropped:

@@ -276,7 +276,8 @@ func (l *Loop) endFlow(f state.Flow, kind state.ChangeKind, reason string, code 
 	l.takeOffWire(f.PacketID)
 	l.record(state.Change{Kind: kind, PacketID: f.PacketID, Seq: f.Seq, QoS: f.QoS, Order: f.Order, Reason: reason})
 	if kind == state.ChangeFailed {
-		l.log.Warn("message failed", "seq", f.Seq, "packet_id", f.PacketID, "reason", reason)
+		// The quarantine logs the message once it is in failed/.
+		l.log.Debug("message failed", "seq", f.Seq, "packet_id", f.PacketID, "reason", reason)
 		l.afterCommit(func() {
 			l.emitOutcome(Outcome{Seq: f.Seq, Kind: Failed, Reason: reason, ReasonCode: code, Latency: l.latency(fl)})
 		})
@@ -285,7 +286,7 @@ func (l *Loop) endFlow(f state.Flow, kind state.ChangeKind, reason string, code 
 
 // failMessage moves a message that never got a flow to failed/.
 func (l *Loop) failMessage(seq uint64, reason string, code byte) {
-	l.log.Warn("message failed", "seq", seq, "reason", reason)
+	l.log.Debug("message failed", "seq", seq, "reason", reason)
 	l.record(state.Change{Kind: state.ChangeFailed, Seq: seq, Reason: reason})
 	l.afterCommit(func() { l.emitOutcome(Outcome{Seq: seq, Kind: Failed, Reason: reason, ReasonCode: code}) })
 }

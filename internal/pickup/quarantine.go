@@ -47,11 +47,12 @@ func (p *Pickup) rejectFile(rel, reason string) {
 // rel with ".msg" appended (unless rel already ends in .msg), and the
 // reason into a .reason file beside it. When m is nil, or m has a value
 // that a .msg header cannot hold, raw is written as it is instead. rel is
-// a slash-separated relative path such as the original file's name. It is
-// safe from any goroutine.
-func (p *Pickup) Quarantine(rel string, m *message.Message, raw []byte, reason string) error {
+// a slash-separated relative path such as the original file's name. It
+// returns the path it wrote, for the caller to log. It is safe from any
+// goroutine.
+func (p *Pickup) Quarantine(rel string, m *message.Message, raw []byte, reason string) (string, error) {
 	if !filepath.IsLocal(filepath.FromSlash(rel)) {
-		return fmt.Errorf("quarantine name %q: %w", rel, format.ErrUnsafeName)
+		return "", fmt.Errorf("quarantine name %q: %w", rel, format.ErrUnsafeName)
 	}
 	data := raw
 	if m != nil {
@@ -70,18 +71,17 @@ func (p *Pickup) Quarantine(rel string, m *message.Message, raw []byte, reason s
 
 	tmp, err := format.WriteTemp(p.tmpDir, ".quarantine-", 0o640, data)
 	if err != nil {
-		return err
+		return "", err
 	}
 	dst, err := p.place(rel, reason, func(dst string) error {
 		return format.RenameNoReplace(tmp, dst)
 	})
 	if err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("quarantine %s: %w", rel, err)
+		return "", fmt.Errorf("quarantine %s: %w", rel, err)
 	}
-	p.log.Error("message moved to failed/", "failed_path", dst, "reason", reason)
 	p.updateStats(func(s *Stats) { s.FilesFailed++ })
-	return nil
+	return dst, nil
 }
 
 // place puts a file into failed/ under rel, or under rel with a number

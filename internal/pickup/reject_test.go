@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -173,12 +174,18 @@ func TestPickup_Quarantine(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := &message.Message{Topic: "a/b", QoS: 1, Payload: []byte("p")}
+	var paths []string
 	for range 2 {
-		if err := p.Quarantine("spool/42", m, nil, "broker rejected it: not authorized (0x87)"); err != nil {
+		dst, err := p.Quarantine("spool/42", m, nil, "broker rejected it: not authorized (0x87)")
+		if err != nil {
 			t.Fatal(err)
 		}
+		paths = append(paths, dst)
 	}
 	failed := filepath.Join(opts.Dir, "failed", "spool")
+	if want := []string{filepath.Join(failed, "42.msg"), filepath.Join(failed, "42.1.msg")}; !slices.Equal(paths, want) {
+		t.Errorf("Quarantine returned %q, want %q", paths, want)
+	}
 	data, err := os.ReadFile(filepath.Join(failed, "42.msg"))
 	if err != nil {
 		t.Fatal(err)
@@ -203,10 +210,10 @@ func TestPickup_Quarantine(t *testing.T) {
 			t.Errorf("%s is not readable by the group: %v", name, err)
 		}
 	}
-	if err := p.Quarantine("../escape", nil, []byte("x"), "r"); !errors.Is(err, format.ErrUnsafeName) {
+	if _, err := p.Quarantine("../escape", nil, []byte("x"), "r"); !errors.Is(err, format.ErrUnsafeName) {
 		t.Errorf("quarantine outside failed/ error = %v, want ErrUnsafeName", err)
 	}
-	if err := p.Quarantine("raw", nil, []byte("x"), "r"); err != nil {
+	if _, err := p.Quarantine("raw", nil, []byte("x"), "r"); err != nil {
 		t.Fatal(err)
 	}
 	if data, _ := os.ReadFile(filepath.Join(opts.Dir, "failed", "raw")); string(data) != "x" {
