@@ -2,6 +2,8 @@ package test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -124,4 +126,35 @@ func TestOpsTLS_ServerNameALPN(t *testing.T) {
 	if !slices.Equal(h.ALPN, []string{"x-amzn-mqtt-ca", "mqtt"}) {
 		t.Errorf("ALPN %q, want [x-amzn-mqtt-ca mqtt]", h.ALPN)
 	}
+}
+
+// TestOpsTLS_CAFileAppearsLater starts the daemon before its CA file
+// exists, as when a provisioning job writes it after boot. The daemon
+// warns and keeps running, and the next connect after the file appears
+// uses it.
+func TestOpsTLS_CAFileAppearsLater(t *testing.T) {
+	b := harness.StartTLSBroker(t, false)
+	sub := harness.Subscribe(t, b.Addr(), "tls/#", 1)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	d := harness.NewDaemon(t, "", opsTLSConfig(b.TLSURL(), "    ca_file: "+ca+"\n    server_name: localhost\n")+
+		"reconnect:\n  min_delay: 200ms\n  max_delay: 500ms\n")
+	d.DumpOnFailure()
+	d.Start()
+	d.Drop("tls/later/1.txt", []byte("after the CA"))
+
+	harness.WaitFor(t, 5*time.Second, "warning about the missing CA file", func() bool {
+		return strings.Contains(d.Log(), "cannot be read") && strings.Contains(d.Log(), "broker.tls.ca_file")
+	})
+	if !d.Running() {
+		t.Fatal("the daemon stopped on a missing CA file")
+	}
+
+	pem, err := os.ReadFile(b.CA.CertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(ca, pem, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sub.WaitCount(1, 10*time.Second)
 }

@@ -69,6 +69,37 @@ func TestConfigValidate_ExitCodes(t *testing.T) {
 	}
 }
 
+// config validate reports files the connection reads that are missing or
+// unreadable; run only warns about them (see the daemon tests).
+func TestConfigValidate_ChecksFiles(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "password")
+	file := filepath.Join(dir, "mqspool.yaml")
+	text := "broker:\n  urls: [mqtts://127.0.0.1:8883]\n  password_file: " + missing +
+		"\n  tls:\n    ca_file: " + ca + "\n    cert_file: " + ca + "\n    key_file: " + dir + "\n" +
+		"spool:\n  dir: " + dir + "\n  db: " + filepath.Join(dir, "spool.db") + "\n"
+	if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	code, _, errOut := run(t, "", "config", "validate", "--config", file)
+	if code != exitUsage {
+		t.Fatalf("config naming a missing file: code %d, want %d", code, exitUsage)
+	}
+	for _, want := range []string{"broker.password_file: open " + missing, "broker.tls.key_file: read " + dir} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("error does not contain %q:\n%s", want, errOut)
+		}
+	}
+	if strings.Contains(errOut, "ca_file") || strings.Contains(errOut, "cert_file") {
+		t.Errorf("a readable file is reported:\n%s", errOut)
+	}
+}
+
 func TestConfigPrint_HidesPassword(t *testing.T) {
 	file, _ := testConfig(t, "")
 	t.Setenv("MQSPOOL_BROKER_PASSWORD", "hunter2")

@@ -29,6 +29,12 @@ func newConfigValidateCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			for _, w := range loaded.Warnings {
+				fmt.Fprintf(c.ErrOrStderr(), "warning: %s\n", w)
+			}
+			if err := loaded.Config.CheckFiles(); err != nil {
+				return err
+			}
 			fmt.Fprintf(c.OutOrStdout(), "configuration is valid (%s)\n", describeFile(loaded.File))
 			return nil
 		},

@@ -59,7 +59,7 @@ a warning and need a restart.`,
 				}
 				return l.Config, nil
 			}
-			return runDaemon(c.Context(), loaded.Config, reload, c.ErrOrStderr())
+			return runDaemon(c.Context(), loaded, reload, c.ErrOrStderr())
 		},
 	}
 	flags.register(c)
@@ -75,10 +75,20 @@ a warning and need a restart.`,
 	return c
 }
 
-func runDaemon(parent context.Context, cfg *config.Config, reload func() (*config.Config, error), stderr io.Writer) error {
+func runDaemon(parent context.Context, loaded *config.Loaded, reload func() (*config.Config, error), stderr io.Writer) error {
+	cfg := loaded.Config
 	log, level, err := daemon.NewLogger(cfg.Log, stderr)
 	if err != nil {
 		return usageError(err)
+	}
+	for _, w := range loaded.Warnings {
+		log.Warn("configuration warning", "warning", w)
+	}
+	if err := cfg.CheckFiles(); err != nil {
+		// Each connect reads the files again, so one put in place later
+		// is used then; stopping here would also stop systemd's restarts.
+		log.Warn("a file the broker connection needs cannot be read; connecting will fail until it can",
+			"err", err)
 	}
 
 	hard, stopHard := context.WithCancel(parent)

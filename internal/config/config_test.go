@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -145,6 +146,7 @@ func TestLoad_Invalid(t *testing.T) {
 		{"bad yaml", "broker: [\n", "fix the YAML syntax"},
 		{"route wildcard", minimal + "routes:\n  - match: a\n    topic: a/#\n", "wildcard"},
 		{"half tls", minimal + "  tls:\n    cert_file: c.pem\n", "set both"},
+		{"dollar prefix", minimal + "publish:\n  topic_prefix: $SYS/\n", `"$SYS/" starts with $`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -159,6 +161,16 @@ func TestLoad_Invalid(t *testing.T) {
 				t.Errorf("error %q does not contain %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// A topic prefix starting with $ is allowed once a route may publish to
+// such topics.
+func TestLoad_DollarPrefixWithRoute(t *testing.T) {
+	file := writeFile(t, minimal+"publish:\n  topic_prefix: $aws/things/gw1/\n"+
+		"routes:\n  - match: shadow/*\n    topic: shadow/update\n    allow_dollar: true\n")
+	if _, err := Load(LoadOptions{File: file, LookupEnv: noEnv}); err != nil {
+		t.Errorf("Load: %v", err)
 	}
 }
 
@@ -212,5 +224,26 @@ func TestValidateBrokerURL_HidesPassword(t *testing.T) {
 		if strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("error for %q shows the password: %v", raw, err)
 		}
+	}
+}
+
+func TestLoad_UnknownEnvWarned(t *testing.T) {
+	environ := []string{
+		"MQSPOOL_BROKER_URL=mqtt://x:1", // missing S
+		"MQSPOOL_PUBLISH_QOS=1",         // known
+		PasswordEnv + "=secret",         // known, read apart from the keys
+		"MQSPOOL_SOMETHING_ELSE=1",      // nothing near
+		"PATH=/usr/bin",
+	}
+	loaded, err := Load(LoadOptions{File: writeFile(t, minimal), LookupEnv: noEnv, Environ: func() []string { return environ }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"environment variable MQSPOOL_BROKER_URL names no setting and is ignored: did you mean MQSPOOL_BROKER_URLS?",
+		"environment variable MQSPOOL_SOMETHING_ELSE names no setting and is ignored: use MQSPOOL_ and the key path in upper snake case, as listed by mqspool config print",
+	}
+	if !slices.Equal(loaded.Warnings, want) {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(loaded.Warnings, "\n"), strings.Join(want, "\n"))
 	}
 }

@@ -43,6 +43,8 @@ type Loaded struct {
 	Sources map[string]Source
 	// Values maps each scalar key to its effective value as viper holds it.
 	Values map[string]any
+	// Warnings name MQSPOOL_ environment variables that set nothing.
+	Warnings []string
 }
 
 // LoadOptions locate the config file, the flags and the environment.
@@ -56,6 +58,10 @@ type LoadOptions struct {
 	FlagKeys map[string]string
 	// LookupEnv replaces os.LookupEnv in tests.
 	LookupEnv func(string) (string, bool)
+	// Environ replaces os.Environ in tests, for the check of unknown
+	// MQSPOOL_ variables. With LookupEnv set and Environ nil there is
+	// no check.
+	Environ func() []string
 	// Offline is set by commands that never connect to the broker, such
 	// as publish and the spool commands: for them broker.urls may be
 	// missing.
@@ -99,7 +105,8 @@ func Load(opts LoadOptions) (*Loaded, error) {
 		return nil, err
 	}
 
-	loaded := &Loaded{Config: cfg, File: file, Sources: map[string]Source{}, Values: map[string]any{}}
+	loaded := &Loaded{Config: cfg, File: file, Sources: map[string]Source{}, Values: map[string]any{},
+		Warnings: unknownEnv(opts.environ())}
 	for _, key := range Keys() {
 		loaded.Values[key] = v.Get(key)
 		loaded.Sources[key] = sourceOf(key, v, env, flags)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -176,6 +177,10 @@ func (c *Config) validatePublish(v *validator) {
 	}
 	if strings.ContainsAny(p.TopicPrefix, "+#\x00") || !utf8.ValidString(p.TopicPrefix) {
 		v.addf("publish.topic_prefix: %q must be valid UTF-8 without wildcards", p.TopicPrefix)
+	}
+	if strings.HasPrefix(p.TopicPrefix, "$") && !slices.ContainsFunc(c.Routes, func(r Route) bool { return r.AllowDollar }) {
+		v.addf("publish.topic_prefix: %q starts with $, so every topic would too and every file would be rejected: "+
+			"remove the $, or add a route with allow_dollar: true for the files meant for such topics", p.TopicPrefix)
 	}
 	if p.MaxInflight < 1 || p.MaxInflight > 65535 {
 		v.addf("publish.max_inflight: %d is out of range: use 1 to 65535", p.MaxInflight)

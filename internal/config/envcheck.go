@@ -1,0 +1,84 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// otherEnv lists MQSPOOL_ variables that are not configuration keys but
+// are read elsewhere: the crash points of the durability tests.
+var otherEnv = map[string]bool{PasswordEnv: true, "MQSPOOL_CRASHPOINT": true}
+
+// unknownEnv returns a warning for each MQSPOOL_ variable in environ that
+// names no key, with the closest known name when one is near. Such a
+// variable is ignored, like a misspelt one.
+func unknownEnv(environ []string) []string {
+	known := []string{PasswordEnv}
+	for key := range defaults {
+		known = append(known, EnvName(key))
+	}
+
+	var warnings []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, EnvPrefix+"_") || otherEnv[name] || slices.Contains(known, name) {
+			continue
+		}
+		w := fmt.Sprintf("environment variable %s names no setting and is ignored", name)
+		if near := closest(name, known); near != "" {
+			w += fmt.Sprintf(": did you mean %s?", near)
+		} else {
+			w += ": use MQSPOOL_ and the key path in upper snake case, as listed by mqspool config print"
+		}
+		warnings = append(warnings, w)
+	}
+	sort.Strings(warnings)
+	return warnings
+}
+
+// closest returns the name in names within two edits of name, or "".
+func closest(name string, names []string) string {
+	best, bestDist := "", 3
+	for _, n := range names {
+		if d := editDistance(name, n); d < bestDist || (d == bestDist && n < best) {
+			best, bestDist = n, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// environ returns the environment to check: opts.Environ, or the
+// process's when neither it nor LookupEnv is set.
+func (opts LoadOptions) environ() []string {
+	switch {
+	case opts.Environ != nil:
+		return opts.Environ()
+	case opts.LookupEnv == nil:
+		return os.Environ()
+	}
+	return nil
+}
