@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -35,7 +38,11 @@ func runMemory(e *env, r *report) error {
 	if err != nil {
 		return err
 	}
-	r.addMemory(first, peak)
+	long, err := longJSONL(e)
+	if err != nil {
+		return err
+	}
+	r.addMemory(first, peak, long)
 	return nil
 }
 
@@ -107,4 +114,83 @@ func firstPublish(e *env, d *daemon) (time.Duration, int64, error) {
 	}
 	logf("first publish after %s, RssAnon while draining %d KiB", first.Sub(d.started), peak>>10)
 	return first.Sub(d.started), peak, nil
+}
+
+// longJSONLBytes is the size of the .jsonl file for the long-file run:
+// the largest the default publish.max_message_bytes (1 MiB) allows.
+const longJSONLBytes = 16 << 20
+
+// longJSONLResult is the peak RssAnon while the daemon ingested one
+// .jsonl file of short lines.
+type longJSONLResult struct {
+	Lines   int
+	RssAnon int64
+	Elapsed time.Duration
+}
+
+// longJSONL drops one .jsonl file of longJSONLBytes with short lines into
+// new/, starts the daemon with the broker down, and samples RssAnon every
+// 50 ms until the file is gone.
+func longJSONL(e *env) (longJSONLResult, error) {
+	root, err := e.dir("long-jsonl")
+	if err != nil {
+		return longJSONLResult{}, err
+	}
+	d, err := newDaemon(root, e.downURL, e.clientID("long-jsonl"))
+	if err != nil {
+		return longJSONLResult{}, err
+	}
+	leaf := filepath.Join(d.newDir(), "bench")
+	lines, err := writeLongJSONL(filepath.Join(leaf, "long.jsonl"))
+	if err != nil {
+		return longJSONLResult{}, err
+	}
+	if err := d.start(e.bin, false); err != nil {
+		return longJSONLResult{}, err
+	}
+
+	var peak int64
+	deadline := time.Now().Add(e.sizes.Wait)
+	for !dirEmpty(leaf) && time.Now().Before(deadline) {
+		v, err := procStatus(d.pid, "RssAnon")
+		if err != nil {
+			d.stop()
+			return longJSONLResult{}, err
+		}
+		peak = max(peak, v)
+		time.Sleep(50 * time.Millisecond)
+	}
+	elapsed := time.Since(d.started)
+	empty := dirEmpty(leaf)
+	if err := d.stop(); err != nil {
+		return longJSONLResult{}, fmt.Errorf("stop mqspool after the long .jsonl: %w", err)
+	}
+	if !empty || !dirEmpty(filepath.Join(d.dir, "failed")) {
+		return longJSONLResult{}, fmt.Errorf("mqspool did not ingest the long .jsonl (daemon log in %s)", root)
+	}
+	logf("long .jsonl of %d lines: RssAnon peak %d KiB in %s", lines, peak>>10, elapsed)
+	return longJSONLResult{Lines: lines, RssAnon: peak, Elapsed: elapsed}, nil
+}
+
+// writeLongJSONL writes a .jsonl file of longJSONLBytes with short lines
+// and a modification time a minute old, so the daemon takes it at once.
+func writeLongJSONL(name string) (int, error) {
+	var b bytes.Buffer
+	lines := 0
+	for {
+		line := fmt.Sprintf(`{"topic":"bench/long","payload":"%07d"}`+"\n", lines)
+		if b.Len()+len(line) > longJSONLBytes {
+			break
+		}
+		b.WriteString(line)
+		lines++
+	}
+	if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
+		return 0, err
+	}
+	if err := os.WriteFile(name, b.Bytes(), 0o644); err != nil {
+		return 0, err
+	}
+	old := time.Now().Add(-time.Minute)
+	return lines, os.Chtimes(name, old, old)
 }

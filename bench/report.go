@@ -162,7 +162,7 @@ func (r *report) addIngestDecoded(k ingestKind, ownRounds, decodedRounds []rate)
 		roundRatios(ownRounds, decodedRounds)))
 }
 
-func (r *report) addMemory(first time.Duration, drainPeak int64) {
+func (r *report) addMemory(first time.Duration, drainPeak int64, long longJSONLResult) {
 	if len(r.memory) == 0 {
 		return
 	}
@@ -180,9 +180,13 @@ func (r *report) addMemory(first time.Duration, drainPeak int64) {
 			Mqspool: fmt.Sprintf("%+.1f %%", 100*growth), Target: "within 10 %", Result: passFail(growth <= 0.10 && growth >= -0.10)},
 		row{Metric: fmt.Sprintf("Start to first publish, %d queued", high.Queued),
 			Mqspool: round(first).String(), Target: "≤ 1 s", Result: passFail(first <= time.Second)},
+		row{Metric: fmt.Sprintf("Peak RssAnon, ingest of one %s .jsonl (%d lines)", mib(longJSONLBytes), long.Lines),
+			Mqspool: mib(long.RssAnon)},
 	)
 	r.details = append(r.details, "RssAnon with the broker down, peak of samples every 100 ms over 5 s: "+strings.Join(parts, "; ")+".",
-		fmt.Sprintf("RssAnon while draining the %d queued messages for 5 s after the first publish: %s.", high.Queued, mib(drainPeak)))
+		fmt.Sprintf("RssAnon while draining the %d queued messages for 5 s after the first publish: %s.", high.Queued, mib(drainPeak)),
+		fmt.Sprintf("One .jsonl file of %s with %d short lines, broker down: RssAnon peaked at %s, sampled every 50 ms, "+
+			"and new/ was empty %s after the start.", mib(longJSONLBytes), long.Lines, mib(long.RssAnon), round(long.Elapsed)))
 }
 
 func (r *report) addDisk(ingest, drain diskPhase, payload int64) {
