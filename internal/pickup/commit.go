@@ -287,7 +287,17 @@ func (p *Pickup) removeInDir(ids []spool.FileID) ([]spool.FileID, error) {
 
 	var unlinked []spool.FileID
 	for _, id := range ids {
-		if err := unlinkIfSame(fd, path.Base(id.Name), id); err != nil {
+		err := unlinkIfSame(fd, path.Base(id.Name), id)
+		if errors.Is(err, errChangedSinceRead) {
+			// Its stored identity no longer matches any file, so it goes
+			// like that of a removed file.
+			p.log.Warn("file in new/ changed after it was read; it is queued again as a new file, "+
+				"so the messages read before may arrive twice", "path", p.abs(id.Name),
+				"hint", "write files in tmp/ and rename them into new/ when complete")
+			unlinked = append(unlinked, id)
+			continue
+		}
+		if err != nil {
 			err = &os.PathError{Op: "remove ingested file", Path: p.abs(id.Name), Err: err}
 			p.log.Error("remove ingested file", "path", p.abs(id.Name), "err", err)
 			p.setError(err)
@@ -396,8 +406,13 @@ func (p *Pickup) fileMatches(id spool.FileID) bool {
 	return st.Dev == id.Dev && st.Ino == id.Ino && st.Size == id.Size && st.Ctim.Nano() == id.Ctime
 }
 
+// errChangedSinceRead reports a committed file that was written to in
+// place after it was read. Removing it would lose what was added.
+var errChangedSinceRead = errors.New("file changed after it was read")
+
 // unlinkIfSame removes base from the directory dirfd unless another file
-// has replaced it since it was read.
+// has replaced it since it was read, or it changed in place, which
+// returns errChangedSinceRead.
 func unlinkIfSame(dirfd int, base string, id spool.FileID) error {
 	var st unix.Stat_t
 	err := unix.Fstatat(dirfd, base, &st, unix.AT_SYMLINK_NOFOLLOW)
@@ -409,6 +424,9 @@ func unlinkIfSame(dirfd int, base string, id spool.FileID) error {
 	}
 	if st.Dev != id.Dev || st.Ino != id.Ino {
 		return nil
+	}
+	if st.Size != id.Size || st.Ctim.Nano() != id.Ctime {
+		return errChangedSinceRead
 	}
 	// TODO: a file renamed over this name between the lstat and the
 	// unlink would be removed unread; producers that use unique names

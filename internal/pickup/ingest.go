@@ -43,14 +43,18 @@ var errRetry = errors.New("file changed while it was read")
 // in parts it returns the file's content, and p.parted describes it.
 func (p *Pickup) prepare(rel string) (spool.FileBatch, []byte, outcome) {
 	id, data, err := p.readFile(rel)
+	if f := p.parted; f != nil && f.id.Name == rel && (err == nil && id != f.id || errors.Is(err, fs.ErrNotExist)) {
+		p.partedGone(err)
+	}
 	if err == nil {
 		delete(p.unreadable, rel)
 		if p.parted != nil && p.parted.id == id {
 			return spool.FileBatch{ID: id}, data, outcomeParts // checked on an earlier try
 		}
-		msgs, parted, perr := p.collect(id, data)
+		r := p.matchRoute(rel)
+		msgs, parted, perr := p.collect(id, data, r)
 		if perr == nil && parted {
-			p.parted = &partedFile{id: id}
+			p.parted = &partedFile{id: id, route: r}
 			return spool.FileBatch{ID: id}, data, outcomeParts
 		}
 		if perr == nil {

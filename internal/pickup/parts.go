@@ -25,6 +25,9 @@ const (
 // again nor parses the parts already stored.
 type partedFile struct {
 	id spool.FileID
+	// route is the route matched when the file was checked, so that a
+	// reload of the routes does not split the file between two of them.
+	route *route
 	// stored counts the file's messages in the store, and from is where
 	// the first message not stored starts, once known. After a restart
 	// only the count is known, and the parts are parsed from the start.
@@ -45,12 +48,12 @@ const (
 // errPartRefused stops the walk over a file when a part was not stored.
 var errPartRefused = errors.New("part not stored")
 
-// collect parses a whole file into its messages. A .jsonl file too long
-// to keep in memory is checked to its end without keeping them, and
-// reported as parted.
-func (p *Pickup) collect(id spool.FileID, data []byte) (msgs []message.Message, parted bool, err error) {
+// collect parses a whole file into its messages, with the route r. A
+// .jsonl file too long to keep in memory is checked to its end without
+// keeping them, and reported as parted.
+func (p *Pickup) collect(id spool.FileID, data []byte, r *route) (msgs []message.Message, parted bool, err error) {
 	size := 0
-	err = p.eachMessage(id, data, position{}, func(m message.Message, _ position) error {
+	err = p.eachMessage(id, data, r, position{}, func(m message.Message, _ position) error {
 		if parted {
 			return nil
 		}
@@ -87,7 +90,7 @@ func (p *Pickup) appendParts(f *partedFile, data []byte) partsOutcome {
 	}
 
 	w := partWriter{p: p, f: f, start: f.from, end: f.from}
-	err := p.eachMessage(f.id, data, f.from, w.add)
+	err := p.eachMessage(f.id, data, f.route, f.from, w.add)
 	if err == nil {
 		err = w.flush(false)
 	}
@@ -103,11 +106,32 @@ func (p *Pickup) appendParts(f *partedFile, data []byte) partsOutcome {
 	case errors.Is(err, errPartRefused):
 		return partsWaiting
 	default:
-		// The file was checked before its first part, so only a change
-		// of configuration in between makes it bad input now.
+		// The file was checked with the same route before its first
+		// part, so only a restart with another configuration in between
+		// makes it bad input now.
 		p.rejectFile(f.id.Name, fmt.Sprintf("%v%s", err, queuedBefore(f)))
 		return partsRejected
 	}
+}
+
+// partedGone drops p.parted, whose file left new/ (err is set) or was
+// changed in place before its last part, and queues its identity for
+// removal. The messages its earlier parts stored stay queued.
+func (p *Pickup) partedGone(err error) {
+	f := p.parted
+	p.parted = nil
+	p.forget = append(p.forget, f.id)
+	if f.stored == 0 {
+		return
+	}
+	if err != nil {
+		p.log.Warn("file stored in parts left new/ before its last part; the rest of its messages are not queued",
+			"path", p.abs(f.id.Name), "queued", f.stored)
+		return
+	}
+	p.log.Warn("file stored in parts changed in new/ before its last part; it is queued again as a new file, "+
+		"so its first messages may arrive twice", "path", p.abs(f.id.Name), "queued", f.stored,
+		"hint", "write files in tmp/ and rename them into new/ when complete")
 }
 
 // queuedBefore names the messages of a rejected file that its earlier
@@ -162,6 +186,7 @@ func (w *partWriter) flush(more bool) error {
 	if more {
 		crashpoint.Hit(crashpoint.IngestAfterPart)
 	}
+	w.p.backoff = 0 // a wait for room before the next part starts short again
 
 	w.f.stored, w.f.from = w.end.index, w.end
 	w.start = w.end

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +25,8 @@ type recordingStore struct {
 	sizes   []int
 	failAt  map[int]error
 	refused int
+	// after, when set, runs after each append with its number.
+	after func(call int)
 }
 
 func openRecording(t *testing.T) *recordingStore {
@@ -51,7 +55,11 @@ func (s *recordingStore) AppendForget(files []spool.FileBatch, forget []spool.Fi
 	for _, f := range files[:n] {
 		s.sizes = append(s.sizes, len(f.Messages))
 	}
+	call, after := s.calls, s.after
 	s.mu.Unlock()
+	if after != nil {
+		after(call)
+	}
 	return n, err
 }
 
@@ -64,9 +72,19 @@ func (s *recordingStore) appendSizes() []int {
 // payloads reads every queued message's payload in order.
 func payloads(t *testing.T, s *spool.Spool) []string {
 	t.Helper()
+	var out []string
+	for _, r := range records(t, s) {
+		out = append(out, string(r.Message.Payload))
+	}
+	return out
+}
+
+// records reads every queued message in order.
+func records(t *testing.T, s *spool.Spool) []spool.Record {
+	t.Helper()
 	c := s.NewCursor()
 	defer c.Close()
-	var out []string
+	var out []spool.Record
 	for {
 		r, ok, err := c.Next()
 		if err != nil {
@@ -75,8 +93,32 @@ func payloads(t *testing.T, s *spool.Spool) []string {
 		if !ok {
 			return out
 		}
-		out = append(out, string(r.Message.Payload))
+		out = append(out, r)
 	}
+}
+
+// logBuffer collects the pickup's log lines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func capture(opts *Options) *logBuffer {
+	b := &logBuffer{}
+	opts.Logger = slog.New(slog.NewTextHandler(b, nil))
+	return b
 }
 
 // longJSONL returns a .jsonl file of n lines with payloads p0, p1, ...,
@@ -226,4 +268,101 @@ func TestPickup_LongJSONLResumesAfterRestart(t *testing.T) {
 	if s := p2.Stats(); s.MessagesIngested != lines-partMessages {
 		t.Errorf("the restarted pickup ingested %d messages, want the %d not stored before", s.MessagesIngested, lines-partMessages)
 	}
+}
+
+// A reload of the routes while a file waits between parts does not split
+// it: every part takes the route matched when the file was checked.
+func TestPickup_LongJSONLKeepsItsRoute(t *testing.T) {
+	opts := testOptions(t)
+	opts.Routes = []Route{{Match: "r/*.jsonl", Topic: "first/route"}}
+	store := openRecording(t)
+	store.failAt[2] = fmt.Errorf("append: %w", spool.ErrFull)
+	var p *Pickup
+	store.after = func(call int) {
+		if call == 1 {
+			if err := p.SetRoutes([]Route{{Match: "r/*.jsonl", Topic: "second/route"}}); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	p = start(t, opts, store)
+
+	const lines = 2 * partMessages
+	var b strings.Builder
+	for i := range lines {
+		fmt.Fprintf(&b, `{"payload":"p%d"}`+"\n", i)
+	}
+	drop(t, opts.Dir, "r/big.jsonl", b.String())
+	waitFor(t, 10*time.Second, "file ingested", func() bool { return p.Stats().FilesIngested == 1 })
+
+	recs := records(t, store.Spool)
+	if len(recs) != lines {
+		t.Fatalf("%d messages queued, want %d", len(recs), lines)
+	}
+	for _, r := range recs {
+		if r.Message.Topic != "first/route" {
+			t.Fatalf("message %q has topic %q, want the route of the first part, first/route", r.Message.Payload, r.Message.Topic)
+		}
+	}
+}
+
+// A file written to in place after it was read is not removed: what was
+// added would be lost. It is taken again as a new file.
+func TestPickup_FileChangedAfterReadIsKept(t *testing.T) {
+	opts := testOptions(t)
+	logs := capture(&opts)
+	store := openRecording(t)
+	name := filepath.Join(opts.Dir, "new", "grow.jsonl")
+	store.after = func(call int) {
+		if call != 1 {
+			return
+		}
+		f, err := os.OpenFile(name, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer f.Close()
+		f.WriteString(`{"topic":"t/x","payload":"added"}` + "\n")
+	}
+	start(t, opts, store)
+
+	drop(t, opts.Dir, "grow.jsonl", `{"topic":"t/x","payload":"first"}`+"\n")
+	waitFor(t, 10*time.Second, "the added line queued", func() bool {
+		return slices.Contains(payloads(t, store.Spool), "added")
+	})
+	if !strings.Contains(logs.String(), "changed after it was read") {
+		t.Errorf("no warning about the changed file in the log:\n%s", logs)
+	}
+	waitFor(t, 10*time.Second, "the file removed after its second ingest", func() bool { return !exists(name) })
+}
+
+// A file that leaves new/ while it waits between parts is dropped with a
+// warning that gives the count of its messages already queued.
+func TestPickup_LongJSONLRemovedBetweenParts(t *testing.T) {
+	opts := testOptions(t)
+	logs := capture(&opts)
+	store := openRecording(t)
+	name := filepath.Join(opts.Dir, "new", "big.jsonl")
+	for i := 2; i < 1000; i++ {
+		store.failAt[i] = fmt.Errorf("append: %w", spool.ErrFull)
+	}
+	store.after = func(call int) {
+		if call == 1 {
+			os.Remove(name)
+		}
+	}
+	start(t, opts, store)
+
+	drop(t, opts.Dir, "big.jsonl", longJSONL(2*partMessages))
+	waitFor(t, 10*time.Second, "warning about the removed file", func() bool {
+		return strings.Contains(logs.String(), "left new/ before its last part")
+	})
+	if !strings.Contains(logs.String(), fmt.Sprintf("queued=%d", partMessages)) {
+		t.Errorf("warning does not give the %d messages queued:\n%s", partMessages, logs)
+	}
+	waitFor(t, 5*time.Second, "identity forgotten", func() bool {
+		ids, _ := store.FileIDs()
+		return len(ids) == 0
+	})
 }

@@ -108,14 +108,14 @@ type position struct {
 }
 
 // eachMessage parses a file from the position from on (the zero position
-// is its start) and hands each message, with routes, defaults, the topic
-// prefix and the configured properties applied, to fn together with the
-// position after it. It stops at the first error: fn's as it is, or a
-// parse or check error that describes the problem and how to fix it.
-func (p *Pickup) eachMessage(id spool.FileID, data []byte, from position,
+// is its start) and hands each message, with the route r (nil for none),
+// defaults, the topic prefix and the configured properties applied, to fn
+// together with the position after it. It stops at the first error: fn's
+// as it is, or a parse or check error that describes the problem and how
+// to fix it.
+func (p *Pickup) eachMessage(id spool.FileID, data []byte, r *route, from position,
 	fn func(message.Message, position) error) error {
 	rel := id.Name
-	r := p.matchRoute(rel)
 	now := p.now().UTC().Format(time.RFC3339Nano)
 	emit := func(e format.Entry, after position) error {
 		m, err := p.finish(e, r)
