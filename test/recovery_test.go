@@ -29,12 +29,15 @@ func TestRecovery_DamagedDatabase(t *testing.T) {
 			}
 		},
 		"zeroed page": func(t *testing.T, path string) {
+			// The root page of the messages is in use; a page picked by
+			// its offset alone may be a free one, which harms nothing.
+			off, size := rootPage(t, path, "messages")
 			f, err := os.OpenFile(path, os.O_RDWR, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer f.Close()
-			if _, err := f.WriteAt(make([]byte, 4096), inUseSize(t, path)/2/4096*4096); err != nil {
+			if _, err := f.WriteAt(make([]byte, size), off); err != nil {
 				t.Fatal(err)
 			}
 		},
@@ -250,6 +253,31 @@ func TestRecovery_SigtermInAwkwardStates(t *testing.T) {
 
 // inUseSize returns the bytes of the database's pages in use, which ends
 // before the file's preallocated tail.
+// rootPage returns the offset and size of the root page of a top-level
+// bucket.
+func rootPage(t *testing.T, path, bucket string) (off int64, size int) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+
+	size = db.Info().PageSize
+	err = db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(bucket))
+		if b == nil || b.Root() == 0 {
+			return fmt.Errorf("bucket %q has no page of its own", bucket)
+		}
+		off = int64(b.Root()) * int64(size)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return off, size
+}
+
 func inUseSize(t *testing.T, path string) int64 {
 	t.Helper()
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})

@@ -111,7 +111,7 @@ func TestSpoolDir_LongJSONLMemoryBounded(t *testing.T) {
 	d.Drop("long.jsonl", []byte(b.String()))
 
 	peak := 0
-	harness.WaitFor(t, 60*time.Second, "long.jsonl ingested", func() bool {
+	harness.WaitFor(t, 3*time.Minute, "long.jsonl ingested", func() bool {
 		peak = max(peak, d.RSSAnonKiB())
 		return d.NewEmpty()
 	})
