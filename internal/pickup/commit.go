@@ -425,7 +425,9 @@ func unlinkIfSame(dirfd int, base string, id spool.FileID) error {
 	if st.Dev != id.Dev || st.Ino != id.Ino {
 		return nil
 	}
-	if st.Size != id.Size || st.Ctim.Nano() != id.Ctime {
+	// Size and modification time, not the change time: a hard link or a
+	// chmod changes only the latter, and leaves the content as it was read.
+	if st.Size != id.Size || (id.Mtime != 0 && st.Mtim.Nano() != id.Mtime) {
 		return errChangedSinceRead
 	}
 	// TODO: a file renamed over this name between the lstat and the

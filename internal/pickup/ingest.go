@@ -44,7 +44,7 @@ var errRetry = errors.New("file changed while it was read")
 func (p *Pickup) prepare(rel string) (spool.FileBatch, []byte, outcome) {
 	id, data, err := p.readFile(rel)
 	if f := p.parted; f != nil && f.id.Name == rel && (err == nil && id != f.id || errors.Is(err, fs.ErrNotExist)) {
-		p.partedGone(err)
+		p.partedGone(id, err)
 	}
 	if err == nil {
 		delete(p.unreadable, rel)
@@ -151,6 +151,7 @@ func readOpen(fd int, rel string, before *unix.Stat_t, limit int64) (spool.FileI
 		Ino:   after.Ino,
 		Size:  after.Size,
 		Ctime: after.Ctim.Nano(),
+		Mtime: after.Mtim.Nano(),
 		Name:  rel,
 	}
 	return id, data, nil

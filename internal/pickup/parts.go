@@ -114,24 +114,30 @@ func (p *Pickup) appendParts(f *partedFile, data []byte) partsOutcome {
 	}
 }
 
-// partedGone drops p.parted, whose file left new/ (err is set) or was
-// changed in place before its last part, and queues its identity for
-// removal. The messages its earlier parts stored stay queued.
-func (p *Pickup) partedGone(err error) {
+// partedGone drops p.parted, whose file left new/ (err is set) or now
+// has the identity now, before its last part, and queues its identity
+// for removal. The messages its earlier parts stored stay queued.
+func (p *Pickup) partedGone(now spool.FileID, err error) {
 	f := p.parted
 	p.parted = nil
 	p.forget = append(p.forget, f.id)
 	if f.stored == 0 {
 		return
 	}
-	if err != nil {
+	path := p.abs(f.id.Name)
+	switch {
+	case err != nil:
 		p.log.Warn("file stored in parts left new/ before its last part; the rest of its messages are not queued",
-			"path", p.abs(f.id.Name), "queued", f.stored)
-		return
+			"path", path, "queued", f.stored)
+	case now.Dev == f.id.Dev && now.Ino == f.id.Ino:
+		p.log.Warn("file stored in parts changed in new/ before its last part; it is queued again as a new file, "+
+			"so its first messages may arrive twice", "path", path, "queued", f.stored,
+			"hint", "write files in tmp/ and rename them into new/ when complete")
+	default:
+		p.log.Warn("file stored in parts was replaced in new/ before its last part; the rest of its messages "+
+			"are not queued, and the new file is taken as a file of its own", "path", path, "queued", f.stored,
+			"hint", "give each file in new/ a name of its own")
 	}
-	p.log.Warn("file stored in parts changed in new/ before its last part; it is queued again as a new file, "+
-		"so its first messages may arrive twice", "path", p.abs(f.id.Name), "queued", f.stored,
-		"hint", "write files in tmp/ and rename them into new/ when complete")
 }
 
 // queuedBefore names the messages of a rejected file that its earlier

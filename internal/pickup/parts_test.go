@@ -366,3 +366,26 @@ func TestPickup_LongJSONLRemovedBetweenParts(t *testing.T) {
 		return len(ids) == 0
 	})
 }
+
+// A file whose change time alone moved after it was read, as a chmod or a
+// hard link does, has the content that was read and is removed as usual.
+func TestPickup_ChmodAfterReadStillRemoved(t *testing.T) {
+	opts := testOptions(t)
+	store := openRecording(t)
+	name := filepath.Join(opts.Dir, "new", "mode.jsonl")
+	store.after = func(call int) {
+		if call == 1 {
+			if err := os.Chmod(name, 0o600); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	start(t, opts, store)
+
+	drop(t, opts.Dir, "mode.jsonl", `{"topic":"t/x","payload":"once"}`+"\n")
+	waitFor(t, 10*time.Second, "file removed", func() bool { return !exists(name) })
+	time.Sleep(2 * opts.RescanInterval)
+	if got := payloads(t, store.Spool); !slices.Equal(got, []string{"once"}) {
+		t.Errorf("queued %q, want the message once", got)
+	}
+}

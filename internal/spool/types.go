@@ -16,6 +16,12 @@ type FileID struct {
 	Size  int64
 	Ctime int64 // change time in nanoseconds since the Unix epoch
 	Name  string
+
+	// Mtime is the modification time in nanoseconds when the file was
+	// read. It is not stored, and 0 in identities read back from the
+	// spool. The pickup compares it before the unlink, to keep a file
+	// written to after it was read.
+	Mtime int64
 }
 
 // FileBatch is the messages of one file, or of one part of a file too
