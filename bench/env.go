@@ -11,10 +11,12 @@ import (
 // env is the state every section shares: a work directory, the mqspool
 // binary, one broker and one subscriber.
 type env struct {
-	repo  string
-	work  string
-	bin   string
-	sizes sizes
+	repo string
+	work string
+	bin  string
+	// commit is the repository's commit when bin was built.
+	commit string
+	sizes  sizes
 
 	broker *broker
 	sub    *subscriber
@@ -43,6 +45,7 @@ func newEnv(repo string, sz sizes) (*env, error) {
 
 func (e *env) start() error {
 	e.bin = filepath.Join(e.work, "mqspool")
+	e.commit = commitOf(e.repo)
 	if err := goBuild(e.repo, e.bin, "./cmd/mqspool"); err != nil {
 		return err
 	}
@@ -113,7 +116,7 @@ func machineInfo(e *env) machine {
 	m := machine{CPUs: cpuCount(), CPU: cpuModel(), Kernel: output("uname", "-r")}
 	m.Go = output("go", "version")
 	m.Mosquitto = strings.TrimSpace(strings.SplitN(output("mosquitto", "-h"), "\n", 2)[0])
-	m.Commit = commitOf(e.repo)
+	m.Commit = e.commit
 	return m
 }
 

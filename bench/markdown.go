@@ -94,8 +94,8 @@ the ratios hold even though absolute rates move with the machine's load.
   timed from the start of the daemon on the largest queue, broker up, to
   the subscriber's first arrival. The long .jsonl row drops one file of
   16 MiB (16 times the default publish.max_message_bytes) with lines of
-  43 bytes into new/ before the start, broker down, and samples
-  RssAnon every 50 ms until new/ is empty; it has no target.
+  43 bytes into new/ before the start, broker down. RssAnon is sampled
+  every 50 ms until new/ is empty; the row has no target.
 - Disk: 1 KiB single-message files are ingested with the broker down and
   then drained at QoS 1, each phase under "perf stat" counting the
   fdatasync, fsync, write and read tracepoints (syscalls:sys_enter_*);
