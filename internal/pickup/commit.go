@@ -406,6 +406,14 @@ func (p *Pickup) fileMatches(id spool.FileID) bool {
 	return st.Dev == id.Dev && st.Ino == id.Ino && st.Size == id.Size && st.Ctim.Nano() == id.Ctime
 }
 
+// sameContent reports whether two identities of a file at one name have
+// the same content by what stat shows: the same inode, size and
+// modification time. The change time may differ, since a chmod or a hard
+// link moves it without touching the content.
+func sameContent(a, b spool.FileID) bool {
+	return a.Dev == b.Dev && a.Ino == b.Ino && a.Size == b.Size && a.Mtime == b.Mtime
+}
+
 // errChangedSinceRead reports a committed file that was written to in
 // place after it was read. Removing it would lose what was added.
 var errChangedSinceRead = errors.New("file changed after it was read")

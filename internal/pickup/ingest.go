@@ -43,13 +43,16 @@ var errRetry = errors.New("file changed while it was read")
 // in parts it returns the file's content, and p.parted describes it.
 func (p *Pickup) prepare(rel string) (spool.FileBatch, []byte, outcome) {
 	id, data, err := p.readFile(rel)
-	if f := p.parted; f != nil && f.id.Name == rel && (err == nil && id != f.id || errors.Is(err, fs.ErrNotExist)) {
+	if f := p.parted; f != nil && f.id.Name == rel && (err == nil && !sameContent(id, f.id) || errors.Is(err, fs.ErrNotExist)) {
 		p.partedGone(id, err)
 	}
 	if err == nil {
 		delete(p.unreadable, rel)
-		if p.parted != nil && p.parted.id == id {
-			return spool.FileBatch{ID: id}, data, outcomeParts // checked on an earlier try
+		if p.parted != nil && p.parted.id.Name == rel {
+			// Checked on an earlier try. The parts keep the identity
+			// they were stored under, also when a chmod or a hard link
+			// moved the change time since.
+			return spool.FileBatch{ID: p.parted.id}, data, outcomeParts
 		}
 		r := p.matchRoute(rel)
 		msgs, parted, perr := p.collect(id, data, r)

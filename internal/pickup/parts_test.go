@@ -389,3 +389,27 @@ func TestPickup_ChmodAfterReadStillRemoved(t *testing.T) {
 		t.Errorf("queued %q, want the message once", got)
 	}
 }
+
+// A chmod while a long file waits between parts moves only its change
+// time: the file goes on from where it was, every line once.
+func TestPickup_LongJSONLChmodBetweenParts(t *testing.T) {
+	opts := testOptions(t)
+	store := openRecording(t)
+	store.failAt[2] = fmt.Errorf("append: %w", spool.ErrFull)
+	name := filepath.Join(opts.Dir, "new", "big.jsonl")
+	store.after = func(call int) {
+		if call == 1 {
+			if err := os.Chmod(name, 0o600); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	p := start(t, opts, store)
+
+	const lines = 2*partMessages + 10
+	drop(t, opts.Dir, "big.jsonl", longJSONL(lines))
+	waitFor(t, 10*time.Second, "file ingested and removed", func() bool {
+		return !exists(name) && p.Stats().FilesIngested == 1
+	})
+	checkPayloads(t, payloads(t, store.Spool), lines)
+}
