@@ -90,7 +90,7 @@ func TestConfigValidate_ChecksFiles(t *testing.T) {
 	if code != exitUsage {
 		t.Fatalf("config naming a missing file: code %d, want %d", code, exitUsage)
 	}
-	for _, want := range []string{"broker.password_file: open " + missing, "broker.tls.key_file: read " + dir} {
+	for _, want := range []string{"broker.password_file: stat " + missing, "broker.tls.key_file: " + dir + " is a directory"} {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("error does not contain %q:\n%s", want, errOut)
 		}

@@ -84,11 +84,11 @@ func runDaemon(parent context.Context, loaded *config.Loaded, reload func() (*co
 	for _, w := range loaded.Warnings {
 		log.Warn("configuration warning", "warning", w)
 	}
-	if err := cfg.CheckFiles(); err != nil {
+	for _, problem := range cfg.FileProblems() {
 		// Each connect reads the files again, so one put in place later
 		// is used then; stopping here would also stop systemd's restarts.
 		log.Warn("a file the broker connection needs cannot be read; connecting will fail until it can",
-			"err", err)
+			"problem", problem)
 	}
 
 	hard, stopHard := context.WithCancel(parent)

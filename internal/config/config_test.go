@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -245,5 +246,34 @@ func TestLoad_UnknownEnvWarned(t *testing.T) {
 	}
 	if !slices.Equal(loaded.Warnings, want) {
 		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(loaded.Warnings, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// A misspelt variable is often why validation fails, so the error names
+// it too.
+func TestLoad_UnknownEnvInError(t *testing.T) {
+	environ := []string{"MQSPOOL_BROKER_URL=mqtt://x:1"}
+	_, err := Load(LoadOptions{File: writeFile(t, "log:\n  level: info\n"), LookupEnv: noEnv,
+		Environ: func() []string { return environ }})
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Load error %v, want ErrInvalid", err)
+	}
+	if !strings.Contains(err.Error(), "did you mean MQSPOOL_BROKER_URLS?") {
+		t.Errorf("error does not name the misspelt variable:\n%v", err)
+	}
+}
+
+// A FIFO given as a connection file is refused without opening it, which
+// would block.
+func TestCheckFiles_FIFO(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "ca.pem")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := &Config{}
+	c.Broker.TLS.CAFile = fifo
+	err := c.CheckFiles()
+	if err == nil || !strings.Contains(err.Error(), "broker.tls.ca_file: "+fifo+" is a FIFO") {
+		t.Errorf("CheckFiles error %v, want the FIFO named", err)
 	}
 }

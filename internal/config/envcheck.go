@@ -9,8 +9,10 @@ import (
 )
 
 // otherEnv lists MQSPOOL_ variables that are not configuration keys but
-// are read elsewhere: the crash points of the durability tests.
-var otherEnv = map[string]bool{PasswordEnv: true, "MQSPOOL_CRASHPOINT": true}
+// are read elsewhere: the password, the crash points of the durability
+// tests, and the variable that makes the binary the database check's
+// child process.
+var otherEnv = map[string]bool{PasswordEnv: true, "MQSPOOL_CRASHPOINT": true, "MQSPOOL_SPOOL_CHECK": true}
 
 // unknownEnv returns a warning for each MQSPOOL_ variable in environ that
 // names no key, with the closest known name when one is near. Such a
@@ -37,6 +39,16 @@ func unknownEnv(environ []string) []string {
 	}
 	sort.Strings(warnings)
 	return warnings
+}
+
+// withWarnings adds the warnings to a configuration error, since a
+// misspelt variable is often its cause: MQSPOOL_BROKER_URL leaves
+// broker.urls missing.
+func withWarnings(err error, warnings []string) error {
+	if len(warnings) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w\n  %s", err, strings.Join(warnings, "\n  "))
 }
 
 // closest returns the name in names within two edits of name, or "".

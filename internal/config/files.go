@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 )
 
 // CheckFiles opens every file the configuration names for reading at
@@ -13,7 +14,13 @@ import (
 // that runs it. Validate does not call it: "run" must not stop on a file
 // that may be put in place later, while "config validate" reports it.
 func (c *Config) CheckFiles() error {
-	var v validator
+	v := validator{problems: c.FileProblems()}
+	return v.err()
+}
+
+// FileProblems is CheckFiles' list of problems, one per file.
+func (c *Config) FileProblems() []string {
+	var problems []string
 	for _, f := range []struct{ key, path string }{
 		{"broker.password_file", c.Broker.PasswordFile},
 		{"broker.tls.ca_file", c.Broker.TLS.CAFile},
@@ -24,23 +31,47 @@ func (c *Config) CheckFiles() error {
 			continue
 		}
 		if err := readable(f.path); err != nil {
-			v.addf("%s: %v: create the file or correct the path, and let the user that runs mqspool read it", f.key, err)
+			problems = append(problems, fmt.Sprintf("%s: %v: create the file or correct the path, "+
+				"and let the user that runs mqspool read it", f.key, err))
 		}
 	}
-	return v.err()
+	return problems
 }
 
-// readable opens path and reads one byte, so a directory or a file
-// without read permission fails as it would at connect time.
+// readable opens path without blocking and reads one byte, so a
+// directory or a file without read permission fails as it would at
+// connect time. Anything but a regular file is refused before it is
+// opened, since opening a FIFO blocks.
 func readable(path string) error {
-	f, err := os.Open(path)
+	info, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if !info.Mode().IsRegular() {
+		return fmt.Errorf("%s is %s, not a regular file", path, kindOf(info.Mode()))
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
 	var b [1]byte
 	if _, err := f.Read(b[:]); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("read %s: %w", path, err)
+		return err
 	}
 	return nil
+}
+
+func kindOf(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	}
+	return "a special file"
 }

@@ -89,6 +89,7 @@ func Load(opts LoadOptions) (*Loaded, error) {
 		return nil, err
 	}
 	env := bindEnv(v, lookup)
+	warnings := unknownEnv(opts.environ())
 	flags, err := bindFlags(v, opts.Flags, opts.FlagKeys)
 	if err != nil {
 		return nil, err
@@ -96,17 +97,17 @@ func Load(opts LoadOptions) (*Loaded, error) {
 
 	cfg, err := decode(v)
 	if err != nil {
-		return nil, err
+		return nil, withWarnings(err, warnings)
 	}
 	if pw, ok := lookup(PasswordEnv); ok {
 		cfg.Broker.Password = pw
 	}
 	if err := cfg.validate(opts.Offline); err != nil {
-		return nil, err
+		return nil, withWarnings(err, warnings)
 	}
 
 	loaded := &Loaded{Config: cfg, File: file, Sources: map[string]Source{}, Values: map[string]any{},
-		Warnings: unknownEnv(opts.environ())}
+		Warnings: warnings}
 	for _, key := range Keys() {
 		loaded.Values[key] = v.Get(key)
 		loaded.Sources[key] = sourceOf(key, v, env, flags)
