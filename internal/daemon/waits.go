@@ -74,7 +74,7 @@ func newWaitTracker(spoolDir string) *waitTracker {
 
 // committed records that the file rel (relative to new/) got count
 // messages from sequence number first on. more reports a file appended in
-// parts with parts still to come; its next part extends the same record.
+// parts with parts still to come, whose next part extends the same record.
 func (w *waitTracker) committed(rel string, first uint64, count int, more bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()

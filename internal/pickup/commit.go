@@ -112,8 +112,8 @@ func (p *Pickup) prepareBatch() (batch []spool.FileBatch, partedData []byte, sca
 }
 
 // ingestParted appends p.parted in parts and reports whether all of it is
-// stored. A file that must wait goes to unsent; a rejected one leaves the
-// queue.
+// stored. A file that must wait goes to unsent, and a rejected one leaves
+// the queue.
 func (p *Pickup) ingestParted(data []byte, unsent *[]string) bool {
 	rel := p.parted.id.Name
 	switch p.appendParts(p.parted, data) {

@@ -33,20 +33,20 @@ type partedFile struct {
 	// only the count is known, and the parts are parsed from the start.
 	stored int
 	from   position
-	known  bool // stored was read from the store
+	known  bool // whether stored was read from the store
 }
 
 // partsOutcome is how far appendParts got with a file.
 type partsOutcome int
 
 const (
-	partsStored   partsOutcome = iota // every part stored; unlink the file
-	partsWaiting                      // a part did not fit or failed; try again later
-	partsRejected                     // moved to failed/
+	partsStored   partsOutcome = iota // every part is stored, so the file can go
+	partsWaiting                      // a part did not fit or failed, so try again later
+	partsRejected                     // the file was moved to failed/
 )
 
-// errPartRefused stops the walk over a file when a part was not stored.
-var errPartRefused = errors.New("part not stored")
+// errPartNotStored stops the walk over a file when a part was not stored.
+var errPartNotStored = errors.New("part not stored")
 
 // collect parses a whole file into its messages, with the route r. A
 // .jsonl file too long to keep in memory is checked to its end without
@@ -74,6 +74,8 @@ func (p *Pickup) collect(id spool.FileID, data []byte, r *route) (msgs []message
 // data is the file's content as read with the identity f.id.
 func (p *Pickup) appendParts(f *partedFile, data []byte) partsOutcome {
 	if !f.known {
+		// NOTE: the stored identity includes the change time, so a file
+		// chmod'ed or hard-linked while the daemon was down starts over.
 		stored, complete, err := p.store.FileProgress(f.id)
 		if err != nil {
 			p.storeFailed(err)
@@ -103,7 +105,7 @@ func (p *Pickup) appendParts(f *partedFile, data []byte) partsOutcome {
 			"spool limit (spool.max_bytes or spool.max_messages)%s: split the file or raise the limit",
 			len(w.part), queuedBefore(f)))
 		return partsRejected
-	case errors.Is(err, errPartRefused):
+	case errors.Is(err, errPartNotStored):
 		return partsWaiting
 	default:
 		// The file was checked with the same route before its first
@@ -114,9 +116,9 @@ func (p *Pickup) appendParts(f *partedFile, data []byte) partsOutcome {
 	}
 }
 
-// partedGone drops p.parted, whose file left new/ (err is set) or now
-// has the identity now, before its last part, and queues its identity
-// for removal. The messages its earlier parts stored stay queued.
+// partedGone drops p.parted when its file left new/ (err is set) or
+// changed to the identity now before its last part. It queues the old
+// identity for removal, and the messages of the earlier parts stay queued.
 func (p *Pickup) partedGone(now spool.FileID, err error) {
 	f := p.parted
 	p.parted = nil
@@ -187,7 +189,7 @@ func (w *partWriter) flush(more bool) error {
 		if errors.Is(err, spool.ErrTooLarge) {
 			return err
 		}
-		return errPartRefused
+		return errPartNotStored
 	}
 	if more {
 		crashpoint.Hit(crashpoint.IngestAfterPart)

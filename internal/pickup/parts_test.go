@@ -17,14 +17,14 @@ import (
 )
 
 // recordingStore is the real spool, with the size of every append
-// recorded and the appends numbered in failAt refused.
+// recorded and the appends numbered in failAt failed with that error.
 type recordingStore struct {
 	*spool.Spool
-	mu      sync.Mutex
-	calls   int
-	sizes   []int
-	failAt  map[int]error
-	refused int
+	mu       sync.Mutex
+	calls    int
+	sizes    []int
+	failAt   map[int]error
+	injected int
 	// after, when set, runs after each append with its number.
 	after func(call int)
 }
@@ -44,7 +44,7 @@ func (s *recordingStore) AppendForget(files []spool.FileBatch, forget []spool.Fi
 	s.calls++
 	err := s.failAt[s.calls]
 	if err != nil {
-		s.refused++
+		s.injected++
 	}
 	s.mu.Unlock()
 	if err != nil {
@@ -206,7 +206,7 @@ func TestPickup_LongJSONLBadLastLineStoresNothing(t *testing.T) {
 	}
 }
 
-// A part the spool has no room for waits; the file goes on from there,
+// A part the spool has no room for waits, and the file goes on from there,
 // with every message once and in order.
 func TestPickup_LongJSONLWaitsForRoom(t *testing.T) {
 	opts := testOptions(t)
@@ -219,8 +219,8 @@ func TestPickup_LongJSONLWaitsForRoom(t *testing.T) {
 	waitFor(t, 10*time.Second, "file ingested and removed", func() bool {
 		return !exists(filepath.Join(opts.Dir, "new", "big.jsonl")) && p.Stats().FilesIngested == 1
 	})
-	if store.refused != 1 {
-		t.Fatalf("%d appends refused, want 1", store.refused)
+	if store.injected != 1 {
+		t.Fatalf("%d appends failed as injected, want 1", store.injected)
 	}
 	checkPayloads(t, payloads(t, store.Spool), lines)
 }
@@ -244,10 +244,10 @@ func TestPickup_LongJSONLResumesAfterRestart(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
 	drop(t, opts.Dir, "big.jsonl", longJSONL(lines))
-	waitFor(t, 10*time.Second, "first part stored and the next refused", func() bool {
+	waitFor(t, 10*time.Second, "first part stored and the next failed", func() bool {
 		store.mu.Lock()
 		defer store.mu.Unlock()
-		return store.refused > 0
+		return store.injected > 0
 	})
 	cancel()
 	if err := <-done; err != nil {

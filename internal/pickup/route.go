@@ -107,12 +107,12 @@ type position struct {
 	lines int
 }
 
-// eachMessage parses a file from the position from on (the zero position
-// is its start) and hands each message, with the route r (nil for none),
-// defaults, the topic prefix and the configured properties applied, to fn
-// together with the position after it. It stops at the first error: fn's
-// as it is, or a parse or check error that describes the problem and how
-// to fix it.
+// eachMessage parses a file from the position from on, where the zero
+// position is its start. It applies the route r (nil for none), the
+// defaults, the topic prefix and the configured properties to each
+// message and hands it to fn with the position after it. It stops at the
+// first error: fn's as it is, or a parse or check error that describes
+// the problem and how to fix it.
 func (p *Pickup) eachMessage(id spool.FileID, data []byte, r *route, from position,
 	fn func(message.Message, position) error) error {
 	rel := id.Name
