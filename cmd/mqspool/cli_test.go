@@ -2,13 +2,17 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/mqspool/mqspool/internal/control"
 	"github.com/mqspool/mqspool/internal/format"
 	"github.com/mqspool/mqspool/internal/message"
 	"github.com/mqspool/mqspool/internal/spool"
@@ -347,6 +351,20 @@ func TestSpool_RequeueFailed(t *testing.T) {
 	}
 }
 
+func TestShellQuote(t *testing.T) {
+	cases := map[string]string{
+		"/etc/mqspool/mqspool.yaml": "/etc/mqspool/mqspool.yaml",
+		"/tmp/my config.yaml":       "'/tmp/my config.yaml'",
+		"/tmp/it's.yaml":            `'/tmp/it'\''s.yaml'`,
+		"":                          "''",
+	}
+	for in, want := range cases {
+		if got := shellQuote(in); got != want {
+			t.Errorf("shellQuote(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
+
 func TestSpoolLs_Pages(t *testing.T) {
 	file, dir := testConfig(t, "")
 	sp, err := spool.Open(spool.Options{Path: filepath.Join(dir, "spool.db")})
@@ -375,8 +393,8 @@ func TestSpoolLs_Pages(t *testing.T) {
 		}
 		var next string
 		for _, line := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
-			if after, ok := strings.CutPrefix(line, "next page: mqspool spool ls --after "); ok {
-				next = after
+			if hint, ok := strings.CutPrefix(line, "next page: mqspool "); ok {
+				next = hint
 				continue
 			}
 			fields := strings.Fields(line)
@@ -385,7 +403,8 @@ func TestSpoolLs_Pages(t *testing.T) {
 		if next == "" {
 			break
 		}
-		args = []string{"spool", "ls", "--config", file, "--limit", "2", "--after", next}
+		// The hint is run as given, so it must carry --config and --limit.
+		args = strings.Fields(next)
 	}
 	if want := []string{"ls/0", "ls/1", "ls/2", "ls/3", "ls/4"}; !slices.Equal(topics, want) {
 		t.Errorf("pages listed %v, want %v", topics, want)
@@ -400,5 +419,45 @@ func TestSpoolLs_Pages(t *testing.T) {
 	code, _, errOut := run(t, "", "spool", "ls", "--config", file, "--limit", "0")
 	if code != exitUsage || !strings.Contains(errOut, "--limit 0 is invalid") {
 		t.Errorf("--limit 0: code %d, stderr %q; want %d and the value named", code, errOut, exitUsage)
+	}
+}
+
+func TestExplainSocketError_PermissionDenied(t *testing.T) {
+	dial := &net.OpError{Op: "dial", Net: "unix", Err: os.NewSyscallError("connect", syscall.EACCES)}
+	err := explainSocketError("/run/mqspool/mqspool.sock",
+		fmt.Errorf("%w on /run/mqspool/mqspool.sock: %w: start it", control.ErrNoDaemon, dial))
+	for _, want := range []string{"permission denied", "a daemon may be running", "run the command as root or as a member of", "docs/operations.md"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not contain %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "no mqspool daemon is listening") || errors.Is(err, control.ErrNoDaemon) {
+		t.Errorf("error %q still says no daemon listens", err)
+	}
+
+	other := fmt.Errorf("%w: %w", control.ErrNoDaemon, os.NewSyscallError("connect", syscall.ENOENT))
+	if got := explainSocketError("/x.sock", other); got != other {
+		t.Errorf("a missing socket became %v", got)
+	}
+}
+
+// A real socket without permission for this user; root bypasses the
+// permission check, so the test needs another user.
+func TestStatus_SocketPermissionDenied(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root may open any socket")
+	}
+	sock := filepath.Join(t.TempDir(), "ctl.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := os.Chmod(sock, 0); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := run(t, "", "status", "--socket", sock)
+	if code != exitFailure || !strings.Contains(errOut, "a daemon may be running") {
+		t.Errorf("code %d, stderr %q; want 1 and the permission problem", code, errOut)
 	}
 }

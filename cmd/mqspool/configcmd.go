@@ -25,15 +25,12 @@ func newConfigValidateCommand() *cobra.Command {
 		Short: "Check the configuration and exit 0 when it is valid, 2 when not",
 		Args:  exactArgs(0),
 		RunE: func(c *cobra.Command, _ []string) error {
-			loaded, err := flags.load(c, nil)
+			loaded, err := config.Load(config.LoadOptions{File: flags.file, Flags: c.Flags(), CheckFiles: true})
 			if err != nil {
 				return err
 			}
 			for _, w := range loaded.Warnings {
 				fmt.Fprintf(c.ErrOrStderr(), "warning: %s\n", w)
-			}
-			if err := loaded.Config.CheckFiles(); err != nil {
-				return err
 			}
 			fmt.Fprintf(c.OutOrStdout(), "configuration is valid (%s)\n", describeFile(loaded.File))
 			return nil

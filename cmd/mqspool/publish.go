@@ -46,7 +46,7 @@ or from --message. The daemon does not need to run.
 With --wait DURATION, publish then asks the running daemon, through its
 control socket, to report when the broker has acknowledged the message.
 It exits 0 once acknowledged, 3 when DURATION passes first and 4 when the
-message was rejected and moved to failed/.`,
+message was rejected (see failed/).`,
 		Example: `  mqspool publish --topic site1/temp --message 21.5
   sensor-read | mqspool publish --topic site1/temp --qos 2 -
   mqspool publish --topic cam/1 --content-type image/jpeg snapshot.jpg

@@ -56,6 +56,7 @@ func askWait(ctx context.Context, socket, name string, deadline time.Time) (cont
 		}
 		req := control.Request{Command: control.CommandWait, File: name, TimeoutMillis: max(left.Milliseconds(), 1)}
 		resp, err := control.Send(ctx, socket, req)
+		err = explainSocketError(socket, err)
 		switch {
 		case err == nil && resp.Wait == nil:
 			return control.WaitResult{}, fmt.Errorf("wait for new/%s: the daemon sent no wait result: upgrade it to this version", name)
@@ -78,7 +79,8 @@ func waitExit(c *cobra.Command, name string, res control.WaitResult) error {
 	case control.WaitTimedOut:
 		return &exitError{code: exitWaitTimeout, err: fmt.Errorf("new/%s not acknowledged in time (%s): it stays queued and is still sent", name, res.Reason)}
 	case control.WaitRejected:
-		return &exitError{code: exitRejected, err: fmt.Errorf("new/%s rejected and moved to failed/: %s", name, res.Reason)}
+		return &exitError{code: exitRejected, err: fmt.Errorf("new/%s rejected: %s: it is in failed/ with its reason, "+
+			"or, when failed/ cannot be written, still queued (the daemon's log says which)", name, res.Reason)}
 	default:
 		return fmt.Errorf("new/%s not delivered: %s: %s", name, res.State, res.Reason)
 	}

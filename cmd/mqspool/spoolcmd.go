@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -118,7 +119,7 @@ func newSpoolLsCommand() *cobra.Command {
 				fmt.Fprintf(out, "%-12d %-20s %-3d %8d  %s\n", r.Seq, r.Enqueued.UTC().Format(time.DateTime), r.Message.QoS, len(r.Message.Payload), r.Message.Topic)
 			}
 			if more {
-				fmt.Fprintf(out, "next page: mqspool spool ls --after %d\n", recs[len(recs)-1].Seq)
+				fmt.Fprintf(out, "next page: %s\n", nextPageCommand(c, flags.file, limit, recs[len(recs)-1].Seq))
 			}
 			return nil
 		},
@@ -258,4 +259,29 @@ func moveInto(from, to string) error {
 		return fmt.Errorf("%w: move or remove %s, then run requeue-failed again", err, to)
 	}
 	return format.SyncDir(filepath.Dir(to))
+}
+
+// nextPageCommand returns the command line that lists the page after seq,
+// with the --config and --limit the user gave.
+func nextPageCommand(c *cobra.Command, file string, limit int, seq uint64) string {
+	args := []string{"mqspool", "spool", "ls"}
+	if file != "" {
+		args = append(args, "--config", shellQuote(file))
+	}
+	if c.Flags().Changed("limit") {
+		args = append(args, "--limit", strconv.Itoa(limit))
+	}
+	args = append(args, "--after", strconv.FormatUint(seq, 10))
+	return strings.Join(args, " ")
+}
+
+// shellQuote quotes s for a POSIX shell unless it needs no quoting.
+func shellQuote(s string) string {
+	plain := s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-+=:,@", r))
+	}) < 0
+	if plain {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

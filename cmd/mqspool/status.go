@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
+	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -52,7 +55,39 @@ func (f *socketFlags) send(c *cobra.Command, req control.Request) (control.Respo
 	if err != nil {
 		return control.Response{}, err
 	}
-	return control.Send(c.Context(), path, req)
+	resp, err := control.Send(c.Context(), path, req)
+	return resp, explainSocketError(path, err)
+}
+
+// explainSocketError replaces the "no daemon is listening" error of a
+// socket this user may not open, because a daemon may well run there.
+func explainSocketError(path string, err error) error {
+	if !errors.Is(err, os.ErrPermission) {
+		return err
+	}
+	group := "its group"
+	if name := socketGroup(path); name != "" {
+		group = "its group " + name
+	}
+	return fmt.Errorf("control socket %s: permission denied: a daemon may be running, but this user may not use its socket: "+
+		"run the command as root or as a member of %s (see docs/operations.md)", path, group)
+}
+
+// socketGroup returns the name of the group that owns path, or "".
+func socketGroup(path string) string {
+	info, err := os.Stat(path)
+	if err != nil {
+		return ""
+	}
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !ok {
+		return ""
+	}
+	g, err := user.LookupGroupId(strconv.FormatUint(uint64(st.Gid), 10))
+	if err != nil {
+		return ""
+	}
+	return g.Name
 }
 
 func newStatusCommand() *cobra.Command {
@@ -99,6 +134,9 @@ func printStatus(w io.Writer, s *control.Status) {
 	row("disk pressure", "%t", s.DiskPressure)
 	row("spool full", "%t", s.SpoolFull)
 	row("failed/", "%d files, %s", s.FailedFiles, humanBytes(s.FailedBytes))
+	if f := s.PartialFile; f != nil {
+		row("storing", "%s in parts: %d of %d messages in the spool", f.Path, f.Stored, f.Total)
+	}
 	if s.StaleTmpFiles > 0 {
 		row("tmp/", "%d files older than a day: a producer may have died before renaming them into new/", s.StaleTmpFiles)
 	}
@@ -119,12 +157,14 @@ func printSubscription(row func(name, format string, args ...any), s control.Sub
 	switch {
 	case s.Rejected != "":
 		state = "rejected by the broker: " + s.Rejected
+	case s.Error != "":
+		state = "inbox unusable, acknowledgements held: " + s.Error
 	case s.Full:
 		state = "inbox full, acknowledgements held"
 	}
 	row("subscription", "%s -> %s: %s", s.Filter, s.Dir, state)
-	row("  inbox", "received %d (%d repeated), backlog %d files %s, qos 0 dropped %d, failed %d",
-		s.Received, s.Duplicates, s.BacklogFiles, humanBytes(s.BacklogBytes), s.Dropped, s.Failed)
+	row("  inbox", "received %d (%d repeated), backlog %d files %s, qos 0 dropped %d, failed %d, skipped %d",
+		s.Received, s.Duplicates, s.BacklogFiles, humanBytes(s.BacklogBytes), s.Dropped, s.Failed, s.Skipped)
 }
 
 // humanBytes formats n with one decimal in the largest binary unit below

@@ -68,6 +68,11 @@ type Rate struct {
 	BytesPerSecond    float64
 }
 
+// MinMessageRate is the lowest throttle in messages per second. A lower
+// rate is taken for a typing error: it would hold back the next message for
+// longer than anyone waits, and "ctl pause" does that more plainly.
+const MinMessageRate = 0.001
+
 // ParseRate parses "100/s" (messages per second), "64KiB/s" (bytes per
 // second) or "off".
 func ParseRate(s string) (Rate, error) {
@@ -84,6 +89,9 @@ func ParseRate(s string) (Rate, error) {
 	if n, err := strconv.ParseFloat(value, 64); err == nil {
 		if n <= 0 || math.IsNaN(n) || math.IsInf(n, 0) {
 			return Rate{}, fmt.Errorf("invalid rate %q: the number must be positive, or use off", s)
+		}
+		if n < MinMessageRate {
+			return Rate{}, fmt.Errorf("invalid rate %q: below the lowest rate of %g/s (one message in about 17 minutes); use a higher rate, or mqspool ctl pause to stop publishing", s, MinMessageRate)
 		}
 		return Rate{MessagesPerSecond: n}, nil
 	}

@@ -109,6 +109,30 @@ func TestLoad_FlagOverridesEnv(t *testing.T) {
 	}
 }
 
+// A relative --spool-dir is taken from the directory the command runs
+// in, while the same path in the file is an error.
+func TestLoad_RelativeSpoolDirFlag(t *testing.T) {
+	flags := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	flags.String("spool-dir", "", "")
+	if err := flags.Parse([]string{"--spool-dir=rel/spool"}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Load(LoadOptions{File: writeFile(t, minimal), LookupEnv: noEnv, Flags: flags,
+		FlagKeys: map[string]string{"spool-dir": "spool.dir"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wd, _ := os.Getwd()
+	if want := filepath.Join(wd, "rel", "spool"); l.Config.Spool.Dir != want {
+		t.Errorf("spool.dir = %s, want %s", l.Config.Spool.Dir, want)
+	}
+
+	_, err = Load(LoadOptions{File: writeFile(t, minimal+"spool:\n  dir: rel/spool\n"), LookupEnv: noEnv})
+	if err == nil || !strings.Contains(err.Error(), "relative path") {
+		t.Errorf("relative spool.dir in the file: error %v, want one about the relative path", err)
+	}
+}
+
 func TestLoad_Routes(t *testing.T) {
 	text := minimal + "routes:\n  - match: 'sys/*'\n    topic: $SYS/x\n    qos: 0\n    allow_dollar: true\n"
 	l, err := Load(LoadOptions{File: writeFile(t, text), LookupEnv: noEnv})
@@ -135,18 +159,31 @@ func TestLoad_Invalid(t *testing.T) {
 		{"db is a directory", minimal + "spool:\n  db: /tmp\n", "spool.db: /tmp is a directory"},
 		{"db in new", minimal + "spool:\n  dir: /srv/sp\n  db: /srv/sp/new/spool.db\n", "inside /srv/sp/new/"},
 		{"nan throttle", minimal + "throttle:\n  messages_per_second: .nan\n", "throttle.messages_per_second: NaN is invalid"},
+		{"tiny throttle", minimal + "throttle:\n  messages_per_second: 1e-9\n", "throttle.messages_per_second: 1e-09 is below the lowest rate of 0.001"},
 		{"unknown key", minimal + "brokr: 1\n", "brokr"},
 		{"bad duration", minimal + "  keep_alive: soon\n", "soon"},
 		{"duration without unit", minimal + "publish:\n  ack_timeout: 30\n", "duration 30 has no unit"},
 		{"bad size", minimal + "spool:\n  max_bytes: lots\n", `invalid size "lots"`},
 		{"bad qos", minimal + "publish:\n  qos: 3\n", "publish.qos: 3 is invalid"},
 		{"zero expiry", minimal + "  session_expiry: 0s\n", "broker.session_expiry"},
+		{"short expiry", minimal + "  session_expiry: 500ms\n", "broker.session_expiry: 500ms is shorter than one second"},
+		{"long expiry", minimal + "  session_expiry: 2000000h\n", "broker.session_expiry: 2000000h0m0s is longer than MQTT allows: use at most 4294967295s"},
+		{"fractional expiry", minimal + "  session_expiry: 1.5s\n", "broker.session_expiry: 1.5s is not a whole number of seconds"},
 		{"long client id", minimal + "  client_id: abcdefghijklmnopqrstuvwxyz\n", "at most 23"},
 		{"bad policy", minimal + "reconnect:\n  policy: sometimes\n", `"sometimes" is not one of`},
 		{"bad level", minimal + "log:\n  level: loud\n", `"loud" is not a level`},
 		{"bad yaml", "broker: [\n", "fix the YAML syntax"},
 		{"route wildcard", minimal + "routes:\n  - match: a\n    topic: a/#\n", "wildcard"},
 		{"half tls", minimal + "  tls:\n    cert_file: c.pem\n", "set both"},
+		{"metrics port too large", minimal + "metrics:\n  listen: 127.0.0.1:99999\n", `metrics.listen: "127.0.0.1:99999": port 99999 is out of range`},
+		{"metrics port not a number", minimal + "metrics:\n  listen: :29999x\n", `metrics.listen: ":29999x": port "29999x" is not a number or a known service`},
+		{"metrics port unknown name", minimal + "metrics:\n  listen: localhost:no-such-service\n", `port "no-such-service" is not a number or a known service`},
+		{"metrics port zero", minimal + "metrics:\n  listen: 127.0.0.1:0\n", "port 0 would pick a random port"},
+		{"metrics port negative", minimal + "metrics:\n  listen: 127.0.0.1:-1\n", "port -1 is out of range"},
+		{"metrics no port", minimal + "metrics:\n  listen: 127.0.0.1\n", "is not host:port"},
+		{"relative spool dir", minimal + "spool:\n  dir: spool\n", `spool.dir: "spool" is a relative path`},
+		{"relative spool db", minimal + "spool:\n  db: ./spool.db\n", `spool.db: "./spool.db" is a relative path`},
+		{"relative inbox", minimal + "subscriptions:\n  - {filter: a/#, dir: inbox}\n", `subscriptions[0].dir: "inbox" is a relative path`},
 		{"dollar prefix", minimal + "publish:\n  topic_prefix: $SYS/\n", `"$SYS/" starts with $`},
 	}
 	for _, tc := range cases {
@@ -162,6 +199,25 @@ func TestLoad_Invalid(t *testing.T) {
 				t.Errorf("error %q does not contain %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestLoad_MaxSessionExpiry(t *testing.T) {
+	l, err := Load(LoadOptions{File: writeFile(t, minimal+"  session_expiry: 4294967295s\n"), LookupEnv: noEnv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := l.Config.Broker.SessionExpiry; got != MaxSessionExpiry {
+		t.Errorf("session expiry = %s, want %s", got, MaxSessionExpiry)
+	}
+}
+
+func TestLoad_MetricsListen(t *testing.T) {
+	for _, addr := range []string{"127.0.0.1:9464", ":9464", "[::1]:65535", "localhost:1", ":http"} {
+		file := writeFile(t, minimal+"metrics:\n  listen: '"+addr+"'\n")
+		if _, err := Load(LoadOptions{File: file, LookupEnv: noEnv}); err != nil {
+			t.Errorf("metrics.listen %s rejected: %v", addr, err)
+		}
 	}
 }
 
@@ -198,7 +254,7 @@ func TestParseByteSize(t *testing.T) {
 }
 
 func TestParseRate(t *testing.T) {
-	cases := map[string]Rate{"100/s": {MessagesPerSecond: 100}, "64KiB/s": {BytesPerSecond: 65536}, "off": {}}
+	cases := map[string]Rate{"100/s": {MessagesPerSecond: 100}, "64KiB/s": {BytesPerSecond: 65536}, "off": {}, "0.001/s": {MessagesPerSecond: 0.001}}
 	for in, want := range cases {
 		got, err := ParseRate(in)
 		if err != nil || got != want {
@@ -208,7 +264,7 @@ func TestParseRate(t *testing.T) {
 	if got, err := ParseRate("50 /s"); err != nil || got != (Rate{MessagesPerSecond: 50}) {
 		t.Errorf(`ParseRate("50 /s") = %+v, %v; want 50 messages per second`, got, err)
 	}
-	for _, bad := range []string{"100", "fast/s", "-5/s", "0/s", "NaN/s", "Inf/s"} {
+	for _, bad := range []string{"100", "fast/s", "-5/s", "0/s", "NaN/s", "Inf/s", "1e-9/s", "0.0009/s"} {
 		if _, err := ParseRate(bad); err == nil {
 			t.Errorf("ParseRate(%q) succeeded, want an error", bad)
 		}
@@ -216,14 +272,48 @@ func TestParseRate(t *testing.T) {
 }
 
 func TestValidateBrokerURL_HidesPassword(t *testing.T) {
-	for _, raw := range []string{"mqtt://u:s3cret@host:1883", "mqtt://u:s3cret@host:%zz", "mqtt://u:s3cret@host"} {
-		err := ValidateBrokerURL(raw)
+	cases := []struct{ raw, password string }{
+		{"mqtt://u:s3cret@host:1883", "s3cret"},
+		{"mqtt://u:s3cret@host:%zz", "s3cret"},
+		{"mqtt://u:s3cret@host", "s3cret"},
+		{"gw:Secret4@127.0.0.1:21884", "Secret4"},
+		{"mqtt:/gw:Secret7@host:1883", "Secret7"},
+		{"mqtt:gw:Secret8@host:1883", "Secret8"},
+		{"mqtt://gw:Sec/ret9@host:1883", "Sec/ret9"},
+		{"mqtt://gw:Sec#ret10@host:1883", "Sec#ret10"},
+		{"mqtt://gw:Sec@ret11@host:1883", "Sec@ret11"},
+		{"Secret12@host:1883", "Secret12"},
+		{"//gw:Secret13@host:1883", "Secret13"},
+	}
+	for _, tc := range cases {
+		err := ValidateBrokerURL(tc.raw)
 		if err == nil {
-			t.Errorf("ValidateBrokerURL(%q) succeeded, want an error", raw)
+			t.Errorf("ValidateBrokerURL(%q) succeeded, want an error", tc.raw)
 			continue
 		}
-		if strings.Contains(err.Error(), "s3cret") {
-			t.Errorf("error for %q shows the password: %v", raw, err)
+		if strings.Contains(err.Error(), tc.password) {
+			t.Errorf("error for %q shows the password: %v", tc.raw, err)
+		}
+	}
+}
+
+func TestRedactUserinfo(t *testing.T) {
+	cases := map[string]string{
+		"mqtt://u:pw@host:1883":      "mqtt://***@host:1883",
+		"gw:pw@127.0.0.1:21884":      "gw:***@127.0.0.1:21884",
+		"mqtt:/gw:pw@host:1883":      "mqtt:/***@host:1883",
+		"mqtt:gw:pw@host:1883":       "mqtt:***@host:1883",
+		"pw@host:1883":               "***@host:1883",
+		"mqtt://host:1883":           "mqtt://host:1883",
+		"mqtt://u:p@w@host:1883":     "mqtt://***@host:1883",
+		"1mqtt://u:pw@host:1883":     "***@host:1883",
+		"mqtts://u:p/w@host:8883/":   "mqtts://***@host:8883/",
+		"mqtt://host:1883/a@b":       "mqtt://***@b",
+		"tcp://u:pw@[::1]:1883?x=@y": "tcp://***@y",
+	}
+	for raw, want := range cases {
+		if got := redactUserinfo(raw); got != want {
+			t.Errorf("redactUserinfo(%q) = %q, want %q", raw, got, want)
 		}
 	}
 }
@@ -272,8 +362,28 @@ func TestCheckFiles_FIFO(t *testing.T) {
 	}
 	c := &Config{}
 	c.Broker.TLS.CAFile = fifo
-	err := c.CheckFiles()
-	if err == nil || !strings.Contains(err.Error(), "broker.tls.ca_file: "+fifo+" is a FIFO") {
-		t.Errorf("CheckFiles error %v, want the FIFO named", err)
+	problems := c.FileProblems()
+	if len(problems) != 1 || !strings.Contains(problems[0], "broker.tls.ca_file: "+fifo+" is a FIFO") {
+		t.Errorf("FileProblems = %q, want the FIFO named", problems)
+	}
+}
+
+// With CheckFiles, a missing file is reported together with the other
+// problems of the configuration, not only once they are fixed.
+func TestLoad_CheckFilesWithOtherProblems(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "no-such-password")
+	file := writeFile(t, minimal+"  password_file: "+missing+"\npublish:\n  qos: 3\n")
+	_, err := Load(LoadOptions{File: file, LookupEnv: noEnv, CheckFiles: true})
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Load error %v, want ErrInvalid", err)
+	}
+	for _, want := range []string{"broker.password_file: ", "publish.qos"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not name %s:\n%v", want, err)
+		}
+	}
+
+	if _, err := Load(LoadOptions{File: file, LookupEnv: noEnv}); err != nil && strings.Contains(err.Error(), "password_file") {
+		t.Errorf("without CheckFiles the file was checked:\n%v", err)
 	}
 }

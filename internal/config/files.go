@@ -8,17 +8,12 @@ import (
 	"syscall"
 )
 
-// CheckFiles opens every file the configuration names for reading at
-// connect time (broker.password_file and the tls.* files) and returns
-// all that cannot be read, wrapping ErrInvalid. It checks as the user
-// that runs it. Validate does not call it: "run" must not stop on a file
-// that may be put in place later, while "config validate" reports it.
-func (c *Config) CheckFiles() error {
-	v := validator{problems: c.FileProblems()}
-	return v.err()
-}
-
-// FileProblems is CheckFiles' list of problems, one per file.
+// FileProblems opens every file the configuration names for reading at
+// connect time (broker.password_file and the tls.* files) and returns one
+// problem for each that cannot be read. It checks as the user that runs
+// it. Validate does not call it: "run" only warns, since the file may be
+// put in place later, while "config validate" reports it as an error
+// ([LoadOptions.CheckFiles]).
 func (c *Config) FileProblems() []string {
 	var problems []string
 	for _, f := range []struct{ key, path string }{

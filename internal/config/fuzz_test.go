@@ -1,6 +1,9 @@
 package config
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func FuzzParseByteSize(f *testing.F) {
 	for _, s := range []string{"0", "4096", "64KiB", "1.5GiB", "100kB", "2 MB", "-1", "1e400", "KiB"} {
@@ -32,6 +35,29 @@ func FuzzParseRate(f *testing.F) {
 		}
 		if r.MessagesPerSecond < 0 || r.BytesPerSecond < 0 {
 			t.Fatalf("ParseRate(%q) = %+v, a negative rate", s, r)
+		}
+	})
+}
+
+// FuzzValidateBrokerURL_HidesUserinfo checks that no error shows the text
+// before the last "@", and that no accepted URL contains a "@" at all, so
+// the URLs the daemon logs later carry no user information.
+func FuzzValidateBrokerURL_HidesUserinfo(f *testing.F) {
+	for _, s := range [][2]string{{"mqtt://u:", "host:1883"}, {"gw:", "127.0.0.1:1"}, {"mqtt:/", "h:1"}, {"", "h"}, {"mqtt://", "h:1/x?y#z"}} {
+		f.Add(s[0], s[1])
+	}
+	const secret = "S3CR3T"
+	f.Fuzz(func(t *testing.T, prefix, suffix string) {
+		if strings.Contains(prefix, secret) || strings.ContainsAny(suffix, "@") || strings.Contains(suffix, secret) {
+			return
+		}
+		raw := prefix + secret + "@" + suffix
+		err := ValidateBrokerURL(raw)
+		if err == nil {
+			t.Fatalf("ValidateBrokerURL(%q) accepted a URL with a \"@\"", raw)
+		}
+		if strings.Contains(err.Error(), secret) {
+			t.Fatalf("ValidateBrokerURL(%q) shows the user information: %v", raw, err)
 		}
 	})
 }

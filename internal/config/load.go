@@ -5,12 +5,10 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"reflect"
+	"path/filepath"
 	"sort"
 	"strings"
-	"time"
 
-	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 )
@@ -66,6 +64,10 @@ type LoadOptions struct {
 	// as publish and the spool commands: for them broker.urls may be
 	// missing.
 	Offline bool
+	// CheckFiles adds the problems of the password and TLS files that the
+	// keys name ([Config.FileProblems]) to the validation, so that
+	// "config validate" reports them with every other problem.
+	CheckFiles bool
 }
 
 // ErrInvalid wraps every validation and parse failure, so the commands can
@@ -95,14 +97,11 @@ func Load(opts LoadOptions) (*Loaded, error) {
 		return nil, err
 	}
 
-	cfg, err := decode(v)
-	if err != nil {
-		return nil, withWarnings(err, warnings)
-	}
+	cfg, failed := decode(v)
 	if pw, ok := lookup(PasswordEnv); ok {
 		cfg.Broker.Password = pw
 	}
-	if err := cfg.validate(opts.Offline); err != nil {
+	if err := cfg.validate(opts.Offline, opts.CheckFiles, failed...); err != nil {
 		return nil, withWarnings(err, warnings)
 	}
 
@@ -182,9 +181,12 @@ func bindFlags(v *viper.Viper, flags *pflag.FlagSet, keys map[string]string) (ma
 		if f == nil || !f.Changed {
 			continue
 		}
-		if sv, ok := f.Value.(pflag.SliceValue); ok {
+		switch sv, ok := f.Value.(pflag.SliceValue); {
+		case ok:
 			v.Set(key, sv.GetSlice())
-		} else {
+		case pathKeys[key]:
+			v.Set(key, absFlagPath(f.Value.String()))
+		default:
 			v.Set(key, f.Value.String())
 		}
 		set[key] = true
@@ -192,89 +194,22 @@ func bindFlags(v *viper.Viper, flags *pflag.FlagSet, keys map[string]string) (ma
 	return set, nil
 }
 
-func decode(v *viper.Viper) (*Config, error) {
-	var cfg Config
-	hook := mapstructure.ComposeDecodeHookFunc(
-		durationHook,
-		mapstructure.StringToSliceHookFunc(","),
-		byteSizeHook,
-	)
-	err := v.Unmarshal(&cfg, viper.DecodeHook(hook), func(dc *mapstructure.DecoderConfig) {
-		dc.ErrorUnused = true
-	})
-	if err != nil {
-		return nil, fmt.Errorf("%w:\n  %s", ErrInvalid, decodeProblems(err))
-	}
-	applySubscriptionDefaults(v, &cfg)
-	return &cfg, nil
-}
+// pathKeys are the keys whose values are paths that validation requires
+// to be absolute.
+var pathKeys = map[string]bool{"spool.dir": true, "spool.db": true}
 
-// durationHook decodes durations written as "500ms", "30s" or "24h". A
-// bare number is rejected: YAML reads 30 as an integer, which would
-// otherwise become 30 nanoseconds.
-// decodeProblems rewrites mapstructure's decoding errors as one line per
-// problem, naming the key and the fix.
-func decodeProblems(err error) string {
-	text := strings.TrimPrefix(err.Error(), "decoding failed due to the following error(s):")
-	var lines []string
-	for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" {
-			continue
-		}
-		if head, keys, ok := strings.Cut(line, " has invalid keys: "); ok {
-			prefix := strings.Trim(head, "'")
-			for _, k := range strings.Split(keys, ", ") {
-				if prefix != "" {
-					k = prefix + "." + k
-				}
-				lines = append(lines, k+": unknown key: check its spelling against configs/mqspool.yaml")
-			}
-			continue
-		}
-		if key, rest, ok := strings.Cut(line, "' "); ok && strings.HasPrefix(key, "'") {
-			line = strings.TrimPrefix(key, "'") + ": " + rest
-		}
-		lines = append(lines, line)
+// absFlagPath makes a path given on the command line absolute. It is
+// relative to the directory the command runs in, which the user can see,
+// unlike a relative path in a config file read by a daemon that systemd
+// starts in /.
+func absFlagPath(path string) string {
+	if path == "" {
+		return path
 	}
-	return strings.Join(lines, "\n  ")
-}
-
-func durationHook(from, to reflect.Type, data any) (any, error) {
-	if to != reflect.TypeOf(time.Duration(0)) {
-		return data, nil
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
 	}
-	switch d := data.(type) {
-	case string:
-		parsed, err := time.ParseDuration(d)
-		if err != nil {
-			return nil, fmt.Errorf("invalid duration %q: use a number with a unit such as 500ms, 30s or 24h", d)
-		}
-		return parsed, nil
-	case int, int64, float64, uint64:
-		if fmt.Sprint(d) == "0" {
-			return time.Duration(0), nil
-		}
-		return nil, fmt.Errorf("duration %v has no unit: write it with one, such as %vs or %vms", d, d, d)
-	}
-	return data, nil
-}
-
-func byteSizeHook(from, to reflect.Type, data any) (any, error) {
-	if to != reflect.TypeOf(ByteSize(0)) {
-		return data, nil
-	}
-	switch d := data.(type) {
-	case string:
-		return ParseByteSize(d)
-	case int:
-		return ByteSize(d), nil
-	case int64:
-		return ByteSize(d), nil
-	case float64:
-		return ByteSize(d), nil
-	}
-	return data, nil
+	return path
 }
 
 func sourceOf(key string, v *viper.Viper, env, flags map[string]bool) Source {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -44,6 +45,105 @@ subscriptions:
 	for _, want := range []string{"subscriptions[1].filter", "subscriptions[1].dir"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %s", err, want)
+		}
+	}
+}
+
+func TestLoad_InboxInSpool(t *testing.T) {
+	cases := []struct {
+		name, spool, inbox, want string
+	}{
+		{"same dir", "/srv/spool", "/srv/spool/", `subscriptions[0].dir: "/srv/spool/" is inside spool.dir /srv/spool`},
+		{"inside new", "/srv/spool", "/srv/spool/new/x", `subscriptions[0].dir: "/srv/spool/new/x" is inside spool.dir`},
+		{"not clean", "/srv/spool", "/srv/other/../spool/x", `subscriptions[0].dir: "/srv/other/../spool/x" is inside spool.dir`},
+		{"dots in name", "/srv/spool", "/srv/spool/..x", `subscriptions[0].dir: "/srv/spool/..x" is inside spool.dir`},
+		{"spool in inbox", "/srv/in/spool", "/srv/in", `spool.dir: "/srv/in/spool" is inside subscriptions[0].dir /srv/in`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			text := minimal + "spool:\n  dir: " + tc.spool + "\nsubscriptions:\n  - {filter: a/#, dir: '" + tc.inbox + "'}\n"
+			_, err := Load(LoadOptions{File: writeFile(t, text), LookupEnv: noEnv})
+			if err == nil {
+				t.Fatal("Load succeeded, want an error")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoad_InboxBesideSpool(t *testing.T) {
+	for _, inbox := range []string{"/srv/spool2", "/srv/sp/../in", "/srv/..sp"} {
+		text := minimal + "spool:\n  dir: /srv/sp\nsubscriptions:\n  - {filter: a/#, dir: '" + inbox + "'}\n"
+		if _, err := Load(LoadOptions{File: writeFile(t, text), LookupEnv: noEnv}); err != nil {
+			t.Errorf("inbox %s beside spool.dir rejected: %v", inbox, err)
+		}
+	}
+}
+
+func TestLoad_SubscriptionFilterInvalid(t *testing.T) {
+	cases := []struct {
+		filter, want string
+	}{
+		{"sw/#/a", `subscriptions[0].filter: "sw/#/a" is invalid: # must be the whole last level`},
+		{"sw/a+/x", `subscriptions[0].filter: "sw/a+/x" is invalid: + must be a whole level`},
+		{"#/x", `subscriptions[0].filter: "#/x" is invalid`},
+		{`a\0b`, `subscriptions[0].filter: "a\x00b" is invalid: topic filter contains U+0000`},
+		{"$share/g", `subscriptions[0].filter: "$share/g" is invalid: a shared subscription needs a topic filter`},
+		{"$share//x", `subscriptions[0].filter: "$share//x" is invalid: a shared subscription needs a share name`},
+		{strings.Repeat("a", 70000), `subscriptions[0].filter: "` + strings.Repeat("a", 64) + `"... (70000 bytes) is invalid: topic filter is longer than 65535 bytes`},
+	}
+	for _, tc := range cases {
+		text := minimal + "subscriptions:\n  - filter: \"" + tc.filter + "\"\n    dir: /tmp/inbox\n"
+		_, err := Load(LoadOptions{File: writeFile(t, text), LookupEnv: noEnv})
+		if err == nil {
+			t.Errorf("filter %.20q accepted", tc.filter)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("error %.300q does not contain %q", err, tc.want)
+		}
+	}
+}
+
+func TestLoad_SubscriptionFilterValid(t *testing.T) {
+	text := minimal + "subscriptions:\n"
+	for i, filter := range []string{"a/#", "#", "+/x/+", "$share/g/a/#", "$SYS/#"} {
+		text += fmt.Sprintf("  - {filter: '%s', dir: /tmp/inbox%d}\n", filter, i)
+	}
+	if _, err := Load(LoadOptions{File: writeFile(t, text), LookupEnv: noEnv}); err != nil {
+		t.Errorf("valid filters rejected: %v", err)
+	}
+}
+
+func TestLoad_SharedSubscriptionNoLocal(t *testing.T) {
+	text := minimal + "subscriptions:\n  - {filter: '$share/g/a/#', dir: /tmp/inbox, no_local: true}\n"
+	_, err := Load(LoadOptions{File: writeFile(t, text), LookupEnv: noEnv})
+	if err == nil || !strings.Contains(err.Error(), "subscriptions[0].no_local: true on the shared subscription") {
+		t.Errorf("no_local on a shared subscription: error %v, want one naming no_local", err)
+	}
+}
+
+func TestLoad_SubscriptionLimitNegative(t *testing.T) {
+	cases := []struct {
+		limits, want, notWant string
+	}{
+		{"max_files: -1", "subscriptions[0].max_files: -1 is negative", "max_bytes"},
+		{"max_bytes: -1", "subscriptions[0].max_bytes: -1B is negative", "max_files"},
+	}
+	for _, tc := range cases {
+		text := minimal + "subscriptions:\n  - {filter: a/#, dir: /tmp/inbox, " + tc.limits + "}\n"
+		_, err := Load(LoadOptions{File: writeFile(t, text), LookupEnv: noEnv})
+		if err == nil {
+			t.Errorf("%s accepted", tc.limits)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("error %q does not contain %q", err, tc.want)
+		}
+		if strings.Contains(err.Error(), tc.notWant) {
+			t.Errorf("error %q names %s, which is valid", err, tc.notWant)
 		}
 	}
 }

@@ -25,10 +25,13 @@ const MaxClientIDLength = 23
 
 // Validate checks every key and returns all problems at once, each naming
 // the key, the value and the fix. The error wraps ErrInvalid.
-func (c *Config) Validate() error { return c.validate(false) }
+func (c *Config) Validate() error { return c.validate(false, false) }
 
-// validate checks every key. offline accepts a missing broker.urls.
-func (c *Config) validate(offline bool) error {
+// validate checks every key. offline accepts a missing broker.urls, and
+// files adds the problems of the files the keys name. The problems of
+// keys that failed to decode come first, and the keys they name are not
+// checked again, since they hold zero values.
+func (c *Config) validate(offline, files bool, failed ...decodeProblem) error {
 	var v validator
 	c.validateBroker(&v, offline)
 	c.validateReconnect(&v)
@@ -37,6 +40,10 @@ func (c *Config) validate(offline bool) error {
 	c.validateRoutes(&v)
 	c.validateSubscriptions(&v)
 	c.validateOperations(&v)
+	if files {
+		v.problems = append(v.problems, c.FileProblems()...)
+	}
+	v.dropFailed(failed)
 	return v.err()
 }
 
@@ -46,6 +53,30 @@ type validator struct {
 
 func (v *validator) addf(format string, args ...any) {
 	v.problems = append(v.problems, fmt.Sprintf(format, args...))
+}
+
+// dropFailed removes the problems that name a key that failed to
+// decode, and puts the decode problems first.
+func (v *validator) dropFailed(failed []decodeProblem) {
+	var problems []string
+	for _, f := range failed {
+		problems = append(problems, f.text)
+	}
+	for _, p := range v.problems {
+		if !slices.ContainsFunc(failed, func(f decodeProblem) bool { return f.key != "" && strings.Contains(p, listKey(f.key)) }) {
+			problems = append(problems, p)
+		}
+	}
+	v.problems = problems
+}
+
+// listKey returns key without a trailing list index: broker.urls for
+// broker.urls[1], since validation names the list.
+func listKey(key string) string {
+	if i := strings.LastIndexByte(key, '['); i > 0 && strings.HasSuffix(key, "]") {
+		return key[:i]
+	}
+	return key
 }
 
 func (v *validator) err() error {
@@ -58,6 +89,16 @@ func (v *validator) err() error {
 func (v *validator) positive(key string, d time.Duration) {
 	if d <= 0 {
 		v.addf("%s: %s must be greater than zero", key, d)
+	}
+}
+
+// absolute rejects a relative path. The daemon would resolve it against
+// its working directory, which is / under systemd, while "config
+// validate" resolves it against the shell's.
+func (v *validator) absolute(key, path, example string) {
+	if path != "" && !filepath.IsAbs(path) {
+		v.addf("%s: %q is a relative path, which would depend on the working directory: write an absolute path such as %s",
+			key, path, example)
 	}
 }
 
@@ -102,11 +143,29 @@ func (c *Config) validateBroker(v *validator, offline bool) {
 		v.addf("broker.keep_alive: %s is not a whole number of seconds, which MQTT requires", b.KeepAlive)
 	}
 	v.positive("broker.connect_timeout", b.ConnectTimeout)
-	if b.SessionExpiry <= 0 {
-		v.addf("broker.session_expiry: %s must be greater than zero, or the broker drops the session at every disconnect and unacknowledged messages are sent twice", b.SessionExpiry)
-	}
+	validateSessionExpiry(v, b.SessionExpiry)
 	if b.ReceiveMaximum < 1 || b.ReceiveMaximum > 65535 {
 		v.addf("broker.receive_maximum: %d is out of range: use 1 to 65535", b.ReceiveMaximum)
+	}
+}
+
+// MaxSessionExpiry is the maximum Session Expiry Interval, which MQTT 5
+// sends as a four-byte count of seconds. At this value, 0xFFFFFFFF, the
+// broker keeps the session for ever.
+const MaxSessionExpiry = math.MaxUint32 * time.Second
+
+func validateSessionExpiry(v *validator, d time.Duration) {
+	switch {
+	case d <= 0:
+		v.addf("broker.session_expiry: %s must be greater than zero, or the broker drops the session at every disconnect and unacknowledged messages are sent twice", d)
+	case d < time.Second:
+		v.addf("broker.session_expiry: %s is shorter than one second, the unit MQTT uses: use at least 1s", d)
+	case d > MaxSessionExpiry:
+		v.addf("broker.session_expiry: %s is longer than MQTT allows: use at most %ds (about 136 years), at which the broker keeps the session for ever",
+			d, int64(MaxSessionExpiry/time.Second))
+	case d%time.Second != 0:
+		v.addf("broker.session_expiry: %s is not a whole number of seconds, which MQTT requires: use for example %s",
+			d, d.Truncate(time.Second))
 	}
 }
 
@@ -141,19 +200,37 @@ func ValidateBrokerURL(raw string) error {
 	return nil
 }
 
-// redactUserinfo replaces the user information of a URL, the part between
-// "//" and "@", with "***". It works on text that does not parse as a
-// URL, too.
+// redactUserinfo replaces everything between the scheme, with its
+// slashes, and the last "@" with "***". It does not rely on url.Parse,
+// because a typo such as "gw:pass@host:1883" or "mqtt:/user:pass@host:1883"
+// hides the user information from it. A "@" further on, in a path, hides
+// more than needed, which is the safe side.
 func redactUserinfo(raw string) string {
-	_, rest, ok := strings.Cut(raw, "//")
-	if !ok {
+	at := strings.LastIndex(raw, "@")
+	if at < 0 {
 		return raw
 	}
-	at := strings.LastIndex(rest, "@")
-	if at < 0 || strings.ContainsAny(rest[:at], "/?#") {
-		return raw
+	keep := len(schemePrefix(raw[:at]))
+	for keep < at && raw[keep] == '/' {
+		keep++
 	}
-	return raw[:len(raw)-len(rest)] + "***" + rest[at:]
+	return raw[:keep] + "***" + raw[at:]
+}
+
+// schemePrefix returns the scheme of s with its colon, as in "mqtt:", or
+// "" when s does not start with one.
+func schemePrefix(s string) string {
+	for i, c := range s {
+		switch {
+		case c == ':' && i > 0:
+			return s[:i+1]
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z':
+		case i > 0 && ('0' <= c && c <= '9' || c == '+' || c == '-' || c == '.'):
+		default:
+			return ""
+		}
+	}
+	return ""
 }
 
 func (c *Config) validateReconnect(v *validator) {
@@ -192,6 +269,8 @@ func (c *Config) validatePublish(v *validator) {
 	v.oneOf("publish.on_broker_limit", p.OnBrokerLimit, "downgrade", "reject")
 	if r := c.Throttle.MessagesPerSecond; r < 0 || math.IsNaN(r) || math.IsInf(r, 0) {
 		v.addf("throttle.messages_per_second: %v is invalid: use 0 (unlimited) or a positive number", r)
+	} else if r > 0 && r < MinMessageRate {
+		v.addf("throttle.messages_per_second: %v is below the lowest rate of %g: use 0 (unlimited) or at least %g", r, MinMessageRate, MinMessageRate)
 	}
 	if c.Throttle.BytesPerSecond < 0 {
 		v.addf("throttle.bytes_per_second: %s is invalid: use 0 (unlimited) or a positive size such as 64KiB", c.Throttle.BytesPerSecond)
@@ -206,6 +285,8 @@ func (c *Config) validateSpool(v *validator) {
 	if s.DB == "" {
 		v.addf("spool.db: missing: set the database path, for example /var/lib/mqspool/spool.db")
 	}
+	v.absolute("spool.dir", s.Dir, "/var/spool/mqspool")
+	v.absolute("spool.db", s.DB, "/var/lib/mqspool/spool.db")
 	if fi, err := os.Stat(s.DB); err == nil && fi.IsDir() {
 		v.addf("spool.db: %s is a directory: give the path of the database file, for example %s", s.DB, filepath.Join(s.DB, "spool.db"))
 	}
@@ -231,13 +312,30 @@ func (c *Config) validateSpool(v *validator) {
 // within reports whether path lies inside dir, comparing the cleaned
 // absolute forms without resolving links.
 func within(path, dir string) bool {
+	rel, ok := relative(path, dir)
+	return ok && rel != "."
+}
+
+// sameOrWithin reports whether path is dir or lies inside it, comparing
+// the cleaned absolute forms without resolving links.
+func sameOrWithin(path, dir string) bool {
+	_, ok := relative(path, dir)
+	return ok
+}
+
+// relative returns path relative to dir, and false when path lies
+// outside dir.
+func relative(path, dir string) (string, bool) {
 	p, err1 := filepath.Abs(path)
 	d, err2 := filepath.Abs(dir)
 	if err1 != nil || err2 != nil {
-		return false
+		return "", false
 	}
 	rel, err := filepath.Rel(d, p)
-	return err == nil && rel != "." && !strings.HasPrefix(rel, "..")
+	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return "", false
+	}
+	return rel, true
 }
 
 func (c *Config) validateRoutes(v *validator) {
@@ -272,9 +370,16 @@ func (c *Config) validateSubscriptions(v *validator) {
 		filters[s.Filter], dirs[filepath.Clean(s.Dir)] = i, i
 		if s.Filter == "" {
 			v.addf("%s.filter: missing: set a topic filter such as devices/+/cmd", key)
+		} else if err := message.ValidateFilter(s.Filter); err != nil {
+			v.addf("%s.filter: %s is invalid: %v", key, quoteShort(s.Filter), err)
+		} else if s.NoLocal && strings.HasPrefix(s.Filter, "$share/") {
+			v.addf("%s.no_local: true on the shared subscription %s, which MQTT 5 forbids: set no_local to false", key, quoteShort(s.Filter))
 		}
 		if s.Dir == "" {
 			v.addf("%s.dir: missing: set the inbox directory", key)
+		} else {
+			v.absolute(key+".dir", s.Dir, "/var/lib/mqspool/inbox/cmd")
+			c.validateInboxLocation(v, key, s.Dir)
 		}
 		if s.QoS < 0 || s.QoS > 2 {
 			v.addf("%s.qos: %d is invalid: use 0, 1 or 2", key, s.QoS)
@@ -282,10 +387,42 @@ func (c *Config) validateSubscriptions(v *validator) {
 		if s.RetainHandling < 0 || s.RetainHandling > 2 {
 			v.addf("%s.retain_handling: %d is invalid: use 0, 1 or 2", key, s.RetainHandling)
 		}
-		if s.MaxFiles < 0 || s.MaxBytes < 0 {
-			v.addf("%s: max_files %d or max_bytes %d is negative: use 0 for unlimited", key, s.MaxFiles, s.MaxBytes)
+		if s.MaxFiles < 0 {
+			v.addf("%s.max_files: %d is negative: use 0 for unlimited or a positive count", key, s.MaxFiles)
+		}
+		if s.MaxBytes < 0 {
+			v.addf("%s.max_bytes: %s is negative: use 0 for unlimited or a positive size such as 256MiB", key, s.MaxBytes)
 		}
 	}
+}
+
+// validateInboxLocation keeps an inbox and the spool directory apart. The
+// pickup publishes every file that appears under spool.dir, so an inbox
+// there would send each received message out again, in an endless loop.
+// The reverse, a spool directory inside an inbox, mixes spool files into
+// what the inbox's consumer reads and counts.
+func (c *Config) validateInboxLocation(v *validator, key, dir string) {
+	spool := c.Spool.Dir
+	if spool == "" {
+		return
+	}
+	if sameOrWithin(dir, spool) {
+		v.addf("%s.dir: %q is inside spool.dir %s: mqspool would publish the messages it receives again, "+
+			"in an endless loop: use a directory outside spool.dir", key, dir, spool)
+	} else if within(spool, dir) {
+		v.addf("spool.dir: %q is inside %s.dir %s, so the inbox's consumer and limits would see spool files: "+
+			"keep the spool directory outside every inbox", spool, key, dir)
+	}
+}
+
+// quoteShort quotes s, cut to its first 64 characters when longer, so a
+// huge value does not bury the other problems.
+func quoteShort(s string) string {
+	const limit = 64
+	if utf8.RuneCountInString(s) <= limit {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprintf("%.*q... (%d bytes)", limit, s, len(s))
 }
 
 func (c *Config) validateOperations(v *validator) {
@@ -294,9 +431,7 @@ func (c *Config) validateOperations(v *validator) {
 		v.addf("control.socket: missing: set a path such as /run/mqspool/mqspool.sock")
 	}
 	if c.Metrics.Listen != "" {
-		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
-			v.addf("metrics.listen: %q is not host:port: write it as 127.0.0.1:9464", c.Metrics.Listen)
-		}
+		validateListen(v, "metrics.listen", c.Metrics.Listen)
 	}
 	if c.Status.Topic != "" {
 		if err := message.ValidateTopic(c.Status.Topic, false); err != nil {
@@ -307,6 +442,29 @@ func (c *Config) validateOperations(v *validator) {
 		v.addf("log.level: %v", err)
 	}
 	v.oneOf("log.format", c.Log.Format, "text", "json")
+}
+
+// validateListen checks a host:port to listen on. Port 0, which picks a
+// free port at random, is rejected because Prometheus could not find it.
+func validateListen(v *validator, key, addr string) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		v.addf("%s: %q is not host:port: write it as 127.0.0.1:9464", key, addr)
+		return
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		// A service name such as http is a port too.
+		n, err = net.LookupPort("tcp", port)
+	}
+	switch {
+	case err != nil:
+		v.addf("%s: %q: port %q is not a number or a known service: use a port from 1 to 65535, as in 127.0.0.1:9464", key, addr, port)
+	case n == 0:
+		v.addf("%s: %q: port 0 would pick a random port that Prometheus cannot find: use a port from 1 to 65535, as in 127.0.0.1:9464", key, addr)
+	case n < 1 || n > 65535:
+		v.addf("%s: %q: port %d is out of range: use 1 to 65535, as in 127.0.0.1:9464", key, addr, n)
+	}
 }
 
 // ParseLevel maps debug, info, warn and error to slog levels.

@@ -85,15 +85,25 @@ type Status struct {
 	FailedFiles    int     `json:"failed_files"`
 	FailedBytes    int64   `json:"failed_bytes"`
 	StaleTmpFiles  int     `json:"stale_tmp_files"`
-	LastError      string  `json:"last_error,omitempty"`
-	DrainETASecs   float64 `json:"time_to_drain_seconds"`
-	Reconnects     uint64  `json:"reconnects"`
-	Published      uint64  `json:"published"`
-	Acknowledged   uint64  `json:"acknowledged"`
-	Failed         uint64  `json:"failed"`
-	UptimeSecs     float64 `json:"uptime_seconds"`
+	// PartialFile is the long .jsonl file being stored in parts, if any.
+	PartialFile  *PartialFile `json:"partial_file,omitempty"`
+	LastError    string       `json:"last_error,omitempty"`
+	DrainETASecs float64      `json:"time_to_drain_seconds"`
+	Reconnects   uint64       `json:"reconnects"`
+	Published    uint64       `json:"published"`
+	Acknowledged uint64       `json:"acknowledged"`
+	Failed       uint64       `json:"failed"`
+	UptimeSecs   float64      `json:"uptime_seconds"`
 	// Subscriptions has one entry per downlink subscription.
 	Subscriptions []SubscriptionStatus `json:"subscriptions,omitempty"`
+}
+
+// PartialFile counts the messages of a long .jsonl file that are in the
+// spool while the file is stored in parts.
+type PartialFile struct {
+	Path   string `json:"path"`
+	Stored int    `json:"stored_messages"`
+	Total  int    `json:"total_messages"`
 }
 
 // Handler carries out commands for the server.

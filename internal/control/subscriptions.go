@@ -16,4 +16,10 @@ type SubscriptionStatus struct {
 	Full bool `json:"full"`
 	// Rejected is the SUBACK reason when the broker refused the filter.
 	Rejected string `json:"rejected,omitempty"`
+	// Error is the error that makes the inbox unusable, and empty while
+	// it works; acknowledgements are held meanwhile.
+	Error string `json:"error,omitempty"`
+	// Skipped counts QoS 1 messages not stored because the broker sent
+	// them again on a later connection, where they were stored.
+	Skipped uint64 `json:"skipped"`
 }

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net/url"
 	"reflect"
+	"strings"
 
 	"github.com/mqspool/mqspool/internal/config"
 )
@@ -30,8 +31,9 @@ func (d *Daemon) Reload(cfg *config.Config) {
 		"throttle_bytes_per_second", int64(cfg.Throttle.BytesPerSecond))
 }
 
-// restartKeys names the sections of next that differ from running and are
-// not applied by Reload.
+// restartKeys names the keys of next that differ from running and are
+// not applied by Reload, such as broker.urls. A list, such as
+// subscriptions, is named as a whole.
 func restartKeys(running, next *config.Config) []string {
 	sections := []struct {
 		name string
@@ -51,11 +53,36 @@ func restartKeys(running, next *config.Config) []string {
 	}
 	var keys []string
 	for _, s := range sections {
-		if !reflect.DeepEqual(s.a, s.b) {
-			keys = append(keys, s.name)
-		}
+		keys = append(keys, changedKeys(s.name, reflect.ValueOf(s.a), reflect.ValueOf(s.b))...)
 	}
 	return keys
+}
+
+// changedKeys returns the keys at or below key whose values differ
+// between a and b, descending into structs. A list is compared whole.
+func changedKeys(key string, a, b reflect.Value) []string {
+	if a.Kind() != reflect.Struct {
+		if reflect.DeepEqual(a.Interface(), b.Interface()) {
+			return nil
+		}
+		return []string{key}
+	}
+	var keys []string
+	for i := range a.NumField() {
+		name := fieldKey(a.Type().Field(i))
+		keys = append(keys, changedKeys(key+"."+name, a.Field(i), b.Field(i))...)
+	}
+	return keys
+}
+
+// fieldKey returns the config key of a field: its mapstructure tag, or
+// its lower-case name for a field such as Broker.Password that is not
+// read from the file.
+func fieldKey(f reflect.StructField) string {
+	if tag := f.Tag.Get("mapstructure"); tag != "" && tag != "-" {
+		return tag
+	}
+	return strings.ToLower(f.Name)
 }
 
 // logEffectiveConfig logs the configuration in one line. The password is

@@ -1,0 +1,216 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+)
+
+// decodeProblem is one message from decoding, with the key whose value
+// could not be decoded. key is empty for a problem that leaves no field
+// unset, such as an unknown key.
+type decodeProblem struct {
+	key, text string
+}
+
+// decode fills a Config from v. Every key that decodes is set even when
+// others fail, so their problems can be reported together with those of
+// the validation. A key that failed keeps its zero value.
+func decode(v *viper.Viper) (*Config, []decodeProblem) {
+	var cfg Config
+	hook := mapstructure.ComposeDecodeHookFunc(
+		durationHook,
+		mapstructure.StringToSliceHookFunc(","),
+		byteSizeHook,
+		wholeNumberHook,
+	)
+	err := v.Unmarshal(&cfg, viper.DecodeHook(hook), func(dc *mapstructure.DecoderConfig) {
+		dc.ErrorUnused = true
+	})
+	applySubscriptionDefaults(v, &cfg)
+	return &cfg, decodeProblems(err)
+}
+
+// decodeProblems rewrites mapstructure's decoding errors as one problem
+// per key, naming the key, the value and the fix.
+func decodeProblems(err error) []decodeProblem {
+	var problems []decodeProblem
+	for _, e := range leafErrors(err) {
+		var de *mapstructure.DecodeError
+		if !errors.As(e, &de) {
+			problems = append(problems, decodeProblem{text: e.Error()})
+			continue
+		}
+		problems = append(problems, describeDecodeError(de)...)
+	}
+	return problems
+}
+
+// leafErrors flattens the tree of joined errors that mapstructure returns,
+// stopping at the first DecodeError on each branch.
+func leafErrors(err error) []error {
+	switch e := err.(type) {
+	case nil:
+		return nil
+	case *mapstructure.DecodeError:
+		return []error{e}
+	case interface{ Unwrap() []error }:
+		var leaves []error
+		for _, inner := range e.Unwrap() {
+			leaves = append(leaves, leafErrors(inner)...)
+		}
+		return leaves
+	case interface{ Unwrap() error }:
+		return leafErrors(e.Unwrap())
+	}
+	return []error{err}
+}
+
+func describeDecodeError(de *mapstructure.DecodeError) []decodeProblem {
+	key, cause := de.Name(), de.Unwrap()
+	if keys, ok := strings.CutPrefix(cause.Error(), "has invalid keys: "); ok {
+		return unknownKeys(key, keys)
+	}
+
+	var parseErr *mapstructure.ParseError
+	var typeErr *mapstructure.UnconvertibleTypeError
+	var wrongErr *wrongTypeError
+	switch {
+	case errors.As(cause, &parseErr):
+		return []decodeProblem{wrongType(key, parseErr.Value, parseErr.Expected.Kind())}
+	case errors.As(cause, &typeErr):
+		return []decodeProblem{wrongType(key, typeErr.Value, typeErr.Expected.Kind())}
+	case errors.As(cause, &wrongErr):
+		return []decodeProblem{wrongType(key, wrongErr.value, wrongErr.kind)}
+	}
+	return []decodeProblem{{key: key, text: key + ": " + cause.Error()}}
+}
+
+func unknownKeys(prefix, keys string) []decodeProblem {
+	var problems []decodeProblem
+	for _, k := range strings.Split(keys, ", ") {
+		if prefix != "" {
+			k = prefix + "." + k
+		}
+		problems = append(problems, decodeProblem{text: k + ": unknown key: check its spelling against configs/mqspool.yaml"})
+	}
+	return problems
+}
+
+// wrongType describes a value of the wrong type for key, which expects
+// the kind want.
+func wrongType(key string, value any, want reflect.Kind) decodeProblem {
+	var expected, fix string
+	switch want {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		expected, fix = "a whole number", "write a whole number such as "+exampleOf(key, "1")
+	case reflect.Float32, reflect.Float64:
+		expected, fix = "a number", "write a number such as "+exampleOf(key, "100")
+	case reflect.Bool:
+		expected, fix = "true or false", "write true or false"
+	case reflect.Slice, reflect.Array:
+		expected, fix = "a list", "write a list such as [a, b]"
+	case reflect.Struct, reflect.Map:
+		expected, fix = "a mapping", "write the keys indented below it, as in configs/mqspool.yaml"
+	default:
+		expected, fix = "text", "write a single value"
+	}
+	return decodeProblem{key: key, text: fmt.Sprintf("%s: %s is not %s: %s", key, describeValue(value), expected, fix)}
+}
+
+// exampleOf returns the default of key as an example value, or fallback
+// when key has no default other than zero.
+func exampleOf(key, fallback string) string {
+	if d, ok := defaults[key]; ok && fmt.Sprint(d) != "0" {
+		return fmt.Sprint(d)
+	}
+	return fallback
+}
+
+// describeValue shows a value as it was written: a string quoted, a list
+// or a mapping by its kind only.
+func describeValue(value any) string {
+	switch v := value.(type) {
+	case string:
+		return quoteShort(v)
+	case []any, []string:
+		return "a list"
+	case map[string]any:
+		return "a mapping"
+	}
+	return fmt.Sprint(value)
+}
+
+// wrongTypeError is a value that a decode hook rejects for a field of
+// the given kind.
+type wrongTypeError struct {
+	value any
+	kind  reflect.Kind
+}
+
+func (e *wrongTypeError) Error() string {
+	return fmt.Sprintf("%v is not valid for a field of kind %s", e.value, e.kind)
+}
+
+// wholeNumberHook rejects a fraction for an integer field, which
+// mapstructure would truncate: qos 1.5 would become 1.
+func wholeNumberHook(from, to reflect.Type, data any) (any, error) {
+	f, ok := data.(float64)
+	if !ok {
+		return data, nil
+	}
+	switch to.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		if f != math.Trunc(f) {
+			return nil, &wrongTypeError{value: data, kind: to.Kind()}
+		}
+	}
+	return data, nil
+}
+
+// durationHook decodes durations written as "500ms", "30s" or "24h". A
+// bare number is rejected: YAML reads 30 as an integer, which would
+// otherwise become 30 nanoseconds.
+func durationHook(from, to reflect.Type, data any) (any, error) {
+	if to != reflect.TypeOf(time.Duration(0)) {
+		return data, nil
+	}
+	switch d := data.(type) {
+	case string:
+		parsed, err := time.ParseDuration(d)
+		if err != nil {
+			return nil, fmt.Errorf("invalid duration %q: use a number with a unit such as 500ms, 30s or 24h", d)
+		}
+		return parsed, nil
+	case int, int64, float64, uint64:
+		if fmt.Sprint(d) == "0" {
+			return time.Duration(0), nil
+		}
+		return nil, fmt.Errorf("duration %v has no unit: write it with one, such as %vs or %vms", d, d, d)
+	}
+	return data, nil
+}
+
+func byteSizeHook(from, to reflect.Type, data any) (any, error) {
+	if to != reflect.TypeOf(ByteSize(0)) {
+		return data, nil
+	}
+	switch d := data.(type) {
+	case string:
+		return ParseByteSize(d)
+	case int:
+		return ByteSize(d), nil
+	case int64:
+		return ByteSize(d), nil
+	case float64:
+		return ByteSize(d), nil
+	}
+	return data, nil
+}
