@@ -437,13 +437,7 @@ func TestFault_MaximumPacketSize(t *testing.T) {
 	d.DumpOnFailure()
 	d.Start()
 
-	for i := range 20 {
-		payload := fmt.Sprintf("seq-%06d", i)
-		if i == 10 {
-			payload += strings.Repeat("x", 4096)
-		}
-		d.Drop(fmt.Sprintf("m-%03d.msg", i), []byte("Topic: mps/t\nQoS: 1\n\n"+payload))
-	}
+	dropOneLarge(d, "mps/t", 20, 10, 4096)
 	sub.WaitCount(19, 30*time.Second)
 	failed := waitFailed(t, d, 1)
 	if !strings.Contains(failed[0], "packet size") && !strings.Contains(failed[0], "Maximum Packet Size") {
@@ -473,17 +467,86 @@ func TestFault_RejectedByBroker(t *testing.T) {
 	d.DumpOnFailure()
 	d.Start()
 
-	for i := range 20 {
-		payload := fmt.Sprintf("seq-%06d", i)
-		if i == 5 {
-			payload += strings.Repeat("x", 2048)
-		}
-		d.Drop(fmt.Sprintf("m-%03d.msg", i), []byte("Topic: rej/t\nQoS: 1\n\n"+payload))
-	}
+	dropOneLarge(d, "rej/t", 20, 5, 2048)
 	sub.WaitCount(19, 30*time.Second)
 	failed := waitFailed(t, d, 1)
 	if !strings.Contains(strings.ToLower(failed[0]), "too large") && !strings.Contains(failed[0], "0x95") {
 		t.Errorf("reason %q does not name the 0x95 rejection", failed[0])
+	}
+}
+
+// TestFault_RejectedWhileFailedUnusable has the broker refuse a message
+// while failed/ is a regular file, so the message cannot be moved there.
+// The daemon must keep running and deliver the rest, keep the refused
+// message in the spool, start again with failed/ still broken, and move
+// the message to failed/ after a restart once failed/ is a directory.
+func TestFault_RejectedWhileFailedUnusable(t *testing.T) {
+	broker := harness.StartBroker(t, "message_size_limit 1024")
+	sub := harness.Subscribe(t, broker.Addr(), "rej/#", 1)
+	d := harness.NewDaemon(t, broker.URL(), "")
+	d.DumpOnFailure()
+	d.Start()
+
+	failedDir := filepath.Join(d.Dir, "failed")
+	if err := os.RemoveAll(failedDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(failedDir, []byte("not a directory\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dropOneLarge(d, "rej/t", 20, 5, 2048)
+	sub.WaitCount(19, 30*time.Second)
+	harness.WaitFor(t, 10*time.Second, "the quarantine error in the log", func() bool {
+		return strings.Contains(d.Log(), "could not move a failed message to failed/")
+	})
+	if !d.Running() {
+		t.Fatal("the daemon stopped on a message it could not move to failed/")
+	}
+	opsWait(t, "the refused message alone in the queue", func() bool {
+		return opsStatus(t, d)["queue_messages"] == float64(1)
+	})
+
+	// A restart with failed/ still a file keeps running and keeps the
+	// message queued.
+	if code := d.Stop(10 * time.Second); code != 0 {
+		t.Fatalf("daemon exit code %d after SIGTERM, want 0", code)
+	}
+	d.Start()
+	harness.WaitFor(t, 10*time.Second, "the refused message sent and kept again", func() bool {
+		return strings.Count(d.Log(), "could not move a failed message to failed/") >= 2
+	})
+	if !d.Running() {
+		t.Fatal("the daemon did not start with failed/ a regular file")
+	}
+
+	if code := d.Stop(10 * time.Second); code != 0 {
+		t.Fatalf("daemon exit code %d after SIGTERM, want 0", code)
+	}
+	if err := os.Remove(failedDir); err != nil {
+		t.Fatal(err)
+	}
+	d.Start()
+	failed := waitFailed(t, d, 1)
+	if !strings.Contains(strings.ToLower(failed[0]), "too large") && !strings.Contains(failed[0], "0x95") {
+		t.Errorf("reason %q does not name the 0x95 rejection", failed[0])
+	}
+	harness.WaitFor(t, 10*time.Second, "an empty queue", func() bool {
+		return opsStatus(t, d)["queue_messages"] == float64(0)
+	})
+	if missing, dups := tally(t, sub, 20); len(missing) != 1 || missing[0] != 5 || len(dups) != 0 {
+		t.Errorf("missing %v and duplicated %v, want only seq 5 missing", missing, dups)
+	}
+}
+
+// dropOneLarge drops n QoS 1 messages on topic, numbered for tally, with
+// extra bytes added to the payload of message large.
+func dropOneLarge(d *harness.Daemon, topic string, n, large, extra int) {
+	for i := range n {
+		payload := fmt.Sprintf("seq-%06d", i)
+		if i == large {
+			payload += strings.Repeat("x", extra)
+		}
+		d.Drop(fmt.Sprintf("m-%03d.msg", i), []byte("Topic: "+topic+"\nQoS: 1\n\n"+payload))
 	}
 }
 

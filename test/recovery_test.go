@@ -1,6 +1,7 @@
 package test
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -114,11 +115,14 @@ func TestRecovery_DamageFoundWhileRunning(t *testing.T) {
 	d := harness.NewDaemon(t, broker.URL(), "")
 	d.DumpOnFailure()
 	fillLarge(t, d.DB, 70_000, 1024)
+	// A page picked by its offset alone may be a free one, which the
+	// drain never reads. A leaf of 1 KiB messages is read on the way.
+	off, size := messageLeaf(t, d.DB)
 	f, err := os.OpenFile(d.DB, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.WriteAt(make([]byte, 4096), inUseSize(t, d.DB)/2/4096*4096); err != nil {
+	if _, err := f.WriteAt(make([]byte, size), off); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
@@ -271,6 +275,39 @@ func rootPage(t *testing.T, path, bucket string) (off int64, size int) {
 		}
 		off = int64(b.Root()) * int64(size)
 		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return off, size
+}
+
+// messageLeaf returns the offset and size of a leaf page in the second
+// half of the file with at most four values. After fillLarge only the
+// leaves of the messages bucket, with values of 1 KiB, hold so few; the
+// other buckets' leaves hold many small values.
+func messageLeaf(t *testing.T, path string) (off int64, size int) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+
+	size = db.Info().PageSize
+	err = db.View(func(tx *bolt.Tx) error {
+		pages := int(tx.Size() / int64(size))
+		for id := pages / 2; id < pages; id++ {
+			info, err := tx.Page(id)
+			if err != nil {
+				return err
+			}
+			if info != nil && info.Type == "leaf" && info.Count > 0 && info.Count <= 4 && info.OverflowCount == 0 {
+				off = int64(id) * int64(size)
+				return nil
+			}
+		}
+		return errors.New("no leaf of messages in the second half of the file")
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -122,3 +122,49 @@ func TestSpoolDir_LongJSONLMemoryBounded(t *testing.T) {
 		t.Errorf("status %+v, want %d messages queued", st, lines)
 	}
 }
+
+// TestSpoolDir_LongJSONLProgressInStatus fills a small spool with the
+// first part of a long .jsonl while publishing is paused: status names the
+// file and its count in the spool, and after a resume the rest arrives
+// and the file leaves status.
+func TestSpoolDir_LongJSONLProgressInStatus(t *testing.T) {
+	broker := harness.StartBroker(t, "")
+	sub := harness.Subscribe(t, broker.Addr(), "long/#", 1)
+	d := harness.NewDaemon(t, broker.URL(), "publish:\n  default_topic: long/jsonl\nspool:\n  max_messages: 6000\n")
+	d.DumpOnFailure()
+	d.Start()
+	opsConnected(t, d)
+	opsCtl(t, d, "pause")
+
+	const lines = 10000
+	var b strings.Builder
+	for i := range lines {
+		fmt.Fprintf(&b, `{"payload":"seq-%06d"}`+"\n", i)
+	}
+	d.Drop("long.jsonl", []byte(b.String()))
+
+	var file map[string]any
+	opsWait(t, "the file stored in parts in status", func() bool {
+		file, _ = opsStatus(t, d)["partial_file"].(map[string]any)
+		return file != nil && file["stored_messages"] == float64(4096)
+	})
+	if got, want := file["path"], filepath.Join(d.Dir, "new", "long.jsonl"); got != want {
+		t.Errorf("partial_file path %v, want %s", got, want)
+	}
+	if got := file["total_messages"]; got != float64(lines) {
+		t.Errorf("partial_file total_messages %v, want %d", got, lines)
+	}
+	if out, _ := d.Ctl("status"); !strings.Contains(out, "storing:") {
+		t.Errorf("status text has no storing: line:\n%s", out)
+	}
+
+	opsCtl(t, d, "resume")
+	sub.WaitCount(lines, 60*time.Second)
+	opsWait(t, "no file in parts in status", func() bool {
+		_, ok := opsStatus(t, d)["partial_file"]
+		return !ok && d.NewEmpty()
+	})
+	if missing, dups := tally(t, sub, lines); len(missing) != 0 || len(dups) != 0 {
+		t.Errorf("missing %d and duplicated %d of %d messages", len(missing), len(dups), lines)
+	}
+}

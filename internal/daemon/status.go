@@ -82,6 +82,9 @@ func (h controlHandler) Status() control.Status {
 		UptimeSecs:     time.Since(d.started).Seconds(),
 		Subscriptions:  d.downlink.status(ls.RejectedSubscriptions),
 	}
+	if pp := ps.Parted; pp.Path != "" {
+		st.PartialFile = &control.PartialFile{Path: pp.Path, Stored: pp.Stored, Total: pp.Total}
+	}
 	if !ss.Oldest.IsZero() {
 		st.OldestAgeSecs = time.Since(ss.Oldest).Seconds()
 	}

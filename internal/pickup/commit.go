@@ -59,6 +59,7 @@ func (p *Pickup) ingestBatch() {
 			allIn = false
 		}
 	}
+	p.showParted()
 	p.finishRemoval()
 	p.startRemoval(ids)
 

@@ -55,9 +55,9 @@ func (p *Pickup) prepare(rel string) (spool.FileBatch, []byte, outcome) {
 			return spool.FileBatch{ID: p.parted.id}, data, outcomeParts
 		}
 		r := p.matchRoute(rel)
-		msgs, parted, perr := p.collect(id, data, r)
+		msgs, total, parted, perr := p.collect(id, data, r)
 		if perr == nil && parted {
-			p.parted = &partedFile{id: id, route: r}
+			p.parted = &partedFile{id: id, route: r, total: total}
 			return spool.FileBatch{ID: id}, data, outcomeParts
 		}
 		if perr == nil {

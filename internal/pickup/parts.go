@@ -34,6 +34,7 @@ type partedFile struct {
 	stored int
 	from   position
 	known  bool // whether stored was read from the store
+	total  int  // messages in the file, counted by the check
 }
 
 // partsOutcome is how far appendParts got with a file.
@@ -48,12 +49,13 @@ const (
 // errPartNotStored stops the walk over a file when a part was not stored.
 var errPartNotStored = errors.New("part not stored")
 
-// collect parses a whole file into its messages, with the route r. A
-// .jsonl file too long to keep in memory is checked to its end without
-// keeping them, and reported as parted.
-func (p *Pickup) collect(id spool.FileID, data []byte, r *route) (msgs []message.Message, parted bool, err error) {
+// collect parses a whole file into its messages, with the route r, and
+// counts them. A .jsonl file too long to keep in memory is checked to its
+// end without keeping them, and reported as parted.
+func (p *Pickup) collect(id spool.FileID, data []byte, r *route) (msgs []message.Message, total int, parted bool, err error) {
 	size := 0
 	err = p.eachMessage(id, data, r, position{}, func(m message.Message, _ position) error {
+		total++
 		if parted {
 			return nil
 		}
@@ -65,9 +67,9 @@ func (p *Pickup) collect(id spool.FileID, data []byte, r *route) (msgs []message
 		return nil
 	})
 	if err != nil {
-		return nil, false, err
+		return nil, 0, false, err
 	}
-	return msgs, parted, nil
+	return msgs, total, parted, nil
 }
 
 // appendParts stores the parts of f that are not stored yet, in order.
@@ -89,6 +91,7 @@ func (p *Pickup) appendParts(f *partedFile, data []byte) partsOutcome {
 			p.log.Info("resuming a file appended in parts", "file", f.id.Name, "stored", stored)
 		}
 		f.stored, f.known = stored, true
+		p.showParted()
 	}
 
 	w := partWriter{p: p, f: f, start: f.from, end: f.from}
@@ -200,5 +203,16 @@ func (w *partWriter) flush(more bool) error {
 	w.start = w.end
 	w.part = w.part[:0]
 	w.size = 0
+	w.p.showParted()
 	return nil
+}
+
+// showParted puts the progress of the file stored in parts, or its
+// absence, into the stats.
+func (p *Pickup) showParted() {
+	var progress PartedProgress
+	if f := p.parted; f != nil {
+		progress = PartedProgress{Path: p.abs(f.id.Name), Stored: f.stored, Total: f.total}
+	}
+	p.updateStats(func(s *Stats) { s.Parted = progress })
 }

@@ -225,6 +225,32 @@ func TestPickup_LongJSONLWaitsForRoom(t *testing.T) {
 	checkPayloads(t, payloads(t, store.Spool), lines)
 }
 
+// While a long file waits between parts, the stats name it with the count
+// of its messages in the spool. Once it is stored, they name no file.
+func TestPickup_LongJSONLProgressInStats(t *testing.T) {
+	opts := testOptions(t)
+	store := openRecording(t)
+	for i := 2; i < 1000; i++ {
+		store.failAt[i] = fmt.Errorf("append: %w", spool.ErrFull)
+	}
+	p := start(t, opts, store)
+
+	const lines = 3*partMessages + 5
+	drop(t, opts.Dir, "big.jsonl", longJSONL(lines))
+	want := PartedProgress{Path: filepath.Join(opts.Dir, "new", "big.jsonl"), Stored: partMessages, Total: lines}
+	waitFor(t, 10*time.Second, "the first part in the stats", func() bool { return p.Stats().Parted == want })
+
+	store.mu.Lock()
+	store.failAt = map[int]error{}
+	store.mu.Unlock()
+	waitFor(t, 20*time.Second, "file ingested and removed", func() bool {
+		return !exists(filepath.Join(opts.Dir, "new", "big.jsonl")) && p.Stats().FilesIngested == 1
+	})
+	if got := p.Stats().Parted; got != (PartedProgress{}) {
+		t.Errorf("stats after the last part = %+v, want no file", got)
+	}
+}
+
 // A pickup that stopped after some parts goes on, when it starts again,
 // from the progress stored with the file's identity.
 func TestPickup_LongJSONLResumesAfterRestart(t *testing.T) {

@@ -124,8 +124,18 @@ type Stats struct {
 	DiskPressure bool
 	// StaleTmpFiles counts files left in tmp/ for over a day.
 	StaleTmpFiles int
-	LastError     string
-	LastErrorAt   time.Time
+	// Parted is the long .jsonl file being stored in parts, if any.
+	Parted      PartedProgress
+	LastError   string
+	LastErrorAt time.Time
+}
+
+// PartedProgress is how far a long .jsonl file stored in parts got.
+// Path is empty when no file is being stored in parts.
+type PartedProgress struct {
+	Path   string
+	Stored int // messages of the file in the spool
+	Total  int // messages in the file
 }
 
 // Pickup ingests the spool directory. Create it with [New].
@@ -223,10 +233,17 @@ func New(opts Options, store Store) (*Pickup, error) {
 		tentative:  make(map[string]time.Time),
 		unreadable: make(map[string]time.Time),
 	}
-	for _, dir := range []string{p.tmpDir, p.newDir, p.failedDir} {
+	for _, dir := range []string{p.tmpDir, p.newDir} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("create spool directory: %w", err)
 		}
+	}
+	// Only bad input goes to failed/, and each move creates it again, so
+	// a failed/ that cannot be created does not stop the daemon: bad files
+	// stay in new/ and refused messages in the spool until it works.
+	if err := os.MkdirAll(p.failedDir, 0o755); err != nil {
+		p.log.Error("failed/ cannot be created; bad files stay in new/ and messages the broker refuses "+
+			"stay queued until it can: make failed/ a writable directory", "path", p.failedDir, "err", err)
 	}
 	return p, nil
 }

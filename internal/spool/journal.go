@@ -15,8 +15,8 @@ import (
 // Commit applies the event loop's session changes in order in one fsync'd
 // transaction. [state.ChangeKind] documents what each kind means. Commit
 // returns nil only when every change is durable, and on error none of
-// them is stored. ChangeFailed calls Options.Quarantine before deleting the message,
-// so a quarantine error also rolls the batch back.
+// them is stored. ChangeFailed calls Options.Quarantine before deleting the
+// message; when the quarantine fails, the message is kept instead.
 func (s *Spool) Commit(changes []state.Change) error {
 	if len(changes) == 0 {
 		return s.checkWritable()
@@ -208,18 +208,28 @@ func (j *journalTx) expire(seq uint64) error {
 
 // fail hands the message to Options.Quarantine, then deletes it and its
 // flow. A message already gone (a QoS 2 flow past PUBREC) is only logged.
+//
+// When the quarantine fails (failed/ unwritable, or the disk full) the
+// message stays in the spool and only its flow ends. The loop has moved
+// past it, so it no longer holds up delivery. The next start sends it
+// again and, if the broker still rejects it, tries failed/ again. Failing
+// the commit instead would stop the daemon on every rejection.
 func (j *journalTx) fail(c state.Change) error {
 	seq := c.Seq
 	if f, ok := j.flow(c.PacketID); ok && c.PacketID != 0 {
 		seq = flowSeq(c, f)
 	}
+	keep := false
 	raw := j.tx.Bucket(bucketMessages).Get(seqKey(seq))
 	if raw == nil {
 		j.s.log.Warn("failed message is no longer in the spool", "seq", seq, "reason", c.Reason)
 	} else if err := j.s.quarantine(seq, raw, c.Reason); err != nil {
-		return err
+		j.s.log.Error("could not move a failed message to failed/; it stays in the spool "+
+			"and is sent again after the next start: check that failed/ is a writable directory",
+			"seq", seq, "reason", c.Reason, "err", err)
+		keep = true
 	}
-	return j.endFlow(state.Change{PacketID: c.PacketID, Seq: seq}, true)
+	return j.endFlow(state.Change{PacketID: c.PacketID, Seq: seq}, !keep)
 }
 
 // flowSeq prefers the sequence number in the change and falls back to
