@@ -79,3 +79,51 @@ func downlinkStatus(t *testing.T, d *harness.Daemon) map[string]any {
 	}
 	return subs[0].(map[string]any)
 }
+
+// TestDownlink_UnusableInbox starts the daemon with a regular file where
+// an inbox should be. The daemon keeps forwarding, status names the
+// inbox's error, and a QoS 1 message for it waits at the broker until the
+// file is gone. Then it arrives and the error clears.
+func TestDownlink_UnusableInbox(t *testing.T) {
+	broker := harness.StartBroker(t, "")
+	sub := harness.Subscribe(t, broker.Addr(), "up/#", 1)
+	dir := filepath.Join(t.TempDir(), "inbox")
+	if err := os.WriteFile(dir, []byte("not a directory\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := harness.NewDaemon(t, broker.URL(), fmt.Sprintf(`subscriptions:
+  - filter: down/#
+    qos: 1
+    dir: %s
+`, dir))
+	d.DumpOnFailure()
+	d.Start()
+	waitSubscribed(t, d, 1)
+
+	d.Drop("up/a.msg", []byte("Topic: up/a\nQoS: 1\n\nforwarded"))
+	sub.WaitCount(1, 10*time.Second)
+	mosquittoPub(t, broker, "down/a", 1, "held")
+	opsWait(t, "the inbox error in status", func() bool {
+		e, _ := downlinkStatus(t, d)["error"].(string)
+		return strings.Contains(e, dir)
+	})
+	if out, _ := d.Ctl("status"); !strings.Contains(out, "inbox unusable") {
+		t.Errorf("status text does not say the inbox is unusable:\n%s", out)
+	}
+
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	harness.WaitFor(t, 10*time.Second, "the inbox created again", func() bool {
+		_, err := os.Stat(filepath.Join(dir, "new"))
+		return err == nil
+	})
+	harness.WaitFor(t, 10*time.Second, "the held message in the inbox", func() bool {
+		files := readInbox(t, dir)
+		return len(files) == 1 && string(files[0].Message.Payload) == "held"
+	})
+	opsWait(t, "the error to clear", func() bool {
+		_, set := downlinkStatus(t, d)["error"]
+		return !set
+	})
+}

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"fmt"
 	"strings"
 	"syscall"
 	"testing"
@@ -76,5 +77,42 @@ func TestOpsSignal_ReloadInvalidConfig(t *testing.T) {
 	}
 	if code := d.Stop(15 * time.Second); code != 0 {
 		t.Errorf("exit code %d after SIGTERM, want 0", code)
+	}
+}
+
+// TestOpsSignal_StopWithStalledBroker sends SIGTERM while a PUBLISH write
+// waits on a broker that stopped reading. The write's own deadline is the
+// keep alive of 30 s; the daemon must stop at its drain timeout instead,
+// with exit status 0.
+func TestOpsSignal_StopWithStalledBroker(t *testing.T) {
+	b := harness.StartBroker(t, "")
+	proxy := harness.StartProxy(t, b.Addr())
+	d := harness.NewDaemon(t, proxy.URL(), "broker:\n  urls: ["+proxy.URL()+"]\n  client_id: mqspool-t\n  keep_alive: 30s\n"+
+		"publish:\n  max_message_bytes: 4MiB\nshutdown:\n  drain_timeout: 2s\n")
+	d.DumpOnFailure()
+	d.Start()
+	opsConnected(t, d)
+
+	// 40 messages of 1 MiB fill the socket buffers once the proxy stops
+	// reading, so the loop's write blocks.
+	proxy.SetMode(harness.Stall)
+	payload := strings.Repeat("x", 1<<20)
+	for i := range 40 {
+		d.Drop(fmt.Sprintf("big-%03d.msg", i), []byte(fmt.Sprintf("Topic: stall/t\nQoS: 1\n\nseq-%06d%s", i, payload)))
+	}
+	harness.WaitFor(t, 20*time.Second, "40 messages queued", func() bool {
+		st, _, code := opsTryStatus(t, d)
+		return code == 0 && st["queue_messages"] == float64(40)
+	})
+	time.Sleep(time.Second) // the write fills the buffers and blocks
+
+	start := time.Now()
+	code := d.Stop(20 * time.Second)
+	took := time.Since(start)
+	if code != 0 {
+		t.Errorf("exit status %d after SIGTERM, want 0", code)
+	}
+	if took > 4*time.Second {
+		t.Errorf("stopped %s after SIGTERM, want within the 2 s drain timeout and a second", took.Round(time.Millisecond))
 	}
 }

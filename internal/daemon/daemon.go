@@ -101,9 +101,7 @@ func (d *Daemon) build() error {
 	if err != nil {
 		return err
 	}
-	if d.downlink, err = newDownlink(d.cfg, d.spool, d.log); err != nil {
-		return err
-	}
+	d.downlink = newDownlink(d.cfg, d.spool, d.log)
 	opts.SessionSubscriptions = d.downlink.sessionSubscriptions()
 	loop, err := eventloop.New(opts, &spoolSource{cursor: d.spool.NewCursor()}, d.spool, restored)
 	if err != nil {
@@ -249,6 +247,13 @@ func (d *Daemon) startServers(wg *sync.WaitGroup) (stop func()) {
 // loop's goroutine come back even when nothing happens.
 func (d *Daemon) drive(ctx, hard context.Context, stopIntake func()) error {
 	defer d.poll.stop()
+	// The loop hears of the stop from here, not from this goroutine, which
+	// may be inside a Poll that waits on a write to a stalled broker.
+	stopDrain := context.AfterFunc(ctx, func() { d.loop.Shutdown(d.cfg.Shutdown.DrainTimeout) })
+	defer stopDrain()
+	stopHard := context.AfterFunc(hard, func() { d.loop.Shutdown(0) })
+	defer stopHard()
+
 	draining := false
 	for {
 		parent := ctx
@@ -270,7 +275,6 @@ func (d *Daemon) drive(ctx, hard context.Context, stopIntake func()) error {
 			d.log.Info("shutting down", "drain_timeout", d.cfg.Shutdown.DrainTimeout)
 			d.notifyStopping()
 			stopIntake()
-			d.loop.Shutdown(d.cfg.Shutdown.DrainTimeout)
 			continue
 		case err != nil:
 			return fmt.Errorf("event loop: %w", err)

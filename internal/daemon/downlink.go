@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -26,11 +25,13 @@ type downlink struct {
 	inboxes []*inbox.Inbox           // inboxes[i] belongs to subs[i]
 }
 
-// newDownlink opens the inboxes of cfg.Subscriptions.
-func newDownlink(cfg *config.Config, sp *spool.Spool, log *slog.Logger) (*downlink, error) {
+// newDownlink opens the inboxes of cfg.Subscriptions. An inbox that
+// cannot be created yet is logged and retried by its worker, so it holds
+// only its own subscription's messages and not the whole daemon.
+func newDownlink(cfg *config.Config, sp *spool.Spool, log *slog.Logger) *downlink {
 	dl := &downlink{log: log.With("component", "downlink"), spool: sp, subs: loopSubscriptions(cfg.Subscriptions)}
 	for _, s := range cfg.Subscriptions {
-		in, err := inbox.Open(inbox.Options{
+		in := inbox.Open(inbox.Options{
 			Dir:       s.Dir,
 			Filter:    s.Filter,
 			MaxFiles:  s.MaxFiles,
@@ -38,15 +39,12 @@ func newDownlink(cfg *config.Config, sp *spool.Spool, log *slog.Logger) (*downli
 			QueueSize: 2*cfg.Broker.ReceiveMaximum + 64,
 			Logger:    dl.log,
 		})
-		if err != nil {
-			return nil, fmt.Errorf("subscription %q: %w", s.Filter, err)
-		}
 		st := in.Stats()
 		dl.log.Info("inbox opened", "filter", s.Filter, "dir", s.Dir, "qos", s.QoS,
 			"backlog_files", st.BacklogFiles, "max_files", s.MaxFiles, "max_bytes", int64(s.MaxBytes))
 		dl.inboxes = append(dl.inboxes, in)
 	}
-	return dl, nil
+	return dl
 }
 
 // loopSubscriptions converts the configured subscriptions for the event
@@ -126,6 +124,7 @@ func (dl *downlink) deliver(m *eventloop.Incoming) {
 		SubscriptionIdentifier: subID,
 		ReceivedAt:             time.Now(),
 		Release:                m.Release,
+		Redelivered:            m.Redelivered,
 	})
 }
 
@@ -177,6 +176,8 @@ func (dl *downlink) status(rejected []eventloop.SubscriptionError) []control.Sub
 			BacklogFiles: st.BacklogFiles,
 			BacklogBytes: st.BacklogBytes,
 			Full:         st.Full,
+			Error:        st.WriteError,
+			Skipped:      st.Skipped,
 		}
 		for _, r := range rejected {
 			if r.Filter == entry.Filter {

@@ -7,9 +7,10 @@ import (
 // downlinkCollector exports the inboxes' counters, labelled by the
 // subscription's filter, read when Prometheus scrapes.
 type downlinkCollector struct {
-	dl                                    *downlink
-	received, duplicates, dropped, failed *prometheus.Desc
-	backlogFiles, backlogBytes, full      *prometheus.Desc
+	dl                                         *downlink
+	received, duplicates, dropped, failed      *prometheus.Desc
+	skipped                                    *prometheus.Desc
+	backlogFiles, backlogBytes, full, unusable *prometheus.Desc
 }
 
 func newDownlinkCollector(dl *downlink) *downlinkCollector {
@@ -25,12 +26,14 @@ func newDownlinkCollector(dl *downlink) *downlinkCollector {
 		backlogFiles: desc("backlog_files", "Files waiting in the inbox's new/ at the last count."),
 		backlogBytes: desc("backlog_bytes", "Bytes of the files waiting in the inbox's new/."),
 		full:         desc("inbox_full", "1 while the inbox is at max_files or max_bytes and acknowledgements are held."),
+		skipped:      desc("skipped_total", "QoS 1 messages not stored because the broker sent them again on a later connection."),
+		unusable:     desc("inbox_unusable", "1 while the inbox cannot be written (missing, read-only or full file system) and acknowledgements are held."),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *downlinkCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.received, c.duplicates, c.dropped, c.failed, c.backlogFiles, c.backlogBytes, c.full} {
+	for _, d := range []*prometheus.Desc{c.received, c.duplicates, c.dropped, c.failed, c.skipped, c.backlogFiles, c.backlogBytes, c.full, c.unusable} {
 		ch <- d
 	}
 }
@@ -57,5 +60,11 @@ func (c *downlinkCollector) Collect(ch chan<- prometheus.Metric) {
 			full = 1
 		}
 		gauge(c.full, full)
+		counter(c.skipped, st.Skipped)
+		unusable := 0.0
+		if st.WriteError != "" {
+			unusable = 1
+		}
+		gauge(c.unusable, unusable)
 	}
 }

@@ -100,6 +100,15 @@ type Options struct {
 	SessionExpiry  time.Duration // default 24h
 	ReceiveMaximum uint16        // default 64, for incoming QoS 1 and QoS 2
 
+	// MaxIncoming and MaxIncomingBytes bound the incoming QoS 1 and 2
+	// messages, of every connection, that wait for their Release, for
+	// brokers that send more than ReceiveMaximum (mosquitto 2.0 does on a
+	// resumed session). Up to ReceiveMaximum messages of the current
+	// connection are always taken, whatever their size. Defaults: 1024 or
+	// ReceiveMaximum if higher, and 16 MiB.
+	MaxIncoming      int
+	MaxIncomingBytes int
+
 	Reconnect ReconnectPolicy
 	MinDelay  time.Duration // default 500ms
 	MaxDelay  time.Duration // default 30s
@@ -246,6 +255,13 @@ type Incoming struct {
 	// Release reports to the loop that the message is stored, so PUBACK or PUBREC
 	// may be sent. It is safe to call from any goroutine, once.
 	Release func()
+	// Redelivered reports whether the broker has sent a QoS 1 message
+	// again since its connection ended, so storing this copy would
+	// store it twice: a later connection resumed the broker's session,
+	// which resends every unacknowledged message, and none lost it. known
+	// is false while the connection has ended and no new one is up yet.
+	// It is safe to call from any goroutine.
+	Redelivered func() (redelivered, known bool)
 }
 
 // Clock is the source of monotonic time and timers. Tests inject a fake to

@@ -31,6 +31,9 @@ type brokerScript struct {
 	subackCode func(filter string) byte
 	// noSubscriptionIDs sends Subscription Identifiers Available 0.
 	noSubscriptionIDs bool
+	// stallAfterConnack stops reading after CONNACK, so the client's
+	// send buffer fills, and keeps the connection open until close.
+	stallAfterConnack bool
 }
 
 // wirePacket is one packet the fake broker received (fromClient) or sent.
@@ -64,6 +67,8 @@ type fakeBroker struct {
 	conns   []net.Conn
 	accepts []time.Time
 	wg      sync.WaitGroup
+	stop    chan struct{} // closed by close, ends stalled connections
+	stopped sync.Once
 }
 
 func newFakeBroker(t testing.TB, script brokerScript) *fakeBroker {
@@ -77,7 +82,7 @@ func newFakeBroker(t testing.TB, script brokerScript) *fakeBroker {
 
 // serveFakeBroker runs a fake broker on ln, which may be a TLS listener.
 func serveFakeBroker(t testing.TB, ln net.Listener, script brokerScript) *fakeBroker {
-	b := &fakeBroker{t: t, ln: ln, script: script}
+	b := &fakeBroker{t: t, ln: ln, script: script, stop: make(chan struct{})}
 	b.wg.Add(1)
 	go b.accept()
 	t.Cleanup(b.close)
@@ -93,6 +98,7 @@ func (b *fakeBroker) set(f func(s *brokerScript)) {
 }
 
 func (b *fakeBroker) close() {
+	b.stopped.Do(func() { close(b.stop) })
 	b.ln.Close()
 	b.mu.Lock()
 	for _, c := range b.conns {
@@ -152,6 +158,10 @@ func (b *fakeBroker) reply(n int, c net.Conn, cp *packets.ControlPacket) bool {
 	switch p := cp.Content.(type) {
 	case *packets.Connect:
 		b.send(n, c, b.connack(n, s))
+		if s.stallAfterConnack {
+			<-b.stop
+			return false
+		}
 		return s.connackCode < 0x80 && !s.closeAfterConnack
 	case *packets.Publish:
 		if p.QoS == 0 || (s.dropAck != nil && s.dropAck(n, p)) {

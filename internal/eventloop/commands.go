@@ -33,6 +33,8 @@ type command struct {
 	packetID      uint16
 	qos           byte
 	connectionGen uint64
+	size          int    // of an incoming message, for cmdRelease
+	flow          uint64 // of an incoming QoS 2 message, for cmdRelease
 }
 
 // Pause stops taking requests from the source. The connection stays up and
@@ -57,10 +59,18 @@ func (l *Loop) Disconnect() { l.send(command{kind: cmdDisconnect}) }
 
 // Shutdown stops taking requests, waits up to drain for outstanding
 // acknowledgements, sends DISCONNECT with reason 0x00 and ends the loop, so
-// Poll returns ErrClosed. A connect in progress is abandoned.
+// Poll returns ErrClosed. A connect in progress is abandoned. A write that
+// still blocks Poll when drain has passed, on a broker that stopped
+// reading, is ended then, so the loop can see the command. It is safe from
+// any goroutine, also while Poll runs.
 func (l *Loop) Shutdown(drain time.Duration) {
 	l.shutdownMu.Do(func() { close(l.shutdownCh) })
 	l.send(command{kind: cmdShutdown, drain: drain})
+	time.AfterFunc(drain, func() {
+		if c := l.wire.Load(); c != nil {
+			c.cutWrites()
+		}
+	})
 }
 
 // send queues a command without blocking and wakes Poll.
@@ -99,7 +109,12 @@ func (l *Loop) run(c command) {
 		l.setThrottle(c.msgRate, c.byteRate)
 		l.log.Info("throttle set", "messages_per_second", c.msgRate, "bytes_per_second", c.byteRate)
 	case cmdReconnect:
-		l.runReconnect()
+		// A reconnect the loop asked for itself names its connection,
+		// which may have ended since.
+		// Neither runs while draining: the drain would end at once.
+		if !l.draining && (c.connectionGen == 0 || (c.connectionGen == l.connGen && l.conn != nil)) {
+			l.runReconnect()
+		}
 	case cmdDisconnect:
 		l.manualOffline = true
 		l.reconnect.stop()

@@ -124,6 +124,35 @@ func TestShutdown_DrainDeadlineKeepsFlows(t *testing.T) {
 	}
 }
 
+// A broker that stops reading leaves the loop inside a write whose own
+// deadline is the keep alive; Shutdown must end it at the drain deadline.
+func TestShutdown_EndsWriteToStalledBroker(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{stallAfterConnack: true})
+	src := newMemSource()
+	big := msgs("t", 1, 16)
+	for i := range big {
+		big[i].Payload = make([]byte, 1<<20)
+	}
+	src.add(big...)
+	opts := testOptions(b)
+	opts.KeepAlive = 60 * time.Second
+	r := start(t, opts, src, &testJournal{}, nil)
+	waitFor(t, 3*time.Second, "connack", func() bool { return r.countEvents(EventConnected) == 1 })
+	time.Sleep(500 * time.Millisecond) // the send buffers fill and a write blocks
+
+	began := time.Now()
+	r.l.Shutdown(300 * time.Millisecond)
+	select {
+	case err := <-r.done:
+		r.done <- err
+	case <-time.After(5 * time.Second):
+		t.Fatal("Poll did not return within 5 s of Shutdown with a drain of 300ms")
+	}
+	if took := time.Since(began); took < 300*time.Millisecond {
+		t.Errorf("shutdown took %s, want the drain of 300ms first", took)
+	}
+}
+
 func TestDisconnect_StaysOfflineUntilReconnect(t *testing.T) {
 	b := newFakeBroker(t, brokerScript{})
 	r := start(t, testOptions(b), newMemSource(), &testJournal{}, nil)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -21,6 +22,10 @@ type connection struct {
 	limits       *connackPacket
 	keepAlive    time.Duration
 	writeTimeout time.Duration
+	// cut is set by a shutdown whose drain ran out: it ends the write in
+	// progress and bounds the later ones by disconnectWriteTimeout.
+	cut     atomic.Bool
+	writing atomic.Bool // a write is in progress
 
 	packets chan []packet // decoded packets in arrival order, read by Poll
 	readErr chan error    // capacity 1: why reading stopped
@@ -107,7 +112,9 @@ func (c *connection) close() {
 // write writes b with a deadline, so a full send buffer ends the
 // connection instead of stalling the loop.
 func (c *connection) write(b []byte) error {
-	if err := c.netConn.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil {
+	c.writing.Store(true)
+	defer c.writing.Store(false)
+	if err := c.armWrite(); err != nil {
 		return err
 	}
 	_, err := c.netConn.Write(b)
@@ -117,10 +124,40 @@ func (c *connection) write(b []byte) error {
 // writeBuffers writes bufs in order with one deadline, as one writev(2) on
 // a TCP connection. It returns the number of bytes written.
 func (c *connection) writeBuffers(bufs net.Buffers) (int64, error) {
-	if err := c.netConn.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil {
+	c.writing.Store(true)
+	defer c.writing.Store(false)
+	if err := c.armWrite(); err != nil {
 		return 0, err
 	}
 	return bufs.WriteTo(c.netConn)
+}
+
+// armWrite sets the deadline of the write about to start. A cutWrites
+// that runs meanwhile may set its deadline before this one, so cut is
+// read again afterwards. Since writing was set first, either that read
+// finds the cut, or cutWrites finds the write and sets its deadline last.
+func (c *connection) armWrite() error {
+	timeout := c.writeTimeout
+	if c.cut.Load() {
+		timeout = min(timeout, disconnectWriteTimeout)
+	}
+	if err := c.netConn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+		return err
+	}
+	if c.cut.Load() && timeout > disconnectWriteTimeout {
+		return c.netConn.SetWriteDeadline(time.Now().Add(disconnectWriteTimeout))
+	}
+	return nil
+}
+
+// cutWrites ends a write blocked on a full send buffer and shortens the
+// deadline of later ones, such as the DISCONNECT. It is safe from any
+// goroutine.
+func (c *connection) cutWrites() {
+	c.cut.Store(true)
+	if c.writing.Load() {
+		c.netConn.SetWriteDeadline(time.Now())
+	}
 }
 
 // pendingWrite is a packet, an action, or both, that waits until the
@@ -297,6 +334,8 @@ const disconnectWriteTimeout = 500 * time.Millisecond
 // when reason is not nil.
 func (l *Loop) closeConn(reason *byte) {
 	c := l.conn
+	l.wire.Store(nil)
+	l.liveGen.Store(0)
 	if reason != nil {
 		// DISCONNECT is a courtesy: a full send buffer must not hold a
 		// shutdown past its drain deadline for a whole keep alive period.

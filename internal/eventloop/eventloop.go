@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -41,6 +42,14 @@ type Loop struct {
 	closeCh    chan struct{} // closed by Close
 	closeOnce  sync.Once
 	pollMu     sync.Mutex // held while Poll runs, so Close waits for it
+	// wire is the connection in use, for Shutdown to end a write that
+	// blocks Poll.
+	wire atomic.Pointer[connection]
+	// For [Incoming.Redelivered] on other goroutines: liveGen is connGen
+	// while connected and 0 offline, latestGen the connGen of the latest
+	// connection, and lostGen that of the latest one that began without
+	// the broker's session.
+	liveGen, latestGen, lostGen atomic.Uint64
 
 	// Everything below is owned by the goroutine that runs Poll.
 	st          *state.State
@@ -78,7 +87,20 @@ type Loop struct {
 	held          *Request // taken from the source, not yet sent
 	srcEmpty      bool     // Next returned ok false; wait for Ready
 
-	incomingWaiting map[uint16]bool // QoS 2 ids given to the caller, not released
+	// incomingWaiting maps the QoS 2 packet identifiers given to the
+	// caller and not released to their flow's number, counted in
+	// incomingFlows, so a release matches only its own flow.
+	incomingWaiting map[uint16]uint64
+	incomingFlows   uint64
+	// incomingHeld and incomingBytes count the QoS 1 and 2 messages of
+	// every connection that the caller has not released, and their size.
+	// incomingOpen counts those of this connection. incomingDropped counts
+	// the messages of this connection dropped over MaxIncoming or
+	// MaxIncomingBytes.
+	incomingHeld    int
+	incomingBytes   int
+	incomingOpen    int
+	incomingDropped int
 
 	backoff       *backoff
 	retryBackoff  *backoff
@@ -139,7 +161,7 @@ func New(opts Options, src Source, journal Journal, restored *state.State) (*Loo
 		st: st, session: st.Session,
 		birthIDs: make(map[uint16]bool), subIDs: make(map[uint16]subRequest),
 		subSession:      slices.Clone(opts.SessionSubscriptions),
-		incomingWaiting: make(map[uint16]bool), retryAttempts: make(map[uint64]int),
+		incomingWaiting: make(map[uint16]uint64), retryAttempts: make(map[uint64]int),
 		backoff:      newBackoff(opts.MinDelay, opts.MaxDelay),
 		retryBackoff: newBackoff(opts.MinDelay, opts.MaxDelay),
 		connectNow:   true,

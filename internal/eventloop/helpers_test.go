@@ -143,6 +143,13 @@ func testOptions(b *fakeBroker) Options {
 
 func start(t *testing.T, opts Options, src Source, j Journal, restored *state.State) *runner {
 	t.Helper()
+	return startReleasing(t, opts, src, j, restored, true)
+}
+
+// startReleasing starts the loop like start; with release false, incoming
+// messages wait for the test to call their Release.
+func startReleasing(t *testing.T, opts Options, src Source, j Journal, restored *state.State, release bool) *runner {
+	t.Helper()
 	l, err := New(opts, src, j, restored)
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -156,7 +163,7 @@ func start(t *testing.T, opts Options, src Source, j Journal, restored *state.St
 				r.done <- err
 				return
 			}
-			if ev.Kind == EventIncoming && ev.Incoming.Release != nil {
+			if release && ev.Kind == EventIncoming && ev.Incoming.Release != nil {
 				ev.Incoming.Release()
 			}
 			r.mu.Lock()

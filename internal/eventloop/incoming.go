@@ -17,16 +17,28 @@ func (l *Loop) handleIncoming(p *publishPacket) {
 			l.queueWrite(l.encodeAck(kindPubrec, id, 0), nil)
 			return
 		}
-		if l.incomingWaiting[id] {
+		if l.incomingWaiting[id] != 0 {
 			return // the caller has it; PUBREC follows its Release
 		}
-		l.incomingWaiting[id] = true
+	}
+	size := p.Message.Size()
+	if qos > 0 && (l.draining || l.incomingFull(size)) {
+		l.dropIncoming(id)
+		return
 	}
 
 	release := func() {}
 	if qos > 0 {
+		l.incomingOpen++
+		l.incomingHeld++
+		l.incomingBytes += size
+		c := command{kind: cmdRelease, packetID: id, qos: qos, connectionGen: l.connGen, size: size}
+		if qos == 2 {
+			l.incomingFlows++
+			c.flow = l.incomingFlows
+			l.incomingWaiting[id] = c.flow
+		}
 		var once sync.Once
-		c := command{kind: cmdRelease, packetID: id, qos: qos, connectionGen: l.connGen}
 		release = func() { once.Do(func() { l.send(c) }) }
 	}
 	l.emit(Event{Kind: EventIncoming, Incoming: &Incoming{
@@ -35,26 +47,108 @@ func (l *Loop) handleIncoming(p *publishPacket) {
 		Message:                 p.Message,
 		SubscriptionIdentifiers: p.SubscriptionIdentifiers,
 		Release:                 release,
+		Redelivered:             l.redeliveredSince(l.connGen),
 	}})
+}
+
+// redeliveredSince returns Incoming.Redelivered for a message that
+// arrived on connection gen.
+func (l *Loop) redeliveredSince(gen uint64) func() (bool, bool) {
+	return func() (bool, bool) {
+		switch {
+		case l.liveGen.Load() == gen:
+			return false, true // still on its own connection
+		case l.latestGen.Load() == gen:
+			return false, false // ended, and no new connection yet
+		default:
+			return l.lostGen.Load() <= gen, true
+		}
+	}
+}
+
+// incomingFull reports whether a QoS 1 or 2 message of size bytes would
+// take the unreleased incoming messages, of this connection and earlier
+// ones, past MaxIncoming or MaxIncomingBytes. Below the Receive Maximum
+// of this connection a message is always taken: a broker that keeps to it
+// is never refused, whatever the size of its messages and whatever older
+// copies wait for the caller.
+func (l *Loop) incomingFull(size int) bool {
+	if l.incomingOpen < int(l.opts.ReceiveMaximum) {
+		return false
+	}
+	return l.incomingHeld >= l.opts.MaxIncoming || l.incomingBytes+size > l.opts.MaxIncomingBytes
+}
+
+// dropIncoming drops a QoS 1 or 2 PUBLISH without acknowledging it,
+// because the messages the caller has not released yet fill what the
+// loop holds, or because the loop is draining. mosquitto 2.0 sends its
+// whole backlog, far beyond the Receive Maximum, when it resumes a
+// session, and keeping it all would let the broker decide how much
+// memory the daemon uses. The broker sends the message again on the next
+// connection, which the loop opens once the messages it took are
+// released (see releaseIncoming).
+func (l *Loop) dropIncoming(id uint16) {
+	if l.draining {
+		return // the next start's connection gets it
+	}
+	l.incomingDropped++
+	if l.incomingDropped == 1 {
+		l.log.Warn("broker sent more messages than the loop holds; the rest arrive again after a reconnect",
+			"receive_maximum", l.opts.ReceiveMaximum, "held", l.incomingHeld, "held_bytes", l.incomingBytes,
+			"packet_id", id)
+	}
 }
 
 // releaseIncoming acknowledges a message the caller stored. QoS 2 is
 // journaled first, so a redelivery after a crash gets PUBREC again
 // without a second event. A QoS 1 message whose connection ended is not
-// acknowledged: the broker sends it again.
+// acknowledged: the broker sends it again. A QoS 2 release whose flow
+// ended with a lost session is dropped, even when a new flow has taken
+// its packet identifier since.
 func (l *Loop) releaseIncoming(c command) {
+	l.incomingHeld--
+	l.incomingBytes -= c.size
+	current := c.connectionGen == l.connGen && l.conn != nil
+	if current {
+		l.incomingOpen--
+	}
+	// The last release may come from an earlier connection, such as a
+	// copy the inbox skipped; the refused messages are this one's.
+	var after func(bool)
+	if l.conn != nil && l.incomingHeld == 0 && l.incomingDropped > 0 && !l.draining {
+		after = l.reconnectForDropped(l.connGen)
+	}
+
 	if c.qos == 1 {
-		if c.connectionGen == l.connGen && l.conn != nil {
-			l.queueWrite(l.encodeAck(kindPuback, c.packetID, 0), nil)
+		if current {
+			l.queueWrite(l.encodeAck(kindPuback, c.packetID, 0), after)
+		} else if after != nil {
+			after(true)
 		}
 		return
 	}
-	if !l.incomingWaiting[c.packetID] {
-		return // the session ended since; the broker forgot this flow
+	if l.incomingWaiting[c.packetID] != c.flow {
+		// The session ended since: the broker forgot this flow.
+		if after != nil {
+			after(true)
+		}
+		return
 	}
 	delete(l.incomingWaiting, c.packetID)
 	l.record(state.Change{Kind: state.ChangeIncomingStored, PacketID: c.packetID, QoS: 2})
-	l.queueWrite(l.encodeAck(kindPubrec, c.packetID, 0), nil)
+	l.queueWrite(l.encodeAck(kindPubrec, c.packetID, 0), after)
+}
+
+// reconnectForDropped returns the action that, once the last
+// acknowledgement is written, requests a new connection, so that the
+// broker sends the refused messages again. It runs as a command, so
+// the connection is not dropped while its writes are being flushed.
+func (l *Loop) reconnectForDropped(gen uint64) func(bool) {
+	refused := l.incomingDropped
+	return func(bool) {
+		l.log.Info("reconnecting so that the broker sends the dropped messages again", "dropped", refused)
+		l.send(command{kind: cmdReconnect, connectionGen: gen})
+	}
 }
 
 // onIncomingPubrel ends an incoming QoS 2 flow: PUBCOMP is written once

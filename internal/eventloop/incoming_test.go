@@ -40,3 +40,223 @@ func TestIncoming_RestoredQoS2(t *testing.T) {
 		t.Errorf("%d SUBSCRIBE packets for an unchanged session, want 0", n)
 	}
 }
+
+// incoming returns the Incoming of every EventIncoming so far.
+func (r *runner) incoming() []*Incoming {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*Incoming
+	for _, ev := range r.events {
+		if ev.Kind == EventIncoming {
+			out = append(out, ev.Incoming)
+		}
+	}
+	return out
+}
+
+// TestIncoming_OverMaxIncoming has the broker send ten QoS 1 messages at
+// once to a loop that holds four. The loop takes four and drops the rest
+// unacknowledged. Once the four are released and acknowledged, it
+// connects again, so the broker sends the rest again.
+func TestIncoming_OverMaxIncoming(t *testing.T) {
+	b, r := startSubscriber(t, 1, func(int) bool { return true }, func(o *Options) {
+		o.ReceiveMaximum = 4
+		o.MaxIncoming = 4
+	})
+
+	for id := uint16(1); id <= 10; id++ {
+		b.sendTo(0, &packets.Publish{Topic: "in/x", QoS: 1, PacketID: id, Payload: []byte("x"), Properties: &packets.Properties{}})
+	}
+	waitFor(t, 3*time.Second, "four messages", func() bool { return len(r.incoming()) == 4 })
+	time.Sleep(200 * time.Millisecond)
+	if n := len(r.incoming()); n != 4 {
+		t.Fatalf("%d messages given to the caller, want MaxIncoming 4", n)
+	}
+	if n := b.connections(); n != 1 {
+		t.Fatalf("%d connections before the release, want 1", n)
+	}
+
+	for _, in := range r.incoming() {
+		in.Release()
+	}
+	waitFor(t, 3*time.Second, "a second connection", func() bool { return b.connections() == 2 })
+	if n := len(b.received(packets.PUBACK)); n != 4 {
+		t.Errorf("%d PUBACK packets, want one for each of the 4 messages taken", n)
+	}
+}
+
+// Past the Receive Maximum, the bytes bound counts what the caller holds.
+// A message larger than the bound is still taken when the caller holds
+// nothing.
+func TestIncoming_OverMaxIncomingBytes(t *testing.T) {
+	b, r := startSubscriber(t, 1, func(int) bool { return true }, func(o *Options) {
+		o.ReceiveMaximum = 1
+		o.MaxIncomingBytes = 1000
+	})
+
+	b.sendTo(0, &packets.Publish{Topic: "in/x", QoS: 1, PacketID: 1, Payload: make([]byte, 1500), Properties: &packets.Properties{}})
+	b.sendTo(0, &packets.Publish{Topic: "in/x", QoS: 1, PacketID: 2, Payload: []byte("small"), Properties: &packets.Properties{}})
+	waitFor(t, 3*time.Second, "the large message", func() bool { return len(r.incoming()) == 1 })
+	time.Sleep(200 * time.Millisecond)
+	if n := len(r.incoming()); n != 1 {
+		t.Fatalf("%d messages given to the caller, want only the first: it holds more than MaxIncomingBytes", n)
+	}
+
+	r.incoming()[0].Release()
+	waitFor(t, 3*time.Second, "a second connection", func() bool { return b.connections() == 2 })
+}
+
+// For a QoS 1 message whose connection ended, Redelivered reports a
+// resend only once a new connection is up, and only when that connection
+// resumed the session.
+func TestIncoming_Redelivered(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		session bool
+		want    bool
+	}{
+		{"session resumed", true, true},
+		{"session lost", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, r := startSubscriber(t, 1, func(conn int) bool { return conn == 0 || tc.session }, func(o *Options) {
+				o.MinDelay, o.MaxDelay = 300*time.Millisecond, 300*time.Millisecond
+			})
+
+			b.sendTo(0, &packets.Publish{Topic: "in/x", QoS: 1, PacketID: 1, Payload: []byte("x"), Properties: &packets.Properties{}})
+			waitFor(t, 3*time.Second, "one message", func() bool { return len(r.incoming()) == 1 })
+			in := r.incoming()[0]
+			if again, known := in.Redelivered(); again || !known {
+				t.Fatalf("Redelivered on its own connection = %t, %t; want false, true", again, known)
+			}
+
+			b.dropConnections()
+			waitFor(t, time.Second, "the connection to end", func() bool {
+				_, known := in.Redelivered()
+				return !known
+			})
+			waitFor(t, 3*time.Second, "a new connection", func() bool { return r.countEvents(EventConnected) == 2 })
+			if again, known := in.Redelivered(); again != tc.want || !known {
+				t.Errorf("Redelivered after the reconnect = %t, %t; want %t, true", again, known, tc.want)
+			}
+		})
+	}
+}
+
+// The release of a QoS 2 message whose session the broker lost must not
+// acknowledge a new message that took its packet identifier since.
+func TestIncoming_QoS2ReleaseAfterLostSession(t *testing.T) {
+	b, r := startSubscriber(t, 2, func(conn int) bool { return conn == 0 }, func(o *Options) {
+		o.MinDelay, o.MaxDelay = 100*time.Millisecond, 100*time.Millisecond
+	})
+
+	b.sendTo(0, &packets.Publish{Topic: "in/x", QoS: 2, PacketID: 1, Payload: []byte("old"), Properties: &packets.Properties{}})
+	waitFor(t, 3*time.Second, "the old message", func() bool { return len(r.incoming()) == 1 })
+	b.dropConnections()
+	waitFor(t, 3*time.Second, "a connection without the session", func() bool { return r.countEvents(EventConnected) == 2 })
+	b.sendTo(1, &packets.Publish{Topic: "in/x", QoS: 2, PacketID: 1, Payload: []byte("new"), Properties: &packets.Properties{}})
+	waitFor(t, 3*time.Second, "the new message", func() bool { return len(r.incoming()) == 2 })
+
+	r.incoming()[0].Release()
+	time.Sleep(300 * time.Millisecond)
+	if n := len(b.received(packets.PUBREC)); n != 0 {
+		t.Fatalf("%d PUBREC after the old flow's release, want none: the new message is not stored yet", n)
+	}
+	r.incoming()[1].Release()
+	waitFor(t, 3*time.Second, "PUBREC for the new message", func() bool { return len(b.received(packets.PUBREC)) == 1 })
+}
+
+// A message that arrives while the loop drains is not taken, so the
+// drain can end; the broker sends it again after the restart.
+func TestIncoming_NotTakenWhileDraining(t *testing.T) {
+	b, r := startSubscriber(t, 1, func(int) bool { return true }, nil)
+
+	b.sendTo(0, &packets.Publish{Topic: "in/x", QoS: 1, PacketID: 1, Payload: []byte("x"), Properties: &packets.Properties{}})
+	waitFor(t, 3*time.Second, "one message", func() bool { return len(r.incoming()) == 1 })
+	r.l.Shutdown(3 * time.Second)
+	time.Sleep(100 * time.Millisecond)
+	b.sendTo(0, &packets.Publish{Topic: "in/x", QoS: 1, PacketID: 2, Payload: []byte("y"), Properties: &packets.Properties{}})
+	time.Sleep(200 * time.Millisecond)
+	if n := len(r.incoming()); n != 1 {
+		t.Fatalf("%d messages taken, want 1: one arriving during the drain was taken", n)
+	}
+
+	began := time.Now()
+	r.incoming()[0].Release()
+	select {
+	case err := <-r.done:
+		r.done <- err
+	case <-time.After(2 * time.Second):
+		t.Fatal("the drain did not end after the held message was released")
+	}
+	if took := time.Since(began); took > time.Second {
+		t.Errorf("drain ended %s after the release, want at once", took)
+	}
+}
+
+// A broker that keeps to the Receive Maximum is never refused, however
+// large its messages.
+func TestIncoming_LargeWithinReceiveMaximum(t *testing.T) {
+	b, r := startSubscriber(t, 1, func(int) bool { return true }, func(o *Options) {
+		o.MaxIncomingBytes = 1000
+	})
+
+	for id := uint16(1); id <= 5; id++ {
+		b.sendTo(0, &packets.Publish{Topic: "in/x", QoS: 1, PacketID: id, Payload: make([]byte, 400), Properties: &packets.Properties{}})
+	}
+	waitFor(t, 3*time.Second, "all five messages", func() bool { return len(r.incoming()) == 5 })
+}
+
+// After a reconnect the new connection gets its Receive Maximum even
+// while copies from the old one still wait for the caller. When the last
+// release that empties the loop comes from the old connection, the loop
+// still reconnects for what it dropped.
+func TestIncoming_HeldAcrossReconnect(t *testing.T) {
+	b, r := startSubscriber(t, 1, func(int) bool { return true }, func(o *Options) {
+		o.MinDelay, o.MaxDelay = 100*time.Millisecond, 100*time.Millisecond
+		o.ReceiveMaximum = 1
+		o.MaxIncoming = 1
+	})
+	publish := func(conn int, id uint16) {
+		b.sendTo(conn, &packets.Publish{Topic: "in/x", QoS: 1, PacketID: id, Payload: []byte("x"), Properties: &packets.Properties{}})
+	}
+
+	publish(0, 1)
+	waitFor(t, 3*time.Second, "the first message", func() bool { return len(r.incoming()) == 1 })
+	b.dropConnections()
+	waitFor(t, 3*time.Second, "a second connection", func() bool { return r.countEvents(EventConnected) == 2 })
+	publish(1, 1) // the broker resends the held message
+	publish(1, 2) // beyond the Receive Maximum: refused
+	waitFor(t, 3*time.Second, "the resent copy taken", func() bool { return len(r.incoming()) == 2 })
+	time.Sleep(200 * time.Millisecond)
+	if n := len(r.incoming()); n != 2 {
+		t.Fatalf("%d messages taken, want 2: the old copy and the resent one", n)
+	}
+
+	r.incoming()[1].Release()
+	time.Sleep(200 * time.Millisecond)
+	if n := b.connections(); n != 2 {
+		t.Fatalf("%d connections while the old copy is held, want 2", n)
+	}
+	r.incoming()[0].Release() // the skipped old copy empties the loop
+	waitFor(t, 3*time.Second, "a third connection for the refused message", func() bool { return b.connections() == 3 })
+}
+
+// startSubscriber starts a loop on a resumed session with one
+// subscription of qos, whose messages wait for the test to release them,
+// and waits for its connection. sessionPresent returns the fake broker's
+// Session Present flag for each connection. set, when not nil, changes
+// the options.
+func startSubscriber(t *testing.T, qos byte, sessionPresent func(conn int) bool, set func(o *Options)) (*fakeBroker, *runner) {
+	t.Helper()
+	b := newFakeBroker(t, brokerScript{sessionPresent: sessionPresent})
+	opts := testOptions(b)
+	if set != nil {
+		set(&opts)
+	}
+	opts.Subscriptions = []Subscription{{Filter: "in/#", QoS: qos}}
+	opts.SessionSubscriptions = opts.Subscriptions
+	r := startReleasing(t, opts, newMemSource(), &testJournal{}, &state.State{Session: true}, false)
+	waitFor(t, 3*time.Second, "connect", func() bool { return r.countEvents(EventConnected) == 1 })
+	return b, r
+}

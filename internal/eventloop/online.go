@@ -65,7 +65,8 @@ func (l *Loop) stepOnline(ctx context.Context) {
 		l.retriesDue()
 	case <-l.drain.c():
 		l.drain.fired()
-		l.log.Warn("drain timed out, shutting down with acknowledgements outstanding", "inflight", l.inflight())
+		l.log.Warn("drain timed out, shutting down with acknowledgements outstanding", "inflight", l.inflight(),
+			"incoming_unreleased", l.incomingHeld)
 		l.completeShutdown()
 	case <-ready:
 		l.srcEmpty = false
@@ -165,9 +166,12 @@ func (l *Loop) ackTicked() {
 	}
 }
 
-// drained reports that nothing waits for the broker or the journal.
+// drained reports that nothing waits for the broker, the journal or the
+// caller: an incoming message the caller took but has not released yet
+// would otherwise be sent again by the broker after the restart.
 func (l *Loop) drained() bool {
-	return l.onWire.len() == 0 && len(l.resend) == 0 && len(l.writes) == 0 && len(l.birthIDs) == 0
+	return l.onWire.len() == 0 && len(l.resend) == 0 && len(l.writes) == 0 && len(l.birthIDs) == 0 &&
+		l.incomingHeld == 0
 }
 
 // completeShutdown sends DISCONNECT 0x00 and ends the loop.

@@ -16,10 +16,14 @@ const (
 	DefaultConnectTimeout = 10 * time.Second
 	DefaultSessionExpiry  = 24 * time.Hour
 	DefaultReceiveMaximum = 64
-	DefaultMinDelay       = 500 * time.Millisecond
-	DefaultMaxDelay       = 30 * time.Second
-	DefaultMaxInflight    = 1000
-	DefaultAckTimeout     = 30 * time.Second
+	// DefaultMaxIncoming and DefaultMaxIncomingBytes are the defaults of
+	// Options.MaxIncoming and MaxIncomingBytes.
+	DefaultMaxIncoming      = 1024
+	DefaultMaxIncomingBytes = 16 << 20
+	DefaultMinDelay         = 500 * time.Millisecond
+	DefaultMaxDelay         = 30 * time.Second
+	DefaultMaxInflight      = 1000
+	DefaultAckTimeout       = 30 * time.Second
 )
 
 // maxKeepAlive is the largest keep alive MQTT can encode: 65535 seconds.
@@ -44,6 +48,8 @@ func (o Options) withDefaults() (Options, error) {
 	setDefault(&o.MaxDelay, DefaultMaxDelay)
 	setDefault(&o.AckTimeout, DefaultAckTimeout)
 	setDefault(&o.ReceiveMaximum, DefaultReceiveMaximum)
+	setDefault(&o.MaxIncoming, max(DefaultMaxIncoming, int(o.ReceiveMaximum)))
+	setDefault(&o.MaxIncomingBytes, DefaultMaxIncomingBytes)
 	setDefault(&o.MaxInflight, DefaultMaxInflight)
 	if o.MaxDelay < o.MinDelay {
 		return o, fmt.Errorf("max delay %s is shorter than min delay %s: raise reconnect.max_delay", o.MaxDelay, o.MinDelay)

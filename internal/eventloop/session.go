@@ -14,6 +14,13 @@ func (l *Loop) connected(c *connection, ack *connackPacket, cleanStart bool) {
 	l.connGen++
 	c.gen = l.connGen
 	l.conn = c
+	l.wire.Store(c)
+	if cleanStart || !ack.SessionPresent {
+		l.lostGen.Store(c.gen)
+	}
+	l.latestGen.Store(c.gen)
+	l.liveGen.Store(c.gen)
+	l.incomingOpen, l.incomingDropped = 0, 0
 	l.srcEmpty = false // a Ready signal may have been missed while offline
 	l.applyLimits(c, ack)
 

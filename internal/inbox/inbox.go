@@ -46,6 +46,10 @@ type Delivery struct {
 	// Release lets the broker's acknowledgement go; it is called once the
 	// file is durable in new/. Nil for nothing to release.
 	Release func()
+	// Redelivered is the event loop's Incoming.Redelivered; nil means
+	// never. A QoS 1 message the broker has sent again on a later
+	// connection is not stored, since that copy is stored instead.
+	Redelivered func() (redelivered, known bool)
 }
 
 // Stats is a snapshot of an inbox for status output and metrics.
@@ -55,9 +59,13 @@ type Stats struct {
 	Replaced     uint64 // QoS 2 redeliveries that replaced their own file
 	Dropped      uint64 // QoS 0 messages dropped: the inbox or its queue was full
 	Failed       uint64 // messages a .msg file cannot hold, moved to failed/
+	Skipped      uint64 // QoS 1 messages not stored because the broker sent them again
 	BacklogFiles int    // files in new/ at the last count
 	BacklogBytes int64
 	Full         bool // at MaxFiles or MaxBytes: acknowledgements are held
+	// WriteError is the error that makes the inbox unusable, and empty
+	// while it works. Acknowledgements are held meanwhile.
+	WriteError string
 }
 
 // Inbox stores the messages of one subscription. Create it with [Open],
@@ -67,8 +75,9 @@ type Inbox struct {
 	log  *slog.Logger
 	full atomic.Bool
 
-	queueMu  sync.Mutex    // guards queue and overflow
+	queueMu  sync.Mutex    // guards queue, queued0 and overflow
 	queue    []Delivery    // waiting for the worker, in arrival order
+	queued0  int           // QoS 0 messages in queue
 	overflow bool          // the queue passed QueueSize; logged once
 	queued   chan struct{} // capacity 1: the queue may have grown
 
@@ -76,16 +85,25 @@ type Inbox struct {
 	stats Stats
 
 	// Owned by the goroutine that runs Run.
-	now     func() time.Time // the clock for file names; tests replace it
-	names   namer
-	files   int
-	bytes   int64
-	failing bool // the last write failed; logged once until one succeeds
+	now        func() time.Time // the clock for file names; tests replace it
+	names      namer
+	files      int
+	bytes      int64
+	errByWrite bool   // stats.WriteError came from a write, not a count
+	errKind    string // innermost(err) of the error last logged
+	ready      bool   // tmp/ was cleaned and new/ counted at least once
+	// flows maps the flow key of each QoS 2 file in new/ to its name, as
+	// of the last count plus the files written since, so a redelivery
+	// finds its file without reading new/.
+	flows map[string]string
 }
 
 // Open creates the inbox's directories, removes what a crash left in
-// tmp/ and counts the backlog in new/.
-func Open(opts Options) (*Inbox, error) {
+// tmp/ and counts the backlog in new/. A directory that cannot be created
+// is not an error: the inbox logs it, shows it in its stats and tries
+// again before each write, so that one bad inbox does not stop the rest
+// of the daemon.
+func Open(opts Options) *Inbox {
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = 256
 	}
@@ -95,22 +113,70 @@ func Open(opts Options) (*Inbox, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	for _, sub := range []string{"tmp", "new"} {
-		if err := format.MkdirAllSync(filepath.Join(opts.Dir, sub)); err != nil {
-			return nil, fmt.Errorf("create inbox directory %s: %w: check the subscription's dir and its permissions", filepath.Join(opts.Dir, sub), err)
-		}
-	}
 	in := &Inbox{
 		opts:   opts,
 		log:    opts.Logger.With("inbox", opts.Dir, "filter", opts.Filter),
 		queued: make(chan struct{}, 1),
 		now:    time.Now,
 	}
-	in.cleanTmp()
-	if err := in.count(); err != nil {
-		return nil, err
+	in.recount()
+	return in
+}
+
+// makeDirs creates tmp/ and new/ when they are missing, for example after
+// a consumer removed the inbox.
+func (in *Inbox) makeDirs() error {
+	for _, sub := range []string{"tmp", "new"} {
+		dir := filepath.Join(in.opts.Dir, sub)
+		if _, err := os.Stat(dir); err == nil {
+			continue
+		}
+		if err := format.MkdirAllSync(dir); err != nil {
+			return fmt.Errorf("create inbox directory %s: %w: check the subscription's dir, its "+
+				"permissions and free space", dir, err)
+		}
 	}
-	return in, nil
+	return nil
+}
+
+// failed records err as the reason the inbox cannot be used, logging it
+// when it is the first or a new kind of error: each retry names another
+// temporary file. byWrite is true for a failed write and false for a
+// failed count of new/.
+func (in *Inbox) failed(err error, byWrite bool) {
+	in.mu.Lock()
+	in.stats.WriteError = err.Error()
+	in.mu.Unlock()
+	in.errByWrite = byWrite
+	if kind := innermost(err); kind != in.errKind {
+		in.errKind = kind
+		in.log.Error("inbox unusable, holding acknowledgements and retrying", "err", err)
+	}
+}
+
+// innermost returns the text of the error at the end of err's chain,
+// such as "read-only file system".
+func innermost(err error) string {
+	for next := errors.Unwrap(err); next != nil; next = errors.Unwrap(err) {
+		err = next
+	}
+	return err.Error()
+}
+
+// recovered clears the error after a write, or after a count of new/
+// when a count had failed.
+func (in *Inbox) recovered(byWrite bool) {
+	if !byWrite && in.errByWrite {
+		return // a good count does not show that writes work
+	}
+	in.mu.Lock()
+	was := in.stats.WriteError
+	in.stats.WriteError = ""
+	in.mu.Unlock()
+	in.errKind = ""
+	if was != "" {
+		in.log.Info("inbox usable again")
+	}
 }
 
 // Dir returns the inbox directory.
@@ -127,9 +193,9 @@ func (in *Inbox) Stats() Stats {
 // message is dropped and counted when the inbox is full or QueueSize
 // messages wait. QoS 1 and 2 messages are queued even past QueueSize,
 // because dropping them unacknowledged would stall the broker's flow
-// until the next connection. The broker's Receive Maximum bounds them:
-// it counts every unacknowledged QoS 1 and 2 message of a connection, and
-// only QoS 1 messages whose connection ended can add to that.
+// until the next connection. The event loop bounds them: it holds a
+// limited number of messages waiting for their release
+// (eventloop.Options.MaxIncoming), and skipped copies are released.
 func (in *Inbox) Enqueue(d Delivery) {
 	if d.Message.QoS == 0 && in.full.Load() {
 		in.drop(d, "inbox full")
@@ -138,10 +204,13 @@ func (in *Inbox) Enqueue(d Delivery) {
 
 	in.queueMu.Lock()
 	n := len(in.queue)
-	if d.Message.QoS == 0 && n >= in.opts.QueueSize {
+	if d.Message.QoS == 0 && in.queued0 >= in.opts.QueueSize {
 		in.queueMu.Unlock()
 		in.drop(d, "inbox queue full")
 		return
+	}
+	if d.Message.QoS == 0 {
+		in.queued0++
 	}
 	in.queue = append(in.queue, d)
 	logOverflow := n >= in.opts.QueueSize && !in.overflow
@@ -170,6 +239,9 @@ func (in *Inbox) dequeue() (Delivery, bool) {
 	d := in.queue[0]
 	in.queue[0] = Delivery{}
 	in.queue = in.queue[1:]
+	if d.Message.QoS == 0 {
+		in.queued0--
+	}
 	return d, true
 }
 
@@ -213,9 +285,13 @@ func (in *Inbox) drain(ctx context.Context) {
 
 // deliver stores one message and then releases its acknowledgement. A
 // full inbox or a failing disk holds it, and with it the broker's flow,
-// until there is room or ctx ends.
+// until there is room or ctx ends. A QoS 1 message that the broker has
+// sent again since its connection ended is skipped.
 func (in *Inbox) deliver(ctx context.Context, d Delivery) {
-	if in.atLimit() {
+	if skip, ok := in.redelivered(ctx, d); skip || !ok {
+		return
+	}
+	if !in.ready || in.atLimit() {
 		in.recount() // a consumer may have taken files since the last count
 	}
 	if in.atLimit() {
@@ -228,22 +304,93 @@ func (in *Inbox) deliver(ctx context.Context, d Delivery) {
 		}
 	}
 	for {
-		err := in.write(d)
-		if err == nil {
+		if !in.ready {
+			in.recount() // the first count failed: count before writing
+		}
+		err := in.makeDirs()
+		if err == nil && in.ready {
+			err = in.write(d)
+		}
+		if err == nil && in.ready {
 			break
 		}
-		if !in.failing {
-			in.log.Error("inbox write failed, holding the acknowledgement and retrying", "topic", d.Message.Topic, "err", err)
-			in.failing = true
+		if err != nil {
+			in.failed(err, true)
 		}
+		in.pruneRedelivered()
 		if !sleep(ctx, in.opts.PollInterval) {
 			return
 		}
 	}
-	if in.failing {
-		in.log.Info("inbox write succeeded again")
-		in.failing = false
+	in.recovered(true)
+	if d.Release != nil {
+		d.Release()
 	}
+}
+
+// redelivered reports whether d is a QoS 1 message that the broker has
+// sent again on a later connection, and counts it. While its connection
+// has ended and no new one is up, it waits: whether the broker kept the
+// session is known only from the next connection. ok is false when
+// ctx ended first.
+func (in *Inbox) redelivered(ctx context.Context, d Delivery) (skip, ok bool) {
+	for {
+		again, known := redeliveredNow(d)
+		if known && !again {
+			return false, true
+		}
+		if known {
+			in.skip(d)
+			return true, true
+		}
+		if !sleep(ctx, in.opts.PollInterval) {
+			return false, false
+		}
+	}
+}
+
+// pruneRedelivered releases and drops the queued QoS 1 messages that the
+// broker has sent again on a later connection, while the worker waits on
+// an earlier message. Otherwise every reconnect with a full inbox would
+// add the broker's resent copies to those already queued.
+func (in *Inbox) pruneRedelivered() {
+	var dropped []Delivery
+	in.queueMu.Lock()
+	kept := in.queue[:0]
+	for _, d := range in.queue {
+		if again, known := redeliveredNow(d); known && again {
+			dropped = append(dropped, d)
+			continue
+		}
+		kept = append(kept, d)
+	}
+	clear(in.queue[len(kept):])
+	in.queue = kept
+	in.queueMu.Unlock()
+
+	for _, d := range dropped {
+		in.skip(d)
+	}
+}
+
+// redeliveredNow is d.Redelivered for a QoS 1 message, and false, true
+// for anything else.
+func redeliveredNow(d Delivery) (again, known bool) {
+	if d.Message.QoS != 1 || d.Redelivered == nil {
+		return false, true
+	}
+	return d.Redelivered()
+}
+
+// skip counts and releases a QoS 1 message that the broker sent again,
+// without storing it. The release sends no acknowledgement, but the loop
+// stops counting the message as held.
+func (in *Inbox) skip(d Delivery) {
+	in.mu.Lock()
+	in.stats.Skipped++
+	in.mu.Unlock()
+	in.log.Debug("qos 1 message not stored: the broker sent it again on a later connection",
+		"topic", d.Message.Topic, "packet_id", d.PacketID)
 	if d.Release != nil {
 		d.Release()
 	}
@@ -255,6 +402,7 @@ func (in *Inbox) waitForRoom(ctx context.Context) bool {
 	in.log.Warn("inbox full, holding acknowledgements until a consumer removes files",
 		"files", in.files, "bytes", in.bytes, "max_files", in.opts.MaxFiles, "max_bytes", in.opts.MaxBytes)
 	for in.atLimit() {
+		in.pruneRedelivered()
 		if !sleep(ctx, in.opts.PollInterval) {
 			return false
 		}
@@ -270,11 +418,25 @@ func (in *Inbox) atLimit() bool {
 		(in.opts.MaxBytes > 0 && in.bytes >= in.opts.MaxBytes)
 }
 
-// recount counts new/ again and publishes the backlog.
+// recount creates the directories again if they went missing, counts
+// new/ and publishes the backlog. The first time it succeeds it also
+// removes what a crash left in tmp/.
 func (in *Inbox) recount() {
-	if err := in.count(); err != nil {
-		in.log.Warn("count inbox backlog", "err", err)
+	err := in.makeDirs()
+	if err == nil && !in.ready {
+		in.cleanTmp()
 	}
+	if err == nil {
+		err = in.count()
+	}
+	if err == nil {
+		in.ready = true
+	}
+	if err != nil {
+		in.failed(err, false)
+		return
+	}
+	in.recovered(false)
 }
 
 // count sets the backlog from the regular files in new/. Names starting
@@ -285,6 +447,7 @@ func (in *Inbox) count() error {
 		return fmt.Errorf("read inbox %s: %w", in.opts.Dir, err)
 	}
 	files, size := 0, int64(0)
+	flows := make(map[string]string)
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), ".") || !e.Type().IsRegular() {
 			continue
@@ -295,8 +458,11 @@ func (in *Inbox) count() error {
 		}
 		files++
 		size += info.Size()
+		if key := flowKeyOf(e.Name()); key != "" {
+			flows[key] = e.Name()
+		}
 	}
-	in.files, in.bytes = files, size
+	in.files, in.bytes, in.flows = files, size, flows
 	in.publishBacklog()
 	return nil
 }

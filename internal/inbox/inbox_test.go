@@ -1,12 +1,15 @@
 package inbox
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,11 +23,7 @@ func openTest(t *testing.T, opts Options) *Inbox {
 		opts.Dir = t.TempDir()
 	}
 	opts.PollInterval = 20 * time.Millisecond
-	in, err := Open(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return in
+	return Open(opts)
 }
 
 func runTest(t *testing.T, in *Inbox) {
@@ -109,6 +108,44 @@ func TestInbox_Write_HeadersAndPayload(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(filepath.Join(in.Dir(), "tmp")); len(entries) != 0 {
 		t.Errorf("tmp/ is not empty: %v", entries)
+	}
+}
+
+// A QoS 2 redelivery after a restart finds the file the earlier process
+// wrote, and one whose file a consumer took is written anew.
+func TestInbox_Write_QoS2RedeliveryAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	first := openTest(t, Options{Dir: dir})
+	var released atomic.Int32
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { first.Run(ctx); close(done) }()
+	kept := delivery("q/2", "kept", 2, &released)
+	taken := delivery("q/2", "taken away", 2, &released)
+	first.Enqueue(kept)
+	first.Enqueue(taken)
+	waitFor(t, "two releases", func() bool { return released.Load() == 2 })
+	cancel()
+	<-done
+	names := newFiles(t, first)
+	for _, name := range names {
+		data, _ := os.ReadFile(filepath.Join(dir, "new", name))
+		if strings.HasSuffix(string(data), "taken away") {
+			os.Remove(filepath.Join(dir, "new", name))
+		}
+	}
+
+	second := openTest(t, Options{Dir: dir})
+	runTest(t, second)
+	kept.Dup, taken.Dup = true, true
+	second.Enqueue(kept)
+	second.Enqueue(taken)
+	waitFor(t, "two more releases", func() bool { return released.Load() == 4 })
+	if got := newFiles(t, second); len(got) != 2 {
+		t.Errorf("new/ holds %v, want the kept file replaced and the taken one written anew", got)
+	}
+	if st := second.Stats(); st.Replaced != 1 {
+		t.Errorf("replaced = %d, want 1", st.Replaced)
 	}
 }
 
@@ -226,11 +263,14 @@ func TestInbox_Enqueue_NeverBlocks(t *testing.T) {
 	var released atomic.Int32
 	done := make(chan struct{})
 	go func() {
-		// No worker runs: QoS 1 and 2 queue past QueueSize, QoS 0 is dropped.
+		// No worker runs: QoS 1 and 2 queue past QueueSize, and QoS 0
+		// is dropped once QueueSize QoS 0 messages wait.
 		for i := range 5 {
 			in.Enqueue(delivery("a", fmt.Sprint(i), byte(1+i%2), &released))
 		}
-		in.Enqueue(delivery("a", "zero", 0, &released))
+		for i := range 3 {
+			in.Enqueue(delivery("a", fmt.Sprint(5+i), 0, &released))
+		}
 		close(done)
 	}()
 	select {
@@ -239,14 +279,14 @@ func TestInbox_Enqueue_NeverBlocks(t *testing.T) {
 		t.Fatal("Enqueue blocked with no worker running")
 	}
 	if st := in.Stats(); st.Dropped != 1 {
-		t.Errorf("dropped = %d, want the qos 0 message", st.Dropped)
+		t.Errorf("dropped = %d, want the third qos 0 message", st.Dropped)
 	}
 
 	runTest(t, in)
-	waitFor(t, "5 releases", func() bool { return released.Load() == 5 })
+	waitFor(t, "7 releases", func() bool { return released.Load() == 7 })
 	names := newFiles(t, in)
-	if len(names) != 5 {
-		t.Fatalf("new/ holds %d files, want 5", len(names))
+	if len(names) != 7 {
+		t.Fatalf("new/ holds %d files, want 7", len(names))
 	}
 	for i, name := range names {
 		data, _ := os.ReadFile(filepath.Join(in.Dir(), "new", name))
@@ -278,5 +318,127 @@ func TestInbox_Write_NeverOverwritesAName(t *testing.T) {
 	}
 	if n := len(newFiles(t, in)); n != 2 {
 		t.Errorf("new/ holds %d files, want 2", n)
+	}
+}
+
+// A QoS 1 message the broker sent again is not stored but released, so
+// the loop stops counting it. One whose fate is unknown waits until it is
+// known, and is stored when the broker did not send it again.
+func TestInbox_RedeliveredQoS1(t *testing.T) {
+	in := openTest(t, Options{})
+	runTest(t, in)
+	var released atomic.Int32
+	again := delivery("cmd/a", "sent again", 1, &released)
+	again.Redelivered = func() (bool, bool) { return true, true }
+	in.Enqueue(again)
+
+	var known atomic.Bool
+	waiting := delivery("cmd/a", "waits", 1, &released)
+	waiting.Redelivered = func() (bool, bool) { return false, known.Load() }
+	in.Enqueue(waiting)
+	waitFor(t, "the release of the copy sent again", func() bool { return released.Load() == 1 })
+	time.Sleep(100 * time.Millisecond)
+	if names := newFiles(t, in); len(names) != 0 {
+		t.Fatalf("new/ holds %v before the next connection, want nothing", names)
+	}
+
+	known.Store(true)
+	waitFor(t, "the waiting message", func() bool { return released.Load() == 2 })
+	if names := newFiles(t, in); len(names) != 1 {
+		t.Fatalf("new/ holds %v, want only the message the broker did not send again", names)
+	}
+	if st := in.Stats(); st.Skipped != 1 || st.Received != 1 {
+		t.Errorf("stats = %+v, want 1 skipped and 1 received", st)
+	}
+}
+
+// An inbox removed while the daemon runs is created again at the next
+// write, and the failure shows in the stats while it lasts.
+func TestInbox_RemovedDirCreatedAgain(t *testing.T) {
+	in := openTest(t, Options{})
+	runTest(t, in)
+	if err := os.RemoveAll(in.Dir()); err != nil {
+		t.Fatal(err)
+	}
+	var released atomic.Int32
+	in.Enqueue(delivery("cmd/a", "after", 1, &released))
+	waitFor(t, "release", func() bool { return released.Load() == 1 })
+
+	if names := newFiles(t, in); len(names) != 1 {
+		t.Fatalf("new/ holds %v, want the message", names)
+	}
+	if st := in.Stats(); st.WriteError != "" {
+		t.Errorf("write error %q after a successful write, want none", st.WriteError)
+	}
+}
+
+// An inbox whose directory cannot be created opens anyway, reports the
+// error in its stats and holds the acknowledgement. Once the path is
+// usable, the message is written and released.
+func TestInbox_UncreatableDirHoldsAck(t *testing.T) {
+	parent := t.TempDir()
+	blocker := filepath.Join(parent, "inbox")
+	if err := os.WriteFile(blocker, []byte("a file where the inbox goes"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	in := openTest(t, Options{Dir: blocker})
+	if st := in.Stats(); !strings.Contains(st.WriteError, blocker) {
+		t.Fatalf("stats error %q, want one naming %s", st.WriteError, blocker)
+	}
+	runTest(t, in)
+	var released atomic.Int32
+	in.Enqueue(delivery("cmd/a", "held", 2, &released))
+	time.Sleep(100 * time.Millisecond)
+	if released.Load() != 0 {
+		t.Fatal("message released although it could not be written")
+	}
+
+	if err := os.Remove(blocker); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "release", func() bool { return released.Load() == 1 })
+	if names := newFiles(t, in); len(names) != 1 {
+		t.Fatalf("new/ holds %v, want the held message", names)
+	}
+	if st := in.Stats(); st.WriteError != "" {
+		t.Errorf("write error %q after the path was freed, want none", st.WriteError)
+	}
+}
+
+// Retries that fail the same way log once, although each names another
+// temporary file.
+func TestInbox_FailingWritesLoggedOnce(t *testing.T) {
+	var logs bytes.Buffer
+	in := openTest(t, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	for range 3 {
+		in.failed(fmt.Errorf("create %s: %w", filepath.Join(in.Dir(), "tmp", fmt.Sprint(time.Now().UnixNano())), syscall.EROFS), true)
+	}
+	if n := strings.Count(logs.String(), "inbox unusable"); n != 1 {
+		t.Errorf("%d log lines for three failures of one kind, want 1:\n%s", n, logs.String())
+	}
+	in.failed(fmt.Errorf("create x: %w", syscall.ENOSPC), true)
+	if n := strings.Count(logs.String(), "inbox unusable"); n != 2 {
+		t.Errorf("%d log lines after a new kind of failure, want 2", n)
+	}
+}
+
+// While the worker waits for room, queued QoS 1 copies that the broker
+// sent again are released and dropped, so they do not pile up.
+func TestInbox_PrunesRedeliveredWhileFull(t *testing.T) {
+	in := openTest(t, Options{MaxFiles: 1})
+	runTest(t, in)
+	var released atomic.Int32
+	in.Enqueue(delivery("cmd/a", "fills", 1, &released))
+	waitFor(t, "the first file", func() bool { return released.Load() == 1 })
+
+	in.Enqueue(delivery("cmd/a", "waits for room", 1, &released))
+	for i := range 3 {
+		again := delivery("cmd/a", fmt.Sprint("resent ", i), 1, &released)
+		again.Redelivered = func() (bool, bool) { return true, true }
+		in.Enqueue(again)
+	}
+	waitFor(t, "the resent copies released", func() bool { return released.Load() == 4 })
+	if st := in.Stats(); st.Skipped != 3 || st.Received != 1 {
+		t.Errorf("stats = %+v, want 3 skipped and 1 received", st)
 	}
 }

@@ -42,7 +42,16 @@ func FlowKey(packetID uint16, topic string, payload []byte) string {
 	return fmt.Sprintf("q2-%05d-%s", packetID, hex.EncodeToString(h.Sum(nil)[:8]))
 }
 
-// hasFlowKey reports whether name was written for the flow key.
-func hasFlowKey(name, key string) bool {
-	return strings.HasSuffix(name, "-"+key+".msg")
+// flowKeyOf returns the flow key in a name made by namer.next for a
+// QoS 2 message, or "" for any other name.
+func flowKeyOf(name string) string {
+	base, ok := strings.CutSuffix(name, ".msg")
+	if !ok {
+		return ""
+	}
+	i := strings.Index(base, "-q2-")
+	if i < 0 {
+		return ""
+	}
+	return base[i+1:]
 }

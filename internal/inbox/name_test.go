@@ -49,7 +49,10 @@ func TestFlowKey_StableForSameFlow(t *testing.T) {
 	}
 	var n namer
 	name := n.next(time.Now(), a)
-	if !hasFlowKey(name, a) {
-		t.Errorf("name %q does not carry flow key %q", name, a)
+	if got := flowKeyOf(name); got != a {
+		t.Errorf("flowKeyOf(%q) = %q, want %q", name, got, a)
+	}
+	if got := flowKeyOf(n.next(time.Now(), "")); got != "" {
+		t.Errorf("flowKeyOf of a QoS 1 name = %q, want none", got)
 	}
 }

@@ -52,6 +52,12 @@ func (in *Inbox) write(d Delivery) error {
 		return err
 	}
 	crashpoint.Hit(CrashAfterSync)
+	if key != "" {
+		if in.flows == nil {
+			in.flows = make(map[string]string)
+		}
+		in.flows[key] = name
+	}
 
 	in.counted(d, len(data), replacing)
 	in.log.Debug("message stored", "file", name, "topic", d.Message.Topic, "qos", d.Message.QoS, "dup", d.Dup)
@@ -116,17 +122,19 @@ func (in *Inbox) counted(d Delivery, size int, replaced bool) {
 }
 
 // findFlow returns the name in new/ written for a QoS 2 flow key, or "".
+// It looks the key up in the names of the last count and of the files
+// written since, and checks that the file is still there: reading new/
+// for every redelivery took seconds per message with a large backlog.
 func (in *Inbox) findFlow(key string) string {
-	entries, err := os.ReadDir(filepath.Join(in.opts.Dir, "new"))
-	if err != nil {
+	name := in.flows[key]
+	if name == "" {
 		return ""
 	}
-	for _, e := range entries {
-		if hasFlowKey(e.Name(), key) {
-			return e.Name()
-		}
+	if _, err := os.Lstat(filepath.Join(in.opts.Dir, "new", name)); err != nil {
+		delete(in.flows, key)
+		return ""
 	}
-	return ""
+	return name
 }
 
 // writeFailed keeps a message that a .msg file cannot hold (a property

@@ -113,7 +113,14 @@ func (d *Daemon) WriteConfig(brokerURL, extra string) {
 		"control":   fmt.Sprintf("control:\n  socket: %s\n", d.Socket),
 		"log":       "log:\n  level: debug\n",
 	}
-	// A section in extra replaces the default one of the same name.
+	// A section in extra replaces the default one of the same name. The
+	// spool section is the exception: the test's directory and database
+	// go first into the one in extra, so that a test that sets a limit
+	// never runs on the defaults under /var.
+	if at := strings.Index("\n"+extra, "\nspool:\n"); at >= 0 {
+		extra = extra[:at] + base["spool"] + extra[at+len("spool:\n"):]
+		delete(base, "spool")
+	}
 	for name := range base {
 		if strings.Contains("\n"+extra, "\n"+name+":") {
 			delete(base, name)
