@@ -128,6 +128,16 @@ func TestUsage_BadFlagExits2(t *testing.T) {
 	}
 }
 
+func TestUsage_NegativeArgumentNamed(t *testing.T) {
+	code, _, errOut := run(t, "", "ctl", "throttle", "-5/s")
+	if code != exitUsage || !strings.Contains(errOut, "-5/s is read as a flag") || !strings.Contains(errOut, "negative") {
+		t.Errorf("ctl throttle -5/s: code %d, stderr %q; want %d and a word on negative values", code, errOut, exitUsage)
+	}
+	if _, _, errOut := run(t, "", "ctl", "throttle", "-x"); !strings.Contains(errOut, "unknown shorthand flag") {
+		t.Errorf("ctl throttle -x: stderr %q, want pflag's unknown shorthand error", errOut)
+	}
+}
+
 func TestUsage_UnknownCommandExits2(t *testing.T) {
 	for _, args := range [][]string{{"foo"}, {"spool", "bogus"}} {
 		code, _, errOut := run(t, "", args...)

@@ -74,6 +74,20 @@ func isFlagError(err error) bool {
 	return errors.As(err, &fe)
 }
 
+// negativeNumberArg reports whether err is pflag's unknown shorthand
+// error for an argument such as -5 or -5/s, and returns that argument.
+func negativeNumberArg(err error) (string, bool) {
+	_, arg, ok := strings.Cut(err.Error(), "unknown shorthand flag: ")
+	if !ok {
+		return "", false
+	}
+	_, arg, ok = strings.Cut(arg, " in ")
+	if !ok || len(arg) < 2 || arg[0] != '-' || arg[1] < '0' || arg[1] > '9' {
+		return "", false
+	}
+	return arg, true
+}
+
 func newRootCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "mqspool",
@@ -85,6 +99,9 @@ surviving network outages, broker restarts, SIGTERM, kill -9 and power loss.`,
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		if arg, ok := negativeNumberArg(err); ok {
+			return flagError{fmt.Errorf("%s is read as a flag, and no value here may be negative: see '%s --help'", arg, c.CommandPath())}
+		}
 		return flagError{fmt.Errorf("%w: see '%s --help'", err, c.CommandPath())}
 	})
 	root.AddCommand(

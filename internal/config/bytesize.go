@@ -41,6 +41,9 @@ func ParseByteSize(s string) (ByteSize, error) {
 	if err != nil || n < 0 || math.IsNaN(n) {
 		return 0, fmt.Errorf("invalid size %q: use a number of bytes or a number with a unit such as 64KiB, 10MiB or 1GiB", s)
 	}
+	if factor == 1 && n != math.Trunc(n) {
+		return 0, fmt.Errorf("invalid size %q: a number of bytes must be whole; write %d, or use a unit such as KiB", s, int64(math.Ceil(n)))
+	}
 	bytes := n * float64(factor)
 	if bytes >= maxByteSize {
 		return 0, fmt.Errorf("invalid size %q: larger than 1EiB", s)

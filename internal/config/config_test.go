@@ -246,7 +246,7 @@ func TestParseByteSize(t *testing.T) {
 			t.Errorf("ParseByteSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"", "lots", "-1", "1XB"} {
+	for _, bad := range []string{"", "lots", "-1", "1XB", "1.5", "0.5 B"} {
 		if _, err := ParseByteSize(bad); err == nil {
 			t.Errorf("ParseByteSize(%q) succeeded, want an error", bad)
 		}

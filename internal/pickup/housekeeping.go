@@ -43,7 +43,7 @@ func (p *Pickup) housekeeping() {
 func countOlder(dir string, cutoff time.Time) int {
 	n := 0
 	filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
-		if err != nil || !e.Type().IsRegular() {
+		if err != nil || path == dir || !e.Type().IsRegular() {
 			return nil
 		}
 		if info, err := e.Info(); err == nil && info.ModTime().Before(cutoff) {
@@ -63,8 +63,8 @@ func FailedUsage(spoolDir string) (files int, bytes int64) {
 
 func failedUsage(dir string) (files int, bytes int64) {
 	filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
-		if err != nil || !e.Type().IsRegular() {
-			return nil
+		if err != nil || path == dir || !e.Type().IsRegular() {
+			return nil // the root itself is never an entry, even when it is a file
 		}
 		if info, err := e.Info(); err == nil {
 			bytes += info.Size()

@@ -56,3 +56,13 @@ func TestFailedUsage_CountsFilesAndReasonBytes(t *testing.T) {
 		t.Errorf("after one more file: %d files, %d bytes; want 3 and 20", files, bytes)
 	}
 }
+
+func TestFailedUsage_FailedIsAFile(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "failed"), []byte("not a directory"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if files, bytes := FailedUsage(dir); files != 0 || bytes != 0 {
+		t.Errorf("failed/ is a regular file: %d files, %d bytes; want 0 and 0", files, bytes)
+	}
+}
