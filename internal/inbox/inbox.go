@@ -92,9 +92,11 @@ type Inbox struct {
 	errByWrite bool   // stats.WriteError came from a write, not a count
 	errKind    string // innermost(err) of the error last logged
 	ready      bool   // tmp/ was cleaned and new/ counted at least once
-	// flows maps the flow key of each QoS 2 file in new/ to its name, as
-	// of the last count plus the files written since, so a redelivery
-	// finds its file without reading new/.
+	// flows maps the flow key of each QoS 2 file that an earlier process
+	// left in new/ to its name, so a redelivery after a crash finds its
+	// file without reading new/. Files this process writes are never in
+	// it, because the loop acknowledges a redelivery of its own flows
+	// without an event.
 	flows map[string]string
 }
 
@@ -447,7 +449,10 @@ func (in *Inbox) count() error {
 		return fmt.Errorf("read inbox %s: %w", in.opts.Dir, err)
 	}
 	files, size := 0, int64(0)
-	flows := make(map[string]string)
+	var flows map[string]string
+	if !in.ready {
+		flows = make(map[string]string) // only the first count precedes our writes
+	}
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), ".") || !e.Type().IsRegular() {
 			continue
@@ -458,11 +463,14 @@ func (in *Inbox) count() error {
 		}
 		files++
 		size += info.Size()
-		if key := flowKeyOf(e.Name()); key != "" {
+		if key := flowKeyOf(e.Name()); key != "" && flows != nil {
 			flows[key] = e.Name()
 		}
 	}
-	in.files, in.bytes, in.flows = files, size, flows
+	in.files, in.bytes = files, size
+	if flows != nil {
+		in.flows = flows
+	}
 	in.publishBacklog()
 	return nil
 }
