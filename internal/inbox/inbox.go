@@ -288,7 +288,8 @@ func (in *Inbox) drain(ctx context.Context) {
 // deliver stores one message and then releases its acknowledgement. A
 // full inbox or a failing disk holds it, and with it the broker's flow,
 // until there is room or ctx ends. A QoS 1 message that the broker has
-// sent again since its connection ended is skipped.
+// sent again since its connection ended is skipped, also when that
+// happens while it is held.
 func (in *Inbox) deliver(ctx context.Context, d Delivery) {
 	if skip, ok := in.redelivered(ctx, d); skip || !ok {
 		return
@@ -303,6 +304,9 @@ func (in *Inbox) deliver(ctx context.Context, d Delivery) {
 		}
 		if !in.waitForRoom(ctx) {
 			return
+		}
+		if skip, ok := in.redelivered(ctx, d); skip || !ok {
+			return // resent while the inbox was full
 		}
 	}
 	for {
@@ -322,6 +326,9 @@ func (in *Inbox) deliver(ctx context.Context, d Delivery) {
 		in.pruneRedelivered()
 		if !sleep(ctx, in.opts.PollInterval) {
 			return
+		}
+		if skip, ok := in.redelivered(ctx, d); skip || !ok {
+			return // resent while the inbox could not be written
 		}
 	}
 	in.recovered(true)

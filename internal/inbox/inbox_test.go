@@ -446,3 +446,41 @@ func TestInbox_PrunesRedeliveredWhileFull(t *testing.T) {
 		t.Errorf("stats = %+v, want 3 skipped and 1 received", st)
 	}
 }
+
+// A QoS 1 message that waits for room while the broker sends it again on
+// a resumed session is skipped once there is room, since the copy in
+// flight is stored instead.
+func TestInbox_HeldMessageResentSkipped(t *testing.T) {
+	in := openTest(t, Options{MaxFiles: 1})
+	runTest(t, in)
+	var released atomic.Int32
+	in.Enqueue(delivery("cmd/a", "fills", 1, &released))
+	waitFor(t, "the first file", func() bool { return released.Load() == 1 })
+
+	var resent atomic.Bool
+	var asked atomic.Int32
+	held := delivery("cmd/a", "waits for room", 1, &released)
+	held.Redelivered = func() (bool, bool) {
+		asked.Add(1)
+		return resent.Load(), true
+	}
+	in.Enqueue(held)
+	waitFor(t, "the worker to take the held message", func() bool { return asked.Load() > 0 })
+	resent.Store(true)
+
+	names := newFiles(t, in)
+	if err := os.Remove(filepath.Join(in.Dir(), "new", names[0])); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the held release", func() bool { return released.Load() == 2 })
+	st := in.Stats()
+	if st.Received != 1 {
+		t.Errorf("received = %d, want 1: the resent message was stored", st.Received)
+	}
+	if st.Skipped != 1 {
+		t.Errorf("skipped = %d, want 1", st.Skipped)
+	}
+	if got := newFiles(t, in); len(got) != 0 {
+		t.Errorf("new/ holds %v, want nothing", got)
+	}
+}

@@ -26,6 +26,12 @@ func (p *Pickup) rejectFile(rel, reason string) {
 	dst, err := p.place(rel, text, func(dst string) error {
 		return format.RenameNoReplace(p.abs(rel), dst)
 	})
+	if err != nil && dst != "" && !p.unplace(dst, p.abs(rel)) {
+		p.log.Error("bad spool file is in failed/ without its .reason file", "failed_path", dst,
+			"reason", reason, "err", err)
+		p.setError(err)
+		return
+	}
 	if err == nil {
 		err = format.SyncDir(filepath.Dir(p.abs(rel)))
 	}
@@ -78,6 +84,11 @@ func (p *Pickup) Quarantine(rel string, m *message.Message, raw []byte, reason s
 	})
 	if err != nil {
 		os.Remove(tmp)
+		if dst != "" {
+			// The caller keeps the message, so a copy here would be a second one.
+			os.Remove(dst)
+			os.Remove(dst + ".reason")
+		}
 		return "", fmt.Errorf("quarantine %s: %w", rel, err)
 	}
 	p.updateStats(func(s *Stats) { s.FilesFailed++ })
@@ -86,7 +97,8 @@ func (p *Pickup) Quarantine(rel string, m *message.Message, raw []byte, reason s
 
 // place puts a file into failed/ under rel, or under rel with a number
 // before its extension when that name is taken, using move. It then
-// writes NAME.reason, syncs the directory and returns the name used.
+// writes NAME.reason, syncs the directory and returns the name used. When
+// an error comes after the move, it returns the name with the error.
 func (p *Pickup) place(rel, reason string, move func(dst string) error) (string, error) {
 	rel = fitName(rel)
 	dir := filepath.Join(p.failedDir, filepath.Dir(filepath.FromSlash(rel)))
@@ -112,6 +124,17 @@ func (p *Pickup) place(rel, reason string, move func(dst string) error) (string,
 	}
 	return "", fmt.Errorf("no free name for %s in failed/ after %d tries: clean up failed/",
 		rel, maxSuffix)
+}
+
+// unplace moves a file that place moved to dst back to src, after its
+// .reason file could not be written, and removes what was written of
+// that. It reports false when the file stays at dst.
+func (p *Pickup) unplace(dst, src string) bool {
+	if err := format.RenameNoReplace(dst, src); err != nil {
+		return false
+	}
+	os.Remove(dst + ".reason")
+	return true
 }
 
 // nameMax is the longest file name most Linux file systems take (NAME_MAX).

@@ -270,3 +270,43 @@ func TestPickup_TooLargeForSpoolRejected(t *testing.T) {
 		t.Errorf("reason = %q", data)
 	}
 }
+
+// A bad file whose .reason file cannot be written goes back to new/, so
+// failed/ never holds it without its reason and it is tried again later.
+func TestPickup_RejectWithoutReasonPutBack(t *testing.T) {
+	opts := testOptions(t)
+	p, err := New(opts, newFakeStore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	drop(t, opts.Dir, "s/bad.msg", "")
+	tmp := filepath.Join(opts.Dir, "tmp")
+	if err := os.Remove(tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tmp, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	p.rejectFile("s/bad.msg", "no topic")
+	if !exists(filepath.Join(opts.Dir, "new", "s", "bad.msg")) {
+		t.Error("the bad file is not back in new/")
+	}
+	if exists(filepath.Join(opts.Dir, "failed", "s", "bad.msg")) {
+		t.Error("the bad file is in failed/ without its .reason file")
+	}
+	if st := p.Stats(); st.LastError == "" {
+		t.Error("no error in the stats")
+	}
+
+	if err := os.Remove(tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p.rejectFile("s/bad.msg", "no topic")
+	if !exists(filepath.Join(opts.Dir, "failed", "s", "bad.msg.reason")) {
+		t.Error("the second try left no .reason file in failed/")
+	}
+}
