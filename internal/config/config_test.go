@@ -164,6 +164,7 @@ func TestLoad_Invalid(t *testing.T) {
 		{"bad duration", minimal + "  keep_alive: soon\n", "soon"},
 		{"duration without unit", minimal + "publish:\n  ack_timeout: 30\n", "duration 30 has no unit"},
 		{"bad size", minimal + "spool:\n  max_bytes: lots\n", `invalid size "lots"`},
+		{"fractional size", minimal + "spool:\n  max_bytes: 1000.5\n", `invalid size "1000.5": a number of bytes must be whole`},
 		{"bad qos", minimal + "publish:\n  qos: 3\n", "publish.qos: 3 is invalid"},
 		{"zero expiry", minimal + "  session_expiry: 0s\n", "broker.session_expiry"},
 		{"short expiry", minimal + "  session_expiry: 500ms\n", "broker.session_expiry: 500ms is shorter than one second"},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -210,7 +211,7 @@ func byteSizeHook(from, to reflect.Type, data any) (any, error) {
 	case int64:
 		return ByteSize(d), nil
 	case float64:
-		return ByteSize(d), nil
+		return ParseByteSize(strconv.FormatFloat(d, 'f', -1, 64)) // refuses a fraction, as in a string
 	}
 	return data, nil
 }

@@ -39,9 +39,13 @@ func newDownlink(cfg *config.Config, sp *spool.Spool, log *slog.Logger) *downlin
 			QueueSize: 2*cfg.Broker.ReceiveMaximum + 64,
 			Logger:    dl.log,
 		})
-		st := in.Stats()
-		dl.log.Info("inbox opened", "filter", s.Filter, "dir", s.Dir, "qos", s.QoS,
-			"backlog_files", st.BacklogFiles, "max_files", s.MaxFiles, "max_bytes", int64(s.MaxBytes))
+		if st := in.Stats(); st.WriteError == "" {
+			dl.log.Info("inbox opened", "filter", s.Filter, "dir", s.Dir, "qos", s.QoS,
+				"backlog_files", st.BacklogFiles, "max_files", s.MaxFiles, "max_bytes", int64(s.MaxBytes))
+		} else {
+			dl.log.Warn("inbox not usable yet; its acknowledgements wait until it is", "filter", s.Filter,
+				"dir", s.Dir, "err", st.WriteError)
+		}
 		dl.inboxes = append(dl.inboxes, in)
 	}
 	return dl

@@ -66,11 +66,37 @@ func (l *Loop) Disconnect() { l.send(command{kind: cmdDisconnect}) }
 func (l *Loop) Shutdown(drain time.Duration) {
 	l.shutdownMu.Do(func() { close(l.shutdownCh) })
 	l.send(command{kind: cmdShutdown, drain: drain})
-	time.AfterFunc(drain, func() {
+
+	// The loop arms its own drain deadline when it runs the command, and
+	// ends the drain with DISCONNECT. The cut comes a little later, so it
+	// only ends a write that holds the loop past that deadline. It uses a
+	// real timer because the socket deadline it sets is real time too.
+	after := drain
+	if drain > 0 {
+		after += cutWritesGrace
+	}
+	t := time.AfterFunc(after, func() {
 		if c := l.wire.Load(); c != nil {
 			c.cutWrites()
 		}
 	})
+	l.cmdMu.Lock()
+	l.cutTimers = append(l.cutTimers, t)
+	l.cmdMu.Unlock()
+}
+
+// cutWritesGrace is how long after the drain deadline Shutdown ends a
+// blocked write.
+const cutWritesGrace = 250 * time.Millisecond
+
+// stopCutTimers stops the timers that Shutdown started.
+func (l *Loop) stopCutTimers() {
+	l.cmdMu.Lock()
+	defer l.cmdMu.Unlock()
+	for _, t := range l.cutTimers {
+		t.Stop()
+	}
+	l.cutTimers = nil
 }
 
 // send queues a command without blocking and wakes Poll.
@@ -110,9 +136,14 @@ func (l *Loop) run(c command) {
 		l.log.Info("throttle set", "messages_per_second", c.msgRate, "bytes_per_second", c.byteRate)
 	case cmdReconnect:
 		// A reconnect the loop asked for itself names its connection,
-		// which may have ended since.
-		// Neither runs while draining: the drain would end at once.
-		if !l.draining && (c.connectionGen == 0 || (c.connectionGen == l.connGen && l.conn != nil)) {
+		// which may have ended since. No reconnect runs while draining,
+		// because it would end the drain at once.
+		switch {
+		case l.draining:
+			if c.connectionGen == 0 {
+				l.log.Info("reconnect ignored while shutting down")
+			}
+		case c.connectionGen == 0 || (c.connectionGen == l.connGen && l.conn != nil):
 			l.runReconnect()
 		}
 	case cmdDisconnect:

@@ -34,8 +34,9 @@ type Loop struct {
 	stats   statsBox
 
 	// Commands from any goroutine; see commands.go.
-	cmdMu      sync.Mutex // guards cmds
+	cmdMu      sync.Mutex // guards cmds and cutTimers
 	cmds       []command
+	cutTimers  []*time.Timer // started by Shutdown, stopped by finish
 	cmdKick    chan struct{} // capacity 1: a command is waiting
 	shutdownCh chan struct{} // closed by Shutdown, aborts a connect
 	shutdownMu sync.Once
@@ -266,6 +267,7 @@ func (l *Loop) finish() {
 	for _, t := range []*timer{&l.reconnect, &l.stable, &l.ackTick, &l.throttleWait, &l.retryTimer, &l.drain} {
 		t.stop()
 	}
+	l.stopCutTimers()
 	l.drainJournal()
 	l.journal.stop()
 	l.closed = true
