@@ -89,9 +89,8 @@ type Loop struct {
 	srcEmpty      bool     // Next returned ok false; wait for Ready
 
 	// incomingWaiting maps the QoS 2 packet identifiers given to the
-	// caller and not released to their flow's number, counted in
-	// incomingFlows, so a release matches only its own flow.
-	incomingWaiting map[uint16]uint64
+	// caller and not released to their flow.
+	incomingWaiting map[uint16]waitingFlow
 	incomingFlows   uint64
 	// incomingHeld and incomingBytes count the QoS 1 and 2 messages of
 	// every connection that the caller has not released, and their size.
@@ -162,7 +161,7 @@ func New(opts Options, src Source, journal Journal, restored *state.State) (*Loo
 		st: st, session: st.Session,
 		birthIDs: make(map[uint16]bool), subIDs: make(map[uint16]subRequest),
 		subSession:      slices.Clone(opts.SessionSubscriptions),
-		incomingWaiting: make(map[uint16]uint64), retryAttempts: make(map[uint64]int),
+		incomingWaiting: make(map[uint16]waitingFlow), retryAttempts: make(map[uint64]int),
 		backoff:      newBackoff(opts.MinDelay, opts.MaxDelay),
 		retryBackoff: newBackoff(opts.MinDelay, opts.MaxDelay),
 		connectNow:   true,

@@ -17,8 +17,10 @@ func (l *Loop) handleIncoming(p *publishPacket) {
 			l.queueWrite(l.encodeAck(kindPubrec, id, 0), nil)
 			return
 		}
-		if l.incomingWaiting[id] != 0 {
-			return // the caller has it; PUBREC follows its Release
+		if w, ok := l.incomingWaiting[id]; ok {
+			w.connectionGen = l.connGen // PUBREC follows its Release, on this connection
+			l.incomingWaiting[id] = w
+			return
 		}
 	}
 	size := p.Message.Size()
@@ -36,7 +38,7 @@ func (l *Loop) handleIncoming(p *publishPacket) {
 		if qos == 2 {
 			l.incomingFlows++
 			c.flow = l.incomingFlows
-			l.incomingWaiting[id] = c.flow
+			l.incomingWaiting[id] = waitingFlow{flow: c.flow, connectionGen: l.connGen}
 		}
 		var once sync.Once
 		release = func() { once.Do(func() { l.send(c) }) }
@@ -49,6 +51,13 @@ func (l *Loop) handleIncoming(p *publishPacket) {
 		Release:                 release,
 		Redelivered:             l.redeliveredSince(l.connGen),
 	}})
+}
+
+// waitingFlow is an incoming QoS 2 flow whose message the caller has not
+// released yet.
+type waitingFlow struct {
+	flow          uint64 // counted in Loop.incomingFlows, so a release matches only its own flow
+	connectionGen uint64 // the last connection the broker sent the PUBLISH on
 }
 
 // redeliveredSince returns Incoming.Redelivered for a message that
@@ -101,10 +110,10 @@ func (l *Loop) dropIncoming(id uint16) {
 
 // releaseIncoming acknowledges a message the caller stored. QoS 2 is
 // journaled first, so a redelivery after a crash gets PUBREC again
-// without a second event. A QoS 1 message whose connection ended is not
-// acknowledged: the broker sends it again. A QoS 2 release whose flow
-// ended with a lost session is dropped, even when a new flow has taken
-// its packet identifier since.
+// without a second event. A message whose connection ended is not
+// acknowledged on the next one until the broker sends it again there. A
+// QoS 2 release whose flow ended with a lost session is dropped, even
+// when a new flow has taken its packet identifier since.
 func (l *Loop) releaseIncoming(c command) {
 	l.incomingHeld--
 	l.incomingBytes -= c.size
@@ -127,7 +136,8 @@ func (l *Loop) releaseIncoming(c command) {
 		}
 		return
 	}
-	if l.incomingWaiting[c.packetID] != c.flow {
+	w, ok := l.incomingWaiting[c.packetID]
+	if !ok || w.flow != c.flow {
 		// The session ended since: the broker forgot this flow.
 		if after != nil {
 			after(true)
@@ -136,7 +146,19 @@ func (l *Loop) releaseIncoming(c command) {
 	}
 	delete(l.incomingWaiting, c.packetID)
 	l.record(state.Change{Kind: state.ChangeIncomingStored, PacketID: c.packetID, QoS: 2})
-	l.queueWrite(l.encodeAck(kindPubrec, c.packetID, 0), after)
+	if w.connectionGen == l.connGen && l.conn != nil {
+		l.queueWrite(l.encodeAck(kindPubrec, c.packetID, 0), after)
+		return
+	}
+	// The PUBLISH came on a connection that has ended, and the broker has
+	// not sent it again on this one. PUBREC waits for that resend, which
+	// handleIncoming acknowledges as a stored flow. With mosquitto 2.0.11
+	// restarted with persistence, an earlier PUBREC was logged by the
+	// broker as for an unknown packet identifier, and the message later
+	// came again as a new flow and was stored twice.
+	if after != nil {
+		after(true)
+	}
 }
 
 // reconnectForDropped returns the action that, once the last

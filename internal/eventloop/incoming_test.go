@@ -260,3 +260,41 @@ func startSubscriber(t *testing.T, qos byte, sessionPresent func(conn int) bool,
 	waitFor(t, 3*time.Second, "connect", func() bool { return r.countEvents(EventConnected) == 1 })
 	return b, r
 }
+
+// A QoS 2 message released after its connection ended gets PUBREC only
+// once the broker sends it again on the new connection, as a stored flow
+// without a second event. One the broker sent again before the release
+// gets PUBREC at the release.
+func TestIncoming_QoS2ReleaseWaitsForResend(t *testing.T) {
+	b, r := startSubscriber(t, 2, func(int) bool { return true }, func(o *Options) {
+		o.MinDelay, o.MaxDelay = 100*time.Millisecond, 100*time.Millisecond
+	})
+	publish := func(conn int, id uint16, dup bool) {
+		b.sendTo(conn, &packets.Publish{Topic: "in/x", QoS: 2, PacketID: id, Duplicate: dup, Payload: []byte{byte(id)}, Properties: &packets.Properties{}})
+	}
+
+	publish(0, 1, false)
+	publish(0, 2, false)
+	waitFor(t, 3*time.Second, "two messages", func() bool { return len(r.incoming()) == 2 })
+	b.dropConnections()
+	waitFor(t, 3*time.Second, "a resumed session", func() bool { return r.countEvents(EventConnected) == 2 })
+	publish(1, 2, true) // resent before its release
+
+	r.incoming()[0].Release()
+	r.incoming()[1].Release()
+	waitFor(t, 3*time.Second, "PUBREC for the resent message", func() bool { return len(b.received(packets.PUBREC)) >= 1 })
+	time.Sleep(300 * time.Millisecond)
+	var ids []uint16
+	for _, w := range b.received(packets.PUBREC) {
+		ids = append(ids, w.id)
+	}
+	if len(ids) != 1 || ids[0] != 2 {
+		t.Fatalf("PUBREC for packet identifiers %v, want only 2 before the broker sends 1 again", ids)
+	}
+
+	publish(1, 1, true)
+	waitFor(t, 3*time.Second, "PUBREC for the message sent again", func() bool { return len(b.received(packets.PUBREC)) == 2 })
+	if n := len(r.incoming()); n != 2 {
+		t.Errorf("%d incoming events, want 2: a resent stored flow is no new message", n)
+	}
+}
