@@ -505,6 +505,24 @@ func TestFault_RejectedWhileFailedUnusable(t *testing.T) {
 	opsWait(t, "the refused message alone in the queue", func() bool {
 		return opsStatus(t, d)["queue_messages"] == float64(1)
 	})
+	st := opsStatus(t, d)
+	if msg, _ := st["failed_error"].(string); !strings.Contains(msg, "not a directory") {
+		t.Errorf("status failed_error %q, want one saying failed/ is not a directory", msg)
+	}
+	if st["failed_kept"] != float64(1) {
+		t.Errorf("status failed_kept %v, want 1", st["failed_kept"])
+	}
+	d.Drop("bad.msg", []byte("QoS: 1\n\nno topic"))
+	opsWait(t, "the bad file's error in status", func() bool {
+		msg, _ := opsStatus(t, d)["intake_last_error"].(string)
+		return strings.Contains(msg, "failed")
+	})
+	if d.NewEmpty() {
+		t.Error("the bad file left new/ although failed/ cannot take it")
+	}
+	if err := os.Remove(filepath.Join(d.Dir, "new", "bad.msg")); err != nil {
+		t.Fatal(err)
+	}
 
 	// A restart with failed/ still a file keeps running and keeps the
 	// message queued.

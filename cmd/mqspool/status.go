@@ -134,6 +134,13 @@ func printStatus(w io.Writer, s *control.Status) {
 	row("disk pressure", "%t", s.DiskPressure)
 	row("spool full", "%t", s.SpoolFull)
 	row("failed/", "%d files, %s", s.FailedFiles, humanBytes(s.FailedBytes))
+	if s.FailedError != "" {
+		row("failed/ error", "%s", s.FailedError)
+	}
+	if s.FailedKept > 0 {
+		row("kept", "%d rejected messages stay in the spool because failed/ could not take them; "+
+			"they are sent again after the next start", s.FailedKept)
+	}
 	if f := s.PartialFile; f != nil {
 		row("storing", "%s in parts: %d of %d messages in the spool", f.Path, f.Stored, f.Total)
 	}
@@ -145,6 +152,9 @@ func printStatus(w io.Writer, s *control.Status) {
 	row("uptime", "%s", seconds(s.UptimeSecs))
 	if s.LastError != "" {
 		row("last error", "%s", s.LastError)
+	}
+	if s.IntakeError != "" {
+		row("intake error", "%s (%s ago)", s.IntakeError, seconds(s.IntakeErrorAgeSecs))
 	}
 	for _, sub := range s.Subscriptions {
 		printSubscription(row, sub)

@@ -85,6 +85,16 @@ type Status struct {
 	FailedFiles    int     `json:"failed_files"`
 	FailedBytes    int64   `json:"failed_bytes"`
 	StaleTmpFiles  int     `json:"stale_tmp_files"`
+	// FailedError is the reason failed/ cannot take files, if it cannot.
+	FailedError string `json:"failed_error,omitempty"`
+	// FailedKept counts the messages kept in the spool since the start
+	// because failed/ could not take them; they are sent again after the
+	// next start.
+	FailedKept uint64 `json:"failed_kept,omitempty"`
+	// IntakeError is the last error of the spool directory's intake, and
+	// IntakeErrorAgeSecs how long ago it happened.
+	IntakeError        string  `json:"intake_last_error,omitempty"`
+	IntakeErrorAgeSecs float64 `json:"intake_last_error_age_seconds,omitempty"`
 	// PartialFile is the long .jsonl file being stored in parts, if any.
 	PartialFile  *PartialFile `json:"partial_file,omitempty"`
 	LastError    string       `json:"last_error,omitempty"`

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mqspool/mqspool/internal/config"
@@ -51,6 +52,10 @@ type Daemon struct {
 	metrics *metrics.Metrics
 
 	downlink *downlink // inboxes of the subscriptions
+
+	// failedKept counts messages kept in the spool because failed/ could
+	// not take them, since the start.
+	failedKept atomic.Uint64
 }
 
 // New opens the spool and prepares the pickup and the event loop. Nothing
@@ -136,6 +141,7 @@ func (d *Daemon) quarantine(seq uint64, m *message.Message, raw []byte, reason s
 	name := fmt.Sprintf("spool-%020d", seq)
 	dst, err := d.pickup.Quarantine(name, m, raw, reason)
 	if err != nil {
+		d.failedKept.Add(1) // the spool keeps the message and logs it
 		return err
 	}
 	d.log.Error("message moved to failed/", "seq", seq, "failed_path", dst, "reason", reason)

@@ -2,8 +2,15 @@ package daemon
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/mqspool/mqspool/internal/config"
 	"github.com/mqspool/mqspool/internal/control"
@@ -82,6 +89,10 @@ func (h controlHandler) Status() control.Status {
 		UptimeSecs:     time.Since(d.started).Seconds(),
 		Subscriptions:  d.downlink.status(ls.RejectedSubscriptions),
 	}
+	st.FailedError, st.FailedKept = failedDirProblem(filepath.Join(d.cfg.Spool.Dir, "failed")), d.failedKept.Load()
+	if ps.LastError != "" {
+		st.IntakeError, st.IntakeErrorAgeSecs = ps.LastError, time.Since(ps.LastErrorAt).Seconds()
+	}
 	if pp := ps.Parted; pp.Path != "" {
 		st.PartialFile = &control.PartialFile{Path: pp.Path, Stored: pp.Stored, Total: pp.Total}
 	}
@@ -89,7 +100,8 @@ func (h controlHandler) Status() control.Status {
 		st.OldestAgeSecs = time.Since(ss.Oldest).Seconds()
 	}
 	if out > 0 {
-		st.DrainETASecs = float64(ss.Messages) / out
+		waiting := ss.Messages - min(int64(st.FailedKept), ss.Messages) // kept ones wait for the next start
+		st.DrainETASecs = float64(waiting) / out
 	}
 	return st
 }
@@ -115,4 +127,22 @@ func (h controlHandler) Throttle(text string) error {
 func (d *Daemon) failedFiles() int {
 	files, _ := pickup.FailedUsage(d.cfg.Spool.Dir)
 	return files
+}
+
+// failedDirProblem returns why dir cannot take failed files, or "" when it
+// can or does not exist yet (the first move creates it).
+func failedDirProblem(dir string) string {
+	info, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return ""
+	case err != nil:
+		return err.Error()
+	case !info.IsDir():
+		return dir + " is not a directory: move it away so that a directory can take its place"
+	}
+	if err := unix.Access(dir, unix.W_OK|unix.X_OK); err != nil {
+		return fmt.Sprintf("%s is not writable: %v", dir, err)
+	}
+	return ""
 }
