@@ -147,3 +147,17 @@ func TestLoad_SubscriptionLimitNegative(t *testing.T) {
 		}
 	}
 }
+
+func TestLoad_NestedInboxes(t *testing.T) {
+	for _, second := range []string{"/tmp/inbox/tmp/inner", "/tmp"} {
+		text := minimal + "subscriptions:\n  - {filter: a/#, dir: /tmp/inbox}\n  - {filter: b/#, dir: " + second + "}\n"
+		_, err := Load(LoadOptions{File: writeFile(t, text), LookupEnv: noEnv})
+		if err == nil || !strings.Contains(err.Error(), "subscriptions[1].dir") || !strings.Contains(err.Error(), "nested") {
+			t.Errorf("inboxes /tmp/inbox and %s: error %v, want one naming subscriptions[1].dir as nested", second, err)
+		}
+	}
+	text := minimal + "subscriptions:\n  - {filter: a/#, dir: /tmp/inbox}\n  - {filter: b/#, dir: /tmp/inbox2}\n"
+	if _, err := Load(LoadOptions{File: writeFile(t, text), LookupEnv: noEnv}); err != nil {
+		t.Errorf("sibling inboxes /tmp/inbox and /tmp/inbox2: %v", err)
+	}
+}

@@ -368,6 +368,12 @@ func (c *Config) validateSubscriptions(v *validator) {
 			v.addf("%s.dir: %q is also the inbox of subscriptions[%d]: give each subscription its own dir", key, s.Dir, j)
 		}
 		filters[s.Filter], dirs[filepath.Clean(s.Dir)] = i, i
+		for j, o := range c.Subscriptions[:i] {
+			if s.Dir != "" && o.Dir != "" && (within(s.Dir, o.Dir) || within(o.Dir, s.Dir)) {
+				v.addf("%s.dir: %q and subscriptions[%d].dir %q are nested, so one inbox's consumer and limits "+
+					"would see the other's files: give each subscription a directory outside the others", key, s.Dir, j, o.Dir)
+			}
+		}
 		if s.Filter == "" {
 			v.addf("%s.filter: missing: set a topic filter such as devices/+/cmd", key)
 		} else if err := message.ValidateFilter(s.Filter); err != nil {

@@ -156,7 +156,8 @@ func (c *connection) armWrite() error {
 func (c *connection) cutWrites() {
 	c.cut.Store(true)
 	if c.writing.Load() {
-		// It fails only on a closed connection, whose write ends anyway.
+		// On a TCP or TLS connection this fails only once it is closed, and
+		// then the write has ended too.
 		_ = c.netConn.SetWriteDeadline(time.Now())
 	}
 }
@@ -375,8 +376,10 @@ func (l *Loop) dropConnection(cause error, graceful bool) {
 	l.emit(Event{Kind: EventDisconnected, Err: cause})
 
 	switch {
-	case l.draining:
-		l.log.Warn("disconnected while draining", "url", url, "err", cause)
+	case l.draining || l.shutdownRequested():
+		// Shutdown may not have run yet when a cut write ended the
+		// connection; the loop stops either way.
+		l.log.Warn("disconnected while shutting down", "url", url, "err", cause)
 		l.finish()
 	case l.manualOffline || errors.Is(cause, errDisconnectRequested):
 		// Disconnect or Reconnect decides what comes next, under any policy.
@@ -388,5 +391,16 @@ func (l *Loop) dropConnection(cause error, graceful bool) {
 		delay := l.backoff.next()
 		l.log.Warn("disconnected, reconnecting", "url", url, "err", cause, "backoff_ms", delay.Milliseconds())
 		l.scheduleReconnect(delay)
+	}
+}
+
+// shutdownRequested reports whether Shutdown was called, also before the
+// loop has run its command.
+func (l *Loop) shutdownRequested() bool {
+	select {
+	case <-l.shutdownCh:
+		return true
+	default:
+		return false
 	}
 }

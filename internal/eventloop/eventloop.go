@@ -92,6 +92,7 @@ type Loop struct {
 	// caller and not released to their flow.
 	incomingWaiting map[uint16]waitingFlow
 	incomingFlows   uint64
+	unknownPubrels  int // PUBREL packets for no stored flow on this connection
 	// incomingHeld and incomingBytes count the QoS 1 and 2 messages of
 	// every connection that the caller has not released, and their size.
 	// incomingOpen counts those of this connection. incomingDropped counts

@@ -177,7 +177,13 @@ func (l *Loop) reconnectForDropped(gen uint64) func(bool) {
 // the release is durable.
 func (l *Loop) onIncomingPubrel(p *ackPacket) {
 	if _, stored := slices.BinarySearch(l.st.IncomingQoS2, p.PacketID); !stored {
-		l.log.Warn("pubrel for unknown packet identifier", "packet_id", p.PacketID)
+		l.unknownPubrels++
+		if l.unknownPubrels == 1 {
+			l.log.Warn("pubrel for unknown packet identifier, sent PUBCOMP 0x92; "+
+				"more on this connection are logged at debug level", "packet_id", p.PacketID)
+		} else {
+			l.log.Debug("pubrel for unknown packet identifier", "packet_id", p.PacketID)
+		}
 		l.queueWrite(l.encodeAck(kindPubcomp, p.PacketID, 0x92), nil)
 		return
 	}

@@ -137,6 +137,10 @@ func (in *Inbox) makeDirs() error {
 			return fmt.Errorf("create inbox directory %s: %w: check the subscription's dir, its "+
 				"permissions and free space", dir, err)
 		}
+		if in.ready {
+			// Files a consumer moved away with the directory are not counted.
+			in.log.Warn("inbox directory was missing and is created again", "dir", dir)
+		}
 	}
 	return nil
 }
