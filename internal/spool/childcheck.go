@@ -20,9 +20,14 @@ import (
 // such a file in a child process first: a panic ends the child, and the
 // file is renamed aside as damaged.
 
-// checkChildEnv names the environment variable that turns a process into
-// the child that checks the database at the path it holds.
-const checkChildEnv = "MQSPOOL_SPOOL_CHECK"
+// checkChildEnv names the environment variable that, with checkChildArg
+// as the only argument, turns a process into the child that checks the
+// database at the path it holds. Both are needed, so a variable left in
+// a user's environment does not take over every command.
+const (
+	checkChildEnv = "MQSPOOL_SPOOL_CHECK"
+	checkChildArg = "internal-spool-check"
+)
 
 // Exit codes of the child. A panic exits with 2 as well.
 const (
@@ -39,7 +44,8 @@ var checkChildReady atomic.Bool
 // it returns at once. Call it first in main, before any other work.
 func ServeCheck() {
 	path := os.Getenv(checkChildEnv)
-	if path == "" {
+	if path == "" || len(os.Args) != 2 || os.Args[1] != checkChildArg {
+		os.Unsetenv(checkChildEnv)
 		checkChildReady.Store(true)
 		return
 	}
@@ -88,7 +94,7 @@ func checkInChild(path string) error {
 	if err != nil {
 		return fmt.Errorf("find this executable to check %s in a child process: %w", path, err)
 	}
-	cmd := exec.Command(exe)
+	cmd := exec.Command(exe, checkChildArg)
 	cmd.Env = append(os.Environ(), checkChildEnv+"="+path)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
