@@ -136,6 +136,10 @@ func TestUsage_NegativeArgumentNamed(t *testing.T) {
 	if _, _, errOut := run(t, "", "ctl", "throttle", "-x"); !strings.Contains(errOut, "unknown shorthand flag") {
 		t.Errorf("ctl throttle -x: stderr %q, want pflag's unknown shorthand error", errOut)
 	}
+	code, _, errOut = run(t, "", "publish", "--topic", "a", "--message", "x", "--expiry", "-5")
+	if code != exitUsage || !strings.Contains(errOut, `invalid value "-5" for --expiry: use a whole number of 0 or more`) {
+		t.Errorf("publish --expiry -5: code %d, stderr %q; want %d and the value with the fix", code, errOut, exitUsage)
+	}
 }
 
 func TestUsage_UnknownCommandExits2(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -74,6 +75,10 @@ func isFlagError(err error) bool {
 	return errors.As(err, &fe)
 }
 
+// numberFlagError matches pflag's error for a number flag whose value
+// does not parse, which otherwise ends in strconv's own words.
+var numberFlagError = regexp.MustCompile(`^invalid argument "(.*)" for "(.*)" flag: strconv\.Parse(Uint|Int): `)
+
 // negativeNumberArg reports whether err is pflag's unknown shorthand
 // error for an argument such as -5 or -5/s, and returns that argument.
 func negativeNumberArg(err error) (string, bool) {
@@ -101,6 +106,13 @@ surviving network outages, broker restarts, SIGTERM, kill -9 and power loss.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		if arg, ok := negativeNumberArg(err); ok {
 			return flagError{fmt.Errorf("%s is read as a flag, and no value here may be negative: see '%s --help'", arg, c.CommandPath())}
+		}
+		if m := numberFlagError.FindStringSubmatch(err.Error()); m != nil {
+			want := "a whole number"
+			if m[3] == "Uint" {
+				want = "a whole number of 0 or more"
+			}
+			return flagError{fmt.Errorf("invalid value %q for %s: use %s: see '%s --help'", m[1], m[2], want, c.CommandPath())}
 		}
 		return flagError{fmt.Errorf("%w: see '%s --help'", err, c.CommandPath())}
 	})
