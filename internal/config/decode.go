@@ -78,6 +78,10 @@ func describeDecodeError(de *mapstructure.DecodeError) []decodeProblem {
 	if keys, ok := strings.CutPrefix(cause.Error(), "has invalid keys: "); ok {
 		return unknownKeys(key, keys)
 	}
+	if got, ok := strings.CutPrefix(cause.Error(), "expected a map or struct, got "); ok {
+		return []decodeProblem{{key: key, text: fmt.Sprintf("%s: a %s is not a mapping: write the keys "+
+			"indented below it, as in configs/mqspool.yaml", key, strings.Trim(got, `"`))}}
+	}
 
 	var parseErr *mapstructure.ParseError
 	var typeErr *mapstructure.UnconvertibleTypeError
