@@ -35,6 +35,7 @@ type command struct {
 	connectionGen uint64
 	size          int    // of an incoming message, for cmdRelease
 	flow          uint64 // of an incoming QoS 2 message, for cmdRelease
+	afterWrites   bool   // a reconnect that waited for the queued writes
 }
 
 // Pause stops taking requests from the source. The connection stays up and
@@ -143,8 +144,10 @@ func (l *Loop) run(c command) {
 			if c.connectionGen == 0 {
 				l.log.Info("reconnect ignored while shutting down")
 			}
-		case c.connectionGen == 0 || (c.connectionGen == l.connGen && l.conn != nil):
+		case c.connectionGen == 0:
 			l.runReconnect()
+		case c.connectionGen == l.connGen && l.conn != nil:
+			l.reconnectAfterWrites(c)
 		}
 	case cmdDisconnect:
 		l.manualOffline = true
@@ -157,6 +160,19 @@ func (l *Loop) run(c command) {
 	case cmdRelease:
 		l.releaseIncoming(c)
 	}
+}
+
+// reconnectAfterWrites reconnects for the loop itself once the writes
+// queued so far have gone out. A PUBCOMP still waiting for its commit
+// would otherwise be lost with the connection, and the broker would send
+// its PUBREL again on the next one.
+func (l *Loop) reconnectAfterWrites(c command) {
+	if c.afterWrites {
+		l.runReconnect()
+		return
+	}
+	c.afterWrites = true
+	l.queueWrite(nil, func(bool) { l.send(c) })
 }
 
 func (l *Loop) runReconnect() {

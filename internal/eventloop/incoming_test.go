@@ -1,6 +1,8 @@
 package eventloop
 
 import (
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -296,5 +298,72 @@ func TestIncoming_QoS2ReleaseWaitsForResend(t *testing.T) {
 	waitFor(t, 3*time.Second, "PUBREC for the message sent again", func() bool { return len(b.received(packets.PUBREC)) == 2 })
 	if n := len(r.incoming()); n != 2 {
 		t.Errorf("%d incoming events, want 2: a resent stored flow is no new message", n)
+	}
+}
+
+// gatedJournal holds each commit, once gated, until the test hands it a
+// token or closes tokens.
+type gatedJournal struct {
+	testJournal
+	gated   atomic.Bool
+	waiting atomic.Int32
+	tokens  chan struct{}
+}
+
+func (j *gatedJournal) Commit(changes []state.Change) error {
+	if j.gated.Load() {
+		j.waiting.Add(1)
+		<-j.tokens
+		j.waiting.Add(-1)
+	}
+	return j.testJournal.Commit(changes)
+}
+
+// The reconnect for dropped messages waits for a PUBCOMP whose commit is
+// still running, so the broker does not send that PUBREL again.
+func TestIncoming_ReconnectAfterPendingPubcomp(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{sessionPresent: func(int) bool { return true }})
+	opts := testOptions(b)
+	opts.ReceiveMaximum, opts.MaxIncoming = 2, 2
+	opts.Subscriptions = []Subscription{{Filter: "in/#", QoS: 2}}
+	opts.SessionSubscriptions = opts.Subscriptions
+	j := &gatedJournal{tokens: make(chan struct{})}
+	r := startReleasing(t, opts, newMemSource(), j, &state.State{Session: true}, false)
+	var opened sync.Once
+	open := func() {
+		opened.Do(func() {
+			j.gated.Store(false)
+			close(j.tokens)
+		})
+	}
+	t.Cleanup(open) // before the loop stops, which waits for its commits
+	waitFor(t, 3*time.Second, "connect", func() bool { return r.countEvents(EventConnected) == 1 })
+
+	for id := uint16(1); id <= 3; id++ {
+		b.sendTo(0, &packets.Publish{Topic: "in/x", QoS: 2, PacketID: id, Payload: []byte{byte(id)}, Properties: &packets.Properties{}})
+	}
+	waitFor(t, 3*time.Second, "two messages taken", func() bool { return len(r.incoming()) == 2 })
+	r.incoming()[0].Release()
+	waitFor(t, 3*time.Second, "PUBREC 1", func() bool { return len(b.received(packets.PUBREC)) == 1 })
+
+	// The last release commits while PUBREL 1 arrives, so its release
+	// goes into the next commit and its PUBCOMP waits for that.
+	j.gated.Store(true)
+	r.incoming()[1].Release()
+	waitFor(t, 3*time.Second, "the commit of the last release", func() bool { return j.waiting.Load() == 1 })
+	b.sendTo(0, &packets.Pubrel{PacketID: 1, Properties: &packets.Properties{}})
+	time.Sleep(200 * time.Millisecond)
+	j.tokens <- struct{}{}
+	waitFor(t, 3*time.Second, "PUBREC 2", func() bool { return len(b.received(packets.PUBREC)) == 2 })
+	time.Sleep(300 * time.Millisecond)
+	if n := b.connections(); n != 1 {
+		t.Fatalf("%d connections while PUBCOMP 1 waits for its commit, want 1", n)
+	}
+
+	open()
+	waitFor(t, 3*time.Second, "a second connection", func() bool { return b.connections() == 2 })
+	comps := b.received(packets.PUBCOMP)
+	if len(comps) != 1 || comps[0].conn != 0 || comps[0].id != 1 {
+		t.Errorf("PUBCOMP packets %+v, want one for packet identifier 1 on the first connection", comps)
 	}
 }
