@@ -88,7 +88,7 @@ type Status struct {
 	// FailedError is the reason failed/ cannot take files, if it cannot.
 	FailedError string `json:"failed_error,omitempty"`
 	// FailedKept counts the messages kept in the spool since the start
-	// because failed/ could not take them; they are sent again after the
+	// because failed/ could not take them. They are sent again after the
 	// next start.
 	FailedKept uint64 `json:"failed_kept,omitempty"`
 	// IntakeError is the last error of the spool directory's intake, and

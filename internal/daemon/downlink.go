@@ -43,7 +43,7 @@ func newDownlink(cfg *config.Config, sp *spool.Spool, log *slog.Logger) *downlin
 			dl.log.Info("inbox opened", "filter", s.Filter, "dir", s.Dir, "qos", s.QoS,
 				"backlog_files", st.BacklogFiles, "max_files", s.MaxFiles, "max_bytes", int64(s.MaxBytes))
 		} else {
-			dl.log.Warn("inbox not usable yet; its acknowledgements wait until it is", "filter", s.Filter,
+			dl.log.Warn("inbox not usable yet, acknowledgements held until it is", "filter", s.Filter,
 				"dir", s.Dir, "err", st.WriteError)
 		}
 		dl.inboxes = append(dl.inboxes, in)

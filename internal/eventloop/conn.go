@@ -156,8 +156,8 @@ func (c *connection) armWrite() error {
 func (c *connection) cutWrites() {
 	c.cut.Store(true)
 	if c.writing.Load() {
-		// On a TCP or TLS connection this fails only once it is closed, and
-		// then the write has ended too.
+		// For a dialled socket this fails only once it is closed (see
+		// internal/poll's setDeadlineImpl), and then the write has ended too.
 		_ = c.netConn.SetWriteDeadline(time.Now())
 	}
 }

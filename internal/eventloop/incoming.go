@@ -102,7 +102,7 @@ func (l *Loop) dropIncoming(id uint16) {
 	}
 	l.incomingDropped++
 	if l.incomingDropped == 1 {
-		l.log.Warn("broker sent more messages than the loop holds; the rest arrive again after a reconnect",
+		l.log.Warn("broker sent more messages than the loop can hold; the rest arrive again after a reconnect",
 			"receive_maximum", l.opts.ReceiveMaximum, "held", l.incomingHeld, "held_bytes", l.incomingBytes,
 			"packet_id", id)
 	}

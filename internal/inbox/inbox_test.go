@@ -150,7 +150,7 @@ func TestInbox_Write_QoS2RedeliveryAfterRestart(t *testing.T) {
 }
 
 // Within one process the loop acknowledges a redelivery of a flow it
-// knows without an event. A QoS 2 message with Dup set and the flow key
+// tracks without an event. A QoS 2 message with Dup set and the flow key
 // of a file this process wrote is therefore a later message with the
 // same packet identifier, topic and payload, and it gets its own file.
 func TestInbox_QoS2SameKeyKept(t *testing.T) {
@@ -458,14 +458,14 @@ func TestInbox_HeldMessageResentSkipped(t *testing.T) {
 	waitFor(t, "the first file", func() bool { return released.Load() == 1 })
 
 	var resent atomic.Bool
-	var asked atomic.Int32
+	var checks atomic.Int32
 	held := delivery("cmd/a", "waits for room", 1, &released)
 	held.Redelivered = func() (bool, bool) {
-		asked.Add(1)
+		checks.Add(1)
 		return resent.Load(), true
 	}
 	in.Enqueue(held)
-	waitFor(t, "the worker to take the held message", func() bool { return asked.Load() > 0 })
+	waitFor(t, "the worker to take the held message", func() bool { return checks.Load() > 0 })
 	resent.Store(true)
 
 	names := newFiles(t, in)

@@ -242,7 +242,7 @@ func New(opts Options, store Store) (*Pickup, error) {
 	// a failed/ that cannot be created does not stop the daemon: bad files
 	// stay in new/ and refused messages in the spool until it works.
 	if err := os.MkdirAll(p.failedDir, 0o755); err != nil {
-		p.log.Error("failed/ cannot be created; bad files stay in new/ and messages the broker refuses "+
+		p.log.Error("failed/ cannot be created; bad files stay in new/ and messages the broker rejects "+
 			"stay queued until it can: make failed/ a writable directory", "path", p.failedDir, "err", err)
 	}
 	return p, nil
