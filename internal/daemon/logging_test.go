@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mqspool/mqspool/internal/config"
 )
 
 func TestLimitRepeats_SuppressesIdenticalWarnings(t *testing.T) {
@@ -99,5 +101,27 @@ func TestLimitRepeats_ConnectStartsAnOutageAfresh(t *testing.T) {
 
 	if n := strings.Count(buf.String(), "disconnected, reconnecting"); n != 2 {
 		t.Errorf("%d disconnect lines, want 2: one per outage\n%s", n, buf.String())
+	}
+}
+
+func TestLogEffectiveConfig_NamesLimitsAndSubscriptions(t *testing.T) {
+	var buf bytes.Buffer
+	cfg := &config.Config{}
+	cfg.Broker.URLs = []string{"mqtt://user:secret@broker:1883"}
+	cfg.Broker.Password = "secret"
+	cfg.Broker.ReceiveMaximum = 64
+	cfg.Subscriptions = []config.Subscription{{Filter: "cmd/#", QoS: 2, Dir: "/var/lib/in"}}
+	d := &Daemon{cfg: cfg, log: slog.New(slog.NewTextHandler(&buf, nil))}
+
+	d.logEffectiveConfig()
+
+	out := buf.String()
+	for _, want := range []string{"broker.receive_maximum=64", `subscriptions="[cmd/# qos 2 -> /var/lib/in]"`, "broker.password_set=true"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("effective configuration lacks %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "secret") {
+		t.Errorf("effective configuration shows the password:\n%s", out)
 	}
 }

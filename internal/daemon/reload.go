@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"fmt"
 	"log/slog"
 	"net/url"
 	"reflect"
@@ -101,7 +102,8 @@ func (d *Daemon) logEffectiveConfig() {
 			"password_file", c.Broker.PasswordFile,
 			"tls_ca_file", c.Broker.TLS.CAFile, "tls_cert_file", c.Broker.TLS.CertFile,
 			"tls_server_name", c.Broker.TLS.ServerName, "tls_alpn", c.Broker.TLS.ALPN,
-			"keep_alive", c.Broker.KeepAlive, "session_expiry", c.Broker.SessionExpiry),
+			"keep_alive", c.Broker.KeepAlive, "session_expiry", c.Broker.SessionExpiry,
+			"receive_maximum", c.Broker.ReceiveMaximum),
 		slog.Group("reconnect", "policy", c.Reconnect.Policy,
 			"min_delay", c.Reconnect.MinDelay, "max_delay", c.Reconnect.MaxDelay),
 		slog.Group("publish", "qos", c.Publish.QoS, "max_inflight", c.Publish.MaxInflight,
@@ -113,11 +115,22 @@ func (d *Daemon) logEffectiveConfig() {
 			"max_bytes", int64(c.Spool.MaxBytes), "max_messages", c.Spool.MaxMessages,
 			"overflow", c.Spool.Overflow, "qos0_offline", c.Spool.QoS0Offline),
 		"routes", len(c.Routes),
+		"subscriptions", subscriptionFilters(c.Subscriptions),
 		"drain_timeout", c.Shutdown.DrainTimeout,
 		"control_socket", c.Control.Socket,
 		"metrics_listen", c.Metrics.Listen,
 		"status_topic", c.Status.Topic,
 		"log_level", c.Log.Level)
+}
+
+// subscriptionFilters returns each subscription as "filter qos N -> dir",
+// short enough for the one line of the effective configuration.
+func subscriptionFilters(subs []config.Subscription) []string {
+	out := make([]string, len(subs))
+	for i, s := range subs {
+		out[i] = fmt.Sprintf("%s qos %d -> %s", s.Filter, s.QoS, s.Dir)
+	}
+	return out
 }
 
 // redactURL masks the password in a URL's user information. A URL that
