@@ -326,6 +326,8 @@ func TestLoad_UnknownEnvWarned(t *testing.T) {
 		"MQSPOOL_PUBLISH_QOS=1",         // known
 		PasswordEnv + "=secret",         // known, read apart from the keys
 		"MQSPOOL_SOMETHING_ELSE=1",      // nothing near
+		"MQSPOOL_SUBSCRIPTIONS=a/b",     // a list, file only
+		"MQSPOOL_ROUTES_0_MATCH=a/#",    // an entry of a list
 		"PATH=/usr/bin",
 	}
 	loaded, err := Load(LoadOptions{File: writeFile(t, minimal), LookupEnv: noEnv, Environ: func() []string { return environ }})
@@ -334,7 +336,9 @@ func TestLoad_UnknownEnvWarned(t *testing.T) {
 	}
 	want := []string{
 		"environment variable MQSPOOL_BROKER_URL names no setting and is ignored: did you mean MQSPOOL_BROKER_URLS?",
+		"environment variable MQSPOOL_ROUTES_0_MATCH is ignored: routes is a list and can only be set in the configuration file",
 		"environment variable MQSPOOL_SOMETHING_ELSE names no setting and is ignored: use MQSPOOL_ and the key path in upper snake case, as listed by mqspool config print",
+		"environment variable MQSPOOL_SUBSCRIPTIONS is ignored: subscriptions is a list and can only be set in the configuration file",
 	}
 	if !slices.Equal(loaded.Warnings, want) {
 		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(loaded.Warnings, "\n"), strings.Join(want, "\n"))

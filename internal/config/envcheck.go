@@ -29,6 +29,11 @@ func unknownEnv(environ []string) []string {
 		if !strings.HasPrefix(name, EnvPrefix+"_") || otherEnv[name] || slices.Contains(known, name) {
 			continue
 		}
+		if list := envListKey(name); list != "" {
+			warnings = append(warnings, fmt.Sprintf("environment variable %s is ignored: "+
+				"%s is a list and can only be set in the configuration file", name, list))
+			continue
+		}
 		w := fmt.Sprintf("environment variable %s names no setting and is ignored", name)
 		if near := closest(name, known); near != "" {
 			w += fmt.Sprintf(": did you mean %s?", near)
@@ -39,6 +44,19 @@ func unknownEnv(environ []string) []string {
 	}
 	sort.Strings(warnings)
 	return warnings
+}
+
+// envListKey returns "routes" or "subscriptions" when name is the variable
+// of that list or of an entry in it, and "" otherwise. Lists of
+// mappings have no environment form.
+func envListKey(name string) string {
+	for _, key := range []string{"routes", "subscriptions"} {
+		env := EnvName(key)
+		if name == env || strings.HasPrefix(name, env+"_") {
+			return key
+		}
+	}
+	return ""
 }
 
 // withWarnings adds the warnings to a configuration error, since a
