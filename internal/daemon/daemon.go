@@ -350,8 +350,8 @@ func (d *Daemon) observe(ev eventloop.Event) {
 	switch ev.Kind {
 	case eventloop.EventAcknowledged:
 		o := ev.Outcome
-		d.metrics.ObserveOutcome(*o)
-		d.waits.outcome(*o)
+		d.metrics.ObserveOutcome(o)
+		d.waits.outcome(o)
 		switch o.Kind {
 		case eventloop.Delivered:
 			// The check spares a drain building the arguments of a

@@ -1,7 +1,6 @@
 package eventloop
 
 import (
-	"fmt"
 	"slices"
 	"time"
 
@@ -59,7 +58,7 @@ func (l *Loop) onPubrec(p *ackPacket) {
 	l.record(state.Change{Kind: state.ChangePubrec, PacketID: f.PacketID, Seq: f.Seq, QoS: f.QoS, Order: f.Order})
 	l.queueWrite(l.encodeAck(kindPubrel, f.PacketID, 0), nil)
 	outcome := Outcome{Seq: f.Seq, Kind: Delivered, ReasonCode: p.ReasonCode, Latency: l.latency(fl)}
-	l.afterCommit(func() { l.emitOutcome(outcome) })
+	l.emitAfterCommit(outcome)
 }
 
 func (l *Loop) onPubcomp(p *ackPacket) {
@@ -71,7 +70,7 @@ func (l *Loop) onPubcomp(p *ackPacket) {
 	if p.ReasonCode != 0 {
 		l.log.Warn("pubcomp with failure reason, flow ended", "packet_id", p.PacketID, "reason", reasonName(p.ReasonCode, "pubcomp"))
 	}
-	l.flights.delete(f.PacketID)
+	l.endFlight(f.PacketID)
 	l.takeOffWire(f.PacketID)
 	l.record(state.Change{Kind: state.ChangeCompleted, PacketID: f.PacketID, Seq: f.Seq, QoS: f.QoS, Order: f.Order})
 }
@@ -83,13 +82,12 @@ func (l *Loop) onPubcomp(p *ackPacket) {
 func (l *Loop) concludeFlow(f state.Flow, p *ackPacket, kind state.ChangeKind) {
 	code := p.ReasonCode
 	if ackSucceeded(code) {
-		fl := l.flights.get(f.PacketID)
-		l.flights.delete(f.PacketID)
+		latency := l.endFlight(f.PacketID)
 		delete(l.retryAttempts, f.Seq)
 		l.takeOffWire(f.PacketID)
 		l.record(state.Change{Kind: kind, PacketID: f.PacketID, Seq: f.Seq, QoS: f.QoS, Order: f.Order})
-		outcome := Outcome{Seq: f.Seq, Kind: Delivered, ReasonCode: code, Latency: l.latency(fl)}
-		l.afterCommit(func() { l.emitOutcome(outcome) })
+		outcome := Outcome{Seq: f.Seq, Kind: Delivered, ReasonCode: code, Latency: latency}
+		l.emitAfterCommit(outcome)
 		return
 	}
 
@@ -150,9 +148,5 @@ func (l *Loop) armRetryTimer() {
 // encodeAck encodes PUBACK, PUBREC, PUBREL or PUBCOMP. These packets have
 // fixed fields and always encode.
 func (l *Loop) encodeAck(kind ackKind, id uint16, code byte) []byte {
-	data, err := l.codec.encode(&ackPacket{Kind: kind, PacketID: id, ReasonCode: code})
-	if err != nil {
-		panic(fmt.Sprintf("encode acknowledgement: %v", err))
-	}
-	return data
+	return l.codec.appendAck(l.packetBuffer(), kind, id, code)
 }

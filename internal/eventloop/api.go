@@ -182,7 +182,7 @@ const (
 type Event struct {
 	Kind       EventKind
 	Connected  *Connected
-	Outcome    *Outcome
+	Outcome    Outcome // set for EventAcknowledged
 	Incoming   *Incoming
 	Subscribed *Subscribed
 	Err        error

@@ -42,7 +42,7 @@ func PublishAll(ctx context.Context, opts Options, reqs []Request, timeout time.
 			continue
 		}
 		i := int(ev.Outcome.Seq - 1)
-		outcomes[i] = *ev.Outcome
+		outcomes[i] = ev.Outcome
 		outcomes[i].Seq = reqs[i].Seq
 		pending--
 	}

@@ -18,6 +18,9 @@ type codec interface {
 	// appendPublish appends the encoded p to dst and returns the result.
 	// It is encode for PUBLISH into a buffer the caller reuses.
 	appendPublish(dst []byte, p *publishPacket) []byte
+	// appendAck appends a PUBACK, PUBREC, PUBREL or PUBCOMP without
+	// properties to dst, as encode would write it.
+	appendAck(dst []byte, kind ackKind, id uint16, code byte) []byte
 	// setPublishPacketID overwrites the packet identifier of data, a QoS 1
 	// or QoS 2 PUBLISH returned by encode, without changing its length.
 	setPublishPacketID(data []byte, id uint16) error

@@ -417,16 +417,19 @@ func messageProperties(m *message.Message) *packets.Properties {
 // them): the reason code always, and for PUBACK a property length of 0.
 // A PUBREL's fixed header flags are 0010, as the protocol requires.
 func encodeAck(p *ackPacket) []byte {
-	id := []byte{byte(p.PacketID >> 8), byte(p.PacketID)}
-	switch p.Kind {
+	return mqtt5Codec{}.appendAck(nil, p.Kind, p.PacketID, p.ReasonCode)
+}
+
+func (mqtt5Codec) appendAck(dst []byte, kind ackKind, id uint16, code byte) []byte {
+	switch kind {
 	case kindPuback:
-		return slices.Concat([]byte{packets.PUBACK << 4, 4}, id, []byte{p.ReasonCode, 0})
+		return append(dst, packets.PUBACK<<4, 4, byte(id>>8), byte(id), code, 0)
 	case kindPubrec:
-		return slices.Concat([]byte{packets.PUBREC << 4, 3}, id, []byte{p.ReasonCode})
+		return append(dst, packets.PUBREC<<4, 3, byte(id>>8), byte(id), code)
 	case kindPubrel:
-		return slices.Concat([]byte{packets.PUBREL<<4 | 0x02, 3}, id, []byte{p.ReasonCode})
+		return append(dst, packets.PUBREL<<4|0x02, 3, byte(id>>8), byte(id), code)
 	default:
-		return slices.Concat([]byte{packets.PUBCOMP << 4, 3}, id, []byte{p.ReasonCode})
+		return append(dst, packets.PUBCOMP<<4, 3, byte(id>>8), byte(id), code)
 	}
 }
 

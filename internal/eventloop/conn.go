@@ -168,8 +168,19 @@ type pendingWrite struct {
 	ticket uint64
 	gen    uint64 // connection the packet belongs to
 	data   []byte // nil: no packet
+	// flow is the packet identifier of the QoS 1 or 2 PUBLISH in data,
+	// or zero. Once data is written, the flight of flow is marked as
+	// sent, if it still belongs to message flowSeq.
+	flow    uint16
+	flowSeq uint64
+	// qos0Seq is the message of the QoS 0 PUBLISH in data, or zero.
+	qos0Seq uint64
+	// outcome is emitted once the item is due, unless its Kind is zero.
+	outcome Outcome
 	// after runs once the item is due. written reports whether data
 	// reached the socket; it is false when the connection ended first.
+	// The fields above cover the packets of every message, so that they
+	// need no function value each.
 	after func(written bool)
 
 	// batched is set by writeDueBatch when data went out in a batch, and
@@ -181,16 +192,53 @@ type pendingWrite struct {
 // queueWrite writes data after every change recorded so far is durable, on
 // the current connection only. after may be nil.
 func (l *Loop) queueWrite(data []byte, after func(written bool)) {
+	l.enqueue(pendingWrite{data: data, after: after})
+}
+
+// queuePublish writes data, the QoS 1 or 2 PUBLISH of flow id for
+// message seq, like queueWrite, and marks the flight as sent once it is
+// written.
+func (l *Loop) queuePublish(data []byte, id uint16, seq uint64) {
+	l.enqueue(pendingWrite{data: data, flow: id, flowSeq: seq})
+}
+
+// emitAfterCommit emits o once every change recorded so far is durable.
+func (l *Loop) emitAfterCommit(o Outcome) {
+	l.enqueue(pendingWrite{outcome: o})
+}
+
+// enqueue runs w at once when nothing waits, and otherwise queues it
+// behind the changes recorded so far.
+func (l *Loop) enqueue(w pendingWrite) {
 	queued, committed, _ := l.journal.progress()
 	if len(l.writes) == 0 && queued == committed {
-		written := l.writeNow(data)
-		l.spare.Put(data)
-		if after != nil {
-			after(written)
-		}
+		written := l.writeNow(w.data)
+		l.spare.Put(w.data)
+		l.completeWrite(w, written)
 		return
 	}
-	l.pushWrite(pendingWrite{ticket: queued, gen: l.connGen, data: data, after: after})
+	w.ticket, w.gen = queued, l.connGen
+	l.pushWrite(w)
+}
+
+// completeWrite runs what a due item does after its packet, if any, was
+// written or given up.
+func (l *Loop) completeWrite(w pendingWrite, written bool) {
+	if w.flow != 0 && written {
+		if fl := l.flights.get(w.flow); fl != nil && fl.seq == w.flowSeq {
+			fl.written = true
+		}
+		l.stats.update(func(s *Stats) { s.Published++ })
+	}
+	if w.qos0Seq != 0 {
+		l.qos0Done(w.qos0Seq, written)
+	}
+	if w.outcome.Kind != 0 {
+		l.emitOutcome(w.outcome)
+	}
+	if w.after != nil {
+		w.after(written)
+	}
 }
 
 // pushWrite appends w to l.writes. flushWrites takes items off the front,
@@ -211,7 +259,7 @@ func (l *Loop) pushWrite(w pendingWrite) {
 	l.writes = append(l.writes, w)
 }
 
-// Bounds of the written packet buffers kept for the next PUBLISH: a
+// Bounds of the written packet buffers kept for the next packet: a
 // drain keeps about one per packet waiting for a commit, and a rare large
 // message is not kept.
 const (
@@ -220,9 +268,13 @@ const (
 	spareMaxTotal = 4 << 20
 )
 
-// afterCommit runs f once every change recorded so far is durable.
-func (l *Loop) afterCommit(f func()) {
-	l.queueWrite(nil, func(bool) { f() })
+// packetBuffer returns an empty buffer for a packet that is written and
+// then given back to l.spare. A new one is large enough to be kept.
+func (l *Loop) packetBuffer() []byte {
+	if buf := l.spare.Get(); buf != nil {
+		return buf
+	}
+	return make([]byte, 0, spareMinCap)
 }
 
 // flushWrites runs the queued items whose changes are durable. A journal
@@ -252,9 +304,7 @@ func (l *Loop) flushWrites() {
 			written = l.writeNow(w.data)
 		}
 		l.spare.Put(w.data)
-		if w.after != nil {
-			w.after(written)
-		}
+		l.completeWrite(w, written)
 	}
 }
 

@@ -55,6 +55,7 @@ type Loop struct {
 	// Everything below is owned by the goroutine that runs Poll.
 	st          *state.State
 	flights     idTable[*flight] // open outgoing flows, by packet identifier
+	freeFlights []*flight        // ended flights, for reuse by newFlight
 	events      []Event          // ready for Poll to return, from eventsRead on
 	writes      []pendingWrite   // packets and events waiting for the journal
 	spare       *bufstack.Stack  // written packet buffers, for the next PUBLISH
@@ -172,7 +173,7 @@ func New(opts Options, src Source, journal Journal, restored *state.State) (*Loo
 		t.clock = opts.Clock
 	}
 	for _, f := range st.Outgoing {
-		l.flights.set(f.PacketID, &flight{seq: f.Seq, qos: f.QoS, written: true})
+		l.flights.set(f.PacketID, l.newFlight(flight{seq: f.Seq, qos: f.QoS, written: true}))
 	}
 	l.setThrottle(opts.MessagesPerSecond, opts.BytesPerSecond)
 	l.journal = newCommitter(journal)
@@ -321,7 +322,7 @@ func (l *Loop) emitOutcome(o Outcome) {
 			s.Dropped++
 		}
 	})
-	l.emit(Event{Kind: EventAcknowledged, Outcome: &o})
+	l.emit(Event{Kind: EventAcknowledged, Outcome: o})
 }
 
 // packetIDInUse reports identifiers held outside the session state.

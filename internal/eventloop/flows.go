@@ -143,7 +143,7 @@ func (l *Loop) recyclePayload(req Request) {
 // encodeForSend encodes p and checks it against the broker's Maximum
 // Packet Size. A message that cannot be sent goes to failed/.
 func (l *Loop) encodeForSend(seq uint64, p *publishPacket) ([]byte, bool) {
-	data := l.codec.appendPublish(l.spare.Get(), p)
+	data := l.codec.appendPublish(l.packetBuffer(), p)
 	if limit := l.conn.limits.MaximumPacketSize; limit > 0 && uint32(len(data)) > limit {
 		l.failMessage(seq, fmt.Sprintf("publish packet of %d bytes exceeds the broker's maximum packet size of %d bytes", len(data), limit), 0)
 		l.spare.Put(data)
@@ -156,18 +156,22 @@ func (l *Loop) encodeForSend(seq uint64, p *publishPacket) ([]byte, bool) {
 // whose write never happened is published again, or dropped when QoS 0
 // messages are not kept offline.
 func (l *Loop) sendQoS0(seq uint64, data []byte) {
-	l.queueWrite(data, func(written bool) {
-		switch {
-		case written:
-			l.stats.update(func(s *Stats) { s.Published++ })
-			l.record(state.Change{Kind: state.ChangeDelivered, Seq: seq})
-			l.afterCommit(func() { l.emitOutcome(Outcome{Seq: seq, Kind: Delivered}) })
-		case l.opts.DropQoS0Offline:
-			l.dropQoS0(seq)
-		default:
-			l.replay = append(l.replay, seq)
-		}
-	})
+	l.enqueue(pendingWrite{data: data, qos0Seq: seq})
+}
+
+// qos0Done concludes the QoS 0 message seq once its write happened or
+// was given up.
+func (l *Loop) qos0Done(seq uint64, written bool) {
+	switch {
+	case written:
+		l.stats.update(func(s *Stats) { s.Published++ })
+		l.record(state.Change{Kind: state.ChangeDelivered, Seq: seq})
+		l.emitAfterCommit(Outcome{Seq: seq, Kind: Delivered})
+	case l.opts.DropQoS0Offline:
+		l.dropQoS0(seq)
+	default:
+		l.replay = append(l.replay, seq)
+	}
 }
 
 // sendNewFlow takes a packet identifier, writes it into data, the encoded
@@ -187,15 +191,9 @@ func (l *Loop) sendNewFlow(req Request, qos byte, data []byte) bool {
 	}
 
 	l.record(state.Change{Kind: state.ChangeSent, PacketID: id, Seq: req.Seq, QoS: qos, Order: l.st.NextOrder})
-	f := &flight{seq: req.Seq, qos: qos, firstSent: l.clock.Now()}
-	l.flights.set(id, f)
+	l.flights.set(id, l.newFlight(flight{seq: req.Seq, qos: qos, firstSent: l.clock.Now()}))
 	l.putOnWire(id)
-	l.queueWrite(data, func(written bool) {
-		if written {
-			f.written = true
-			l.stats.update(func(s *Stats) { s.Published++ })
-		}
-	})
+	l.queuePublish(data, id, req.Seq)
 	return true
 }
 
@@ -240,7 +238,7 @@ func (l *Loop) resendNext() bool {
 	}
 	fl := l.flights.get(id)
 	if fl == nil {
-		fl = &flight{seq: f.Seq, qos: f.QoS, written: true}
+		fl = l.newFlight(flight{seq: f.Seq, qos: f.QoS, written: true})
 		l.flights.set(id, fl)
 	}
 	m := req.Message
@@ -251,7 +249,7 @@ func (l *Loop) resendNext() bool {
 		m.Retain = false
 	}
 	p := &publishPacket{PacketID: id, Dup: fl.written, Message: m}
-	data := l.codec.appendPublish(l.spare.Get(), p)
+	data := l.codec.appendPublish(l.packetBuffer(), p)
 	l.recyclePayload(req)
 	if limit := l.conn.limits.MaximumPacketSize; limit > 0 && uint32(len(data)) > limit {
 		l.endFlow(f, state.ChangeFailed, fmt.Sprintf("publish packet of %d bytes exceeds the broker's maximum packet size of %d bytes", len(data), limit), 0)
@@ -259,28 +257,20 @@ func (l *Loop) resendNext() bool {
 		return true
 	}
 	l.putOnWire(id)
-	l.queueWrite(data, func(written bool) {
-		if written {
-			fl.written = true
-			l.stats.update(func(s *Stats) { s.Published++ })
-		}
-	})
+	l.queuePublish(data, id, f.Seq)
 	return true
 }
 
 // endFlow ends flow f with a ChangeFailed or ChangeReleased and reports a
 // failure to the caller.
 func (l *Loop) endFlow(f state.Flow, kind state.ChangeKind, reason string, code byte) {
-	fl := l.flights.get(f.PacketID)
-	l.flights.delete(f.PacketID)
+	latency := l.endFlight(f.PacketID)
 	l.takeOffWire(f.PacketID)
 	l.record(state.Change{Kind: kind, PacketID: f.PacketID, Seq: f.Seq, QoS: f.QoS, Order: f.Order, Reason: reason})
 	if kind == state.ChangeFailed {
 		// The quarantine logs the message once it is in failed/.
 		l.log.Debug("message failed", "seq", f.Seq, "packet_id", f.PacketID, "reason", reason)
-		l.afterCommit(func() {
-			l.emitOutcome(Outcome{Seq: f.Seq, Kind: Failed, Reason: reason, ReasonCode: code, Latency: l.latency(fl)})
-		})
+		l.emitAfterCommit(Outcome{Seq: f.Seq, Kind: Failed, Reason: reason, ReasonCode: code, Latency: latency})
 	}
 }
 
@@ -288,7 +278,35 @@ func (l *Loop) endFlow(f state.Flow, kind state.ChangeKind, reason string, code 
 func (l *Loop) failMessage(seq uint64, reason string, code byte) {
 	l.log.Debug("message failed", "seq", seq, "reason", reason)
 	l.record(state.Change{Kind: state.ChangeFailed, Seq: seq, Reason: reason})
-	l.afterCommit(func() { l.emitOutcome(Outcome{Seq: seq, Kind: Failed, Reason: reason, ReasonCode: code}) })
+	l.emitAfterCommit(Outcome{Seq: seq, Kind: Failed, Reason: reason, ReasonCode: code})
+}
+
+// newFlight returns a flight holding v, reusing one that endFlight
+// freed.
+func (l *Loop) newFlight(v flight) *flight {
+	if n := len(l.freeFlights); n > 0 {
+		fl := l.freeFlights[n-1]
+		l.freeFlights = l.freeFlights[:n-1]
+		*fl = v
+		return fl
+	}
+	fl := new(flight)
+	*fl = v
+	return fl
+}
+
+// endFlight removes the flight of id, if any, keeps it for reuse and
+// returns the time since its first send, for Outcome.Latency.
+func (l *Loop) endFlight(id uint16) time.Duration {
+	fl := l.flights.get(id)
+	if fl == nil {
+		return 0
+	}
+	l.flights.delete(id)
+	latency := l.latency(fl)
+	*fl = flight{}
+	l.freeFlights = append(l.freeFlights, fl)
+	return latency
 }
 
 // latency returns the time since the first send of a flow, or zero.
@@ -323,7 +341,7 @@ func (l *Loop) expire(req Request) {
 	l.log.Info("message expired before it was sent", "seq", req.Seq, "expiry_seconds", req.Message.ExpirySeconds)
 	reason := fmt.Sprintf("message expiry interval of %d seconds passed before it was sent", req.Message.ExpirySeconds)
 	l.record(state.Change{Kind: state.ChangeExpired, Seq: req.Seq, Reason: reason})
-	l.afterCommit(func() { l.emitOutcome(Outcome{Seq: req.Seq, Kind: Expired, Reason: reason}) })
+	l.emitAfterCommit(Outcome{Seq: req.Seq, Kind: Expired, Reason: reason})
 }
 
 // throttleDelay takes size bytes and one message from the limiters, or

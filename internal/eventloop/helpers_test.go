@@ -195,7 +195,7 @@ func (r *runner) outcomes() map[uint64]Outcome {
 	out := map[uint64]Outcome{}
 	for _, ev := range r.events {
 		if ev.Kind == EventAcknowledged {
-			out[ev.Outcome.Seq] = *ev.Outcome
+			out[ev.Outcome.Seq] = ev.Outcome
 		}
 	}
 	return out

@@ -214,5 +214,5 @@ func (l *Loop) dropOfflineQoS0() {
 func (l *Loop) dropQoS0(seq uint64) {
 	const reason = "qos 0 message dropped while offline"
 	l.record(state.Change{Kind: state.ChangeExpired, Seq: seq, Reason: reason})
-	l.afterCommit(func() { l.emitOutcome(Outcome{Seq: seq, Kind: Dropped, Reason: reason}) })
+	l.emitAfterCommit(Outcome{Seq: seq, Kind: Dropped, Reason: reason})
 }

@@ -28,8 +28,10 @@ func (s *Spool) Commit(changes []state.Change) error {
 	if slices.ContainsFunc(changes, func(c state.Change) bool { return c.Kind == state.ChangeFailed }) {
 		write = s.write
 	}
+	arena := s.takeArena()
+	defer s.putArena(arena)
 	err := write("commit session changes", func(tx *bolt.Tx, t *totals) error {
-		j := journalTx{s: s, tx: tx, t: t}
+		j := journalTx{s: s, tx: tx, t: t, arena: arena}
 		for i, c := range changes {
 			if err := j.apply(c); err != nil {
 				return fmt.Errorf("change %d of %d (%s, packet id %d, seq %d): %w", i+1, len(changes), c.Kind, c.PacketID, c.Seq, err)
@@ -57,6 +59,59 @@ type journalTx struct {
 	// messages and flows are cursors reused by every seek of the
 	// transaction, so each seek does not grow a new cursor's stack.
 	messages, flows *bolt.Cursor
+
+	// arena provides the keys and values put. A nil arena allocates each.
+	arena *recordArena
+}
+
+// recordArena is the buffer of the keys and values that one Commit puts.
+// bbolt uses them until the transaction ends, so the buffer is reused
+// only by the next Commit, which spares an allocation per record.
+type recordArena struct{ buf []byte }
+
+// maxArenaKept bounds the buffer kept between commits.
+const maxArenaKept = 1 << 20
+
+// alloc returns n bytes that stay unchanged until reset. A nil arena
+// allocates them.
+func (a *recordArena) alloc(n int) []byte {
+	if a == nil {
+		return make([]byte, n)
+	}
+	if cap(a.buf)-len(a.buf) < n {
+		// The full buffer stays with the records of the running
+		// transaction, and the arena goes on in a new one.
+		a.buf = make([]byte, 0, max(2*cap(a.buf), n, 4096))
+	}
+	start := len(a.buf)
+	a.buf = a.buf[:start+n]
+	return a.buf[start : start+n : start+n]
+}
+
+// takeArena returns the arena kept by the last Commit, or a new one.
+func (s *Spool) takeArena() *recordArena {
+	if a := s.arena.Swap(nil); a != nil {
+		return a
+	}
+	return &recordArena{}
+}
+
+// putArena keeps a for the next Commit. The transactions that used it
+// have ended.
+func (s *Spool) putArena(a *recordArena) {
+	if cap(a.buf) > maxArenaKept {
+		return
+	}
+	a.buf = a.buf[:0]
+	s.arena.Store(a)
+}
+
+// packetKey returns the key of packet identifier id in the flows and
+// incoming buckets, in the arena.
+func (j *journalTx) packetKey(id uint16) []byte {
+	k := j.arena.alloc(2)
+	binary.BigEndian.PutUint16(k, id)
+	return k
 }
 
 func (j *journalTx) messageCursor() *bolt.Cursor {
@@ -112,9 +167,11 @@ func (j *journalTx) apply(c state.Change) error {
 	case state.ChangeFailed:
 		return j.fail(c)
 	case state.ChangeIncomingStored:
-		return j.tx.Bucket(bucketIncoming).Put(packetKey(c.PacketID), []byte{})
+		return j.tx.Bucket(bucketIncoming).Put(j.packetKey(c.PacketID), []byte{})
 	case state.ChangeIncomingReleased:
-		return j.tx.Bucket(bucketIncoming).Delete(packetKey(c.PacketID))
+		var key [2]byte
+		binary.BigEndian.PutUint16(key[:], c.PacketID)
+		return j.tx.Bucket(bucketIncoming).Delete(key[:])
 	default:
 		return fmt.Errorf("unknown change kind %d: this build cannot journal it", c.Kind)
 	}
@@ -263,11 +320,11 @@ func (j *journalTx) seekFlow(id uint16) ([]byte, bool) {
 }
 
 func (j *journalTx) putFlow(f state.Flow) error {
-	v, err := f.MarshalBinary()
+	v, err := f.AppendBinary(j.arena.alloc(state.FlowRecordSize)[:0])
 	if err != nil {
 		return err
 	}
-	return j.tx.Bucket(bucketFlows).Put(packetKey(f.PacketID), v)
+	return j.tx.Bucket(bucketFlows).Put(j.packetKey(f.PacketID), v)
 }
 
 func (j *journalTx) deleteMessage(seq uint64) error {
@@ -301,8 +358,6 @@ func deleteMessage(c *bolt.Cursor, t *totals, seq uint64) (bool, error) {
 	t.bytes -= int64(size)
 	return true, nil
 }
-
-func packetKey(id uint16) []byte { return binary.BigEndian.AppendUint16(nil, id) }
 
 // LoadState rebuilds the session state from the journal. A flow record
 // that does not decode is logged and deleted, and the session flag is
@@ -397,7 +452,7 @@ func (s *Spool) SaveState(st *state.State) error {
 			}
 		}
 		for _, id := range st.IncomingQoS2 {
-			if err := tx.Bucket(bucketIncoming).Put(packetKey(id), []byte{}); err != nil {
+			if err := tx.Bucket(bucketIncoming).Put(j.packetKey(id), []byte{}); err != nil {
 				return err
 			}
 		}

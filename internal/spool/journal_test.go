@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"encoding/binary"
 	"errors"
 	"testing"
 
@@ -282,4 +283,45 @@ func TestLoadStateDropsUnreadableFlow(t *testing.T) {
 	equal(t, "flows", len(st.Outgoing), 1)
 	equal(t, "flows after reload", len(mustLoadState(t, s).Outgoing), 1)
 	equal(t, "stats flows", s.Stats().Flows, 1)
+}
+
+// packetKey returns the flows and incoming buckets' key of id.
+func packetKey(id uint16) []byte { return binary.BigEndian.AppendUint16(nil, id) }
+
+// Commits reuse one buffer for the keys and values they put, and a large
+// commit outgrows it. Records of earlier commits and of the earlier parts
+// of a large one must come back unchanged.
+func TestCommit_ReusedBufferKeepsRecords(t *testing.T) {
+	opts := testOptions(t)
+	s := openSpool(t, opts)
+	mustAppend(t, s, batch("a", 0, 1000))
+
+	want := &state.State{}
+	commit := func(changes []state.Change) {
+		t.Helper()
+		mustCommit(t, s, changes...)
+		for _, c := range changes {
+			if err := want.Apply(c); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var changes []state.Change
+	for seq := uint64(1); seq <= 600; seq++ { // about 16 KiB of records
+		changes = append(changes, sent(uint16(seq), seq, 2))
+	}
+	commit(append(changes, state.Change{Kind: state.ChangeIncomingStored, PacketID: 7}))
+	for round := range 5 {
+		changes = changes[:0]
+		for i := range 80 {
+			seq := uint64(round*80 + i + 1)
+			changes = append(changes, state.Change{Kind: state.ChangePubrec, PacketID: uint16(seq), Seq: seq},
+				sent(uint16(600+seq), 600+seq, 1))
+		}
+		commit(changes)
+	}
+	s.Close()
+
+	s = openSpool(t, opts)
+	equal(t, "state", mustLoadState(t, s), want)
 }

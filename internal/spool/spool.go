@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -70,6 +71,9 @@ type Spool struct {
 
 	// damaged is closed when corrupt is first set.
 	damaged chan struct{}
+
+	// arena is the record buffer kept between journal commits.
+	arena atomic.Pointer[recordArena]
 }
 
 // totals mirrors the counters in the meta bucket.

@@ -71,13 +71,21 @@ func (s *State) UnmarshalBinary(b []byte) error {
 	return nil
 }
 
+// FlowRecordSize is the length of a flow record from [Flow.MarshalBinary].
+const FlowRecordSize = 1 + flowSize + 4
+
 // MarshalBinary encodes one flow on its own, for journals that keep a
 // record per packet identifier.
 func (f Flow) MarshalBinary() ([]byte, error) {
-	b := make([]byte, 0, 1+flowSize+4)
+	return f.AppendBinary(make([]byte, 0, FlowRecordSize))
+}
+
+// AppendBinary appends the record of [Flow.MarshalBinary] to b.
+func (f Flow) AppendBinary(b []byte) ([]byte, error) {
+	start := len(b)
 	b = append(b, encodingVersion)
 	b = appendFlow(b, f)
-	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli)), nil
+	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b[start:], castagnoli)), nil
 }
 
 // UnmarshalBinary decodes what [Flow.MarshalBinary] wrote.
