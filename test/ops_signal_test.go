@@ -116,3 +116,35 @@ func TestOpsSignal_StopWithStalledBroker(t *testing.T) {
 		t.Errorf("stopped %s after SIGTERM, want within the 2 s drain timeout and a second", took.Round(time.Millisecond))
 	}
 }
+
+// TestOpsSignal_PolicyNeverExitsOnLoss checks that with reconnect.policy
+// never, a lost connection ends the daemon with exit status 1, so that
+// systemd's Restart=on-failure starts it again, and that the next start
+// forwards what was dropped meanwhile.
+func TestOpsSignal_PolicyNeverExitsOnLoss(t *testing.T) {
+	b := harness.StartBroker(t, "")
+	sub := harness.Subscribe(t, b.Addr(), "never/#", 1)
+	d := harness.NewDaemon(t, b.URL(), "reconnect:\n  policy: never\n")
+	d.DumpOnFailure()
+	d.Start()
+	opsConnected(t, d)
+	d.Drop("never/a/1.txt", []byte("first"))
+	sub.WaitCount(1, 10*time.Second)
+
+	b.Stop()
+	if code := d.ExitCode(30 * time.Second); code != 1 {
+		t.Fatalf("exit status %d after the connection ended, want 1", code)
+	}
+	if !strings.Contains(d.Log(), "reconnect.policy is never") {
+		t.Errorf("log does not name the policy as the reason for stopping:\n%s", d.Log())
+	}
+
+	d.Drop("never/a/2.txt", []byte("second"))
+	b.Start()
+	sub = harness.Subscribe(t, b.Addr(), "never/#", 1)
+	d.Start()
+	sub.WaitCount(1, 15*time.Second)
+	if got := string(sub.Messages()[0].Payload); got != "second" {
+		t.Errorf("after the restart the subscriber got %q, want second", got)
+	}
+}

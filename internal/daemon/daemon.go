@@ -196,6 +196,18 @@ func (d *Daemon) Run(ctx, hard context.Context) error {
 	return errors.Join(loopErr, d.close())
 }
 
+// connectionEnded returns the error that ends Run when the loop stopped
+// by itself: reconnect.policy never ended it with the connection. It is a
+// failure, so that systemd's Restart=on-failure starts the daemon again.
+func (d *Daemon) connectionEnded() error {
+	cause := d.loop.Stats().LastError
+	if cause == "" {
+		cause = "no error recorded"
+	}
+	return fmt.Errorf("connection to the broker ended (%s) and reconnect.policy is never: "+
+		"let systemd restart mqspool (Restart=on-failure) or set reconnect.policy to always", cause)
+}
+
 // errDamaged ends Run when the spool found its file damaged.
 var errDamaged = errors.New("spool database is damaged: stopped so that the next start checks it and renames it aside; systemd starts it again")
 
@@ -271,6 +283,8 @@ func (d *Daemon) drive(ctx, hard context.Context, stopIntake func()) error {
 		switch {
 		case errors.Is(err, context.DeadlineExceeded) && parent.Err() == nil:
 			continue
+		case errors.Is(err, eventloop.ErrClosed) && ctx.Err() == nil:
+			return d.connectionEnded()
 		case errors.Is(err, eventloop.ErrClosed):
 			return nil
 		case err != nil && hard.Err() != nil:
