@@ -2,8 +2,10 @@ package daemon
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
+	"github.com/mqspool/mqspool/internal/config"
 	"github.com/mqspool/mqspool/internal/eventloop"
 	"github.com/mqspool/mqspool/internal/message"
 )
@@ -26,15 +28,11 @@ func (d *Daemon) publishOffline(hard context.Context) {
 	if d.cfg.Status.Topic == "" {
 		return
 	}
-	opts, err := loopOptions(d.cfg, statusClientID(d.clientIDValue), d.log)
+	opts, err := offlineOptions(d.cfg, statusClientID(d.clientIDValue), d.log.With("component", "status"))
 	if err != nil {
 		d.log.Warn("offline status not published", "topic", d.cfg.Status.Topic, "err", err)
 		return
 	}
-	opts.Birth, opts.Will = nil, nil
-	opts.Reconnect = eventloop.ReconnectNever
-	opts.SessionExpiry = time.Second
-	opts.Logger = d.log.With("component", "status")
 
 	m := message.Message{Topic: d.cfg.Status.Topic, Payload: []byte("offline"), QoS: 1, Retain: true}
 	_, err = eventloop.PublishAll(hard, opts, []eventloop.Request{{Seq: 1, Message: m}}, offlineTimeout)
@@ -43,6 +41,23 @@ func (d *Daemon) publishOffline(hard context.Context) {
 		return
 	}
 	d.log.Info("offline status published", "topic", d.cfg.Status.Topic)
+}
+
+// offlineOptions returns the options of the status connection. It only
+// publishes, so it has no Birth, Will or subscriptions: a subscription
+// there would take messages that nothing stores or acknowledges, such as
+// the share of a $share group. Its session ends a second after it.
+func offlineOptions(cfg *config.Config, clientID string, log *slog.Logger) (eventloop.Options, error) {
+	opts, err := loopOptions(cfg, clientID, log)
+	if err != nil {
+		return opts, err
+	}
+	opts.Birth, opts.Will = nil, nil
+	opts.Subscriptions, opts.SessionSubscriptions = nil, nil
+	opts.Reconnect = eventloop.ReconnectNever
+	opts.SessionExpiry = time.Second
+	opts.Logger = log
+	return opts, nil
 }
 
 // statusClientID derives the client id of the status connection: the
