@@ -213,6 +213,20 @@ func TestPublish_BadInputExits2(t *testing.T) {
 	}
 }
 
+func TestPublish_DollarTopicNeedsRoute(t *testing.T) {
+	file, _ := testConfig(t, "")
+	code, _, errOut := run(t, "", "publish", "--config", file, "--topic", "$aws/things/gw/shadow/update", "--message", "x")
+	if code != exitUsage || !strings.Contains(errOut, "allow_dollar") {
+		t.Errorf("without a route: code %d, stderr %q; want %d and the fix", code, errOut, exitUsage)
+	}
+
+	file, _ = testConfig(t, "routes:\n  - match: \"**\"\n    allow_dollar: true\n")
+	code, out, errOut := run(t, "", "publish", "--config", file, "--topic", "$aws/things/gw/shadow/update", "--message", "x")
+	if code != exitOK || !strings.HasPrefix(out, "queued new/") {
+		t.Errorf("with a route that allows $: code %d, stdout %q, stderr %q; want it queued", code, out, errOut)
+	}
+}
+
 func TestPublish_BadWaitAndQoSExit2(t *testing.T) {
 	for _, flags := range [][]string{{"--wait", "-5s"}, {"--qos", "-1"}} {
 		args := append([]string{"publish", "--spool-dir", t.TempDir(), "--topic", "a", "--message", "x"}, flags...)

@@ -9,11 +9,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/mqspool/mqspool/internal/config"
 	"github.com/mqspool/mqspool/internal/format"
 	"github.com/mqspool/mqspool/internal/message"
 )
@@ -112,6 +114,9 @@ func (f *publishFlags) dir(c *cobra.Command) (string, error) {
 		return "", err
 	}
 	cfg := loaded.Config
+	if strings.HasPrefix(f.topic, "$") && !slices.ContainsFunc(cfg.Routes, func(r config.Route) bool { return r.AllowDollar }) {
+		return "", usageError(fmt.Errorf("--topic %q: %w", f.topic, message.ErrTopicDollar))
+	}
 	if f.topic == "" && cfg.Publish.DefaultTopic == "" && len(cfg.Routes) == 0 {
 		return "", usageError(errors.New("missing --topic: the daemon has no publish.default_topic or routes to give this message one"))
 	}
@@ -133,7 +138,8 @@ func (f *publishFlags) message(stdin io.Reader, args []string) (message.Message,
 	m.ContentType = f.contentType
 
 	if f.topic != "" {
-		if err := message.ValidateTopic(f.topic, false); err != nil {
+		// A topic starting with $ is checked against the routes in dir.
+		if err := message.ValidateTopic(f.topic, true); err != nil {
 			return m, fmt.Errorf("--topic %q: %w", f.topic, err)
 		}
 	}
