@@ -47,12 +47,15 @@ func (f *waitFlags) waitFor(c *cobra.Command, cfg *configFlags, name string) err
 }
 
 // askWait sends the wait request, retrying while no daemon listens, until
-// deadline.
+// deadline. A daemon that stops during the wait is asked again once one
+// listens: the message stays queued, and the next daemon reports it if it
+// takes the file from new/ itself.
 func askWait(ctx context.Context, socket, name string, deadline time.Time) (control.WaitResult, error) {
+	lastMiss := "no daemon listened on " + socket
 	for {
 		left := time.Until(deadline)
 		if left <= 0 {
-			return control.WaitResult{State: control.WaitTimedOut, Reason: "no daemon listened on " + socket}, nil
+			return control.WaitResult{State: control.WaitTimedOut, Reason: lastMiss}, nil
 		}
 		req := control.Request{Command: control.CommandWait, File: name, TimeoutMillis: max(left.Milliseconds(), 1)}
 		resp, err := control.Send(ctx, socket, req)
@@ -60,6 +63,8 @@ func askWait(ctx context.Context, socket, name string, deadline time.Time) (cont
 		switch {
 		case err == nil && resp.Wait == nil:
 			return control.WaitResult{}, fmt.Errorf("wait for new/%s: the daemon sent no wait result: upgrade it to this version", name)
+		case err == nil && resp.Wait.State == control.WaitStopped:
+			lastMiss = "the daemon stopped before the acknowledgement"
 		case err == nil:
 			return *resp.Wait, nil
 		case !errors.Is(err, control.ErrNoDaemon):

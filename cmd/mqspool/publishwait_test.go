@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mqspool/mqspool/internal/control"
+)
+
+// stoppingDaemon answers the first wait request as a daemon that begins
+// to stop, and later ones with result.
+type stoppingDaemon struct {
+	waits  atomic.Int32
+	result control.WaitResult
+}
+
+func (d *stoppingDaemon) Status() control.Status     { return control.Status{} }
+func (d *stoppingDaemon) Pause()                     {}
+func (d *stoppingDaemon) Resume()                    {}
+func (d *stoppingDaemon) Reconnect()                 {}
+func (d *stoppingDaemon) Throttle(rate string) error { return nil }
+func (d *stoppingDaemon) Wait(ctx context.Context, file string) control.WaitResult {
+	if d.waits.Add(1) == 1 {
+		return control.WaitResult{State: control.WaitStopped, Reason: "the daemon is stopping"}
+	}
+	return d.result
+}
+
+func listenControl(t *testing.T, h control.Handler) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ctl.sock")
+	srv, err := control.Listen(path, h, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	t.Cleanup(func() { srv.Close() })
+	return path
+}
+
+func TestAskWait_AsksAgainAfterStop(t *testing.T) {
+	d := &stoppingDaemon{result: control.WaitResult{State: control.WaitDelivered, Messages: 1}}
+	socket := listenControl(t, d)
+
+	res, err := askWait(context.Background(), socket, "a.msg", time.Now().Add(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.State != control.WaitDelivered {
+		t.Errorf("result %+v, want delivered from the second request", res)
+	}
+	if n := d.waits.Load(); n != 2 {
+		t.Errorf("%d wait requests, want 2", n)
+	}
+}
+
+func TestAskWait_StopThenDeadlineTimesOut(t *testing.T) {
+	d := &stoppingDaemon{result: control.WaitResult{State: control.WaitStopped, Reason: "the daemon is stopping"}}
+	socket := listenControl(t, d)
+
+	res, err := askWait(context.Background(), socket, "a.msg", time.Now().Add(500*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.State != control.WaitTimedOut || res.Reason != "the daemon stopped before the acknowledgement" {
+		t.Errorf("result %+v, want timed out because the daemon stopped", res)
+	}
+}
