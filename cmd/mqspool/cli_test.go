@@ -365,10 +365,13 @@ func TestSpool_RequeueFailed(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(failed, "r.json"), []byte("{}"), 0o644)
 	os.WriteFile(filepath.Join(failed, "r.json.reason"), []byte("why"), 0o644)
+	if err := os.Symlink("/etc/hostname", filepath.Join(failed, "link.txt")); err != nil {
+		t.Fatal(err)
+	}
 	os.MkdirAll(filepath.Join(dir, "spool", "new"), 0o755)
 
 	code, out, errOut := run(t, "", "spool", "requeue-failed", "--config", file)
-	if code != exitOK || !strings.Contains(out, "requeued 1 files") {
+	if code != exitOK || !strings.Contains(out, "requeued 2 files") {
 		t.Fatalf("code %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "spool", "new", "site1", "r.json")); err != nil {

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -221,18 +222,24 @@ is.`,
 	return c
 }
 
-// requeueFailed renames failed/REL to new/REL for every file, removing
+// requeueFailed renames failed/REL to new/REL for every entry that is
+// not a directory, symbolic links and FIFOs included, and removes
 // REL.reason. It stops at the first error and returns the count so far.
+// The directories it took files from are synced at the end.
 func requeueFailed(spoolDir string) (int, error) {
 	failed := filepath.Join(spoolDir, "failed")
 	newDir := filepath.Join(spoolDir, "new")
 	n := 0
+	var emptied []string
 	err := filepath.WalkDir(failed, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if !e.Type().IsRegular() || strings.HasSuffix(p, ".reason") {
+		if e.IsDir() || strings.HasSuffix(p, ".reason") {
 			return nil
+		}
+		if dir := filepath.Dir(p); !slices.Contains(emptied, dir) {
+			emptied = append(emptied, dir)
 		}
 		rel, err := filepath.Rel(failed, p)
 		if err != nil {
@@ -245,6 +252,9 @@ func requeueFailed(spoolDir string) (int, error) {
 		n++
 		return nil
 	})
+	for _, dir := range emptied {
+		err = errors.Join(err, format.SyncDir(dir))
+	}
 	if err != nil {
 		return n, fmt.Errorf("requeue failed/: %w", err)
 	}

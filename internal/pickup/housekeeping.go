@@ -56,14 +56,16 @@ func countOlder(dir string, cutoff time.Time) int {
 
 // FailedUsage returns the number of undelivered files in the failed/
 // directory of spoolDir and the bytes of all files there, .reason files
-// included. It reads the directory each time, so the figures are current.
+// included. Symbolic links, FIFOs and sockets that the pickup rejected
+// count as files. It reads the directory each time, so the figures are
+// current.
 func FailedUsage(spoolDir string) (files int, bytes int64) {
 	return failedUsage(filepath.Join(spoolDir, "failed"))
 }
 
 func failedUsage(dir string) (files int, bytes int64) {
 	filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
-		if err != nil || path == dir || !e.Type().IsRegular() {
+		if err != nil || path == dir || e.IsDir() {
 			return nil // the root itself is never an entry, even when it is a file
 		}
 		if info, err := e.Info(); err == nil {

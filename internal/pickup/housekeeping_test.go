@@ -3,6 +3,7 @@ package pickup
 import (
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -54,6 +55,25 @@ func TestFailedUsage_CountsFilesAndReasonBytes(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "failed", "late.msg"), []byte("12345"), 0o644)
 	if files, bytes = FailedUsage(dir); files != 3 || bytes != 20 {
 		t.Errorf("after one more file: %d files, %d bytes; want 3 and 20", files, bytes)
+	}
+}
+
+func TestFailedUsage_CountsLinksAndFIFOs(t *testing.T) {
+	dir := t.TempDir()
+	failed := filepath.Join(dir, "failed")
+	if err := os.MkdirAll(failed, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc/hostname", filepath.Join(failed, "link.txt")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(failed, "pipe.txt"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(failed, "pipe.txt.reason"), []byte("why"), 0o644)
+
+	if files, _ := FailedUsage(dir); files != 2 {
+		t.Errorf("files = %d, want 2: a link and a FIFO rejected at ingest", files)
 	}
 }
 
