@@ -114,7 +114,10 @@ func SyncDir(dir string) error {
 }
 
 // MkdirAllSync creates dir and its missing parents, syncing the parent of
-// each directory it creates so that the new entries are durable.
+// each directory it creates so that the new entries are durable. The
+// umask sets their mode: systemd's UMask=0007 gives the group the same
+// rights as the owner, as in the spool directories that tmpfiles.d
+// creates.
 func MkdirAllSync(dir string) error {
 	if _, err := os.Stat(dir); err == nil {
 		return nil
@@ -125,7 +128,7 @@ func MkdirAllSync(dir string) error {
 			return err
 		}
 	}
-	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+	if err := os.Mkdir(dir, 0o777); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("create directory: %w", err)
 	}
 	return SyncDir(parent)

@@ -1,0 +1,30 @@
+package format
+
+import (
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+)
+
+// Directories that the daemon creates below failed/ or an inbox take
+// their mode from the umask, so that the unit's UMask=0007 lets the group
+// remove what is in them.
+func TestMkdirAllSync_ModeFromUmask(t *testing.T) {
+	old := syscall.Umask(0o007)
+	defer syscall.Umask(old)
+	dir := filepath.Join(t.TempDir(), "failed", "site1", "temp")
+
+	if err := MkdirAllSync(dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		info, err := os.Stat(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if perm := info.Mode().Perm(); perm != 0o770 {
+			t.Errorf("%s has mode %o, want 770 under umask 007", d, perm)
+		}
+	}
+}
