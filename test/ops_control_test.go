@@ -136,7 +136,8 @@ func TestOpsControl_PauseStatusResume(t *testing.T) {
 }
 
 // TestOpsControl_Throttle checks that ctl throttle holds the publish rate
-// within 10 percent over a few seconds.
+// within 10 percent over a few seconds, that a byte rate keeps the
+// message rate, and that off clears both.
 func TestOpsControl_Throttle(t *testing.T) {
 	const rate, total = 30.0, 90
 	b := harness.StartBroker(t, "")
@@ -174,6 +175,11 @@ func TestOpsControl_Throttle(t *testing.T) {
 		t.Errorf("publish rate %.1f/s over %.1fs, want %.0f/s within 10%%", got, span, rate)
 	}
 
+	// A byte rate is a second limit beside the message rate.
+	opsCtl(t, d, "throttle", "1MiB/s")
+	if st := opsStatus(t, d); st["throttle"] != "30/s, 1MiB/s" {
+		t.Errorf("status throttle after a byte rate = %v, want 30/s, 1MiB/s", st["throttle"])
+	}
 	opsCtl(t, d, "throttle", "off")
 	if st := opsStatus(t, d); st["throttle"] != "off" {
 		t.Errorf("status throttle after off = %v, want off", st["throttle"])

@@ -56,13 +56,18 @@ type Daemon struct {
 	// failedKept counts messages kept in the spool because failed/ could
 	// not take them, since the start.
 	failedKept atomic.Uint64
+
+	// throttleMu guards throttle, the limits last given to the loop.
+	throttleMu sync.Mutex
+	throttle   config.Rate
 }
 
 // New opens the spool and prepares the pickup and the event loop. Nothing
 // runs until [Daemon.Run]. level is the logger's level, which
 // [Daemon.Reload] sets; nil leaves the level fixed.
 func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: log, started: time.Now(), level: level, waits: newWaitTracker(cfg.Spool.Dir)}
+	d := &Daemon{cfg: cfg, log: log, started: time.Now(), level: level, waits: newWaitTracker(cfg.Spool.Dir),
+		throttle: fileThrottle(cfg)}
 	d.notify = notifier{log: log}
 
 	// The spool quarantines through the pickup, which needs the spool as

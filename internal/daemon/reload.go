@@ -19,7 +19,7 @@ func (d *Daemon) Reload(cfg *config.Config) {
 	if level, err := config.ParseLevel(cfg.Log.Level); err == nil && d.level != nil {
 		d.level.Set(level)
 	}
-	d.loop.SetThrottle(cfg.Throttle.MessagesPerSecond, float64(cfg.Throttle.BytesPerSecond))
+	d.setThrottle(func(config.Rate) config.Rate { return fileThrottle(cfg) })
 	if err := d.pickup.SetRoutes(pickupRoutes(cfg)); err != nil {
 		d.log.Error("routes not reloaded, keeping the running ones", "err", err)
 	}

@@ -114,13 +114,39 @@ func (h controlHandler) Wait(ctx context.Context, file string) control.WaitResul
 	return h.d.waits.wait(ctx, file)
 }
 
+// Throttle sets the rate that text names, a message or a byte rate, and
+// keeps the other one; "off" clears both.
 func (h controlHandler) Throttle(text string) error {
 	r, err := config.ParseRate(text)
 	if err != nil {
 		return err
 	}
-	h.d.loop.SetThrottle(r.MessagesPerSecond, r.BytesPerSecond)
+	h.d.setThrottle(func(cur config.Rate) config.Rate {
+		switch {
+		case r.MessagesPerSecond > 0:
+			cur.MessagesPerSecond = r.MessagesPerSecond
+		case r.BytesPerSecond > 0:
+			cur.BytesPerSecond = r.BytesPerSecond
+		default:
+			cur = config.Rate{}
+		}
+		return cur
+	})
 	return nil
+}
+
+// setThrottle gives the loop the limits that change makes of the current
+// ones.
+func (d *Daemon) setThrottle(change func(config.Rate) config.Rate) {
+	d.throttleMu.Lock()
+	defer d.throttleMu.Unlock()
+	d.throttle = change(d.throttle)
+	d.loop.SetThrottle(d.throttle.MessagesPerSecond, d.throttle.BytesPerSecond)
+}
+
+// fileThrottle returns the limits of the throttle settings in cfg.
+func fileThrottle(cfg *config.Config) config.Rate {
+	return config.Rate{MessagesPerSecond: cfg.Throttle.MessagesPerSecond, BytesPerSecond: float64(cfg.Throttle.BytesPerSecond)}
 }
 
 // failedFiles counts the undelivered files in failed/ now.
