@@ -97,7 +97,7 @@ type Status struct {
 	IntakeErrorAgeSecs float64 `json:"intake_last_error_age_seconds,omitempty"`
 	// PartialFile is the long .jsonl file being stored in parts, if any.
 	PartialFile  *PartialFile `json:"partial_file,omitempty"`
-	LastError    string       `json:"last_error,omitempty"`
+	LastError    string       `json:"last_error"` // empty when there was none
 	DrainETASecs float64      `json:"time_to_drain_seconds"`
 	Reconnects   uint64       `json:"reconnects"`
 	Published    uint64       `json:"published"`

@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -168,5 +169,23 @@ func TestSend_NoDaemon(t *testing.T) {
 	_, err := Send(context.Background(), filepath.Join(t.TempDir(), "none.sock"), Request{Command: CommandStatus})
 	if !errors.Is(err, ErrNoDaemon) {
 		t.Errorf("err %v, want ErrNoDaemon", err)
+	}
+}
+
+// The fields that the documentation lists as always present are in the
+// JSON even when they are zero, so scripts need not test for them.
+func TestStatus_JSONAlwaysHasDocumentedFields(t *testing.T) {
+	data, err := json.Marshal(Status{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fields map[string]any
+	if err := json.Unmarshal(data, &fields); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"connected", "queue_messages", "last_error", "time_to_drain_seconds", "failed_files", "uptime_seconds"} {
+		if _, ok := fields[key]; !ok {
+			t.Errorf("status JSON of a zero Status lacks %s: %s", key, data)
+		}
 	}
 }
