@@ -119,6 +119,25 @@ func TestConfigPrint_HidesPassword(t *testing.T) {
 	}
 }
 
+func TestConfigPrint_WithoutBrokerURLs(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "mqspool.yaml")
+	text := "spool:\n  dir: " + filepath.Join(dir, "spool") + "\nsubscriptions:\n  - filter: cmd/#\n    qos: 1\n    dir: " + filepath.Join(dir, "in") + "\n"
+	if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := run(t, "", "config", "print", "--config", file)
+	if code != exitOK {
+		t.Fatalf("code %d, stderr %q; want the file shown", code, errOut)
+	}
+	if !strings.Contains(out, "broker.urls is missing") {
+		t.Errorf("config print does not say that broker.urls is missing:\n%s", out)
+	}
+	if !strings.Contains(out, `subscriptions[0]: filter="cmd/#" qos=1`) {
+		t.Errorf("config print does not show the subscription:\n%s", out)
+	}
+}
+
 func TestUsage_BadFlagExits2(t *testing.T) {
 	if code, _, _ := run(t, "", "run", "--no-such-flag"); code != exitUsage {
 		t.Errorf("unknown flag: code %d, want %d", code, exitUsage)

@@ -47,11 +47,15 @@ func newConfigPrintCommand() *cobra.Command {
 		Short: "Print every key with its effective value and where it came from",
 		Args:  exactArgs(0),
 		RunE: func(c *cobra.Command, _ []string) error {
-			loaded, err := flags.load(c, nil)
+			// Offline, so that a file without broker.urls can be shown.
+			loaded, err := flags.loadOffline(c)
 			if err != nil {
 				return err
 			}
 			printConfig(c, loaded)
+			if len(loaded.Config.Broker.URLs) == 0 {
+				fmt.Fprintln(c.OutOrStdout(), "# broker.urls is missing: mqspool run refuses to start; set it in the file or MQSPOOL_BROKER_URLS")
+			}
 			return nil
 		},
 	}
@@ -81,6 +85,10 @@ func printConfig(c *cobra.Command, loaded *config.Loaded) {
 	for i, r := range loaded.Config.Routes {
 		fmt.Fprintf(out, "  routes[%d]: match=%q topic=%q qos=%s retain=%s allow_dollar=%t\n",
 			i, r.Match, r.Topic, optional(r.QoS), optional(r.Retain), r.AllowDollar)
+	}
+	for i, s := range loaded.Config.Subscriptions {
+		fmt.Fprintf(out, "  subscriptions[%d]: filter=%q qos=%d dir=%q max_files=%d max_bytes=%s\n",
+			i, s.Filter, s.QoS, s.Dir, s.MaxFiles, s.MaxBytes)
 	}
 }
 
