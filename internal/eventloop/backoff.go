@@ -47,5 +47,17 @@ func (b *backoff) delay(n int) time.Duration {
 	return b.min + time.Duration(b.rand(int64(spread)+1))
 }
 
+// rejected returns the delay after a CONNACK that a quick retry cannot
+// fix: from half the max delay to the max delay, and at least the min
+// delay. The jitter keeps a fleet whose credentials were revoked from
+// retrying in lockstep.
+func (b *backoff) rejected() time.Duration {
+	low := max(b.max/2, b.min)
+	if b.max <= low {
+		return low
+	}
+	return low + time.Duration(b.rand(int64(b.max-low)+1))
+}
+
 // reset starts the sequence again after a connection that lasted.
 func (b *backoff) reset() { b.attempt = 0 }

@@ -120,7 +120,7 @@ func TestBackoff_CloseRightAfterConnackCountsAsFailure(t *testing.T) {
 	}
 }
 
-func TestBackoff_ConnackRejectionWaitsMaxDelay(t *testing.T) {
+func TestBackoff_ConnackRejectionWaitsLong(t *testing.T) {
 	b := newFakeBroker(t, brokerScript{connackCode: 0x86})
 	opts := testOptions(b)
 	opts.MinDelay, opts.MaxDelay = 20*time.Millisecond, 500*time.Millisecond
@@ -128,13 +128,35 @@ func TestBackoff_ConnackRejectionWaitsMaxDelay(t *testing.T) {
 	time.Sleep(1200 * time.Millisecond)
 
 	accepts := b.acceptTimes()
-	if len(accepts) > 3 {
-		t.Errorf("%d connects in 1.2 s after bad credentials, want at most 3 (max delay 500ms)", len(accepts))
+	if len(accepts) > 5 {
+		t.Errorf("%d connects in 1.2 s after bad credentials, want at most 5 (at least 250ms apart)", len(accepts))
 	}
 	for i := 1; i < len(accepts); i++ {
-		if gap := accepts[i].Sub(accepts[i-1]); gap < opts.MaxDelay-5*time.Millisecond {
-			t.Errorf("retry %s after a rejection for bad credentials, want the max delay %s", gap, opts.MaxDelay)
+		if gap := accepts[i].Sub(accepts[i-1]); gap < opts.MaxDelay/2-5*time.Millisecond {
+			t.Errorf("retry %s after a rejection for bad credentials, want at least half the max delay %s", gap, opts.MaxDelay)
 		}
+	}
+}
+
+func TestBackoff_RejectedJitteredNearMax(t *testing.T) {
+	b := newBackoff(500*time.Millisecond, 30*time.Second)
+	b.rand = func(int64) int64 { return 0 }
+	if d := b.rejected(); d != 15*time.Second {
+		t.Errorf("shortest wait after a rejection %s, want half the max delay 15s", d)
+	}
+	b.rand = func(n int64) int64 { return n - 1 }
+	if d := b.rejected(); d != 30*time.Second {
+		t.Errorf("longest wait after a rejection %s, want the max delay 30s", d)
+	}
+
+	b = newBackoff(20*time.Second, 30*time.Second)
+	b.rand = func(int64) int64 { return 0 }
+	if d := b.rejected(); d != 20*time.Second {
+		t.Errorf("shortest wait after a rejection %s, want the min delay 20s above half the max", d)
+	}
+	b = newBackoff(time.Second, time.Second)
+	if d := b.rejected(); d != time.Second {
+		t.Errorf("wait after a rejection with equal delays %s, want 1s", d)
 	}
 }
 

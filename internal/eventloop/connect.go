@@ -103,7 +103,7 @@ func (l *Loop) connectFailed(ctx context.Context, url string, err error) {
 	delay := l.backoff.next()
 	var rejected *connackError
 	if errors.As(err, &rejected) && connackWaitsMaxDelay(rejected.code) {
-		delay = l.opts.MaxDelay
+		delay = l.backoff.rejected()
 	}
 	l.log.Warn("connect failed", "url", url, "err", err, "backoff_ms", delay.Milliseconds(), "next_url", l.opts.URLs[l.urlIndex])
 	l.scheduleReconnect(delay)
