@@ -203,11 +203,13 @@ func readFreelist(f *os.File, pageSize int64) map[uint64]bool {
 	return free
 }
 
-// checkFileLength returns an error when the file is shorter than the
-// pages that its newest meta page marks as in use. bbolt does not check
-// this, and reading a mapped page past the end of the file raises SIGBUS,
-// which crashes a goroutine that has not set debug.SetPanicOnFault.
-func checkFileLength(path string) error {
+// checkBeforeOpen returns an error for two kinds of damage that bbolt's
+// Open does not report as errors. A file shorter than the pages that its
+// newest meta page marks as in use: reading a mapped page past the end of
+// the file raises SIGBUS, which crashes a goroutine that has not set
+// debug.SetPanicOnFault. And a stored list of free pages without a valid
+// header, on which Open panics with the file locked and open.
+func checkBeforeOpen(path string) error {
 	f, err := os.Open(path)
 	if os.IsNotExist(err) {
 		return nil
@@ -227,6 +229,38 @@ func checkFileLength(path string) error {
 	m := metas[0]
 	if need := int64(m.highWater) * int64(m.pageSize); need > size {
 		return fmt.Errorf("%w: %s is %d bytes but its pages in use need %d bytes: the file was truncated", ErrCorrupt, path, size, need)
+	}
+	if err := checkFreelistHeader(f, m); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrCorrupt, path, err)
+	}
+	return nil
+}
+
+// checkFreelistHeader checks the header of the list of free pages that m
+// names, if m names one: its page id, its type, and that its entries fit
+// in its pages and its pages below the high water mark.
+func checkFreelistHeader(f *os.File, m metaPage) error {
+	if m.freelist == noFreelist {
+		return nil
+	}
+	if m.freelist < 2 || m.freelist >= m.highWater {
+		return fmt.Errorf("list of free pages at page %d, outside the %d pages in use", m.freelist, m.highWater)
+	}
+	header := make([]byte, pageHeaderSize+8)
+	if _, err := f.ReadAt(header, int64(m.freelist)*int64(m.pageSize)); err != nil {
+		return fmt.Errorf("read the list of free pages: %w", err)
+	}
+	id, flags, overflow := le.Uint64(header), le.Uint16(header[8:]), uint64(le.Uint32(header[12:]))
+	if id != m.freelist || flags != freelistPageFlag {
+		return fmt.Errorf("page %d should hold the list of free pages but has id %d and type %#x", m.freelist, id, flags)
+	}
+	count, start := uint64(le.Uint16(header[10:])), uint64(pageHeaderSize)
+	if count == 0xFFFF {
+		count, start = le.Uint64(header[pageHeaderSize:]), pageHeaderSize+8
+	}
+	span := overflow + 1
+	if m.freelist+span > m.highWater || count > (span*uint64(m.pageSize)-start)/8 {
+		return fmt.Errorf("list of free pages at page %d claims %d entries in %d pages, more than fit below page %d", m.freelist, count, span, m.highWater)
 	}
 	return nil
 }

@@ -72,13 +72,16 @@ func checkDB(db *bolt.DB) error {
 // renameAside moves a damaged database to PATH.corrupt-TIMESTAMP and
 // fsyncs the directory, so the rename survives a power cut before the new
 // database is created. It holds the file's lock while renaming, so a
-// database that another process has open is never moved.
-func renameAside(path string, lockTimeout time.Duration) (string, error) {
-	unlock, err := lockFile(path, lockTimeout)
-	if err != nil {
-		return "", err
+// database that another process has open is never moved. lockHeld means
+// that this process holds the lock already.
+func renameAside(path string, lockTimeout time.Duration, lockHeld bool) (string, error) {
+	if !lockHeld {
+		unlock, err := lockFile(path, lockTimeout)
+		if err != nil {
+			return "", err
+		}
+		defer unlock()
 	}
-	defer unlock()
 
 	aside := path + ".corrupt-" + time.Now().UTC().Format("20060102T150405.000000000Z")
 	if err := os.Rename(path, aside); err != nil {

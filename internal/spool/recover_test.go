@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -122,6 +123,29 @@ func TestCrashImageWithZeroedPageIsRenamedAside(t *testing.T) {
 		t.Fatal("the crash image has a stored list of free pages; the test needs one without")
 	}
 	zeroMiddlePage(t, opts.Path)
+	checkRenamedAndSalvaged(t, opts, 1900)
+}
+
+// A damaged list of free pages makes bbolt panic inside its Open, which
+// then leaves the file open and locked by this process. The rename aside
+// must not wait for that lock as if another process held it.
+func TestDamagedFreePageListIsRenamedAside(t *testing.T) {
+	opts := testOptions(t)
+	fillAndClose(t, opts, 2000, 200)
+	f, err := os.OpenFile(opts.Path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metas := readMetas(f)
+	if len(metas) == 0 || metas[0].freelist == noFreelist {
+		t.Fatal("the file has no stored list of free pages; the test needs one")
+	}
+	garbage := bytes.Repeat([]byte{0x5a, 0xc3, 0x17, 0x88}, int(metas[0].pageSize)/4)
+	if _, err := f.WriteAt(garbage, int64(metas[0].freelist)*int64(metas[0].pageSize)); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
 	checkRenamedAndSalvaged(t, opts, 1900)
 }
 

@@ -95,7 +95,7 @@ func openForSalvage(path string) (db *bolt.DB, err error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("salvage %s: %w", path, err)
 	}
-	if err := checkFileLength(path); err != nil {
+	if err := checkBeforeOpen(path); err != nil {
 		return nil, err
 	}
 	db, err = bolt.Open(path, 0o400, &bolt.Options{ReadOnly: true, Timeout: DefaultLockTimeout})

@@ -108,7 +108,7 @@ func Open(opts Options) (*Spool, error) {
 		return nil, err
 	}
 	if err != nil {
-		aside, renameErr := renameAside(opts.Path, opts.LockTimeout)
+		aside, renameErr := renameAside(opts.Path, opts.LockTimeout, errors.Is(err, errLockLeaked))
 		if errors.Is(renameErr, ErrLocked) {
 			return nil, renameErr
 		}
@@ -149,21 +149,30 @@ func initialMmapSize() int {
 // that large, and file systems without sparse files would allocate it.
 const allocSize = 4 << 20
 
+// errLockLeaked marks damage that made bbolt panic inside its Open. Open
+// does not close the file it has locked then, so this process holds the
+// file's lock until the garbage collector closes that file.
+var errLockLeaked = errors.New("the file stays locked by this process")
+
 // openChecked opens the database, checks the whole file when needed,
 // creates missing buckets and marks the database as in use. bbolt panics
 // on some damaged pages, so a panic here is reported as damage.
 func (s *Spool) openChecked() (db *bolt.DB, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	inOpen := false
 	defer func() {
 		if r := recover(); r != nil {
 			if db != nil {
 				db.Close()
 			}
 			db, err = nil, fmt.Errorf("%w: bbolt panicked while opening %s: %v", ErrCorrupt, s.opts.Path, r)
+			if inOpen {
+				err = fmt.Errorf("%w (%w)", err, errLockLeaked)
+			}
 		}
 	}()
 
-	if err := checkFileLength(s.opts.Path); err != nil {
+	if err := checkBeforeOpen(s.opts.Path); err != nil {
 		return nil, err
 	}
 	checked := false
@@ -173,6 +182,7 @@ func (s *Spool) openChecked() (db *bolt.DB, err error) {
 		}
 		checked = true
 	}
+	inOpen = true
 	db, err = openCurrent(s.opts.Path, &bolt.Options{
 		Timeout:  s.opts.LockTimeout,
 		ReadOnly: s.opts.ReadOnly,
@@ -185,6 +195,7 @@ func (s *Spool) openChecked() (db *bolt.DB, err error) {
 		FreelistType:    bolt.FreelistMapType,
 		InitialMmapSize: initialMmapSize(),
 	})
+	inOpen = false
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("%w: %s: stop the running daemon or use another spool.db", ErrLocked, s.opts.Path)
 	}
