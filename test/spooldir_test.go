@@ -33,6 +33,10 @@ func TestSpoolDir_BadInputAmongGood(t *testing.T) {
 		"bad-base64.jsonl":   []byte("{\"topic\":\"good/j\",\"payload_base64\":\"%%%\"}\n"),
 		"sys.msg":            []byte("Topic: $SYS/broker/x\n\npayload"),
 		"oversize.msg":       []byte("Topic: good/x\n\n" + strings.Repeat("x", 2048)),
+		// Control characters, on which mosquitto ends the connection.
+		"tab-topic.msg":      []byte("Topic: good/a\tb\n\npayload"),
+		"escape-type.msg":    []byte("Topic: good/x\nContent-Type: text/\x1b[31m\n\npayload"),
+		"control-prop.jsonl": []byte("{\"topic\":\"good/j\",\"payload\":\"p\",\"user_properties\":[[\"k\",\"a\\u0001\"]]}\n"),
 	}
 	var good []expected
 	i := 0

@@ -158,6 +158,11 @@ func (f *publishFlags) message(stdin io.Reader, args []string) (message.Message,
 		}
 		m.UserProperties = append(m.UserProperties, message.UserProperty{Key: key, Value: value})
 	}
+	// The topic and the QoS are checked above, with messages that name
+	// the flags; this checks the other strings.
+	if err := m.Validate(true); err != nil {
+		return m, err
+	}
 	return m, nil
 }
 

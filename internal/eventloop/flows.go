@@ -92,6 +92,14 @@ func (l *Loop) publishNew(req Request) bool {
 		return true
 	}
 	m.ExpirySeconds = remaining
+	if err := m.Validate(true); err != nil {
+		// Stored before its fields were checked, by an older version or
+		// a caller of the loop. The broker would end every connection on
+		// it, and the messages behind it would wait for ever.
+		l.failMessage(req.Seq, "message cannot be sent: "+err.Error(), 0)
+		l.recyclePayload(req)
+		return true
+	}
 	if l.fitLimits(&m) {
 		if l.opts.OnBrokerLimit == LimitReject {
 			l.failMessage(req.Seq, fmt.Sprintf("broker supports at most qos %d and retain available %t: message has qos %d retain %t",
@@ -242,6 +250,11 @@ func (l *Loop) resendNext() bool {
 		l.flights.set(id, fl)
 	}
 	m := req.Message
+	if err := m.Validate(true); err != nil {
+		l.endFlow(f, state.ChangeFailed, "message cannot be sent: "+err.Error(), 0)
+		l.recyclePayload(req)
+		return true
+	}
 	m.QoS = f.QoS
 	remaining, _ := l.remainingExpiry(req)
 	m.ExpirySeconds = max(remaining, min(m.ExpirySeconds, 1))

@@ -259,6 +259,33 @@ func TestMaximumPacketSize_FailsWithoutTakingID(t *testing.T) {
 	}
 }
 
+// A message with a control character in its topic makes mosquitto end
+// the connection as malformed, so it goes to failed/ before it is sent
+// and the messages behind it are delivered.
+func TestControlCharacterInTopic_FailsBeforeSending(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{})
+	src := newMemSource()
+	src.add(message.Message{Topic: "t", QoS: 1, Payload: []byte("a")},
+		message.Message{Topic: "tab\there", QoS: 1, Payload: []byte("b")},
+		message.Message{Topic: "t", QoS: 1, Payload: []byte("c"), UserProperties: []message.UserProperty{{Key: "k", Value: "esc\x1b"}}},
+		message.Message{Topic: "t", QoS: 1, Payload: []byte("d")})
+	r := start(t, testOptions(b), src, &testJournal{}, nil)
+
+	waitFor(t, 5*time.Second, "four outcomes", func() bool { return len(r.outcomes()) == 4 })
+	for seq, want := range map[uint64]string{2: "U+0009", 3: "U+001B"} {
+		if o := r.outcomes()[seq]; o.Kind != Failed || !strings.Contains(o.Reason, want) {
+			t.Errorf("message %d: outcome %v %q, want Failed naming %s", seq, o.Kind, o.Reason, want)
+		}
+	}
+	var sent []string
+	for _, p := range b.received(packets.PUBLISH) {
+		sent = append(sent, string(p.payload))
+	}
+	if !slices.Equal(sent, []string{"a", "d"}) {
+		t.Errorf("broker got payloads %q, want a and d", sent)
+	}
+}
+
 func TestReasonCodes(t *testing.T) {
 	cases := []struct {
 		name    string

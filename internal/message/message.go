@@ -75,7 +75,45 @@ var (
 	ErrTopicWildcard = errors.New("topic contains a wildcard (+ or #), which only subscriptions may use")
 	// ErrTopicDollar reports a topic starting with $ where none is allowed.
 	ErrTopicDollar = errors.New("topic starts with $, which brokers reserve; set allow_dollar on a route to permit it")
+	// ErrControlCharacter reports a string with a code point that MQTT 5
+	// says a string should not contain (section 1.5.4) and that brokers
+	// such as mosquitto treat as a malformed packet.
+	ErrControlCharacter = errors.New("brokers treat it as a malformed packet")
 )
+
+// checkCodePoints returns an error naming the first code point of s that
+// an MQTT 5 string should not contain: the control characters U+0001 to
+// U+001F and U+007F to U+009F, and the noncharacters. s must be valid
+// UTF-8 without U+0000.
+func checkCodePoints(s string) error {
+	for i, r := range s {
+		if isControl(r) || isNoncharacter(r) {
+			return fmt.Errorf("contains %U at byte %d, and %w: remove it", r, i, ErrControlCharacter)
+		}
+	}
+	return nil
+}
+
+func isControl(r rune) bool { return r <= 0x1F || (r >= 0x7F && r <= 0x9F) }
+
+// isNoncharacter reports the code points that Unicode reserves as
+// noncharacters: U+FDD0 to U+FDEF and the last two of every plane.
+func isNoncharacter(r rune) bool {
+	return (r >= 0xFDD0 && r <= 0xFDEF) || r&0xFFFE == 0xFFFE
+}
+
+// ValidateString checks a UTF-8 string field of a PUBLISH, such as a
+// content type or a user property: valid UTF-8, and none of the code
+// points that MQTT 5 forbids or that brokers treat as malformed.
+func ValidateString(s string) error {
+	if !utf8.ValidString(s) {
+		return errors.New("is not valid UTF-8")
+	}
+	if strings.IndexByte(s, 0) >= 0 {
+		return errors.New("contains U+0000, which MQTT forbids: remove it")
+	}
+	return checkCodePoints(s)
+}
 
 // ValidateTopic checks that topic is a valid MQTT 5 topic name for a
 // PUBLISH. Topics starting with $ are rejected unless allowDollar is set.
@@ -94,7 +132,7 @@ func ValidateTopic(topic string, allowDollar bool) error {
 	case !allowDollar && strings.HasPrefix(topic, "$"):
 		return ErrTopicDollar
 	}
-	return nil
+	return checkCodePoints(topic)
 }
 
 // Validate checks the fields that MQTT constrains: the topic, the QoS and,
@@ -114,9 +152,15 @@ func (m *Message) Validate(allowDollar bool) error {
 			return fmt.Errorf("response topic %q: %w", m.ResponseTopic, err)
 		}
 	}
+	if err := ValidateString(m.ContentType); err != nil {
+		return fmt.Errorf("content type %q %w", m.ContentType, err)
+	}
 	for _, p := range m.UserProperties {
-		if !utf8.ValidString(p.Key) || !utf8.ValidString(p.Value) {
-			return fmt.Errorf("user property %q is not valid UTF-8", p.Key)
+		if err := ValidateString(p.Key); err != nil {
+			return fmt.Errorf("user property name %q %w", p.Key, err)
+		}
+		if err := ValidateString(p.Value); err != nil {
+			return fmt.Errorf("user property %q: value %q %w", p.Key, p.Value, err)
 		}
 	}
 	return nil

@@ -23,6 +23,13 @@ func TestValidateTopic(t *testing.T) {
 		{"a/#", false, ErrTopicWildcard},
 		{"$SYS/x", false, ErrTopicDollar},
 		{"$SYS/x", true, nil},
+		{"tab\there", false, ErrControlCharacter},
+		{"a\x7fb", false, ErrControlCharacter},
+		{"a\u0085b", false, ErrControlCharacter},
+		{"a\ufdd0b", false, ErrControlCharacter},
+		{"a\U0001fffeb", false, ErrControlCharacter},
+		{"a\u00a0b", false, nil},
+		{"emoji/\U0001f600", false, nil},
 	}
 	for _, tc := range cases {
 		if err := ValidateTopic(tc.topic, tc.allowDollar); !errors.Is(err, tc.want) {
@@ -43,6 +50,11 @@ func TestMessage_Validate(t *testing.T) {
 		"bad response topic": {Topic: "a", ResponseTopic: "r/#"},
 		"wildcard topic":     {Topic: "a/+"},
 		"property not utf8":  {Topic: "a", UserProperties: []UserProperty{{Key: "k", Value: "\xff"}}},
+		"escape in property": {Topic: "a", UserProperties: []UserProperty{{Key: "k", Value: "\x1b[31m"}}},
+		"bell in name":       {Topic: "a", UserProperties: []UserProperty{{Key: "k\a", Value: "v"}}},
+		"nul in value":       {Topic: "a", UserProperties: []UserProperty{{Key: "k", Value: "a\x00"}}},
+		"newline in type":    {Topic: "a", ContentType: "text/plain\n"},
+		"control in reply":   {Topic: "a", ResponseTopic: "r\x01"},
 	}
 	for name, m := range cases {
 		if err := m.Validate(false); err == nil {
