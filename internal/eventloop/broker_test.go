@@ -3,6 +3,7 @@ package eventloop
 import (
 	"bufio"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -34,6 +35,9 @@ type brokerScript struct {
 	// stallAfterConnack stops reading after CONNACK, so the client's
 	// send buffer fills, and keeps the connection open until close.
 	stallAfterConnack bool
+	// endOn returns true to end the connection on a PUBLISH instead of
+	// acknowledging it, after DISCONNECT with code unless code is 0.
+	endOn func(p *packets.Publish) (code byte, end bool)
 }
 
 // wirePacket is one packet the fake broker received (fromClient) or sent.
@@ -117,6 +121,18 @@ func (b *fakeBroker) dropConnections() {
 	}
 }
 
+// shutDown ends every open connection as a broker that stops does: with
+// DISCONNECT 0x8B server shutting down, then closing the socket.
+func (b *fakeBroker) shutDown() {
+	b.mu.Lock()
+	conns := slices.Clone(b.conns)
+	b.mu.Unlock()
+	for n, c := range conns {
+		b.send(n, c, &packets.Disconnect{ReasonCode: 0x8B, Properties: &packets.Properties{}})
+		c.Close()
+	}
+}
+
 func (b *fakeBroker) accept() {
 	defer b.wg.Done()
 	for {
@@ -164,6 +180,14 @@ func (b *fakeBroker) reply(n int, c net.Conn, cp *packets.ControlPacket) bool {
 		}
 		return s.connackCode < 0x80 && !s.closeAfterConnack
 	case *packets.Publish:
+		if s.endOn != nil {
+			if code, end := s.endOn(p); end {
+				if code != 0 {
+					b.send(n, c, &packets.Disconnect{ReasonCode: code, Properties: &packets.Properties{}})
+				}
+				return false
+			}
+		}
 		if p.QoS == 0 || (s.dropAck != nil && s.dropAck(n, p)) {
 			return true
 		}

@@ -228,6 +228,9 @@ func (l *Loop) completeWrite(w pendingWrite, written bool) {
 		if fl := l.flights.get(w.flow); fl != nil && fl.seq == w.flowSeq {
 			fl.written = true
 		}
+		if l.isolation.active {
+			l.isolation.written = l.clock.Now()
+		}
 		l.stats.update(func(s *Stats) { s.Published++ })
 	}
 	if w.qos0Seq != 0 {
@@ -416,6 +419,7 @@ func (l *Loop) dropConnection(cause error, graceful bool) {
 		return
 	}
 	url := l.conn.url
+	l.noteConnectionEnd(cause)
 	var reason *byte
 	if graceful {
 		normal := byte(0x00)

@@ -72,6 +72,7 @@ type Loop struct {
 	conn       *connection // nil while offline
 	connGen    uint64
 	receiveMax int
+	isolation  isolation // see isolate.go
 	everUp     bool
 	session    bool // a session exists on the broker for this client
 
@@ -87,6 +88,7 @@ type Loop struct {
 	// retryAttempts counts transient rejections per message, for the delay.
 	retryAttempts map[uint64]int
 	held          *Request // taken from the source, not yet sent
+	replayed      bool     // the last request from nextRequest came from replay
 	srcEmpty      bool     // Next returned ok false; wait for Ready
 
 	// incomingWaiting maps the QoS 2 packet identifiers given to the
@@ -300,7 +302,12 @@ func (l *Loop) fail(err error) {
 }
 
 // window returns how many QoS 1 and QoS 2 packets may be outstanding.
-func (l *Loop) window() int { return min(l.opts.MaxInflight, l.receiveMax) }
+func (l *Loop) window() int {
+	if l.isolation.active {
+		return 1
+	}
+	return min(l.opts.MaxInflight, l.receiveMax)
+}
 
 // inflight counts the packets that use the broker's receive quota.
 func (l *Loop) inflight() int { return l.onWire.len() + len(l.birthIDs) }

@@ -2,6 +2,7 @@ package eventloop
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/mqspool/mqspool/internal/state"
@@ -55,8 +56,10 @@ func (l *Loop) nextRequest() (Request, bool) {
 			l.log.Error("load message to publish again", "seq", seq, "err", err)
 			continue
 		}
+		l.replayed = true
 		return req, true
 	}
+	l.replayed = false
 	if l.held != nil {
 		req := *l.held
 		l.held = nil
@@ -79,8 +82,19 @@ func (l *Loop) nextRequest() (Request, bool) {
 	return req, ok
 }
 
-// hold keeps req to be sent first when sending is possible again.
-func (l *Loop) hold(req Request) { l.held = &req }
+// hold keeps req, the last request from nextRequest, to be sent first
+// when sending is possible again. A request from the replay queue goes
+// back to its front: the queue comes before a held request, which may
+// be newer, and a request held before a reconnect queued the replay
+// must not be replaced.
+func (l *Loop) hold(req Request) {
+	if l.replayed {
+		l.replay = slices.Insert(l.replay, 0, req.Seq)
+		l.recyclePayload(req)
+		return
+	}
+	l.held = &req
+}
 
 // publishNew publishes req as a new message and reports whether the pump
 // may continue.

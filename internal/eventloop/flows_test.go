@@ -408,7 +408,7 @@ func TestReceiveMaximum_ReadFromEachConnack(t *testing.T) {
 	// No acknowledgement comes on the second connection either, so the
 	// publishes written there are exactly the window its CONNACK allows.
 	b.set(func(s *brokerScript) { s.receiveMaximum = 2 })
-	b.dropConnections()
+	b.shutDown()
 	onSecond := func() int {
 		n := 0
 		for _, w := range b.log() {

@@ -113,11 +113,7 @@ func (l *Loop) handlePacket(p packet) {
 	case *unsubackPacket:
 		l.onUnsuback(p)
 	case *disconnectPacket:
-		cause := fmt.Errorf("broker sent disconnect with %s", reasonName(p.ReasonCode, "disconnect"))
-		if p.ReasonString != "" {
-			cause = fmt.Errorf("%w: %s", cause, p.ReasonString)
-		}
-		l.dropConnection(cause, false)
+		l.dropConnection(&disconnectError{code: p.ReasonCode, reason: p.ReasonString}, false)
 	default:
 		l.dropConnection(fmt.Errorf("unexpected %s packet from the broker", p.packetName()), false)
 	}

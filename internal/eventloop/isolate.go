@@ -1,0 +1,143 @@
+package eventloop
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/mqspool/mqspool/internal/state"
+)
+
+// A broker may end the connection on a message instead of rejecting it
+// with a reason code: mosquitto does on a malformed string, and some cloud
+// brokers do on a topic the client may not publish to. Sent again after
+// each reconnect, such a message would stop the queue for ever. So after
+// the broker ended a connection while PUBLISH packets were outstanding,
+// the loop sends one QoS 1 or 2 message at a time (isolation) until one is
+// acknowledged. A message that was alone on the wire when the broker
+// ended the connection isolateStrikes times in a row goes to failed/.
+const (
+	// isolateStrikes is how many connection ends in a row a message must
+	// have caused, sent alone, before it goes to failed/.
+	isolateStrikes = 3
+	// strikeWithin bounds the time from writing the lone PUBLISH to the
+	// end of the connection for the end to count against the message. A
+	// broker that refuses a message ends the connection at once, one
+	// round trip after the write.
+	strikeWithin = 2 * time.Second
+)
+
+// isolation is the state of the search for a message that ends the
+// connection.
+type isolation struct {
+	active  bool      // send one QoS 1 or 2 message at a time
+	written time.Time // when the lone PUBLISH was last written
+	suspect uint64    // the message that was alone at the last ends
+	strikes int       // connection ends in a row with suspect alone
+}
+
+// disconnectError is the end of a connection by the broker's DISCONNECT.
+type disconnectError struct {
+	code   byte
+	reason string // the Reason String property, if any
+}
+
+func (e *disconnectError) Error() string {
+	msg := "broker sent disconnect with " + reasonName(e.code, "disconnect")
+	if e.reason != "" {
+		msg += ": " + e.reason
+	}
+	return msg
+}
+
+// brokerClosed reports whether cause is an end of the connection that
+// the broker chose and that may be a message's fault: it closed the
+// socket in order (end of file), or sent DISCONNECT with a reason that is
+// not about the broker itself, such as 0x81 malformed packet. A reset
+// does not count: middleboxes and lost links reset connections too.
+func brokerClosed(cause error) bool {
+	var d *disconnectError
+	if errors.As(cause, &d) {
+		return !serverSideDisconnect(d.code)
+	}
+	return errors.Is(cause, io.EOF)
+}
+
+// serverSideDisconnect reports DISCONNECT reasons about the broker or the
+// session rather than a packet: server busy, shutting down, keep alive
+// timeout, session taken over, receive maximum exceeded, rate limits,
+// administrative action, use another server, server moved, connection
+// rate exceeded.
+func serverSideDisconnect(code byte) bool {
+	switch code {
+	case 0x89, 0x8B, 0x8D, 0x8E, 0x93, 0x96, 0x97, 0x98, 0x9C, 0x9D, 0x9F:
+		return true
+	}
+	return false
+}
+
+// noteConnectionEnd looks at a connection end before its state is
+// cleared: it starts isolation, or counts the end against the message
+// that was alone on the wire and fails that message after
+// isolateStrikes ends.
+func (l *Loop) noteConnectionEnd(cause error) {
+	if !brokerClosed(cause) || l.onWire.len() == 0 || l.draining || l.shutdownRequested() {
+		return
+	}
+	if !l.isolation.active {
+		l.isolation.active = true
+		l.log.Warn("broker ended the connection with publishes outstanding; sending one message at a time until one is acknowledged",
+			"inflight", l.onWire.len(), "err", cause)
+		return
+	}
+	f, ok := l.loneFlow()
+	if !ok || l.clock.Now().Sub(l.isolation.written) > strikeWithin {
+		return
+	}
+
+	iso := &l.isolation
+	if iso.suspect != f.Seq {
+		iso.suspect, iso.strikes = f.Seq, 0
+	}
+	iso.strikes++
+	l.log.Warn("broker ended the connection while one message was outstanding",
+		"seq", f.Seq, "packet_id", f.PacketID, "times", iso.strikes, "err", cause)
+	if iso.strikes < isolateStrikes {
+		return
+	}
+	reason := fmt.Sprintf("the broker ended the connection %d times in a row when this message was the only one sent (last: %v): "+
+		"fix the message or the broker's rules for it, then requeue it", iso.strikes, cause)
+	l.log.Error("message ends every connection, moving it to failed/", "seq", f.Seq, "packet_id", f.PacketID)
+	iso.suspect, iso.strikes = 0, 0
+	l.endFlow(f, state.ChangeFailed, reason, 0)
+}
+
+// loneFlow returns the flow of the only packet on the wire when that is
+// a PUBLISH that was written.
+func (l *Loop) loneFlow() (state.Flow, bool) {
+	if l.onWire.len() != 1 {
+		return state.Flow{}, false
+	}
+	var id uint16
+	l.onWire.each(func(i uint16, _ uint64) bool {
+		id = i
+		return false
+	})
+	f, ok := l.st.Flow(id)
+	fl := l.flights.get(id)
+	if !ok || f.Stage != state.StagePublish || fl == nil || !fl.written {
+		return state.Flow{}, false
+	}
+	return f, true
+}
+
+// endIsolation returns to the full window once the broker acknowledged a
+// message.
+func (l *Loop) endIsolation() {
+	if !l.isolation.active {
+		return
+	}
+	l.isolation = isolation{}
+	l.log.Info("broker acknowledged a message again; sending at the full window")
+}

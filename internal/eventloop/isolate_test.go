@@ -1,0 +1,100 @@
+package eventloop
+
+import (
+	"fmt"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+
+	"github.com/mqspool/mqspool/internal/message"
+)
+
+// A broker that ends the connection on one message, with DISCONNECT or by
+// closing the socket, must not stop the queue: the message goes to
+// failed/ after it ended connections alone, and every other message is
+// delivered.
+func TestIsolation_MessageThatEndsConnectionsFails(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		code byte
+		qos  byte
+	}{
+		{"disconnect malformed qos 1", 0x81, 1},
+		{"socket closed qos 1", 0, 1},
+		{"not authorized qos 2", 0x87, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newFakeBroker(t, brokerScript{endOn: func(p *packets.Publish) (byte, bool) {
+				return tc.code, string(p.Payload) == "poison"
+			}})
+			src := newMemSource()
+			var batch []message.Message
+			for i := range 20 {
+				payload := fmt.Sprintf("m%02d", i)
+				if i == 7 {
+					payload = "poison"
+				}
+				batch = append(batch, message.Message{Topic: "t", QoS: tc.qos, Payload: []byte(payload)})
+			}
+			src.add(batch...)
+			opts := testOptions(b)
+			opts.MinDelay, opts.MaxDelay = 10*time.Millisecond, 50*time.Millisecond
+			r := start(t, opts, src, &testJournal{}, nil)
+
+			waitFor(t, 10*time.Second, "twenty outcomes", func() bool { return len(r.outcomes()) == 20 })
+
+			for seq, o := range r.outcomes() {
+				switch {
+				case seq == 8 && (o.Kind != Failed || !strings.Contains(o.Reason, "ended the connection 3 times")):
+					t.Errorf("poison message: outcome %v %q, want Failed after three ends", o.Kind, o.Reason)
+				case seq != 8 && o.Kind != Delivered:
+					t.Errorf("message %d: outcome %v %q, want Delivered", seq, o.Kind, o.Reason)
+				}
+			}
+			if n := b.connections(); n != 5 {
+				t.Errorf("%d connections, want 5: the first, three with the message alone, and one after", n)
+			}
+		})
+	}
+}
+
+// Ends that are about the broker itself, or a connection that ends with
+// nothing outstanding, never count against a message.
+func TestIsolation_ServerSideEndsDoNotCount(t *testing.T) {
+	if brokerClosed(&disconnectError{code: 0x8B}) {
+		t.Error("DISCONNECT 0x8B server shutting down counted against a message")
+	}
+	if brokerClosed(errPingTimeout) {
+		t.Error("a keep alive timeout counted against a message")
+	}
+	if brokerClosed(fmt.Errorf("read from broker: %w", syscall.ECONNRESET)) {
+		t.Error("a connection reset counted against a message")
+	}
+	if !brokerClosed(&disconnectError{code: 0x81}) {
+		t.Error("DISCONNECT 0x81 malformed packet not counted")
+	}
+}
+
+// A message held for a full window before a reconnect must still be sent
+// when the replay of a lost session fills a smaller window on the next
+// connection.
+func TestHold_KeptWhenReplayFillsSmallerWindow(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{receiveMaximum: 10, dropAck: func(conn int, _ *packets.Publish) bool { return conn == 0 }})
+	src := newMemSource()
+	src.add(msgs("t", 1, 20)...)
+	r := start(t, testOptions(b), src, &testJournal{}, nil)
+
+	waitFor(t, 5*time.Second, "ten publishes", func() bool { return len(b.received(packets.PUBLISH)) == 10 })
+	b.set(func(s *brokerScript) { s.receiveMaximum = 4 })
+	b.dropConnections()
+
+	waitFor(t, 10*time.Second, "twenty outcomes", func() bool { return len(r.outcomes()) == 20 })
+	for seq, o := range r.outcomes() {
+		if o.Kind != Delivered {
+			t.Errorf("message %d: outcome %v, want Delivered", seq, o.Kind)
+		}
+	}
+}
