@@ -29,7 +29,7 @@ func decode(v *viper.Viper) (*Config, []decodeProblem) {
 		durationHook,
 		mapstructure.StringToSliceHookFunc(","),
 		byteSizeHook,
-		wholeNumberHook,
+		integerHook,
 	)
 	err := v.Unmarshal(&cfg, viper.DecodeHook(hook), func(dc *mapstructure.DecoderConfig) {
 		dc.ErrorUnused = true
@@ -164,20 +164,49 @@ func (e *wrongTypeError) Error() string {
 	return fmt.Sprintf("%v is not valid for a field of kind %s", e.value, e.kind)
 }
 
-// wholeNumberHook rejects a fraction for an integer field, which
-// mapstructure would truncate: qos 1.5 would become 1.
-func wholeNumberHook(from, to reflect.Type, data any) (any, error) {
-	f, ok := data.(float64)
-	if !ok {
-		return data, nil
-	}
+// integerHook rejects a number that an integer field cannot hold, since
+// mapstructure would change it without an error. It truncates a fraction,
+// so qos 1.5 would become 1. It also wraps a value out of range, so
+// 18446744073709551615, which YAML reads as an unsigned integer, would
+// become -1.
+func integerHook(from, to reflect.Type, data any) (any, error) {
 	switch to.Kind() {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+	default:
+		return data, nil
+	}
+
+	field := reflect.New(to).Elem()
+	value := reflect.ValueOf(data)
+	switch {
+	case value.CanFloat():
+		f := value.Float()
 		if f != math.Trunc(f) {
 			return nil, &wrongTypeError{value: data, kind: to.Kind()}
 		}
+		if f < math.MinInt64 || f >= math.MaxInt64 || field.OverflowInt(int64(f)) {
+			return nil, outOfRange(data, to)
+		}
+	case value.CanInt():
+		if field.OverflowInt(value.Int()) {
+			return nil, outOfRange(data, to)
+		}
+	case value.CanUint():
+		if value.Uint() > math.MaxInt64 || field.OverflowInt(int64(value.Uint())) {
+			return nil, outOfRange(data, to)
+		}
 	}
 	return data, nil
+}
+
+// outOfRange describes a number too large or too small for an integer
+// field of type to.
+func outOfRange(data any, to reflect.Type) error {
+	bits := to.Bits()
+	if strings.HasPrefix(fmt.Sprint(data), "-") {
+		return fmt.Errorf("%v is too small for a whole number: use at least %d", data, int64(-1)<<(bits-1))
+	}
+	return fmt.Errorf("%v is too large for a whole number: use at most %d", data, int64(uint64(1)<<(bits-1)-1))
 }
 
 // durationHook decodes durations written as "500ms", "30s" or "24h". A
@@ -203,19 +232,42 @@ func durationHook(from, to reflect.Type, data any) (any, error) {
 	return data, nil
 }
 
+// byteSizeHook decodes a size written as a string ("64MiB") or as a YAML
+// number, with the same checks for both, so 1.5 is rejected. A negative
+// size is kept, so that validation reports it under its key with what 0
+// means there, whether it came from the file, the environment or a flag.
 func byteSizeHook(from, to reflect.Type, data any) (any, error) {
 	if to != reflect.TypeOf(ByteSize(0)) {
 		return data, nil
 	}
-	switch d := data.(type) {
-	case string:
-		return ParseByteSize(d)
-	case int:
-		return ByteSize(d), nil
-	case int64:
-		return ByteSize(d), nil
-	case float64:
-		return ParseByteSize(strconv.FormatFloat(d, 'f', -1, 64)) // refuses a fraction, as in a string
+	if d, ok := data.(string); ok {
+		return parseSignedByteSize(d)
+	}
+
+	value := reflect.ValueOf(data)
+	switch {
+	case value.CanFloat():
+		return parseSignedByteSize(strconv.FormatFloat(value.Float(), 'f', -1, 64))
+	case value.CanInt():
+		return parseSignedByteSize(strconv.FormatInt(value.Int(), 10))
+	case value.CanUint():
+		return parseSignedByteSize(strconv.FormatUint(value.Uint(), 10))
 	}
 	return data, nil
+}
+
+// parseSignedByteSize parses s as ParseByteSize does, but returns a
+// negative size for a leading minus sign instead of an error.
+func parseSignedByteSize(s string) (ByteSize, error) {
+	magnitude, negative := strings.CutPrefix(strings.TrimSpace(s), "-")
+	if !negative {
+		return ParseByteSize(s)
+	}
+	size, err := ParseByteSize(magnitude)
+	if err != nil {
+		// Report the value as it was written, with its sign.
+		_, err = ParseByteSize(s)
+		return 0, err
+	}
+	return -size, nil
 }

@@ -92,6 +92,15 @@ func (v *validator) positive(key string, d time.Duration) {
 	}
 }
 
+// notNegative rejects a negative size, with fix as the advice. The daemon
+// passes some sizes on as unsigned numbers, where -1 would become the
+// largest one.
+func (v *validator) notNegative(key string, size ByteSize, fix string) {
+	if size < 0 {
+		v.addf("%s: %s is negative: %s", key, size, fix)
+	}
+}
+
 // absolute rejects a relative path. The daemon would resolve it against
 // its working directory, which is / under systemd, while "config
 // validate" resolves it against the shell's.
@@ -297,9 +306,9 @@ func (c *Config) validateSpool(v *validator) {
 			}
 		}
 	}
-	if s.MaxBytes < 0 {
-		v.addf("spool.max_bytes: %s must not be negative", s.MaxBytes)
-	}
+	v.notNegative("spool.max_bytes", s.MaxBytes, "use 0 for unlimited or a size such as 1GiB")
+	v.notNegative("spool.min_free_bytes", s.MinFreeBytes, "use 0 to never pause ingest for low disk space, or a size such as 64MiB")
+	v.notNegative("spool.failed_warn_bytes", s.FailedWarnBytes, "use 0 to turn the warning off, or a size such as 100MiB")
 	if s.MaxMessages < 0 {
 		v.addf("spool.max_messages: %d must not be negative: use 0 for unlimited", s.MaxMessages)
 	}
