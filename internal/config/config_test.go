@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -391,5 +392,63 @@ func TestLoad_CheckFilesWithOtherProblems(t *testing.T) {
 
 	if _, err := Load(LoadOptions{File: file, LookupEnv: noEnv}); err != nil && strings.Contains(err.Error(), "password_file") {
 		t.Errorf("without CheckFiles the file was checked:\n%v", err)
+	}
+}
+
+// A control socket path longer than a Unix socket address holds is
+// rejected from every source, and one of the maximum length is accepted.
+func TestLoad_ControlSocketLength(t *testing.T) {
+	dir := "/run/mqspool/"
+	longest := dir + strings.Repeat("a", MaxSocketPathLength-len(dir))
+	tooLong := longest + "a"
+	want := `control.socket: "` + tooLong + `" has 108 bytes, more than the 107 that a Unix socket address holds: ` +
+		"use a shorter path, for example /run/mqspool/mqspool.sock"
+
+	sources := map[string]LoadOptions{
+		"file": {File: writeFile(t, minimal+"control:\n  socket: "+tooLong+"\n"), LookupEnv: noEnv},
+		"env":  {File: writeFile(t, minimal), LookupEnv: envOf(map[string]string{"MQSPOOL_CONTROL_SOCKET": tooLong})},
+		"flag": flagOptions(t, "control.socket", tooLong),
+	}
+	for source, opts := range sources {
+		t.Run(source, func(t *testing.T) {
+			_, err := Load(opts)
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Load error %v, want ErrInvalid", err)
+			}
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not contain %q", err, want)
+			}
+		})
+	}
+
+	l, err := Load(LoadOptions{File: writeFile(t, minimal+"control:\n  socket: "+longest+"\n"), LookupEnv: noEnv})
+	if err != nil {
+		t.Fatalf("Load with a %d-byte socket path: %v", len(longest), err)
+	}
+	if got := l.Config.Control.Socket; got != longest {
+		t.Errorf("control.socket = %q, want %q", got, longest)
+	}
+}
+
+// A socket bound to a path of MaxSocketPathLength bytes works and a
+// longer one fails, so the limit matches the kernel's.
+func TestMaxSocketPathLength(t *testing.T) {
+	dir := t.TempDir()
+	if len(dir) > MaxSocketPathLength/2 {
+		t.Skipf("temporary directory %s is too long to build the paths in", dir)
+	}
+	for _, n := range []int{MaxSocketPathLength, MaxSocketPathLength + 1} {
+		path := dir + "/" + strings.Repeat("s", n-len(dir)-1)
+		ln, err := net.Listen("unix", path)
+		if n <= MaxSocketPathLength {
+			if err != nil {
+				t.Errorf("listen on a %d-byte path: %v", n, err)
+				continue
+			}
+			ln.Close()
+		} else if err == nil {
+			ln.Close()
+			t.Errorf("listen on a %d-byte path succeeded, want an error", n)
+		}
 	}
 }

@@ -440,10 +440,19 @@ func quoteShort(s string) string {
 	return fmt.Sprintf("%.*q... (%d bytes)", limit, s, len(s))
 }
 
+// MaxSocketPathLength is the longest path a Unix socket can be bound to
+// on Linux: sun_path in struct sockaddr_un has 108 bytes, including the
+// terminating NUL (unix(7)). A longer path fails at bind time with EINVAL.
+const MaxSocketPathLength = 107
+
 func (c *Config) validateOperations(v *validator) {
 	v.positive("shutdown.drain_timeout", c.Shutdown.DrainTimeout)
 	if c.Control.Socket == "" {
 		v.addf("control.socket: missing: set a path such as /run/mqspool/mqspool.sock")
+	}
+	if n := len(c.Control.Socket); n > MaxSocketPathLength {
+		v.addf("control.socket: %q has %d bytes, more than the %d that a Unix socket address holds: "+
+			"use a shorter path, for example /run/mqspool/mqspool.sock", c.Control.Socket, n, MaxSocketPathLength)
 	}
 	if c.Metrics.Listen != "" {
 		validateListen(v, "metrics.listen", c.Metrics.Listen)
