@@ -40,10 +40,11 @@ func NewLogger(cfg config.Log, w io.Writer) (*slog.Logger, *slog.LevelVar, error
 
 // LimitRepeats wraps h so that a warning or error identical to one logged
 // less than window ago is dropped. Identical means the same level,
-// message and attributes, leaving out durations (keys ending in _ms or
-// _seconds), which change with every retry. So per-message lines with
-// distinct ids all pass, while a connect error repeating through an
-// outage is shown once per window. The next line that passes carries
+// message and attributes, leaving out those that only describe timing
+// (durations, times, and keys ending in _ms or _seconds), which change
+// with every retry. So per-message lines with distinct ids all pass,
+// while a connect error repeating through an outage is shown once per
+// window. The next line that passes carries
 // suppressed_repeats, the number dropped since.
 func LimitRepeats(h slog.Handler, window time.Duration) slog.Handler {
 	return &repeatHandler{next: h, window: window, state: &repeatState{seen: make(map[string]*repeat)}}
@@ -97,19 +98,41 @@ func (h *repeatHandler) key(r slog.Record) string {
 	b.WriteString(r.Message)
 	b.WriteString(h.prefix)
 	r.Attrs(func(a slog.Attr) bool {
-		if !isDuration(a.Key) {
-			b.WriteByte('|')
-			b.WriteString(a.String())
-		}
+		writeAttr(&b, a)
 		return true
 	})
 	return b.String()
 }
 
-// isDuration reports whether an attribute key names a duration, by the
-// unit suffix the project's log keys carry.
-func isDuration(key string) bool {
-	return strings.HasSuffix(key, "_ms") || strings.HasSuffix(key, "_seconds")
+// writeAttr appends a to a repeat key, leaving out timing attributes,
+// also inside groups.
+func writeAttr(b *strings.Builder, a slog.Attr) {
+	a.Value = a.Value.Resolve()
+	if isTiming(a) {
+		return
+	}
+	b.WriteByte('|')
+	if a.Value.Kind() != slog.KindGroup {
+		b.WriteString(a.String())
+		return
+	}
+	b.WriteString(a.Key)
+	b.WriteByte('{')
+	for _, member := range a.Value.Group() {
+		writeAttr(b, member)
+	}
+	b.WriteByte('}')
+}
+
+// isTiming reports whether a only describes timing: its value is a
+// duration or a time, or its key carries the unit suffix _ms or _seconds,
+// as backoff_ms and retry_ms do.
+func isTiming(a slog.Attr) bool {
+	switch a.Value.Kind() {
+	case slog.KindDuration, slog.KindTime:
+		return true
+	}
+	return strings.HasSuffix(a.Key, "_ms") || strings.HasSuffix(a.Key, "_seconds")
 }
 
 // outageEndMessage is the event loop's log message for an accepted
@@ -167,8 +190,7 @@ func (h *repeatHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 	var b strings.Builder
 	b.WriteString(h.prefix)
 	for _, a := range attrs {
-		b.WriteByte('|')
-		b.WriteString(a.String())
+		writeAttr(&b, a)
 	}
 	c.prefix = b.String()
 	return &c

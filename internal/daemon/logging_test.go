@@ -125,3 +125,25 @@ func TestLogEffectiveConfig_NamesLimitsAndSubscriptions(t *testing.T) {
 		t.Errorf("effective configuration shows the password:\n%s", out)
 	}
 }
+
+func TestLimitRepeats_IgnoresTimingAttributes(t *testing.T) {
+	var buf bytes.Buffer
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	log := slog.New(LimitRepeats(slog.NewTextHandler(&buf, nil), time.Hour))
+
+	for i := range 3 {
+		log.With("started", start.Add(time.Duration(i)*time.Second)).Warn("drain overran its deadline, stopping now",
+			"deadline", time.Duration(i)*time.Second,
+			slog.Group("retry", "backoff_ms", 100*i, "at", start.Add(time.Duration(i)*time.Minute)),
+			"retry_ms", 10*i, "age_seconds", float64(i))
+	}
+	log.Warn("drain overran its deadline, stopping now", "deadline", time.Second, slog.Group("retry", "url", "mqtt://b:1"))
+
+	out := buf.String()
+	if n := strings.Count(out, "drain overran"); n != 2 {
+		t.Errorf("logged %d times, want 2: once, and once for the other group member:\n%s", n, out)
+	}
+	if !strings.Contains(out, "retry.url=mqtt://b:1") {
+		t.Errorf("line with another group member suppressed:\n%s", out)
+	}
+}
