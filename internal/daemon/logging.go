@@ -44,8 +44,10 @@ func NewLogger(cfg config.Log, w io.Writer) (*slog.Logger, *slog.LevelVar, error
 // (durations, times, and keys ending in _ms or _seconds), which change
 // with every retry. So per-message lines with distinct ids all pass,
 // while a connect error repeating through an outage is shown once per
-// window. The next line that passes carries
-// suppressed_repeats, the number dropped since.
+// window. The next line that passes carries suppressed_repeats, the
+// number dropped since. The end of a connection that lasted 5 seconds
+// also ends the outage, so the next outage's first failure is logged at
+// once.
 func LimitRepeats(h slog.Handler, window time.Duration) slog.Handler {
 	return &repeatHandler{next: h, window: window, state: &repeatState{seen: make(map[string]*repeat)}}
 }
@@ -59,8 +61,11 @@ type repeatHandler struct {
 
 // repeatState is shared by a handler and the handlers derived from it.
 type repeatState struct {
-	mu   sync.Mutex // guards seen
+	mu   sync.Mutex // guards seen and connectedAt
 	seen map[string]*repeat
+	// connectedAt is the time of the last connectedMessage, or zero when
+	// no connection is up.
+	connectedAt time.Time
 }
 
 type repeat struct {
@@ -73,10 +78,8 @@ func (h *repeatHandler) Enabled(ctx context.Context, l slog.Level) bool {
 }
 
 func (h *repeatHandler) Handle(ctx context.Context, r slog.Record) error {
+	h.state.track(r)
 	if r.Level < slog.LevelWarn {
-		if r.Message == outageEndMessage {
-			h.state.reset()
-		}
 		return h.next.Handle(ctx, r)
 	}
 	suppressed, ok := h.state.admit(h.key(r), r.Time, h.window)
@@ -135,16 +138,40 @@ func isTiming(a slog.Attr) bool {
 	return strings.HasSuffix(a.Key, "_ms") || strings.HasSuffix(a.Key, "_seconds")
 }
 
-// outageEndMessage is the event loop's log message for an accepted
-// connection. It ends an outage, so the limiter clears what it has seen
-// and the first failure of the next outage is logged at once.
-const outageEndMessage = "connected"
+// The event loop's log messages for an accepted connection, and the
+// prefix of those for its end.
+const (
+	connectedMessage    = "connected"
+	disconnectedMessage = "disconnected"
+)
 
-// reset clears every line seen.
-func (s *repeatState) reset() {
+// stableConnection is how long a connection must last to end an outage
+// for the repeat limiter. A broker that accepts each connection and closes
+// it at once would otherwise get one disconnect line per reconnect. It
+// equals stableAfter in internal/eventloop, after which the event loop
+// resets its reconnect backoff, and the two should stay equal.
+const stableConnection = 5 * time.Second
+
+// track follows the connection through the event loop's log lines. The
+// end of a connection that lasted stableConnection ends the outage: the
+// limiter clears what it has seen, so the disconnect line and the first
+// failure after it are logged at once.
+func (s *repeatState) track(r slog.Record) {
+	connected := r.Message == connectedMessage
+	if !connected && !strings.HasPrefix(r.Message, disconnectedMessage) {
+		return
+	}
+
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	clear(s.seen)
+	if connected {
+		s.connectedAt = r.Time
+		return
+	}
+	if !s.connectedAt.IsZero() && r.Time.Sub(s.connectedAt) >= stableConnection {
+		clear(s.seen)
+	}
+	s.connectedAt = time.Time{}
 }
 
 // admit reports whether the line with key may be logged at now, and how

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"log/slog"
 	"strings"
@@ -92,15 +93,53 @@ func TestRedactURL(t *testing.T) {
 
 func TestLimitRepeats_ConnectStartsAnOutageAfresh(t *testing.T) {
 	var buf bytes.Buffer
-	log := slog.New(LimitRepeats(slog.NewTextHandler(&buf, nil), time.Hour))
+	h := LimitRepeats(slog.NewTextHandler(&buf, nil), time.Hour)
+	start := time.Now()
 
-	log.Warn("disconnected, reconnecting", "err", "refused")
-	log.Warn("disconnected, reconnecting", "err", "refused")
-	log.Info("connected", "url", "mqtt://b:1")
-	log.Warn("disconnected, reconnecting", "err", "refused")
+	logAt(t, h, start, slog.LevelWarn, "disconnected, reconnecting", "err", "refused")
+	logAt(t, h, start.Add(time.Second), slog.LevelWarn, "disconnected, reconnecting", "err", "refused")
+	logAt(t, h, start.Add(2*time.Second), slog.LevelInfo, "connected", "url", "mqtt://b:1")
+	logAt(t, h, start.Add(2*time.Second+stableConnection), slog.LevelWarn, "disconnected, reconnecting", "err", "refused")
 
 	if n := strings.Count(buf.String(), "disconnected, reconnecting"); n != 2 {
 		t.Errorf("%d disconnect lines, want 2: one per outage\n%s", n, buf.String())
+	}
+}
+
+// A broker that accepts each connection and closes it at once keeps one
+// outage going, so its disconnects are limited like any other repeat.
+func TestLimitRepeats_ShortConnectionsKeepOutage(t *testing.T) {
+	var buf bytes.Buffer
+	h := LimitRepeats(slog.NewTextHandler(&buf, nil), time.Minute)
+	at := time.Now()
+
+	for i := range 63 {
+		logAt(t, h, at, slog.LevelInfo, "connected", "url", "mqtt://a:1883")
+		at = at.Add(100 * time.Millisecond)
+		logAt(t, h, at, slog.LevelWarn, "disconnected, reconnecting", "url", "mqtt://a:1883",
+			"err", "broker sent disconnect with 0x81 malformed packet", "backoff_ms", 500+10*i)
+		at = at.Add(time.Second)
+	}
+
+	out := buf.String()
+	if n := strings.Count(out, "disconnected, reconnecting"); n != 2 {
+		t.Errorf("%d disconnect lines in %s, want 2: one per minute\n%s", n, 63*1100*time.Millisecond, out)
+	}
+	if !strings.Contains(out, "suppressed_repeats=") {
+		t.Errorf("second disconnect line lacks suppressed_repeats:\n%s", out)
+	}
+	if n := strings.Count(out, "msg=connected"); n != 63 {
+		t.Errorf("%d connected lines, want 63 (info is never limited)", n)
+	}
+}
+
+// logAt logs a line with the time at through h, as a Logger would.
+func logAt(t *testing.T, h slog.Handler, at time.Time, level slog.Level, msg string, args ...any) {
+	t.Helper()
+	r := slog.NewRecord(at, level, msg, 0)
+	r.Add(args...)
+	if err := h.Handle(context.Background(), r); err != nil {
+		t.Fatalf("Handle: %v", err)
 	}
 }
 
