@@ -472,6 +472,31 @@ func TestSpoolLs_Pages(t *testing.T) {
 	}
 }
 
+func TestSpoolLs_AfterLargestSequenceIsEmpty(t *testing.T) {
+	file, dir := testConfig(t, "")
+	sp, err := spool.Open(spool.Options{Path: filepath.Join(dir, "spool.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := message.Message{Topic: "ls/0", Payload: []byte("p"), QoS: 1}
+	if _, err := sp.Append([]spool.FileBatch{{ID: spool.FileID{Ino: 1, Name: "a.msg"}, Messages: []message.Message{m}}}); err != nil {
+		t.Fatal(err)
+	}
+	sp.Close()
+
+	code, out, errOut := run(t, "", "spool", "ls", "--config", file, "--after", "18446744073709551615")
+	if code != exitOK {
+		t.Fatalf("code %d, stderr %q; want 0", code, errOut)
+	}
+	_, emptyPage, _ := run(t, "", "spool", "ls", "--config", file, "--after", "1")
+	if out != emptyPage {
+		t.Errorf("stdout %q, want the empty page %q", out, emptyPage)
+	}
+	if strings.Contains(out, "ls/0") {
+		t.Errorf("stdout %q lists a message", out)
+	}
+}
+
 func TestExplainSocketError_PermissionDenied(t *testing.T) {
 	dial := &net.OpError{Op: "dial", Net: "unix", Err: os.NewSyscallError("connect", syscall.EACCES)}
 	err := explainSocketError("/run/mqspool/mqspool.sock",

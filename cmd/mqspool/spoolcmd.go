@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -106,13 +107,10 @@ func newSpoolLsCommand() *cobra.Command {
 			}
 			defer sp.Close()
 
-			// A record beyond the page shows that a next page exists.
-			recs, err := sp.List(after, limit+1)
+			recs, more, err := listPage(sp, after, limit)
 			if err != nil {
 				return err
 			}
-			more := len(recs) > limit
-			recs = recs[:min(len(recs), limit)]
 
 			out := c.OutOrStdout()
 			fmt.Fprintf(out, "%-12s %-20s %-3s %8s  %s\n", "SEQ", "ENQUEUED", "QOS", "BYTES", "TOPIC")
@@ -129,6 +127,24 @@ func newSpoolLsCommand() *cobra.Command {
 	c.Flags().Uint64Var(&after, "after", 0, "list messages with a sequence number above this one")
 	c.Flags().IntVar(&limit, "limit", 50, "messages per page")
 	return c
+}
+
+// listPage returns up to limit records with a sequence number above
+// after, and whether more follow.
+func listPage(sp *spool.Spool, after uint64, limit int) ([]spool.Record, bool, error) {
+	// No sequence number is above the largest one, and List would wrap
+	// after+1 around to the first record.
+	if after == math.MaxUint64 {
+		return nil, false, nil
+	}
+
+	// A record beyond the page shows that a next page exists.
+	recs, err := sp.List(after, limit+1)
+	if err != nil {
+		return nil, false, err
+	}
+	more := len(recs) > limit
+	return recs[:min(len(recs), limit)], more, nil
 }
 
 func newRequeueFailedCommand() *cobra.Command {
