@@ -401,6 +401,87 @@ func TestSpool_RequeueFailed(t *testing.T) {
 	}
 }
 
+// writeFiles writes each path, relative to dir, with its content.
+func writeFiles(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	for rel, content := range files {
+		p := filepath.Join(dir, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestSpool_RequeueFailedNameEndingInReason(t *testing.T) {
+	file, dir := testConfig(t, "")
+	spoolDir := filepath.Join(dir, "spool")
+	writeFiles(t, spoolDir, map[string]string{
+		"failed/data.reason":        "payload",
+		"failed/data.reason.reason": "why",
+		"failed/orphan.reason":      "why, for a deleted file",
+	})
+	os.MkdirAll(filepath.Join(spoolDir, "new"), 0o755)
+
+	code, out, errOut := run(t, "", "spool", "requeue-failed", "--config", file)
+	if code != exitOK {
+		t.Fatalf("code %d, stdout %q, stderr %q; want 0", code, out, errOut)
+	}
+	if !strings.Contains(out, "requeued 1 files") {
+		t.Errorf("stdout %q, want 1 file requeued", out)
+	}
+	if data, err := os.ReadFile(filepath.Join(spoolDir, "new", "data.reason")); err != nil || string(data) != "payload" {
+		t.Errorf("new/data.reason: %q, %v; want the failed file", data, err)
+	}
+	if _, err := os.Lstat(filepath.Join(spoolDir, "failed", "data.reason.reason")); !os.IsNotExist(err) {
+		t.Errorf("reason file of data.reason left behind: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(spoolDir, "failed", "orphan.reason")); err != nil {
+		t.Errorf("reason file without its file was not kept in failed/: %v", err)
+	}
+	if !strings.Contains(out, "kept "+filepath.Join(spoolDir, "failed", "orphan.reason")) {
+		t.Errorf("stdout %q does not name the kept reason file", out)
+	}
+}
+
+func TestSpool_RequeueFailedContinuesPastCollisions(t *testing.T) {
+	file, dir := testConfig(t, "")
+	spoolDir := filepath.Join(dir, "spool")
+	writeFiles(t, spoolDir, map[string]string{
+		"failed/x/a":        "a",
+		"failed/x/b":        "b",
+		"failed/x/b.reason": "why b",
+		"failed/x/c":        "c",
+		"failed/y/d":        "d",
+		"failed/z":          "z",
+		"new/x/b":           "other b",
+		"new/y/d":           "other d",
+	})
+
+	code, out, errOut := run(t, "", "spool", "requeue-failed", "--config", file)
+	if code != exitFailure {
+		t.Errorf("code %d, want %d", code, exitFailure)
+	}
+	if !strings.Contains(out, "requeued 3 files") {
+		t.Errorf("stdout %q, want 3 files requeued", out)
+	}
+	for _, want := range []string{filepath.Join(spoolDir, "new", "x", "b"), filepath.Join(spoolDir, "new", "y", "d"), "2 files stay in failed/", "move or remove"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr %q does not contain %q", errOut, want)
+		}
+	}
+	for _, rel := range []string{"new/x/a", "new/x/c", "new/z", "failed/x/b", "failed/x/b.reason", "failed/y/d"} {
+		if _, err := os.Lstat(filepath.Join(spoolDir, rel)); err != nil {
+			t.Errorf("%s: %v", rel, err)
+		}
+	}
+	if data, _ := os.ReadFile(filepath.Join(spoolDir, "new", "x", "b")); string(data) != "other b" {
+		t.Errorf("new/x/b = %q, want the file that was there", data)
+	}
+}
+
 func TestShellQuote(t *testing.T) {
 	cases := map[string]string{
 		"/etc/mqspool/mqspool.yaml": "/etc/mqspool/mqspool.yaml",

@@ -3,11 +3,9 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -147,29 +145,6 @@ func listPage(sp *spool.Spool, after uint64, limit int) ([]spool.Record, bool, e
 	return recs[:min(len(recs), limit)], more, nil
 }
 
-func newRequeueFailedCommand() *cobra.Command {
-	var flags configFlags
-	c := &cobra.Command{
-		Use:   "requeue-failed",
-		Short: "Move every file in failed/ back into new/ to retry it",
-		Long: `Move every file in failed/ back into new/ under the same relative path, so a
-running daemon retries it, and remove its .reason file. Works while the
-daemon runs: it only renames files within the spool directory.`,
-		Args: exactArgs(0),
-		RunE: func(c *cobra.Command, _ []string) error {
-			loaded, err := flags.loadOffline(c)
-			if err != nil {
-				return err
-			}
-			n, err := requeueFailed(loaded.Config.Spool.Dir)
-			fmt.Fprintf(c.OutOrStdout(), "requeued %d files\n", n)
-			return err
-		},
-	}
-	flags.register(c)
-	return c
-}
-
 func newSalvageCommand() *cobra.Command {
 	var flags configFlags
 	c := &cobra.Command{
@@ -236,55 +211,6 @@ is.`,
 	}
 	flags.register(c)
 	return c
-}
-
-// requeueFailed renames failed/REL to new/REL for every entry that is
-// not a directory, symbolic links and FIFOs included, and removes
-// REL.reason. It stops at the first error and returns the count so far.
-// The directories it took files from are synced at the end.
-func requeueFailed(spoolDir string) (int, error) {
-	failed := filepath.Join(spoolDir, "failed")
-	newDir := filepath.Join(spoolDir, "new")
-	n := 0
-	var emptied []string
-	err := filepath.WalkDir(failed, func(p string, e fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if e.IsDir() || strings.HasSuffix(p, ".reason") {
-			return nil
-		}
-		if dir := filepath.Dir(p); !slices.Contains(emptied, dir) {
-			emptied = append(emptied, dir)
-		}
-		rel, err := filepath.Rel(failed, p)
-		if err != nil {
-			return err
-		}
-		if err := moveInto(p, filepath.Join(newDir, rel)); err != nil {
-			return err
-		}
-		os.Remove(p + ".reason")
-		n++
-		return nil
-	})
-	for _, dir := range emptied {
-		err = errors.Join(err, format.SyncDir(dir))
-	}
-	if err != nil {
-		return n, fmt.Errorf("requeue failed/: %w", err)
-	}
-	return n, nil
-}
-
-func moveInto(from, to string) error {
-	if err := format.MkdirAllSync(filepath.Dir(to)); err != nil {
-		return err
-	}
-	if err := format.RenameNoReplace(from, to); err != nil {
-		return fmt.Errorf("%w: move or remove %s, then run requeue-failed again", err, to)
-	}
-	return format.SyncDir(filepath.Dir(to))
 }
 
 // nextPageCommand returns the command line that lists the page after seq,
