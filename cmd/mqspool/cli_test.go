@@ -482,6 +482,90 @@ func TestSpool_RequeueFailedContinuesPastCollisions(t *testing.T) {
 	}
 }
 
+// spoolWithMessages creates the database db with n queued messages.
+func spoolWithMessages(t *testing.T, db string, n int) {
+	t.Helper()
+	sp, err := spool.Open(spool.Options{Path: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	var msgs []message.Message
+	for i := range n {
+		msgs = append(msgs, message.Message{Topic: fmt.Sprintf("s/%d", i), Payload: []byte("p"), QoS: 1})
+	}
+	if _, err := sp.Append([]spool.FileBatch{{ID: spool.FileID{Ino: 1, Name: "a.jsonl"}, Messages: msgs}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSalvage_CreatesTmpAndNew(t *testing.T) {
+	file, dir := testConfig(t, "")
+	aside := filepath.Join(dir, "spool.db.corrupt-20260101T000000Z")
+	spoolWithMessages(t, aside, 2)
+
+	code, out, errOut := run(t, "", "spool", "salvage", "--config", file, aside)
+	if code != exitOK {
+		t.Fatalf("code %d, stdout %q, stderr %q; want 0", code, out, errOut)
+	}
+	entries, err := os.ReadDir(filepath.Join(dir, "spool", "new"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 2 {
+		t.Errorf("%d files in new/, want 2", len(entries))
+	}
+}
+
+func TestSalvage_RejectsConfiguredDatabase(t *testing.T) {
+	file, dir := testConfig(t, "")
+	db := filepath.Join(dir, "spool.db")
+	spoolWithMessages(t, db, 2)
+	writeFiles(t, filepath.Join(dir, "spool"), map[string]string{"tmp/.keep": "", "new/.keep": ""})
+	// Another path to the same file is rejected too.
+	link := filepath.Join(dir, "link.db")
+	if err := os.Link(db, link); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, path := range []string{db, link} {
+		code, _, errOut := run(t, "", "spool", "salvage", "--config", file, path)
+		if code != exitUsage {
+			t.Errorf("salvage %s: code %d, want %d", path, code, exitUsage)
+		}
+		if !strings.Contains(errOut, "the daemon sends the messages in it itself") {
+			t.Errorf("salvage %s: stderr %q does not say why", path, errOut)
+		}
+	}
+	if entries, _ := os.ReadDir(filepath.Join(dir, "spool", "new")); len(entries) != 1 {
+		t.Errorf("new/ has %v, want only .keep", entries)
+	}
+}
+
+func TestSalvage_TwiceKeepsEveryMessage(t *testing.T) {
+	file, dir := testConfig(t, "")
+	first := filepath.Join(dir, "spool.db.corrupt-1")
+	second := filepath.Join(dir, "spool.db.corrupt-2")
+	// Both databases number their messages from 1.
+	spoolWithMessages(t, first, 3)
+	spoolWithMessages(t, second, 2)
+	writeFiles(t, filepath.Join(dir, "spool"), map[string]string{"tmp/.keep": ""})
+
+	for _, aside := range []string{first, second} {
+		code, out, errOut := run(t, "", "spool", "salvage", "--config", file, aside)
+		if code != exitOK {
+			t.Fatalf("salvage %s: code %d, stdout %q, stderr %q; want 0", aside, code, out, errOut)
+		}
+	}
+	entries, err := os.ReadDir(filepath.Join(dir, "spool", "new"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 5 {
+		t.Errorf("%d files in new/, want 5: %v", len(entries), entries)
+	}
+}
+
 func TestShellQuote(t *testing.T) {
 	cases := map[string]string{
 		"/etc/mqspool/mqspool.yaml": "/etc/mqspool/mqspool.yaml",

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -13,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mqspool/mqspool/internal/config"
-	"github.com/mqspool/mqspool/internal/format"
 	"github.com/mqspool/mqspool/internal/pickup"
 	"github.com/mqspool/mqspool/internal/spool"
 )
@@ -143,40 +141,6 @@ func listPage(sp *spool.Spool, after uint64, limit int) ([]spool.Record, bool, e
 	}
 	more := len(recs) > limit
 	return recs[:min(len(recs), limit)], more, nil
-}
-
-func newSalvageCommand() *cobra.Command {
-	var flags configFlags
-	c := &cobra.Command{
-		Use:   "salvage FILE",
-		Short: "Copy every readable message from a damaged database into new/",
-		Long: `Copy every readable message from a database that was renamed aside (or any
-other spool database) into new/ as .msg files, in spool order, so the
-daemon sends them again. Messages that were already delivered before the
-damage may be sent twice.`,
-		Args: exactArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			loaded, err := flags.loadOffline(c)
-			if err != nil {
-				return err
-			}
-			dir := loaded.Config.Spool.Dir
-			copied, skipped, err := spool.Salvage(args[0], func(r spool.Record) error {
-				all := format.Fields{Topic: true, QoS: true, Retain: true}
-				return dropMessage(dir, fmt.Sprintf("salvage-%020d.msg", r.Seq), r.Message, all)
-			})
-			if err != nil {
-				return fmt.Errorf("salvage %s after %d messages: %w", args[0], copied, err)
-			}
-			if copied == 0 {
-				return fmt.Errorf("no readable message found in %s (%d unreadable): check that it is an mqspool database", args[0], skipped)
-			}
-			fmt.Fprintf(c.OutOrStdout(), "salvaged %d messages into %s, skipped %d unreadable\n", copied, filepath.Join(dir, "new"), skipped)
-			return nil
-		},
-	}
-	flags.register(c)
-	return c
 }
 
 func newCompactCommand() *cobra.Command {

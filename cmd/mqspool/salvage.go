@@ -1,0 +1,96 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mqspool/mqspool/internal/config"
+	"github.com/mqspool/mqspool/internal/format"
+	"github.com/mqspool/mqspool/internal/spool"
+)
+
+func newSalvageCommand() *cobra.Command {
+	var flags configFlags
+	c := &cobra.Command{
+		Use:   "salvage FILE",
+		Short: "Copy every readable message from a damaged database into new/",
+		Long: `Copy every readable message from a database that was renamed aside (or any
+other spool database) into new/ as .msg files, in spool order, so the
+daemon sends them again. Messages that were already delivered before the
+damage may be sent twice.
+
+The files are named salvage-<run>-<sequence>.msg, where <run> is the start
+time of this salvage and a random part, so that a second salvage does not
+reuse the names of an earlier one. A name that is taken anyway stops the
+salvage with exit status 1, and no file is replaced. FILE may not be the configured spool.db: the
+daemon sends the messages in that file itself.`,
+		Args: exactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			loaded, err := flags.loadOffline(c)
+			if err != nil {
+				return err
+			}
+			return runSalvage(c, loaded.Config, args[0])
+		},
+	}
+	flags.register(c)
+	return c
+}
+
+func runSalvage(c *cobra.Command, cfg *config.Config, file string) error {
+	if err := checkNotSpoolDB(file, cfg.Spool.DB); err != nil {
+		return err
+	}
+	dir := cfg.Spool.Dir
+	if err := ensureSpoolDir(dir); err != nil {
+		return err
+	}
+
+	run := salvageRunID(time.Now())
+	copied, skipped, err := spool.Salvage(file, func(r spool.Record) error {
+		all := format.Fields{Topic: true, QoS: true, Retain: true}
+		return dropMessage(dir, fmt.Sprintf("salvage-%s-%020d.msg", run, r.Seq), r.Message, all)
+	})
+	if err != nil {
+		return fmt.Errorf("salvage %s after %d messages: %w", file, copied, err)
+	}
+	if copied == 0 {
+		return fmt.Errorf("no readable message found in %s (%d unreadable): check that it is an mqspool database", file, skipped)
+	}
+	fmt.Fprintf(c.OutOrStdout(), "salvaged %d messages into %s as salvage-%s-*.msg, skipped %d unreadable\n",
+		copied, filepath.Join(dir, "new"), run, skipped)
+	return nil
+}
+
+// checkNotSpoolDB rejects file when it is the configured database db.
+// Salvaging it would queue every message a second time, next to the
+// copies the daemon sends itself.
+func checkNotSpoolDB(file, db string) error {
+	fileInfo, err := os.Stat(file)
+	if err != nil {
+		// spool.Salvage reports the file that cannot be read.
+		return nil
+	}
+	dbInfo, err := os.Stat(db)
+	if err != nil || !os.SameFile(fileInfo, dbInfo) {
+		return nil
+	}
+	return usageError(fmt.Errorf("%s is the configured spool.db %s: the daemon sends the messages "+
+		"in it itself, so salvage would queue each of them twice: salvage a copy renamed aside, "+
+		"such as %s.corrupt-<timestamp>, instead", file, db, filepath.Base(db)))
+}
+
+// salvageRunID returns the part of the file names that sets one salvage
+// apart from the others: its start time in UTC and 4 random bytes, so
+// that two runs within the same second differ too.
+func salvageRunID(now time.Time) string {
+	var b [4]byte
+	rand.Read(b[:])
+	return now.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:])
+}
