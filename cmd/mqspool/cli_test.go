@@ -256,6 +256,28 @@ func TestPublish_BadWaitAndQoSExit2(t *testing.T) {
 	}
 }
 
+func TestPublish_BadConfigWritesNothing(t *testing.T) {
+	badQoS, _ := testConfig(t, "publish:\n  qos: 7\n")
+	for name, config := range map[string]string{"missing file": "/nonexistent.yaml", "publish.qos 7": badQoS} {
+		t.Run(name, func(t *testing.T) {
+			spoolDir := t.TempDir()
+			for _, wait := range []string{"0", "1s"} {
+				code, out, errOut := run(t, "", "publish", "--config", config, "--spool-dir", spoolDir,
+					"--topic", "x/y", "--message", "a", "--wait", wait)
+				if code != exitUsage {
+					t.Errorf("--wait %s: code %d, stderr %q; want %d", wait, code, errOut, exitUsage)
+				}
+				if out != "" {
+					t.Errorf("--wait %s: stdout %q, want nothing queued", wait, out)
+				}
+			}
+			if entries, _ := os.ReadDir(filepath.Join(spoolDir, "new")); len(entries) != 0 {
+				t.Errorf("new/ has %v, want nothing", entries)
+			}
+		})
+	}
+}
+
 func TestPublish_MissingSpoolDirExits1(t *testing.T) {
 	code, _, errOut := run(t, "", "publish", "--spool-dir", "/nonexistent/spool", "--topic", "a", "--message", "x")
 	if code != exitFailure || !strings.Contains(errOut, "/nonexistent/spool not found") {

@@ -81,46 +81,76 @@ func runPublish(c *cobra.Command, f *publishFlags, args []string) error {
 	if c.Flags().Changed("qos") && f.qos == -1 {
 		return usageError(fmt.Errorf("--qos -1 is invalid: use 0, 1 or 2, or leave it out for the daemon's publish.qos"))
 	}
+	// Everything is checked before the file is written, because a script
+	// that retries on exit status 2 would otherwise queue it twice.
+	target, err := f.resolve(c)
+	if err != nil {
+		return err
+	}
 	m, err := f.message(c.InOrStdin(), args)
 	if err != nil {
 		return usageError(err)
 	}
-	dir, err := f.dir(c)
-	if err != nil {
+	if err := ensureSpoolDir(target.dir); err != nil {
 		return err
 	}
 
-	if err := ensureSpoolDir(dir); err != nil {
-		return err
-	}
 	name := uniqueName()
 	set := format.Fields{Topic: f.topic != "", QoS: f.qos != -1, Retain: f.retainSet}
-	if err := dropMessage(dir, name, m, set); err != nil {
+	if err := dropMessage(target.dir, name, m, set); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.OutOrStdout(), "queued new/%s\n", name)
 	if f.wait > 0 {
-		return f.waitFor(c, &f.configFlags, name)
+		return f.waitFor(c, target.socket, name)
 	}
 	return nil
 }
 
-func (f *publishFlags) dir(c *cobra.Command) (string, error) {
-	if f.spoolDir != "" {
-		return f.spoolDir, nil
+// publishTarget is the spool directory that publish writes into and,
+// with --wait, the control socket that receives the wait request.
+type publishTarget struct {
+	dir    string
+	socket string
+}
+
+// resolve returns the target from the flags and, where they leave
+// something open, from the configuration. An explicit --config is always
+// read and checked.
+func (f *publishFlags) resolve(c *cobra.Command) (publishTarget, error) {
+	t := publishTarget{dir: f.spoolDir, socket: f.socket}
+	needSocket := f.wait > 0 && t.socket == ""
+	if t.dir != "" && f.file == "" && !needSocket {
+		return t, nil
 	}
+
 	loaded, err := f.loadOffline(c)
 	if err != nil {
-		return "", err
+		return t, err
 	}
 	cfg := loaded.Config
+	if t.dir == "" {
+		if err := f.checkTopic(cfg); err != nil {
+			return t, err
+		}
+		t.dir = cfg.Spool.Dir
+	}
+	if t.socket == "" {
+		t.socket = cfg.Control.Socket
+	}
+	return t, nil
+}
+
+// checkTopic checks --topic against the routes and defaults of the daemon
+// that serves the configured spool directory.
+func (f *publishFlags) checkTopic(cfg *config.Config) error {
 	if strings.HasPrefix(f.topic, "$") && !slices.ContainsFunc(cfg.Routes, func(r config.Route) bool { return r.AllowDollar }) {
-		return "", usageError(fmt.Errorf("--topic %q: %w", f.topic, message.ErrTopicDollar))
+		return usageError(fmt.Errorf("--topic %q: %w", f.topic, message.ErrTopicDollar))
 	}
 	if f.topic == "" && cfg.Publish.DefaultTopic == "" && len(cfg.Routes) == 0 {
-		return "", usageError(errors.New("missing --topic: the daemon has no publish.default_topic or routes to give this message one"))
+		return usageError(errors.New("missing --topic: the daemon has no publish.default_topic or routes to give this message one"))
 	}
-	return cfg.Spool.Dir, nil
+	return nil
 }
 
 // message builds the message from the flags. A QoS of -1 means the
@@ -138,7 +168,8 @@ func (f *publishFlags) message(stdin io.Reader, args []string) (message.Message,
 	m.ContentType = f.contentType
 
 	if f.topic != "" {
-		// A topic starting with $ is checked against the routes in dir.
+		// A topic starting with $ is checked against the routes in
+		// checkTopic.
 		if err := message.ValidateTopic(f.topic, true); err != nil {
 			return m, fmt.Errorf("--topic %q: %w", f.topic, err)
 		}

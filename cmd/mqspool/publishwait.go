@@ -27,17 +27,9 @@ func (f *waitFlags) register(c *cobra.Command) {
 }
 
 // waitFor requests the outcome of the file name in new/ from the daemon
-// and turns it into the exit status: 0 delivered, 3 timed out, 4 rejected.
-func (f *waitFlags) waitFor(c *cobra.Command, cfg *configFlags, name string) error {
-	socket := f.socket
-	if socket == "" {
-		loaded, err := cfg.loadOffline(c)
-		if err != nil {
-			return err
-		}
-		socket = loaded.Config.Control.Socket
-	}
-
+// on socket and turns it into the exit status: 0 delivered, 3 timed out,
+// 4 rejected.
+func (f *waitFlags) waitFor(c *cobra.Command, socket, name string) error {
 	deadline := time.Now().Add(f.wait)
 	res, err := askWait(c.Context(), socket, name, deadline)
 	if err != nil {
