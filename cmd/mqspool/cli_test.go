@@ -256,6 +256,90 @@ func TestPublish_BadWaitAndQoSExit2(t *testing.T) {
 	}
 }
 
+// endlessReader returns zero bytes and counts them. It fails past 16 MiB,
+// so that a reader without a limit stops instead of filling the memory.
+type endlessReader struct{ read int64 }
+
+func (r *endlessReader) Read(p []byte) (int, error) {
+	if r.read > 16<<20 {
+		return 0, errors.New("endless input read past 16 MiB")
+	}
+	clear(p)
+	r.read += int64(len(p))
+	return len(p), nil
+}
+
+func TestPublish_PayloadOverLimitExits2(t *testing.T) {
+	file, dir := testConfig(t, "publish:\n  max_message_bytes: 1KiB\n")
+	spoolDir := filepath.Join(dir, "spool")
+	big := filepath.Join(dir, "big.bin")
+	if err := os.WriteFile(big, make([]byte, 2000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]struct {
+		stdin string
+		args  []string
+		want  []string
+	}{
+		"file": {"", []string{"--config", file, "--topic", "a", big}, []string{"is 2000 bytes", "limit of 1024 bytes", file}},
+		"stdin": {strings.Repeat("x", 1025), []string{"--config", file, "--topic", "a", "-"},
+			[]string{"standard input", "limit of 1024 bytes"}},
+		"message": {"", []string{"--config", file, "--topic", "a", "--message", strings.Repeat("x", 1025)},
+			[]string{"is 1025 bytes", "limit of 1024 bytes"}},
+		"topic and payload": {strings.Repeat("x", 1024), []string{"--config", file, "--topic", "a", "-"},
+			[]string{"message is 1025 bytes", "limit of 1024 bytes"}},
+		"default limit": {strings.Repeat("x", 1<<20+1), []string{"--spool-dir", spoolDir, "--topic", "a", "-"},
+			[]string{"limit of 1048576 bytes", "default", "--config"}},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			code, out, errOut := run(t, tc.stdin, append([]string{"publish"}, tc.args...)...)
+			if code != exitUsage {
+				t.Errorf("code %d, stdout %q, stderr %q; want %d", code, out, errOut, exitUsage)
+			}
+			for _, want := range append(tc.want, "publish.max_message_bytes", "split the payload") {
+				if !strings.Contains(errOut, want) {
+					t.Errorf("stderr %q does not contain %q", errOut, want)
+				}
+			}
+		})
+	}
+	for _, sub := range []string{"new", "tmp"} {
+		if entries, _ := os.ReadDir(filepath.Join(spoolDir, sub)); len(entries) != 0 {
+			t.Errorf("%s/ has %v, want nothing", sub, entries)
+		}
+	}
+
+	t.Setenv("MQSPOOL_PUBLISH_MAX_MESSAGE_BYTES", "512")
+	code, _, errOut := run(t, strings.Repeat("x", 600), "publish", "--config", file, "--topic", "a", "-")
+	if code != exitUsage {
+		t.Errorf("limit from the environment: code %d, want %d", code, exitUsage)
+	}
+	if !strings.Contains(errOut, "limit of 512 bytes (publish.max_message_bytes from MQSPOOL_PUBLISH_MAX_MESSAGE_BYTES)") {
+		t.Errorf("limit from the environment: stderr %q does not name the variable", errOut)
+	}
+	os.Unsetenv("MQSPOOL_PUBLISH_MAX_MESSAGE_BYTES")
+
+	// A message of exactly the limit is queued.
+	code, _, errOut = run(t, strings.Repeat("x", 1023), "publish", "--config", file, "--topic", "a", "-")
+	if code != exitOK {
+		t.Errorf("message of 1024 bytes: code %d, stderr %q; want 0", code, errOut)
+	}
+}
+
+func TestPublish_EndlessInputReadsUpToLimit(t *testing.T) {
+	stdin := &endlessReader{}
+	var out, errOut bytes.Buffer
+	code := execute([]string{"publish", "--spool-dir", t.TempDir(), "--topic", "a", "-"}, stdin, &out, &errOut)
+	if code != exitUsage {
+		t.Errorf("code %d, stderr %q; want %d", code, errOut.String(), exitUsage)
+	}
+	// One byte past the default limit shows that the payload is too large.
+	if limit := int64(1<<20) + 1; stdin.read > limit {
+		t.Errorf("read %d bytes of standard input, want at most %d", stdin.read, limit)
+	}
+}
+
 func TestPublish_BadConfigWritesNothing(t *testing.T) {
 	badQoS, _ := testConfig(t, "publish:\n  qos: 7\n")
 	for name, config := range map[string]string{"missing file": "/nonexistent.yaml", "publish.qos 7": badQoS} {

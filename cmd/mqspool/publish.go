@@ -43,7 +43,9 @@ func newPublishCommand() *cobra.Command {
 		Long: `Drop one message into the spool directory as a .msg file: written into tmp/,
 synced, renamed into new/ and the directory synced, so the daemon never sees
 a partial file. The payload comes from FILE, from standard input with "-",
-or from --message. The daemon does not need to run.
+or from --message. The daemon does not need to run. A payload over
+publish.max_message_bytes (1MiB unless --config sets it) is rejected with
+exit status 2, and nothing is written.
 
 With --wait DURATION, publish then asks the running daemon, through its
 control socket, to report when the broker has acknowledged the message.
@@ -87,8 +89,16 @@ func runPublish(c *cobra.Command, f *publishFlags, args []string) error {
 	if err != nil {
 		return err
 	}
-	m, err := f.message(c.InOrStdin(), args)
+	m, err := f.message(c.InOrStdin(), args, target.limit)
 	if err != nil {
+		return usageError(err)
+	}
+	set := format.Fields{Topic: f.topic != "", QoS: f.qos != -1, Retain: f.retainSet}
+	data, err := encodeMessage(m, set)
+	if err != nil {
+		return err
+	}
+	if err := target.limit.checkMessage(m, len(data)); err != nil {
 		return usageError(err)
 	}
 	if err := ensureSpoolDir(target.dir); err != nil {
@@ -96,8 +106,7 @@ func runPublish(c *cobra.Command, f *publishFlags, args []string) error {
 	}
 
 	name := uniqueName()
-	set := format.Fields{Topic: f.topic != "", QoS: f.qos != -1, Retain: f.retainSet}
-	if err := dropMessage(target.dir, name, m, set); err != nil {
+	if err := dropFile(target.dir, name, data); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.OutOrStdout(), "queued new/%s\n", name)
@@ -107,18 +116,20 @@ func runPublish(c *cobra.Command, f *publishFlags, args []string) error {
 	return nil
 }
 
-// publishTarget is the spool directory that publish writes into and,
-// with --wait, the control socket that receives the wait request.
+// publishTarget is the spool directory that publish writes into, the
+// daemon's size limit and, with --wait, the control socket that receives
+// the wait request.
 type publishTarget struct {
 	dir    string
 	socket string
+	limit  sizeLimit
 }
 
 // resolve returns the target from the flags and, where they leave
 // something open, from the configuration. An explicit --config is always
 // read and checked.
 func (f *publishFlags) resolve(c *cobra.Command) (publishTarget, error) {
-	t := publishTarget{dir: f.spoolDir, socket: f.socket}
+	t := publishTarget{dir: f.spoolDir, socket: f.socket, limit: defaultSizeLimit()}
 	needSocket := f.wait > 0 && t.socket == ""
 	if t.dir != "" && f.file == "" && !needSocket {
 		return t, nil
@@ -138,6 +149,7 @@ func (f *publishFlags) resolve(c *cobra.Command) (publishTarget, error) {
 	if t.socket == "" {
 		t.socket = cfg.Control.Socket
 	}
+	t.limit = configSizeLimit(loaded)
 	return t, nil
 }
 
@@ -155,9 +167,9 @@ func (f *publishFlags) checkTopic(cfg *config.Config) error {
 
 // message builds the message from the flags. A QoS of -1 means the
 // daemon's default; the .msg file then has no QoS header.
-func (f *publishFlags) message(stdin io.Reader, args []string) (message.Message, error) {
+func (f *publishFlags) message(stdin io.Reader, args []string, limit sizeLimit) (message.Message, error) {
 	var m message.Message
-	payload, err := f.payload(stdin, args)
+	payload, err := f.payload(stdin, args, limit)
 	if err != nil {
 		return m, err
 	}
@@ -197,23 +209,43 @@ func (f *publishFlags) message(stdin io.Reader, args []string) (message.Message,
 	return m, nil
 }
 
-func (f *publishFlags) payload(stdin io.Reader, args []string) ([]byte, error) {
+// payload reads the payload from --message, FILE or standard input. It
+// reads at most one byte more than the limit allows, so a large or endless
+// input fails without filling the memory.
+func (f *publishFlags) payload(stdin io.Reader, args []string, limit sizeLimit) ([]byte, error) {
 	switch {
 	case f.textSet && len(args) > 0:
 		return nil, errors.New("give the payload once: --message or FILE or -, not both")
 	case f.textSet:
-		return []byte(f.text), nil
+		return []byte(f.text), limit.checkPayload("--message", int64(len(f.text)))
 	case len(args) == 0:
 		return nil, errors.New("missing payload: pass FILE, - for standard input, or --message TEXT")
 	case args[0] == "-":
-		return io.ReadAll(stdin)
+		return limit.readPayload("standard input", stdin)
 	default:
-		data, err := os.ReadFile(args[0])
-		if err != nil {
-			return nil, fmt.Errorf("read payload: %w", err)
-		}
-		return data, nil
+		return readPayloadFile(args[0], limit)
 	}
+}
+
+// readPayloadFile reads the payload from the file name. A regular file
+// that is too large is rejected by its size before it is read.
+func readPayloadFile(name string, limit sizeLimit) ([]byte, error) {
+	file, err := os.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("read payload: %w", err)
+	}
+	defer file.Close()
+
+	info, err := file.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read payload: %w", err)
+	}
+	if info.Mode().IsRegular() {
+		if err := limit.checkPayload(name, info.Size()); err != nil {
+			return nil, err
+		}
+	}
+	return limit.readPayload(name, file)
 }
 
 // uniqueName returns a .msg name that sorts by creation time and does not
@@ -229,11 +261,27 @@ func uniqueName() string {
 // set marks which of topic, QoS and retain to write, and the daemon's
 // routes and defaults fill in the others.
 func dropMessage(dir, name string, m message.Message, set format.Fields) error {
+	data, err := encodeMessage(m, set)
+	if err != nil {
+		return err
+	}
+	return dropFile(dir, name, data)
+}
+
+// encodeMessage returns m in the .msg format, with the headers that set
+// marks.
+func encodeMessage(m message.Message, set format.Fields) ([]byte, error) {
 	var buf bytes.Buffer
 	if err := format.WriteMsgFields(&buf, m, set); err != nil {
-		return fmt.Errorf("encode message: %w", err)
+		return nil, fmt.Errorf("encode message: %w", err)
 	}
-	if err := format.WriteFileAtomic(dir, name, buf.Bytes()); err != nil {
+	return buf.Bytes(), nil
+}
+
+// dropFile writes the .msg file data into the spool directory dir as
+// new/NAME the atomic way.
+func dropFile(dir, name string, data []byte) error {
+	if err := format.WriteFileAtomic(dir, name, data); err != nil {
 		return fmt.Errorf("drop message into %s: %w", dir, err)
 	}
 	return nil

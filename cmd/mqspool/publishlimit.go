@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+
+	"github.com/mqspool/mqspool/internal/config"
+	"github.com/mqspool/mqspool/internal/message"
+	"github.com/mqspool/mqspool/internal/pickup"
+)
+
+// msgHeaderAllowance is the room the daemon's pickup leaves for the
+// headers of a .msg file on top of publish.max_message_bytes.
+// NOTE: it copies msgHeaderAllowance in internal/pickup/route.go, which
+// is not exported, and must be changed with it.
+const msgHeaderAllowance = 64 << 10
+
+// sizeLimit is the daemon's limit on the size of one message, which
+// publish applies before it writes anything.
+type sizeLimit struct {
+	// maxMessageBytes is publish.max_message_bytes.
+	maxMessageBytes int
+	// topicPrefix is publish.topic_prefix, which the daemon adds to the
+	// topic before it compares the message with the limit.
+	topicPrefix string
+	// source names where maxMessageBytes comes from, for the errors, and
+	// loaded is set when a configuration was read.
+	source string
+	loaded bool
+}
+
+// defaultSizeLimit returns the limit of a daemon with the default
+// configuration, for publish --spool-dir without --config.
+func defaultSizeLimit() sizeLimit {
+	return sizeLimit{maxMessageBytes: pickup.DefaultMaxMessageBytes, source: "default, as no configuration was read"}
+}
+
+// configSizeLimit returns the limit of the loaded configuration.
+func configSizeLimit(loaded *config.Loaded) sizeLimit {
+	const key = "publish.max_message_bytes"
+	source := "default"
+	switch loaded.Sources[key] {
+	case config.SourceFile:
+		source = "from " + loaded.File
+	case config.SourceEnv:
+		source = "from " + config.EnvName(key)
+	}
+	return sizeLimit{
+		maxMessageBytes: int(loaded.Config.Publish.MaxMessageBytes),
+		topicPrefix:     loaded.Config.Publish.TopicPrefix,
+		source:          source,
+		loaded:          true,
+	}
+}
+
+// describe returns the limit with its key and source, for an error.
+func (l sizeLimit) describe() string {
+	return fmt.Sprintf("the limit of %d bytes (publish.max_message_bytes %s)", l.maxMessageBytes, l.source)
+}
+
+// fix returns what to do about a message over the limit.
+func (l sizeLimit) fix() string {
+	if !l.loaded {
+		return "split the payload into smaller messages, or pass the daemon's configuration with " +
+			"--config when it raises publish.max_message_bytes"
+	}
+	return "split the payload into smaller messages, or raise publish.max_message_bytes " +
+		"in the daemon's configuration"
+}
+
+// checkPayload rejects a payload of size bytes from the input named from
+// when it alone is over the limit.
+func (l sizeLimit) checkPayload(from string, size int64) error {
+	if size <= int64(l.maxMessageBytes) {
+		return nil
+	}
+	return fmt.Errorf("payload from %s is %d bytes, over %s: %s", from, size, l.describe(), l.fix())
+}
+
+// readPayload reads r, named from in errors, up to one byte past the
+// limit. A payload past the limit is rejected before the rest of r is
+// read, so its full size stays unknown.
+func (l sizeLimit) readPayload(from string, r io.Reader) ([]byte, error) {
+	var buf bytes.Buffer
+	n, err := buf.ReadFrom(io.LimitReader(r, int64(l.maxMessageBytes)+1))
+	if err != nil {
+		return nil, fmt.Errorf("read payload from %s: %w", from, err)
+	}
+	if n > int64(l.maxMessageBytes) {
+		return nil, fmt.Errorf("payload from %s is over %s: %s", from, l.describe(), l.fix())
+	}
+	return buf.Bytes(), nil
+}
+
+// checkMessage rejects m when the daemon would: when its size with the
+// topic prefix, as [message.Message.Size] counts it, is over
+// publish.max_message_bytes, or when its .msg file of fileSize bytes is
+// over that plus the header allowance.
+// NOTE: a topic that the daemon takes from a route or from
+// publish.default_topic is not counted, so such a message within that
+// topic's length of the limit is still rejected later, into failed/.
+func (l sizeLimit) checkMessage(m message.Message, fileSize int) error {
+	size := m.Size() + len(l.topicPrefix)
+	if size > l.maxMessageBytes {
+		return fmt.Errorf("message is %d bytes with its topic and properties, over %s: %s",
+			size, l.describe(), l.fix())
+	}
+	if fileLimit := l.maxMessageBytes + msgHeaderAllowance; fileSize > fileLimit {
+		return fmt.Errorf(".msg file would be %d bytes, over %s plus %d bytes for headers: "+
+			"use fewer or shorter --property values, or %s", fileSize, l.describe(), msgHeaderAllowance, l.fix())
+	}
+	return nil
+}
