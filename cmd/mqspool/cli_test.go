@@ -214,13 +214,20 @@ func TestPublish_LeavesQoSToDaemon(t *testing.T) {
 }
 
 func TestPublish_BadInputExits2(t *testing.T) {
-	file, _ := testConfig(t, "")
+	file, dir := testConfig(t, "")
 	cases := map[string][]string{
-		"wildcard topic": {"--topic", "a/#", "--message", "x"},
-		"qos 3":          {"--qos", "3", "--message", "x"},
-		"bad property":   {"--property", "novalue", "--message", "x"},
-		"no payload":     {"--topic", "a"},
-		"two payloads":   {"--message", "x", "file.txt"},
+		"wildcard topic":  {"--topic", "a/#", "--message", "x"},
+		"qos 3":           {"--qos", "3", "--message", "x"},
+		"bad property":    {"--property", "novalue", "--message", "x"},
+		"no payload":      {"--topic", "a"},
+		"two payloads":    {"--message", "x", "file.txt"},
+		"topic with LF":   {"--topic", "a\nb", "--message", "x"},
+		"topic with CR":   {"--topic", "a\rb", "--message", "x"},
+		"leading space":   {"--topic", " a", "--message", "x"},
+		"trailing tab":    {"--topic", "a\t", "--message", "x"},
+		"content type LF": {"--topic", "a", "--content-type", "text/plain\n", "--message", "x"},
+		"property LF":     {"--topic", "a", "--property", "k=v\nw", "--message", "x"},
+		"property space":  {"--topic", "a", "--property", "k=v ", "--message", "x"},
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -229,6 +236,19 @@ func TestPublish_BadInputExits2(t *testing.T) {
 				t.Errorf("code %d, want %d (stderr %q)", code, exitUsage, errOut)
 			}
 		})
+	}
+	if entries, _ := os.ReadDir(filepath.Join(dir, "spool", "new")); len(entries) != 0 {
+		t.Errorf("new/ has %v, want nothing", entries)
+	}
+}
+
+func TestPublish_HeaderValueErrorNamesFlag(t *testing.T) {
+	code, _, errOut := run(t, "", "publish", "--spool-dir", t.TempDir(), "--topic", " a", "--message", "x")
+	if code != exitUsage {
+		t.Errorf("code %d, want %d", code, exitUsage)
+	}
+	if !strings.Contains(errOut, `--topic " a" is invalid`) {
+		t.Errorf("stderr %q does not name --topic and its value", errOut)
 	}
 }
 

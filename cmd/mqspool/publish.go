@@ -96,7 +96,9 @@ func runPublish(c *cobra.Command, f *publishFlags, args []string) error {
 	set := format.Fields{Topic: f.topic != "", QoS: f.qos != -1, Retain: f.retainSet}
 	data, err := encodeMessage(m, set)
 	if err != nil {
-		return err
+		// Every field comes from the flags, so a value that the .msg
+		// format cannot hold is invalid usage.
+		return usageError(err)
 	}
 	if err := target.limit.checkMessage(m, len(data)); err != nil {
 		return usageError(err)
@@ -186,6 +188,9 @@ func (f *publishFlags) message(stdin io.Reader, args []string, limit sizeLimit) 
 			return m, fmt.Errorf("--topic %q: %w", f.topic, err)
 		}
 	}
+	if err := f.checkHeaderValues(); err != nil {
+		return m, err
+	}
 	switch {
 	case f.qos == -1:
 		// Left to the daemon's routes and publish.qos.
@@ -207,6 +212,38 @@ func (f *publishFlags) message(stdin io.Reader, args []string, limit sizeLimit) 
 		return m, err
 	}
 	return m, nil
+}
+
+// checkHeaderValues checks that the .msg headers can hold the topic,
+// the content type and the user properties unchanged.
+func (f *publishFlags) checkHeaderValues() error {
+	if err := checkHeaderValue("--topic", f.topic); err != nil {
+		return err
+	}
+	if err := checkHeaderValue("--content-type", f.contentType); err != nil {
+		return err
+	}
+	for _, p := range f.properties {
+		if err := checkHeaderValue("--property", p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkHeaderValue rejects the value of flag when a .msg header line
+// cannot hold it: one with a line break, or with a space or tab at either
+// end, which the daemon trims.
+func checkHeaderValue(flag, value string) error {
+	if strings.ContainsAny(value, "\r\n") {
+		return fmt.Errorf("%s %q is invalid: it contains a line break, which a .msg header "+
+			"cannot hold: remove it", flag, value)
+	}
+	if strings.Trim(value, " \t") != value {
+		return fmt.Errorf("%s %q is invalid: it starts or ends with a space or tab, which "+
+			"the daemon trims: remove it", flag, value)
+	}
+	return nil
 }
 
 // payload reads the payload from --message, FILE or standard input. It
