@@ -39,14 +39,16 @@ func (f *waitFlags) waitFor(c *cobra.Command, socket, name string) error {
 }
 
 // askWait sends the wait request, retrying while no daemon listens, until
-// deadline. A daemon that stops during the wait is asked again once one
-// listens: the message stays queued, and the next daemon reports it if it
-// takes the file from new/ itself.
+// deadline. The first request is sent even when deadline has passed, so
+// that a short --wait still reaches a listening daemon. A daemon that
+// stops during the wait is asked again once one listens: the message
+// stays queued, and the next daemon reports it if it takes the file from
+// new/ itself.
 func askWait(ctx context.Context, socket, name string, deadline time.Time) (control.WaitResult, error) {
 	lastMiss := "no daemon listened on " + socket
-	for {
+	for attempt := 0; ; attempt++ {
 		left := time.Until(deadline)
-		if left <= 0 {
+		if left <= 0 && attempt > 0 {
 			return control.WaitResult{State: control.WaitTimedOut, Reason: lastMiss}, nil
 		}
 		req := control.Request{Command: control.CommandWait, File: name, TimeoutMillis: max(left.Milliseconds(), 1)}

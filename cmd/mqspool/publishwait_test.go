@@ -71,3 +71,40 @@ func TestAskWait_StopThenDeadlineTimesOut(t *testing.T) {
 		t.Errorf("result %+v, want timed out because the daemon stopped", res)
 	}
 }
+
+// recordingDaemon returns result for every wait request and counts them.
+type recordingDaemon struct {
+	stoppingDaemon
+}
+
+func (d *recordingDaemon) Wait(ctx context.Context, file string) control.WaitResult {
+	d.waits.Add(1)
+	return d.result
+}
+
+func TestAskWait_PastDeadlineStillAsks(t *testing.T) {
+	d := &recordingDaemon{stoppingDaemon{result: control.WaitResult{State: control.WaitDelivered, Messages: 1}}}
+	socket := listenControl(t, d)
+
+	res, err := askWait(context.Background(), socket, "a.msg", time.Now().Add(-time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.State != control.WaitDelivered {
+		t.Errorf("result %+v, want the daemon's delivered", res)
+	}
+	if n := d.waits.Load(); n != 1 {
+		t.Errorf("%d wait requests, want 1", n)
+	}
+}
+
+func TestAskWait_PastDeadlineNoDaemonTimesOut(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "ctl.sock")
+	res, err := askWait(context.Background(), socket, "a.msg", time.Now().Add(-time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.State != control.WaitTimedOut || res.Reason != "no daemon listened on "+socket {
+		t.Errorf("result %+v, want timed out because no daemon listened", res)
+	}
+}
