@@ -1,7 +1,9 @@
 package test
 
 import (
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -71,6 +73,39 @@ func TestOpsPublishWait_Outcomes(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// TestOpsPublishWait_DroppedOldest checks that publish --wait exits 1
+// when spool.overflow drop-oldest deletes its message to make room.
+func TestOpsPublishWait_DroppedOldest(t *testing.T) {
+	d := harness.NewDaemon(t, "mqtt://127.0.0.1:1", "spool:\n  max_messages: 2\n  overflow: drop-oldest\n")
+	d.DumpOnFailure()
+	d.Start()
+
+	wait := exec.Command(harness.Binary(t), "publish", "--config", d.Config, "--topic", "pw/first", "--qos", "1", "--wait", "20s", "--message", "first")
+	var out strings.Builder
+	wait.Stdout, wait.Stderr = &out, &out
+	if err := wait.Start(); err != nil {
+		t.Fatal(err)
+	}
+	opsWait(t, "the first message queued", func() bool {
+		st, _, code := opsTryStatus(t, d)
+		return code == 0 && st["queue_messages"] == float64(1)
+	})
+	for _, topic := range []string{"pw/second", "pw/third"} {
+		if text, code := harness.Command(t, "publish", "--config", d.Config, "--topic", topic, "--qos", "1", "--message", "x"); code != 0 {
+			t.Fatalf("publish %s: exit %d:\n%s", topic, code, text)
+		}
+	}
+
+	err := wait.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("publish --wait of a message dropped for room: %v, want exit 1:\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "drop-oldest") {
+		t.Errorf("output does not name the reason:\n%s", out.String())
+	}
 }
 
 // TestOpsPublishWait_NoDaemon checks that --wait without a daemon gives up

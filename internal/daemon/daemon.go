@@ -72,7 +72,7 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*Daemon, e
 
 	// The spool quarantines through the pickup, which needs the spool as
 	// its store, so the hook looks the pickup up when it runs.
-	sp, err := spool.Open(spoolOptions(cfg, log, d.quarantine))
+	sp, err := spool.Open(spoolOptions(cfg, log, d.quarantine, d.droppedOldest))
 	if err != nil {
 		return nil, fmt.Errorf("open spool %s: %w", cfg.Spool.DB, err)
 	}
@@ -140,6 +140,14 @@ func (d *Daemon) clientID() (string, error) {
 		return "", fmt.Errorf("derive client id: %w: set broker.client_id", err)
 	}
 	return id, nil
+}
+
+// droppedOldest reports a message that spool.overflow drop-oldest deleted
+// to a publish --wait for it. The spool logs it and counts it for the
+// metrics.
+func (d *Daemon) droppedOldest(seq uint64) {
+	d.waits.outcome(eventloop.Outcome{Seq: seq, Kind: eventloop.Dropped,
+		Reason: "the spool was full and spool.overflow is drop-oldest"})
 }
 
 func (d *Daemon) quarantine(seq uint64, m *message.Message, raw []byte, reason string) error {

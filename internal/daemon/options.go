@@ -17,7 +17,7 @@ import (
 	"github.com/mqspool/mqspool/internal/spool"
 )
 
-func spoolOptions(cfg *config.Config, log *slog.Logger, quarantine spool.QuarantineFunc) spool.Options {
+func spoolOptions(cfg *config.Config, log *slog.Logger, quarantine spool.QuarantineFunc, onDrop func(seq uint64)) spool.Options {
 	overflow := spool.OverflowReject
 	if cfg.Spool.Overflow == "drop-oldest" {
 		overflow = spool.OverflowDropOldest
@@ -30,6 +30,7 @@ func spoolOptions(cfg *config.Config, log *slog.Logger, quarantine spool.Quarant
 		Overflow:    overflow,
 		Logger:      log.With("component", "spool"),
 		Quarantine:  quarantine,
+		OnDrop:      onDrop,
 	}
 }
 

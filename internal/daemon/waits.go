@@ -180,7 +180,10 @@ func (f *trackedFile) add(o eventloop.Outcome) {
 		f.state, f.reason = control.WaitRejected, o.Reason
 	case eventloop.Expired, eventloop.Dropped:
 		if f.state == control.WaitDelivered {
-			f.state, f.reason = control.WaitDropped, outcomeName(o.Kind)
+			f.state, f.reason = control.WaitDropped, o.Reason
+			if o.Reason == "" {
+				f.reason = outcomeName(o.Kind)
+			}
 		}
 	}
 }

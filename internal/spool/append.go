@@ -68,7 +68,7 @@ func (s *Spool) AppendForget(files []FileBatch, forget []FileID) (accepted int, 
 		return 0, err
 	}
 
-	s.logDrops(drops)
+	s.reportDrops(drops)
 	for _, name := range repeats {
 		s.log.Info("file was already appended; not queueing it again", "file", name)
 	}

@@ -109,9 +109,14 @@ func flowSeqs(tx *bolt.Tx) (map[uint64]struct{}, error) {
 	return seqs, err
 }
 
-func (s *Spool) logDrops(drops []droppedMessage) {
+// reportDrops logs the messages that a committed append dropped and
+// passes each to Options.OnDrop.
+func (s *Spool) reportDrops(drops []droppedMessage) {
 	for _, d := range drops {
 		s.log.Warn("spool is full; dropped the oldest message (spool.overflow is drop-oldest)",
 			"seq", d.seq, "bytes", d.size)
+		if s.opts.OnDrop != nil {
+			s.opts.OnDrop(d.seq)
+		}
 	}
 }

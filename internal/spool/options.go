@@ -55,6 +55,10 @@ type Options struct {
 	// deleted, inside the write transaction that deletes it, so it must
 	// not call the Spool. Nil only logs such messages.
 	Quarantine QuarantineFunc
+	// OnDrop is called with the sequence number of each message that
+	// OverflowDropOldest deleted, after the deletion committed. It must
+	// not call the Spool. Nil only logs them.
+	OnDrop func(seq uint64)
 	// ReadOnly opens the database for inspection: no writes, no lock
 	// against other readers, and no renaming aside of a damaged file.
 	ReadOnly bool
