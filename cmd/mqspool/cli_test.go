@@ -692,6 +692,20 @@ func TestSalvage_TwiceKeepsEveryMessage(t *testing.T) {
 	}
 }
 
+func TestPrintableTopic_QuotesControlCharacters(t *testing.T) {
+	cases := map[string]string{
+		"site1/temp":   "site1/temp",
+		"gebäude/temp": "gebäude/temp",
+		"a\x1b[31mred": `"a\x1b[31mred"`,
+		"tab\there":    `"tab\there"`,
+	}
+	for topic, want := range cases {
+		if got := printableTopic(topic); got != want {
+			t.Errorf("printableTopic(%q) = %s, want %s", topic, got, want)
+		}
+	}
+}
+
 func TestShellQuote(t *testing.T) {
 	cases := map[string]string{
 		"/etc/mqspool/mqspool.yaml": "/etc/mqspool/mqspool.yaml",

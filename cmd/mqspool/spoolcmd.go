@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 
@@ -111,7 +112,7 @@ func newSpoolLsCommand() *cobra.Command {
 			out := c.OutOrStdout()
 			fmt.Fprintf(out, "%-12s %-20s %-3s %8s  %s\n", "SEQ", "ENQUEUED", "QOS", "BYTES", "TOPIC")
 			for _, r := range recs {
-				fmt.Fprintf(out, "%-12d %-20s %-3d %8d  %s\n", r.Seq, r.Enqueued.UTC().Format(time.DateTime), r.Message.QoS, len(r.Message.Payload), r.Message.Topic)
+				fmt.Fprintf(out, "%-12d %-20s %-3d %8d  %s\n", r.Seq, r.Enqueued.UTC().Format(time.DateTime), r.Message.QoS, len(r.Message.Payload), printableTopic(r.Message.Topic))
 			}
 			if more {
 				fmt.Fprintf(out, "next page: %s\n", nextPageCommand(c, flags.file, limit, recs[len(recs)-1].Seq))
@@ -175,6 +176,16 @@ is.`,
 	}
 	flags.register(c)
 	return c
+}
+
+// printableTopic returns topic as it is when every character prints, and
+// quoted with Go escapes otherwise, so that a control character stored by
+// an older version cannot reach the terminal.
+func printableTopic(topic string) string {
+	if strings.IndexFunc(topic, func(r rune) bool { return !unicode.IsPrint(r) }) < 0 {
+		return topic
+	}
+	return strconv.Quote(topic)
 }
 
 // nextPageCommand returns the command line that lists the page after seq,
