@@ -169,6 +169,11 @@ is.`,
 			if err != nil {
 				return err
 			}
+			if res.Kept {
+				fmt.Fprintf(c.OutOrStdout(), "%s is already compact (%s, %d messages queued): kept it as it was\n",
+					res.Path, config.ByteSize(res.Before), res.Messages)
+				return nil
+			}
 			fmt.Fprintf(c.OutOrStdout(), "compacted %s from %s to %s, %d messages queued\n",
 				res.Path, config.ByteSize(res.Before), config.ByteSize(res.After), res.Messages)
 			return nil

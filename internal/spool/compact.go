@@ -22,6 +22,8 @@ type CompactResult struct {
 	Before   int64  // file size before, in bytes
 	After    int64  // file size after, in bytes
 	Messages int64  // messages queued, unchanged by Compact
+	// Kept reports that the copy was not smaller, so the file stayed.
+	Kept bool
 }
 
 // Compact copies the database at path into a new file that holds only the
@@ -62,6 +64,13 @@ func Compact(path string, lockTimeout time.Duration) (CompactResult, error) {
 	if err := copyCompacted(src.db, tmp, info); err != nil {
 		os.Remove(tmp)
 		return res, err
+	}
+	if copied, err := os.Stat(tmp); err == nil && copied.Size() >= info.Size() {
+		// bbolt grows a new file in steps, so the copy of a file with
+		// little free space can come out larger. Keep the original then.
+		os.Remove(tmp)
+		res.After, res.Kept = info.Size(), true
+		return res, nil
 	}
 	if err := os.Rename(tmp, resolved); err != nil {
 		os.Remove(tmp)

@@ -78,6 +78,34 @@ func TestCompact_ShrinksAndKeepsEverything(t *testing.T) {
 	}
 }
 
+// A file with little free space can come out of the copy larger, because
+// bbolt grows a new file in steps. Compact then keeps the original.
+func TestCompact_NeverGrowsTheFile(t *testing.T) {
+	opts := testOptions(t)
+	fillAndClose(t, opts, 5000, 1024) // a full file that a copy made 23 % larger
+	before, err := os.Stat(opts.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	res, err := Compact(opts.Path, time.Second)
+	if err != nil {
+		t.Fatalf("Compact: %v", err)
+	}
+	after, err := os.Stat(opts.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Kept {
+		t.Error("result does not report the original as kept")
+	}
+	if after.Size() > before.Size() || res.After > res.Before {
+		t.Errorf("file went from %d to %d bytes (result %d to %d), want no growth", before.Size(), after.Size(), res.Before, res.After)
+	}
+	s := openSpool(t, opts)
+	equal(t, "messages", s.Stats().Messages, int64(5000))
+}
+
 func TestCompact_KeepsModeAndOwner(t *testing.T) {
 	opts := testOptions(t)
 	drainedSpool(t, opts, 1)
