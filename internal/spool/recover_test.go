@@ -395,3 +395,15 @@ func zeroMiddlePage(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 }
+
+func TestReadOnlyOpenOfEmptyFile(t *testing.T) {
+	opts := testOptions(t)
+	if err := os.WriteFile(opts.Path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts.ReadOnly = true
+	_, err := Open(opts)
+	if err == nil || !strings.Contains(err.Error(), "is empty (0 bytes)") {
+		t.Errorf("read-only open of a 0-byte file: %v, want an error that says it is empty", err)
+	}
+}

@@ -175,6 +175,12 @@ func (s *Spool) openChecked() (db *bolt.DB, err error) {
 	if err := checkBeforeOpen(s.opts.Path); err != nil {
 		return nil, err
 	}
+	if info, err := os.Stat(s.opts.Path); err == nil && info.Size() == 0 && s.opts.ReadOnly {
+		// bbolt would try to write the first pages through a read-only
+		// descriptor and fail with "bad file descriptor".
+		return nil, fmt.Errorf("spool database %s is empty (0 bytes), so no message is queued: "+
+			"the daemon sets it up at its next start", s.opts.Path)
+	}
 	checked := false
 	if (needsPageWalk(s.opts.Path) || s.opts.FullCheck) && checkChildReady.Load() {
 		if err := checkInChild(s.opts.Path); err != nil {
