@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -247,5 +248,38 @@ func TestOpsControl_NoDaemon(t *testing.T) {
 	}
 	if out, code := harness.Command(t, "ctl", "throttle", "fast", "--socket", sock); code != 2 {
 		t.Errorf("ctl throttle fast exited %d, want 2 (invalid usage):\n%s", code, out)
+	}
+}
+
+// TestOpsControl_StoppingRefusesReconnect checks that during the drain of
+// a stop, status says the daemon is stopping and ctl reconnect exits 1
+// instead of reporting a reconnect that does not happen.
+func TestOpsControl_StoppingRefusesReconnect(t *testing.T) {
+	b := harness.StartBroker(t, "")
+	d := harness.NewDaemon(t, b.URL(), "shutdown:\n  drain_timeout: 10s\n")
+	d.DumpOnFailure()
+	d.Start()
+	opsConnected(t, d)
+
+	b.Pause() // no acknowledgement comes, so the drain waits
+	defer b.Resume()
+	d.Drop("stop/a/1.txt", []byte("in flight"))
+	opsWait(t, "a message in flight", func() bool {
+		st, _, code := opsTryStatus(t, d)
+		return code == 0 && st["inflight"] == float64(1)
+	})
+	d.Signal(syscall.SIGTERM)
+	opsWait(t, "status stopping", func() bool {
+		st, _, code := opsTryStatus(t, d)
+		return code == 0 && st["stopping"] == true
+	})
+
+	out, code := d.Ctl("ctl", "reconnect")
+	if code != 1 || !strings.Contains(out, "stopping") {
+		t.Errorf("ctl reconnect while stopping: exit %d, output %q; want 1 and the reason", code, out)
+	}
+	b.Resume()
+	if code := d.ExitCode(30 * time.Second); code != 0 {
+		t.Errorf("exit status %d after the drain, want 0", code)
 	}
 }

@@ -22,7 +22,7 @@ type stoppingDaemon struct {
 func (d *stoppingDaemon) Status() control.Status     { return control.Status{} }
 func (d *stoppingDaemon) Pause()                     {}
 func (d *stoppingDaemon) Resume()                    {}
-func (d *stoppingDaemon) Reconnect()                 {}
+func (d *stoppingDaemon) Reconnect() error           { return nil }
 func (d *stoppingDaemon) Throttle(rate string) error { return nil }
 func (d *stoppingDaemon) Wait(ctx context.Context, file string) control.WaitResult {
 	if d.waits.Add(1) == 1 {

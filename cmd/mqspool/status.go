@@ -121,6 +121,9 @@ func printStatus(w io.Writer, s *control.Status) {
 	row := func(name, format string, args ...any) {
 		fmt.Fprintf(w, "%-16s "+format+"\n", append([]any{name + ":"}, args...)...)
 	}
+	if s.Stopping {
+		row("state", "stopping: draining before it exits")
+	}
 	if s.Connected {
 		row("connection", "connected to %s (session present %t, client id %s)", s.Broker, s.SessionPresent, s.ClientID)
 	} else {
@@ -207,6 +210,8 @@ func eta(s *control.Status) string {
 	switch {
 	case s.QueueMessages == 0:
 		return "empty"
+	case s.Paused:
+		return "unknown (paused)"
 	case s.DrainETASecs <= 0:
 		return "unknown (not sending)"
 	default:

@@ -96,14 +96,16 @@ type Status struct {
 	IntakeError        string  `json:"intake_last_error,omitempty"`
 	IntakeErrorAgeSecs float64 `json:"intake_last_error_age_seconds,omitempty"`
 	// PartialFile is the long .jsonl file being stored in parts, if any.
-	PartialFile  *PartialFile `json:"partial_file,omitempty"`
-	LastError    string       `json:"last_error"` // empty when there was none
-	DrainETASecs float64      `json:"time_to_drain_seconds"`
-	Reconnects   uint64       `json:"reconnects"`
-	Published    uint64       `json:"published"`
-	Acknowledged uint64       `json:"acknowledged"`
-	Failed       uint64       `json:"failed"`
-	UptimeSecs   float64      `json:"uptime_seconds"`
+	PartialFile *PartialFile `json:"partial_file,omitempty"`
+	LastError   string       `json:"last_error"` // empty when there was none
+	// Stopping is true while the daemon drains before it exits.
+	Stopping     bool    `json:"stopping"`
+	DrainETASecs float64 `json:"time_to_drain_seconds"`
+	Reconnects   uint64  `json:"reconnects"`
+	Published    uint64  `json:"published"`
+	Acknowledged uint64  `json:"acknowledged"`
+	Failed       uint64  `json:"failed"`
+	UptimeSecs   float64 `json:"uptime_seconds"`
 	// Subscriptions has one entry per downlink subscription.
 	Subscriptions []SubscriptionStatus `json:"subscriptions,omitempty"`
 }
@@ -121,7 +123,9 @@ type Handler interface {
 	Status() Status
 	Pause()
 	Resume()
-	Reconnect()
+	// Reconnect returns an error when the daemon does not reconnect, such
+	// as while it stops.
+	Reconnect() error
 	Throttle(rate string) error
 	// Wait blocks until the messages of file (relative to new/) are done
 	// with, or ctx ends.
@@ -264,7 +268,9 @@ func (s *Server) dispatch(req Request) Response {
 	case CommandResume:
 		h.Resume()
 	case CommandReconnect:
-		h.Reconnect()
+		if err := h.Reconnect(); err != nil {
+			return Response{Error: err.Error()}
+		}
 	case CommandThrottle:
 		if err := h.Throttle(req.Rate); err != nil {
 			return Response{Error: err.Error()}

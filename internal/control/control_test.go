@@ -31,7 +31,10 @@ func (h *fakeHandler) record(c string) {
 func (h *fakeHandler) Status() Status { return Status{Connected: true, QueueMessages: 7} }
 func (h *fakeHandler) Pause()         { h.record("pause") }
 func (h *fakeHandler) Resume()        { h.record("resume") }
-func (h *fakeHandler) Reconnect()     { h.record("reconnect") }
+func (h *fakeHandler) Reconnect() error {
+	h.record("reconnect")
+	return nil
+}
 
 func (h *fakeHandler) Throttle(rate string) error {
 	if rate == "bad" {

@@ -57,6 +57,9 @@ type Daemon struct {
 	// not take them, since the start.
 	failedKept atomic.Uint64
 
+	// stopping is set when the drain of a stop begins.
+	stopping atomic.Bool
+
 	// throttleMu guards throttle, the limits last given to the loop.
 	throttleMu sync.Mutex
 	throttle   config.Rate
@@ -305,6 +308,7 @@ func (d *Daemon) drive(ctx, hard context.Context, stopIntake func()) error {
 			return nil
 		case err != nil && !draining && ctx.Err() != nil:
 			draining = true
+			d.stopping.Store(true)
 			d.log.Info("shutting down", "drain_timeout", d.cfg.Shutdown.DrainTimeout)
 			d.notifyStopping()
 			stopIntake()

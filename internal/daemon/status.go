@@ -14,7 +14,9 @@ import (
 
 	"github.com/mqspool/mqspool/internal/config"
 	"github.com/mqspool/mqspool/internal/control"
+	"github.com/mqspool/mqspool/internal/eventloop"
 	"github.com/mqspool/mqspool/internal/pickup"
+	"github.com/mqspool/mqspool/internal/spool"
 )
 
 // rateWindow is the smoothing of the in and out rates that status shows.
@@ -51,6 +53,23 @@ func (r *rates) get() (in, out float64) {
 	return r.in, r.out
 }
 
+// drainRate returns the rate at which the queue drains, in messages per
+// second, for the time to drain: the measured rate out, no faster than
+// the throttle allows, and 0 while paused, when nothing drains.
+func drainRate(out float64, ls eventloop.Stats, ss spool.Stats) float64 {
+	if ls.Paused {
+		return 0
+	}
+	rate := out
+	if ls.MessagesPerSecond > 0 {
+		rate = min(rate, ls.MessagesPerSecond)
+	}
+	if ls.BytesPerSecond > 0 && ss.Messages > 0 && ss.Bytes > 0 {
+		rate = min(rate, ls.BytesPerSecond/(float64(ss.Bytes)/float64(ss.Messages)))
+	}
+	return rate
+}
+
 // controlHandler serves the control socket from the daemon's parts.
 type controlHandler struct {
 	d *Daemon
@@ -77,7 +96,7 @@ func (h controlHandler) Status() control.Status {
 		Paused:         ls.Paused,
 		Throttle:       config.Rate{MessagesPerSecond: ls.MessagesPerSecond, BytesPerSecond: ls.BytesPerSecond}.String(),
 		DiskPressure:   ps.DiskPressure,
-		SpoolFull:      ps.Waiting > 0,
+		SpoolFull:      ps.SpoolFull,
 		FailedFiles:    failedFiles,
 		FailedBytes:    failedBytes,
 		StaleTmpFiles:  ps.StaleTmpFiles,
@@ -99,16 +118,23 @@ func (h controlHandler) Status() control.Status {
 	if !ss.Oldest.IsZero() {
 		st.OldestAgeSecs = time.Since(ss.Oldest).Seconds()
 	}
-	if out > 0 {
+	st.Stopping = d.stopping.Load()
+	if rate := drainRate(out, ls, ss); rate > 0 {
 		waiting := ss.Messages - min(int64(st.FailedKept), ss.Messages) // kept ones wait for the next start
-		st.DrainETASecs = float64(waiting) / out
+		st.DrainETASecs = float64(waiting) / rate
 	}
 	return st
 }
 
 func (h controlHandler) Pause()     { h.d.loop.Pause() }
 func (h controlHandler) Resume()    { h.d.loop.Resume() }
-func (h controlHandler) Reconnect() { h.d.loop.Reconnect() }
+func (h controlHandler) Reconnect() error {
+	if h.d.stopping.Load() {
+		return errors.New("the daemon is stopping, so it does not connect again: start it again to reconnect")
+	}
+	h.d.loop.Reconnect()
+	return nil
+}
 
 func (h controlHandler) Wait(ctx context.Context, file string) control.WaitResult {
 	return h.d.waits.wait(ctx, file)

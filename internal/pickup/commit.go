@@ -72,6 +72,7 @@ func (p *Pickup) ingestBatch() {
 		p.backoff = 0
 		if p.full {
 			p.full = false
+			p.updateStats(func(s *Stats) { s.SpoolFull = false })
 			p.log.Info("spool has room again; ingest resumes", "files", len(p.queue))
 		}
 	}
@@ -174,6 +175,7 @@ func (p *Pickup) waitFull() {
 	p.nextBackoff()
 	if !p.full {
 		p.full = true
+		p.updateStats(func(s *Stats) { s.SpoolFull = true })
 		p.log.Warn("spool is full (spool.max_bytes or spool.max_messages); files wait in new/ in order",
 			"files", len(p.queue))
 	}

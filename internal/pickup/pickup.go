@@ -122,6 +122,9 @@ type Stats struct {
 	Waiting int
 	// DiskPressure is true while ingest is paused for lack of free space.
 	DiskPressure bool
+	// SpoolFull is true while spool.max_bytes or spool.max_messages
+	// holds files back.
+	SpoolFull bool
 	// StaleTmpFiles counts files left in tmp/ for over a day.
 	StaleTmpFiles int
 	// Parted is the long .jsonl file being stored in parts, if any.

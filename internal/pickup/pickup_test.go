@@ -237,6 +237,9 @@ func TestPickup_FullSpoolKeepsOrder(t *testing.T) {
 		drop(t, opts.Dir, rel, "x")
 	}
 	waitFor(t, 5*time.Second, "spool full", func() bool { return p.Stats().Waiting == 7 })
+	if !p.Stats().SpoolFull {
+		t.Error("Stats().SpoolFull is false while the spool limits hold files back")
+	}
 	for _, rel := range want[3:] {
 		if !exists(filepath.Join(opts.Dir, "new", filepath.FromSlash(rel))) {
 			t.Errorf("%s left new/ while the spool was full", rel)
@@ -257,6 +260,9 @@ func TestPickup_FullSpoolKeepsOrder(t *testing.T) {
 		t.Errorf("order = %v, want %v", got, want)
 	}
 	waitFor(t, time.Second, "nothing waiting", func() bool { return p.Stats().Waiting == 0 })
+	if p.Stats().SpoolFull {
+		t.Error("Stats().SpoolFull is still true after every file was appended")
+	}
 }
 
 func TestPickup_ManyFilesBatched(t *testing.T) {
