@@ -76,6 +76,10 @@ type Rate struct {
 // longer than anyone waits, and "ctl pause" does that more plainly.
 const MinMessageRate = 0.001
 
+// MaxMessageRate is the highest throttle in messages per second, far
+// above what any link carries; "off" is the way to set no limit.
+const MaxMessageRate = 1e9
+
 // ParseRate parses "100/s" (messages per second), "64KiB/s" (bytes per
 // second) or "off".
 func ParseRate(s string) (Rate, error) {
@@ -92,6 +96,9 @@ func ParseRate(s string) (Rate, error) {
 	if n, err := strconv.ParseFloat(value, 64); err == nil {
 		if n <= 0 || math.IsNaN(n) || math.IsInf(n, 0) {
 			return Rate{}, fmt.Errorf("invalid rate %q: the number must be positive, or use off", s)
+		}
+		if n > MaxMessageRate {
+			return Rate{}, fmt.Errorf("invalid rate %q: above the highest rate of %g/s; use off for no limit", s, float64(MaxMessageRate))
 		}
 		if n < MinMessageRate {
 			return Rate{}, fmt.Errorf("invalid rate %q: below the lowest rate of %g/s (one message in about 17 minutes); use a higher rate, or mqspool ctl pause to stop publishing", s, MinMessageRate)

@@ -267,7 +267,7 @@ func TestParseRate(t *testing.T) {
 	if got, err := ParseRate("50 /s"); err != nil || got != (Rate{MessagesPerSecond: 50}) {
 		t.Errorf(`ParseRate("50 /s") = %+v, %v; want 50 messages per second`, got, err)
 	}
-	for _, bad := range []string{"100", "fast/s", "-5/s", "0/s", "NaN/s", "Inf/s", "1e-9/s", "0.0009/s"} {
+	for _, bad := range []string{"100", "fast/s", "-5/s", "0/s", "NaN/s", "Inf/s", "1e-9/s", "0.0009/s", "1e308/s", "2e9/s"} {
 		if _, err := ParseRate(bad); err == nil {
 			t.Errorf("ParseRate(%q) succeeded, want an error", bad)
 		}

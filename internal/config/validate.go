@@ -280,6 +280,8 @@ func (c *Config) validatePublish(v *validator) {
 		v.addf("throttle.messages_per_second: %v is invalid: use 0 (unlimited) or a positive number", r)
 	} else if r > 0 && r < MinMessageRate {
 		v.addf("throttle.messages_per_second: %v is below the lowest rate of %g: use 0 (unlimited) or at least %g", r, MinMessageRate, MinMessageRate)
+	} else if r > MaxMessageRate {
+		v.addf("throttle.messages_per_second: %v is above the highest rate of %g: use 0 (unlimited) or at most %g", r, float64(MaxMessageRate), float64(MaxMessageRate))
 	}
 	if c.Throttle.BytesPerSecond < 0 {
 		v.addf("throttle.bytes_per_second: %s is invalid: use 0 (unlimited) or a positive size such as 64KiB", c.Throttle.BytesPerSecond)
