@@ -252,6 +252,20 @@ func TestPublish_HeaderValueErrorNamesFlag(t *testing.T) {
 	}
 }
 
+func TestPublish_ControlCharactersExit2(t *testing.T) {
+	file, _ := testConfig(t, "")
+	for _, args := range [][]string{
+		{"--topic", "a\tb"},
+		{"--topic", "a", "--content-type", "text/\x1b[31m"},
+		{"--topic", "a", "--property", "k=v\x07"},
+	} {
+		code, _, errOut := run(t, "", append([]string{"publish", "--config", file, "--message", "x"}, args...)...)
+		if code != exitUsage || !strings.Contains(errOut, "malformed packet") {
+			t.Errorf("publish %q: code %d, stderr %q; want %d naming the character", args, code, errOut, exitUsage)
+		}
+	}
+}
+
 func TestPublish_DollarTopicNeedsRoute(t *testing.T) {
 	file, _ := testConfig(t, "")
 	code, _, errOut := run(t, "", "publish", "--config", file, "--topic", "$aws/things/gw/shadow/update", "--message", "x")

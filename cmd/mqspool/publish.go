@@ -206,12 +206,25 @@ func (f *publishFlags) message(stdin io.Reader, args []string, limit sizeLimit) 
 		}
 		m.UserProperties = append(m.UserProperties, message.UserProperty{Key: key, Value: value})
 	}
-	// The topic and the QoS are checked above, with messages that name
-	// the flags; this checks the other strings.
-	if err := m.Validate(true); err != nil {
-		return m, err
+	return m, checkStrings(m)
+}
+
+// checkStrings checks the content type and the user properties against
+// the characters that MQTT 5 strings may hold. The topic is checked with
+// ValidateTopic, and may be empty here when the daemon's routes set it.
+func checkStrings(m message.Message) error {
+	if err := message.ValidateString(m.ContentType); err != nil {
+		return fmt.Errorf("--content-type %q %w", m.ContentType, err)
 	}
-	return m, nil
+	for _, p := range m.UserProperties {
+		if err := message.ValidateString(p.Key); err != nil {
+			return fmt.Errorf("--property %q: the name %w", p.Key+"="+p.Value, err)
+		}
+		if err := message.ValidateString(p.Value); err != nil {
+			return fmt.Errorf("--property %q: the value %w", p.Key+"="+p.Value, err)
+		}
+	}
+	return nil
 }
 
 // checkHeaderValues checks that the .msg headers can hold the topic,
