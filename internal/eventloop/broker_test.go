@@ -38,6 +38,9 @@ type brokerScript struct {
 	// endOn returns true to end the connection on a PUBLISH instead of
 	// acknowledging it, after DISCONNECT with code unless code is 0.
 	endOn func(p *packets.Publish) (code byte, end bool)
+	// endOnSubscribe, unless 0, ends the connection on a SUBSCRIBE with
+	// DISCONNECT of this code.
+	endOnSubscribe byte
 }
 
 // wirePacket is one packet the fake broker received (fromClient) or sent.
@@ -207,6 +210,10 @@ func (b *fakeBroker) reply(n int, c net.Conn, cp *packets.ControlPacket) bool {
 			b.send(n, c, &packets.Pingresp{})
 		}
 	case *packets.Subscribe:
+		if s.endOnSubscribe != 0 {
+			b.send(n, c, &packets.Disconnect{ReasonCode: s.endOnSubscribe, Properties: &packets.Properties{}})
+			return false
+		}
 		codes := make([]byte, len(p.Subscriptions))
 		for i, sub := range p.Subscriptions {
 			codes[i] = sub.QoS

@@ -27,6 +27,10 @@ type codec interface {
 	// decode reads one packet. It returns an error, never panics, on
 	// malformed input.
 	decode(r io.Reader) (packet, error)
+	// decodeInto is decode, except that an acknowledgement without
+	// properties is written into ack, which is returned, instead of into
+	// a new value.
+	decodeInto(r io.Reader, ack *ackPacket) (packet, error)
 }
 
 // packet is one of the *Packet types below.

@@ -74,7 +74,13 @@ func (mqtt5Codec) setPublishPacketID(data []byte, id uint16) error {
 // properties, the packets that arrive for every message, are decoded here
 // directly. The paho decoder reads the rest. It is not hardened against
 // every malformed input, so a panic inside it becomes an error.
-func (mqtt5Codec) decode(r io.Reader) (p packet, err error) {
+func (c mqtt5Codec) decode(r io.Reader) (packet, error) {
+	return c.decodeInto(r, nil)
+}
+
+// decodeInto is decode, with an acknowledgement written into ack unless
+// ack is nil.
+func (mqtt5Codec) decodeInto(r io.Reader, ack *ackPacket) (p packet, err error) {
 	typeAndFlags, err := readByte(r)
 	if err != nil {
 		return nil, err
@@ -88,7 +94,7 @@ func (mqtt5Codec) decode(r io.Reader) (p packet, err error) {
 		return nil, fmt.Errorf("packet of %d bytes exceeds the maximum packet size of %d bytes sent in connect", length+headerLength, maxIncomingPacketSize)
 	}
 	if kind := ackKindOf(typeAndFlags >> 4); kind != 0 && (length == 2 || length == 3) {
-		return readAck(r, kind, length)
+		return readAck(r, kind, length, ack)
 	}
 
 	raw := make([]byte, headerLength+length)
@@ -171,7 +177,7 @@ func ackKindOf(packetType byte) ackKind {
 // length is 2 (packet identifier only, reason code 0x00) or 3 (packet
 // identifier and reason code, no properties). Like paho.golang v0.23.0,
 // it ignores the flags of the fixed header.
-func readAck(r io.Reader, kind ackKind, length int) (packet, error) {
+func readAck(r io.Reader, kind ackKind, length int, into *ackPacket) (packet, error) {
 	var body [3]byte
 	for i := range length {
 		b, err := readByte(r)
@@ -185,11 +191,14 @@ func readAck(r io.Reader, kind ackKind, length int) (packet, error) {
 		}
 		body[i] = b
 	}
-	ack := &ackPacket{Kind: kind, PacketID: binary.BigEndian.Uint16(body[:2])}
-	if length == 3 {
-		ack.ReasonCode = body[2]
+	if into == nil {
+		into = new(ackPacket)
 	}
-	return ack, nil
+	*into = ackPacket{Kind: kind, PacketID: binary.BigEndian.Uint16(body[:2])}
+	if length == 3 {
+		into.ReasonCode = body[2]
+	}
+	return into, nil
 }
 
 func fromPaho(cp *packets.ControlPacket) (packet, error) {

@@ -27,7 +27,8 @@ type connection struct {
 	cut     atomic.Bool
 	writing atomic.Bool // a write is in progress
 
-	packets chan []packet // decoded packets in arrival order, read by Poll
+	packets chan *inbound // decoded packets in arrival order, read by Poll
+	spare   chan *inbound // batches that Poll handled, for the reader's reuse
 	readErr chan error    // capacity 1: why reading stopped
 	done    chan struct{} // closed by close
 	wg      sync.WaitGroup
@@ -37,21 +38,54 @@ type connection struct {
 // readBatchMax bounds the packets the reader hands over at once.
 const readBatchMax = 128
 
+// inbound is the batch of packets of one read. Acknowledgements, the
+// packets that arrive for every message, are decoded into acks, so that
+// reading them allocates nothing. packets lists every packet in arrival
+// order, acknowledgements as pointers into acks. A batch is reused once
+// Poll handled it, so nothing may keep a pointer into acks.
+type inbound struct {
+	acks    [readBatchMax]ackPacket
+	packets []packet
+}
+
+// nextBatch returns an empty batch, one that Poll gave back if there is
+// one.
+func (c *connection) nextBatch() *inbound {
+	select {
+	case b := <-c.spare:
+		b.packets = b.packets[:0]
+		return b
+	default:
+		return &inbound{packets: make([]packet, 0, readBatchMax)}
+	}
+}
+
+// recycle gives a handled batch back to the reader.
+func (c *connection) recycle(b *inbound) {
+	clear(b.packets) // drop references to other packets
+	select {
+	case c.spare <- b:
+	default:
+	}
+}
+
 // startReader starts the goroutine that reads packets from br. It waits
 // for one packet, then also decodes the packets already complete in br's
 // buffer, and hands them over together. Under load the broker's
 // acknowledgements arrive many to a read, so the loop runs one select
 // per read instead of one per packet.
 func (c *connection) startReader(cd codec, br *bufio.Reader) {
-	c.packets = make(chan []packet)
+	c.packets = make(chan *inbound)
+	c.spare = make(chan *inbound, 2)
 	c.readErr = make(chan error, 1)
 	c.done = make(chan struct{})
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		for {
-			batch, err := readBatch(cd, br)
-			if len(batch) > 0 {
+			batch := c.nextBatch()
+			err := readBatch(cd, br, batch)
+			if len(batch.packets) > 0 {
 				select {
 				case c.packets <- batch:
 				case <-c.done:
@@ -66,19 +100,18 @@ func (c *connection) startReader(cd codec, br *bufio.Reader) {
 	}()
 }
 
-// readBatch decodes one packet, waiting for it, and then those that br
-// has buffered completely, up to readBatchMax. It returns the packets decoded
-// before an error together with the error.
-func readBatch(cd codec, br *bufio.Reader) ([]packet, error) {
-	var batch []packet
-	for len(batch) < readBatchMax && (len(batch) == 0 || packetBuffered(br)) {
-		p, err := cd.decode(br)
+// readBatch decodes one packet into b, waiting for it, and then those that
+// br has buffered completely, up to readBatchMax. The packets decoded
+// before an error stay in b.
+func readBatch(cd codec, br *bufio.Reader, b *inbound) error {
+	for len(b.packets) < readBatchMax && (len(b.packets) == 0 || packetBuffered(br)) {
+		p, err := cd.decodeInto(br, &b.acks[len(b.packets)])
 		if err != nil {
-			return batch, err
+			return err
 		}
-		batch = append(batch, p)
+		b.packets = append(b.packets, p)
 	}
-	return batch, nil
+	return nil
 }
 
 // packetBuffered reports whether br's buffer contains a whole packet, so that
@@ -228,12 +261,13 @@ func (l *Loop) completeWrite(w pendingWrite, written bool) {
 		if fl := l.flights.get(w.flow); fl != nil && fl.seq == w.flowSeq {
 			fl.written = true
 		}
-		if l.isolation.active {
-			l.isolation.written = l.clock.Now()
-		}
+		l.noteIsolatedWrite(w.flow)
 		l.stats.update(func(s *Stats) { s.Published++ })
 	}
 	if w.qos0Seq != 0 {
+		if written {
+			l.noteIsolatedWrite(0)
+		}
 		l.qos0Done(w.qos0Seq, written)
 	}
 	if w.outcome.Kind != 0 {

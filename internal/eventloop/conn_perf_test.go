@@ -120,8 +120,9 @@ func TestReadBatch_StopsBeforeIncompletePacket(t *testing.T) {
 
 	got := make(chan []packet, 1)
 	go func() {
-		batch, _ := readBatch(mqtt5Codec{}, bufio.NewReader(r))
-		got <- batch
+		batch := &inbound{}
+		readBatch(mqtt5Codec{}, bufio.NewReader(r), batch)
+		got <- batch.packets
 	}()
 	select {
 	case batch := <-got:

@@ -23,6 +23,13 @@ func (l *Loop) pump() bool {
 // pumpOne sends one packet and reports whether to continue. Resends come
 // before anything new, the birth message included.
 func (l *Loop) pumpOne() bool {
+	if l.isolation.active && l.birthPending {
+		l.publishBirth() // first, so that its PUBACK is in before a message goes out
+		return true
+	}
+	if l.isolationBlocks() {
+		return false
+	}
 	if len(l.resend) > 0 {
 		return l.resendNext()
 	}
@@ -114,14 +121,11 @@ func (l *Loop) publishNew(req Request) bool {
 		l.recyclePayload(req)
 		return true
 	}
-	if l.fitLimits(&m) {
-		if l.opts.OnBrokerLimit == LimitReject {
-			l.failMessage(req.Seq, fmt.Sprintf("broker supports at most qos %d and retain available %t: message has qos %d retain %t",
-				l.conn.limits.MaximumQoS, l.conn.limits.RetainAvailable, req.Message.QoS, req.Message.Retain), 0)
-			return true
-		}
-		l.log.Warn("message downgraded to broker limits", "seq", req.Seq, "qos", m.QoS, "retain", m.Retain)
-		l.stats.update(func(s *Stats) { s.Downgraded++ })
+	downgraded := l.fitLimits(&m)
+	if downgraded && l.opts.OnBrokerLimit == LimitReject {
+		l.failMessage(req.Seq, fmt.Sprintf("broker supports at most qos %d and retain available %t: message has qos %d retain %t",
+			l.conn.limits.MaximumQoS, l.conn.limits.RetainAvailable, req.Message.QoS, req.Message.Retain), 0)
+		return true
 	}
 	if m.QoS > 0 && l.inflight() >= l.window() {
 		l.hold(req)
@@ -131,6 +135,11 @@ func (l *Loop) publishNew(req Request) bool {
 		l.hold(req)
 		l.throttleWait.arm(d)
 		return false
+	}
+	if downgraded {
+		// Counted once it goes out, not each time it waits for the window.
+		l.log.Warn("message downgraded to broker limits", "seq", req.Seq, "qos", m.QoS, "retain", m.Retain)
+		l.stats.update(func(s *Stats) { s.Downgraded++ })
 	}
 
 	// Check the size before a packet identifier is taken. Any identifier

@@ -14,9 +14,11 @@ import (
 // brokers do on a topic the client may not publish to. Sent again after
 // each reconnect, such a message would stop the queue for ever. So after
 // the broker ended a connection while PUBLISH packets were outstanding,
-// the loop sends one QoS 1 or 2 message at a time (isolation) until one is
-// acknowledged. A message that was alone on the wire when the broker
-// ended the connection isolateStrikes times in a row goes to failed/.
+// the loop isolates: on each connection it first waits for the SUBACKs
+// and the birth message's PUBACK, then sends one message at a time, QoS 0
+// included, until a QoS 1 or 2 message is acknowledged. A message whose
+// PUBLISH was the only packet outstanding when the broker ended the
+// connection, isolateStrikes connections in a row, goes to failed/.
 const (
 	// isolateStrikes is how many connection ends in a row a message must
 	// have caused, sent alone, before it goes to failed/.
@@ -31,10 +33,19 @@ const (
 // isolation is the state of the search for a message that ends the
 // connection.
 type isolation struct {
-	active  bool      // send one QoS 1 or 2 message at a time
-	written time.Time // when the lone PUBLISH was last written
-	suspect uint64    // the message that was alone at the last ends
-	strikes int       // connection ends in a row with suspect alone
+	active bool // send one message at a time
+
+	// The lone PUBLISH written on the current connection: its packet
+	// identifier, the connection and when. A QoS 0 PUBLISH written on the
+	// connection sets shared, since the broker may have ended the
+	// connection on it instead.
+	writtenID  uint16
+	writtenGen uint64
+	written    time.Time
+	shared     bool
+
+	suspect uint64 // the message that was alone at the last ends
+	strikes int    // connection ends in a row with suspect alone
 }
 
 // disconnectError is the end of a connection by the broker's DISCONNECT.
@@ -82,21 +93,26 @@ func serverSideDisconnect(code byte) bool {
 // that was alone on the wire and fails that message after
 // isolateStrikes ends.
 func (l *Loop) noteConnectionEnd(cause error) {
-	if !brokerClosed(cause) || l.onWire.len() == 0 || l.draining || l.shutdownRequested() {
+	if l.draining || l.shutdownRequested() {
 		return
 	}
-	if !l.isolation.active {
-		l.isolation.active = true
-		l.log.Warn("broker ended the connection with publishes outstanding; sending one message at a time until one is acknowledged",
-			"inflight", l.onWire.len(), "err", cause)
+	iso := &l.isolation
+	if !iso.active {
+		if brokerClosed(cause) && l.publishOnWire() {
+			iso.active = true
+			l.log.Warn("broker ended the connection with publishes outstanding; sending one message at a time until one is acknowledged",
+				"inflight", l.onWire.len(), "err", cause)
+		}
 		return
 	}
 	f, ok := l.loneFlow()
-	if !ok || l.clock.Now().Sub(l.isolation.written) > strikeWithin {
+	if !ok || !brokerClosed(cause) || l.clock.Now().Sub(iso.written) > strikeWithin {
+		// Not an end that points at one message, so the ends in a row
+		// start again.
+		iso.suspect, iso.strikes = 0, 0
 		return
 	}
 
-	iso := &l.isolation
 	if iso.suspect != f.Seq {
 		iso.suspect, iso.strikes = f.Seq, 0
 	}
@@ -106,30 +122,65 @@ func (l *Loop) noteConnectionEnd(cause error) {
 	if iso.strikes < isolateStrikes {
 		return
 	}
-	reason := fmt.Sprintf("the broker ended the connection %d times in a row when this message was the only one sent (last: %v): "+
-		"fix the message or the broker's rules for it, then requeue it", iso.strikes, cause)
+	reason := fmt.Sprintf("the broker ended the connection %d times in a row when this message was the only packet outstanding "+
+		"(last: %v): fix the message or the broker's rules for it, then requeue it", iso.strikes, cause)
 	l.log.Error("message ends every connection, moving it to failed/", "seq", f.Seq, "packet_id", f.PacketID)
 	iso.suspect, iso.strikes = 0, 0
+	// The journal records the failure before the outcome is emitted, as
+	// for a rejection by reason code. The packet identifier is free again.
+	// TODO: a broker that stored a QoS 2 PUBLISH before ending the
+	// connection would take a later message on the same identifier in the
+	// same session for a duplicate.
 	l.endFlow(f, state.ChangeFailed, reason, 0)
 }
 
-// loneFlow returns the flow of the only packet on the wire when that is
-// a PUBLISH that was written.
+// publishOnWire reports whether a PUBLISH of an open flow is outstanding.
+func (l *Loop) publishOnWire() bool {
+	found := false
+	l.onWire.each(func(id uint16, _ uint64) bool {
+		f, ok := l.st.Flow(id)
+		found = ok && f.Stage == state.StagePublish
+		return !found
+	})
+	return found
+}
+
+// loneFlow returns the flow whose PUBLISH, written on the current
+// connection, is the only packet outstanding on it: no other flow, no
+// SUBSCRIBE or birth message waiting for its acknowledgement, and no
+// QoS 0 PUBLISH written beside it.
 func (l *Loop) loneFlow() (state.Flow, bool) {
-	if l.onWire.len() != 1 {
+	iso := &l.isolation
+	if l.onWire.len() != 1 || len(l.birthIDs) > 0 || len(l.subIDs) > 0 || iso.shared ||
+		iso.writtenGen != l.connGen || l.onWire.get(iso.writtenID) == 0 {
 		return state.Flow{}, false
 	}
-	var id uint16
-	l.onWire.each(func(i uint16, _ uint64) bool {
-		id = i
-		return false
-	})
-	f, ok := l.st.Flow(id)
-	fl := l.flights.get(id)
-	if !ok || f.Stage != state.StagePublish || fl == nil || !fl.written {
+	f, ok := l.st.Flow(iso.writtenID)
+	if !ok || f.Stage != state.StagePublish {
 		return state.Flow{}, false
 	}
 	return f, true
+}
+
+// isolationBlocks reports whether isolation keeps the pump from sending
+// a message now: until the SUBACKs and the birth message's PUBACK are in,
+// and while another packet is outstanding.
+func (l *Loop) isolationBlocks() bool {
+	return l.isolation.active && (len(l.subIDs) > 0 || len(l.birthIDs) > 0 || l.onWire.len() > 0)
+}
+
+// noteIsolatedWrite records a PUBLISH written during isolation: flow is
+// its packet identifier, or 0 for a QoS 0 message.
+func (l *Loop) noteIsolatedWrite(flow uint16) {
+	iso := &l.isolation
+	if !iso.active {
+		return
+	}
+	if flow == 0 {
+		iso.shared = true
+		return
+	}
+	iso.writtenID, iso.writtenGen, iso.written = flow, l.connGen, l.clock.Now()
 }
 
 // endIsolation returns to the full window once the broker acknowledged a

@@ -98,3 +98,94 @@ func TestHold_KeptWhenReplayFillsSmallerWindow(t *testing.T) {
 		}
 	}
 }
+
+// Ends that other packets of the connection may have caused never count
+// against a message: a SUBSCRIBE the broker refuses by disconnecting, a
+// birth message it refuses, a QoS 0 message sent beside it.
+func TestIsolation_OtherPacketsTakeNoBlame(t *testing.T) {
+	cases := []struct {
+		name   string
+		script brokerScript
+		setup  func(o *Options, src *memSource)
+	}{
+		{"subscribe refused", brokerScript{endOnSubscribe: 0xA2, dropAck: func(conn int, _ *packets.Publish) bool { return conn == 0 }},
+			func(o *Options, _ *memSource) { o.Subscriptions = []Subscription{{Filter: "cmd/#", QoS: 1}} }},
+		{"birth refused", brokerScript{endOn: func(p *packets.Publish) (byte, bool) { return 0x87, p.Topic == "status" }},
+			func(o *Options, _ *memSource) {
+				o.Birth = &message.Message{Topic: "status", Payload: []byte("online"), QoS: 1}
+			}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newFakeBroker(t, tc.script)
+			src := newMemSource()
+			src.add(msgs("t", 1, 3)...)
+			opts := testOptions(b)
+			opts.MinDelay, opts.MaxDelay = 10*time.Millisecond, 20*time.Millisecond
+			tc.setup(&opts, src)
+			r := start(t, opts, src, &testJournal{}, nil)
+
+			waitFor(t, 10*time.Second, "five connections", func() bool { return b.connections() >= 5 })
+			time.Sleep(200 * time.Millisecond) // the last connection gets to its messages
+			for seq, o := range r.outcomes() {
+				if o.Kind == Failed {
+					t.Errorf("message %d failed: %q", seq, o.Reason)
+				}
+			}
+		})
+	}
+}
+
+func TestDowngrade_CountedOnceWhenHeld(t *testing.T) {
+	one := byte(1)
+	b := newFakeBroker(t, brokerScript{maximumQoS: &one, receiveMaximum: 1})
+	src := newMemSource()
+	src.add(msgs("t", 2, 20)...)
+	r := start(t, testOptions(b), src, &testJournal{}, nil)
+
+	waitFor(t, 5*time.Second, "twenty outcomes", func() bool { return len(r.outcomes()) == 20 })
+	if n := r.l.Stats().Downgraded; n != 20 {
+		t.Errorf("%d downgrades counted for 20 messages, want 20", n)
+	}
+}
+
+// While isolating, a QoS 0 message waits until the lone QoS 1 message is
+// acknowledged, so a broker that refuses the QoS 0 message by
+// disconnecting never makes the QoS 1 message look guilty.
+func TestIsolation_QoS0WaitsForLoneMessage(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{
+		endOn:   func(p *packets.Publish) (byte, bool) { return 0x87, p.Topic == "forbidden" },
+		dropAck: func(conn int, p *packets.Publish) bool { return string(p.Payload) == "A" && conn < 2 },
+	})
+	src := newMemSource()
+	src.add(message.Message{Topic: "t", QoS: 1, Payload: []byte("A")})
+	opts := testOptions(b)
+	opts.MinDelay, opts.MaxDelay = 10*time.Millisecond, 20*time.Millisecond
+	r := start(t, opts, src, &testJournal{}, nil)
+	sentOn := func(conn int, payload string) bool {
+		for _, p := range b.received(packets.PUBLISH) {
+			if p.conn == conn && p.payload == payload {
+				return true
+			}
+		}
+		return false
+	}
+
+	// Not isolating yet: the QoS 0 message goes out beside A and ends
+	// the connection.
+	waitFor(t, 5*time.Second, "A on the first connection", func() bool { return sentOn(0, "A") })
+	src.add(message.Message{Topic: "forbidden", QoS: 0, Payload: []byte("bad")})
+	waitFor(t, 5*time.Second, "A on the second connection", func() bool { return sentOn(1, "A") })
+
+	src.add(message.Message{Topic: "forbidden", QoS: 0, Payload: []byte("bad")})
+	time.Sleep(300 * time.Millisecond)
+	if sentOn(1, "bad") {
+		t.Fatal("a QoS 0 message went out beside the lone message while isolating")
+	}
+	b.shutDown()
+
+	waitFor(t, 5*time.Second, "three outcomes", func() bool { return len(r.outcomes()) == 3 })
+	if o := r.outcomes()[1]; o.Kind != Delivered {
+		t.Errorf("message A: outcome %v %q, want Delivered", o.Kind, o.Reason)
+	}
+}

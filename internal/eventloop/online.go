@@ -46,7 +46,8 @@ func (l *Loop) stepOnline(ctx context.Context) {
 	case <-l.cmdKick:
 	case <-l.journal.done:
 	case batch := <-c.packets:
-		l.handlePackets(c, batch)
+		l.handlePackets(c, batch.packets)
+		c.recycle(batch)
 	case err := <-c.readErr:
 		l.dropConnection(fmt.Errorf("read from broker: %w", err), false)
 	case <-l.keepAlive.window.c():

@@ -46,6 +46,7 @@ func (l *Loop) connected(c *connection, ack *connackPacket, cleanStart bool) {
 	l.stats.update(func(s *Stats) {
 		s.Connected, s.URL, s.SessionPresent, s.LastError = true, c.url, ack.SessionPresent, ""
 	})
+	l.isolation.shared = false
 	l.syncSubscriptions(ack.SessionPresent, ack.SubscriptionIDs)
 	l.birthPending = l.opts.Birth != nil
 	l.emit(Event{Kind: EventConnected, Connected: &Connected{
