@@ -86,12 +86,31 @@ var (
 // U+001F and U+007F to U+009F, and the noncharacters. s must be valid
 // UTF-8 without U+0000.
 func checkCodePoints(s string) error {
-	for i, r := range s {
-		if isControl(r) || isNoncharacter(r) {
-			return fmt.Errorf("contains %U at byte %d, and %w: remove it", r, i, ErrControlCharacter)
+	// Most strings are ASCII: check bytes until the first that is not.
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			return checkRunes(s, i)
+		}
+		if c < 0x20 || c == 0x7F {
+			return controlError(rune(c), i)
 		}
 	}
 	return nil
+}
+
+// checkRunes is checkCodePoints for s from byte offset start on.
+func checkRunes(s string, start int) error {
+	for i, r := range s[start:] {
+		if isControl(r) || isNoncharacter(r) {
+			return controlError(r, start+i)
+		}
+	}
+	return nil
+}
+
+func controlError(r rune, offset int) error {
+	return fmt.Errorf("contains %U at byte %d, and %w: remove it", r, offset, ErrControlCharacter)
 }
 
 func isControl(r rune) bool { return r <= 0x1F || (r >= 0x7F && r <= 0x9F) }
