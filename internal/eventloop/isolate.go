@@ -14,10 +14,10 @@ import (
 // brokers do on a topic the client may not publish to. Sent again after
 // each reconnect, such a message would stop the queue for ever. So after
 // the broker ended a connection while PUBLISH packets were outstanding,
-// the loop isolates: on each connection it first waits for the SUBACKs
-// and the birth message's PUBACK, then sends one message at a time, QoS 0
-// included, until a QoS 1 or 2 message is acknowledged. A message whose
-// PUBLISH was the only packet outstanding when the broker ended the
+// the loop isolates. On each connection it first waits for the SUBACKs
+// and the birth message's PUBACK. Then it sends one message at a time,
+// QoS 0 included, until a QoS 1 or 2 message is acknowledged. A message
+// whose PUBLISH was the only packet outstanding when the broker ended the
 // connection, isolateStrikes connections in a row, goes to failed/.
 const (
 	// isolateStrikes is how many connection ends in a row a message must

@@ -75,8 +75,8 @@ var (
 	ErrTopicWildcard = errors.New("topic contains a wildcard (+ or #), which only subscriptions may use")
 	// ErrTopicDollar reports a topic starting with $ where none is allowed.
 	ErrTopicDollar = errors.New("topic starts with $, which brokers reserve; set allow_dollar on a route to permit it")
-	// ErrControlCharacter reports a string with a code point that MQTT 5
-	// says a string should not contain (section 1.5.4) and that brokers
+	// ErrControlCharacter reports a string with a code point that an
+	// MQTT 5 string should not contain (section 1.5.4) and that brokers
 	// such as mosquitto treat as a malformed packet.
 	ErrControlCharacter = errors.New("brokers treat it as a malformed packet")
 )
