@@ -318,8 +318,10 @@ func (j *jsonLine) userProperties(m *message.Message) error {
 			return fmt.Errorf("user_properties[%d] is invalid: write each property as "+
 				"[\"key\", \"value\"]", i)
 		}
-		if err := checkString(*kv[0] + *kv[1]); err != nil {
-			return fmt.Errorf("user_properties[%d] is invalid: %w", i, err)
+		for _, s := range kv {
+			if err := checkString(*s); err != nil {
+				return fmt.Errorf("user_properties[%d] value %q is invalid: %w", i, *s, err)
+			}
 		}
 		m.UserProperties = append(m.UserProperties,
 			message.UserProperty{Key: *kv[0], Value: *kv[1]})

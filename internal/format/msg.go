@@ -193,7 +193,9 @@ func validHeaderName(name string) bool {
 	return true
 }
 
-// checkString checks the rules MQTT sets for UTF-8 strings.
+// checkString checks the rules MQTT sets for UTF-8 strings, and rejects
+// the control characters and noncharacters that brokers take for a
+// malformed packet.
 func checkString(s string) error {
 	if !utf8.ValidString(s) {
 		return errNotUTF8
@@ -201,7 +203,7 @@ func checkString(s string) error {
 	if strings.IndexByte(s, 0) >= 0 {
 		return errNUL
 	}
-	return nil
+	return message.ValidateString(s)
 }
 
 func parseQoS(s string) (byte, bool) {

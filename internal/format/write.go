@@ -113,5 +113,8 @@ func checkHeaderValue(h Header) error {
 		return fmt.Errorf("header %q value %q starts or ends with a space or tab, which "+
 			"the parser trims: remove it", h.Name, h.Value)
 	}
+	if err := checkString(h.Value); err != nil {
+		return fmt.Errorf("header %q value %q cannot be read back: %w", h.Name, h.Value, err)
+	}
 	return nil
 }

@@ -78,10 +78,11 @@ func validPublish(m message.Message) bool {
 	return true
 }
 
-// representable reports whether every value fits on a header line.
+// representable reports whether every value fits on a header line and
+// is a string the .msg parser accepts, without control characters.
 func representable(m message.Message) bool {
 	ok := func(s string) bool {
-		return !strings.ContainsAny(s, "\r\n") && strings.Trim(s, " \t") == s
+		return !strings.ContainsAny(s, "\r\n") && strings.Trim(s, " \t") == s && message.ValidateString(s) == nil
 	}
 	if !ok(m.Topic) || !ok(m.ContentType) || !ok(m.ResponseTopic) {
 		return false
