@@ -169,7 +169,7 @@ is.`,
 			if err != nil {
 				return err
 			}
-			if res.Kept {
+			if res.KeptOriginal {
 				fmt.Fprintf(c.OutOrStdout(), "%s is already compact (%s, %d messages queued): kept it as it was\n",
 					res.Path, config.ByteSize(res.Before), res.Messages)
 				return nil

@@ -203,7 +203,7 @@ func checkString(s string) error {
 	if strings.IndexByte(s, 0) >= 0 {
 		return errNUL
 	}
-	return message.ValidateString(s)
+	return message.CheckCodePoints(s)
 }
 
 func parseQoS(s string) (byte, bool) {

@@ -81,11 +81,11 @@ var (
 	ErrControlCharacter = errors.New("brokers treat it as a malformed packet")
 )
 
-// checkCodePoints returns an error naming the first code point of s that
+// CheckCodePoints returns an error naming the first code point of s that
 // an MQTT 5 string should not contain: the control characters U+0001 to
 // U+001F and U+007F to U+009F, and the noncharacters. s must be valid
 // UTF-8 without U+0000.
-func checkCodePoints(s string) error {
+func CheckCodePoints(s string) error {
 	// Most strings are ASCII: check bytes until the first that is not.
 	for i := 0; i < len(s); i++ {
 		c := s[i]
@@ -99,7 +99,7 @@ func checkCodePoints(s string) error {
 	return nil
 }
 
-// checkRunes is checkCodePoints for s from byte offset start on.
+// checkRunes is CheckCodePoints for s from byte offset start on.
 func checkRunes(s string, start int) error {
 	for i, r := range s[start:] {
 		if isControl(r) || isNoncharacter(r) {
@@ -131,7 +131,7 @@ func ValidateString(s string) error {
 	if strings.IndexByte(s, 0) >= 0 {
 		return errors.New("contains U+0000, which MQTT forbids: remove it")
 	}
-	return checkCodePoints(s)
+	return CheckCodePoints(s)
 }
 
 // ValidateTopic checks that topic is a valid MQTT 5 topic name for a
@@ -151,7 +151,7 @@ func ValidateTopic(topic string, allowDollar bool) error {
 	case !allowDollar && strings.HasPrefix(topic, "$"):
 		return ErrTopicDollar
 	}
-	return checkCodePoints(topic)
+	return CheckCodePoints(topic)
 }
 
 // Validate checks the fields that MQTT constrains: the topic, the QoS and,

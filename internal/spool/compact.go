@@ -23,7 +23,7 @@ type CompactResult struct {
 	After    int64  // file size after, in bytes
 	Messages int64  // messages queued, unchanged by Compact
 	// Kept reports that the copy was not smaller, so the file stayed.
-	Kept bool
+	KeptOriginal bool
 }
 
 // Compact copies the database at path into a new file that holds only the
@@ -69,7 +69,7 @@ func Compact(path string, lockTimeout time.Duration) (CompactResult, error) {
 		// bbolt grows a new file in steps, so the copy of a file with
 		// little free space can come out larger. Keep the original then.
 		os.Remove(tmp)
-		res.After, res.Kept = info.Size(), true
+		res.After, res.KeptOriginal = info.Size(), true
 		return res, nil
 	}
 	if err := os.Rename(tmp, resolved); err != nil {

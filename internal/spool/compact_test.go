@@ -96,7 +96,7 @@ func TestCompact_NeverGrowsTheFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res.Kept {
+	if !res.KeptOriginal {
 		t.Error("result does not report the original as kept")
 	}
 	if after.Size() > before.Size() || res.After > res.Before {
