@@ -252,7 +252,7 @@ func TestOpsControl_NoDaemon(t *testing.T) {
 }
 
 // TestOpsControl_StoppingRefusesReconnect checks that during the drain of
-// a stop, status says the daemon is stopping and ctl reconnect exits 1
+// a stop, status reports the daemon as stopping, and ctl reconnect exits 1
 // instead of reporting a reconnect that does not happen.
 func TestOpsControl_StoppingRefusesReconnect(t *testing.T) {
 	b := harness.StartBroker(t, "")

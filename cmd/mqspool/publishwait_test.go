@@ -12,8 +12,8 @@ import (
 	"github.com/mqspool/mqspool/internal/control"
 )
 
-// stoppingDaemon answers the first wait request as a daemon that begins
-// to stop, and later ones with result.
+// stoppingDaemon is a control handler that replies to the first wait
+// request as a daemon that begins to stop, and to later ones with result.
 type stoppingDaemon struct {
 	waits  atomic.Int32
 	result control.WaitResult

@@ -129,7 +129,7 @@ func (h controlHandler) Status() control.Status {
 func (h controlHandler) Pause()  { h.d.loop.Pause() }
 func (h controlHandler) Resume() { h.d.loop.Resume() }
 
-// Reconnect asks the loop to reconnect, unless the daemon is stopping.
+// Reconnect makes the loop reconnect, unless the daemon is stopping.
 func (h controlHandler) Reconnect() error {
 	if h.d.stopping.Load() {
 		return errors.New("the daemon is stopping, so it does not connect again: start it again to reconnect")

@@ -62,11 +62,11 @@ func (e *disconnectError) Error() string {
 	return msg
 }
 
-// brokerClosed reports whether cause is an end of the connection that
-// the broker chose and that may be a message's fault: it closed the
-// socket in order (end of file), or sent DISCONNECT with a reason that is
-// not about the broker itself, such as 0x81 malformed packet. A reset
-// does not count: middleboxes and lost links reset connections too.
+// brokerClosed reports whether cause is an end of the connection that the
+// broker chose and that may be a message's fault. That is an orderly close
+// of the socket (end of file), or a DISCONNECT whose reason is not about
+// the broker itself, such as 0x81 malformed packet. A reset does not
+// count, because middleboxes and lost links reset connections too.
 func brokerClosed(cause error) bool {
 	var d *disconnectError
 	if errors.As(cause, &d) {
