@@ -70,6 +70,62 @@ func TestDownlink_FullInboxHoldsAcks(t *testing.T) {
 	opsWait(t, "status not full", func() bool { return downlinkStatus(t, d)["full"] == false })
 }
 
+// TestDownlink_FullInboxStopsAtOnce stops the daemon while QoS 1
+// messages wait for room in a full inbox. The drain does not wait for a
+// consumer: the held messages are declined, and the broker sends them
+// again after the restart, so none is lost.
+func TestDownlink_FullInboxStopsAtOnce(t *testing.T) {
+	broker := harness.StartBroker(t, "")
+	dir := filepath.Join(t.TempDir(), "inbox")
+	d := harness.NewDaemon(t, broker.URL(), fmt.Sprintf(`shutdown:
+  drain_timeout: 60s
+subscriptions:
+  - filter: full/#
+    qos: 1
+    dir: %s
+    max_files: 1
+`, dir))
+	d.DumpOnFailure()
+	d.Start()
+	waitSubscribed(t, d, 1)
+
+	const total = 4
+	for i := range total {
+		mosquittoPub(t, broker, "full/q1", 1, fmt.Sprintf("seq-%d", i))
+	}
+	opsWait(t, "status full", func() bool { return downlinkStatus(t, d)["full"] == true })
+
+	began := time.Now()
+	if code := d.Stop(20 * time.Second); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM, want 0", code)
+	}
+	if took := time.Since(began); took > 10*time.Second {
+		t.Errorf("stop took %s with a full inbox, want far less than the 60s drain timeout", took)
+	}
+	if !strings.Contains(d.Log(), "the broker sends them again after the restart") {
+		t.Errorf("no log line for the messages declined while stopping")
+	}
+
+	seen := map[string]int{}
+	takeAll := func() {
+		for _, f := range readInbox(t, dir) {
+			seen[string(f.Message.Payload)]++
+			os.Remove(filepath.Join(dir, "new", f.Name))
+		}
+	}
+	takeAll()
+	d.Start()
+	harness.WaitFor(t, 30*time.Second, fmt.Sprintf("%d messages after the restart", total), func() bool {
+		takeAll()
+		return len(seen) >= total
+	})
+	for i := range total {
+		if seen[fmt.Sprintf("seq-%d", i)] == 0 {
+			t.Errorf("seq-%d lost", i)
+		}
+	}
+}
+
 // downlinkStatus returns the status entry of the first subscription.
 func downlinkStatus(t *testing.T, d *harness.Daemon) map[string]any {
 	t.Helper()

@@ -312,6 +312,7 @@ func (d *Daemon) drive(ctx, hard context.Context, stopIntake func()) error {
 			d.log.Info("shutting down", "drain_timeout", d.cfg.Shutdown.DrainTimeout)
 			d.notifyStopping()
 			stopIntake()
+			d.downlink.stopWaiting()
 			continue
 		case err != nil:
 			return fmt.Errorf("event loop: %w", err)

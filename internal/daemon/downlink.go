@@ -100,6 +100,15 @@ func (dl *downlink) start() (stop func()) {
 	}
 }
 
+// stopWaiting makes each inbox decline the messages that wait for room
+// or for a usable directory, so that the drain does not wait for a
+// consumer. The broker sends them again after the restart.
+func (dl *downlink) stopWaiting() {
+	for _, in := range dl.inboxes {
+		in.StopWaiting()
+	}
+}
+
 // observe handles the events that concern the downlink.
 func (dl *downlink) observe(ev eventloop.Event) {
 	switch ev.Kind {
@@ -128,6 +137,7 @@ func (dl *downlink) deliver(m *eventloop.Incoming) {
 		SubscriptionIdentifier: subID,
 		ReceivedAt:             time.Now(),
 		Release:                m.Release,
+		Decline:                m.Decline,
 		Redelivered:            m.Redelivered,
 	})
 }

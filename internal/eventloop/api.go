@@ -255,6 +255,12 @@ type Incoming struct {
 	// Release reports to the loop that the message is stored, so PUBACK or PUBREC
 	// may be sent. It is safe to call from any goroutine, once.
 	Release func()
+	// Decline reports that the caller gives the message up without
+	// storing it: no acknowledgement is sent, so the broker sends it
+	// again on a later connection, and a drain no longer waits for it.
+	// After Release or Decline, the other does nothing. It is safe to
+	// call from any goroutine.
+	Decline func()
 	// Redelivered reports whether the broker has sent a QoS 1 message
 	// again since its connection ended, so storing this copy would
 	// store it twice: a later connection resumed the broker's session,

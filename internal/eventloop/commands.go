@@ -22,6 +22,7 @@ const (
 	cmdDisconnect
 	cmdShutdown
 	cmdRelease
+	cmdDecline
 )
 
 // command is a request from another goroutine, run by Poll.
@@ -33,8 +34,8 @@ type command struct {
 	packetID      uint16
 	qos           byte
 	connectionGen uint64
-	size          int    // of an incoming message, for cmdRelease
-	flow          uint64 // of an incoming QoS 2 message, for cmdRelease
+	size          int    // of an incoming message, for cmdRelease and cmdDecline
+	flow          uint64 // of an incoming QoS 2 message, for cmdRelease and cmdDecline
 	afterWrites   bool   // a reconnect that waited for the queued writes
 }
 
@@ -159,6 +160,8 @@ func (l *Loop) run(c command) {
 		l.startShutdown(c.drain)
 	case cmdRelease:
 		l.releaseIncoming(c)
+	case cmdDecline:
+		l.declineIncoming(c)
 	}
 }
 

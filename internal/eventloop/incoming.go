@@ -29,7 +29,7 @@ func (l *Loop) handleIncoming(p *publishPacket) {
 		return
 	}
 
-	release := func() {}
+	release, decline := func() {}, func() {}
 	if qos > 0 {
 		l.incomingOpen++
 		l.incomingHeld++
@@ -42,6 +42,9 @@ func (l *Loop) handleIncoming(p *publishPacket) {
 		}
 		var once sync.Once
 		release = func() { once.Do(func() { l.send(c) }) }
+		declined := c
+		declined.kind = cmdDecline
+		decline = func() { once.Do(func() { l.send(declined) }) }
 	}
 	l.emit(Event{Kind: EventIncoming, Incoming: &Incoming{
 		PacketID:                id,
@@ -49,6 +52,7 @@ func (l *Loop) handleIncoming(p *publishPacket) {
 		Message:                 p.Message,
 		SubscriptionIdentifiers: p.SubscriptionIdentifiers,
 		Release:                 release,
+		Decline:                 decline,
 		Redelivered:             l.redeliveredSince(l.connGen),
 	}})
 }
@@ -158,6 +162,27 @@ func (l *Loop) releaseIncoming(c command) {
 	// came again as a new flow and was stored twice.
 	if after != nil {
 		after(true)
+	}
+}
+
+// declineIncoming stops holding a message that the caller gave up
+// without storing it, such as one waiting for room in a full inbox when
+// the daemon stops. Its acknowledgement is never sent: to the broker it
+// stays in flight, so it counts as dropped and the broker sends it again
+// on a later connection. That connection is opened at once when nothing
+// else is held any more, unless the loop is draining.
+func (l *Loop) declineIncoming(c command) {
+	l.incomingHeld--
+	l.incomingBytes -= c.size
+	if w, ok := l.incomingWaiting[c.packetID]; ok && c.qos == 2 && w.flow == c.flow {
+		delete(l.incomingWaiting, c.packetID)
+	}
+	if c.connectionGen != l.connGen || l.conn == nil || l.draining {
+		return
+	}
+	l.incomingDropped++
+	if l.incomingHeld == 0 {
+		l.reconnectForDropped(l.connGen)(true)
 	}
 }
 

@@ -1,6 +1,7 @@
 package eventloop
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -193,6 +194,59 @@ func TestIncoming_NotTakenWhileDraining(t *testing.T) {
 	}
 	if took := time.Since(began); took > time.Second {
 		t.Errorf("drain ended %s after the release, want at once", took)
+	}
+}
+
+// A declined message ends the drain without an acknowledgement: the
+// broker keeps it and sends it again after the restart.
+func TestIncoming_DeclineEndsDrain(t *testing.T) {
+	for _, qos := range []byte{1, 2} {
+		t.Run(fmt.Sprintf("qos %d", qos), func(t *testing.T) {
+			b, r := startSubscriber(t, qos, func(int) bool { return true }, nil)
+
+			b.sendTo(0, &packets.Publish{Topic: "in/x", QoS: qos, PacketID: 1, Payload: []byte("x"), Properties: &packets.Properties{}})
+			waitFor(t, 3*time.Second, "one message", func() bool { return len(r.incoming()) == 1 })
+			r.l.Shutdown(10 * time.Second)
+			time.Sleep(100 * time.Millisecond)
+
+			began := time.Now()
+			r.incoming()[0].Decline()
+			select {
+			case err := <-r.done:
+				r.done <- err
+			case <-time.After(3 * time.Second):
+				t.Fatal("the drain did not end after the held message was declined")
+			}
+			if took := time.Since(began); took > time.Second {
+				t.Errorf("drain ended %s after the decline, want at once", took)
+			}
+			r.incoming()[0].Release()
+			if n := len(b.received(packets.PUBACK)) + len(b.received(packets.PUBREC)); n != 0 {
+				t.Errorf("%d acknowledgements for a declined message, want none", n)
+			}
+		})
+	}
+}
+
+// Declined outside a drain, a message is treated like one the loop could
+// not hold: once nothing else is held, the loop connects again so that
+// the broker sends it again.
+func TestIncoming_DeclineReconnects(t *testing.T) {
+	b, r := startSubscriber(t, 1, func(int) bool { return true }, nil)
+
+	b.sendTo(0, &packets.Publish{Topic: "in/x", QoS: 1, PacketID: 1, Payload: []byte("x"), Properties: &packets.Properties{}})
+	b.sendTo(0, &packets.Publish{Topic: "in/x", QoS: 1, PacketID: 2, Payload: []byte("y"), Properties: &packets.Properties{}})
+	waitFor(t, 3*time.Second, "two messages", func() bool { return len(r.incoming()) == 2 })
+
+	r.incoming()[0].Decline()
+	time.Sleep(200 * time.Millisecond)
+	if n := b.connections(); n != 1 {
+		t.Fatalf("%d connections while a message is still held, want 1", n)
+	}
+	r.incoming()[1].Release()
+	waitFor(t, 3*time.Second, "a second connection", func() bool { return b.connections() == 2 })
+	if n := len(b.received(packets.PUBACK)); n != 1 {
+		t.Errorf("%d PUBACK packets, want 1 for the released message only", n)
 	}
 }
 

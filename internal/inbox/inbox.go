@@ -46,6 +46,10 @@ type Delivery struct {
 	// Release lets the broker's acknowledgement go; it is called once the
 	// file is durable in new/. Nil for nothing to release.
 	Release func()
+	// Decline gives the message up without an acknowledgement, so the
+	// broker sends it again on a later connection. Nil for nothing to
+	// decline.
+	Decline func()
 	// Redelivered is the event loop's Incoming.Redelivered; nil means
 	// never. A QoS 1 message the broker has sent again on a later
 	// connection is not stored, since that copy is stored instead.
@@ -81,6 +85,9 @@ type Inbox struct {
 	overflow bool          // the queue passed QueueSize; logged once
 	queued   chan struct{} // capacity 1: the queue may have grown
 
+	stopWaits     chan struct{} // closed by StopWaiting
+	stopWaitsOnce sync.Once
+
 	mu    sync.Mutex // guards stats
 	stats Stats
 
@@ -98,6 +105,8 @@ type Inbox struct {
 	// it, because the loop acknowledges a redelivery of its own flows
 	// without an event.
 	flows map[string]string
+	// declined counts the messages given up after StopWaiting.
+	declined int
 }
 
 // Open creates the inbox's directories, removes what a crash left in
@@ -116,10 +125,11 @@ func Open(opts Options) *Inbox {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	in := &Inbox{
-		opts:   opts,
-		log:    opts.Logger.With("inbox", opts.Dir, "filter", opts.Filter),
-		queued: make(chan struct{}, 1),
-		now:    time.Now,
+		opts:      opts,
+		log:       opts.Logger.With("inbox", opts.Dir, "filter", opts.Filter),
+		queued:    make(chan struct{}, 1),
+		stopWaits: make(chan struct{}),
+		now:       time.Now,
 	}
 	in.recount()
 	return in
@@ -261,6 +271,16 @@ func (in *Inbox) drop(d Delivery, reason string) {
 	}
 }
 
+// StopWaiting ends the wait for room in a full inbox or for a usable
+// directory, now and later. The message held then is declined, and so is
+// each queued message that would have to wait, so that a drain does not
+// wait for a consumer. The broker sends them again after the restart.
+// Messages that can be written still are. It is safe to call from any
+// goroutine.
+func (in *Inbox) StopWaiting() {
+	in.stopWaitsOnce.Do(func() { close(in.stopWaits) })
+}
+
 // Run writes queued messages until ctx ends. Messages still queued then
 // are not acknowledged, so the broker sends them again.
 func (in *Inbox) Run(ctx context.Context) {
@@ -269,6 +289,7 @@ func (in *Inbox) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			in.logDeclined()
 			return
 		case <-in.queued:
 			in.drain(ctx)
@@ -291,12 +312,20 @@ func (in *Inbox) drain(ctx context.Context) {
 
 // deliver stores one message and then releases its acknowledgement. A
 // full inbox or a failing disk holds it, and with it the broker's flow,
-// until there is room or ctx ends. A QoS 1 message that the broker has
-// sent again since its connection ended is skipped, also when that
-// happens while it is held.
+// until there is room, or until ctx ends or StopWaiting is called, which
+// decline it. A QoS 1 message that the broker has sent again since its
+// connection ended is skipped, also when that happens while it is held.
 func (in *Inbox) deliver(ctx context.Context, d Delivery) {
+	if !in.store(ctx, d) {
+		in.decline(d)
+	}
+}
+
+// store writes d and releases it, or skips it when the broker sent it
+// again. It returns false when it gave up waiting before either.
+func (in *Inbox) store(ctx context.Context, d Delivery) bool {
 	if skip, ok := in.redelivered(ctx, d); skip || !ok {
-		return
+		return ok
 	}
 	if !in.ready || in.atLimit() {
 		in.recount() // a consumer may have taken files since the last count
@@ -304,13 +333,13 @@ func (in *Inbox) deliver(ctx context.Context, d Delivery) {
 	if in.atLimit() {
 		if d.Message.QoS == 0 {
 			in.drop(d, "inbox full")
-			return
+			return true
 		}
 		if !in.waitForRoom(ctx) {
-			return
+			return false
 		}
 		if skip, ok := in.redelivered(ctx, d); skip || !ok {
-			return // resent while the inbox was full
+			return ok // resent while the inbox was full
 		}
 	}
 	for {
@@ -328,16 +357,36 @@ func (in *Inbox) deliver(ctx context.Context, d Delivery) {
 			in.failed(err, true)
 		}
 		in.pruneRedelivered()
-		if !sleep(ctx, in.opts.PollInterval) {
-			return
+		if !in.pause(ctx) {
+			return false
 		}
 		if skip, ok := in.redelivered(ctx, d); skip || !ok {
-			return // resent while the inbox could not be written
+			return ok // resent while the inbox could not be written
 		}
 	}
 	in.recovered(true)
 	if d.Release != nil {
 		d.Release()
+	}
+	return true
+}
+
+// decline gives d up without an acknowledgement.
+func (in *Inbox) decline(d Delivery) {
+	if d.Decline == nil {
+		return
+	}
+	d.Decline()
+	in.declined++
+	in.log.Debug("message declined while stopping, the broker sends it again",
+		"topic", d.Message.Topic, "packet_id", d.PacketID, "qos", d.Message.QoS)
+}
+
+// logDeclined logs how many messages the worker gave up while stopping.
+func (in *Inbox) logDeclined() {
+	if in.declined > 0 {
+		in.log.Info("messages not stored while stopping, the broker sends them again after the restart",
+			"declined", in.declined)
 	}
 }
 
@@ -356,7 +405,7 @@ func (in *Inbox) redelivered(ctx context.Context, d Delivery) (skip, ok bool) {
 			in.skip(d)
 			return true, true
 		}
-		if !sleep(ctx, in.opts.PollInterval) {
+		if !in.pause(ctx) {
 			return false, false
 		}
 	}
@@ -412,11 +461,14 @@ func (in *Inbox) skip(d Delivery) {
 // waitForRoom counts new/ every poll interval until the backlog is below
 // the limits. It reports false when ctx ended first.
 func (in *Inbox) waitForRoom(ctx context.Context) bool {
+	if in.stoppedWaiting() {
+		return false
+	}
 	in.log.Warn("inbox full, holding acknowledgements until a consumer removes files",
 		"files", in.files, "bytes", in.bytes, "max_files", in.opts.MaxFiles, "max_bytes", in.opts.MaxBytes)
 	for in.atLimit() {
 		in.pruneRedelivered()
-		if !sleep(ctx, in.opts.PollInterval) {
+		if !in.pause(ctx) {
 			return false
 		}
 		in.recount()
@@ -512,14 +564,30 @@ func (in *Inbox) cleanTmp() {
 	}
 }
 
-// sleep waits d and reports false if ctx ended first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
+// pause waits one poll interval. It returns false at once when ctx ends
+// or StopWaiting was called.
+func (in *Inbox) pause(ctx context.Context) bool {
+	if in.stoppedWaiting() {
+		return false
+	}
+	t := time.NewTimer(in.opts.PollInterval)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return false
+	case <-in.stopWaits:
+		return false
 	case <-t.C:
 		return true
+	}
+}
+
+// stoppedWaiting reports whether StopWaiting was called.
+func (in *Inbox) stoppedWaiting() bool {
+	select {
+	case <-in.stopWaits:
+		return true
+	default:
+		return false
 	}
 }

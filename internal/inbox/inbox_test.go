@@ -484,3 +484,68 @@ func TestInbox_HeldMessageResentSkipped(t *testing.T) {
 		t.Errorf("new/ holds %v, want nothing", got)
 	}
 }
+
+// After StopWaiting, a message held by a full inbox and the queued ones
+// behind it are declined, not released.
+func TestInbox_StopWaitingDeclinesHeld(t *testing.T) {
+	in := openTest(t, Options{MaxFiles: 1})
+	runTest(t, in)
+	var released, declined atomic.Int32
+	withDecline := func(payload string) Delivery {
+		d := delivery("a", payload, 1, &released)
+		d.Decline = func() { declined.Add(1) }
+		return d
+	}
+	in.Enqueue(withDecline("1"))
+	waitFor(t, "the first release", func() bool { return released.Load() == 1 })
+	in.Enqueue(withDecline("22"))
+	in.Enqueue(withDecline("333"))
+	time.Sleep(100 * time.Millisecond)
+
+	in.StopWaiting()
+	waitFor(t, "two declines", func() bool { return declined.Load() == 2 })
+	if n := released.Load(); n != 1 {
+		t.Errorf("released %d messages, want 1: the others never had room", n)
+	}
+	if names := newFiles(t, in); len(names) != 1 {
+		t.Errorf("new/ holds %v, want the first message only", names)
+	}
+}
+
+// After StopWaiting, a message that a usable inbox has room for is still
+// written and released.
+func TestInbox_StopWaitingStillWrites(t *testing.T) {
+	in := openTest(t, Options{MaxFiles: 5})
+	runTest(t, in)
+	in.StopWaiting()
+	var released, declined atomic.Int32
+	d := delivery("a", "1", 1, &released)
+	d.Decline = func() { declined.Add(1) }
+	in.Enqueue(d)
+	waitFor(t, "the release", func() bool { return released.Load() == 1 })
+	if n := declined.Load(); n != 0 {
+		t.Errorf("declined %d messages, want none", n)
+	}
+}
+
+// After StopWaiting, a message for an inbox that cannot be written is
+// declined instead of retried.
+func TestInbox_StopWaitingDeclinesUnwritable(t *testing.T) {
+	blocker := filepath.Join(t.TempDir(), "inbox")
+	if err := os.WriteFile(blocker, []byte("a file where the inbox goes"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	in := openTest(t, Options{Dir: blocker})
+	runTest(t, in)
+	var released, declined atomic.Int32
+	d := delivery("a", "1", 2, &released)
+	d.Decline = func() { declined.Add(1) }
+	in.Enqueue(d)
+	time.Sleep(100 * time.Millisecond)
+
+	in.StopWaiting()
+	waitFor(t, "the decline", func() bool { return declined.Load() == 1 })
+	if n := released.Load(); n != 0 {
+		t.Errorf("released %d messages, want none", n)
+	}
+}
