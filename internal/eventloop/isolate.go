@@ -128,9 +128,13 @@ func (l *Loop) noteConnectionEnd(cause error) {
 	iso.suspect, iso.strikes = 0, 0
 	// The journal records the failure before the outcome is emitted, as
 	// for a rejection by reason code. The packet identifier is free again.
-	// TODO: a broker that stored a QoS 2 PUBLISH before ending the
-	// connection would take a later message on the same identifier in the
-	// same session for a duplicate.
+	// For QoS 2 that is safe because a broker that had stored this PUBLISH
+	// must answer a resend on the same identifier with PUBREC (MQTT 5.0
+	// section 4.3.3), not by ending the connection. So a broker that ended
+	// the connection on the resend did not store the message.
+	// NOTE: a broker that breaks that rule, storing the message once and
+	// ending the connection on its resends, would take a later message on
+	// the same identifier in the same session for a duplicate.
 	l.endFlow(f, state.ChangeFailed, reason, 0)
 }
 
