@@ -118,8 +118,7 @@ func (l *Loop) scheduleRetry(seq uint64, reason string) {
 	l.armRetryTimer()
 }
 
-// retriesDue moves the messages whose delay passed to the replay queue,
-// oldest rejection first.
+// retriesDue moves the messages whose delay passed to the replay queue.
 func (l *Loop) retriesDue() {
 	l.retryTimer.fired()
 	now := l.clock.Now()
@@ -127,7 +126,7 @@ func (l *Loop) retriesDue() {
 		if r.due.After(now) {
 			return false
 		}
-		l.replay = append(l.replay, r.seq)
+		l.queueReplay(r.seq)
 		return true
 	})
 	l.armRetryTimer()

@@ -91,12 +91,12 @@ func (l *Loop) nextRequest() (Request, bool) {
 
 // hold keeps req, the last request from nextRequest, to be sent first
 // when sending is possible again. A request from the replay queue goes
-// back to its front: the queue comes before a held request, which may
+// back into the queue: the queue comes before a held request, which may
 // be newer, and a request held before a reconnect queued the replay
 // must not be replaced.
 func (l *Loop) hold(req Request) {
 	if l.replayed {
-		l.replay = slices.Insert(l.replay, 0, req.Seq)
+		l.queueReplay(req.Seq)
 		l.recyclePayload(req)
 		return
 	}
@@ -201,7 +201,18 @@ func (l *Loop) qos0Done(seq uint64, written bool) {
 	case l.opts.DropQoS0Offline:
 		l.dropQoS0(seq)
 	default:
-		l.replay = append(l.replay, seq)
+		l.queueReplay(seq)
+	}
+}
+
+// queueReplay adds seq to the messages to publish again. The queue is
+// kept in spool order, whatever queued each message: a QoS 0 write that
+// never happened, a flow the broker's session lost, a retry that is due.
+// So a message is never published again after a newer one from the queue.
+func (l *Loop) queueReplay(seq uint64) {
+	i, found := slices.BinarySearch(l.replay, seq)
+	if !found {
+		l.replay = slices.Insert(l.replay, i, seq)
 	}
 }
 

@@ -537,3 +537,31 @@ func TestPublish_RecycledPayloadsNotReadAgain(t *testing.T) {
 		t.Errorf("%d payloads recycled, want at least %d", src.recycled.Load(), len(want))
 	}
 }
+
+// Messages queued to be published again go out in spool order, whatever
+// queued them: a QoS 0 write that never happened, a flow of a lost
+// session, a retry that became due.
+func TestReplay_SpoolOrder(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{})
+	l, err := New(testOptions(b), newMemSource(), &testJournal{}, nil)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	defer l.Close()
+
+	l.qos0Done(5, false)
+	l.st.Outgoing = []state.Flow{
+		{PacketID: 1, Seq: 9, QoS: 1, Stage: state.StagePublish, Order: 1},
+		{PacketID: 2, Seq: 7, QoS: 1, Stage: state.StagePublish, Order: 2},
+		{PacketID: 3, Seq: 3, QoS: 2, Stage: state.StagePubrel, Order: 3},
+	}
+	l.replayOpenFlows()
+	l.retries = append(l.retries, retry{seq: 2, due: l.clock.Now()})
+	l.retriesDue()
+	l.qos0Done(8, false)
+
+	want := []uint64{2, 5, 7, 8, 9}
+	if !slices.Equal(l.replay, want) {
+		t.Errorf("replay queue %v, want %v in spool order", l.replay, want)
+	}
+}

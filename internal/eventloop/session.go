@@ -100,16 +100,14 @@ func (l *Loop) loseSession() {
 }
 
 // replayOpenFlows queues the messages of flows still at StagePublish for a
-// new publish, in send order, ahead of earlier replays. Flows at
+// new publish, in spool order with the earlier replays. Flows at
 // StagePubrel need nothing: their message already left the spool.
 func (l *Loop) replayOpenFlows() {
-	var seqs []uint64
-	for _, f := range l.sortedFlows() {
+	for _, f := range l.st.Outgoing {
 		if f.Stage == state.StagePublish {
-			seqs = append(seqs, f.Seq)
+			l.queueReplay(f.Seq)
 		}
 	}
-	l.replay = append(seqs, l.replay...)
 	l.flights.clear()
 	clear(l.incomingWaiting)
 }
