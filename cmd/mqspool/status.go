@@ -176,8 +176,12 @@ func printSubscription(row func(name, format string, args ...any), s control.Sub
 		state = "inbox full, acknowledgements held"
 	}
 	row("subscription", "%s -> %s: %s", s.Filter, s.Dir, state)
-	row("  inbox", "received %d (%d repeated), backlog %d files %s, qos 0 dropped %d, failed %d, skipped %d",
-		s.Received, s.Duplicates, s.BacklogFiles, humanBytes(s.BacklogBytes), s.Dropped, s.Failed, s.Skipped)
+	backlog := fmt.Sprintf("%d files %s", s.BacklogFiles, humanBytes(s.BacklogBytes))
+	if s.BacklogStale {
+		backlog = "unknown, new/ cannot be counted (last count " + backlog + ")"
+	}
+	row("  inbox", "received %d (%d repeated), backlog %s, qos 0 dropped %d, failed %d, skipped %d",
+		s.Received, s.Duplicates, backlog, s.Dropped, s.Failed, s.Skipped)
 }
 
 // humanBytes formats n with one decimal in the largest binary unit below

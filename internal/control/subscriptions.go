@@ -11,6 +11,9 @@ type SubscriptionStatus struct {
 	Failed       uint64 `json:"failed"`
 	BacklogFiles int    `json:"backlog_files"`
 	BacklogBytes int64  `json:"backlog_bytes"`
+	// BacklogStale means the last count of the inbox's new/ failed, so
+	// the backlog figures are from an earlier count.
+	BacklogStale bool `json:"backlog_stale"`
 	// Full means the inbox reached max_files or max_bytes, so
 	// acknowledgements are held until a consumer removes files.
 	Full bool `json:"full"`

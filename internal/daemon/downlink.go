@@ -189,6 +189,7 @@ func (dl *downlink) status(rejected []eventloop.SubscriptionError) []control.Sub
 			Failed:       st.Failed,
 			BacklogFiles: st.BacklogFiles,
 			BacklogBytes: st.BacklogBytes,
+			BacklogStale: st.BacklogStale,
 			Full:         st.Full,
 			Error:        st.WriteError,
 			Skipped:      st.Skipped,

@@ -66,6 +66,9 @@ type Stats struct {
 	Skipped      uint64 // QoS 1 messages not stored because the broker sent them again
 	BacklogFiles int    // files in new/ at the last count
 	BacklogBytes int64
+	// BacklogStale means the last count of new/ failed, so the backlog
+	// is that of an earlier count plus the files written since.
+	BacklogStale bool
 	Full         bool // at MaxFiles or MaxBytes: acknowledgements are held
 	// WriteError is the error that makes the inbox unusable, and empty
 	// while it works. Acknowledgements are held meanwhile.
@@ -92,13 +95,14 @@ type Inbox struct {
 	stats Stats
 
 	// Owned by the goroutine that runs Run.
-	now        func() time.Time // the clock for file names; tests replace it
-	names      namer
-	files      int
-	bytes      int64
-	errByWrite bool   // stats.WriteError came from a write, not a count
-	errKind    string // innermost(err) of the error last logged
-	ready      bool   // tmp/ was cleaned and new/ counted at least once
+	now         func() time.Time // the clock for file names; tests replace it
+	names       namer
+	files       int
+	bytes       int64
+	errByWrite  bool   // stats.WriteError came from a write, not a count
+	errKind     string // innermost(err) of the error last logged
+	countFailed bool   // the last count of new/ failed
+	ready       bool   // tmp/ was cleaned and new/ counted at least once
 	// flows maps the flow key of each QoS 2 file that an earlier process
 	// left in new/ to its name, so a redelivery after a crash finds its
 	// file without reading new/. Files this process writes are never in
@@ -498,6 +502,8 @@ func (in *Inbox) recount() {
 		in.ready = true
 	}
 	if err != nil {
+		in.countFailed = true
+		in.publishBacklog()
 		in.failed(err, false)
 		return
 	}
@@ -534,6 +540,7 @@ func (in *Inbox) count() error {
 	if flows != nil {
 		in.flows = flows
 	}
+	in.countFailed = false
 	in.publishBacklog()
 	return nil
 }
@@ -544,6 +551,7 @@ func (in *Inbox) publishBacklog() {
 	in.full.Store(full)
 	in.mu.Lock()
 	in.stats.BacklogFiles, in.stats.BacklogBytes, in.stats.Full = in.files, in.bytes, full
+	in.stats.BacklogStale = in.countFailed
 	in.mu.Unlock()
 }
 

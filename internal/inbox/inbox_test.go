@@ -549,3 +549,36 @@ func TestInbox_StopWaitingDeclinesUnwritable(t *testing.T) {
 		t.Errorf("released %d messages, want none", n)
 	}
 }
+
+// When new/ cannot be counted, the stats mark the backlog as stale
+// instead of passing the last count off as current.
+func TestInbox_BacklogStaleWhileUncountable(t *testing.T) {
+	in := openTest(t, Options{})
+	runTest(t, in)
+	var released atomic.Int32
+	in.Enqueue(delivery("a", "1", 1, &released))
+	waitFor(t, "the release", func() bool { return released.Load() == 1 })
+	if st := in.Stats(); st.BacklogFiles != 1 || st.BacklogStale {
+		t.Fatalf("backlog %d files, stale %t; want 1 file, not stale", st.BacklogFiles, st.BacklogStale)
+	}
+
+	newDir := filepath.Join(in.Dir(), "new")
+	if err := os.RemoveAll(newDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(newDir, []byte("a file where new/ goes"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a stale backlog", func() bool { return in.Stats().BacklogStale })
+	if st := in.Stats(); st.WriteError == "" {
+		t.Errorf("no write error while new/ is a file")
+	}
+
+	if err := os.Remove(newDir); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a fresh count", func() bool { return !in.Stats().BacklogStale })
+	if st := in.Stats(); st.BacklogFiles != 0 {
+		t.Errorf("backlog %d files after new/ was emptied, want 0", st.BacklogFiles)
+	}
+}
