@@ -167,9 +167,9 @@ func (l *Loop) releaseIncoming(c command) {
 
 // declineIncoming stops holding a message that the caller gave up
 // without storing it, such as one waiting for room in a full inbox when
-// the daemon stops. Its acknowledgement is never sent: to the broker it
-// stays in flight, so it counts as dropped and the broker sends it again
-// on a later connection. That connection is opened at once when nothing
+// the daemon stops. Its acknowledgement is never sent, so the broker keeps
+// it in flight. The loop counts it as dropped, and the broker sends it
+// again on a later connection. That connection is opened at once when nothing
 // else is held any more, unless the loop is draining.
 func (l *Loop) declineIncoming(c command) {
 	l.incomingHeld--

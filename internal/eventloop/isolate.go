@@ -129,7 +129,7 @@ func (l *Loop) noteConnectionEnd(cause error) {
 	// The journal records the failure before the outcome is emitted, as
 	// for a rejection by reason code. The packet identifier is free again.
 	// For QoS 2 that is safe because a broker that had stored this PUBLISH
-	// must answer a resend on the same identifier with PUBREC (MQTT 5.0
+	// must acknowledge a resend on the same identifier with PUBREC (MQTT 5.0
 	// section 4.3.3), not by ending the connection. So a broker that ended
 	// the connection on the resend did not store the message.
 	// NOTE: a broker that breaks that rule, storing the message once and
