@@ -15,8 +15,9 @@ import (
 type Request struct {
 	Seq     uint64
 	Message message.Message
-	// Enqueued is when the message was accepted. A Message Expiry
-	// Interval is aged by the time since then; zero means now.
+	// Enqueued is when the message was accepted, in the wall clock's
+	// current setting. A Message Expiry Interval is aged by the time
+	// since then; zero means now.
 	Enqueued time.Time
 }
 

@@ -38,8 +38,11 @@ func (s *Spool) AppendForget(files []FileBatch, forget []FileID) (accepted int, 
 	var stop error
 	var drops []droppedMessage
 	var repeats []string
+	var firstSeq uint64
+	var stamped time.Time
 	err = s.writeShared("append", func(tx *bolt.Tx, t *totals) error {
 		accepted, stop, drops, repeats = 0, nil, nil, nil
+		firstSeq = t.lastSeq + 1
 		ids := tx.Bucket(bucketFiles)
 		for _, id := range forget {
 			if err := ids.Delete(fileKey(id)); err != nil {
@@ -48,6 +51,7 @@ func (s *Spool) AppendForget(files []FileBatch, forget []FileID) (accepted int, 
 		}
 
 		a := appender{tx: tx, t: t, now: time.Now(), drops: &drops}
+		stamped = a.now
 		for i := range files {
 			repeat, err := s.appendFile(&a, &files[i])
 			if errors.Is(err, ErrFull) || errors.Is(err, ErrTooLarge) {
@@ -68,6 +72,7 @@ func (s *Spool) AppendForget(files []FileBatch, forget []FileID) (accepted int, 
 		return 0, err
 	}
 
+	s.wall.note(firstSeq, s.wall.offsetAt(stamped))
 	s.reportDrops(drops)
 	for _, name := range repeats {
 		s.log.Info("file was already appended; not queueing it again", "file", name)

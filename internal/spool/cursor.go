@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -89,6 +90,7 @@ func (c *Cursor) Next() (Record, bool, error) {
 	r := c.buf[c.pos]
 	c.buf[c.pos] = Record{}
 	c.pos++
+	c.s.shiftEnqueued(&r)
 	return r, true, nil
 }
 
@@ -168,7 +170,17 @@ func (s *Spool) Load(seq uint64) (Record, error) {
 		s.dropCorrupt(*bad)
 		return Record{}, fmt.Errorf("seq %d was unreadable and quarantined: %w", seq, ErrNotFound)
 	}
+	s.shiftEnqueued(&rec)
 	return rec, nil
+}
+
+// shiftEnqueued moves the stamp of a message with a Message Expiry
+// Interval by the steps of the wall clock since its append, so that the
+// event loop computes the time left from its true age.
+func (s *Spool) shiftEnqueued(r *Record) {
+	if r.Message.ExpirySeconds != 0 {
+		r.Enqueued = s.wall.shift(r.Seq, r.Enqueued, s.wall.offsetAt(time.Now()))
+	}
 }
 
 // List returns up to limit messages with sequence numbers above after,

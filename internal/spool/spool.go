@@ -74,6 +74,9 @@ type Spool struct {
 
 	// arena is the record buffer kept between journal commits.
 	arena atomic.Pointer[recordArena]
+
+	// wall follows steps of the wall clock, for the age of a message.
+	wall *wallSteps
 }
 
 // totals mirrors the counters in the meta bucket.
@@ -93,7 +96,10 @@ func Open(opts Options) (*Spool, error) {
 	if err := opts.applyDefaults(); err != nil {
 		return nil, err
 	}
-	s := &Spool{opts: opts, log: opts.Logger, cursors: map[*Cursor]struct{}{}, damaged: make(chan struct{})}
+	s := &Spool{
+		opts: opts, log: opts.Logger, cursors: map[*Cursor]struct{}{}, damaged: make(chan struct{}),
+		wall: newWallSteps(),
+	}
 
 	// Create the database's directory, as systemd's StateDirectory would,
 	// so a run by hand needs no mkdir first.

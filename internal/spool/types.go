@@ -48,7 +48,10 @@ type FileBatch struct {
 
 // Record is a stored message with its place in the queue.
 type Record struct {
-	Seq      uint64
+	Seq uint64
+	// Enqueued is the wall-clock time of the append. For a message with a
+	// Message Expiry Interval, Cursor.Next and Load move it by the steps
+	// of the wall clock since the append in this process.
 	Enqueued time.Time
 	Message  message.Message
 }
