@@ -103,10 +103,16 @@ func Open(opts Options) (*Spool, error) {
 
 	// Create the database's directory, as systemd's StateDirectory would,
 	// so a run by hand needs no mkdir first.
+	var syncDirs []string
 	if !opts.ReadOnly {
-		if err := os.MkdirAll(filepath.Dir(opts.Path), 0o750); err != nil {
+		dir := filepath.Dir(opts.Path)
+		if _, err := os.Stat(dir); err != nil {
+			syncDirs = append(syncDirs, filepath.Dir(dir))
+		}
+		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return nil, fmt.Errorf("create the directory of spool.db %s: %w", opts.Path, err)
 		}
+		syncDirs = append(syncDirs, dir)
 	}
 
 	db, err := s.openChecked()
@@ -130,6 +136,15 @@ func Open(opts Options) (*Spool, error) {
 	}
 	s.db = db
 
+	// bbolt syncs the file but not its directory entry. A database created
+	// just now would otherwise be lost in a power cut together with every
+	// message committed to it, after the pickup removed their files.
+	for _, dir := range syncDirs {
+		if err := syncDir(dir); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
 	if err := s.loadTotals(); err != nil {
 		db.Close()
 		return nil, err
