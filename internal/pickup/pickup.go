@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
+	"github.com/mqspool/mqspool/internal/format"
 	"github.com/mqspool/mqspool/internal/message"
 	"github.com/mqspool/mqspool/internal/spool"
 )
@@ -237,14 +237,14 @@ func New(opts Options, store Store) (*Pickup, error) {
 		unreadable: make(map[string]time.Time),
 	}
 	for _, dir := range []string{p.tmpDir, p.newDir} {
-		if err := os.MkdirAll(dir, 0o777); err != nil { // the umask decides, as in format.MkdirAllSync
+		if err := format.MkdirAllSync(dir); err != nil {
 			return nil, fmt.Errorf("create spool directory: %w", err)
 		}
 	}
 	// Only bad input goes to failed/, and each move creates it again, so
 	// a failed/ that cannot be created does not stop the daemon: bad files
 	// stay in new/ and refused messages in the spool until it works.
-	if err := os.MkdirAll(p.failedDir, 0o777); err != nil {
+	if err := format.MkdirAllSync(p.failedDir); err != nil {
 		p.log.Error("failed/ cannot be created; bad files stay in new/ and messages the broker rejects "+
 			"stay queued until it can: make failed/ a writable directory", "path", p.failedDir, "err", err)
 	}
