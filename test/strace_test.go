@@ -354,8 +354,9 @@ func TestStrace_CommandsDurableOrder(t *testing.T) {
 }
 
 // checkCompact requires that the compacted copy is synced after its last
-// write and before it is renamed over spool.db, and that the directory is
-// synced after the rename and before the command exits.
+// write, and fsynced after its mode and owner were set, before it is
+// renamed over spool.db. The directory must be synced after the rename and
+// before the command exits.
 func checkCompact(t *testing.T, tr *harness.Trace, db string, exit int) {
 	t.Helper()
 	tmp := db + ".compact"
@@ -380,6 +381,23 @@ func checkCompact(t *testing.T, tr *harness.Trace, db string, exit int) {
 	}); !ok {
 		t.Errorf("%s was renamed over %s (%s) without a sync after its last write (line %d)",
 			tmp, db, describe(rename), written)
+	}
+
+	// The mode and owner are metadata that fdatasync may leave unsynced.
+	changed := 0
+	for _, c := range tr.Calls {
+		if c.OK() && (c.Name == "fchmodat" || c.Name == "fchownat") && c.Path(0, 1) == tmp {
+			changed = max(changed, c.End)
+		}
+	}
+	if changed == 0 {
+		t.Errorf("the trace shows no change of the mode or owner of %s", tmp)
+	}
+	if _, ok := findCall(tr, func(c harness.Syscall) bool {
+		return c.Name == "fsync" && c.FDPath(0) == tmp && c.Start > changed && c.End < rename.Start
+	}); !ok {
+		t.Errorf("%s was renamed over %s (%s) without an fsync after its mode and owner were set (line %d)",
+			tmp, db, describe(rename), changed)
 	}
 	if sync, ok := syncAfter(tr, filepath.Dir(db), rename.End); !ok || sync.End > exit {
 		t.Errorf("%s was not synced after the rename (%s) and before compact exited", filepath.Dir(db), describe(rename))

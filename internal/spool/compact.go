@@ -135,17 +135,37 @@ func copyCompacted(src *bolt.DB, tmp string, orig os.FileInfo) (err error) {
 		dst.Close()
 		return noRoom(fmt.Errorf("copy into %s: %w", tmp, err))
 	}
+	if err := keepOwner(tmp, orig); err != nil {
+		dst.Close()
+		return err
+	}
+	// bbolt syncs with fdatasync, which may leave the mode and owner set
+	// just now unsynced, so the file gets a full fsync.
 	if err := dst.Sync(); err != nil {
 		dst.Close()
 		return noRoom(fmt.Errorf("fsync %s: %w", tmp, err))
 	}
+	if err := syncFile(tmp); err != nil {
+		dst.Close()
+		return err
+	}
 	if err := dst.Close(); err != nil {
 		return fmt.Errorf("close %s: %w", tmp, err)
 	}
-	if err := keepOwner(tmp, orig); err != nil {
-		return err
-	}
 	return syncDir(filepath.Dir(tmp))
+}
+
+// syncFile fsyncs the file at path, its metadata included.
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open %s for fsync: %w", path, err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", path, err)
+	}
+	return nil
 }
 
 // noRoom adds what to do to an error caused by a full file system.
