@@ -24,7 +24,11 @@ func (l *Loop) handleIncoming(p *publishPacket) {
 		}
 	}
 	size := p.Message.Size()
-	if qos > 0 && (l.draining || l.incomingFull(size)) {
+	if qos > 0 && (l.draining || l.incomingDropped > 0 || l.incomingFull(size)) {
+		// Once one message is dropped, the later ones of this connection
+		// are dropped too: taking them would store them before the
+		// dropped one, which the broker sends again only after the
+		// reconnect.
 		l.dropIncoming(id)
 		return
 	}

@@ -421,3 +421,26 @@ func TestIncoming_ReconnectAfterPendingPubcomp(t *testing.T) {
 		t.Errorf("PUBCOMP packets %+v, want one for packet identifier 1 on the first connection", comps)
 	}
 }
+
+// After the loop dropped a message, it drops the later ones of the same
+// connection too, even when it could hold them again, so that none is
+// stored before the dropped one comes back after the reconnect.
+func TestIncoming_DropKeepsOrder(t *testing.T) {
+	b, r := startSubscriber(t, 1, func(int) bool { return true }, func(o *Options) {
+		o.ReceiveMaximum = 4
+		o.MaxIncoming = 4
+	})
+
+	for id := uint16(1); id <= 6; id++ {
+		b.sendTo(0, &packets.Publish{Topic: "in/x", QoS: 1, PacketID: id, Payload: []byte(fmt.Sprint(id)), Properties: &packets.Properties{}})
+	}
+	waitFor(t, 3*time.Second, "four messages", func() bool { return len(r.incoming()) == 4 })
+	r.incoming()[0].Release()
+	waitFor(t, 3*time.Second, "one PUBACK", func() bool { return len(b.received(packets.PUBACK)) == 1 })
+
+	b.sendTo(0, &packets.Publish{Topic: "in/x", QoS: 1, PacketID: 7, Payload: []byte("7"), Properties: &packets.Properties{}})
+	time.Sleep(200 * time.Millisecond)
+	if n := len(r.incoming()); n != 4 {
+		t.Fatalf("%d messages given to the caller, want 4: message 7 was taken before the dropped 5 and 6", n)
+	}
+}
