@@ -242,6 +242,48 @@ func TestPublish_BadInputExits2(t *testing.T) {
 	}
 }
 
+// --retain takes no value, so in "--retain false" the word is FILE.
+func TestPublish_RetainValueReadAsFile(t *testing.T) {
+	spoolDir := t.TempDir()
+	cases := map[string]struct {
+		args []string
+		want string
+	}{
+		"false":     {[]string{"--retain", "false"}, `FILE "false" looks like a value for --retain`},
+		"short YES": {[]string{"-r", "YES"}, `FILE "YES" looks like a value for --retain`},
+		"maybe": {[]string{"--retain", "maybe"},
+			`open maybe: no such file or directory: --retain takes no value, so "maybe" was read as FILE`},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			args := append([]string{"publish", "--spool-dir", spoolDir, "-t", "a/b"}, tc.args...)
+			code, _, errOut := run(t, "", args...)
+			if code != exitUsage {
+				t.Errorf("code %d, want %d", code, exitUsage)
+			}
+			if !strings.Contains(errOut, tc.want) {
+				t.Errorf("stderr %q does not contain %q", errOut, tc.want)
+			}
+			if !strings.Contains(errOut, "--retain=false") {
+				t.Errorf("stderr %q does not show the --retain=false form", errOut)
+			}
+		})
+	}
+	if entries, _ := os.ReadDir(filepath.Join(spoolDir, "new")); len(entries) != 0 {
+		t.Errorf("new/ has %v, want nothing", entries)
+	}
+
+	// A file of such a name is published when given as a path.
+	named := filepath.Join(t.TempDir(), "false")
+	if err := os.WriteFile(named, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := run(t, "", "publish", "--spool-dir", spoolDir, "-t", "a/b", "--retain", named)
+	if code != exitOK {
+		t.Errorf("--retain %s: code %d, stderr %q; want 0", named, code, errOut)
+	}
+}
+
 func TestPublish_HeaderValueErrorNamesFlag(t *testing.T) {
 	code, _, errOut := run(t, "", "publish", "--spool-dir", t.TempDir(), "--topic", " a", "--message", "x")
 	if code != exitUsage {

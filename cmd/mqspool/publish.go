@@ -47,6 +47,10 @@ or from --message. The daemon does not need to run. A payload over
 publish.max_message_bytes (1MiB unless --config sets it) is rejected with
 exit status 2, and nothing is written.
 
+--retain takes no value: write --retain, or --retain=false to turn it off.
+With --retain, a FILE spelled true, false, yes, no, on or off is rejected
+as a value meant for the flag. Write ./false for a file of that name.
+
 With --wait DURATION, publish then asks the running daemon, through its
 control socket, to report when the broker has acknowledged the message.
 It exits 0 once acknowledged, 3 when DURATION passes first and 4 when the
@@ -67,7 +71,7 @@ message was rejected (see failed/).`,
 	fl.StringVar(&f.spoolDir, "spool-dir", "", "spool directory (default: spool.dir from the config)")
 	fl.StringVarP(&f.topic, "topic", "t", "", "topic (default: the daemon's routes and publish.default_topic)")
 	fl.IntVarP(&f.qos, "qos", "q", -1, "QoS 0, 1 or 2 (default: the daemon's publish.qos)")
-	fl.BoolVarP(&f.retain, "retain", "r", false, "set the retain flag")
+	fl.BoolVarP(&f.retain, "retain", "r", false, "set the retain flag (takes no value: --retain, or --retain=false)")
 	fl.Uint32Var(&f.expiry, "expiry", 0, "message expiry interval in seconds, aged while queued (0: none)")
 	fl.StringVar(&f.contentType, "content-type", "", "MQTT 5 content type")
 	fl.StringArrayVarP(&f.properties, "property", "p", nil, "user property key=value (repeatable, order kept)")
@@ -273,8 +277,36 @@ func (f *publishFlags) payload(stdin io.Reader, args []string, limit sizeLimit) 
 	case args[0] == "-":
 		return limit.readPayload("standard input", stdin)
 	default:
-		return readPayloadFile(args[0], limit)
+		return f.readFileArg(args[0], limit)
 	}
+}
+
+// readFileArg reads the payload from the FILE argument name. With
+// --retain set, a name that reads as true or false was most likely meant
+// for the flag, which takes no value, so it is rejected. A missing file's
+// error then shows the --retain=false form.
+func (f *publishFlags) readFileArg(name string, limit sizeLimit) ([]byte, error) {
+	afterRetain := f.retainSet && f.retain
+	if afterRetain && isBoolWord(name) {
+		return nil, fmt.Errorf("FILE %q looks like a value for --retain, which takes none: "+
+			"write --retain or --retain=false, or ./%s for a file of that name", name, name)
+	}
+	data, err := readPayloadFile(name, limit)
+	if afterRetain && errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w: --retain takes no value, so %q was read as FILE: "+
+			"write --retain or --retain=false", err, name)
+	}
+	return data, err
+}
+
+// isBoolWord reports whether s, in any case, is a word that people write
+// for true or false.
+func isBoolWord(s string) bool {
+	switch strings.ToLower(s) {
+	case "true", "false", "yes", "no", "on", "off":
+		return true
+	}
+	return false
 }
 
 // readPayloadFile reads the payload from the file name. A regular file
