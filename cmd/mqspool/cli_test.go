@@ -170,6 +170,38 @@ func TestUsage_UnknownCommandExits2(t *testing.T) {
 	}
 }
 
+// A group command names an unknown subcommand even when flags follow it
+// that only its subcommands define.
+func TestUsage_UnknownSubcommandWithFlags(t *testing.T) {
+	cases := map[string]struct {
+		args []string
+		want string
+	}{
+		"ctl":           {[]string{"ctl", "bogus", "--config", "/x"}, `unknown subcommand "bogus" for mqspool ctl: use one of pause, reconnect, resume, throttle`},
+		"spool":         {[]string{"spool", "bogus", "--x"}, `unknown subcommand "bogus" for mqspool spool: use one of compact, ls, requeue-failed, salvage, stats`},
+		"config":        {[]string{"config", "bogus", "--x"}, `unknown subcommand "bogus" for mqspool config: use one of print, validate`},
+		"flag first":    {[]string{"ctl", "--config", "/x", "bogus"}, `unknown subcommand "bogus" for mqspool ctl`},
+		"no subcommand": {[]string{"ctl", "--config", "/x"}, "missing subcommand for mqspool ctl: use one of pause"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			code, _, errOut := run(t, "", tc.args...)
+			if code != exitUsage {
+				t.Errorf("code %d, want %d", code, exitUsage)
+			}
+			if !strings.Contains(errOut, tc.want) {
+				t.Errorf("stderr %q does not contain %q", errOut, tc.want)
+			}
+		})
+	}
+
+	// A subcommand still rejects a flag it does not define.
+	code, _, errOut := run(t, "", "ctl", "pause", "--x")
+	if code != exitUsage || !strings.Contains(errOut, "unknown flag: --x") {
+		t.Errorf("ctl pause --x: code %d, stderr %q; want %d and the unknown flag", code, errOut, exitUsage)
+	}
+}
+
 func TestPublish_WritesMsgFile(t *testing.T) {
 	file, dir := testConfig(t, "")
 	code, out, errOut := run(t, "payload from stdin", "publish", "--config", file,

@@ -131,13 +131,16 @@ surviving network outages, broker restarts, SIGTERM, kill -9 and power loss.`,
 
 // requireSubcommands makes every command that only groups subcommands
 // reject a missing or unknown subcommand with exit status 2, instead of
-// printing its help and exiting 0.
+// printing its help and exiting 0. A group ignores unknown flags, so in
+// "ctl bogus --config FILE" the error names "bogus" and the valid
+// subcommands, not --config, which only the subcommands define.
 func requireSubcommands(c *cobra.Command) {
 	for _, sub := range c.Commands() {
 		requireSubcommands(sub)
 	}
 	if c.HasSubCommands() && c.RunE == nil && c.Run == nil && c.HasParent() {
 		c.Args = cobra.ArbitraryArgs
+		c.FParseErrWhitelist.UnknownFlags = true
 		c.RunE = func(c *cobra.Command, args []string) error {
 			names := make([]string, 0, len(c.Commands()))
 			for _, sub := range c.Commands() {
