@@ -248,18 +248,19 @@ func TestPublish_LeavesQoSToDaemon(t *testing.T) {
 func TestPublish_BadInputExits2(t *testing.T) {
 	file, dir := testConfig(t, "")
 	cases := map[string][]string{
-		"wildcard topic":  {"--topic", "a/#", "--message", "x"},
-		"qos 3":           {"--qos", "3", "--message", "x"},
-		"bad property":    {"--property", "novalue", "--message", "x"},
-		"no payload":      {"--topic", "a"},
-		"two payloads":    {"--message", "x", "file.txt"},
-		"topic with LF":   {"--topic", "a\nb", "--message", "x"},
-		"topic with CR":   {"--topic", "a\rb", "--message", "x"},
-		"leading space":   {"--topic", " a", "--message", "x"},
-		"trailing tab":    {"--topic", "a\t", "--message", "x"},
-		"content type LF": {"--topic", "a", "--content-type", "text/plain\n", "--message", "x"},
-		"property LF":     {"--topic", "a", "--property", "k=v\nw", "--message", "x"},
-		"property space":  {"--topic", "a", "--property", "k=v ", "--message", "x"},
+		"wildcard topic":     {"--topic", "a/#", "--message", "x"},
+		"qos 3":              {"--qos", "3", "--message", "x"},
+		"bad property":       {"--property", "novalue", "--message", "x"},
+		"empty property key": {"--property", "=v", "--message", "x"},
+		"no payload":         {"--topic", "a"},
+		"two payloads":       {"--message", "x", "file.txt"},
+		"topic with LF":      {"--topic", "a\nb", "--message", "x"},
+		"topic with CR":      {"--topic", "a\rb", "--message", "x"},
+		"leading space":      {"--topic", " a", "--message", "x"},
+		"trailing tab":       {"--topic", "a\t", "--message", "x"},
+		"content type LF":    {"--topic", "a", "--content-type", "text/plain\n", "--message", "x"},
+		"property LF":        {"--topic", "a", "--property", "k=v\nw", "--message", "x"},
+		"property space":     {"--topic", "a", "--property", "k=v ", "--message", "x"},
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {

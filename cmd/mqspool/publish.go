@@ -205,8 +205,11 @@ func (f *publishFlags) message(stdin io.Reader, args []string, limit sizeLimit) 
 	}
 	for _, p := range f.properties {
 		key, value, ok := strings.Cut(p, "=")
-		if !ok || key == "" {
+		if !ok {
 			return m, fmt.Errorf("--property %q is invalid: write it as key=value", p)
+		}
+		if key == "" {
+			return m, fmt.Errorf("--property %q is invalid: %w", p, format.ErrEmptyPropertyKey)
 		}
 		m.UserProperties = append(m.UserProperties, message.UserProperty{Key: key, Value: value})
 	}

@@ -17,6 +17,10 @@ var (
 	// "..", or starts with a dot.
 	ErrUnsafeName = errors.New("name must be a clean relative path without \"..\" " +
 		"or components starting with a dot")
+	// ErrEmptyPropertyKey reports a user property with an empty key. MQTT
+	// 5 allows one, but in a spool file it is most often an unset shell
+	// variable, so the formats reject it.
+	ErrEmptyPropertyKey = errors.New("user property key is empty: write it as key=value with a non-empty key")
 )
 
 // ParseError is a problem at one place in a .msg or .jsonl file.

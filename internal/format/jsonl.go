@@ -318,6 +318,9 @@ func (j *jsonLine) userProperties(m *message.Message) error {
 			return fmt.Errorf("user_properties[%d] is invalid: write each property as "+
 				"[\"key\", \"value\"]", i)
 		}
+		if *kv[0] == "" {
+			return fmt.Errorf("user_properties[%d] is invalid: %w", i, ErrEmptyPropertyKey)
+		}
 		for _, s := range kv {
 			if err := checkString(*s); err != nil {
 				return fmt.Errorf("user_properties[%d] value %q is invalid: %w", i, *s, err)

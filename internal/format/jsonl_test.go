@@ -65,6 +65,7 @@ func TestParseJSONL_Errors(t *testing.T) {
 		{"qos 7", `{"payload":"","qos":7}`, "line 1: field qos 7 is invalid: use 0, 1 or 2"},
 		{"wildcard topic", `{"payload":"","topic":"a/#"}`, "topic contains a wildcard"},
 		{"bad property", `{"payload":"","user_properties":[["k"]]}`, "user_properties[0] is invalid"},
+		{"property without key", `{"payload":"","user_properties":[["k","v"],["","w"]]}`, "line 1: user_properties[1] is invalid: user property key is empty"},
 		{"bad expiry", `{"payload":"","expiry":-1}`, "field expiry -1 is invalid"},
 		{"bad format", `{"payload":"","payload_format":"text"}`, "use utf8 or bytes"},
 		{"not an object", `[1]`, "line 1: invalid JSON object"},

@@ -172,6 +172,9 @@ func (p *msgParser) apply(line int, name, key, value string) error {
 		if !ok {
 			return invalid("write it as key=value")
 		}
+		if k == "" {
+			return lineError(line, "header %q value %q is invalid: %w", name, value, ErrEmptyPropertyKey)
+		}
 		p.m.UserProperties = append(p.m.UserProperties, message.UserProperty{Key: k, Value: v})
 	default:
 		return lineError(line, "header %q is unknown: use Topic, QoS, Retain, Message-Expiry, "+

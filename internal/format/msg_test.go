@@ -65,6 +65,7 @@ func TestParseMsg_Errors(t *testing.T) {
 		{"bad expiry", "Message-Expiry: -1\n\n", "use whole seconds"},
 		{"bad format", "Payload-Format: text\n\n", "use utf8 or bytes"},
 		{"property without equals", "User-Property: k\n\n", "write it as key=value"},
+		{"property without key", "User-Property: =v\n\n", `line 1: header "User-Property" value "=v" is invalid: user property key is empty`},
 		{"not utf8", "Content-Type: \xff\n\n", "not valid UTF-8"},
 		{"empty topic", "Topic:\n\n", "topic is empty"},
 		{"blank line with spaces", "Topic: a\n \t\npayload", "line 2: line contains only spaces or tabs"},
@@ -92,7 +93,7 @@ func TestWriteMsg_RoundTrip(t *testing.T) {
 		{Topic: "x", QoS: 1, Retain: true, Payload: []byte("\n\r\n\x00bin"), ExpirySeconds: 9,
 			ContentType: "application/json", ResponseTopic: "re/sp", CorrelationData: []byte("id"),
 			PayloadFormat:  message.PayloadFormatBytes,
-			UserProperties: props("a", "1", "a", " 2", "", "v")},
+			UserProperties: props("a", "1", "a", " 2")},
 		{QoS: 2, Payload: []byte("no topic")},
 	}
 	for _, m := range tests {
@@ -110,6 +111,23 @@ func TestWriteMsg_RoundTrip(t *testing.T) {
 		if f.Topic != (m.Topic != "") || !f.QoS || !f.Retain {
 			t.Errorf("fields = %+v", f)
 		}
+	}
+}
+
+// A received message may carry a user property with an empty key, which
+// MQTT 5 allows. WriteMsg keeps it for the inbox, although ParseMsg
+// rejects such a file in new/.
+func TestWriteMsg_EmptyPropertyKey(t *testing.T) {
+	var buf bytes.Buffer
+	m := message.Message{Topic: "a", UserProperties: props("", "v")}
+	if err := WriteMsg(&buf, m); err != nil {
+		t.Fatalf("WriteMsg: %v", err)
+	}
+	if !strings.Contains(buf.String(), "\nUser-Property: =v\n") {
+		t.Errorf("output %q lacks the header User-Property: =v", buf.String())
+	}
+	if _, _, err := ParseMsg(buf.Bytes()); !errors.Is(err, ErrEmptyPropertyKey) {
+		t.Errorf("ParseMsg of the output: %v, want %v", err, ErrEmptyPropertyKey)
 	}
 }
 

@@ -19,6 +19,8 @@ import (
 // WriteMsg rejects a value that a header line cannot hold: one with a line
 // break, a leading or trailing space or tab, or a user property key with
 // '='.
+// A user property with an empty key, which MQTT 5 allows in a received
+// message, is written although ParseMsg rejects it.
 func WriteMsg(w io.Writer, m message.Message, extra ...Header) error {
 	return WriteMsgFields(w, m, Fields{Topic: true, QoS: true, Retain: true}, extra...)
 }

@@ -59,6 +59,8 @@ func TestPickup_BadInputMovedToFailed(t *testing.T) {
 		{"dollar header", "e/dollar.msg", content("Topic: $SYS/x\n\n"), "topic starts with $"},
 		{"no topic", "rootfile", content("x"), "directly in new/"},
 		{"no topic in msg", "e/notopic.msg", content("\nx"), "no topic"},
+		{"empty property key", "e/emptykey.msg", content("Topic: a\nUser-Property: =v\n\n"),
+			`line 2: header "User-Property" value "=v" is invalid: user property key is empty`},
 		{"invalid utf8 payload", "e/utf8.msg",
 			content("Topic: a\nPayload-Format: utf8\n\n\xff"), "payload is not valid UTF-8"},
 	}
