@@ -732,6 +732,35 @@ func TestSalvage_CreatesTmpAndNew(t *testing.T) {
 	}
 }
 
+// salvage takes the spool directory only from the configuration, so the
+// error for a missing one names the file or variable that set it.
+func TestSalvage_MissingSpoolDirNamesSource(t *testing.T) {
+	file, dir := testConfig(t, "")
+	aside := filepath.Join(dir, "spool.db.corrupt-20260101T000000Z")
+	spoolWithMessages(t, aside, 1)
+	if err := os.Remove(filepath.Join(dir, "spool")); err != nil {
+		t.Fatal(err)
+	}
+
+	code, _, errOut := run(t, "", "spool", "salvage", "--config", file, aside)
+	if code != exitFailure {
+		t.Errorf("code %d, want %d", code, exitFailure)
+	}
+	if want := "check spool.dir in " + file; !strings.Contains(errOut, want) {
+		t.Errorf("stderr %q does not contain %q", errOut, want)
+	}
+	if strings.Contains(errOut, "--spool-dir") {
+		t.Errorf("stderr %q names --spool-dir, which salvage does not have", errOut)
+	}
+
+	missing := filepath.Join(dir, "elsewhere")
+	t.Setenv("MQSPOOL_SPOOL_DIR", missing)
+	_, _, errOut = run(t, "", "spool", "salvage", "--config", file, aside)
+	if want := missing + " not found: check MQSPOOL_SPOOL_DIR"; !strings.Contains(errOut, want) {
+		t.Errorf("with MQSPOOL_SPOOL_DIR: stderr %q does not contain %q", errOut, want)
+	}
+}
+
 func TestSalvage_RejectsConfiguredDatabase(t *testing.T) {
 	file, dir := testConfig(t, "")
 	db := filepath.Join(dir, "spool.db")

@@ -107,7 +107,7 @@ func runPublish(c *cobra.Command, f *publishFlags, args []string) error {
 	if err := target.limit.checkMessage(m, len(data)); err != nil {
 		return usageError(err)
 	}
-	if err := ensureSpoolDir(target.dir); err != nil {
+	if err := ensureSpoolDir(target.dir, "check spool.dir or --spool-dir"); err != nil {
 		return err
 	}
 
@@ -375,11 +375,11 @@ func dropFile(dir, name string, data []byte) error {
 // ensureSpoolDir checks that the spool directory exists and creates its
 // tmp/ and new/ when missing, as the daemon would at start. A missing spool
 // directory is an error: it is far more often a wrong path than a first
-// run.
-func ensureSpoolDir(dir string) error {
+// run. fix names the setting to check, which differs between commands.
+func ensureSpoolDir(dir, fix string) error {
 	fi, err := os.Stat(dir)
 	if err != nil || !fi.IsDir() {
-		return fmt.Errorf("spool directory %s not found: check spool.dir or --spool-dir, or start the daemon once to create it", dir)
+		return fmt.Errorf("spool directory %s not found: %s, or start the daemon once to create it", dir, fix)
 	}
 	for _, sub := range []string{"tmp", "new"} {
 		if err := format.MkdirAllSync(filepath.Join(dir, sub)); err != nil {

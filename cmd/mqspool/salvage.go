@@ -36,19 +36,20 @@ daemon sends the messages in that file itself.`,
 			if err != nil {
 				return err
 			}
-			return runSalvage(c, loaded.Config, args[0])
+			return runSalvage(c, loaded, args[0])
 		},
 	}
 	flags.register(c)
 	return c
 }
 
-func runSalvage(c *cobra.Command, cfg *config.Config, file string) error {
+func runSalvage(c *cobra.Command, loaded *config.Loaded, file string) error {
+	cfg := loaded.Config
 	if err := checkNotSpoolDB(file, cfg.Spool.DB); err != nil {
 		return err
 	}
 	dir := cfg.Spool.Dir
-	if err := ensureSpoolDir(dir); err != nil {
+	if err := ensureSpoolDir(dir, spoolDirFix(loaded)); err != nil {
 		return err
 	}
 
@@ -66,6 +67,23 @@ func runSalvage(c *cobra.Command, cfg *config.Config, file string) error {
 	fmt.Fprintf(c.OutOrStdout(), "salvaged %d messages into %s as salvage-%s-*.msg, skipped %d unreadable\n",
 		copied, filepath.Join(dir, "new"), run, skipped)
 	return nil
+}
+
+// spoolDirFix names where the loaded spool.dir comes from, for the error
+// about a missing spool directory. salvage has no --spool-dir flag, so the
+// configuration is the only place to change it.
+func spoolDirFix(loaded *config.Loaded) string {
+	const key = "spool.dir"
+	switch loaded.Sources[key] {
+	case config.SourceEnv:
+		return "check " + config.EnvName(key)
+	case config.SourceFile:
+		return "check spool.dir in " + loaded.File
+	}
+	if loaded.File != "" {
+		return "set spool.dir in " + loaded.File
+	}
+	return "pass the daemon's configuration with --config, or set spool.dir in " + config.DefaultFile
 }
 
 // checkNotSpoolDB rejects file when it is the configured database db.
