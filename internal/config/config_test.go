@@ -134,6 +134,25 @@ func TestLoad_RelativeSpoolDirFlag(t *testing.T) {
 	}
 }
 
+// run --control-socket is taken from the directory the command runs in,
+// like --spool-dir.
+func TestLoad_RelativeControlSocketFlag(t *testing.T) {
+	flags := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	flags.String("control-socket", "", "")
+	if err := flags.Parse([]string{"--control-socket=rel/ctl.sock"}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Load(LoadOptions{File: writeFile(t, minimal), LookupEnv: noEnv, Flags: flags,
+		FlagKeys: map[string]string{"control-socket": "control.socket"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wd, _ := os.Getwd()
+	if want := filepath.Join(wd, "rel", "ctl.sock"); l.Config.Control.Socket != want {
+		t.Errorf("control.socket = %s, want %s", l.Config.Control.Socket, want)
+	}
+}
+
 func TestLoad_Routes(t *testing.T) {
 	text := minimal + "routes:\n  - match: 'sys/*'\n    topic: $SYS/x\n    qos: 0\n    allow_dollar: true\n"
 	l, err := Load(LoadOptions{File: writeFile(t, text), LookupEnv: noEnv})
@@ -186,6 +205,7 @@ func TestLoad_Invalid(t *testing.T) {
 		{"metrics no port", minimal + "metrics:\n  listen: 127.0.0.1\n", "is not host:port"},
 		{"relative spool dir", minimal + "spool:\n  dir: spool\n", `spool.dir: "spool" is a relative path`},
 		{"relative spool db", minimal + "spool:\n  db: ./spool.db\n", `spool.db: "./spool.db" is a relative path`},
+		{"relative socket", minimal + "control:\n  socket: run/mqspool.sock\n", `control.socket: "run/mqspool.sock" is a relative path, which would depend on the working directory: write an absolute path`},
 		{"relative inbox", minimal + "subscriptions:\n  - {filter: a/#, dir: inbox}\n", `subscriptions[0].dir: "inbox" is a relative path`},
 		{"dollar prefix", minimal + "publish:\n  topic_prefix: $SYS/\n", `"$SYS/" starts with $`},
 	}

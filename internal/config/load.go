@@ -196,7 +196,7 @@ func bindFlags(v *viper.Viper, flags *pflag.FlagSet, keys map[string]string) (ma
 
 // pathKeys are the keys whose values are paths that validation requires
 // to be absolute.
-var pathKeys = map[string]bool{"spool.dir": true, "spool.db": true}
+var pathKeys = map[string]bool{"spool.dir": true, "spool.db": true, "control.socket": true}
 
 // absFlagPath makes a path given on the command line absolute. It is
 // relative to the directory the command runs in, which the user can see,

@@ -452,6 +452,7 @@ func (c *Config) validateOperations(v *validator) {
 	if c.Control.Socket == "" {
 		v.addf("control.socket: missing: set a path such as /run/mqspool/mqspool.sock")
 	}
+	v.absolute("control.socket", c.Control.Socket, "/run/mqspool/mqspool.sock")
 	if n := len(c.Control.Socket); n > MaxSocketPathLength {
 		v.addf("control.socket: %q has %d bytes, more than the %d that a Unix socket address holds: "+
 			"use a shorter path, for example /run/mqspool/mqspool.sock", c.Control.Socket, n, MaxSocketPathLength)
