@@ -10,11 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -159,14 +161,14 @@ type Server struct {
 // socket file left by a process that is gone.
 func Listen(path string, h Handler, log *slog.Logger) (*Server, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("create control socket directory: %w", err)
+		return nil, withSocketFix(path, fmt.Errorf("create control socket directory: %w", err))
 	}
 	if err := removeStale(path); err != nil {
 		return nil, err
 	}
 	ln, err := net.Listen("unix", path)
 	if err != nil {
-		return nil, fmt.Errorf("listen on control socket %s: %w: set control.socket to a writable path", path, err)
+		return nil, withSocketFix(path, fmt.Errorf("listen on control socket %s: %w", path, err))
 	}
 	if err := os.Chmod(path, 0o660); err != nil {
 		ln.Close()
@@ -176,8 +178,29 @@ func Listen(path string, h Handler, log *slog.Logger) (*Server, error) {
 	return &Server{path: path, handler: h, log: log, ln: ln, ctx: ctx, cancel: cancel}, nil
 }
 
-// removeStale deletes a socket file that no process accepts on. A live
-// socket means another daemon runs with the same control.socket.
+// withSocketFix appends to err, a failure to create the control socket
+// at path, the fix that fits its cause.
+func withSocketFix(path string, err error) error {
+	var fix string
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		fix = "another process listens on it: stop that process, or set control.socket to another path"
+	case errors.Is(err, fs.ErrNotExist):
+		fix = fmt.Sprintf("its directory %s is missing: create it (RuntimeDirectory= in the unit), "+
+			"or set control.socket to a path in an existing directory", filepath.Dir(path))
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS):
+		fix = "this user may not create it there: set control.socket to a path in a writable directory"
+	default:
+		fix = "check control.socket"
+	}
+	return fmt.Errorf("%w: %s", err, fix)
+}
+
+// removeStale deletes a socket file that no process accepts on, which
+// the kernel shows by refusing the connection. A live socket means
+// another daemon runs with the same control.socket. Any other failure to
+// connect, such as a full backlog or a socket this user may not open,
+// leaves the file alone, because a daemon may still listen on it.
 func removeStale(path string) error {
 	fi, err := os.Lstat(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -189,11 +212,22 @@ func removeStale(path string) error {
 	if fi.Mode()&os.ModeSocket == 0 {
 		return fmt.Errorf("control socket path %s exists and is not a socket: remove it or set control.socket", path)
 	}
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+	c, err := net.DialTimeout("unix", path, time.Second)
+	switch {
+	case err == nil:
 		c.Close()
 		return fmt.Errorf("control socket %s is in use by another mqspool: stop it or set control.socket", path)
+	case errors.Is(err, fs.ErrNotExist):
+		// Removed since the Lstat above.
+		return nil
+	case !errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("control socket %s exists and connecting to it failed: %w: another process may "+
+			"listen on it: stop it, or remove the file if none does, or set control.socket to another path", path, err)
 	}
-	return os.Remove(path)
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return withSocketFix(path, fmt.Errorf("remove stale control socket: %w", err))
+	}
+	return nil
 }
 
 // Serve accepts connections until Close.

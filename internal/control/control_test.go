@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -165,6 +166,77 @@ func TestListen_StaleAndLiveSocket(t *testing.T) {
 	// A live one is not taken over.
 	if _, err := Listen(path, &fakeHandler{}, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Errorf("listen over a live socket: %v, want in use", err)
+	}
+}
+
+// A daemon whose backlog is full makes a connect fail with EAGAIN, not
+// ECONNREFUSED, so its socket is not taken for a stale one.
+func TestListen_FullBacklogNotTakenOver(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ctl.sock")
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing accepts, so connections queue until the backlog is full.
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		c, err := net.Dial("unix", path)
+		if errors.Is(err, syscall.EAGAIN) {
+			break
+		}
+		if err != nil || i == 64 {
+			t.Fatalf("fill the backlog: connection %d: %v, want EAGAIN after a few", i, err)
+		}
+		defer c.Close()
+	}
+
+	_, err = Listen(path, &fakeHandler{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil {
+		t.Fatal("Listen took over the socket of a listener with a full backlog")
+	}
+	if !strings.Contains(err.Error(), "another process may listen on it") {
+		t.Errorf("error %q does not say that a process may listen on it", err)
+	}
+	if _, err := os.Lstat(path); err != nil {
+		t.Errorf("socket file of the live listener: %v, want it kept", err)
+	}
+}
+
+func TestWithSocketFix_FollowsCause(t *testing.T) {
+	const path = "/run/mqspool/mqspool.sock"
+	bind := func(errno syscall.Errno) error {
+		return &net.OpError{Op: "listen", Net: "unix", Err: os.NewSyscallError("bind", errno)}
+	}
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"in use", bind(syscall.EADDRINUSE), "another process listens on it"},
+		{"no directory", bind(syscall.ENOENT), "its directory /run/mqspool is missing"},
+		{"permission", bind(syscall.EACCES), "set control.socket to a path in a writable directory"},
+		{"read-only", bind(syscall.EROFS), "set control.socket to a path in a writable directory"},
+		{"other", bind(syscall.EINVAL), "check control.socket"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := withSocketFix(path, tt.err)
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q does not contain %q", err, tt.want)
+			}
+			if tt.name != "permission" && tt.name != "read-only" && strings.Contains(err.Error(), "writable") {
+				t.Errorf("error %q blames write permission", err)
+			}
+			if !errors.Is(err, tt.err) {
+				t.Errorf("error %q does not wrap the cause", err)
+			}
+		})
 	}
 }
 
