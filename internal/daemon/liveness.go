@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"errors"
-	"fmt"
 	"sync/atomic"
 	"time"
 )
@@ -37,14 +36,22 @@ func (l *liveness) beatLoop(now time.Time, bound time.Duration) {
 // return.
 const beatGrace = 2 * time.Second
 
-// check returns an error naming the part that looks stalled.
-func (l *liveness) check(now time.Time) error {
+// Errors of check, one for each part that can stall. They carry no
+// figures, so that the repeat limiter folds a stall that goes on.
+var (
+	errPickupStopped = errors.New("pickup stopped")
+	errLoopOverdue   = errors.New("event loop poll is overdue")
+)
+
+// check returns an error naming the part that looks stalled and, for the
+// event loop, how long its heartbeat is overdue.
+func (l *liveness) check(now time.Time) (time.Duration, error) {
 	if l.pickupEnded.Load() {
-		return errors.New("pickup stopped")
+		return 0, errPickupStopped
 	}
 	due := time.Unix(0, l.nextBeat.Load())
 	if late := now.Sub(due); late > 0 {
-		return fmt.Errorf("event loop poll is %s overdue", late.Round(time.Millisecond))
+		return late, errLoopOverdue
 	}
-	return nil
+	return 0, nil
 }

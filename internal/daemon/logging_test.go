@@ -72,14 +72,18 @@ func TestLiveness_Check(t *testing.T) {
 	now := time.Now()
 	l.beatLoop(now, time.Second)
 
-	if err := l.check(now.Add(time.Second)); err != nil {
+	if _, err := l.check(now.Add(time.Second)); err != nil {
 		t.Errorf("check within the bound: %v", err)
 	}
-	if err := l.check(now.Add(time.Second + beatGrace + time.Millisecond)); err == nil {
-		t.Error("check past the bound and grace returned nil")
+	overdue, err := l.check(now.Add(time.Second + beatGrace + time.Millisecond))
+	if !errors.Is(err, errLoopOverdue) {
+		t.Errorf("check past the bound and grace: %v, want %v", err, errLoopOverdue)
+	}
+	if overdue != time.Millisecond {
+		t.Errorf("check past the bound and grace: overdue %s, want 1ms", overdue)
 	}
 	l.pickupEnded.Store(true)
-	if err := l.check(now); err == nil || !strings.Contains(err.Error(), "pickup") {
+	if _, err := l.check(now); err == nil || !strings.Contains(err.Error(), "pickup") {
 		t.Errorf("check after the pickup ended: %v, want an error naming the pickup", err)
 	}
 }

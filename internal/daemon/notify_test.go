@@ -1,10 +1,12 @@
 package daemon
 
 import (
+	"bytes"
 	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -41,22 +43,44 @@ func TestWatchdogTick_WithheldWhenStalled(t *testing.T) {
 
 	// A Poll that should have returned long ago: no ping.
 	d.live.beatLoop(time.Now().Add(-time.Minute), time.Second)
-	d.watchdogTick()
+	d.watchdogTick(time.Now())
 	if got := nextDatagram(conn, 200*time.Millisecond); got != "" {
 		t.Errorf("stalled event loop still sent %q", got)
 	}
 
 	// A fresh heartbeat: ping.
 	d.live.beatLoop(time.Now(), time.Second)
-	d.watchdogTick()
+	d.watchdogTick(time.Now())
 	if got := nextDatagram(conn, 2*time.Second); got != "WATCHDOG=1" {
 		t.Errorf("healthy daemon sent %q, want WATCHDOG=1", got)
 	}
 
 	// The pickup stopped: no ping, however fresh the loop is.
 	d.live.pickupEnded.Store(true)
-	d.watchdogTick()
+	d.watchdogTick(time.Now())
 	if got := nextDatagram(conn, 200*time.Millisecond); got != "" {
 		t.Errorf("stopped pickup still sent %q", got)
+	}
+}
+
+// A stall that goes on logs one line per repeat window, with the overdue
+// time as an attribute, not one line per tick.
+func TestWatchdogTick_StallLogsOnce(t *testing.T) {
+	var buf bytes.Buffer
+	d := &Daemon{log: slog.New(LimitRepeats(slog.NewTextHandler(&buf, nil), time.Hour))}
+	d.notify = notifier{log: d.log}
+	start := time.Now()
+	d.live.beatLoop(start, time.Second)
+
+	for i := range 3 {
+		d.watchdogTick(start.Add(time.Minute + time.Duration(i)*time.Second))
+	}
+
+	out := buf.String()
+	if n := strings.Count(out, "watchdog ping withheld"); n != 1 {
+		t.Errorf("%d lines for one stall, want 1:\n%s", n, out)
+	}
+	if !strings.Contains(out, "overdue=") {
+		t.Errorf("line lacks the overdue attribute:\n%s", out)
 	}
 }
