@@ -89,7 +89,11 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*Daemon, e
 }
 
 func (d *Daemon) build() error {
-	p, err := pickup.New(pickupOptions(d.cfg, d.log), trackingStore{Spool: d.spool, waits: d.waits})
+	pickupOpts, err := pickupOptions(d.cfg, d.log)
+	if err != nil {
+		return err
+	}
+	p, err := pickup.New(pickupOpts, trackingStore{Spool: d.spool, waits: d.waits})
 	if err != nil {
 		return fmt.Errorf("prepare spool directory %s: %w", d.cfg.Spool.Dir, err)
 	}

@@ -48,7 +48,13 @@ func pickupRoutes(cfg *config.Config) []pickup.Route {
 	return routes
 }
 
-func pickupOptions(cfg *config.Config, log *slog.Logger) pickup.Options {
+// pickupOptions returns the pickup's options for cfg. It fails on a
+// negative spool.min_free_bytes, which validation rejects first.
+func pickupOptions(cfg *config.Config, log *slog.Logger) (pickup.Options, error) {
+	minFree, err := unsignedSize("spool.min_free_bytes", cfg.Spool.MinFreeBytes)
+	if err != nil {
+		return pickup.Options{}, err
+	}
 	routes := pickupRoutes(cfg)
 	return pickup.Options{
 		Dir:                cfg.Spool.Dir,
@@ -62,11 +68,21 @@ func pickupOptions(cfg *config.Config, log *slog.Logger) pickup.Options {
 		MaxMessageBytes:    int(cfg.Publish.MaxMessageBytes),
 		MessageIDProperty:  cfg.Publish.MessageIDProperty,
 		IngestTimeProperty: cfg.Publish.IngestTimeProperty,
-		MinFreeBytes:       uint64(cfg.Spool.MinFreeBytes),
+		MinFreeBytes:       minFree,
 		FailedWarnBytes:    int64(cfg.Spool.FailedWarnBytes),
 		FreeSpacePath:      filepath.Dir(cfg.Spool.DB),
 		Logger:             log.With("component", "pickup"),
+	}, nil
+}
+
+// unsignedSize converts the size set by key to an unsigned number. A
+// negative size would become one close to the largest uint64, so it is an
+// error instead.
+func unsignedSize(key string, size config.ByteSize) (uint64, error) {
+	if size < 0 {
+		return 0, fmt.Errorf("%s: %s is negative: use 0 or a positive size", key, size)
 	}
+	return uint64(size), nil
 }
 
 func loopOptions(cfg *config.Config, clientID string, log *slog.Logger) (eventloop.Options, error) {
