@@ -436,6 +436,48 @@ func TestPublish_PayloadOverLimitExits2(t *testing.T) {
 	}
 }
 
+// A message without --topic gets its topic from the first matching route
+// or from publish.default_topic, and publish counts that topic as the
+// daemon does.
+func TestPublish_RoutedTopicCountsTowardsLimit(t *testing.T) {
+	long := strings.Repeat("r", 100)
+	cases := map[string]struct {
+		config string
+		topic  string
+	}{
+		"route topic": {"publish:\n  max_message_bytes: 1KiB\n" +
+			"routes:\n  - match: 'elsewhere/**'\n    topic: x\n  - match: '*.msg'\n    topic: " + long + "\n", long},
+		"default topic": {"publish:\n  max_message_bytes: 1KiB\n  default_topic: " + long + "\n  topic_prefix: p/\n" +
+			"routes:\n  - match: '*.msg'\n    qos: 1\n", "p/" + long},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			file, dir := testConfig(t, tc.config)
+
+			// The payload fits alone and with the topic "x", but not with
+			// the routed topic.
+			payload := strings.Repeat("x", 1000)
+			code, out, errOut := run(t, payload, "publish", "--config", file, "-")
+			if code != exitUsage {
+				t.Errorf("code %d, stdout %q, stderr %q; want %d", code, out, errOut, exitUsage)
+			}
+			want := fmt.Sprintf("message is %d bytes with its topic %q", 1000+len(tc.topic), tc.topic)
+			if !strings.Contains(errOut, want) {
+				t.Errorf("stderr %q does not contain %q", errOut, want)
+			}
+			if entries, _ := os.ReadDir(filepath.Join(dir, "spool", "new")); len(entries) != 0 {
+				t.Errorf("new/ has %v, want nothing", entries)
+			}
+
+			// --topic wins over the route, so the same payload fits.
+			code, _, errOut = run(t, payload, "publish", "--config", file, "--topic", "a", "-")
+			if code != exitOK {
+				t.Errorf("with --topic a: code %d, stderr %q; want 0", code, errOut)
+			}
+		})
+	}
+}
+
 func TestPublish_EndlessInputReadsUpToLimit(t *testing.T) {
 	stdin := &endlessReader{}
 	var out, errOut bytes.Buffer

@@ -104,14 +104,16 @@ func runPublish(c *cobra.Command, f *publishFlags, args []string) error {
 		// format cannot hold is invalid usage.
 		return usageError(err)
 	}
-	if err := target.limit.checkMessage(m, len(data)); err != nil {
+	// The name is chosen first, because a route that matches it may set
+	// the topic that counts towards the size limit.
+	name := uniqueName()
+	if err := target.limit.checkMessage(m, name, len(data)); err != nil {
 		return usageError(err)
 	}
 	if err := ensureSpoolDir(target.dir, "check spool.dir or --spool-dir"); err != nil {
 		return err
 	}
 
-	name := uniqueName()
 	if err := dropFile(target.dir, name, data); err != nil {
 		return err
 	}

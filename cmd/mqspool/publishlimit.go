@@ -24,6 +24,10 @@ type sizeLimit struct {
 	// topicPrefix is publish.topic_prefix, which the daemon adds to the
 	// topic before it compares the message with the limit.
 	topicPrefix string
+	// routes and defaultTopic give the topic of a message without
+	// --topic, as the daemon sets it.
+	routes       []pickup.Route
+	defaultTopic string
 	// source names where maxMessageBytes comes from, for the errors, and
 	// loaded is set when a configuration was read.
 	source string
@@ -46,12 +50,33 @@ func configSizeLimit(loaded *config.Loaded) sizeLimit {
 	case config.SourceEnv:
 		source = "from " + config.EnvName(key)
 	}
+	cfg := loaded.Config
+	routes := make([]pickup.Route, 0, len(cfg.Routes))
+	for _, r := range cfg.Routes {
+		routes = append(routes, pickup.Route{Match: r.Match, Topic: r.Topic})
+	}
 	return sizeLimit{
-		maxMessageBytes: int(loaded.Config.Publish.MaxMessageBytes),
-		topicPrefix:     loaded.Config.Publish.TopicPrefix,
+		maxMessageBytes: int(cfg.Publish.MaxMessageBytes),
+		topicPrefix:     cfg.Publish.TopicPrefix,
+		routes:          routes,
+		defaultTopic:    cfg.Publish.DefaultTopic,
 		source:          source,
 		loaded:          true,
 	}
+}
+
+// topicOf returns the topic the pickup gives m, dropped into new/ as
+// name, before the topic prefix. That is m's own topic, else the topic of
+// the first route that matches name. publish.default_topic applies when
+// that route sets none or no route matches.
+func (l sizeLimit) topicOf(m message.Message, name string) string {
+	if m.Topic != "" {
+		return m.Topic
+	}
+	if r, ok := pickup.MatchRoute(l.routes, name); ok && r.Topic != "" {
+		return r.Topic
+	}
+	return l.defaultTopic
 }
 
 // describe returns the limit with its key and source, for an error.
@@ -93,18 +118,19 @@ func (l sizeLimit) readPayload(from string, r io.Reader) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// checkMessage rejects m when the daemon would: when its size with the
-// topic prefix, as [message.Message.Size] counts it, is over
-// publish.max_message_bytes, or when its .msg file of fileSize bytes is
-// over that plus the header allowance.
-// NOTE: a topic that the daemon takes from a route or from
-// publish.default_topic is not counted, so such a message within that
-// topic's length of the limit is still rejected later, into failed/.
-func (l sizeLimit) checkMessage(m message.Message, fileSize int) error {
-	size := m.Size() + len(l.topicPrefix)
-	if size > l.maxMessageBytes {
-		return fmt.Errorf("message is %d bytes with its topic and properties, over %s: %s",
-			size, l.describe(), l.fix())
+// checkMessage rejects m, to be dropped into new/ as name, when the
+// daemon would. That is when its size, as [message.Message.Size] counts
+// it with the topic the daemon gives it, is over
+// publish.max_message_bytes. It is also when its .msg file of fileSize
+// bytes is over that plus the header allowance.
+// NOTE: without a configuration, as with --spool-dir alone, the routes,
+// publish.default_topic and publish.topic_prefix are unknown and not
+// counted, so a message near the limit may still go to failed/.
+func (l sizeLimit) checkMessage(m message.Message, name string, fileSize int) error {
+	m.Topic = l.topicPrefix + l.topicOf(m, name)
+	if size := m.Size(); size > l.maxMessageBytes {
+		return fmt.Errorf("message is %d bytes with its topic %q and properties, over %s: %s",
+			size, m.Topic, l.describe(), l.fix())
 	}
 	if fileLimit := l.maxMessageBytes + msgHeaderAllowance; fileSize > fileLimit {
 		return fmt.Errorf(".msg file would be %d bytes, over %s plus %d bytes for headers: "+

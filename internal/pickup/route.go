@@ -66,6 +66,19 @@ func (p *Pickup) matchRoute(rel string) *route {
 	return nil
 }
 
+// MatchRoute returns the first of routes that applies to the file at rel,
+// its slash-separated path under new/, as the pickup chooses it. A route
+// with an invalid glob matches nothing.
+func MatchRoute(routes []Route, rel string) (Route, bool) {
+	parts := strings.Split(rel, "/")
+	for _, r := range routes {
+		if matchSegments(strings.Split(r.Match, "/"), parts) {
+			return r, true
+		}
+	}
+	return Route{}, false
+}
+
 // matchSegments matches path segments against glob segments, where "**"
 // matches zero or more segments.
 func matchSegments(glob, parts []string) bool {

@@ -146,3 +146,24 @@ func TestMessageID_Stable(t *testing.T) {
 		t.Error("another file has the same id")
 	}
 }
+
+func TestMatchRoute_FirstMatchWins(t *testing.T) {
+	routes := []Route{{Match: "a/[", Topic: "bad"}, {Match: "site1/**", Topic: "one"}, {Match: "**", Topic: "all"}}
+	tests := []struct {
+		rel, want string
+	}{
+		{"site1/x/f.json", "one"},
+		{"site1", "one"},
+		{"f.msg", "all"},
+		{"a/[", "all"},
+	}
+	for _, tt := range tests {
+		r, ok := MatchRoute(routes, tt.rel)
+		if !ok || r.Topic != tt.want {
+			t.Errorf("MatchRoute(%q) = %q, %v; want %q", tt.rel, r.Topic, ok, tt.want)
+		}
+	}
+	if r, ok := MatchRoute(routes[:2], "other/f"); ok {
+		t.Errorf("MatchRoute(other/f) = %q, want no route", r.Topic)
+	}
+}
