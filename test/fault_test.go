@@ -343,6 +343,10 @@ func TestFault_SessionLostRepublishes(t *testing.T) {
 		return sub.Count() >= resubscribed+len(qos1)
 	})
 	republished := map[string]bool{}
+	// A QoS 2 message published again starts a new flow, whose PUBREL is
+	// expected; a PUBREL for an identifier not published on the same
+	// connection refers to a flow the broker forgot.
+	published := map[[2]int]bool{}
 	for _, pk := range proxy.Packets() {
 		if pk.Conn < 2 || pk.Dropped {
 			continue
@@ -350,7 +354,7 @@ func TestFault_SessionLostRepublishes(t *testing.T) {
 		switch {
 		case pk.Type == packets.CONNACK && pk.SessionPresent:
 			t.Errorf("connection %d: session present 1 after the broker lost its sessions", pk.Conn)
-		case pk.Type == packets.PUBREL && pk.Dir == harness.ToBroker:
+		case pk.Type == packets.PUBREL && pk.Dir == harness.ToBroker && !published[[2]int{pk.Conn, int(pk.PacketID)}]:
 			t.Errorf("connection %d: PUBREL %d for a flow the broker does not know", pk.Conn, pk.PacketID)
 		case pk.Type == packets.PUBCOMP && pk.ReasonCode == 0x92:
 			t.Errorf("connection %d: PUBCOMP 0x92 packet identifier not found", pk.Conn)
@@ -359,6 +363,7 @@ func TestFault_SessionLostRepublishes(t *testing.T) {
 				t.Errorf("connection %d: republish of %q has DUP set, want a new message", pk.Conn, pk.Payload)
 			}
 			republished[string(pk.Payload)] = true
+			published[[2]int{pk.Conn, int(pk.PacketID)}] = true
 		}
 	}
 	for _, p := range qos1 {
@@ -366,6 +371,52 @@ func TestFault_SessionLostRepublishes(t *testing.T) {
 			t.Errorf("unacknowledged QoS 1 message %q was not published again", p)
 		}
 	}
+}
+
+// TestFault_SessionLostPastPubrec loses the broker's session after
+// PUBREC and before PUBREL. mosquitto forwards a QoS 2 message only on
+// PUBREL, so it never forwarded these: the daemon must publish them again,
+// or they are lost.
+func TestFault_SessionLostPastPubrec(t *testing.T) {
+	broker := harness.StartBroker(t, "")
+	proxy := harness.StartProxy(t, broker.Addr())
+	sub := harness.Subscribe(t, broker.Addr(), "rel/#", 2)
+	d := harness.NewDaemon(t, proxy.URL(), "")
+	d.DumpOnFailure()
+	d.Start()
+	harness.WaitFor(t, 10*time.Second, "first connection", func() bool { return proxy.Accepted() == 1 })
+
+	const total = 10
+	proxy.SetDrop(func(p harness.Packet) bool { return p.Dir == harness.ToBroker && p.Type == packets.PUBREL })
+	for i := range total {
+		d.Drop(fmt.Sprintf("m-%03d.msg", i), []byte(fmt.Sprintf("Topic: rel/t\nQoS: 2\n\nseq-%06d", i)))
+	}
+	harness.WaitFor(t, 10*time.Second, "a PUBREC for each message", func() bool {
+		n := 0
+		for _, pk := range proxy.Packets() {
+			if pk.Type == packets.PUBREC && pk.Dir == harness.ToClient {
+				n++
+			}
+		}
+		return n >= total
+	})
+	time.Sleep(300 * time.Millisecond)
+	if n := sub.Count(); n != 0 {
+		t.Fatalf("subscriber has %d messages before any PUBREL, want 0: the broker forwards on PUBREL", n)
+	}
+
+	// The broker loses every session. The proxy holds the daemon off until
+	// the subscriber has subscribed again, so republished messages reach it.
+	proxy.SetMode(harness.Blackhole)
+	broker.Kill()
+	broker.Start()
+	proxy.SetDrop(nil)
+	harness.WaitFor(t, 10*time.Second, "subscriber back", func() bool { return sub.Connections() >= 2 })
+	time.Sleep(300 * time.Millisecond)
+	proxy.SetMode(harness.Pass)
+	proxy.Reset()
+
+	waitAllInOrder(t, sub, total, 30*time.Second)
 }
 
 // TestFault_ReceiveMaximumReadEachConnect sets mosquitto's Receive

@@ -38,7 +38,8 @@ func (l *Loop) onPuback(p *ackPacket) {
 }
 
 // onPubrec moves a QoS 2 flow to StagePubrel and writes PUBREL once that
-// is durable. The message counts as delivered from here: it left the spool.
+// is durable. The message counts as delivered from here, but it stays in
+// the spool until PUBCOMP, in case the broker loses the session first.
 func (l *Loop) onPubrec(p *ackPacket) {
 	f, ok := l.st.Flow(p.PacketID)
 	switch {

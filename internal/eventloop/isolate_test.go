@@ -27,9 +27,12 @@ func TestIsolation_MessageThatEndsConnectionsFails(t *testing.T) {
 		{"not authorized qos 2", 0x87, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := newFakeBroker(t, brokerScript{endOn: func(p *packets.Publish) (byte, bool) {
-				return tc.code, string(p.Payload) == "poison"
-			}})
+			b := newFakeBroker(t, brokerScript{
+				endOn: func(p *packets.Publish) (byte, bool) {
+					return tc.code, string(p.Payload) == "poison"
+				},
+				sessionPresent: func(conn int) bool { return conn > 0 },
+			})
 			src := newMemSource()
 			var batch []message.Message
 			for i := range 20 {

@@ -99,14 +99,13 @@ func (l *Loop) loseSession() {
 	l.record(state.Change{Kind: state.ChangeSessionLost})
 }
 
-// replayOpenFlows queues the messages of flows still at StagePublish for a
-// new publish, in spool order with the earlier replays. Flows at
-// StagePubrel need nothing: their message already left the spool.
+// replayOpenFlows queues the message of every open flow for a new
+// publish, in spool order with the earlier replays. That includes flows
+// at StagePubrel: a broker that forwards a QoS 2 message only on PUBREL,
+// as mosquitto does, lost the message with the session.
 func (l *Loop) replayOpenFlows() {
 	for _, f := range l.st.Outgoing {
-		if f.Stage == state.StagePublish {
-			l.queueReplay(f.Seq)
-		}
+		l.queueReplay(f.Seq)
 	}
 	l.flights.clear()
 	clear(l.incomingWaiting)

@@ -156,9 +156,9 @@ func (j *journalTx) apply(c state.Change) error {
 		return j.sent(c)
 	case state.ChangePubrec:
 		return j.pubrec(c)
-	case state.ChangeAcked:
+	case state.ChangeAcked, state.ChangeCompleted:
 		return j.endFlow(c, true)
-	case state.ChangeCompleted, state.ChangeReleased:
+	case state.ChangeReleased:
 		return j.endFlow(c, false)
 	case state.ChangeDelivered:
 		return j.deleteMessage(c.Seq)
@@ -206,9 +206,12 @@ func (j *journalTx) sent(c state.Change) error {
 	return nil
 }
 
-// pubrec deletes the message and moves its flow to the PUBREL stage. A
-// missing flow record is rebuilt from the change, because the message must
-// leave the spool either way and the PUBREL must still be resent.
+// pubrec moves a flow to the PUBREL stage. The message stays in the spool
+// until PUBCOMP: a broker that forwards a QoS 2 message only on PUBREL,
+// as mosquitto does, loses it with the session until then, and the
+// message is published again if that happens. A missing flow record is
+// rebuilt from the change, so that the PUBREL is still resent and PUBCOMP
+// deletes the message.
 func (j *journalTx) pubrec(c state.Change) error {
 	f, ok := j.flow(c.PacketID)
 	if !ok {
@@ -216,14 +219,11 @@ func (j *journalTx) pubrec(c state.Change) error {
 			"packet_id", c.PacketID, "seq", c.Seq)
 		f = state.Flow{PacketID: c.PacketID, Seq: c.Seq, QoS: 2, Order: c.Order}
 	}
-	if err := j.deleteMessage(flowSeq(c, f)); err != nil {
-		return err
-	}
 	f.Stage = state.StagePubrel
 	return j.putFlow(f)
 }
 
-// endFlow deletes the flow and, for PUBACK, its message.
+// endFlow deletes the flow and, for PUBACK and PUBCOMP, its message.
 func (j *journalTx) endFlow(c state.Change, deleteMessage bool) error {
 	f, ok, err := j.takeFlow(c.PacketID)
 	if err != nil {

@@ -60,15 +60,23 @@ func TestCommitChangeKinds(t *testing.T) {
 			wantPresent: []uint64{2, 3},
 		},
 		{
-			name:        "pubrec deletes message and moves flow",
+			name:        "pubrec keeps message and moves flow",
 			changes:     []state.Change{sent(1, 2, 2), {Kind: state.ChangePubrec, PacketID: 1, Seq: 2}},
-			wantPresent: []uint64{1, 3},
+			wantPresent: []uint64{1, 2, 3},
 			wantFlows:   []state.Flow{{PacketID: 1, Seq: 2, QoS: 2, Stage: state.StagePubrel, Order: 2}},
 		},
 		{
-			name: "completed deletes flow",
+			name: "completed deletes flow and message",
 			changes: []state.Change{sent(1, 2, 2), {Kind: state.ChangePubrec, PacketID: 1, Seq: 2},
 				{Kind: state.ChangeCompleted, PacketID: 1}},
+			wantPresent: []uint64{1, 3},
+		},
+		{
+			// A database written by a version that deleted the message at
+			// PUBREC has flows at StagePubrel without their message.
+			name: "completed without message",
+			changes: []state.Change{sent(1, 2, 2), {Kind: state.ChangePubrec, PacketID: 1, Seq: 2},
+				{Kind: state.ChangeDelivered, Seq: 2}, {Kind: state.ChangeCompleted, PacketID: 1}},
 			wantPresent: []uint64{1, 3},
 		},
 		{
@@ -141,7 +149,9 @@ func TestCommitFailedKeepsMessageOnQuarantineError(t *testing.T) {
 	equal(t, "flows", len(mustLoadState(t, s).Outgoing), 0)
 }
 
-func TestPubrecIsOneTransaction(t *testing.T) {
+// After PUBREC the message stays stored, so that it can be published
+// again if the broker loses the session before it forwards the message.
+func TestPubrecKeepsMessage(t *testing.T) {
 	opts := testOptions(t)
 	s, err := Open(opts)
 	if err != nil {
@@ -151,8 +161,7 @@ func TestPubrecIsOneTransaction(t *testing.T) {
 	mustCommit(t, s, sent(3, 1, 2))
 
 	// Read the file with bbolt directly, so the test reads only what was
-	// committed. TestPubrecRollsBackWithBatch shows both halves fail
-	// together.
+	// committed.
 	mustCommit(t, s, state.Change{Kind: state.ChangePubrec, PacketID: 3, Seq: 1})
 	s.Close()
 
@@ -162,8 +171,8 @@ func TestPubrecIsOneTransaction(t *testing.T) {
 	}
 	defer db.Close()
 	err = db.View(func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketMessages).Get(seqKey(1)) != nil {
-			t.Error("message still stored after PUBREC")
+		if tx.Bucket(bucketMessages).Get(seqKey(1)) == nil {
+			t.Error("message deleted at PUBREC, want it kept until PUBCOMP")
 		}
 		var f state.Flow
 		if err := f.UnmarshalBinary(tx.Bucket(bucketFlows).Get(packetKey(3))); err != nil {

@@ -17,14 +17,15 @@ const (
 	// ChangeSent: a QoS 1 or QoS 2 message got PacketID. Durable before
 	// the PUBLISH is written.
 	ChangeSent
-	// ChangePubrec: PUBREC arrived for a QoS 2 flow. In one transaction
-	// the message leaves the spool and the flow moves to StagePubrel.
+	// ChangePubrec: PUBREC arrived for a QoS 2 flow. The flow moves to
+	// StagePubrel, and the message stays in the spool until PUBCOMP.
 	// Durable before the PUBREL is written.
 	ChangePubrec
 	// ChangeAcked: PUBACK with a success code. The message leaves the
 	// spool and the flow ends.
 	ChangeAcked
-	// ChangeCompleted: PUBCOMP arrived. The flow ends.
+	// ChangeCompleted: PUBCOMP arrived. The message leaves the spool and
+	// the flow ends.
 	ChangeCompleted
 	// ChangeDelivered: a QoS 0 message was written to the socket. The
 	// message leaves the spool.

@@ -21,8 +21,8 @@ const (
 	// StagePublish means PUBLISH was sent and PUBACK (QoS 1) or PUBREC
 	// (QoS 2) is awaited. A resend repeats the PUBLISH with DUP set.
 	StagePublish Stage = 1
-	// StagePubrel means PUBREC arrived, the message left the spool and
-	// PUBCOMP is awaited. A resend repeats the PUBREL.
+	// StagePubrel means PUBREC arrived and PUBCOMP is awaited. The message
+	// stays in the spool until PUBCOMP. A resend repeats the PUBREL.
 	StagePubrel Stage = 2
 )
 
