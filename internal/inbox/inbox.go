@@ -29,8 +29,8 @@ type Options struct {
 	// QueueSize bounds the QoS 0 messages waiting for the worker;
 	// default 256. QoS 1 and 2 messages are always queued, see Enqueue.
 	QueueSize int
-	// PollInterval is how often new/ is counted again, so that files a
-	// consumer removed make room; default 1s.
+	// PollInterval is how often new/ is checked for changes, so that
+	// files a consumer removed make room; default 1s.
 	PollInterval time.Duration
 	Logger       *slog.Logger
 }
@@ -103,6 +103,11 @@ type Inbox struct {
 	errKind     string // innermost(err) of the error last logged
 	countFailed bool   // the last count of new/ failed
 	ready       bool   // tmp/ was cleaned and new/ counted at least once
+	// countedDir is new/ as the last full count found it, or nil when the
+	// next recount must read new/ in full; see count.
+	countedDir os.FileInfo
+	countedAt  time.Time // when the last full count started
+	fullCounts int       // full counts of new/ since Open, for tests
 	// flows maps the flow key of each QoS 2 file that an earlier process
 	// left in new/ to its name, so a redelivery after a crash finds its
 	// file without reading new/. Files this process writes are never in
@@ -462,7 +467,7 @@ func (in *Inbox) skip(d Delivery) {
 	}
 }
 
-// waitForRoom counts new/ every poll interval until the backlog is below
+// waitForRoom checks new/ every poll interval until the backlog is below
 // the limits. It reports false when ctx ended first.
 func (in *Inbox) waitForRoom(ctx context.Context) bool {
 	if in.stoppedWaiting() {
@@ -488,7 +493,7 @@ func (in *Inbox) atLimit() bool {
 }
 
 // recount creates the directories again if they went missing, counts
-// new/ and publishes the backlog. The first time it succeeds it also
+// new/ when it changed and publishes the backlog. The first time it succeeds it also
 // removes what a crash left in tmp/.
 func (in *Inbox) recount() {
 	err := in.makeDirs()
@@ -502,6 +507,7 @@ func (in *Inbox) recount() {
 		in.ready = true
 	}
 	if err != nil {
+		in.countedDir = nil
 		in.countFailed = true
 		in.publishBacklog()
 		in.failed(err, false)
@@ -510,10 +516,60 @@ func (in *Inbox) recount() {
 	in.recovered(false)
 }
 
+// mtimeSlack is how recent a modification time of new/ must be for the
+// next recount to read new/ in full anyway, because a change right after
+// a count can get the same timestamp as the one before it. ext4 and
+// tmpfs take timestamps from the kernel's coarse clock, which advances
+// once per timer tick (1 to 10 ms). ext3 with 128-byte inodes stores
+// whole seconds, and FAT even seconds.
+const mtimeSlack = 2 * time.Second
+
+// maxCountAge is the longest time the backlog goes without a full count,
+// in case new/ changed without its modification time changing.
+const maxCountAge = time.Minute
+
 // count sets the backlog from the regular files in new/. Names starting
-// with a dot are not messages.
+// with a dot are not messages. Reading new/ costs a stat per file, so it
+// is skipped while new/ is the same directory with the same modification
+// time as at the last full count: adding, removing or renaming a file
+// changes it. A file changed in place is measured again at the next
+// full count.
 func (in *Inbox) count() error {
-	entries, err := os.ReadDir(filepath.Join(in.opts.Dir, "new"))
+	dir := filepath.Join(in.opts.Dir, "new")
+	started := time.Now()
+	info, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("read inbox %s: %w", in.opts.Dir, err)
+	}
+	if in.unchanged(info, started) {
+		return nil
+	}
+	if err := in.countAll(dir); err != nil {
+		return err
+	}
+
+	// Trust the timestamp only once it is older than any change that
+	// could still share it.
+	in.countedDir = nil
+	if info.ModTime().Before(started.Add(-mtimeSlack)) {
+		in.countedDir, in.countedAt = info, started
+	}
+	return nil
+}
+
+// unchanged reports whether new/ has the directory and modification time
+// of the last full count, and that count is recent enough to keep.
+func (in *Inbox) unchanged(info os.FileInfo, now time.Time) bool {
+	last := in.countedDir
+	return last != nil && os.SameFile(last, info) && last.ModTime().Equal(info.ModTime()) &&
+		now.Sub(in.countedAt) < maxCountAge
+}
+
+// countAll reads every entry of dir, the inbox's new/, and sets the
+// backlog from them.
+func (in *Inbox) countAll(dir string) error {
+	in.fullCounts++
+	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return fmt.Errorf("read inbox %s: %w", in.opts.Dir, err)
 	}

@@ -582,3 +582,87 @@ func TestInbox_BacklogStaleWhileUncountable(t *testing.T) {
 		t.Errorf("backlog %d files after new/ was emptied, want 0", st.BacklogFiles)
 	}
 }
+
+// addFiles creates n message files in the inbox's new/, as a backlog.
+func addFiles(t *testing.T, in *Inbox, n int) {
+	t.Helper()
+	for i := range n {
+		name := filepath.Join(in.Dir(), "new", fmt.Sprintf("m%03d.msg", i))
+		if err := os.WriteFile(name, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// setModTime sets the modification time of the inbox's new/.
+func setModTime(t *testing.T, in *Inbox, mtime time.Time) {
+	t.Helper()
+	if err := os.Chtimes(filepath.Join(in.Dir(), "new"), mtime, mtime); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An idle inbox reads new/ in full only when new/ changed, because each
+// full count costs a stat per file.
+func TestInbox_Recount_SkipsUnchangedDir(t *testing.T) {
+	in := openTest(t, Options{})
+	addFiles(t, in, 3)
+	setModTime(t, in, time.Now().Add(-time.Minute))
+	in.recount()
+	if in.files != 3 {
+		t.Fatalf("backlog %d files, want 3", in.files)
+	}
+
+	before := in.fullCounts
+	for range 5 {
+		in.recount()
+	}
+	if n := in.fullCounts - before; n != 0 {
+		t.Errorf("%d full counts of an unchanged new/, want 0", n)
+	}
+
+	// A consumer takes a file: the next recount counts new/ again.
+	if err := os.Remove(filepath.Join(in.Dir(), "new", "m000.msg")); err != nil {
+		t.Fatal(err)
+	}
+	in.recount()
+	if in.files != 2 {
+		t.Errorf("backlog %d files after a removal, want 2", in.files)
+	}
+	if n := in.fullCounts - before; n != 1 {
+		t.Errorf("%d full counts after a removal, want 1", n)
+	}
+}
+
+// A change within the timestamp tick of the last count leaves the
+// modification time of new/ as it was, so a recent one is not trusted.
+func TestInbox_Recount_RecentModTimeCountsAgain(t *testing.T) {
+	in := openTest(t, Options{})
+	addFiles(t, in, 3)
+	mtime := time.Now()
+	setModTime(t, in, mtime)
+	in.recount()
+
+	if err := os.Remove(filepath.Join(in.Dir(), "new", "m000.msg")); err != nil {
+		t.Fatal(err)
+	}
+	setModTime(t, in, mtime)
+	in.recount()
+	if in.files != 2 {
+		t.Errorf("backlog %d files after a removal in the same tick, want 2", in.files)
+	}
+}
+
+// However old the modification time, the backlog is counted in full
+// again after maxCountAge.
+func TestInbox_Recount_FullAfterMaxCountAge(t *testing.T) {
+	in := openTest(t, Options{})
+	setModTime(t, in, time.Now().Add(-time.Minute))
+	in.recount()
+	before := in.fullCounts
+	in.countedAt = in.countedAt.Add(-maxCountAge)
+	in.recount()
+	if n := in.fullCounts - before; n != 1 {
+		t.Errorf("%d full counts after maxCountAge, want 1", n)
+	}
+}
