@@ -2,6 +2,8 @@ package config
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -159,5 +161,52 @@ func TestLoad_NestedInboxes(t *testing.T) {
 	text := minimal + "subscriptions:\n  - {filter: a/#, dir: /tmp/inbox}\n  - {filter: b/#, dir: /tmp/inbox2}\n"
 	if _, err := Load(LoadOptions{File: writeFile(t, text), LookupEnv: noEnv}); err != nil {
 		t.Errorf("sibling inboxes /tmp/inbox and /tmp/inbox2: %v", err)
+	}
+}
+
+// A symbolic link can lead an inbox into spool.dir, or spool.dir into an
+// inbox, under a path that does not start with the other.
+func TestLoad_InboxInSpoolThroughLink(t *testing.T) {
+	root, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	spool := filepath.Join(root, "spool")
+	if err := os.MkdirAll(filepath.Join(spool, "new", "loop"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	inbox := filepath.Join(root, "inbox")
+	if err := os.Mkdir(inbox, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []struct{ link, target string }{
+		{"to-loop", filepath.Join(spool, "new", "loop")},
+		{"to-new", filepath.Join(spool, "new")},
+		{"to-inbox", inbox},
+	} {
+		if err := os.Symlink(l.target, filepath.Join(root, l.link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	cases := []struct {
+		name, spool, inbox, want string
+	}{
+		{"inbox is a link", spool, filepath.Join(root, "to-loop"),
+			"is inside spool.dir " + spool + " (through a symbolic link to " + filepath.Join(spool, "new", "loop") + ")"},
+		{"parent is a link", spool, filepath.Join(root, "to-new", "later"), "is inside spool.dir " + spool},
+		{"spool behind a link", filepath.Join(root, "to-inbox", "spool"), inbox, "spool.dir: "},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			text := minimal + "spool:\n  dir: " + tc.spool + "\nsubscriptions:\n  - {filter: a/#, dir: '" + tc.inbox + "'}\n"
+			_, err := Load(LoadOptions{File: writeFile(t, text), LookupEnv: noEnv})
+			if err == nil {
+				t.Fatal("Load succeeded, want an error")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not contain %q", err, tc.want)
+			}
+		})
 	}
 }

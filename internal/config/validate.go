@@ -423,13 +423,46 @@ func (c *Config) validateInboxLocation(v *validator, key, dir string) {
 	if spool == "" {
 		return
 	}
-	if sameOrWithin(dir, spool) {
-		v.addf("%s.dir: %q is inside spool.dir %s: mqspool would publish the messages it receives again, "+
-			"in an endless loop: use a directory outside spool.dir", key, dir, spool)
-	} else if within(spool, dir) {
-		v.addf("spool.dir: %q is inside %s.dir %s, so the inbox's consumer and limits would see spool files: "+
-			"keep the spool directory outside every inbox", spool, key, dir)
+	// Compare the paths as written and with their symbolic links resolved,
+	// since a link makes two different strings name one directory.
+	realDir, realSpool := resolved(dir), resolved(spool)
+	if sameOrWithin(dir, spool) || sameOrWithin(realDir, realSpool) {
+		v.addf("%s.dir: %q is inside spool.dir %s%s: mqspool would publish the messages it receives again, "+
+			"in an endless loop: use a directory outside spool.dir", key, dir, spool, linkNote(dir, realDir))
+	} else if within(spool, dir) || within(realSpool, realDir) {
+		v.addf("spool.dir: %q is inside %s.dir %s%s, so the inbox's consumer and limits would see spool files: "+
+			"keep the spool directory outside every inbox", spool, key, dir, linkNote(spool, realSpool))
 	}
+}
+
+// resolved returns the absolute form of path with the symbolic links in
+// its longest existing prefix resolved. The parts that do not exist yet
+// are appended as written.
+func resolved(path string) string {
+	p, err := filepath.Abs(path)
+	if err != nil {
+		return path
+	}
+	missing := ""
+	for {
+		if target, err := filepath.EvalSymlinks(p); err == nil {
+			return filepath.Join(target, missing)
+		}
+		parent := filepath.Dir(p)
+		if parent == p {
+			return path
+		}
+		missing = filepath.Join(filepath.Base(p), missing)
+		p = parent
+	}
+}
+
+// linkNote names the target of path when a symbolic link leads there.
+func linkNote(path, target string) string {
+	if abs, err := filepath.Abs(path); err == nil && abs == target {
+		return ""
+	}
+	return fmt.Sprintf(" (through a symbolic link to %s)", target)
 }
 
 // quoteShort quotes s, cut to its first 64 characters when longer, so a
