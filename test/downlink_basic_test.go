@@ -104,7 +104,7 @@ func TestDownlink_QoSAndProperties(t *testing.T) {
 		}
 	}
 	text, _ := d.Ctl("status")
-	if !strings.Contains(text, "cmd/# -> "+cmdDir+": ok") || !strings.Contains(text, "received 4 (0 repeated), backlog 4 files") {
+	if !strings.Contains(text, "cmd/# -> "+cmdDir+": ok") || !strings.Contains(text, "received 4 (0 with DUP set), backlog 4 files") {
 		t.Errorf("status text lacks the cmd/# subscription:\n%s", text)
 	}
 }

@@ -180,7 +180,7 @@ func printSubscription(row func(name, format string, args ...any), s control.Sub
 	if s.BacklogStale {
 		backlog = "unknown, new/ cannot be counted (last count " + backlog + ")"
 	}
-	row("  inbox", "received %d (%d repeated), backlog %s, qos 0 dropped %d, failed %d, skipped %d",
+	row("  inbox", "received %d (%d with DUP set), backlog %s, qos 0 dropped %d, failed %d, skipped %d",
 		s.Received, s.Duplicates, backlog, s.Dropped, s.Failed, s.Skipped)
 }
 

@@ -3,9 +3,13 @@ package control
 // SubscriptionStatus is the state of one downlink subscription and its
 // inbox.
 type SubscriptionStatus struct {
-	Filter       string `json:"filter"`
-	Dir          string `json:"dir"`
-	Received     uint64 `json:"received"`
+	Filter   string `json:"filter"`
+	Dir      string `json:"dir"`
+	Received uint64 `json:"received"`
+	// Duplicates counts the messages of Received whose PUBLISH had the
+	// DUP flag set. It is not a count of messages stored twice, because
+	// the broker also sets DUP on a message that mqspool dropped unstored
+	// or whose earlier send was lost with its connection.
 	Duplicates   uint64 `json:"duplicates"`
 	Dropped      uint64 `json:"dropped_qos0"`
 	Failed       uint64 `json:"failed"`

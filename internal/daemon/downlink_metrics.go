@@ -18,9 +18,10 @@ func newDownlinkCollector(dl *downlink) *downlinkCollector {
 		return prometheus.NewDesc("mqspool_downlink_"+name, help, []string{"filter"}, nil)
 	}
 	return &downlinkCollector{
-		dl:           dl,
-		received:     desc("received_total", "Received messages written into the subscription's inbox."),
-		duplicates:   desc("duplicates_total", "Written messages the broker sent again (Dup set)."),
+		dl:       dl,
+		received: desc("received_total", "Received messages written into the subscription's inbox."),
+		duplicates: desc("duplicates_total", "Received messages written with the DUP flag set, which the broker sets "+
+			"on a PUBLISH it sent before. Not a count of messages stored twice."),
 		dropped:      desc("dropped_total", "QoS 0 messages dropped because the inbox was full."),
 		failed:       desc("failed_total", "Messages a .msg file cannot hold, moved to the inbox's failed/."),
 		backlogFiles: desc("backlog_files", "Files waiting in the inbox's new/ at the last count."),

@@ -59,7 +59,7 @@ type Delivery struct {
 // Stats is a snapshot of an inbox for status output and metrics.
 type Stats struct {
 	Received     uint64 // messages written into new/
-	Duplicates   uint64 // of those, redeliveries (Dup set)
+	Duplicates   uint64 // of those, with the DUP flag set, which does not mean stored twice
 	Replaced     uint64 // QoS 2 redeliveries that replaced their own file
 	Dropped      uint64 // QoS 0 messages dropped: the inbox or its queue was full
 	Failed       uint64 // messages a .msg file cannot hold, moved to failed/
