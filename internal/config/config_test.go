@@ -472,3 +472,72 @@ func TestMaxSocketPathLength(t *testing.T) {
 		}
 	}
 }
+
+// An empty variable counts as unset, because systemd sets one to "" for
+// a line such as Environment=MQSPOOL_BROKER_URLS=.
+func TestLoad_EmptyEnvKeepsFile(t *testing.T) {
+	env := envOf(map[string]string{"MQSPOOL_BROKER_URLS": "", "MQSPOOL_BROKER_KEEP_ALIVE": ""})
+	l, err := Load(LoadOptions{File: writeFile(t, minimal+"  keep_alive: 9s\n"), LookupEnv: env})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := l.Config.Broker.URLs; len(got) != 1 || got[0] != "mqtt://127.0.0.1:1883" {
+		t.Errorf("urls = %v, want the file's", got)
+	}
+	if got := l.Config.Broker.KeepAlive; got != 9*time.Second {
+		t.Errorf("keep alive = %s, want the file's 9s", got)
+	}
+	if got := l.Sources["broker.urls"]; got != SourceFile {
+		t.Errorf("urls source = %s, want file", got)
+	}
+}
+
+// A bad value from the environment names the variable as well as the key.
+func TestLoad_BadEnvValueNamesVariable(t *testing.T) {
+	cases := map[string]string{
+		"MQSPOOL_BROKER_KEEP_ALIVE": "abc", // fails to decode
+		"MQSPOOL_PUBLISH_QOS":       "3",   // fails validation
+	}
+	for name, value := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := Load(LoadOptions{File: writeFile(t, minimal), LookupEnv: envOf(map[string]string{name: value})})
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Load error %v, want ErrInvalid", err)
+			}
+			if want := "environment variable " + name; !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not contain %q", err, want)
+			}
+		})
+	}
+
+	// A flag overrides the variable, so its value is not the variable's.
+	opts := flagOptions(t, "publish.qos", "3")
+	opts.LookupEnv = envOf(map[string]string{"MQSPOOL_PUBLISH_QOS": "1"})
+	_, err := Load(opts)
+	if err == nil || strings.Contains(err.Error(), "MQSPOOL_PUBLISH_QOS") {
+		t.Errorf("error %v names the variable, want only the key", err)
+	}
+}
+
+// Without --config and without the default file, a validation error
+// says that no file was found there.
+func TestLoad_NoDefaultFileNamed(t *testing.T) {
+	if _, err := os.Stat(DefaultFile); err == nil {
+		t.Skipf("%s exists on this machine", DefaultFile)
+	}
+	_, err := Load(LoadOptions{LookupEnv: noEnv})
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Load error %v, want ErrInvalid", err)
+	}
+	for _, want := range []string{"broker.urls: missing", "no config file was found at " + DefaultFile} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not contain %q", err, want)
+		}
+	}
+
+	// With the broker set in the environment, no file is needed.
+	env := envOf(map[string]string{"MQSPOOL_BROKER_URLS": "mqtt://127.0.0.1:1883"})
+	if _, err := Load(LoadOptions{LookupEnv: env}); err != nil {
+		t.Errorf("Load from the environment only: %v", err)
+	}
+}

@@ -112,3 +112,15 @@ func (opts LoadOptions) environ() []string {
 	}
 	return nil
 }
+
+// nameEnv adds the environment variable to each problem of a key that
+// was set from the environment, so that the user does not look for the
+// value in the file.
+func (v *validator) nameEnv(env map[string]bool) {
+	for i, p := range v.problems {
+		key, _, ok := strings.Cut(p, ": ")
+		if ok && env[listKey(key)] {
+			v.problems[i] = fmt.Sprintf("%s (the value is from the environment variable %s)", p, EnvName(listKey(key)))
+		}
+	}
+}

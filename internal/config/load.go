@@ -101,7 +101,11 @@ func Load(opts LoadOptions) (*Loaded, error) {
 	if pw, ok := lookup(PasswordEnv); ok {
 		cfg.Broker.Password = pw
 	}
-	if err := cfg.validate(opts.Offline, opts.CheckFiles, failed...); err != nil {
+	if err := cfg.validate(opts.Offline, opts.CheckFiles, fromEnv(env, flags), failed...); err != nil {
+		if file == "" {
+			err = fmt.Errorf("%w\n  no config file was found at %s: give the file with --config, "+
+				"or install it there", err, DefaultFile)
+		}
 		return nil, withWarnings(err, warnings)
 	}
 
@@ -137,13 +141,15 @@ func readFile(v *viper.Viper, file string) (string, error) {
 }
 
 // bindEnv maps each MQSPOOL_ variable onto its key and returns the keys
-// set from the environment.
+// set from the environment. A variable set to the empty string counts as
+// unset, so the file's value stays, because systemd sets a variable to ""
+// for a line such as Environment=MQSPOOL_BROKER_URLS= in a drop-in.
 func bindEnv(v *viper.Viper, lookup func(string) (string, bool)) map[string]bool {
 	set := map[string]bool{}
 	for key := range defaults {
 		name := EnvName(key)
 		value, ok := lookup(name)
-		if !ok {
+		if !ok || value == "" {
 			continue
 		}
 		if _, isList := defaults[key].([]string); isList {
@@ -154,6 +160,18 @@ func bindEnv(v *viper.Viper, lookup func(string) (string, bool)) map[string]bool
 		set[key] = true
 	}
 	return set
+}
+
+// fromEnv returns the keys whose value came from the environment: those in
+// env that no flag overrides.
+func fromEnv(env, flags map[string]bool) map[string]bool {
+	keys := map[string]bool{}
+	for key := range env {
+		if !flags[key] {
+			keys[key] = true
+		}
+	}
+	return keys
 }
 
 // EnvName returns the environment variable for a key.

@@ -25,13 +25,14 @@ const MaxClientIDLength = 23
 
 // Validate checks every key and returns all problems at once, each naming
 // the key, the value and the fix. The error wraps ErrInvalid.
-func (c *Config) Validate() error { return c.validate(false, false) }
+func (c *Config) Validate() error { return c.validate(false, false, nil) }
 
 // validate checks every key. offline accepts a missing broker.urls, and
 // files adds the problems of the files the keys name. The problems of
 // keys that failed to decode come first, and the keys they name are not
-// checked again, since they hold zero values.
-func (c *Config) validate(offline, files bool, failed ...decodeProblem) error {
+// checked again, since they hold zero values. env holds the keys set
+// from the environment, whose problems name the variable.
+func (c *Config) validate(offline, files bool, env map[string]bool, failed ...decodeProblem) error {
 	var v validator
 	c.validateBroker(&v, offline)
 	c.validateReconnect(&v)
@@ -44,6 +45,7 @@ func (c *Config) validate(offline, files bool, failed ...decodeProblem) error {
 		v.problems = append(v.problems, c.FileProblems()...)
 	}
 	v.dropFailed(failed)
+	v.nameEnv(env)
 	return v.err()
 }
 
