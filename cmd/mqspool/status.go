@@ -136,7 +136,7 @@ func printStatus(w io.Writer, s *control.Status) {
 	row("throttle", "%s", s.Throttle)
 	row("disk pressure", "%t", s.DiskPressure)
 	row("spool full", "%t", s.SpoolFull)
-	row("failed/", "%d files, %s", s.FailedFiles, humanBytes(s.FailedBytes))
+	row("failed/", "%d files, %s (any cause, kept until removed)", s.FailedFiles, humanBytes(s.FailedBytes))
 	if s.FailedError != "" {
 		row("failed/ error", "%s", s.FailedError)
 	}
@@ -151,7 +151,8 @@ func printStatus(w io.Writer, s *control.Status) {
 		row("tmp/", "%d files older than a day: a producer may have died before renaming them into new/", s.StaleTmpFiles)
 	}
 	row("time to drain", "%s", eta(s))
-	row("totals", "published %d, acknowledged %d, failed %d, reconnects %d", s.Published, s.Acknowledged, s.Failed, s.Reconnects)
+	row("since start", "published %d, acknowledged %d, rejected by the broker or over its limits %d, reconnects %d",
+		s.Published, s.Acknowledged, s.Failed, s.Reconnects)
 	row("uptime", "%s", seconds(s.UptimeSecs))
 	if s.LastError != "" {
 		row("last error", "%s", s.LastError)

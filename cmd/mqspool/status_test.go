@@ -1,0 +1,30 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/mqspool/mqspool/internal/control"
+)
+
+// The files in failed/ and the messages the broker rejected since the
+// start are two counts, so their lines must not share the word failed.
+func TestPrintStatus_FailedCountsApart(t *testing.T) {
+	var out bytes.Buffer
+	printStatus(&out, &control.Status{FailedFiles: 1, FailedBytes: 10, Failed: 0, Published: 6, Acknowledged: 6})
+	text := out.String()
+
+	var failedLines []string
+	for _, line := range strings.Split(text, "\n") {
+		if strings.Contains(line, "failed") {
+			failedLines = append(failedLines, line)
+		}
+	}
+	if len(failedLines) != 1 || !strings.HasPrefix(failedLines[0], "failed/:") {
+		t.Errorf("lines with \"failed\": %q, want only the failed/ line", failedLines)
+	}
+	if want := "since start:     published 6, acknowledged 6, rejected by the broker or over its limits 0"; !strings.Contains(text, want) {
+		t.Errorf("status lacks %q:\n%s", want, text)
+	}
+}
