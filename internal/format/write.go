@@ -3,6 +3,7 @@ package format
 import (
 	"bufio"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -94,13 +95,29 @@ func msgHeaders(m message.Message) ([]Header, error) {
 	}
 	for _, p := range m.UserProperties {
 		if strings.Contains(p.Key, "=") {
-			return nil, fmt.Errorf("user property key %q contains '=', which a .msg header "+
-				"cannot hold: rename the key", p.Key)
+			return nil, &ValueError{
+				Problem: fmt.Sprintf("user property key %q contains '=', which a .msg header cannot hold", p.Key),
+				Fix:     "rename the key",
+			}
 		}
 		add(HeaderUserProperty, p.Key+"="+p.Value)
 	}
 	return hs, nil
 }
+
+// ValueError is a value that a .msg file cannot hold, with the fix for
+// the producer of the message.
+type ValueError struct {
+	Problem string // the problem, naming the value
+	Fix     string // the change the producer can make
+	Err     error  // the cause, or nil
+}
+
+// Error returns the problem followed by the fix.
+func (e *ValueError) Error() string { return e.Problem + ": " + e.Fix }
+
+// Unwrap returns the cause.
+func (e *ValueError) Unwrap() error { return e.Err }
 
 // checkHeaderValue rejects values that would not read back unchanged.
 func checkHeaderValue(h Header) error {
@@ -112,10 +129,21 @@ func checkHeaderValue(h Header) error {
 			"cannot hold", h.Name, h.Value)
 	}
 	if strings.Trim(h.Value, " \t") != h.Value {
-		return fmt.Errorf("header %q value %q starts or ends with a space or tab, which "+
-			"the parser trims: remove it", h.Name, h.Value)
+		return &ValueError{
+			Problem: fmt.Sprintf("header %q value %q starts or ends with a space or tab, which "+
+				"the parser trims", h.Name, h.Value),
+			Fix: "remove it",
+		}
 	}
 	if err := checkString(h.Value); err != nil {
+		var codePoint *message.CodePointError
+		if errors.As(err, &codePoint) {
+			return &ValueError{
+				Problem: fmt.Sprintf("header %q value %q cannot be read back: %s", h.Name, h.Value, codePoint.Problem()),
+				Fix:     "remove it",
+				Err:     err,
+			}
+		}
 		return fmt.Errorf("header %q value %q cannot be read back: %w", h.Name, h.Value, err)
 	}
 	return nil

@@ -493,8 +493,8 @@ func (in *Inbox) atLimit() bool {
 }
 
 // recount creates the directories again if they went missing, counts
-// new/ when it changed and publishes the backlog. The first time it succeeds it also
-// removes what a crash left in tmp/.
+// new/ when it changed and publishes the backlog. The first time it
+// succeeds it also removes what a crash left in tmp/.
 func (in *Inbox) recount() {
 	err := in.makeDirs()
 	if err == nil && !in.ready {

@@ -247,6 +247,46 @@ func TestInbox_Write_UnrepresentableGoesToFailed(t *testing.T) {
 	}
 }
 
+// The reason for a message in failed/ is read by the inbox's consumer,
+// who cannot change the message, so it gives no fix meant for a producer.
+func TestInbox_Write_FailedReasonForConsumer(t *testing.T) {
+	cases := []struct {
+		name, topic, contentType, want string
+	}{
+		{"topic with spaces", "dl/sp ace/ ", "", "starts or ends with a space or tab"},
+		{"control character", "dl/a", "text\x01plain", "contains U+0001 at byte 4"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			in := openTest(t, Options{})
+			runTest(t, in)
+			var released atomic.Int32
+			d := delivery(tc.topic, "payload", 1, &released)
+			d.Message.ContentType = tc.contentType
+			in.Enqueue(d)
+			waitFor(t, "release", func() bool { return released.Load() == 1 })
+
+			reasons, err := filepath.Glob(filepath.Join(in.Dir(), "failed", "*.reason"))
+			if err != nil || len(reasons) != 1 {
+				t.Fatalf("reason files %v (%v), want one", reasons, err)
+			}
+			data, err := os.ReadFile(reasons[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			reason := string(data)
+			for _, want := range []string{fmt.Sprintf("topic %q", tc.topic), tc.want, "acknowledged"} {
+				if !strings.Contains(reason, want) {
+					t.Errorf("reason %q does not contain %q", reason, want)
+				}
+			}
+			if strings.Contains(reason, "remove it") {
+				t.Errorf("reason %q gives the consumer a producer's fix", reason)
+			}
+		})
+	}
+}
+
 func TestInbox_Enqueue_NeverBlocks(t *testing.T) {
 	in := openTest(t, Options{QueueSize: 2})
 	var released atomic.Int32

@@ -147,7 +147,7 @@ func (in *Inbox) writeFailed(d Delivery, cause error) error {
 		return err
 	}
 	name := in.names.next(in.now(), "")
-	reason := fmt.Sprintf("topic %s: %v\n", d.Message.Topic, cause)
+	reason := failedReason(d.Message.Topic, cause)
 	if err := writeSynced(filepath.Join(dir, name+".reason"), []byte(reason)); err != nil {
 		return err
 	}
@@ -162,6 +162,22 @@ func (in *Inbox) writeFailed(d Delivery, cause error) error {
 	in.mu.Unlock()
 	in.log.Error("message moved to the inbox's failed/", "file", name, "topic", d.Message.Topic, "err", cause)
 	return nil
+}
+
+// failedReason returns the text of the .reason file for a received
+// message that a .msg file cannot hold. It is written for the consumer
+// of the inbox, who cannot change the message, so it leaves out the fix
+// that cause gives a producer.
+func failedReason(topic string, cause error) string {
+	problem := cause.Error()
+	var valueErr *format.ValueError
+	if errors.As(cause, &valueErr) {
+		problem = valueErr.Problem
+	}
+	return fmt.Sprintf("received on topic %q: a .msg file cannot hold this message: %s. "+
+		"The file of the same name without .reason is its payload, unchanged. The message "+
+		"was acknowledged, so the broker does not send it again. Only its publisher can "+
+		"change it.\n", topic, problem)
 }
 
 // writeSynced creates path with data and syncs it.

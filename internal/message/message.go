@@ -110,8 +110,24 @@ func checkRunes(s string, start int) error {
 }
 
 func controlError(r rune, offset int) error {
-	return fmt.Errorf("contains %U at byte %d, and %w: remove it", r, offset, ErrControlCharacter)
+	return &CodePointError{Rune: r, Offset: offset}
 }
+
+// CodePointError is a string with a code point that an MQTT 5 string
+// should not contain. It wraps ErrControlCharacter.
+type CodePointError struct {
+	Rune   rune
+	Offset int // in bytes
+}
+
+// Problem describes the code point, without the fix that Error adds.
+func (e *CodePointError) Problem() string {
+	return fmt.Sprintf("contains %U at byte %d, and %v", e.Rune, e.Offset, ErrControlCharacter)
+}
+
+func (e *CodePointError) Error() string { return e.Problem() + ": remove it" }
+
+func (e *CodePointError) Unwrap() error { return ErrControlCharacter }
 
 func isControl(r rune) bool { return r <= 0x1F || (r >= 0x7F && r <= 0x9F) }
 
