@@ -68,20 +68,20 @@ func (d *Daemon) reportStatus(ctx context.Context) {
 	}
 }
 
-// watchdog sends WATCHDOG=1 at half the interval systemd set in
+// watchdog sends WATCHDOG=1 at half the timeout systemd set in
 // WATCHDOG_USEC, but only while the event loop and the pickup prove to be
 // alive. Delivery plays no part, so an offline gateway is not restarted.
 func (d *Daemon) watchdog(ctx context.Context) {
-	interval, err := sd.SdWatchdogEnabled(false)
+	timeout, err := sd.SdWatchdogEnabled(false)
 	if err != nil {
 		d.log.Warn("systemd watchdog settings unreadable, watchdog off", "err", err)
 		return
 	}
-	if interval <= 0 {
+	if timeout <= 0 {
 		return
 	}
-	d.log.Info("systemd watchdog on", "interval", interval)
-	t := time.NewTicker(interval / 2)
+	d.log.Info("systemd watchdog on", "timeout", timeout, "ping_interval", timeout/2)
+	t := time.NewTicker(timeout / 2)
 	defer t.Stop()
 	for {
 		select {

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"log/slog"
 	"net"
@@ -82,5 +83,26 @@ func TestWatchdogTick_StallLogsOnce(t *testing.T) {
 	}
 	if !strings.Contains(out, "overdue=") {
 		t.Errorf("line lacks the overdue attribute:\n%s", out)
+	}
+}
+
+// WATCHDOG_USEC is the timeout after which systemd kills the daemon, and
+// the daemon pings at half of it: the log names both.
+func TestWatchdog_LogsTimeoutAndPingInterval(t *testing.T) {
+	listenNotify(t)
+	t.Setenv("WATCHDOG_USEC", "4000000")
+	var out bytes.Buffer
+	d := &Daemon{log: slog.New(slog.NewTextHandler(&out, nil))}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	d.watchdog(ctx)
+
+	for _, want := range []string{"timeout=4s", "ping_interval=2s"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("log %q lacks %s", out.String(), want)
+		}
+	}
+	if strings.Contains(out.String(), "interval=4s") {
+		t.Errorf("log %q calls the timeout an interval", out.String())
 	}
 }
