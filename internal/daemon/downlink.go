@@ -3,7 +3,9 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -107,6 +109,40 @@ func (dl *downlink) stopWaiting() {
 	for _, in := range dl.inboxes {
 		in.StopWaiting()
 	}
+}
+
+// heldSummary returns, for the systemd status line, how many inboxes hold
+// their acknowledgements because they are full or cannot be written, or
+// "" when none does.
+func (dl *downlink) heldSummary() string {
+	full, unusable := 0, 0
+	for _, in := range dl.inboxes {
+		st := in.Stats()
+		switch {
+		case st.WriteError != "":
+			unusable++
+		case st.Full:
+			full++
+		}
+	}
+	var parts []string
+	if full > 0 {
+		parts = append(parts, fmt.Sprintf("%d %s full", full, plural(full, "inbox", "inboxes")))
+	}
+	if unusable > 0 {
+		parts = append(parts, fmt.Sprintf("%d %s unusable", unusable, plural(unusable, "inbox", "inboxes")))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return strings.Join(parts, ", ") + ", acknowledgements held"
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // observe handles the events that concern the downlink.

@@ -1,10 +1,13 @@
 package daemon
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/mqspool/mqspool/internal/config"
 	"github.com/mqspool/mqspool/internal/eventloop"
+	"github.com/mqspool/mqspool/internal/inbox"
 	"github.com/mqspool/mqspool/internal/message"
 )
 
@@ -36,5 +39,36 @@ func TestDownlink_Route(t *testing.T) {
 				t.Errorf("identifier = %d, want %d", id, c.wantID)
 			}
 		})
+	}
+}
+
+// The systemd status line names inboxes that hold acknowledgements.
+func TestDownlink_HeldSummary(t *testing.T) {
+	full := filepath.Join(t.TempDir(), "full")
+	if err := os.MkdirAll(filepath.Join(full, "new"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(full, "new", "a.msg"), []byte("Topic: a\n\nx"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	blocked := filepath.Join(t.TempDir(), "blocked")
+	if err := os.WriteFile(blocked, []byte("a file where the inbox goes"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ok := filepath.Join(t.TempDir(), "ok")
+
+	dl := &downlink{inboxes: []*inbox.Inbox{
+		inbox.Open(inbox.Options{Dir: ok, MaxFiles: 10}),
+	}}
+	if got := dl.heldSummary(); got != "" {
+		t.Errorf("summary %q with a working inbox, want none", got)
+	}
+
+	dl.inboxes = append(dl.inboxes,
+		inbox.Open(inbox.Options{Dir: full, MaxFiles: 1}),
+		inbox.Open(inbox.Options{Dir: blocked, MaxFiles: 1}),
+	)
+	if got, want := dl.heldSummary(), "1 inbox full, 1 inbox unusable, acknowledgements held"; got != want {
+		t.Errorf("summary %q, want %q", got, want)
 	}
 }

@@ -51,6 +51,9 @@ func (d *Daemon) statusLine() string {
 	if ls.Paused {
 		line += "; paused"
 	}
+	if held := d.downlink.heldSummary(); held != "" {
+		line += "; " + held
+	}
 	return line
 }
 
