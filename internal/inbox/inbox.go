@@ -108,11 +108,11 @@ type Inbox struct {
 	countedDir os.FileInfo
 	countedAt  time.Time // when the last full count started
 	fullCounts int       // full counts of new/ since Open, for tests
-	// flows maps the flow key of each QoS 2 file in new/ to its name, as
-	// of the last count plus the files written since, so that a
-	// redelivery finds its file without reading new/. A redelivery comes
-	// after a crash, and also from mosquitto 2.0.11, which has sent a
-	// PUBLISH again after its PUBREL when it restarted.
+	// flows maps the flow key of each QoS 2 file that an earlier process
+	// left in new/ to its name, so a redelivery after a crash finds its
+	// file without reading new/. Files this process writes are never in
+	// it, because the loop acknowledges a redelivery of its own flows
+	// without an event.
 	flows map[string]string
 	// declined counts the messages given up after StopWaiting.
 	declined int
@@ -574,7 +574,10 @@ func (in *Inbox) countAll(dir string) error {
 		return fmt.Errorf("read inbox %s: %w", in.opts.Dir, err)
 	}
 	files, size := 0, int64(0)
-	flows := make(map[string]string)
+	var flows map[string]string
+	if !in.ready {
+		flows = make(map[string]string) // only the first count precedes our writes
+	}
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), ".") || !e.Type().IsRegular() {
 			continue
@@ -585,11 +588,14 @@ func (in *Inbox) countAll(dir string) error {
 		}
 		files++
 		size += info.Size()
-		if key := flowKeyOf(e.Name()); key != "" {
+		if key := flowKeyOf(e.Name()); key != "" && flows != nil {
 			flows[key] = e.Name()
 		}
 	}
-	in.files, in.bytes, in.flows = files, size, flows
+	in.files, in.bytes = files, size
+	if flows != nil {
+		in.flows = flows
+	}
 	in.countFailed = false
 	in.publishBacklog()
 	return nil

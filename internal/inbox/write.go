@@ -18,8 +18,8 @@ import (
 const CrashAfterSync = "inbox-after-sync"
 
 // write stores d as one .msg file: tmp/, fsync, rename into new/, fsync
-// of new/. A QoS 2 redelivery (Dup set) whose file is still in new/
-// replaces that file instead of adding one.
+// of new/. A QoS 2 redelivery (Dup set) whose file an earlier process
+// wrote and left in new/ replaces that file instead of adding one.
 func (in *Inbox) write(d Delivery) error {
 	data, err := encode(d)
 	if err != nil {
@@ -52,11 +52,8 @@ func (in *Inbox) write(d Delivery) error {
 		return err
 	}
 	crashpoint.Hit(CrashAfterSync)
-	if key != "" {
-		if in.flows == nil {
-			in.flows = make(map[string]string)
-		}
-		in.flows[key] = name
+	if replacing {
+		delete(in.flows, key)
 	}
 
 	in.counted(d, len(data), replacing)
