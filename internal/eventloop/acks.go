@@ -55,7 +55,7 @@ func (l *Loop) onPubrec(p *ackPacket) {
 		return
 	}
 
-	l.endIsolation()
+	l.endIsolationFor(f.Seq)
 	fl := l.flights.get(f.PacketID)
 	l.record(state.Change{Kind: state.ChangePubrec, PacketID: f.PacketID, Seq: f.Seq, QoS: f.QoS, Order: f.Order})
 	l.queueWrite(l.encodeAck(kindPubrel, f.PacketID, 0), nil)
@@ -82,7 +82,7 @@ func (l *Loop) onPubcomp(p *ackPacket) {
 // message to failed/, any other code publishes it again later as a new
 // message.
 func (l *Loop) concludeFlow(f state.Flow, p *ackPacket, kind state.ChangeKind) {
-	l.endIsolation()
+	l.endIsolationFor(f.Seq)
 	code := p.ReasonCode
 	if ackSucceeded(code) {
 		latency := l.endFlight(f.PacketID)

@@ -2,6 +2,7 @@ package eventloop
 
 import (
 	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -234,6 +235,23 @@ const (
 	// acknowledged. It may still reach the broker.
 	TimedOut
 )
+
+// String returns the kind's name for logs.
+func (k OutcomeKind) String() string {
+	switch k {
+	case Delivered:
+		return "delivered"
+	case Failed:
+		return "failed"
+	case Expired:
+		return "expired"
+	case Dropped:
+		return "dropped"
+	case TimedOut:
+		return "timed out"
+	}
+	return fmt.Sprintf("outcome(%d)", int(k))
+}
 
 // Outcome is the end of one request.
 type Outcome struct {

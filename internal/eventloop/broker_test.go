@@ -25,6 +25,9 @@ type brokerScript struct {
 	noPingresp        bool
 	// dropAck returns true to leave a PUBLISH without PUBACK or PUBREC.
 	dropAck func(conn int, p *packets.Publish) bool
+	// noPubcomp returns true to leave the PUBRELs of a connection
+	// without PUBCOMP.
+	noPubcomp func(conn int) bool
 	// ackCode returns the reason code for PUBACK or PUBREC.
 	ackCode func(p *packets.Publish) byte
 	// subackCode returns the SUBACK reason code for a filter; nil grants
@@ -204,7 +207,9 @@ func (b *fakeBroker) reply(n int, c net.Conn, cp *packets.ControlPacket) bool {
 			b.send(n, c, &packets.Pubrec{PacketID: p.PacketID, ReasonCode: code, Properties: &packets.Properties{}})
 		}
 	case *packets.Pubrel:
-		b.send(n, c, &packets.Pubcomp{PacketID: p.PacketID, Properties: &packets.Properties{}})
+		if s.noPubcomp == nil || !s.noPubcomp(n) {
+			b.send(n, c, &packets.Pubcomp{PacketID: p.PacketID, Properties: &packets.Properties{}})
+		}
 	case *packets.Pingreq:
 		if !s.noPingresp {
 			b.send(n, c, &packets.Pingresp{})

@@ -90,6 +90,10 @@ type Loop struct {
 	held          *Request // taken from the source, not yet sent
 	replayed      bool     // the last request from nextRequest came from replay
 	srcEmpty      bool     // Next returned ok false; wait for Ready
+	// reported holds the QoS 2 messages that were past PUBREC, and so
+	// reported delivered, when a lost session queued them for a new
+	// publish. Their next outcome is not reported again.
+	reported map[uint64]struct{}
 
 	// incomingWaiting maps the QoS 2 packet identifiers given to the
 	// caller and not released to their flow.
@@ -166,6 +170,7 @@ func New(opts Options, src Source, journal Journal, restored *state.State) (*Loo
 		birthIDs: make(map[uint16]bool), subIDs: make(map[uint16]subRequest),
 		subSession:      slices.Clone(opts.SessionSubscriptions),
 		incomingWaiting: make(map[uint16]waitingFlow), retryAttempts: make(map[uint64]int),
+		reported:     make(map[uint64]struct{}),
 		backoff:      newBackoff(opts.MinDelay, opts.MaxDelay),
 		retryBackoff: newBackoff(opts.MinDelay, opts.MaxDelay),
 		connectNow:   true,
@@ -315,8 +320,17 @@ func (l *Loop) inflight() int { return l.onWire.len() + len(l.birthIDs) }
 // emit queues an event for Poll.
 func (l *Loop) emit(ev Event) { l.events = append(l.events, ev) }
 
-// emitOutcome queues an acknowledgement event and counts it.
+// emitOutcome queues an acknowledgement event and counts it. A message
+// that was already reported delivered gets no second outcome.
 func (l *Loop) emitOutcome(o Outcome) {
+	if _, ok := l.reported[o.Seq]; ok {
+		delete(l.reported, o.Seq)
+		if o.Kind != Delivered {
+			l.log.Warn("message reported delivered at PUBREC, then lost with the broker's session, did not go out again",
+				"seq", o.Seq, "outcome", o.Kind.String(), "reason", o.Reason)
+		}
+		return
+	}
 	l.stats.update(func(s *Stats) {
 		switch o.Kind {
 		case Delivered:

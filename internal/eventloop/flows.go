@@ -61,6 +61,7 @@ func (l *Loop) nextRequest() (Request, bool) {
 		req, err := l.src.Load(seq)
 		if err != nil {
 			l.log.Error("load message to publish again", "seq", seq, "err", err)
+			delete(l.reported, seq)
 			continue
 		}
 		l.replayed = true

@@ -570,3 +570,39 @@ func TestReplay_SpoolOrder(t *testing.T) {
 		t.Errorf("replay queue %v, want %v in spool order", l.replay, want)
 	}
 }
+
+// A QoS 2 message past PUBREC is published again when the broker loses
+// the session, but it was reported delivered at PUBREC already: it gets
+// no second outcome, so a wait for its file cannot count it twice.
+func TestResend_PubrelStageReportedOnce(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{
+		noPubcomp: func(conn int) bool { return conn == 0 },
+		dropAck: func(conn int, p *packets.Publish) bool {
+			return conn == 0 && string(p.Payload) == "1"
+		},
+	})
+	src := newMemSource()
+	src.add(msgs("t", 2, 2)...)
+	r := start(t, testOptions(b), src, &testJournal{}, nil)
+	waitFor(t, 3*time.Second, "PUBREL for the first message", func() bool { return len(b.received(packets.PUBREL)) == 1 })
+
+	b.dropConnections()
+	waitFor(t, 5*time.Second, "both messages published again", func() bool {
+		n := 0
+		for _, p := range b.received(packets.PUBLISH) {
+			if p.conn > 0 {
+				n++
+			}
+		}
+		return n == 2
+	})
+	waitFor(t, 3*time.Second, "an outcome for the second message", func() bool { return len(r.outcomes()) == 2 })
+	time.Sleep(200 * time.Millisecond)
+
+	if n := r.countEvents(EventAcknowledged); n != 2 {
+		t.Errorf("%d outcomes for 2 messages, want one each", n)
+	}
+	if n := r.l.Stats().Acked; n != 2 {
+		t.Errorf("Acked = %d, want 2", n)
+	}
+}

@@ -189,6 +189,17 @@ func (l *Loop) noteIsolatedWrite(flow uint16) {
 
 // endIsolation returns to the full window once the broker acknowledged a
 // message.
+// endIsolationFor ends isolation on the acknowledgement of message seq,
+// unless the broker acknowledged seq before it lost the session: such a
+// message was published again ahead of the suspect and says nothing about
+// it, and ending isolation for each would cost a connection apiece.
+func (l *Loop) endIsolationFor(seq uint64) {
+	if _, again := l.reported[seq]; again {
+		return
+	}
+	l.endIsolation()
+}
+
 func (l *Loop) endIsolation() {
 	if !l.isolation.active {
 		return

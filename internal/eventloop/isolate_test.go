@@ -18,20 +18,22 @@ import (
 // delivered.
 func TestIsolation_MessageThatEndsConnectionsFails(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		code byte
-		qos  byte
+		name        string
+		code        byte
+		qos         byte
+		sessionLost bool
 	}{
-		{"disconnect malformed qos 1", 0x81, 1},
-		{"socket closed qos 1", 0, 1},
-		{"not authorized qos 2", 0x87, 2},
+		{"disconnect malformed qos 1", 0x81, 1, false},
+		{"socket closed qos 1", 0, 1, false},
+		{"not authorized qos 2", 0x87, 2, false},
+		{"not authorized qos 2 session lost", 0x87, 2, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newFakeBroker(t, brokerScript{
 				endOn: func(p *packets.Publish) (byte, bool) {
 					return tc.code, string(p.Payload) == "poison"
 				},
-				sessionPresent: func(conn int) bool { return conn > 0 },
+				sessionPresent: func(conn int) bool { return conn > 0 && !tc.sessionLost },
 			})
 			src := newMemSource()
 			var batch []message.Message

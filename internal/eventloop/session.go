@@ -106,6 +106,9 @@ func (l *Loop) loseSession() {
 func (l *Loop) replayOpenFlows() {
 	for _, f := range l.st.Outgoing {
 		l.queueReplay(f.Seq)
+		if f.Stage == state.StagePubrel {
+			l.reported[f.Seq] = struct{}{}
+		}
 	}
 	l.flights.clear()
 	clear(l.incomingWaiting)
