@@ -36,6 +36,7 @@ type command struct {
 	connectionGen uint64
 	size          int    // of an incoming message, for cmdRelease and cmdDecline
 	flow          uint64 // of an incoming QoS 2 message, for cmdRelease and cmdDecline
+	topic         string // of an incoming message, for cmdDecline
 	afterWrites   bool   // a reconnect that waited for the queued writes
 }
 

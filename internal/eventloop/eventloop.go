@@ -109,6 +109,12 @@ type Loop struct {
 	incomingBytes   int
 	incomingOpen    int
 	incomingDropped int
+	// droppedTopics are the topics of the messages dropped on this
+	// connection. Later messages on them are dropped too, so that none is
+	// stored before a dropped one comes back. dropAll stands in for the
+	// set once it has maxDroppedTopics entries.
+	droppedTopics map[string]struct{}
+	dropAll       bool
 
 	backoff       *backoff
 	retryBackoff  *backoff

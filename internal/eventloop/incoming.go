@@ -24,12 +24,8 @@ func (l *Loop) handleIncoming(p *publishPacket) {
 		}
 	}
 	size := p.Message.Size()
-	if qos > 0 && (l.draining || l.incomingDropped > 0 || l.incomingFull(size)) {
-		// Once one message is dropped, the later ones of this connection
-		// are dropped too: taking them would store them before the
-		// dropped one, which the broker sends again only after the
-		// reconnect.
-		l.dropIncoming(id)
+	if qos > 0 && (l.draining || l.topicDropped(p.Message.Topic) || l.incomingFull(size)) {
+		l.dropIncoming(id, p.Message.Topic)
 		return
 	}
 
@@ -47,7 +43,7 @@ func (l *Loop) handleIncoming(p *publishPacket) {
 		var once sync.Once
 		release = func() { once.Do(func() { l.send(c) }) }
 		declined := c
-		declined.kind = cmdDecline
+		declined.kind, declined.topic = cmdDecline, p.Message.Topic
 		decline = func() { once.Do(func() { l.send(declined) }) }
 	}
 	l.emit(Event{Kind: EventIncoming, Incoming: &Incoming{
@@ -104,11 +100,11 @@ func (l *Loop) incomingFull(size int) bool {
 // memory the daemon uses. The broker sends the message again on the next
 // connection, which the loop opens once the messages it took are
 // released (see releaseIncoming).
-func (l *Loop) dropIncoming(id uint16) {
+func (l *Loop) dropIncoming(id uint16, topic string) {
 	if l.draining {
 		return // the next start's connection gets it
 	}
-	l.incomingDropped++
+	l.noteDropped(topic)
 	if l.incomingDropped == 1 {
 		l.log.Warn("broker sent more messages than the loop can hold; the rest arrive again after a reconnect",
 			"receive_maximum", l.opts.ReceiveMaximum, "held", l.incomingHeld, "held_bytes", l.incomingBytes,
@@ -169,6 +165,44 @@ func (l *Loop) releaseIncoming(c command) {
 	}
 }
 
+// maxDroppedTopics bounds the topics remembered as dropped on one
+// connection. Past it every QoS 1 and 2 message of the connection is
+// dropped.
+const maxDroppedTopics = 4096
+
+// noteDropped counts a message of this connection that was dropped or
+// declined and remembers its topic.
+func (l *Loop) noteDropped(topic string) {
+	l.incomingDropped++
+	if l.dropAll {
+		return
+	}
+	if len(l.droppedTopics) >= maxDroppedTopics {
+		l.dropAll = true
+		return
+	}
+	if l.droppedTopics == nil {
+		l.droppedTopics = make(map[string]struct{})
+	}
+	l.droppedTopics[topic] = struct{}{}
+}
+
+// topicDropped reports whether a message on topic was dropped on this
+// connection. A later message on it is dropped too: stored, it would come
+// before the dropped one, which the broker sends again only after the
+// reconnect. Messages on other topics are still taken, because order
+// holds per topic.
+func (l *Loop) topicDropped(topic string) bool {
+	if l.incomingDropped == 0 {
+		return false
+	}
+	if l.dropAll {
+		return true
+	}
+	_, ok := l.droppedTopics[topic]
+	return ok
+}
+
 // declineIncoming stops holding a message that the caller gave up
 // without storing it, such as one waiting for room in a full inbox when
 // the daemon stops. Its acknowledgement is never sent, so the broker keeps
@@ -181,11 +215,13 @@ func (l *Loop) declineIncoming(c command) {
 	if w, ok := l.incomingWaiting[c.packetID]; ok && c.qos == 2 && w.flow == c.flow {
 		delete(l.incomingWaiting, c.packetID)
 	}
-	if c.connectionGen != l.connGen || l.conn == nil || l.draining {
+	if l.conn == nil || l.draining {
 		return
 	}
-	l.incomingDropped++
-	if l.incomingHeld == 0 {
+	if c.connectionGen == l.connGen {
+		l.noteDropped(c.topic)
+	}
+	if l.incomingHeld == 0 && l.incomingDropped > 0 {
 		l.reconnectForDropped(l.connGen)(true)
 	}
 }

@@ -444,3 +444,38 @@ func TestIncoming_DropKeepsOrder(t *testing.T) {
 		t.Fatalf("%d messages given to the caller, want 4: message 7 was taken before the dropped 5 and 6", n)
 	}
 }
+
+// After a drop, messages on other topics are still taken: order holds per
+// topic, and a message that stays held (a full inbox) must not stop every
+// other subscription until the connection ends.
+func TestIncoming_DropKeepsOtherTopics(t *testing.T) {
+	b, r := startSubscriber(t, 1, func(int) bool { return true }, func(o *Options) {
+		o.ReceiveMaximum = 4
+		o.MaxIncoming = 4
+	})
+	publish := func(id uint16, topic string) {
+		b.sendTo(0, &packets.Publish{Topic: topic, QoS: 1, PacketID: id, Payload: []byte(fmt.Sprint(id)), Properties: &packets.Properties{}})
+	}
+
+	publish(1, "in/stuck")
+	for id := uint16(2); id <= 6; id++ {
+		publish(id, "in/x")
+	}
+	waitFor(t, 3*time.Second, "four messages", func() bool { return len(r.incoming()) == 4 })
+	for _, in := range r.incoming()[1:] {
+		in.Release()
+	}
+	waitFor(t, 3*time.Second, "three PUBACKs", func() bool { return len(b.received(packets.PUBACK)) == 3 })
+
+	publish(7, "in/x")
+	publish(8, "in/y")
+	waitFor(t, 3*time.Second, "the message on another topic", func() bool { return len(r.incoming()) == 5 })
+	time.Sleep(200 * time.Millisecond)
+	got := r.incoming()
+	if n := len(got); n != 5 {
+		t.Fatalf("%d messages taken, want 5", n)
+	}
+	if topic := got[4].Message.Topic; topic != "in/y" {
+		t.Errorf("fifth message taken is on %s, want in/y: in/x had a message dropped", topic)
+	}
+}

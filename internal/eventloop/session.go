@@ -21,6 +21,8 @@ func (l *Loop) connected(c *connection, ack *connackPacket, cleanStart bool) {
 	l.latestGen.Store(c.gen)
 	l.liveGen.Store(c.gen)
 	l.incomingOpen, l.incomingDropped, l.unknownPubrels = 0, 0, 0
+	clear(l.droppedTopics)
+	l.dropAll = false
 	l.srcEmpty = false // a Ready signal may have been missed while offline
 	l.applyLimits(c, ack)
 
