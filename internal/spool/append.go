@@ -38,11 +38,8 @@ func (s *Spool) AppendForget(files []FileBatch, forget []FileID) (accepted int, 
 	var stop error
 	var drops []droppedMessage
 	var repeats []string
-	var firstSeq uint64
-	var stamped time.Time
 	err = s.writeShared("append", func(tx *bolt.Tx, t *totals) error {
 		accepted, stop, drops, repeats = 0, nil, nil, nil
-		firstSeq = t.lastSeq + 1
 		ids := tx.Bucket(bucketFiles)
 		for _, id := range forget {
 			if err := ids.Delete(fileKey(id)); err != nil {
@@ -50,8 +47,12 @@ func (s *Spool) AppendForget(files []FileBatch, forget []FileID) (accepted int, 
 			}
 		}
 
+		// The regime is noted before the commit makes the records
+		// visible to a cursor, and in commit order. A regime noted for a
+		// commit that then fails is harmless: the next append starts at
+		// the same sequence number, and the later regime wins.
+		s.wall.note(t.lastSeq+1, s.wall.offsetNow())
 		a := appender{tx: tx, t: t, now: time.Now(), drops: &drops}
-		stamped = a.now
 		for i := range files {
 			repeat, err := s.appendFile(&a, &files[i])
 			if errors.Is(err, ErrFull) || errors.Is(err, ErrTooLarge) {
@@ -72,7 +73,6 @@ func (s *Spool) AppendForget(files []FileBatch, forget []FileID) (accepted int, 
 		return 0, err
 	}
 
-	s.wall.note(firstSeq, s.wall.offsetAt(stamped))
 	s.reportDrops(drops)
 	for _, name := range repeats {
 		s.log.Info("file was already appended; not queueing it again", "file", name)

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -179,7 +178,7 @@ func (s *Spool) Load(seq uint64) (Record, error) {
 // event loop computes the time left from its true age.
 func (s *Spool) shiftEnqueued(r *Record) {
 	if r.Message.ExpirySeconds != 0 {
-		r.Enqueued = s.wall.shift(r.Seq, r.Enqueued, s.wall.offsetAt(time.Now()))
+		r.Enqueued = s.wall.shift(r.Seq, r.Enqueued, s.wall.offsetNow())
 	}
 }
 

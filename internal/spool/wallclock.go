@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // wallSteps follows steps of the wall clock while the process runs, so
@@ -15,14 +17,15 @@ import (
 // spooled before that step would look years old at send time and its
 // Message Expiry Interval would drop it at once.
 //
-// The offset of a moment is its wall time minus its monotonic time since
-// ref. It changes only when the wall clock is set or slewed. Each append
-// that sees a new offset starts a regime at its first sequence number.
+// The offset of a moment is its wall time minus CLOCK_BOOTTIME, which
+// counts time since boot including suspend. It changes only when the wall
+// clock is set or slewed, not across a suspend, after which a message is
+// as old as the wall clock says. Each append that sees a new offset
+// starts a regime at its first sequence number.
 type wallSteps struct {
-	ref time.Time // taken at Open, with a monotonic reading
-	// offsetAt returns the offset of a moment; tests replace it, because
-	// they cannot step the machine's clock.
-	offsetAt func(time.Time) time.Duration
+	// offsetNow returns the offset of the present moment; tests replace
+	// it, because they cannot step the machine's clock.
+	offsetNow func() time.Duration
 
 	mu      sync.Mutex
 	regimes atomic.Pointer[[]wallRegime] // replaced, never changed in place
@@ -45,14 +48,30 @@ const (
 )
 
 func newWallSteps() *wallSteps {
-	w := &wallSteps{ref: time.Now()}
-	w.offsetAt = w.offset
-	return w
+	return &wallSteps{offsetNow: bootOffset(time.Now())}
 }
 
-// offset returns the wall time of now minus its monotonic time since ref.
-func (w *wallSteps) offset(now time.Time) time.Duration {
-	return now.Round(0).Sub(w.ref.Round(0)) - now.Sub(w.ref)
+// bootOffset returns the function that measures the offset of the
+// present moment. Where CLOCK_BOOTTIME cannot be read it falls back to
+// Go's monotonic clock since start, which stops during a suspend.
+func bootOffset(start time.Time) func() time.Duration {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) != nil {
+		return func() time.Duration {
+			now := time.Now()
+			return now.Round(0).Sub(start.Round(0)) - now.Sub(start)
+		}
+	}
+	var last atomic.Int64
+	last.Store(time.Now().UnixNano() - ts.Nano())
+	return func() time.Duration {
+		var boot unix.Timespec
+		wall := time.Now()
+		if unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot) == nil {
+			last.Store(wall.UnixNano() - boot.Nano())
+		}
+		return time.Duration(last.Load())
+	}
 }
 
 // note records that the messages from firstSeq on were stamped at a
