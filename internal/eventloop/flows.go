@@ -59,9 +59,14 @@ func (l *Loop) nextRequest() (Request, bool) {
 		seq := l.replay[0]
 		l.replay = l.replay[1:]
 		req, err := l.src.Load(seq)
+		if _, delivered := l.reported[seq]; err != nil && delivered {
+			// An earlier version deleted a QoS 2 message at PUBREC.
+			l.log.Info("message past PUBREC is no longer stored, not publishing it again", "seq", seq, "err", err)
+			delete(l.reported, seq)
+			continue
+		}
 		if err != nil {
 			l.log.Error("load message to publish again", "seq", seq, "err", err)
-			delete(l.reported, seq)
 			continue
 		}
 		l.replayed = true

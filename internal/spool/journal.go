@@ -264,7 +264,8 @@ func (j *journalTx) expire(seq uint64) error {
 }
 
 // fail hands the message to Options.Quarantine, then deletes it and its
-// flow. A message already gone (a QoS 2 flow past PUBREC) is only logged.
+// flow. A message already gone (dropped to make room, for example) is
+// only logged.
 //
 // When the quarantine fails (failed/ unwritable, or the disk full) the
 // message stays in the spool and only its flow ends. The loop has moved
