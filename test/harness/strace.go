@@ -308,6 +308,7 @@ func WaitTraceEnd(t testing.TB, file string, timeout time.Duration) {
 			return false
 		}
 		first, _, _ := strings.Cut(string(data), " ")
-		return regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(first) + ` \S+ \+\+\+ `).Match(data)
+		// strace pads a short PID with spaces.
+		return regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(first) + `\s+\S+ \+\+\+ `).Match(data)
 	})
 }
