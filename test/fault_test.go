@@ -343,8 +343,8 @@ func TestFault_SessionLostRepublishes(t *testing.T) {
 		return sub.Count() >= resubscribed+len(qos1)
 	})
 	republished := map[string]bool{}
-	// A QoS 2 message published again starts a new flow, whose PUBREL is
-	// expected; a PUBREL for an identifier not published on the same
+	// A QoS 2 message published again starts a new flow, so its PUBREL is
+	// expected. A PUBREL for an identifier not published on the same
 	// connection refers to a flow the broker forgot.
 	published := map[[2]int]bool{}
 	for _, pk := range proxy.Packets() {

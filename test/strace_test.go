@@ -172,10 +172,10 @@ func checkUplink(t *testing.T, tr *harness.Trace, cs []span, out, in []packet, s
 }
 
 // checkDownlink requires that each PUBACK or PUBREC for a PUBLISH from
-// the broker is written only after the inbox file was written, fsynced,
-// renamed into new/ and new/ was fsynced (and for PUBREC, a commit of
-// incoming-stored); and each PUBCOMP only after a commit that followed
-// the PUBREL.
+// the broker is written only after the inbox file was written, fsynced and
+// renamed into new/, and new/ was fsynced. A PUBREC also waits for the
+// commit of incoming-stored. Each PUBCOMP waits for a commit that
+// followed the PUBREL.
 func checkDownlink(t *testing.T, tr *harness.Trace, cs []span, out, in []packet, inbox string) {
 	t.Helper()
 	checked := map[byte]int{}
@@ -250,16 +250,25 @@ func checkInboxSteps(t *testing.T, tr *harness.Trace, p packet, before int, inbo
 }
 
 // checkFailedMove requires that a bad file leaves new/ only by a rename
-// into failed/, that its .reason file is synced before it is renamed into
-// failed/, and that failed/ is synced after both renames and before new/,
+// into failed/, and that its .reason file is synced before its own rename
+// into failed/. failed/ must be synced after both renames and before new/,
 // so that after a power cut the file is in one of the two.
 func checkFailedMove(t *testing.T, tr *harness.Trace, spoolDir, rel string) {
 	t.Helper()
 	src := filepath.Join(spoolDir, "new", rel)
-	if c, ok := findCall(tr, func(c harness.Syscall) bool { p, ok := unlinkPath(c); return ok && p == src }); ok {
+	unlinked := func(c harness.Syscall) bool {
+		p, ok := unlinkPath(c)
+		return ok && p == src
+	}
+	if c, ok := findCall(tr, unlinked); ok {
 		t.Errorf("bad file %s was unlinked (%s) instead of moved to failed/", src, describe(c))
 	}
-	move, ok := findCall(tr, func(c harness.Syscall) bool { from, _, ok := renamePaths(c); return ok && from == src })
+
+	movedAway := func(c harness.Syscall) bool {
+		from, _, ok := renamePaths(c)
+		return ok && from == src
+	}
+	move, ok := findCall(tr, movedAway)
 	if !ok {
 		t.Errorf("bad file %s was not renamed into failed/", src)
 		return
@@ -269,15 +278,21 @@ func checkFailedMove(t *testing.T, tr *harness.Trace, spoolDir, rel string) {
 		t.Errorf("bad file %s was renamed to %s, not into failed/", src, dst)
 		return
 	}
+
 	reasonMoves := checkDurableMoves(t, tr, filepath.Join(spoolDir, "tmp"), filepath.Join(spoolDir, "failed"), true, 1<<62)
 	if reasonMoves == 0 {
 		t.Errorf("no .reason file was renamed into failed/ for %s", dst)
 	}
-	reason, ok := findCall(tr, func(c harness.Syscall) bool { _, to, ok := renamePaths(c); return ok && to == dst+".reason" })
+	reasonPlaced := func(c harness.Syscall) bool {
+		_, to, ok := renamePaths(c)
+		return ok && to == dst+".reason"
+	}
+	reason, ok := findCall(tr, reasonPlaced)
 	if !ok {
 		t.Errorf("no rename into place of %s.reason", dst)
 		return
 	}
+
 	failedSync, ok := syncAfter(tr, filepath.Dir(dst), max(move.End, reason.End))
 	if !ok {
 		t.Errorf("%s is not synced after the moves of %s and its reason", filepath.Dir(dst), rel)

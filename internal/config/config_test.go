@@ -520,7 +520,7 @@ func TestLoad_BadEnvValueNamesVariable(t *testing.T) {
 }
 
 // Without --config and without the default file, a validation error
-// says that no file was found there.
+// reports that no file was found there.
 func TestLoad_NoDefaultFileNamed(t *testing.T) {
 	if _, err := os.Stat(DefaultFile); err == nil {
 		t.Skipf("%s exists on this machine", DefaultFile)

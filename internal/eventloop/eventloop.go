@@ -111,7 +111,7 @@ type Loop struct {
 	incomingDropped int
 	// droppedTopics are the topics of the messages dropped on this
 	// connection. Later messages on them are dropped too, so that none is
-	// stored before a dropped one comes back. dropAll stands in for the
+	// stored before a dropped one comes back. dropAll replaces the
 	// set once it has maxDroppedTopics entries.
 	droppedTopics map[string]struct{}
 	dropAll       bool

@@ -59,14 +59,8 @@ func (l *Loop) nextRequest() (Request, bool) {
 		seq := l.replay[0]
 		l.replay = l.replay[1:]
 		req, err := l.src.Load(seq)
-		if _, delivered := l.reported[seq]; err != nil && delivered {
-			// An earlier version deleted a QoS 2 message at PUBREC.
-			l.log.Info("message past PUBREC is no longer stored, not publishing it again", "seq", seq, "err", err)
-			delete(l.reported, seq)
-			continue
-		}
 		if err != nil {
-			l.log.Error("load message to publish again", "seq", seq, "err", err)
+			l.replayLoadFailed(seq, err)
 			continue
 		}
 		l.replayed = true
@@ -93,6 +87,18 @@ func (l *Loop) nextRequest() (Request, bool) {
 		l.srcEmpty = true
 	}
 	return req, ok
+}
+
+// replayLoadFailed logs a message of the replay queue that could not be
+// loaded. A message past PUBREC that is gone was deleted at PUBREC by an
+// earlier version, which is expected after an upgrade.
+func (l *Loop) replayLoadFailed(seq uint64, err error) {
+	if _, delivered := l.reported[seq]; delivered {
+		delete(l.reported, seq)
+		l.log.Info("message past PUBREC is no longer stored, not publishing it again", "seq", seq, "err", err)
+		return
+	}
+	l.log.Error("load message to publish again", "seq", seq, "err", err)
 }
 
 // hold keeps req, the last request from nextRequest, to be sent first

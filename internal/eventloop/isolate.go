@@ -191,7 +191,7 @@ func (l *Loop) noteIsolatedWrite(flow uint16) {
 // message.
 // endIsolationFor ends isolation on the acknowledgement of message seq,
 // unless the broker acknowledged seq before it lost the session: such a
-// message was published again ahead of the suspect and says nothing about
+// message was published again ahead of the suspect and tells nothing about
 // it, and ending isolation for each would cost a connection apiece.
 func (l *Loop) endIsolationFor(seq uint64) {
 	if _, again := l.reported[seq]; again {

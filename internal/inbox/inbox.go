@@ -516,8 +516,8 @@ func (in *Inbox) recount() {
 	in.recovered(false)
 }
 
-// mtimeSlack is how recent a modification time of new/ must be for the
-// next recount to read new/ in full anyway, because a change right after
+// mtimeSlack is the age below which a modification time of new/ makes the
+// next recount read new/ in full anyway, because a change right after
 // a count can get the same timestamp as the one before it. ext4 and
 // tmpfs take timestamps from the kernel's coarse clock, which advances
 // once per timer tick (1 to 10 ms). ext3 with 128-byte inodes stores

@@ -13,7 +13,7 @@ import (
 // wallSteps follows steps of the wall clock while the process runs, so
 // that a message stamped before a step does not look older or newer by
 // the step. A gateway without a battery-backed clock often boots with a
-// wrong date and steps it when NTP first answers. Without this, a message
+// wrong date and steps it when NTP first responds. Without this, a message
 // spooled before that step would look years old at send time and its
 // Message Expiry Interval would drop it at once.
 //
