@@ -41,6 +41,9 @@ type brokerScript struct {
 	// endOn returns true to end the connection on a PUBLISH instead of
 	// acknowledging it, after DISCONNECT with code unless code is 0.
 	endOn func(p *packets.Publish) (code byte, end bool)
+	// resetOnEnd, if it returns true for a connection, makes an end by
+	// endOn a reset (linger 0) instead of an orderly close.
+	resetOnEnd func(conn int) bool
 	// endOnSubscribe, unless 0, ends the connection on a SUBSCRIBE with
 	// DISCONNECT of this code.
 	endOnSubscribe byte
@@ -190,6 +193,9 @@ func (b *fakeBroker) reply(n int, c net.Conn, cp *packets.ControlPacket) bool {
 			if code, end := s.endOn(p); end {
 				if code != 0 {
 					b.send(n, c, &packets.Disconnect{ReasonCode: code, Properties: &packets.Properties{}})
+				}
+				if s.resetOnEnd != nil && s.resetOnEnd(n) {
+					_ = c.(*net.TCPConn).SetLinger(0)
 				}
 				return false
 			}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"syscall"
 	"time"
 
 	"github.com/mqspool/mqspool/internal/state"
@@ -14,7 +15,10 @@ import (
 // brokers do on a topic the client may not publish to. Sent again after
 // each reconnect, such a message would stop the queue for ever. So after
 // the broker ended a connection while PUBLISH packets were outstanding,
-// the loop isolates. On each connection it first waits for the SUBACKs
+// the loop isolates. A broker that closes the socket while later packets
+// sit unread in its receive buffer makes the kernel send a reset, so a
+// reset starts isolation too, but only an orderly end counts against a
+// message. On each connection it first waits for the SUBACKs
 // and the birth message's PUBACK. Then it sends one message at a time,
 // QoS 0 included, until a QoS 1 or 2 message is acknowledged. A message
 // whose PUBLISH was the only packet outstanding when the broker ended the
@@ -75,6 +79,15 @@ func brokerClosed(cause error) bool {
 	return errors.Is(cause, io.EOF)
 }
 
+// mayBeRefusal reports whether cause may be the broker refusing one of
+// the packets outstanding: an end that brokerClosed counts, or a reset. A
+// broker that closes the socket while the client's later PUBLISH packets
+// are still unread makes the kernel answer with a reset instead of an
+// orderly close.
+func mayBeRefusal(cause error) bool {
+	return brokerClosed(cause) || errors.Is(cause, syscall.ECONNRESET) || errors.Is(cause, syscall.EPIPE)
+}
+
 // serverSideDisconnect reports DISCONNECT reasons about the broker or the
 // session rather than a packet: server busy, shutting down, keep alive
 // timeout, session taken over, receive maximum exceeded, rate limits,
@@ -98,7 +111,7 @@ func (l *Loop) noteConnectionEnd(cause error) {
 	}
 	iso := &l.isolation
 	if !iso.active {
-		if brokerClosed(cause) && l.publishOnWire() {
+		if mayBeRefusal(cause) && l.publishOnWire() {
 			iso.active = true
 			l.log.Warn("broker ended the connection with publishes outstanding; sending one message at a time until one is acknowledged",
 				"inflight", l.onWire.len(), "err", cause)
@@ -187,8 +200,6 @@ func (l *Loop) noteIsolatedWrite(flow uint16) {
 	iso.writtenID, iso.writtenGen, iso.written = flow, l.connGen, l.clock.Now()
 }
 
-// endIsolation returns to the full window once the broker acknowledged a
-// message.
 // endIsolationFor ends isolation on the acknowledgement of message seq,
 // unless the broker acknowledged seq before it lost the session: such a
 // message was published again ahead of the suspect and tells nothing about
@@ -200,6 +211,8 @@ func (l *Loop) endIsolationFor(seq uint64) {
 	l.endIsolation()
 }
 
+// endIsolation returns to the full window once the broker acknowledged a
+// message.
 func (l *Loop) endIsolation() {
 	if !l.isolation.active {
 		return
