@@ -174,6 +174,7 @@ const maxDroppedTopics = 4096
 // declined and remembers its topic.
 func (l *Loop) noteDropped(topic string) {
 	l.incomingDropped++
+	l.stats.update(func(s *Stats) { s.IncomingDeferred++ })
 	if l.dropAll {
 		return
 	}

@@ -434,7 +434,9 @@ func TestIncoming_DropKeepsOrder(t *testing.T) {
 	for id := uint16(1); id <= 6; id++ {
 		b.sendTo(0, &packets.Publish{Topic: "in/x", QoS: 1, PacketID: id, Payload: []byte(fmt.Sprint(id)), Properties: &packets.Properties{}})
 	}
-	waitFor(t, 3*time.Second, "four messages", func() bool { return len(r.incoming()) == 4 })
+	waitFor(t, 3*time.Second, "four messages and two deferred", func() bool {
+		return len(r.incoming()) == 4 && r.l.Stats().IncomingDeferred == 2
+	})
 	r.incoming()[0].Release()
 	waitFor(t, 3*time.Second, "one PUBACK", func() bool { return len(b.received(packets.PUBACK)) == 1 })
 
@@ -461,7 +463,9 @@ func TestIncoming_DropKeepsOtherTopics(t *testing.T) {
 	for id := uint16(2); id <= 6; id++ {
 		publish(id, "in/x")
 	}
-	waitFor(t, 3*time.Second, "four messages", func() bool { return len(r.incoming()) == 4 })
+	waitFor(t, 3*time.Second, "four messages and two deferred", func() bool {
+		return len(r.incoming()) == 4 && r.l.Stats().IncomingDeferred == 2
+	})
 	for _, in := range r.incoming()[1:] {
 		in.Release()
 	}
@@ -470,6 +474,9 @@ func TestIncoming_DropKeepsOtherTopics(t *testing.T) {
 	publish(7, "in/x")
 	publish(8, "in/y")
 	waitFor(t, 3*time.Second, "the message on another topic", func() bool { return len(r.incoming()) == 5 })
+	if n := r.l.Stats().IncomingDeferred; n != 3 {
+		t.Errorf("%d messages deferred, want 3: 5 and 6 for room, 7 for the order on in/x", n)
+	}
 	time.Sleep(200 * time.Millisecond)
 	got := r.incoming()
 	if n := len(got); n != 5 {

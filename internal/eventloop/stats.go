@@ -22,6 +22,10 @@ type Stats struct {
 	Dropped    uint64 // QoS 0 messages dropped while offline
 	Reconnects uint64 // connections accepted after the first one
 	Downgraded uint64 // messages sent with lower QoS or without retain
+	// IncomingDeferred counts incoming QoS 1 and 2 messages left
+	// unacknowledged because the caller held as many as allowed, for the
+	// broker to send again on a later connection.
+	IncomingDeferred uint64
 
 	// RejectedSubscriptions lists the filters the broker refused on the
 	// last connection that subscribed, with the SUBACK reason.

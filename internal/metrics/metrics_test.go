@@ -46,7 +46,7 @@ func TestMetrics_SnapshotValues(t *testing.T) {
 	notAfter := time.Now().Add(30 * 24 * time.Hour).Truncate(time.Second)
 	m := New(Sources{
 		Loop: func() eventloop.Stats {
-			return eventloop.Stats{Connected: true, Inflight: 3, Published: 12, Acked: 10, Failed: 1, Dropped: 2, Reconnects: 4}
+			return eventloop.Stats{Connected: true, Inflight: 3, Published: 12, Acked: 10, Failed: 1, Dropped: 2, Reconnects: 4, IncomingDeferred: 6}
 		},
 		Spool:       func() spool.Stats { return spool.Stats{Messages: 7, Bytes: 700, Dropped: 5} },
 		Pickup:      func() pickup.Stats { return pickup.Stats{MessagesIngested: 20, FilesIngested: 8, FilesFailed: 2} },
@@ -69,6 +69,7 @@ func TestMetrics_SnapshotValues(t *testing.T) {
 		"mqspool_moved_to_failed_total":                         2,
 		"mqspool_ingested_messages_total":                       20,
 		"mqspool_reconnects_total":                              4,
+		"mqspool_incoming_deferred_messages_total":              6,
 		"mqspool_failed_files":                                  2,
 		`mqspool_dropped_messages_total{reason="qos0_offline"}`: 2,
 		`mqspool_dropped_messages_total{reason="overflow"}`:     5,

@@ -30,7 +30,7 @@ type snapshotCollector struct {
 	queueMessages, queueBytes, oldestAge       desc
 	ingested, ingestedFiles, published, acked  desc
 	movedFailed, failed, dropped, expired      desc
-	downgraded                                 desc
+	downgraded, deferred                       desc
 	inflight, reconnects, connected, paused    desc
 	failedFiles, diskPressure, waiting, expiry desc
 }
@@ -50,6 +50,7 @@ func newSnapshotCollector(src Sources) *snapshotCollector {
 		dropped:       counter("mqspool_dropped_messages_total", "Messages dropped, by reason: qos0_offline, or overflow (spool.overflow drop-oldest, counted since the database was created).", "reason"),
 		expired:       counter("mqspool_expired_messages_total", "Messages whose Message Expiry Interval passed before they were sent."),
 		downgraded:    counter("mqspool_downgraded_messages_total", "Messages sent with a lower QoS or without retain to fit the broker's limits."),
+		deferred:      counter("mqspool_incoming_deferred_messages_total", "Incoming QoS 1 and 2 messages left unacknowledged because the daemon held as many as it takes; the broker sends them again after a reconnect."),
 		inflight:      gauge("mqspool_inflight_messages", "QoS 1 and 2 messages sent and not yet acknowledged."),
 		reconnects:    counter("mqspool_reconnects_total", "Connections accepted after the first one."),
 		connected:     gauge("mqspool_connected", "1 while connected to a broker, else 0."),
@@ -65,7 +66,7 @@ func (c *snapshotCollector) all() []desc {
 	return []desc{
 		c.queueMessages, c.queueBytes, c.oldestAge, c.ingested, c.ingestedFiles,
 		c.published, c.acked, c.movedFailed, c.failed, c.dropped, c.expired, c.downgraded,
-		c.inflight, c.reconnects, c.connected, c.paused, c.failedFiles,
+		c.deferred, c.inflight, c.reconnects, c.connected, c.paused, c.failedFiles,
 		c.diskPressure, c.waiting, c.expiry,
 	}
 }
@@ -104,6 +105,7 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	emit(c.dropped, float64(ss.Dropped), "overflow")
 	emit(c.expired, float64(ls.Expired))
 	emit(c.downgraded, float64(ls.Downgraded))
+	emit(c.deferred, float64(ls.IncomingDeferred))
 
 	// Connection and intake state.
 	emit(c.inflight, float64(ls.Inflight))
