@@ -355,6 +355,19 @@ func TestPublish_DollarTopicNeedsRoute(t *testing.T) {
 	}
 }
 
+// A message without --topic that no route or default would give a topic
+// is refused before it reaches new/, where the pickup would fail it.
+func TestPublish_RouteWithoutTopicExit2(t *testing.T) {
+	file, dir := testConfig(t, "routes:\n  - match: '*.msg'\n    qos: 1\n  - match: '*.jsonl'\n    topic: x\n")
+	code, _, errOut := run(t, "", "publish", "--config", file, "--message", "x")
+	if code != exitUsage || !strings.Contains(errOut, "missing --topic") || !strings.Contains(errOut, ".msg") {
+		t.Errorf("code %d, stderr %q; want %d naming the missing topic and the file name", code, errOut, exitUsage)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(dir, "spool", "new")); len(entries) != 0 {
+		t.Errorf("new/ has %v, want nothing", entries)
+	}
+}
+
 func TestPublish_BadWaitAndQoSExit2(t *testing.T) {
 	for _, flags := range [][]string{{"--wait", "-5s"}, {"--qos", "-1"}} {
 		args := append([]string{"publish", "--spool-dir", t.TempDir(), "--topic", "a", "--message", "x"}, flags...)

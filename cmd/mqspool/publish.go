@@ -107,6 +107,9 @@ func runPublish(c *cobra.Command, f *publishFlags, args []string) error {
 	// The name is chosen first, because a route that matches it may set
 	// the topic that counts towards the size limit.
 	name := uniqueName()
+	if err := target.limit.checkHasTopic(m, name); err != nil {
+		return usageError(err)
+	}
 	if err := target.limit.checkMessage(m, name, len(data)); err != nil {
 		return usageError(err)
 	}

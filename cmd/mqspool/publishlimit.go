@@ -79,6 +79,17 @@ func (l sizeLimit) topicOf(m message.Message, name string) string {
 	return l.defaultTopic
 }
 
+// checkHasTopic rejects m, to be dropped into new/ as name, when neither
+// m, a route nor publish.default_topic gives it a topic. The pickup would
+// move such a file to failed/.
+func (l sizeLimit) checkHasTopic(m message.Message, name string) error {
+	if !l.loaded || l.topicOf(m, name) != "" {
+		return nil
+	}
+	return fmt.Errorf("missing --topic: no route that sets a topic matches the file name %q, "+
+		"and publish.default_topic is not set: pass --topic, or add a route for *.msg with a topic", name)
+}
+
 // describe returns the limit with its key and source, for an error.
 func (l sizeLimit) describe() string {
 	return fmt.Sprintf("the limit of %d bytes (publish.max_message_bytes %s)", l.maxMessageBytes, l.source)
