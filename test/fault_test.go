@@ -227,7 +227,9 @@ func TestFault_ResendWithDupAfterReconnect(t *testing.T) {
 			for i := range 10 {
 				d.Drop(fmt.Sprintf("m-%03d.msg", i), []byte(fmt.Sprintf("Topic: dup/t\nQoS: %d\n\nseq-%06d", qos, i)))
 			}
-			harness.WaitFor(t, 10*time.Second, "ten publishes on the wire", func() bool { return countPublishes(proxy, 1) >= 10 })
+			// Every acknowledgement must be dropped before the reset, or a
+			// late one lets its message through without a resend.
+			harness.WaitFor(t, 10*time.Second, "ten acknowledgements dropped", func() bool { return countDropped(proxy, 1, ackType) >= 10 })
 			proxy.SetDrop(nil)
 			proxy.Reset()
 			for i := 10; i < 20; i++ {
@@ -249,6 +251,18 @@ func countPublishes(p *harness.Proxy, conn int) int {
 	n := 0
 	for _, pk := range p.Packets() {
 		if pk.Conn == conn && pk.Type == packets.PUBLISH && pk.Dir == harness.ToBroker {
+			n++
+		}
+	}
+	return n
+}
+
+// countDropped counts the packets of type kind that the proxy dropped on
+// its connection conn.
+func countDropped(p *harness.Proxy, conn int, kind byte) int {
+	n := 0
+	for _, pk := range p.Packets() {
+		if pk.Conn == conn && pk.Type == kind && pk.Dropped {
 			n++
 		}
 	}

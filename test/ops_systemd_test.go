@@ -39,6 +39,9 @@ func TestOpsNotify_Sequence(t *testing.T) {
 	if code := d.Stop(15 * time.Second); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM, want 0", code)
 	}
+	// The daemon has exited, but the listener may not have read its last
+	// datagrams yet.
+	harness.WaitFor(t, 5*time.Second, "STOPPING=1", func() bool { return sock.Index("STOPPING=1") >= 0 })
 	ready, status := sock.Index("READY=1"), sock.Index("STATUS=")
 	watchdog, stopping := sock.Index("WATCHDOG=1"), sock.Index("STOPPING=1")
 	t.Logf("notifications: %q", sock.Messages())
