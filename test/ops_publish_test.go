@@ -18,8 +18,8 @@ import (
 func TestOpsPublishWait_Outcomes(t *testing.T) {
 	b := harness.StartBroker(t, "message_size_limit 1024")
 	sub := harness.Subscribe(t, b.Addr(), "pw/#", 1)
-	// A route exists, so publish accepts a message without a topic, but it
-	// matches nothing under new/, so the pickup rejects such a message.
+	// The route matches nothing that publish writes, so the pickup
+	// rejects a message without a topic.
 	d := harness.NewDaemon(t, b.URL(), "routes:\n  - match: \"elsewhere/*\"\n    topic: pw/routed\n")
 	d.DumpOnFailure()
 	d.Start()
@@ -47,8 +47,10 @@ func TestOpsPublishWait_Outcomes(t *testing.T) {
 		t.Errorf("rejection message does not point at failed/:\n%s", out)
 	}
 
-	// Rejected at ingest (no topic from the file, a route or a default): exit 4.
-	out, code = harness.Command(t, "publish", "--config", d.Config, "--wait", "10s", "--message", "no topic")
+	// Rejected at ingest (no topic from the file, a route or a default):
+	// exit 4. Without --config, publish cannot know the daemon's routes, so
+	// it leaves the check to the pickup.
+	out, code = harness.Command(t, "publish", "--spool-dir", d.Dir, "--socket", d.Socket, "--wait", "10s", "--message", "no topic")
 	if code != 4 {
 		t.Errorf("publish --wait without a topic: exit %d, want 4:\n%s", code, out)
 	}

@@ -348,6 +348,12 @@ func TestPublish_DollarTopicNeedsRoute(t *testing.T) {
 		t.Errorf("without a route: code %d, stderr %q; want %d and the fix", code, errOut, exitUsage)
 	}
 
+	file, _ = testConfig(t, "routes:\n  - match: \"elsewhere/**\"\n    allow_dollar: true\n")
+	code, _, errOut = run(t, "", "publish", "--config", file, "--topic", "$aws/things/gw/shadow/update", "--message", "x")
+	if code != exitUsage || !strings.Contains(errOut, "allow_dollar") || !strings.Contains(errOut, ".msg") {
+		t.Errorf("with a route for other files: code %d, stderr %q; want %d naming the file", code, errOut, exitUsage)
+	}
+
 	file, _ = testConfig(t, "routes:\n  - match: \"**\"\n    allow_dollar: true\n")
 	code, out, errOut := run(t, "", "publish", "--config", file, "--topic", "$aws/things/gw/shadow/update", "--message", "x")
 	if code != exitOK || !strings.HasPrefix(out, "queued new/") {

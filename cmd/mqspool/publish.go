@@ -9,13 +9,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/mqspool/mqspool/internal/config"
 	"github.com/mqspool/mqspool/internal/format"
 	"github.com/mqspool/mqspool/internal/message"
 )
@@ -107,8 +105,10 @@ func runPublish(c *cobra.Command, f *publishFlags, args []string) error {
 	// The name is chosen first, because a route that matches it may set
 	// the topic that counts towards the size limit.
 	name := uniqueName()
-	if err := target.limit.checkHasTopic(m, name); err != nil {
-		return usageError(err)
+	if target.checkTopic {
+		if err := target.limit.checkTopic(m, name); err != nil {
+			return usageError(err)
+		}
 	}
 	if err := target.limit.checkMessage(m, name, len(data)); err != nil {
 		return usageError(err)
@@ -129,11 +129,13 @@ func runPublish(c *cobra.Command, f *publishFlags, args []string) error {
 
 // publishTarget is the spool directory that publish writes into, the
 // daemon's size limit and, with --wait, the control socket that receives
-// the wait request.
+// the wait request. checkTopic is set when dir comes from the
+// configuration, so that its routes and defaults are the daemon's.
 type publishTarget struct {
-	dir    string
-	socket string
-	limit  sizeLimit
+	dir        string
+	socket     string
+	limit      sizeLimit
+	checkTopic bool
 }
 
 // resolve returns the target from the flags and, where they leave
@@ -152,28 +154,14 @@ func (f *publishFlags) resolve(c *cobra.Command) (publishTarget, error) {
 	}
 	cfg := loaded.Config
 	if t.dir == "" {
-		if err := f.checkTopic(cfg); err != nil {
-			return t, err
-		}
 		t.dir = cfg.Spool.Dir
+		t.checkTopic = true
 	}
 	if t.socket == "" {
 		t.socket = cfg.Control.Socket
 	}
 	t.limit = configSizeLimit(loaded)
 	return t, nil
-}
-
-// checkTopic checks --topic against the routes and defaults of the daemon
-// that serves the configured spool directory.
-func (f *publishFlags) checkTopic(cfg *config.Config) error {
-	if strings.HasPrefix(f.topic, "$") && !slices.ContainsFunc(cfg.Routes, func(r config.Route) bool { return r.AllowDollar }) {
-		return usageError(fmt.Errorf("--topic %q: %w", f.topic, message.ErrTopicDollar))
-	}
-	if f.topic == "" && cfg.Publish.DefaultTopic == "" && len(cfg.Routes) == 0 {
-		return usageError(errors.New("missing --topic: the daemon has no publish.default_topic or routes to give this message one"))
-	}
-	return nil
 }
 
 // message builds the message from the flags. A QoS of -1 means the

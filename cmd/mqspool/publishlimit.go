@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/mqspool/mqspool/internal/config"
 	"github.com/mqspool/mqspool/internal/message"
@@ -53,7 +54,7 @@ func configSizeLimit(loaded *config.Loaded) sizeLimit {
 	cfg := loaded.Config
 	routes := make([]pickup.Route, 0, len(cfg.Routes))
 	for _, r := range cfg.Routes {
-		routes = append(routes, pickup.Route{Match: r.Match, Topic: r.Topic})
+		routes = append(routes, pickup.Route{Match: r.Match, Topic: r.Topic, AllowDollar: r.AllowDollar})
 	}
 	return sizeLimit{
 		maxMessageBytes: int(cfg.Publish.MaxMessageBytes),
@@ -79,15 +80,20 @@ func (l sizeLimit) topicOf(m message.Message, name string) string {
 	return l.defaultTopic
 }
 
-// checkHasTopic rejects m, to be dropped into new/ as name, when neither
-// m, a route nor publish.default_topic gives it a topic. The pickup would
-// move such a file to failed/.
-func (l sizeLimit) checkHasTopic(m message.Message, name string) error {
-	if !l.loaded || l.topicOf(m, name) != "" {
-		return nil
+// checkTopic rejects m, to be dropped into new/ as name, when the pickup
+// would move it to failed/ for its topic. That is a topic starting with $
+// that the route matching name does not allow, or no topic at all from m,
+// that route or publish.default_topic.
+func (l sizeLimit) checkTopic(m message.Message, name string) error {
+	r, matched := pickup.MatchRoute(l.routes, name)
+	if strings.HasPrefix(m.Topic, "$") && !(matched && r.AllowDollar) {
+		return fmt.Errorf("--topic %q: %w (no route with allow_dollar matches the file name %q)", m.Topic, message.ErrTopicDollar, name)
 	}
-	return fmt.Errorf("missing --topic: no route that sets a topic matches the file name %q, "+
-		"and publish.default_topic is not set: pass --topic, or add a route for *.msg with a topic", name)
+	if l.topicOf(m, name) == "" {
+		return fmt.Errorf("missing --topic: no route that sets a topic matches the file name %q, "+
+			"and publish.default_topic is not set: pass --topic, or add a route for *.msg with a topic", name)
+	}
+	return nil
 }
 
 // describe returns the limit with its key and source, for an error.
