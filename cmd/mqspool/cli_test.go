@@ -361,6 +361,29 @@ func TestPublish_DollarTopicNeedsRoute(t *testing.T) {
 	}
 }
 
+// The pickup checks for $ after it adds publish.topic_prefix, so publish
+// checks the topic with the prefix too.
+func TestPublish_DollarTopicWithPrefix(t *testing.T) {
+	file, _ := testConfig(t, "publish:\n  topic_prefix: site1/\n")
+	code, out, errOut := run(t, "", "publish", "--config", file, "--topic", "$x/y", "--message", "x")
+	if code != exitOK || !strings.HasPrefix(out, "queued new/") {
+		t.Errorf("site1/$x/y: code %d, stdout %q, stderr %q; want it queued", code, out, errOut)
+	}
+
+	file, dir := testConfig(t, "publish:\n  topic_prefix: $aws/things/gw/\n"+
+		"routes:\n  - match: \"elsewhere/**\"\n    allow_dollar: true\n")
+	code, _, errOut = run(t, "", "publish", "--config", file, "--topic", "shadow/update", "--message", "x")
+	if code != exitUsage {
+		t.Errorf("$aws/things/gw/shadow/update: code %d, stderr %q; want %d", code, errOut, exitUsage)
+	}
+	if !strings.Contains(errOut, "topic_prefix") || !strings.Contains(errOut, "allow_dollar") {
+		t.Errorf("stderr %q does not name publish.topic_prefix and allow_dollar", errOut)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(dir, "spool", "new")); len(entries) != 0 {
+		t.Errorf("new/ has %v, want nothing", entries)
+	}
+}
+
 // A message without --topic that no route or default would give a topic
 // is refused before it reaches new/, where the pickup would fail it.
 func TestPublish_RouteWithoutTopicExit2(t *testing.T) {

@@ -81,19 +81,25 @@ func (l sizeLimit) topicOf(m message.Message, name string) string {
 }
 
 // checkTopic rejects m, to be dropped into new/ as name, when the pickup
-// would move it to failed/ for its topic. That is a topic starting with $
-// that the route matching name does not allow, or no topic at all from m,
-// that route or publish.default_topic.
+// would move it to failed/ for its topic. That is no topic at all from m,
+// the route matching name or publish.default_topic, or a topic that
+// starts with $ after publish.topic_prefix when that route does not set
+// allow_dollar.
 func (l sizeLimit) checkTopic(m message.Message, name string) error {
-	r, matched := pickup.MatchRoute(l.routes, name)
-	if strings.HasPrefix(m.Topic, "$") && !(matched && r.AllowDollar) {
-		return fmt.Errorf("--topic %q: %w (no route with allow_dollar matches the file name %q)", m.Topic, message.ErrTopicDollar, name)
-	}
-	if l.topicOf(m, name) == "" {
+	topic := l.topicOf(m, name)
+	if topic == "" {
 		return fmt.Errorf("missing --topic: no route that sets a topic matches the file name %q, "+
 			"and publish.default_topic is not set: pass --topic, or add a route for *.msg with a topic", name)
 	}
-	return nil
+	r, matched := pickup.MatchRoute(l.routes, name)
+	if !strings.HasPrefix(l.topicPrefix+topic, "$") || (matched && r.AllowDollar) {
+		return nil
+	}
+	if strings.HasPrefix(l.topicPrefix, "$") {
+		return fmt.Errorf("topic %q: %w (publish.topic_prefix %q adds the $, and no route with allow_dollar matches the file name %q)",
+			l.topicPrefix+topic, message.ErrTopicDollar, l.topicPrefix, name)
+	}
+	return fmt.Errorf("--topic %q: %w (no route with allow_dollar matches the file name %q)", m.Topic, message.ErrTopicDollar, name)
 }
 
 // describe returns the limit with its key and source, for an error.
