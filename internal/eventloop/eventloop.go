@@ -317,8 +317,11 @@ func (l *Loop) window() int {
 	if l.isolation.active {
 		return 1
 	}
-	return min(l.opts.MaxInflight, l.receiveMax)
+	return l.fullWindow()
 }
+
+// fullWindow returns the window outside isolation.
+func (l *Loop) fullWindow() int { return min(l.opts.MaxInflight, l.receiveMax) }
 
 // inflight counts the packets that use the broker's receive quota.
 func (l *Loop) inflight() int { return l.onWire.len() + len(l.birthIDs) }

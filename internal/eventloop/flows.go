@@ -272,7 +272,11 @@ func (l *Loop) resendNext() bool {
 		l.resend = l.resend[1:]
 		return true
 	}
-	if l.inflight() >= l.window() {
+	limit := l.window()
+	if f.Stage == state.StagePubrel {
+		limit = l.fullWindow() // isolationBlocks decides when a PUBREL may go
+	}
+	if l.inflight() >= limit {
 		return false
 	}
 	l.resend = l.resend[1:]

@@ -122,6 +122,9 @@ func (l *Loop) noteConnectionEnd(cause error) {
 	if !ok || !brokerClosed(cause) || l.clock.Now().Sub(iso.written) > strikeWithin {
 		// Not an end that points at one message, so the ends in a row
 		// start again.
+		// NOTE: a PINGREQ or an incoming message's acknowledgement written
+		// after the lone PUBLISH can turn the broker's close into a reset,
+		// so on a busy downlink a refused message may not collect strikes.
 		iso.suspect, iso.strikes = 0, 0
 		return
 	}
@@ -181,9 +184,33 @@ func (l *Loop) loneFlow() (state.Flow, bool) {
 
 // isolationBlocks reports whether isolation keeps the pump from sending
 // a message now: until the SUBACKs and the birth message's PUBACK are in,
-// and while another packet is outstanding.
+// and while another packet is outstanding. A PUBREL carries no message,
+// so the PUBRELs of a resumed session go out together, each without
+// waiting for the PUBCOMP of the one before, unless a PUBLISH is
+// outstanding.
 func (l *Loop) isolationBlocks() bool {
-	return l.isolation.active && (len(l.subIDs) > 0 || len(l.birthIDs) > 0 || l.onWire.len() > 0)
+	if !l.isolation.active {
+		return false
+	}
+	if len(l.subIDs) > 0 || len(l.birthIDs) > 0 {
+		return true
+	}
+	if l.onWire.len() == 0 {
+		return false
+	}
+	// A PUBLISH goes out only when nothing else is outstanding, so when
+	// one is outstanding it is the only packet on the wire.
+	return !l.nextResendIsPubrel() || (l.onWire.len() == 1 && l.publishOnWire())
+}
+
+// nextResendIsPubrel reports whether the next packet to resend is the
+// PUBREL of a QoS 2 flow.
+func (l *Loop) nextResendIsPubrel() bool {
+	if len(l.resend) == 0 {
+		return false
+	}
+	f, ok := l.st.Flow(l.resend[0])
+	return ok && f.Stage == state.StagePubrel
 }
 
 // noteIsolatedWrite records a PUBLISH written during isolation: flow is

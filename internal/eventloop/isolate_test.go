@@ -210,3 +210,45 @@ func TestIsolation_QoS0WaitsForLoneMessage(t *testing.T) {
 		t.Errorf("message A: outcome %v %q, want Delivered", o.Kind, o.Reason)
 	}
 }
+
+// A PUBREL carries no message, so while isolating the loop resends the
+// PUBRELs of a resumed session together instead of one per round trip.
+// The lone PUBLISH still waits until nothing else is outstanding.
+func TestIsolation_PubrelsResentTogether(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{
+		endOn: func(p *packets.Publish) (byte, bool) {
+			return 0, string(p.Payload) == "last"
+		},
+		resetOnEnd:     func(conn int) bool { return conn == 0 },
+		noPubcomp:      func(conn int) bool { return conn < 2 },
+		sessionPresent: func(conn int) bool { return conn > 0 },
+	})
+	src := newMemSource()
+	src.add(msgs("t", 2, 9)...)
+	opts := testOptions(b)
+	opts.MinDelay, opts.MaxDelay = 10*time.Millisecond, 20*time.Millisecond
+	opts.AckTimeout = time.Minute
+	start(t, opts, src, &testJournal{}, nil)
+	pubrelsOn := func(conn int) int {
+		n := 0
+		for _, p := range b.received(packets.PUBREL) {
+			if p.conn == conn {
+				n++
+			}
+		}
+		return n
+	}
+
+	// Nine flows wait for PUBCOMP when the broker resets the connection
+	// on the tenth message, which starts isolation.
+	waitFor(t, 5*time.Second, "nine PUBRELs", func() bool { return pubrelsOn(0) == 9 })
+	src.add(message.Message{Topic: "t", QoS: 2, Payload: []byte("last")})
+	waitFor(t, 5*time.Second, "nine PUBRELs resent", func() bool { return pubrelsOn(1) == 9 })
+
+	time.Sleep(100 * time.Millisecond)
+	for _, p := range b.received(packets.PUBLISH) {
+		if p.conn == 1 {
+			t.Errorf("PUBLISH %q resent while PUBRELs were outstanding", p.payload)
+		}
+	}
+}
