@@ -22,9 +22,11 @@ type Stats struct {
 	Dropped    uint64 // QoS 0 messages dropped while offline
 	Reconnects uint64 // connections accepted after the first one
 	Downgraded uint64 // messages sent with lower QoS or without retain
-	// IncomingDeferred counts incoming QoS 1 and 2 messages left
-	// unacknowledged because the caller held as many as allowed, for the
-	// broker to send again on a later connection.
+	// IncomingDeferred counts the times an incoming QoS 1 or 2 message was
+	// left unacknowledged, for the broker to send again on a later
+	// connection: dropped because the caller held as many as allowed or
+	// an earlier message on its topic was dropped, or declined by the
+	// caller. Messages dropped while draining are not counted.
 	IncomingDeferred uint64
 
 	// RejectedSubscriptions lists the filters the broker refused on the

@@ -50,7 +50,7 @@ func newSnapshotCollector(src Sources) *snapshotCollector {
 		dropped:       counter("mqspool_dropped_messages_total", "Messages dropped, by reason: qos0_offline, or overflow (spool.overflow drop-oldest, counted since the database was created).", "reason"),
 		expired:       counter("mqspool_expired_messages_total", "Messages whose Message Expiry Interval passed before they were sent."),
 		downgraded:    counter("mqspool_downgraded_messages_total", "Messages sent with a lower QoS or without retain to fit the broker's limits."),
-		deferred:      counter("mqspool_incoming_deferred_messages_total", "Incoming QoS 1 and 2 messages left unacknowledged because the daemon held as many as it takes; the broker sends them again after a reconnect."),
+		deferred:      counter("mqspool_incoming_deferred_messages_total", "Times an incoming QoS 1 or 2 message was left unacknowledged, because the daemon held as many as it takes or an earlier message on its topic was left so on the same connection. The broker sends it again after a reconnect."),
 		inflight:      gauge("mqspool_inflight_messages", "QoS 1 and 2 messages sent and not yet acknowledged."),
 		reconnects:    counter("mqspool_reconnects_total", "Connections accepted after the first one."),
 		connected:     gauge("mqspool_connected", "1 while connected to a broker, else 0."),
