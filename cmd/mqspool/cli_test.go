@@ -384,6 +384,20 @@ func TestPublish_DollarTopicWithPrefix(t *testing.T) {
 	}
 }
 
+// The topic prefix counts towards the MQTT limit of 65535 bytes, as the
+// pickup counts it.
+func TestPublish_TopicTooLongWithPrefix(t *testing.T) {
+	file, dir := testConfig(t, "publish:\n  topic_prefix: site1/\n")
+	topic := strings.Repeat("t", 65535-len("site1/")+1)
+	code, _, errOut := run(t, "", "publish", "--config", file, "--topic", topic, "--message", "x")
+	if code != exitUsage || !strings.Contains(errOut, "topic_prefix") {
+		t.Errorf("code %d, stderr %q; want %d naming publish.topic_prefix", code, errOut, exitUsage)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(dir, "spool", "new")); len(entries) != 0 {
+		t.Errorf("new/ has %v, want nothing", entries)
+	}
+}
+
 // A message without --topic that no route or default would give a topic
 // is refused before it reaches new/, where the pickup would fail it.
 func TestPublish_RouteWithoutTopicExit2(t *testing.T) {

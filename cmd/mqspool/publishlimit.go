@@ -82,14 +82,18 @@ func (l sizeLimit) topicOf(m message.Message, name string) string {
 
 // checkTopic rejects m, to be dropped into new/ as name, when the pickup
 // would move it to failed/ for its topic. That is no topic at all from m,
-// the route matching name or publish.default_topic, or a topic that
-// starts with $ after publish.topic_prefix when that route does not set
-// allow_dollar.
+// the route matching name or publish.default_topic, a topic too long once
+// publish.topic_prefix is added, or one that starts with $ after the
+// prefix when that route does not set allow_dollar.
 func (l sizeLimit) checkTopic(m message.Message, name string) error {
 	topic := l.topicOf(m, name)
 	if topic == "" {
 		return fmt.Errorf("missing --topic: no route that sets a topic matches the file name %q, "+
 			"and publish.default_topic is not set: pass --topic, or add a route for *.msg with a topic", name)
+	}
+	if n := len(l.topicPrefix) + len(topic); n > message.MaxTopicBytes {
+		return fmt.Errorf("topic is %d bytes with publish.topic_prefix %q, over the MQTT limit of %d bytes: shorten --topic",
+			n, l.topicPrefix, message.MaxTopicBytes)
 	}
 	r, matched := pickup.MatchRoute(l.routes, name)
 	if !strings.HasPrefix(l.topicPrefix+topic, "$") || (matched && r.AllowDollar) {
