@@ -113,7 +113,7 @@ func (l *Loop) noteConnectionEnd(cause error) {
 	if !iso.active {
 		if mayBeRefusal(cause) && l.publishOnWire() {
 			iso.active = true
-			l.log.Warn("broker ended the connection with publishes outstanding; sending one message at a time until one is acknowledged",
+			l.log.Warn("connection ended by the broker or a reset with publishes outstanding; sending one message at a time until one is acknowledged",
 				"inflight", l.onWire.len(), "err", cause)
 		}
 		return
