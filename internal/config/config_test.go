@@ -208,6 +208,8 @@ func TestLoad_Invalid(t *testing.T) {
 		{"relative socket", minimal + "control:\n  socket: run/mqspool.sock\n", `control.socket: "run/mqspool.sock" is a relative path, which would depend on the working directory: write an absolute path`},
 		{"relative inbox", minimal + "subscriptions:\n  - {filter: a/#, dir: inbox}\n", `subscriptions[0].dir: "inbox" is a relative path`},
 		{"dollar prefix", minimal + "publish:\n  topic_prefix: $SYS/\n", `"$SYS/" starts with $`},
+		{"route topic under dollar prefix", minimal + "publish:\n  topic_prefix: $aws/\nroutes:\n  - match: a\n    topic: t\n",
+			`routes[0].topic: "t" with publish.topic_prefix is "$aws/t": topic starts with $`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -360,7 +360,10 @@ func (c *Config) validateRoutes(v *validator) {
 			v.addf("%s.match: %q is not a valid glob: %v", key, r.Match, err)
 		}
 		if r.Topic != "" {
-			if err := message.ValidateTopic(c.Publish.TopicPrefix+r.Topic, r.AllowDollar); err != nil {
+			full := c.Publish.TopicPrefix + r.Topic
+			if err := message.ValidateTopic(full, r.AllowDollar); err != nil && full != r.Topic {
+				v.addf("%s.topic: %q with publish.topic_prefix is %q: %v", key, r.Topic, full, err)
+			} else if err != nil {
 				v.addf("%s.topic: %q: %v", key, r.Topic, err)
 			}
 		}
