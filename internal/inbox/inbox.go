@@ -116,7 +116,15 @@ type Inbox struct {
 	flows map[string]string
 	// declined counts the messages given up after StopWaiting.
 	declined int
+	// fullLogged is when a full inbox was last logged at warning level.
+	// Within fullLogEvery of it, the full and room again lines go to
+	// debug, so a consumer that keeps the backlog at the limit does not
+	// log a pair every second.
+	fullLogged time.Time
 }
+
+// fullLogEvery is the least time between two warnings of a full inbox.
+const fullLogEvery = time.Minute
 
 // Open creates the inbox's directories, removes what a crash left in
 // tmp/ and counts the backlog in new/. A directory that cannot be created
@@ -473,7 +481,13 @@ func (in *Inbox) waitForRoom(ctx context.Context) bool {
 	if in.stoppedWaiting() {
 		return false
 	}
-	in.log.Warn("inbox full, holding acknowledgements until a consumer removes files",
+	level := slog.LevelWarn
+	if now := time.Now(); now.Sub(in.fullLogged) < fullLogEvery {
+		level = slog.LevelDebug
+	} else {
+		in.fullLogged = now
+	}
+	in.log.Log(ctx, level, "inbox full, holding acknowledgements until a consumer removes files",
 		"files", in.files, "bytes", in.bytes, "max_files", in.opts.MaxFiles, "max_bytes", in.opts.MaxBytes)
 	for in.atLimit() {
 		in.pruneRedelivered()
@@ -482,7 +496,10 @@ func (in *Inbox) waitForRoom(ctx context.Context) bool {
 		}
 		in.recount()
 	}
-	in.log.Info("inbox has room again, acknowledging", "files", in.files, "bytes", in.bytes)
+	if level == slog.LevelWarn {
+		level = slog.LevelInfo
+	}
+	in.log.Log(ctx, level, "inbox has room again, acknowledging", "files", in.files, "bytes", in.bytes)
 	return true
 }
 

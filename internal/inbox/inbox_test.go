@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -211,6 +212,55 @@ func TestInbox_Limit_HoldsAndResumes(t *testing.T) {
 	if names := newFiles(t, in); len(names) != 2 {
 		t.Errorf("new/ holds %v, want 2 files", names)
 	}
+}
+
+// An inbox that a consumer keeps at its limit fills up again and again.
+// Only the first time within a minute is logged above debug level.
+func TestInbox_Limit_FullLoggedOncePerMinute(t *testing.T) {
+	var logs syncBuffer
+	handler := slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})
+	in := openTest(t, Options{MaxFiles: 1, Logger: slog.New(handler)})
+	runTest(t, in)
+	var released atomic.Int32
+	in.Enqueue(delivery("a", "1", 1, &released))
+	for i := range 3 {
+		in.Enqueue(delivery("a", fmt.Sprint(i), 1, &released))
+		waitFor(t, "the worker waiting for room", func() bool {
+			return strings.Count(logs.String(), "inbox full") == i+1
+		})
+		if err := os.Remove(filepath.Join(in.Dir(), "new", newFiles(t, in)[0])); err != nil {
+			t.Fatal(err)
+		}
+		want := int32(i + 2)
+		waitFor(t, "release after room", func() bool { return released.Load() == want })
+	}
+
+	out := logs.String()
+	if n := strings.Count(out, `level=WARN msg="inbox full`); n != 1 {
+		t.Errorf("%d full warnings for three fills within a minute, want 1:\n%s", n, out)
+	}
+	if n := strings.Count(out, `level=INFO msg="inbox has room again`); n != 1 {
+		t.Errorf("%d room again lines at info level, want 1:\n%s", n, out)
+	}
+}
+
+// syncBuffer is a bytes.Buffer that the worker and the test may use at
+// once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func TestInbox_MaxBytes_Holds(t *testing.T) {
