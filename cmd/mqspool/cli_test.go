@@ -354,6 +354,13 @@ func TestPublish_DollarTopicNeedsRoute(t *testing.T) {
 		t.Errorf("with a route for other files: code %d, stderr %q; want %d naming the file", code, errOut, exitUsage)
 	}
 
+	// The pickup takes the first route that matches, as publish does.
+	file, _ = testConfig(t, "routes:\n  - match: \"**\"\n    qos: 1\n  - match: \"*.msg\"\n    allow_dollar: true\n")
+	code, _, errOut = run(t, "", "publish", "--config", file, "--topic", "$aws/things/gw/shadow/update", "--message", "x")
+	if code != exitUsage || !strings.Contains(errOut, `"**", does not set allow_dollar`) {
+		t.Errorf("behind a first route without allow_dollar: code %d, stderr %q; want %d naming that route", code, errOut, exitUsage)
+	}
+
 	file, _ = testConfig(t, "routes:\n  - match: \"**\"\n    allow_dollar: true\n")
 	code, out, errOut := run(t, "", "publish", "--config", file, "--topic", "$aws/things/gw/shadow/update", "--message", "x")
 	if code != exitOK || !strings.HasPrefix(out, "queued new/") {
@@ -395,6 +402,16 @@ func TestPublish_TopicTooLongWithPrefix(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(filepath.Join(dir, "spool", "new")); len(entries) != 0 {
 		t.Errorf("new/ has %v, want nothing", entries)
+	}
+}
+
+// With --spool-dir beside --config, the configuration still gives the
+// routes and defaults that the topic is checked against.
+func TestPublish_SpoolDirWithConfigChecksTopic(t *testing.T) {
+	file, dir := testConfig(t, "routes:\n  - match: '*.jsonl'\n    topic: x\n")
+	code, _, errOut := run(t, "", "publish", "--config", file, "--spool-dir", filepath.Join(dir, "spool"), "--message", "x")
+	if code != exitUsage || !strings.Contains(errOut, "missing --topic") {
+		t.Errorf("code %d, stderr %q; want %d naming the missing topic", code, errOut, exitUsage)
 	}
 }
 

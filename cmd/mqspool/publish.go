@@ -105,10 +105,8 @@ func runPublish(c *cobra.Command, f *publishFlags, args []string) error {
 	// The name is chosen first, because a route that matches it may set
 	// the topic that counts towards the size limit.
 	name := uniqueName()
-	if target.checkTopic {
-		if err := target.limit.checkTopic(m, name); err != nil {
-			return usageError(err)
-		}
+	if err := target.limit.checkTopic(m, name); err != nil {
+		return usageError(err)
 	}
 	if err := target.limit.checkMessage(m, name, len(data)); err != nil {
 		return usageError(err)
@@ -129,13 +127,11 @@ func runPublish(c *cobra.Command, f *publishFlags, args []string) error {
 
 // publishTarget is the spool directory that publish writes into, the
 // daemon's size limit and, with --wait, the control socket that receives
-// the wait request. checkTopic is set when dir comes from the
-// configuration, so that its routes and defaults are the daemon's.
+// the wait request.
 type publishTarget struct {
-	dir        string
-	socket     string
-	limit      sizeLimit
-	checkTopic bool
+	dir    string
+	socket string
+	limit  sizeLimit
 }
 
 // resolve returns the target from the flags and, where they leave
@@ -155,7 +151,6 @@ func (f *publishFlags) resolve(c *cobra.Command) (publishTarget, error) {
 	cfg := loaded.Config
 	if t.dir == "" {
 		t.dir = cfg.Spool.Dir
-		t.checkTopic = true
 	}
 	if t.socket == "" {
 		t.socket = cfg.Control.Socket

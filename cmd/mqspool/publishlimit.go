@@ -86,6 +86,9 @@ func (l sizeLimit) topicOf(m message.Message, name string) string {
 // publish.topic_prefix is added, or one that starts with $ after the
 // prefix when that route does not set allow_dollar.
 func (l sizeLimit) checkTopic(m message.Message, name string) error {
+	if !l.loaded {
+		return nil // the routes and defaults are unknown
+	}
 	topic := l.topicOf(m, name)
 	if topic == "" {
 		return fmt.Errorf("missing --topic: no route that sets a topic matches the file name %q, "+
@@ -99,11 +102,15 @@ func (l sizeLimit) checkTopic(m message.Message, name string) error {
 	if !strings.HasPrefix(l.topicPrefix+topic, "$") || (matched && r.AllowDollar) {
 		return nil
 	}
-	if strings.HasPrefix(l.topicPrefix, "$") {
-		return fmt.Errorf("topic %q: %w (publish.topic_prefix %q adds the $, and no route with allow_dollar matches the file name %q)",
-			l.topicPrefix+topic, message.ErrTopicDollar, l.topicPrefix, name)
+	route := fmt.Sprintf("no route matches the file name %q", name)
+	if matched {
+		route = fmt.Sprintf("the first route matching the file name %q, %q, does not set allow_dollar", name, r.Match)
 	}
-	return fmt.Errorf("--topic %q: %w (no route with allow_dollar matches the file name %q)", m.Topic, message.ErrTopicDollar, name)
+	if strings.HasPrefix(l.topicPrefix, "$") {
+		return fmt.Errorf("topic %q: %w (publish.topic_prefix %q adds the $, and %s)",
+			l.topicPrefix+topic, message.ErrTopicDollar, l.topicPrefix, route)
+	}
+	return fmt.Errorf("--topic %q: %w (%s)", m.Topic, message.ErrTopicDollar, route)
 }
 
 // describe returns the limit with its key and source, for an error.
