@@ -210,6 +210,8 @@ func TestLoad_Invalid(t *testing.T) {
 		{"dollar prefix", minimal + "publish:\n  topic_prefix: $SYS/\n", `"$SYS/" starts with $`},
 		{"route topic under dollar prefix", minimal + "publish:\n  topic_prefix: $aws/\nroutes:\n  - match: a\n    topic: t\n",
 			`routes[0].topic: "t" with publish.topic_prefix is "$aws/t": topic starts with $`},
+		{"default topic under dollar prefix", minimal + "publish:\n  topic_prefix: $aws/\n  default_topic: d\n",
+			`publish.default_topic: "d" with publish.topic_prefix is "$aws/d": topic starts with $`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

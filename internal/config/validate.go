@@ -253,15 +253,27 @@ func (c *Config) validateReconnect(v *validator) {
 	}
 }
 
+// checkPrefixedTopic checks topic as the pickup sends it, after the
+// prefix, and names both forms when they differ.
+func (v *validator) checkPrefixedTopic(key, prefix, topic string, allowDollar bool) {
+	full := prefix + topic
+	err := message.ValidateTopic(full, allowDollar)
+	switch {
+	case err == nil:
+	case full != topic:
+		v.addf("%s: %q with publish.topic_prefix is %q: %v", key, topic, full, err)
+	default:
+		v.addf("%s: %q: %v", key, topic, err)
+	}
+}
+
 func (c *Config) validatePublish(v *validator) {
 	p := &c.Publish
 	if p.QoS < 0 || p.QoS > 2 {
 		v.addf("publish.qos: %d is invalid: use 0, 1 or 2", p.QoS)
 	}
 	if p.DefaultTopic != "" {
-		if err := message.ValidateTopic(p.TopicPrefix+p.DefaultTopic, false); err != nil {
-			v.addf("publish.default_topic: %q: %v", p.DefaultTopic, err)
-		}
+		v.checkPrefixedTopic("publish.default_topic", p.TopicPrefix, p.DefaultTopic, false)
 	}
 	if strings.ContainsAny(p.TopicPrefix, "+#\x00") || !utf8.ValidString(p.TopicPrefix) {
 		v.addf("publish.topic_prefix: %q must be valid UTF-8 without wildcards", p.TopicPrefix)
@@ -360,12 +372,7 @@ func (c *Config) validateRoutes(v *validator) {
 			v.addf("%s.match: %q is not a valid glob: %v", key, r.Match, err)
 		}
 		if r.Topic != "" {
-			full := c.Publish.TopicPrefix + r.Topic
-			if err := message.ValidateTopic(full, r.AllowDollar); err != nil && full != r.Topic {
-				v.addf("%s.topic: %q with publish.topic_prefix is %q: %v", key, r.Topic, full, err)
-			} else if err != nil {
-				v.addf("%s.topic: %q: %v", key, r.Topic, err)
-			}
+			v.checkPrefixedTopic(key+".topic", c.Publish.TopicPrefix, r.Topic, r.AllowDollar)
 		}
 		if r.QoS != nil && (*r.QoS < 0 || *r.QoS > 2) {
 			v.addf("%s.qos: %d is invalid: use 0, 1 or 2", key, *r.QoS)
