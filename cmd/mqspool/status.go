@@ -127,9 +127,9 @@ func printStatus(w io.Writer, s *control.Status) {
 	if s.Connected {
 		row("connection", "connected to %s (session present %t, client id %s)", s.Broker, s.SessionPresent, s.ClientID)
 	} else {
-		row("connection", "disconnected (client id %s): %s", s.ClientID, orNone(s.LastError))
+		row("connection", "disconnected (client id %s): %s", s.ClientID, disconnectCause(s.LastError))
 	}
-	row("queue", "%d messages, %s, oldest %s", s.QueueMessages, humanBytes(s.QueueBytes), seconds(s.OldestAgeSecs))
+	row("queue", "%s, %s, oldest %s", plural(s.QueueMessages, "message"), humanBytes(s.QueueBytes), seconds(s.OldestAgeSecs))
 	row("inflight", "%d", s.Inflight)
 	row("rates", "in %.1f/s, out %.1f/s", s.RateIn, s.RateOut)
 	row("paused", "%t", s.Paused)
@@ -200,11 +200,21 @@ func humanBytes(n int64) string {
 	return fmt.Sprintf("%.1f%ciB", value, "KMGT"[exp-1])
 }
 
-func orNone(s string) string {
-	if s == "" {
-		return "(none)"
+// disconnectCause returns the last connection error, or a note that no
+// connection has ended yet, as while the first CONNACK is awaited.
+func disconnectCause(lastError string) string {
+	if lastError == "" {
+		return "not connected yet"
 	}
-	return s
+	return lastError
+}
+
+// plural returns n with noun, adding an s unless n is 1.
+func plural(n int64, noun string) string {
+	if n == 1 {
+		return fmt.Sprintf("1 %s", noun)
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 func seconds(v float64) string {
@@ -217,8 +227,12 @@ func eta(s *control.Status) string {
 		return "empty"
 	case s.Paused:
 		return "unknown (paused)"
+	case !s.Connected:
+		return "unknown (disconnected)"
 	case s.DrainETASecs <= 0:
 		return "unknown (not sending)"
+	case s.DrainETASecs < 1:
+		return "under 1s"
 	default:
 		return seconds(s.DrainETASecs)
 	}

@@ -28,3 +28,17 @@ func TestPrintStatus_FailedCountsApart(t *testing.T) {
 		t.Errorf("status lacks %q:\n%s", want, text)
 	}
 }
+
+// The time to drain is unknown while disconnected, whatever the rate
+// measured before, and a queue of one is singular.
+func TestPrintStatus_DrainWhileDisconnected(t *testing.T) {
+	var out bytes.Buffer
+	printStatus(&out, &control.Status{QueueMessages: 1, QueueBytes: 10, RateOut: 143.9, DrainETASecs: 0.01})
+	text := out.String()
+
+	for _, want := range []string{"time to drain:   unknown (disconnected)", "queue:           1 message,", "not connected yet"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("status lacks %q:\n%s", want, text)
+		}
+	}
+}

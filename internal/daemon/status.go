@@ -55,9 +55,10 @@ func (r *rates) get() (in, out float64) {
 
 // drainRate returns the rate at which the queue drains, in messages per
 // second, for the time to drain: the measured rate out, no faster than
-// the throttle allows, and 0 while paused, when nothing drains.
+// the throttle allows, and 0 while paused or disconnected, when nothing
+// drains.
 func drainRate(out float64, ls eventloop.Stats, ss spool.Stats) float64 {
-	if ls.Paused {
+	if ls.Paused || !ls.Connected {
 		return 0
 	}
 	rate := out

@@ -15,12 +15,13 @@ func TestDrainRate(t *testing.T) {
 		loop eventloop.Stats
 		want float64
 	}{
-		{"measured", 50, eventloop.Stats{}, 50},
-		{"paused", 50, eventloop.Stats{Paused: true}, 0},
-		{"message throttle", 50, eventloop.Stats{MessagesPerSecond: 0.001}, 0.001},
-		{"byte throttle", 50, eventloop.Stats{BytesPerSecond: 2048}, 2},
-		{"throttle above the rate", 50, eventloop.Stats{MessagesPerSecond: 500}, 50},
-		{"nothing sent", 0, eventloop.Stats{MessagesPerSecond: 10}, 0},
+		{"measured", 50, eventloop.Stats{Connected: true}, 50},
+		{"paused", 50, eventloop.Stats{Connected: true, Paused: true}, 0},
+		{"disconnected", 50, eventloop.Stats{}, 0},
+		{"message throttle", 50, eventloop.Stats{Connected: true, MessagesPerSecond: 0.001}, 0.001},
+		{"byte throttle", 50, eventloop.Stats{Connected: true, BytesPerSecond: 2048}, 2},
+		{"throttle above the rate", 50, eventloop.Stats{Connected: true, MessagesPerSecond: 500}, 50},
+		{"nothing sent", 0, eventloop.Stats{Connected: true, MessagesPerSecond: 10}, 0},
 	}
 	for _, tc := range cases {
 		if got := drainRate(tc.out, tc.loop, queue); got != tc.want {
