@@ -3,8 +3,10 @@ package eventloop
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
+	"github.com/mqspool/mqspool/internal/message"
 	"github.com/mqspool/mqspool/internal/state"
 )
 
@@ -135,8 +137,7 @@ func (l *Loop) publishNew(req Request) bool {
 	}
 	downgraded := l.fitLimits(&m)
 	if downgraded && l.opts.OnBrokerLimit == LimitReject {
-		l.failMessage(req.Seq, fmt.Sprintf("broker supports at most qos %d and retain available %t: message has qos %d retain %t",
-			l.conn.limits.MaximumQoS, l.conn.limits.RetainAvailable, req.Message.QoS, req.Message.Retain), 0)
+		l.failMessage(req.Seq, limitReason(l.conn.limits.MaximumQoS, l.conn.limits.RetainAvailable, req.Message), 0)
 		return true
 	}
 	if m.QoS > 0 && l.inflight() >= l.window() {
@@ -435,4 +436,18 @@ func (l *Loop) throttleDelay(size int) time.Duration {
 		}
 	}
 	return delay
+}
+
+// limitReason explains a message rejected because it is over the broker's
+// Maximum QoS or uses retain where Retain Available is 0.
+func limitReason(maxQoS byte, retainAvailable bool, m message.Message) string {
+	var over []string
+	if m.QoS > maxQoS {
+		over = append(over, fmt.Sprintf("qos %d, but the broker's maximum qos is %d", m.QoS, maxQoS))
+	}
+	if m.Retain && !retainAvailable {
+		over = append(over, "retain set, but the broker does not support retained messages")
+	}
+	return "message has " + strings.Join(over, ", and ") +
+		": lower the qos or clear retain and requeue it, or set publish.on_broker_limit to downgrade"
 }

@@ -362,6 +362,9 @@ func TestBrokerLimits_DowngradeAndReject(t *testing.T) {
 			}
 		} else if o.Kind != Failed || len(pubs) != 0 {
 			t.Errorf("reject: outcome %v, %d publishes; want Failed and none", o.Kind, len(pubs))
+		} else if want := "qos 1, but the broker's maximum qos is 0, and retain set"; !strings.Contains(o.Reason, want) ||
+			!strings.Contains(o.Reason, "publish.on_broker_limit") {
+			t.Errorf("reject: reason %q, want %q and the setting that downgrades instead", o.Reason, want)
 		}
 		r.stop(t)
 	}
