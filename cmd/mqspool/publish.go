@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -68,7 +69,8 @@ message was rejected (see failed/).`,
 	fl := c.Flags()
 	fl.StringVar(&f.spoolDir, "spool-dir", "", "spool directory (default: spool.dir from the config)")
 	fl.StringVarP(&f.topic, "topic", "t", "", "topic (default: the daemon's routes and publish.default_topic)")
-	fl.IntVarP(&f.qos, "qos", "q", -1, "QoS 0, 1 or 2 (default: the daemon's publish.qos)")
+	f.qos = -1
+	fl.VarP(qosValue{&f.qos}, "qos", "q", "QoS 0, 1 or 2 (default: the daemon's publish.qos)")
 	fl.BoolVarP(&f.retain, "retain", "r", false, "set the retain flag (takes no value: --retain, or --retain=false)")
 	fl.Uint32Var(&f.expiry, "expiry", 0, "message expiry interval in seconds, aged while queued (0: none)")
 	fl.StringVar(&f.contentType, "content-type", "", "MQTT 5 content type")
@@ -78,12 +80,31 @@ message was rejected (see failed/).`,
 	return c
 }
 
+// qosValue is the --qos flag. Left out, the QoS stays -1, which leaves it
+// to the daemon's publish.qos, and the help shows no default value.
+type qosValue struct{ qos *int }
+
+func (v qosValue) String() string {
+	if v.qos == nil || *v.qos < 0 {
+		return ""
+	}
+	return strconv.Itoa(*v.qos)
+}
+
+func (v qosValue) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > 2 {
+		return fmt.Errorf("%q is invalid: use 0, 1 or 2, or leave it out for the daemon's publish.qos", s)
+	}
+	*v.qos = n
+	return nil
+}
+
+func (v qosValue) Type() string { return "int" }
+
 func runPublish(c *cobra.Command, f *publishFlags, args []string) error {
 	if f.wait < 0 {
 		return usageError(fmt.Errorf("--wait %s is invalid: use a positive duration such as 30s, or leave it out", f.wait))
-	}
-	if c.Flags().Changed("qos") && f.qos == -1 {
-		return usageError(fmt.Errorf("--qos -1 is invalid: use 0, 1 or 2, or leave it out for the daemon's publish.qos"))
 	}
 	// Everything is checked before the file is written, because a script
 	// that retries on exit status 2 would otherwise queue it twice.
