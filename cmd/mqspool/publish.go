@@ -198,7 +198,7 @@ func (f *publishFlags) message(stdin io.Reader, args []string, limit sizeLimit) 
 		// A topic starting with $ is checked against the routes in
 		// checkTopic.
 		if err := message.ValidateTopic(f.topic, true); err != nil {
-			return m, fmt.Errorf("--topic %q: %w", f.topic, err)
+			return m, fmt.Errorf("--topic %s: %w", message.QuoteShort(f.topic), err)
 		}
 	}
 	if err := f.checkHeaderValues(); err != nil {

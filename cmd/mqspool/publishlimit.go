@@ -107,10 +107,10 @@ func (l sizeLimit) checkTopic(m message.Message, name string) error {
 		route = fmt.Sprintf("the first route matching the file name %q, %q, does not set allow_dollar", name, r.Match)
 	}
 	if strings.HasPrefix(l.topicPrefix, "$") {
-		return fmt.Errorf("topic %q: %w (publish.topic_prefix %q adds the $, and %s)",
-			l.topicPrefix+topic, message.ErrTopicDollar, l.topicPrefix, route)
+		return fmt.Errorf("topic %s: %w (publish.topic_prefix %q adds the $, and %s)",
+			message.QuoteShort(l.topicPrefix+topic), message.ErrTopicDollar, l.topicPrefix, route)
 	}
-	return fmt.Errorf("--topic %q: %w (%s)", m.Topic, message.ErrTopicDollar, route)
+	return fmt.Errorf("--topic %s: %w (%s)", message.QuoteShort(m.Topic), message.ErrTopicDollar, route)
 }
 
 // describe returns the limit with its key and source, for an error.
@@ -163,8 +163,8 @@ func (l sizeLimit) readPayload(from string, r io.Reader) ([]byte, error) {
 func (l sizeLimit) checkMessage(m message.Message, name string, fileSize int) error {
 	m.Topic = l.topicPrefix + l.topicOf(m, name)
 	if size := m.Size(); size > l.maxMessageBytes {
-		return fmt.Errorf("message is %d bytes with its topic %q and properties, over %s: %s",
-			size, m.Topic, l.describe(), l.fix())
+		return fmt.Errorf("message is %d bytes with its topic %s and properties, over %s: %s",
+			size, message.QuoteShort(m.Topic), l.describe(), l.fix())
 	}
 	if fileLimit := l.maxMessageBytes + msgHeaderAllowance; fileSize > fileLimit {
 		return fmt.Errorf(".msg file would be %d bytes, over %s plus %d bytes for headers: "+

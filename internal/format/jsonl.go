@@ -229,7 +229,7 @@ func (j *jsonLine) message() (message.Message, Fields, error) {
 	}
 	if j.Topic != nil {
 		if err := message.ValidateTopic(*j.Topic, true); err != nil {
-			return m, f, fmt.Errorf("field topic %q is invalid: %w", *j.Topic, err)
+			return m, f, fmt.Errorf("field topic %s is invalid: %w", message.QuoteShort(*j.Topic), err)
 		}
 		m.Topic, f.Topic = *j.Topic, true
 	}
@@ -289,7 +289,7 @@ func (j *jsonLine) properties(m *message.Message) error {
 	}
 	if j.ResponseTopic != nil {
 		if err := message.ValidateTopic(*j.ResponseTopic, true); err != nil {
-			return fmt.Errorf("field response_topic %q is invalid: %w", *j.ResponseTopic, err)
+			return fmt.Errorf("field response_topic %s is invalid: %w", message.QuoteShort(*j.ResponseTopic), err)
 		}
 		m.ResponseTopic = *j.ResponseTopic
 	}

@@ -7,6 +7,7 @@ package message
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -174,7 +175,7 @@ func ValidateTopic(topic string, allowDollar bool) error {
 // when the payload is declared UTF-8, the payload itself.
 func (m *Message) Validate(allowDollar bool) error {
 	if err := ValidateTopic(m.Topic, allowDollar); err != nil {
-		return fmt.Errorf("topic %q: %w", m.Topic, err)
+		return fmt.Errorf("topic %s: %w", QuoteShort(m.Topic), err)
 	}
 	if m.QoS > 2 {
 		return fmt.Errorf("qos %d is invalid: use 0, 1 or 2", m.QoS)
@@ -184,7 +185,7 @@ func (m *Message) Validate(allowDollar bool) error {
 	}
 	if m.ResponseTopic != "" {
 		if err := ValidateTopic(m.ResponseTopic, true); err != nil {
-			return fmt.Errorf("response topic %q: %w", m.ResponseTopic, err)
+			return fmt.Errorf("response topic %s: %w", QuoteShort(m.ResponseTopic), err)
 		}
 	}
 	if err := ValidateString(m.ContentType); err != nil {
@@ -209,4 +210,21 @@ func (m *Message) Size() int {
 		n += len(p.Key) + len(p.Value)
 	}
 	return n
+}
+
+// quoteMax is how many bytes of a string QuoteShort keeps.
+const quoteMax = 200
+
+// QuoteShort quotes s for an error message like %q does, cut to its first
+// quoteMax bytes with its length added when it is longer, so that a topic
+// of 65535 bytes does not fill a terminal or a .reason file.
+func QuoteShort(s string) string {
+	if len(s) <= quoteMax {
+		return strconv.Quote(s)
+	}
+	cut := s[:quoteMax]
+	for i := 0; i < utf8.UTFMax && !utf8.ValidString(cut); i++ {
+		cut = cut[:len(cut)-1] // do not split a character
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(cut), len(s))
 }

@@ -69,3 +69,18 @@ func TestMessage_Size(t *testing.T) {
 		t.Errorf("Size = %d, want 8", got)
 	}
 }
+
+// A long string is cut in an error message, never inside a character,
+// and its full length is given.
+func TestQuoteShort_CutsLongStrings(t *testing.T) {
+	if got := QuoteShort("site1/temp"); got != `"site1/temp"` {
+		t.Errorf("short string quoted as %s", got)
+	}
+
+	long := strings.Repeat("a", quoteMax-1) + "é" + strings.Repeat("b", 65000)
+	got := QuoteShort(long)
+	want := `"` + strings.Repeat("a", quoteMax-1) + `"... (65201 bytes)`
+	if got != want {
+		t.Errorf("long string quoted as %.80s...%s, want %.80s...%s", got, got[len(got)-24:], want, want[len(want)-24:])
+	}
+}
