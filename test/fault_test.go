@@ -538,6 +538,9 @@ func TestFault_RejectedByBroker(t *testing.T) {
 	if !strings.Contains(strings.ToLower(failed[0]), "too large") && !strings.Contains(failed[0], "0x95") {
 		t.Errorf("reason %q does not name the 0x95 rejection", failed[0])
 	}
+	if !strings.Contains(failed[0], "queued from new/m-005.msg") {
+		t.Errorf("reason %q does not name the file the message came from", failed[0])
+	}
 }
 
 // TestFault_RejectedWhileFailedUnusable has the broker refuse a message

@@ -157,14 +157,21 @@ func (d *Daemon) droppedOldest(seq uint64) {
 		Reason: "the spool was full and spool.overflow is drop-oldest"})
 }
 
+// quarantine moves a message the broker rejected to failed/. The reason
+// names the file under new/ it came from, while the wait tracker still
+// remembers it.
 func (d *Daemon) quarantine(seq uint64, m *message.Message, raw []byte, reason string) error {
 	name := fmt.Sprintf("spool-%020d", seq)
+	source, known := d.waits.source(seq)
+	if known {
+		reason += " (queued from new/" + source + ")"
+	}
 	dst, err := d.pickup.Quarantine(name, m, raw, reason)
 	if err != nil {
 		d.failedKept.Add(1) // the spool keeps the message and logs it
 		return err
 	}
-	d.log.Error("message moved to failed/", "seq", seq, "failed_path", dst, "reason", reason)
+	d.log.Error("message moved to failed/", "seq", seq, "failed_path", dst, "source", source, "reason", reason)
 	return nil
 }
 

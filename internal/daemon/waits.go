@@ -156,6 +156,17 @@ func (w *waitTracker) outcome(o eventloop.Outcome) {
 	}
 }
 
+// source returns the file under new/ that message seq came from, while
+// the tracker still remembers that file.
+func (w *waitTracker) source(seq uint64) (string, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if f := w.fileOf(seq); f != nil {
+		return f.rel, true
+	}
+	return "", false
+}
+
 // fileOf returns the known file whose messages include seq, or nil.
 // w.mu must be held.
 func (w *waitTracker) fileOf(seq uint64) *trackedFile {
