@@ -293,8 +293,15 @@ func (d *Daemon) startServers(wg *sync.WaitGroup) (stop func()) {
 func (d *Daemon) drive(ctx, hard context.Context, stopIntake func()) error {
 	defer d.poll.stop()
 	// The loop hears of the stop from here, not from this goroutine, which
-	// may be inside a Poll that waits on a write to a stalled broker.
-	stopDrain := context.AfterFunc(ctx, func() { d.loop.Shutdown(d.cfg.Shutdown.DrainTimeout) })
+	// may be inside a Poll that waits on a write to a stalled broker. systemd
+	// hears of it here too, because a loop with nothing to drain may close
+	// before this goroutine sees ctx end.
+	stopDrain := context.AfterFunc(ctx, func() {
+		d.stopping.Store(true)
+		d.log.Info("shutting down", "drain_timeout", d.cfg.Shutdown.DrainTimeout)
+		d.notifyStopping()
+		d.loop.Shutdown(d.cfg.Shutdown.DrainTimeout)
+	})
 	defer stopDrain()
 	stopHard := context.AfterFunc(hard, func() { d.loop.Shutdown(0) })
 	defer stopHard()
@@ -319,9 +326,6 @@ func (d *Daemon) drive(ctx, hard context.Context, stopIntake func()) error {
 			return nil
 		case err != nil && !draining && ctx.Err() != nil:
 			draining = true
-			d.stopping.Store(true)
-			d.log.Info("shutting down", "drain_timeout", d.cfg.Shutdown.DrainTimeout)
-			d.notifyStopping()
 			stopIntake()
 			d.downlink.stopWaiting()
 			continue
