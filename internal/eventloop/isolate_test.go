@@ -63,14 +63,12 @@ func TestIsolation_MessageThatEndsConnectionsFails(t *testing.T) {
 					t.Errorf("message %d: outcome %v %q, want Delivered", seq, o.Kind, o.Reason)
 				}
 			}
-			// A reset discards the PUBACKs the client had not read yet, and
-			// then a message before the poison ends isolation once more.
-			most := 5
-			if tc.resetFirst {
-				most = 6
-			}
-			if n := b.connections(); n < 5 || n > most {
-				t.Errorf("%d connections, want 5 (at most %d): the first, three with the message alone, and one after", n, most)
+			// The first end may be a reset in every case: the client may
+			// write while the broker closes. A reset discards the
+			// acknowledgements the client had not read yet, and then a
+			// message before the poison ends isolation once more.
+			if n := b.connections(); n < 5 || n > 6 {
+				t.Errorf("%d connections, want 5 (6 after a reset): the first, three with the message alone, and one after", n)
 			}
 		})
 	}
