@@ -295,7 +295,7 @@ func (d *Daemon) drive(ctx, hard context.Context, stopIntake func()) error {
 	// The loop hears of the stop from here, not from this goroutine, which
 	// may be inside a Poll that waits on a write to a stalled broker. systemd
 	// hears of it here too, because a loop with nothing to drain may close
-	// before this goroutine sees ctx end.
+	// before this goroutine notices that ctx ended.
 	stopDrain := context.AfterFunc(ctx, func() {
 		d.stopping.Store(true)
 		d.log.Info("shutting down", "drain_timeout", d.cfg.Shutdown.DrainTimeout)

@@ -82,8 +82,8 @@ func brokerClosed(cause error) bool {
 // mayBeRefusal reports whether cause may be the broker refusing one of
 // the packets outstanding: an end that brokerClosed counts, or a reset. A
 // broker that closes the socket while the client's later PUBLISH packets
-// are still unread makes the kernel answer with a reset instead of an
-// orderly close.
+// are still unread makes the kernel send a reset instead of an orderly
+// close.
 func mayBeRefusal(cause error) bool {
 	return brokerClosed(cause) || errors.Is(cause, syscall.ECONNRESET) || errors.Is(cause, syscall.EPIPE)
 }
