@@ -28,8 +28,10 @@ damage may be sent twice.
 The files are named salvage-<run>-<sequence>.msg, where <run> is the start
 time of this salvage and a random part, so that a second salvage does not
 reuse the names of an earlier one. A name that is taken anyway stops the
-salvage with exit status 1, and no file is replaced. FILE may not be the configured spool.db: the
-daemon sends the messages in that file itself.`,
+salvage with exit status 1, and no file is replaced.
+
+FILE may not be the configured spool.db: the daemon sends the messages in
+that file itself.`,
 		Args: exactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			loaded, err := flags.loadOffline(c)
