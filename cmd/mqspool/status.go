@@ -229,6 +229,8 @@ func eta(s *control.Status) string {
 		return "unknown (paused)"
 	case !s.Connected:
 		return "unknown (disconnected)"
+	case s.DrainETASecs <= 0 && s.Inflight > 0:
+		return "unknown (no acknowledgement yet)"
 	case s.DrainETASecs <= 0:
 		return "unknown (not sending)"
 	case s.DrainETASecs < 1:

@@ -42,3 +42,23 @@ func TestPrintStatus_DrainWhileDisconnected(t *testing.T) {
 		}
 	}
 }
+
+// Messages in flight with no rate measured yet are waiting for the broker,
+// which the time to drain says rather than "not sending".
+func TestPrintStatus_DrainBeforeFirstAcknowledgement(t *testing.T) {
+	cases := []struct {
+		inflight int
+		want     string
+	}{
+		{1, "time to drain:   unknown (no acknowledgement yet)"},
+		{0, "time to drain:   unknown (not sending)"},
+	}
+	for _, tc := range cases {
+		var out bytes.Buffer
+		printStatus(&out, &control.Status{Connected: true, QueueMessages: 3, Inflight: tc.inflight})
+
+		if text := out.String(); !strings.Contains(text, tc.want) {
+			t.Errorf("inflight %d: status lacks %q:\n%s", tc.inflight, tc.want, text)
+		}
+	}
+}
