@@ -189,7 +189,7 @@ func (l *Loop) recyclePayload(req Request) {
 func (l *Loop) encodeForSend(seq uint64, p *publishPacket) ([]byte, bool) {
 	data := l.codec.appendPublish(l.packetBuffer(), p)
 	if limit := l.conn.limits.MaximumPacketSize; limit > 0 && uint32(len(data)) > limit {
-		l.failMessage(seq, fmt.Sprintf("publish packet of %d bytes exceeds the broker's maximum packet size of %d bytes", len(data), limit), 0)
+		l.failMessage(seq, packetSizeReason(len(data), limit), 0)
 		l.spare.Put(data)
 		return nil, false
 	}
@@ -316,7 +316,7 @@ func (l *Loop) resendNext() bool {
 	data := l.codec.appendPublish(l.packetBuffer(), p)
 	l.recyclePayload(req)
 	if limit := l.conn.limits.MaximumPacketSize; limit > 0 && uint32(len(data)) > limit {
-		l.endFlow(f, state.ChangeFailed, fmt.Sprintf("publish packet of %d bytes exceeds the broker's maximum packet size of %d bytes", len(data), limit), 0)
+		l.endFlow(f, state.ChangeFailed, packetSizeReason(len(data), limit), 0)
 		l.spare.Put(data)
 		return true
 	}
@@ -439,15 +439,33 @@ func (l *Loop) throttleDelay(size int) time.Duration {
 }
 
 // limitReason explains a message rejected because it is over the broker's
-// Maximum QoS or uses retain where Retain Available is 0.
+// Maximum QoS or uses retain where Retain Available is 0. It names only
+// the limits the message is over, with the fix of the copy in failed/,
+// the keys that fix later messages, and the policy that downgrades them.
 func limitReason(maxQoS byte, retainAvailable bool, m message.Message) string {
-	var over []string
+	var over, headers, keys, sources []string
 	if m.QoS > maxQoS {
-		over = append(over, fmt.Sprintf("qos %d, but the broker's maximum qos is %d", m.QoS, maxQoS))
+		over = append(over, fmt.Sprintf("qos %d, over the broker's Maximum QoS of %d", m.QoS, maxQoS))
+		headers = append(headers, fmt.Sprintf("its QoS header set to %d", maxQoS))
+		keys = append(keys, "lower publish.qos")
+		sources = append(sources, "qos")
 	}
 	if m.Retain && !retainAvailable {
-		over = append(over, "retain set, but the broker does not support retained messages")
+		over = append(over, "retain set, but the broker's Retain Available is 0")
+		headers = append(headers, "its Retain header set to false")
+		keys = append(keys, "clear publish.retain")
+		sources = append(sources, "retain")
 	}
-	return "message has " + strings.Join(over, ", and ") +
-		": lower the qos or clear retain and requeue it, or set publish.on_broker_limit to downgrade"
+	return fmt.Sprintf("message has %s: requeue it with %s and %s (or the %s of its route or source file) "+
+		"for later messages, or set publish.on_broker_limit to downgrade",
+		strings.Join(over, ", and "), strings.Join(headers, " and "),
+		strings.Join(keys, " and "), strings.Join(sources, " and "))
+}
+
+// packetSizeReason explains a message whose PUBLISH packet of size bytes
+// is over the broker's Maximum Packet Size of limit bytes.
+func packetSizeReason(size int, limit uint32) string {
+	return fmt.Sprintf("publish packet of %d bytes exceeds the broker's Maximum Packet Size of %d bytes: "+
+		"make the message smaller or raise the broker's limit, and set publish.max_message_bytes "+
+		"a little below the limit to reject such files when they are taken from new/", size, limit)
 }

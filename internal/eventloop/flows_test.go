@@ -362,11 +362,51 @@ func TestBrokerLimits_DowngradeAndReject(t *testing.T) {
 			}
 		} else if o.Kind != Failed || len(pubs) != 0 {
 			t.Errorf("reject: outcome %v, %d publishes; want Failed and none", o.Kind, len(pubs))
-		} else if want := "qos 1, but the broker's maximum qos is 0, and retain set"; !strings.Contains(o.Reason, want) ||
+		} else if want := "qos 1, over the broker's Maximum QoS of 0, and retain set"; !strings.Contains(o.Reason, want) ||
 			!strings.Contains(o.Reason, "publish.on_broker_limit") {
 			t.Errorf("reject: reason %q, want %q and the setting that downgrades instead", o.Reason, want)
 		}
 		r.stop(t)
+	}
+}
+
+func TestLimitReason_NamesOnlyLimitsExceeded(t *testing.T) {
+	cases := []struct {
+		name   string
+		m      message.Message
+		want   []string
+		absent []string
+	}{
+		{"qos", message.Message{QoS: 2}, []string{"qos 2, over the broker's Maximum QoS of 1",
+			"QoS header set to 1", "publish.qos", "publish.on_broker_limit to downgrade"}, []string{"retain", "Retain"}},
+		{"retain", message.Message{QoS: 1, Retain: true}, []string{"Retain Available is 0",
+			"Retain header set to false", "publish.retain", "publish.on_broker_limit to downgrade"}, []string{"qos", "QoS"}},
+		{"both", message.Message{QoS: 2, Retain: true}, []string{"Maximum QoS of 1", "Retain Available is 0",
+			"QoS header set to 1 and its Retain header set to false", "publish.qos", "publish.retain"}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			reason := limitReason(1, false, tc.m)
+			for _, want := range tc.want {
+				if !strings.Contains(reason, want) {
+					t.Errorf("reason %q lacks %q", reason, want)
+				}
+			}
+			for _, absent := range tc.absent {
+				if strings.Contains(reason, absent) {
+					t.Errorf("reason %q names %q, a limit the message is not over", reason, absent)
+				}
+			}
+		})
+	}
+}
+
+func TestPacketSizeReason_NamesLimitAndKey(t *testing.T) {
+	reason := packetSizeReason(2048, 1024)
+	for _, want := range []string{"2048 bytes", "Maximum Packet Size of 1024 bytes", "publish.max_message_bytes"} {
+		if !strings.Contains(reason, want) {
+			t.Errorf("reason %q lacks %q", reason, want)
+		}
 	}
 }
 
