@@ -95,7 +95,7 @@ type Inbox struct {
 	stats Stats
 
 	// Owned by the goroutine that runs Run.
-	now         func() time.Time // the clock for file names; tests replace it
+	now         func() time.Time // the clock for file names and fullLogged; tests replace it
 	names       namer
 	files       int
 	bytes       int64
@@ -119,7 +119,8 @@ type Inbox struct {
 	// fullLogged is when a full inbox was last logged at warning level.
 	// Within fullLogEvery of it, the full and room again lines go to
 	// debug, so a consumer that keeps the backlog at the limit does not
-	// log a pair every second.
+	// log a pair every second. A hold that outlasts fullLogEvery is
+	// logged as a warning then.
 	fullLogged time.Time
 }
 
@@ -481,26 +482,44 @@ func (in *Inbox) waitForRoom(ctx context.Context) bool {
 	if in.stoppedWaiting() {
 		return false
 	}
-	level := slog.LevelWarn
-	if now := time.Now(); now.Sub(in.fullLogged) < fullLogEvery {
-		level = slog.LevelDebug
-	} else {
-		in.fullLogged = now
-	}
-	in.log.Log(ctx, level, "inbox full, holding acknowledgements until a consumer removes files",
-		"files", in.files, "bytes", in.bytes, "max_files", in.opts.MaxFiles, "max_bytes", in.opts.MaxBytes)
+	level := in.fullLogLevel()
+	in.logFull(ctx, level)
 	for in.atLimit() {
 		in.pruneRedelivered()
 		if !in.pause(ctx) {
 			return false
 		}
 		in.recount()
+
+		// A hold logged at debug level warns once it outlasts
+		// fullLogEvery, so a long hold shows above debug level.
+		if level == slog.LevelDebug && in.atLimit() && in.fullLogLevel() == slog.LevelWarn {
+			level = slog.LevelWarn
+			in.logFull(ctx, level)
+		}
 	}
 	if level == slog.LevelWarn {
 		level = slog.LevelInfo
 	}
 	in.log.Log(ctx, level, "inbox has room again, acknowledging", "files", in.files, "bytes", in.bytes)
 	return true
+}
+
+// fullLogLevel returns the level of the next full inbox line: warning
+// when the last warning is fullLogEvery old, which it then renews, and
+// debug within fullLogEvery of it.
+func (in *Inbox) fullLogLevel() slog.Level {
+	now := in.now()
+	if now.Sub(in.fullLogged) < fullLogEvery {
+		return slog.LevelDebug
+	}
+	in.fullLogged = now
+	return slog.LevelWarn
+}
+
+func (in *Inbox) logFull(ctx context.Context, level slog.Level) {
+	in.log.Log(ctx, level, "inbox full, holding acknowledgements until a consumer removes files",
+		"files", in.files, "bytes", in.bytes, "max_files", in.opts.MaxFiles, "max_bytes", in.opts.MaxBytes)
 }
 
 // atLimit reports whether the backlog reached MaxFiles or MaxBytes.

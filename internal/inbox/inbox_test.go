@@ -244,6 +244,48 @@ func TestInbox_Limit_FullLoggedOncePerMinute(t *testing.T) {
 	}
 }
 
+// A fill within a minute of the last warning is logged at debug level,
+// but a hold that then lasts more than a minute is logged as a warning.
+func TestInbox_Limit_LongHoldWarns(t *testing.T) {
+	var logs syncBuffer
+	handler := slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})
+	in := openTest(t, Options{MaxFiles: 1, Logger: slog.New(handler)})
+	var clock atomic.Int64
+	clock.Store(time.Date(2026, 5, 6, 7, 8, 9, 0, time.UTC).UnixNano())
+	in.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	runTest(t, in)
+	var released atomic.Int32
+	in.Enqueue(delivery("a", "1", 1, &released))
+
+	// The first fill warns; the consumer makes room at once.
+	in.Enqueue(delivery("a", "22", 1, &released))
+	waitFor(t, "the first full line", func() bool { return strings.Count(logs.String(), "inbox full") == 1 })
+	if err := os.Remove(filepath.Join(in.Dir(), "new", newFiles(t, in)[0])); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "release after room", func() bool { return released.Load() == 2 })
+
+	// The second fill, ten seconds later, is at debug level and lasts.
+	clock.Add(int64(10 * time.Second))
+	in.Enqueue(delivery("a", "333", 1, &released))
+	waitFor(t, "the second full line", func() bool { return strings.Count(logs.String(), "inbox full") == 2 })
+	if n := strings.Count(logs.String(), `level=WARN msg="inbox full`); n != 1 {
+		t.Fatalf("%d full warnings after a fill within a minute, want 1:\n%s", n, logs.String())
+	}
+
+	clock.Add(int64(2 * time.Minute))
+	waitFor(t, "a warning for the long hold", func() bool {
+		return strings.Count(logs.String(), `level=WARN msg="inbox full`) == 2
+	})
+	if err := os.Remove(filepath.Join(in.Dir(), "new", newFiles(t, in)[0])); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "release after room", func() bool { return released.Load() == 3 })
+	if n := strings.Count(logs.String(), `level=INFO msg="inbox has room again`); n != 2 {
+		t.Errorf("%d room again lines at info level, want 2, one for each warning:\n%s", n, logs.String())
+	}
+}
+
 // syncBuffer is a bytes.Buffer that the worker and the test may use at
 // once.
 type syncBuffer struct {
