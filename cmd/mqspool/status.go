@@ -127,7 +127,7 @@ func printStatus(w io.Writer, s *control.Status) {
 	if s.Connected {
 		row("connection", "connected to %s (session present %t, client id %s)", s.Broker, s.SessionPresent, s.ClientID)
 	} else {
-		row("connection", "disconnected (client id %s): %s", s.ClientID, disconnectCause(s.LastError))
+		row("connection", "disconnected (client id %s): %s", s.ClientID, disconnectCause(s))
 	}
 	row("queue", "%s, %s, oldest %s", plural(s.QueueMessages, "message"), humanBytes(s.QueueBytes), seconds(s.OldestAgeSecs))
 	row("inflight", "%d", s.Inflight)
@@ -200,13 +200,19 @@ func humanBytes(n int64) string {
 	return fmt.Sprintf("%.1f%ciB", value, "KMGT"[exp-1])
 }
 
-// disconnectCause returns the last connection error, or a note that no
-// connection has ended yet, as while the first CONNACK is awaited.
-func disconnectCause(lastError string) string {
-	if lastError == "" {
+// disconnectCause returns the last connection error. Without one, the
+// daemon either awaits its first CONNACK or closed the connection itself
+// with DISCONNECT, as a stop does. The broker URL is set only after a
+// CONNACK, so it separates the two cases.
+func disconnectCause(s *control.Status) string {
+	switch {
+	case s.LastError != "":
+		return s.LastError
+	case s.Broker != "":
+		return "mqspool closed the connection to " + s.Broker
+	default:
 		return "not connected yet"
 	}
-	return lastError
 }
 
 // plural returns n with noun, adding an s unless n is 1.

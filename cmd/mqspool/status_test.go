@@ -62,3 +62,18 @@ func TestPrintStatus_DrainBeforeFirstAcknowledgement(t *testing.T) {
 		}
 	}
 }
+
+// A connection that the daemon closed itself, as at a stop, leaves no
+// error, and the status must not claim it never connected.
+func TestPrintStatus_ClosedWithoutError(t *testing.T) {
+	var out bytes.Buffer
+	printStatus(&out, &control.Status{Broker: "mqtt://127.0.0.1:1883", Stopping: true})
+	text := out.String()
+
+	if strings.Contains(text, "not connected yet") {
+		t.Errorf("status claims no connection yet after one was closed:\n%s", text)
+	}
+	if want := "mqspool closed the connection to mqtt://127.0.0.1:1883"; !strings.Contains(text, want) {
+		t.Errorf("status lacks %q:\n%s", want, text)
+	}
+}
