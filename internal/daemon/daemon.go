@@ -158,20 +158,21 @@ func (d *Daemon) droppedOldest(seq uint64) {
 }
 
 // quarantine moves a message the broker rejected to failed/. The reason
-// names the file under new/ it came from, while the wait tracker still
-// remembers it.
+// and the log line name the file under new/ it came from while the wait
+// tracker remembers it. After a restart they name no file.
 func (d *Daemon) quarantine(seq uint64, m *message.Message, raw []byte, reason string) error {
 	name := fmt.Sprintf("spool-%020d", seq)
-	source, known := d.waits.source(seq)
-	if known {
+	args := []any{"seq", seq}
+	if source, known := d.waits.source(seq); known {
 		reason += " (queued from new/" + source + ")"
+		args = append(args, "source", source)
 	}
 	dst, err := d.pickup.Quarantine(name, m, raw, reason)
 	if err != nil {
 		d.failedKept.Add(1) // the spool keeps the message and logs it
 		return err
 	}
-	d.log.Error("message moved to failed/", "seq", seq, "failed_path", dst, "source", source, "reason", reason)
+	d.log.Error("message moved to failed/", append(args, "failed_path", dst, "reason", reason)...)
 	return nil
 }
 

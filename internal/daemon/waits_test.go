@@ -188,3 +188,34 @@ func TestWaitTracker_EmptyLastPart(t *testing.T) {
 		t.Errorf("result %+v (done %v), want delivered", res, done)
 	}
 }
+
+// Every message of a .jsonl file, and of each part of a file appended in
+// parts, is traced back to its file. A message queued before the start is
+// not.
+func TestWaitTracker_SourceOfEachMessage(t *testing.T) {
+	w := newWaitTracker(t.TempDir())
+	w.committed("lines.jsonl", 10, 5, false)
+	w.committed("big.jsonl", 15, 3, true)
+	w.committed("other.msg", 18, 1, false)
+	w.committed("big.jsonl", 19, 2, false)
+
+	cases := []struct {
+		seq  uint64
+		want string
+	}{
+		{10, "lines.jsonl"}, {14, "lines.jsonl"},
+		{15, "big.jsonl"}, {17, "big.jsonl"},
+		{18, "other.msg"},
+		{19, "big.jsonl"}, {20, "big.jsonl"},
+	}
+	for _, tc := range cases {
+		if got, ok := w.source(tc.seq); !ok || got != tc.want {
+			t.Errorf("source(%d) = %q, %t; want %q", tc.seq, got, ok, tc.want)
+		}
+	}
+	for _, seq := range []uint64{9, 21} {
+		if got, ok := w.source(seq); ok {
+			t.Errorf("source(%d) = %q for a message of no known file", seq, got)
+		}
+	}
+}
