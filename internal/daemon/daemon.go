@@ -297,13 +297,22 @@ func (d *Daemon) drive(ctx, hard context.Context, stopIntake func()) error {
 	// may be inside a Poll that waits on a write to a stalled broker. systemd
 	// hears of it here too, because a loop with nothing to drain may close
 	// before this goroutine notices that ctx ended.
+	// drive waits for a callback that started, so that STOPPING=1 and
+	// the log line come before Run returns even when hard ends together
+	// with ctx and the loop closes at once.
+	drainStarted := make(chan struct{})
 	stopDrain := context.AfterFunc(ctx, func() {
+		defer close(drainStarted)
 		d.stopping.Store(true)
 		d.log.Info("shutting down", "drain_timeout", d.cfg.Shutdown.DrainTimeout)
 		d.notifyStopping()
 		d.loop.Shutdown(d.cfg.Shutdown.DrainTimeout)
 	})
-	defer stopDrain()
+	defer func() {
+		if !stopDrain() {
+			<-drainStarted
+		}
+	}()
 	stopHard := context.AfterFunc(hard, func() { d.loop.Shutdown(0) })
 	defer stopHard()
 
