@@ -583,7 +583,8 @@ func TestInbox_PrunesRedeliveredWhileFull(t *testing.T) {
 // a resumed session is skipped once there is room, since the copy in
 // flight is stored instead.
 func TestInbox_HeldMessageResentSkipped(t *testing.T) {
-	in := openTest(t, Options{MaxFiles: 1})
+	var logs syncBuffer
+	in := openTest(t, Options{MaxFiles: 1, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	runTest(t, in)
 	var released atomic.Int32
 	in.Enqueue(delivery("cmd/a", "fills", 1, &released))
@@ -597,7 +598,9 @@ func TestInbox_HeldMessageResentSkipped(t *testing.T) {
 		return resent.Load(), true
 	}
 	in.Enqueue(held)
-	waitFor(t, "the worker to take the held message", func() bool { return checks.Load() > 0 })
+	waitFor(t, "the worker waiting for room", func() bool {
+		return checks.Load() > 0 && strings.Contains(logs.String(), "inbox full")
+	})
 	resent.Store(true)
 
 	names := newFiles(t, in)
