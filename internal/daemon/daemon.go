@@ -2,8 +2,8 @@
 // spool-directory pickup and the event loop, connected through the seams
 // each package defines. It owns the order of start and stop:
 //
-//	start: open spool → create directories → restore session → pickup and
-//	       event loop run
+//	start: lock the spool directory → open spool → create directories →
+//	       restore session → lock inboxes → pickup and event loop run
 //	stop:  stop pickup (intake) → event loop drains within the deadline and
 //	       sends DISCONNECT → save session state → close the database
 package daemon
@@ -73,19 +73,37 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*Daemon, e
 		throttle: fileThrottle(cfg)}
 	d.notify = notifier{log: log}
 
+	// The lock comes first, so that a daemon that finds the spool
+	// directory in use leaves nothing behind, not even a new database.
+	lock, err := lockSpoolDir(cfg.Spool.Dir)
+	if err != nil {
+		return nil, err
+	}
+	d.dirLock = lock
+
 	// The spool quarantines through the pickup, which needs the spool as
 	// its store, so the hook looks the pickup up when it runs.
 	sp, err := spool.Open(spoolOptions(cfg, log, d.quarantine, d.droppedOldest))
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("open spool %s: %w", cfg.Spool.DB, err)
 	}
 	d.spool = sp
 
 	if err := d.build(); err != nil {
-		sp.Close()
+		d.abandon()
 		return nil, err
 	}
 	return d, nil
+}
+
+// abandon releases what New took when it fails after opening the spool.
+func (d *Daemon) abandon() {
+	if d.downlink != nil {
+		d.downlink.close()
+	}
+	d.spool.Close()
+	d.dirLock.Close()
 }
 
 func (d *Daemon) build() error {
@@ -98,12 +116,6 @@ func (d *Daemon) build() error {
 		return fmt.Errorf("prepare spool directory %s: %w", d.cfg.Spool.Dir, err)
 	}
 	d.pickup = p
-
-	lock, err := lockSpoolDir(d.cfg.Spool.Dir)
-	if err != nil {
-		return err
-	}
-	d.dirLock = lock
 
 	clientID, err := d.clientID()
 	if err != nil {
@@ -118,7 +130,10 @@ func (d *Daemon) build() error {
 	if err != nil {
 		return err
 	}
-	d.downlink = newDownlink(d.cfg, d.spool, d.log)
+	d.downlink, err = newDownlink(d.cfg, d.spool, d.log)
+	if err != nil {
+		return err
+	}
 	opts.SessionSubscriptions = d.downlink.sessionSubscriptions()
 	loop, err := eventloop.New(opts, &spoolSource{cursor: d.spool.NewCursor()}, d.spool, restored)
 	if err != nil {

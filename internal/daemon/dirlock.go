@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mqspool/mqspool/internal/format"
 )
 
 // spoolDirLock is the lock file in the spool directory. Its name starts
@@ -15,13 +17,17 @@ const spoolDirLock = ".mqspool.lock"
 // lockSpoolDir takes an exclusive lock on the spool directory, so a second
 // daemon pointed at the same directory with another database fails at
 // start instead of ingesting the same files and publishing them twice.
-// The lock lives as long as the returned file is open; the kernel drops it
-// when the process ends, however it ends.
+// It creates the directory when it is missing. The lock lives as long as
+// the returned file is open; the kernel drops it when the process ends,
+// however it ends.
 func lockSpoolDir(dir string) (*os.File, error) {
+	if err := format.MkdirAllSync(dir); err != nil {
+		return nil, fmt.Errorf("create spool directory %s: %w: make its parent a directory that the daemon's user can write, or set spool.dir", dir, err)
+	}
 	path := filepath.Join(dir, spoolDirLock)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o640)
 	if err != nil {
-		return nil, fmt.Errorf("open spool directory lock %s: %w", path, err)
+		return nil, fmt.Errorf("open spool directory lock: %w: make %s writable by the daemon's user", err, dir)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()

@@ -1,8 +1,15 @@
 package daemon
 
 import (
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/mqspool/mqspool/internal/config"
+	"github.com/mqspool/mqspool/internal/inbox"
 )
 
 func TestLockSpoolDir_SecondLockFails(t *testing.T) {
@@ -38,4 +45,54 @@ func TestDeriveClientID_DiffersBySpool(t *testing.T) {
 	if len(a) > 23 {
 		t.Errorf("client id %s is longer than 23 characters", a)
 	}
+}
+
+// A daemon that finds the spool directory in use fails before it opens
+// the database, so it leaves no new database file behind.
+func TestNew_SpoolDirInUseCreatesNoDatabase(t *testing.T) {
+	cfg := offlineConfig(t)
+	lock, err := lockSpoolDir(cfg.Spool.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+
+	if _, err := New(cfg, slog.New(slog.DiscardHandler), nil); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("New = %v, want an in-use error", err)
+	}
+	if _, err := os.Stat(cfg.Spool.DB); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the failed start left %s behind (stat: %v)", cfg.Spool.DB, err)
+	}
+}
+
+// A daemon whose inbox directory another daemon holds fails to start,
+// leaves that inbox's tmp/ alone, and releases what it took, so a later
+// start succeeds.
+func TestNew_InboxInUseFails(t *testing.T) {
+	cfg := offlineConfig(t)
+	dir := filepath.Join(t.TempDir(), "inbox")
+	cfg.Subscriptions = []config.Subscription{{Filter: "cmd/#", QoS: 1, Dir: dir}}
+	other, err := inbox.Open(inbox.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending := filepath.Join(dir, "tmp", "pending.msg")
+	if err := os.WriteFile(pending, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	_, err = New(cfg, slog.New(slog.DiscardHandler), nil)
+	if !errors.Is(err, inbox.ErrInUse) {
+		t.Fatalf("New = %v, want inbox.ErrInUse", err)
+	}
+	if _, err := os.Stat(pending); err != nil {
+		t.Errorf("the failed start removed the other daemon's file in tmp/: %v", err)
+	}
+
+	other.Close()
+	d, err := New(cfg, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatalf("New after the other daemon let go: %v", err)
+	}
+	d.abandon()
 }

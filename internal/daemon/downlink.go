@@ -29,11 +29,12 @@ type downlink struct {
 
 // newDownlink opens the inboxes of cfg.Subscriptions. An inbox that
 // cannot be created yet is logged and retried by its worker, so it holds
-// only its own subscription's messages and not the whole daemon.
-func newDownlink(cfg *config.Config, sp *spool.Spool, log *slog.Logger) *downlink {
+// only its own subscription's messages and not the whole daemon. An inbox
+// directory that another process has locked is an error.
+func newDownlink(cfg *config.Config, sp *spool.Spool, log *slog.Logger) (*downlink, error) {
 	dl := &downlink{log: log.With("component", "downlink"), spool: sp, subs: loopSubscriptions(cfg.Subscriptions)}
 	for _, s := range cfg.Subscriptions {
-		in := inbox.Open(inbox.Options{
+		in, err := inbox.Open(inbox.Options{
 			Dir:       s.Dir,
 			Filter:    s.Filter,
 			MaxFiles:  s.MaxFiles,
@@ -41,6 +42,10 @@ func newDownlink(cfg *config.Config, sp *spool.Spool, log *slog.Logger) *downlin
 			QueueSize: 2*cfg.Broker.ReceiveMaximum + 64,
 			Logger:    dl.log,
 		})
+		if err != nil {
+			dl.close()
+			return nil, fmt.Errorf("subscription %q: %w", s.Filter, err)
+		}
 		if st := in.Stats(); st.WriteError == "" {
 			dl.log.Info("inbox opened", "filter", s.Filter, "dir", s.Dir, "qos", s.QoS,
 				"backlog_files", st.BacklogFiles, "max_files", s.MaxFiles, "max_bytes", int64(s.MaxBytes))
@@ -50,7 +55,16 @@ func newDownlink(cfg *config.Config, sp *spool.Spool, log *slog.Logger) *downlin
 		}
 		dl.inboxes = append(dl.inboxes, in)
 	}
-	return dl
+	return dl, nil
+}
+
+// close releases the inboxes' directory locks.
+func (dl *downlink) close() {
+	for _, in := range dl.inboxes {
+		if err := in.Close(); err != nil {
+			dl.log.Warn("release inbox lock", "dir", in.Dir(), "err", err)
+		}
+	}
 }
 
 // loopSubscriptions converts the configured subscriptions for the event
@@ -99,6 +113,7 @@ func (dl *downlink) start() (stop func()) {
 	return func() {
 		cancel()
 		wg.Wait()
+		dl.close()
 	}
 }
 

@@ -58,17 +58,27 @@ func TestDownlink_HeldSummary(t *testing.T) {
 	ok := filepath.Join(t.TempDir(), "ok")
 
 	dl := &downlink{inboxes: []*inbox.Inbox{
-		inbox.Open(inbox.Options{Dir: ok, MaxFiles: 10}),
+		openInbox(t, inbox.Options{Dir: ok, MaxFiles: 10}),
 	}}
 	if got := dl.heldSummary(); got != "" {
 		t.Errorf("summary %q with a working inbox, want none", got)
 	}
 
 	dl.inboxes = append(dl.inboxes,
-		inbox.Open(inbox.Options{Dir: full, MaxFiles: 1}),
-		inbox.Open(inbox.Options{Dir: blocked, MaxFiles: 1}),
+		openInbox(t, inbox.Options{Dir: full, MaxFiles: 1}),
+		openInbox(t, inbox.Options{Dir: blocked, MaxFiles: 1}),
 	)
 	if got, want := dl.heldSummary(), "1 inbox full, 1 inbox unusable, acknowledgements held"; got != want {
 		t.Errorf("summary %q, want %q", got, want)
 	}
+}
+
+func openInbox(t *testing.T, opts inbox.Options) *inbox.Inbox {
+	t.Helper()
+	in, err := inbox.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close() })
+	return in
 }

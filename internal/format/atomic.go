@@ -129,7 +129,7 @@ func MkdirAllSync(dir string) error {
 		}
 	}
 	if err := os.Mkdir(dir, 0o777); err != nil && !errors.Is(err, os.ErrExist) {
-		return fmt.Errorf("create directory: %w", err)
+		return err // names the operation and the path
 	}
 	return SyncDir(parent)
 }

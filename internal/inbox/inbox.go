@@ -116,6 +116,8 @@ type Inbox struct {
 	flows map[string]string
 	// declined counts the messages given up after StopWaiting.
 	declined int
+	// lock holds the inbox directory's lock from the first count on.
+	lock *os.File
 	// fullLogged is when a full inbox was last logged at warning level.
 	// Within fullLogEvery of it, the full and room again lines go to
 	// debug, so a consumer that keeps the backlog at the limit does not
@@ -127,12 +129,13 @@ type Inbox struct {
 // fullLogEvery is the least time between two warnings of a full inbox.
 const fullLogEvery = time.Minute
 
-// Open creates the inbox's directories, removes what a crash left in
-// tmp/ and counts the backlog in new/. A directory that cannot be created
-// is not an error: the inbox logs it, shows it in its stats and tries
-// again before each write, so that one bad inbox does not stop the rest
-// of the daemon.
-func Open(opts Options) *Inbox {
+// Open creates the inbox's directories, locks the inbox directory, removes
+// what a crash left in tmp/ and counts the backlog in new/. A directory
+// that cannot be created is not an error: the inbox logs it, shows it in
+// its stats and tries again before each write, so that one bad inbox does
+// not stop the rest of the daemon. Open fails only with [ErrInUse], when
+// another process holds the directory's lock.
+func Open(opts Options) (*Inbox, error) {
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = 256
 	}
@@ -149,8 +152,13 @@ func Open(opts Options) *Inbox {
 		stopWaits: make(chan struct{}),
 		now:       time.Now,
 	}
+	if in.makeDirs() == nil {
+		if err := in.lockDir(); errors.Is(err, ErrInUse) {
+			return nil, err
+		}
+	}
 	in.recount()
-	return in
+	return in, nil
 }
 
 // makeDirs creates tmp/ and new/ when they are missing, for example after
@@ -530,11 +538,15 @@ func (in *Inbox) atLimit() bool {
 
 // recount creates the directories again if they went missing, counts
 // new/ when it changed and publishes the backlog. The first time it
-// succeeds it also removes what a crash left in tmp/.
+// succeeds it also locks the inbox directory and removes what a crash
+// left in tmp/.
 func (in *Inbox) recount() {
 	err := in.makeDirs()
 	if err == nil && !in.ready {
-		in.cleanTmp()
+		err = in.lockDir()
+		if err == nil {
+			in.cleanTmp()
+		}
 	}
 	if err == nil {
 		err = in.count()

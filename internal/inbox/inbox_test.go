@@ -24,7 +24,12 @@ func openTest(t *testing.T, opts Options) *Inbox {
 		opts.Dir = t.TempDir()
 	}
 	opts.PollInterval = 20 * time.Millisecond
-	return Open(opts)
+	in, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close() })
+	return in
 }
 
 func runTest(t *testing.T, in *Inbox) {
@@ -128,6 +133,7 @@ func TestInbox_Write_QoS2RedeliveryAfterRestart(t *testing.T) {
 	waitFor(t, "two releases", func() bool { return released.Load() == 2 })
 	cancel()
 	<-done
+	first.Close()
 	names := newFiles(t, first)
 	for _, name := range names {
 		data, _ := os.ReadFile(filepath.Join(dir, "new", name))

@@ -238,7 +238,7 @@ func New(opts Options, store Store) (*Pickup, error) {
 	}
 	for _, dir := range []string{p.tmpDir, p.newDir} {
 		if err := format.MkdirAllSync(dir); err != nil {
-			return nil, fmt.Errorf("create spool directory: %w", err)
+			return nil, fmt.Errorf("%w: make %s writable by the daemon's user", err, opts.Dir)
 		}
 	}
 	// Only bad input goes to failed/, and each move creates it again, so

@@ -1,0 +1,52 @@
+package inbox
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// lockName is the lock file in the inbox directory, beside tmp/ and new/,
+// where consumers do not look.
+const lockName = ".mqspool.lock"
+
+// ErrInUse reports an inbox directory that another process has locked.
+var ErrInUse = errors.New("in use by another mqspool daemon")
+
+// lockDir takes an exclusive lock on the inbox directory before the first
+// count, since that count removes what is in tmp/: a second daemon on the
+// same directory would remove the files the first is about to rename into
+// new/. The lock is kept until Close; the kernel drops it when the process
+// ends, however it ends.
+func (in *Inbox) lockDir() error {
+	if in.lock != nil {
+		return nil
+	}
+	path := filepath.Join(in.opts.Dir, lockName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o640)
+	if err != nil {
+		return fmt.Errorf("open inbox lock %s: %w: make the inbox directory writable by the daemon's user", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return fmt.Errorf("inbox directory %s is %w: give each subscription of each daemon a dir of its own", in.opts.Dir, ErrInUse)
+		}
+		return fmt.Errorf("lock inbox directory %s: %w", in.opts.Dir, err)
+	}
+	in.lock = f
+	return nil
+}
+
+// Close releases the inbox directory's lock. Call it after Run returned.
+func (in *Inbox) Close() error {
+	if in.lock == nil {
+		return nil
+	}
+	err := in.lock.Close()
+	in.lock = nil
+	return err
+}
