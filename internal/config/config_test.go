@@ -229,6 +229,23 @@ func TestLoad_Invalid(t *testing.T) {
 	}
 }
 
+// A YAML syntax error reads as one sentence: the file, the YAML error and
+// the fix, without viper's own capitalised prefix.
+func TestLoad_YAMLErrorWording(t *testing.T) {
+	file := writeFile(t, "broker:\n  urls: [mqtt://127.0.0.1:1883\n")
+	_, err := Load(LoadOptions{File: file, LookupEnv: noEnv})
+	if err == nil {
+		t.Fatal("Load succeeded, want an error")
+	}
+
+	if want := "parse config file " + file + ": yaml: line "; !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not contain %q", err, want)
+	}
+	if strings.Contains(err.Error(), "While parsing") {
+		t.Errorf("error %q keeps viper's prefix", err)
+	}
+}
+
 func TestLoad_MaxSessionExpiry(t *testing.T) {
 	l, err := Load(LoadOptions{File: writeFile(t, minimal+"  session_expiry: 4294967295s\n"), LookupEnv: noEnv})
 	if err != nil {

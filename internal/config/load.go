@@ -136,6 +136,12 @@ func readFile(v *viper.Viper, file string) (string, error) {
 	case errors.As(err, &pathErr):
 		return "", fmt.Errorf("%w: read config file %s: %w: check the path given with --config", ErrInvalid, file, pathErr.Err)
 	default:
+		// viper prefixes the YAML error with "While parsing config:",
+		// which the message already says.
+		var parseErr viper.ConfigParseError
+		if errors.As(err, &parseErr) && parseErr.Unwrap() != nil {
+			err = parseErr.Unwrap()
+		}
 		return "", fmt.Errorf("%w: parse config file %s: %w: fix the YAML syntax", ErrInvalid, file, err)
 	}
 }
