@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/mqspool/mqspool/internal/crashpoint"
@@ -23,7 +25,10 @@ const CrashAfterSync = "inbox-after-sync"
 func (in *Inbox) write(d Delivery) error {
 	data, err := encode(d)
 	if err != nil {
-		return in.writeFailed(d, err)
+		if err := in.writeFailed(d, err); err != nil {
+			return in.withFix(err)
+		}
+		return nil
 	}
 
 	var key, name string
@@ -41,15 +46,15 @@ func (in *Inbox) write(d Delivery) error {
 	newDir := filepath.Join(in.opts.Dir, "new")
 	tmp := filepath.Join(in.opts.Dir, "tmp", name)
 	if err := writeSynced(tmp, data); err != nil {
-		return err
+		return in.withFix(err)
 	}
 	name, err = in.moveIntoNew(tmp, newDir, name, key, replacing)
 	if err != nil {
 		os.Remove(tmp)
-		return err
+		return in.withFix(err)
 	}
 	if err := format.SyncDir(newDir); err != nil {
-		return err
+		return in.withFix(err)
 	}
 	crashpoint.Hit(CrashAfterSync)
 	if replacing {
@@ -177,11 +182,25 @@ func failedReason(topic string, cause error) string {
 		"change it.\n", topic, problem)
 }
 
-// writeSynced creates path with data and syncs it.
+// withFix adds to a failed write of the inbox what the operator can do
+// about its cause.
+func (in *Inbox) withFix(err error) error {
+	switch {
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return fmt.Errorf("%w: free space on the file system of %s, or lower the subscription's max_bytes", err, in.opts.Dir)
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS):
+		return fmt.Errorf("%w: make %s writable by the daemon's user", err, in.opts.Dir)
+	default:
+		return err
+	}
+}
+
+// writeSynced creates path with data and syncs it. Its errors name the
+// operation and the path.
 func writeSynced(path string, data []byte) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
-		return fmt.Errorf("create %s: %w", path, err)
+		return err
 	}
 	_, err = f.Write(data)
 	if err == nil {
@@ -192,7 +211,7 @@ func writeSynced(path string, data []byte) error {
 	}
 	if err != nil {
 		os.Remove(path)
-		return fmt.Errorf("write %s: %w", path, err)
+		return err
 	}
 	return nil
 }
