@@ -275,6 +275,20 @@ func TestPublish_BadInputExits2(t *testing.T) {
 	}
 }
 
+// A FILE that does not exist fails with exit 2 and the ways to give a
+// payload.
+func TestPublish_MissingFile(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "absent")
+	code, _, errOut := run(t, "", "publish", "--spool-dir", t.TempDir(), "-t", "a/b", missing)
+
+	if code != exitUsage {
+		t.Errorf("code %d, want %d", code, exitUsage)
+	}
+	if want := "open " + missing + ": no such file or directory: check the path of FILE"; !strings.Contains(errOut, want) {
+		t.Errorf("stderr %q does not contain %q", errOut, want)
+	}
+}
+
 // --retain takes no value, so in "--retain false" the word is FILE.
 func TestPublish_RetainValueReadAsFile(t *testing.T) {
 	spoolDir := t.TempDir()

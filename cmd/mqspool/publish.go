@@ -304,9 +304,14 @@ func (f *publishFlags) readFileArg(name string, limit sizeLimit) ([]byte, error)
 			"write --retain or --retain=false, or ./%s for a file of that name", name, name)
 	}
 	data, err := readPayloadFile(name, limit)
-	if afterRetain && errors.Is(err, os.ErrNotExist) {
+	switch {
+	case afterRetain && errors.Is(err, os.ErrNotExist):
 		return nil, fmt.Errorf("%w: --retain takes no value, so %q was read as FILE: "+
 			"write --retain or --retain=false", err, name)
+	case errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("%w: check the path of FILE, or pass - for standard input or --message TEXT", err)
+	case errors.Is(err, os.ErrPermission):
+		return nil, fmt.Errorf("%w: make FILE readable by this user, or pass - for standard input", err)
 	}
 	return data, err
 }
