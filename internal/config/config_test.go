@@ -246,6 +246,38 @@ func TestLoad_YAMLErrorWording(t *testing.T) {
 	}
 }
 
+// A directory under a regular file can never be created, so validation
+// rejects it instead of the daemon failing at start.
+func TestValidate_DirectoryUnderAFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "afile")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]struct {
+		yaml, want string
+	}{
+		"spool.dir": {"spool:\n  dir: " + file + "/spool\n",
+			"spool.dir: " + file + "/spool cannot be created, because " + file + " is not a directory"},
+		"spool.dir itself": {"spool:\n  dir: " + file + "\n",
+			"spool.dir: " + file + " exists and is not a directory"},
+		"spool.db": {"spool:\n  db: " + file + "/state/spool.db\n",
+			"spool.db's directory: " + file + "/state cannot be created"},
+		"inbox": {"subscriptions:\n  - filter: cmd/#\n    dir: " + file + "/inbox\n",
+			"subscriptions[0].dir: " + file + "/inbox cannot be created"},
+		"control.socket": {"control:\n  socket: " + file + "/s.sock\n",
+			"control.socket's directory: " + file + " exists and is not a directory"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := Load(LoadOptions{File: writeFile(t, minimal+tc.yaml), LookupEnv: noEnv})
+
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
 func TestLoad_MaxSessionExpiry(t *testing.T) {
 	l, err := Load(LoadOptions{File: writeFile(t, minimal+"  session_expiry: 4294967295s\n"), LookupEnv: noEnv})
 	if err != nil {

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -110,6 +112,34 @@ func (v *validator) absolute(key, path, example string) {
 	if path != "" && !filepath.IsAbs(path) {
 		v.addf("%s: %q is a relative path, which would depend on the working directory: write an absolute path such as %s",
 			key, path, example)
+	}
+}
+
+// creatableDir rejects a directory path that the daemon could never
+// create: one that exists as something other than a directory, or whose
+// longest existing prefix is not a directory. Permissions are not
+// checked, since "config validate" may run as another user.
+func (v *validator) creatableDir(key, dir string) {
+	if !filepath.IsAbs(dir) {
+		return
+	}
+	for p := filepath.Clean(dir); ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		switch {
+		case err == nil && fi.IsDir():
+			return
+		case err == nil && p == filepath.Clean(dir):
+			v.addf("%s: %s exists and is not a directory: remove it or choose another path", key, dir)
+			return
+		case err == nil:
+			v.addf("%s: %s cannot be created, because %s is not a directory: remove that file or choose another path",
+				key, dir, p)
+			return
+		case !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR):
+			return // the path cannot be searched, so nothing is known
+		case filepath.Dir(p) == p:
+			return
+		}
 	}
 }
 
@@ -312,6 +342,8 @@ func (c *Config) validateSpool(v *validator) {
 	}
 	v.absolute("spool.dir", s.Dir, "/var/spool/mqspool")
 	v.absolute("spool.db", s.DB, "/var/lib/mqspool/spool.db")
+	v.creatableDir("spool.dir", s.Dir)
+	v.creatableDir("spool.db's directory", filepath.Dir(s.DB))
 	if fi, err := os.Stat(s.DB); err == nil && fi.IsDir() {
 		v.addf("spool.db: %s is a directory: give the path of the database file, for example %s", s.DB, filepath.Join(s.DB, "spool.db"))
 	}
@@ -408,6 +440,7 @@ func (c *Config) validateSubscriptions(v *validator) {
 			v.addf("%s.dir: missing: set the inbox directory", key)
 		} else {
 			v.absolute(key+".dir", s.Dir, "/var/lib/mqspool/inbox/cmd")
+			v.creatableDir(key+".dir", s.Dir)
 			c.validateInboxLocation(v, key, s.Dir)
 		}
 		if s.QoS < 0 || s.QoS > 2 {
@@ -498,6 +531,9 @@ func (c *Config) validateOperations(v *validator) {
 		v.addf("control.socket: missing: set a path such as /run/mqspool/mqspool.sock")
 	}
 	v.absolute("control.socket", c.Control.Socket, "/run/mqspool/mqspool.sock")
+	if c.Control.Socket != "" {
+		v.creatableDir("control.socket's directory", filepath.Dir(c.Control.Socket))
+	}
 	if n := len(c.Control.Socket); n > MaxSocketPathLength {
 		v.addf("control.socket: %q has %d bytes, more than the %d that a Unix socket address holds: "+
 			"use a shorter path, for example /run/mqspool/mqspool.sock", c.Control.Socket, n, MaxSocketPathLength)
