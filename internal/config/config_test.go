@@ -230,7 +230,8 @@ func TestLoad_Invalid(t *testing.T) {
 }
 
 // A YAML syntax error reads as one sentence: the file, the YAML error and
-// the fix, without viper's own capitalised prefix.
+// the fix, without viper's own capitalised prefix. The line is the one of
+// the unclosed bracket, counted from 1.
 func TestLoad_YAMLErrorWording(t *testing.T) {
 	file := writeFile(t, "broker:\n  urls: [mqtt://127.0.0.1:1883\n")
 	_, err := Load(LoadOptions{File: file, LookupEnv: noEnv})
@@ -238,7 +239,7 @@ func TestLoad_YAMLErrorWording(t *testing.T) {
 		t.Fatal("Load succeeded, want an error")
 	}
 
-	if want := "parse config file " + file + ": yaml: line "; !strings.Contains(err.Error(), want) {
+	if want := "parse config file " + file + ": yaml: line 2: did not find expected ',' or ']'"; !strings.Contains(err.Error(), want) {
 		t.Errorf("error %q does not contain %q", err, want)
 	}
 	if strings.Contains(err.Error(), "While parsing") {
@@ -275,6 +276,16 @@ func TestValidate_DirectoryUnderAFile(t *testing.T) {
 				t.Errorf("error %v, want one containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// Scanner errors count lines from 1 already and keep their number.
+func TestLoad_YAMLScannerErrorLine(t *testing.T) {
+	file := writeFile(t, "a: 1\n b: 2\n")
+	_, err := Load(LoadOptions{File: file, LookupEnv: noEnv})
+
+	if want := "yaml: line 2: mapping values are not allowed"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("error %v, want one containing %q", err, want)
 	}
 }
 

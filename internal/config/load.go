@@ -6,7 +6,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -137,13 +139,33 @@ func readFile(v *viper.Viper, file string) (string, error) {
 		return "", fmt.Errorf("%w: read config file %s: %w: check the path given with --config", ErrInvalid, file, pathErr.Err)
 	default:
 		// viper prefixes the YAML error with "While parsing config:",
-		// which the message already says.
+		// which repeats the start of this message.
 		var parseErr viper.ConfigParseError
 		if errors.As(err, &parseErr) && parseErr.Unwrap() != nil {
 			err = parseErr.Unwrap()
 		}
-		return "", fmt.Errorf("%w: parse config file %s: %w: fix the YAML syntax", ErrInvalid, file, err)
+		return "", fmt.Errorf("%w: parse config file %s: %s: fix the YAML syntax", ErrInvalid, file, yamlErrorText(err))
 	}
+}
+
+// yamlParserError matches the errors of go-yaml's parser, as opposed to
+// its scanner. The parser counts lines from 0 in them (the scanner from
+// 1), so "line 1" would point at the line above the one that opens the
+// unclosed bracket or block.
+var yamlParserError = regexp.MustCompile(`^yaml: line (\d+): (did not find expected .*)$`)
+
+// yamlErrorText returns the text of a YAML syntax error with the line
+// counted from 1, as editors count.
+func yamlErrorText(err error) string {
+	m := yamlParserError.FindStringSubmatch(err.Error())
+	if m == nil {
+		return err.Error()
+	}
+	line, convErr := strconv.Atoi(m[1])
+	if convErr != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("yaml: line %d: %s", line+1, m[2])
 }
 
 // bindEnv maps each MQSPOOL_ variable onto its key and returns the keys
