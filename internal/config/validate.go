@@ -439,8 +439,10 @@ func (c *Config) validateSubscriptions(v *validator) {
 		if s.Dir == "" {
 			v.addf("%s.dir: missing: set the inbox directory", key)
 		} else {
+			// An inbox that cannot be created is not checked here: the
+			// daemon runs without it and retries, and status must still
+			// load this config to show the inbox as unusable.
 			v.absolute(key+".dir", s.Dir, "/var/lib/mqspool/inbox/cmd")
-			v.creatableDir(key+".dir", s.Dir)
 			c.validateInboxLocation(v, key, s.Dir)
 		}
 		if s.QoS < 0 || s.QoS > 2 {
