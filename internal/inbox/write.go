@@ -188,7 +188,10 @@ func (in *Inbox) withFix(err error) error {
 	switch {
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
 		return fmt.Errorf("%w: free space on the file system of %s, or lower the subscription's max_bytes", err, in.opts.Dir)
-	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS):
+	case errors.Is(err, syscall.EROFS):
+		return fmt.Errorf("%w: mount the file system of %s read-write, or set the subscription's dir "+
+			"to a writable file system", err, in.opts.Dir)
+	case errors.Is(err, fs.ErrPermission):
 		return fmt.Errorf("%w: make %s writable by the daemon's user", err, in.opts.Dir)
 	default:
 		return err

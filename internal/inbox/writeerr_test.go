@@ -14,12 +14,14 @@ func TestInbox_WriteError_NamesFix(t *testing.T) {
 	in := openTest(t, Options{})
 	path := in.Dir() + "/tmp/x.msg"
 	cases := []struct {
-		cause error
-		want  string
+		cause        error
+		want, absent string
 	}{
-		{syscall.ENOSPC, "free space on the file system of " + in.Dir()},
-		{syscall.EACCES, "make " + in.Dir() + " writable"},
-		{syscall.EIO, ""},
+		{syscall.ENOSPC, "free space on the file system of " + in.Dir(), ""},
+		{syscall.EACCES, "make " + in.Dir() + " writable", ""},
+		// Permissions do not make a read-only mount writable.
+		{syscall.EROFS, "mount the file system of " + in.Dir() + " read-write", "daemon's user"},
+		{syscall.EIO, "", ""},
 	}
 	for _, tc := range cases {
 		err := in.withFix(&fs.PathError{Op: "write", Path: path, Err: tc.cause})
@@ -32,6 +34,9 @@ func TestInbox_WriteError_NamesFix(t *testing.T) {
 		}
 		if tc.want != "" && !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: error %q lacks %q", tc.cause, err, tc.want)
+		}
+		if tc.absent != "" && strings.Contains(err.Error(), tc.absent) {
+			t.Errorf("%v: error %q names %q, a fix for another cause", tc.cause, err, tc.absent)
 		}
 	}
 }
