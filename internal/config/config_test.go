@@ -303,6 +303,32 @@ func TestValidate_InboxUnderAFileAccepted(t *testing.T) {
 	}
 }
 
+// Two subscription dirs that name one directory through a symbolic link
+// are rejected like the same dir twice, instead of the daemon finding the
+// inbox locked at start.
+func TestValidate_InboxDirThroughLink(t *testing.T) {
+	base := t.TempDir()
+	dir, link := filepath.Join(base, "inbox"), filepath.Join(base, "link")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	yaml := minimal + "subscriptions:\n  - filter: a/#\n    dir: " + dir + "\n  - filter: b/#\n    dir: " + link + "\n"
+
+	target, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	_, err = Load(LoadOptions{File: writeFile(t, yaml), LookupEnv: noEnv})
+	want := "subscriptions[1].dir: \"" + link + "\" is also the inbox of subscriptions[0] (through a symbolic link to " + target + ")"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("error %v, want one containing %q", err, want)
+	}
+}
+
 func TestLoad_MaxSessionExpiry(t *testing.T) {
 	l, err := Load(LoadOptions{File: writeFile(t, minimal+"  session_expiry: 4294967295s\n"), LookupEnv: noEnv})
 	if err != nil {

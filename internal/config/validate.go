@@ -419,10 +419,19 @@ func (c *Config) validateSubscriptions(v *validator) {
 		if j, ok := filters[s.Filter]; ok && s.Filter != "" {
 			v.addf("%s.filter: %q repeats subscriptions[%d]: merge the two entries", key, s.Filter, j)
 		}
+		// A symbolic link makes two strings name one inbox, which the
+		// daemon's inbox lock would then reject at start.
+		realDir := resolved(s.Dir)
 		if j, ok := dirs[filepath.Clean(s.Dir)]; ok && s.Dir != "" {
 			v.addf("%s.dir: %q is also the inbox of subscriptions[%d]: give each subscription its own dir", key, s.Dir, j)
+		} else if j, ok := dirs[realDir]; ok && s.Dir != "" {
+			v.addf("%s.dir: %q is also the inbox of subscriptions[%d]%s: give each subscription its own dir",
+				key, s.Dir, j, linkNote(s.Dir, realDir))
 		}
 		filters[s.Filter], dirs[filepath.Clean(s.Dir)] = i, i
+		if _, ok := dirs[realDir]; !ok {
+			dirs[realDir] = i
+		}
 		for j, o := range c.Subscriptions[:i] {
 			if s.Dir != "" && o.Dir != "" && (within(s.Dir, o.Dir) || within(o.Dir, s.Dir)) {
 				v.addf("%s.dir: %q and subscriptions[%d].dir %q are nested, so one inbox's consumer and limits "+
