@@ -861,6 +861,31 @@ func TestSalvage_CreatesTmpAndNew(t *testing.T) {
 	}
 }
 
+// Stored topics carry publish.topic_prefix, so salvage leaves it out of
+// the files it writes, and the pickup adds it once.
+func TestSalvage_TopicWithoutPrefix(t *testing.T) {
+	file, dir := testConfig(t, "publish:\n  topic_prefix: s/\n")
+	aside := filepath.Join(dir, "spool.db.corrupt-20260101T000000Z")
+	spoolWithMessages(t, aside, 1)
+
+	code, out, errOut := run(t, "", "spool", "salvage", "--config", file, aside)
+	if code != exitOK {
+		t.Fatalf("code %d, stdout %q, stderr %q; want 0", code, out, errOut)
+	}
+	newDir := filepath.Join(dir, "spool", "new")
+	entries, err := os.ReadDir(newDir)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("new/ holds %v (%v), want one file", entries, err)
+	}
+	data, err := os.ReadFile(filepath.Join(newDir, entries[0].Name()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(data), "Topic: 0\n") {
+		t.Errorf("salvaged file starts %q, want the stored topic s/0 without the prefix s/", data)
+	}
+}
+
 // salvage takes the spool directory only from the configuration, so the
 // error for a missing one names the file or variable that set it.
 func TestSalvage_MissingSpoolDirNamesSource(t *testing.T) {

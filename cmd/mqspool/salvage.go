@@ -12,6 +12,7 @@ import (
 
 	"github.com/mqspool/mqspool/internal/config"
 	"github.com/mqspool/mqspool/internal/format"
+	"github.com/mqspool/mqspool/internal/pickup"
 	"github.com/mqspool/mqspool/internal/spool"
 )
 
@@ -58,7 +59,8 @@ func runSalvage(c *cobra.Command, loaded *config.Loaded, file string) error {
 	run := salvageRunID(time.Now())
 	copied, skipped, err := spool.Salvage(file, func(r spool.Record) error {
 		all := format.Fields{Topic: true, QoS: true, Retain: true}
-		return dropMessage(dir, fmt.Sprintf("salvage-%s-%020d.msg", run, r.Seq), r.Message, all)
+		m := pickup.Unprefixed(r.Message, cfg.Publish.TopicPrefix)
+		return dropMessage(dir, fmt.Sprintf("salvage-%s-%020d.msg", run, r.Seq), m, all)
 	})
 	if err != nil {
 		return fmt.Errorf("salvage %s after %d messages: %w", file, copied, err)

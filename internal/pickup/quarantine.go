@@ -63,7 +63,7 @@ func (p *Pickup) Quarantine(rel string, m *message.Message, raw []byte, reason s
 	data := raw
 	if m != nil {
 		var buf bytes.Buffer
-		if err := format.WriteMsg(&buf, *m); err != nil {
+		if err := format.WriteMsg(&buf, Unprefixed(*m, p.opts.TopicPrefix)); err != nil {
 			reason += fmt.Sprintf("\nThis file contains only the payload, because the message "+
 				"cannot be written as .msg: %v", err)
 			data = m.Payload
@@ -93,6 +93,19 @@ func (p *Pickup) Quarantine(rel string, m *message.Message, raw []byte, reason s
 	}
 	p.updateStats(func(s *Stats) { s.FilesFailed++ })
 	return dst, nil
+}
+
+// Unprefixed returns m with prefix, the publish.topic_prefix that the
+// pickup added, taken off its topic. A .msg file of a stored message that
+// is moved back into new/ then gets the prefix once and not twice.
+//
+// NOTE: a message queued under another prefix keeps its topic, and gets
+// the current prefix on top when it is moved back.
+func Unprefixed(m message.Message, prefix string) message.Message {
+	if prefix != "" && len(m.Topic) > len(prefix) && strings.HasPrefix(m.Topic, prefix) {
+		m.Topic = m.Topic[len(prefix):]
+	}
+	return m
 }
 
 // place puts a file into failed/ under rel, or under rel with a number

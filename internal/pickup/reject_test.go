@@ -169,6 +169,29 @@ func TestPickup_LongNameRejectedTwice(t *testing.T) {
 	}
 }
 
+// A quarantined message moved back into new/ gets publish.topic_prefix
+// once, so it is sent to the topic it was rejected on.
+func TestPickup_QuarantineRequeueKeepsTopic(t *testing.T) {
+	opts := testOptions(t)
+	opts.TopicPrefix = "gw1/"
+	store := newFakeStore()
+	p := start(t, opts, store)
+
+	m := &message.Message{Topic: "gw1/a/b", QoS: 1, Payload: []byte("p")}
+	dst, err := p.Quarantine("spool-42", m, nil, "broker rejected it: not authorized (0x87)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(dst, filepath.Join(opts.Dir, "new", filepath.Base(dst))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the requeued file appended", func() bool { return store.count() == 1 })
+
+	if got := store.files[0].Messages[0].Topic; got != m.Topic {
+		t.Errorf("requeued message has topic %q, want %q", got, m.Topic)
+	}
+}
+
 func TestPickup_Quarantine(t *testing.T) {
 	opts := testOptions(t)
 	p, err := New(opts, newFakeStore())
