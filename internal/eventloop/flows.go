@@ -440,24 +440,26 @@ func (l *Loop) throttleDelay(size int) time.Duration {
 
 // limitReason explains a message rejected because it is over the broker's
 // Maximum QoS or uses retain where Retain Available is 0. It names only
-// the limits the message is over, with the fix of the copy in failed/,
-// the keys that fix later messages, and the policy that downgrades them.
+// the limits the message is over, then in sentences of their own the fix
+// of its .msg file in failed/, and the keys and the policy for later
+// messages.
 func limitReason(maxQoS byte, retainAvailable bool, m message.Message) string {
 	var over, headers, keys, sources []string
 	if m.QoS > maxQoS {
 		over = append(over, fmt.Sprintf("qos %d, over the broker's Maximum QoS of %d", m.QoS, maxQoS))
-		headers = append(headers, fmt.Sprintf("its QoS header set to %d", maxQoS))
+		headers = append(headers, fmt.Sprintf("QoS to %d", maxQoS))
 		keys = append(keys, "lower publish.qos")
 		sources = append(sources, "qos")
 	}
 	if m.Retain && !retainAvailable {
 		over = append(over, "retain set, but the broker's Retain Available is 0")
-		headers = append(headers, "its Retain header set to false")
+		headers = append(headers, "Retain to false")
 		keys = append(keys, "clear publish.retain")
 		sources = append(sources, "retain")
 	}
-	return fmt.Sprintf("message has %s: requeue it with %s and %s (or the %s of its route or source file) "+
-		"for later messages, or set publish.on_broker_limit to downgrade",
+	return fmt.Sprintf("message has %s. To send it, set %s in its .msg file in failed/ and move that file "+
+		"into new/. For later messages, %s (or the %s of their route or source file), "+
+		"or set publish.on_broker_limit to downgrade",
 		strings.Join(over, ", and "), strings.Join(headers, " and "),
 		strings.Join(keys, " and "), strings.Join(sources, " and "))
 }

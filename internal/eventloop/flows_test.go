@@ -377,12 +377,17 @@ func TestLimitReason_NamesOnlyLimitsExceeded(t *testing.T) {
 		want   []string
 		absent []string
 	}{
-		{"qos", message.Message{QoS: 2}, []string{"qos 2, over the broker's Maximum QoS of 1",
-			"QoS header set to 1", "publish.qos", "publish.on_broker_limit to downgrade"}, []string{"retain", "Retain"}},
-		{"retain", message.Message{QoS: 1, Retain: true}, []string{"Retain Available is 0",
-			"Retain header set to false", "publish.retain", "publish.on_broker_limit to downgrade"}, []string{"qos", "QoS"}},
-		{"both", message.Message{QoS: 2, Retain: true}, []string{"Maximum QoS of 1", "Retain Available is 0",
-			"QoS header set to 1 and its Retain header set to false", "publish.qos", "publish.retain"}, nil},
+		{"qos", message.Message{QoS: 2}, []string{"qos 2, over the broker's Maximum QoS of 1. ",
+			"To send it, set QoS to 1 in its .msg file in failed/ and move that file into new/. ",
+			"For later messages, lower publish.qos (or the qos of", "publish.on_broker_limit to downgrade"},
+			[]string{"retain", "Retain"}},
+		{"retain", message.Message{QoS: 1, Retain: true}, []string{"Retain Available is 0. ",
+			"To send it, set Retain to false in its .msg file",
+			"For later messages, clear publish.retain (or the retain of", "publish.on_broker_limit to downgrade"},
+			[]string{"qos", "QoS"}},
+		{"both", message.Message{QoS: 2, Retain: true}, []string{"Maximum QoS of 1, and retain set",
+			"To send it, set QoS to 1 and Retain to false in its .msg file",
+			"For later messages, lower publish.qos and clear publish.retain (or the qos and retain of"}, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
