@@ -4,14 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"golang.org/x/sys/unix"
 )
-
-// lockName is the lock file in the inbox directory, beside tmp/ and new/,
-// where consumers do not look.
-const lockName = ".mqspool.lock"
 
 // ErrInUse reports an inbox directory that another process has locked.
 var ErrInUse = errors.New("in use by another mqspool daemon")
@@ -19,16 +14,17 @@ var ErrInUse = errors.New("in use by another mqspool daemon")
 // lockDir takes an exclusive lock on the inbox directory before the first
 // count, since that count removes what is in tmp/: a second daemon on the
 // same directory would remove the files the first is about to rename into
-// new/. The lock is kept until Close; the kernel drops it when the process
-// ends, however it ends.
+// new/. It locks the directory itself rather than a file in it, because
+// that needs no write permission: only tmp/ and new/ must be writable,
+// and the file system may be read-only. The lock is kept until Close; the
+// kernel drops it when the process ends, however it ends.
 func (in *Inbox) lockDir() error {
 	if in.lock != nil {
 		return nil
 	}
-	path := filepath.Join(in.opts.Dir, lockName)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o640)
+	f, err := os.Open(in.opts.Dir)
 	if err != nil {
-		return fmt.Errorf("open inbox lock %s: %w: make the inbox directory writable by the daemon's user", path, err)
+		return fmt.Errorf("open inbox directory to lock it: %w: make it readable by the daemon's user", err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()

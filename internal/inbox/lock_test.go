@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // A second inbox on a directory in use fails to open and leaves the first
@@ -34,5 +36,40 @@ func TestInbox_Lock_SecondOpenFails(t *testing.T) {
 	defer third.Close()
 	if _, err := os.Stat(pending); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a left-over file in tmp/ was not removed at the next Open: %v", err)
+	}
+}
+
+// An inbox on a read-only file system, with tmp/ and new/ in place, is
+// counted and locked, since locking the directory needs no write. A
+// read-only mount stands in for a directory owned by another user, which
+// a test run as root cannot set up.
+func TestInbox_Lock_ReadOnlyDir(t *testing.T) {
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
+		t.Skipf("mount a tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	for _, sub := range []string{"tmp", "new"} {
+		if err := os.Mkdir(filepath.Join(dir, sub), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "new", "a.msg"), []byte("Topic: a\n\nx"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		t.Skipf("remount the tmpfs read-only: %v", err)
+	}
+
+	first := openTest(t, Options{Dir: dir})
+	st := first.Stats()
+	if st.WriteError != "" {
+		t.Errorf("write error %q, want none before a write", st.WriteError)
+	}
+	if st.BacklogStale || st.BacklogFiles != 1 {
+		t.Errorf("backlog %d files (stale %v), want 1 counted", st.BacklogFiles, st.BacklogStale)
+	}
+	if _, err := Open(Options{Dir: dir}); !errors.Is(err, ErrInUse) {
+		t.Errorf("second Open: err = %v, want ErrInUse", err)
 	}
 }
