@@ -321,10 +321,12 @@ func (l *Loop) flushWrites() {
 	_, committed, err := l.journal.progress()
 	if err != nil {
 		if !l.finishing {
-			l.log.Error("journal commit failed", "err", err)
-			l.fail(fmt.Errorf("commit session changes: %w", err))
+			l.commitFailed(err)
 		}
 		return
+	}
+	if l.commitFailing {
+		l.commitRecovered()
 	}
 	l.writeDueBatch(committed)
 	for len(l.writes) > 0 && l.writes[0].ticket <= committed {
@@ -342,6 +344,38 @@ func (l *Loop) flushWrites() {
 		}
 		l.spare.Put(w.data)
 		l.completeWrite(w, written)
+	}
+}
+
+// commitFailed takes the loop offline while the journal cannot commit,
+// as on a full disk. The committer tries the same changes again every
+// commitRetryDelay, and nothing waiting for them is written meanwhile.
+// Ending the loop instead would make a restart resend every message in
+// flight, again and again while the disk stays full.
+func (l *Loop) commitFailed(err error) {
+	if !l.commitFailing {
+		l.commitFailing = true
+		l.log.Error("session changes cannot be committed: disconnecting until a retry succeeds; "+
+			"free space on the spool database's file system if it is full",
+			"err", err, "retry_every", commitRetryDelay)
+	}
+	cause := fmt.Errorf("%w: %w", errCommitFailing, err)
+	l.stats.update(func(s *Stats) { s.LastError = cause.Error() })
+	if l.conn != nil {
+		l.dropConnection(cause, false)
+	}
+}
+
+// errCommitFailing ends a connection while the journal fails.
+var errCommitFailing = errors.New("commit session changes")
+
+// commitRecovered brings the loop back online after commits failed.
+func (l *Loop) commitRecovered() {
+	l.commitFailing = false
+	l.log.Info("session changes committed again")
+	if l.conn == nil && !l.manualOffline {
+		l.reconnect.stop()
+		l.connectNow = true
 	}
 }
 

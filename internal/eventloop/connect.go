@@ -31,7 +31,7 @@ func (e *connackError) Error() string {
 
 // stepOffline waits for the next connect attempt, or makes it.
 func (l *Loop) stepOffline(ctx context.Context) {
-	if l.connectNow && !l.manualOffline {
+	if l.connectNow && !l.manualOffline && !l.commitFailing {
 		l.connectNow = false
 		l.attempt(ctx)
 		return

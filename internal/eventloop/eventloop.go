@@ -121,6 +121,10 @@ type Loop struct {
 	urlIndex      int
 	connectNow    bool
 	manualOffline bool
+	// commitFailing is set while the journal fails to commit. The loop
+	// stays offline meanwhile, since every packet it would write waits
+	// for a commit.
+	commitFailing bool
 	paused        bool
 	draining      bool
 	birthPending  bool // the birth message waits for the resends to go out

@@ -74,20 +74,36 @@ func TestJournal_PublishWaitsForCommit(t *testing.T) {
 	close(j.gate)
 }
 
-func TestJournal_ErrorStopsLoop(t *testing.T) {
+// A journal that fails, as on a full disk, takes the loop offline without
+// ending it. Nothing that waits for a commit is written, and once a retry
+// of the same changes succeeds the loop connects and delivers.
+func TestJournal_ErrorHoldsUntilRetrySucceeds(t *testing.T) {
 	b := newFakeBroker(t, brokerScript{})
 	src := newMemSource()
 	j := &testJournal{}
-	j.fail.Store(true)
 	r := start(t, testOptions(b), src, j, nil)
+	waitFor(t, 5*time.Second, "connack", func() bool { return r.countEvents(EventConnected) == 1 })
+
+	j.fail.Store(true)
+	src.add(message.Message{Topic: "a", QoS: 1, Payload: []byte("kept")})
+	waitFor(t, 5*time.Second, "the disconnect", func() bool { return r.countEvents(EventDisconnected) == 1 })
+	if got := r.l.Stats().LastError; !strings.Contains(got, "disk full") {
+		t.Errorf("last error %q, want the journal error", got)
+	}
+	time.Sleep(2 * commitRetryDelay)
+	if n := len(b.received(packets.PUBLISH)); n != 0 {
+		t.Fatalf("%d PUBLISH written while commits failed", n)
+	}
 	select {
 	case err := <-r.done:
-		if err == nil || !strings.Contains(err.Error(), "disk full") {
-			t.Fatalf("Poll error %v, want the journal error", err)
-		}
-		r.done <- err
-	case <-time.After(5 * time.Second):
-		t.Fatal("loop kept running after the journal failed")
+		t.Fatalf("loop ended while commits failed: %v", err)
+	default:
+	}
+
+	j.fail.Store(false)
+	waitFor(t, 10*time.Second, "delivery after the retry", func() bool { return len(r.outcomes()) == 1 })
+	if n := r.countEvents(EventConnected); n != 2 {
+		t.Errorf("%d connections, want 2", n)
 	}
 }
 

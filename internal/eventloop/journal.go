@@ -27,23 +27,28 @@ const (
 	lingerGap = 500 * time.Microsecond
 )
 
+// commitRetryDelay is the wait before a failed Commit is tried again with
+// the same changes, as when the disk is full until space is freed.
+const commitRetryDelay = time.Second
+
 // committer hands session changes to the [Journal] from a goroutine of its
 // own, so the loop's select never waits on the disk. Changes that pile up
 // while a Commit runs go together in the next one (group commit).
 type committer struct {
 	journal Journal
 
-	// lingerFrom, lingerUntil, lingerFor and lingerGap are the constants
-	// of the same names outside tests.
+	// lingerFrom, lingerUntil, lingerFor, lingerGap and retryDelay are
+	// the constants of the same names outside tests.
 	lingerFrom, lingerUntil int
 	lingerFor, lingerGap    time.Duration
+	retryDelay              time.Duration
 
 	mu        sync.Mutex     // guards the fields below
 	pending   []state.Change // changes not yet handed to the journal
 	spare     []state.Change // the last batch committed, for reuse as pending
 	queued    uint64         // tickets issued: one per change
 	committed uint64         // tickets that the journal made durable
-	err       error          // first Commit error; no commit follows it
+	err       error          // error of the last Commit; nil once one succeeds
 	stopping  bool
 
 	kick chan struct{} // wakes the goroutine; capacity 1
@@ -52,8 +57,8 @@ type committer struct {
 }
 
 func newCommitter(j Journal) *committer {
-	return startCommitter(&committer{journal: j,
-		lingerFrom: lingerFrom, lingerUntil: lingerUntil, lingerFor: lingerFor, lingerGap: lingerGap})
+	return startCommitter(&committer{journal: j, lingerFrom: lingerFrom, lingerUntil: lingerUntil,
+		lingerFor: lingerFor, lingerGap: lingerGap, retryDelay: commitRetryDelay})
 }
 
 // startCommitter starts the goroutine of c, which has its journal and
@@ -79,14 +84,15 @@ func (c *committer) add(changes ...state.Change) uint64 {
 }
 
 // progress returns the last issued ticket, the last durable ticket and the
-// journal's error, if any.
+// error of the last Commit while commits fail.
 func (c *committer) progress() (queued, committed uint64, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.queued, c.committed, c.err
 }
 
-// stop commits what is pending, then ends the goroutine.
+// stop commits what is pending, then ends the goroutine. While commits
+// fail it tries once more, and what still fails stays uncommitted.
 func (c *committer) stop() {
 	c.mu.Lock()
 	c.stopping = true
@@ -106,7 +112,8 @@ func (c *committer) run() {
 
 // commitPending commits every pending change in one call and reports
 // whether the goroutine should keep running. After a large batch it
-// lingers before the next one.
+// lingers before the next one. A failed batch goes back in front of the
+// changes added since, and is tried again after retryDelay.
 func (c *committer) commitPending() bool {
 	last := 0
 	for {
@@ -114,29 +121,61 @@ func (c *committer) commitPending() bool {
 			c.linger()
 		}
 		c.mu.Lock()
-		batch, stopping, failed := c.pending, c.stopping, c.err != nil
+		batch, stopping := c.pending, c.stopping
 		c.pending, c.spare = c.spare, nil
 		c.mu.Unlock()
 
-		if len(batch) == 0 || failed {
+		if len(batch) == 0 {
 			return !stopping
 		}
-		err := c.journal.Commit(batch)
-		last = len(batch)
-		if err != nil {
-			last = 0 // no commit follows, so there is nothing to wait for
+		if err := c.journal.Commit(batch); err != nil {
+			c.failed(batch, err)
+			if stopping {
+				return false
+			}
+			c.waitRetry()
+			last = 0
+			continue
 		}
+		last = len(batch)
 		clear(batch)
 
 		c.mu.Lock()
 		c.spare = batch[:0]
-		if err != nil {
-			c.err = err
-		} else {
-			c.committed += uint64(len(batch))
-		}
+		c.err = nil
+		c.committed += uint64(len(batch))
 		c.mu.Unlock()
 		notify(c.done)
+	}
+}
+
+// failed puts batch, which the journal did not store, back in front of
+// the pending changes and records err for progress.
+func (c *committer) failed(batch []state.Change, err error) {
+	c.mu.Lock()
+	c.pending = append(batch, c.pending...)
+	c.err = err
+	c.mu.Unlock()
+	notify(c.done)
+}
+
+// waitRetry waits retryDelay, or until stop is called. Changes added
+// meanwhile do not end the wait.
+func (c *committer) waitRetry() {
+	t := time.NewTimer(c.retryDelay)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			return
+		case <-c.kick:
+			c.mu.Lock()
+			stopping := c.stopping
+			c.mu.Unlock()
+			if stopping {
+				return
+			}
+		}
 	}
 }
 

@@ -33,7 +33,8 @@ func (j *batchJournal) batches() []int {
 // came for gap.
 func newTestCommitter(t *testing.T, j Journal, from, until int, wait, gap time.Duration) *committer {
 	t.Helper()
-	return startCommitter(&committer{journal: j, lingerFrom: from, lingerUntil: until, lingerFor: wait, lingerGap: gap})
+	return startCommitter(&committer{journal: j, lingerFrom: from, lingerUntil: until, lingerFor: wait, lingerGap: gap,
+		retryDelay: commitRetryDelay})
 }
 
 func changes(n int) []state.Change {
@@ -134,5 +135,51 @@ func TestCommitter_LingerEndsWhenChangesStop(t *testing.T) {
 	}
 	if got, want := j.batches(), []int{4, 5}; !slices.Equal(got, want) {
 		t.Fatalf("batches %v, want %v", got, want)
+	}
+}
+
+// A failed Commit is tried again with the same changes in front of those
+// added since, so nothing is lost or reordered, and progress shows the
+// error only while commits fail.
+func TestCommitter_RetriesFailedBatchInOrder(t *testing.T) {
+	j := &testJournal{}
+	j.fail.Store(true)
+	c := startCommitter(&committer{journal: j, lingerFrom: 1 << 30, retryDelay: 20 * time.Millisecond})
+	defer c.stop()
+
+	c.add(state.Change{Kind: state.ChangeSent, Seq: 1})
+	waitFor(t, 5*time.Second, "the failure", func() bool { _, _, err := c.progress(); return err != nil })
+	ticket := c.add(state.Change{Kind: state.ChangeAcked, Seq: 1}, state.Change{Kind: state.ChangeSent, Seq: 2})
+
+	j.fail.Store(false)
+	waitCommitted(t, c, ticket)
+	if _, _, err := c.progress(); err != nil {
+		t.Errorf("progress error %v after a commit succeeded, want none", err)
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var got []uint64
+	for _, ch := range j.changes {
+		got = append(got, ch.Seq)
+	}
+	if want := []uint64{1, 1, 2}; !slices.Equal(got, want) {
+		t.Errorf("committed seqs %v, want %v", got, want)
+	}
+}
+
+// stop returns while commits fail, after one more try.
+func TestCommitter_StopWhileFailing(t *testing.T) {
+	j := &testJournal{}
+	j.fail.Store(true)
+	c := startCommitter(&committer{journal: j, lingerFrom: 1 << 30, retryDelay: time.Hour})
+	c.add(state.Change{Kind: state.ChangeSent, Seq: 1})
+	waitFor(t, 5*time.Second, "the failure", func() bool { _, _, err := c.progress(); return err != nil })
+
+	stopped := make(chan struct{})
+	go func() { c.stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("stop did not return while commits failed")
 	}
 }

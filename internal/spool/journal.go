@@ -17,6 +17,10 @@ import (
 // returns nil only when every change is durable, and on error none of
 // them is stored. ChangeFailed calls Options.Quarantine before deleting the
 // message; when the quarantine fails, the message is kept instead.
+//
+// NOTE: the event loop tries a failed Commit again with the same changes.
+// A ChangeFailed whose quarantine succeeded in the failed attempt is
+// quarantined again, so failed/ can get a second copy of that message.
 func (s *Spool) Commit(changes []state.Change) error {
 	if len(changes) == 0 {
 		return s.checkWritable()
