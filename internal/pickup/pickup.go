@@ -189,8 +189,11 @@ type Pickup struct {
 	// parts, while it waits for room in the spool.
 	parted *partedFile
 	// started is when New ran; see seen.
-	started      time.Time
-	unreadable   map[string]time.Time // last log time of each unreadable file
+	started    time.Time
+	unreadable map[string]time.Time // last log time of each unreadable file
+	// rejectHeld has the bad files whose move to failed/ failed; see
+	// holdReject.
+	rejectHeld   map[string]heldReject
 	watchErrLog  rateLimit
 	spaceErrLog  rateLimit
 	cutoffErrLog rateLimit
@@ -235,6 +238,7 @@ func New(opts Options, store Store) (*Pickup, error) {
 		settling:   make(map[string]settleRef),
 		tentative:  make(map[string]time.Time),
 		unreadable: make(map[string]time.Time),
+		rejectHeld: make(map[string]heldReject),
 	}
 	for _, dir := range []string{p.tmpDir, p.newDir} {
 		if err := format.MkdirAllSync(dir); err != nil {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/mqspool/mqspool/internal/format"
@@ -39,14 +40,61 @@ func (p *Pickup) rejectFile(rel, reason string) {
 		return
 	}
 	if err != nil {
-		// The file stays in new/ and is tried again at the next rescan.
-		p.log.Error("move bad spool file to failed/", "path", p.abs(rel), "reason", reason, "err", err)
-		p.setError(err)
+		p.holdReject(rel, reason, err)
 		return
 	}
+	delete(p.rejectHeld, rel)
 	p.log.Warn("moved bad spool file to failed/", "path", p.abs(rel), "failed_path", dst,
 		"reason", reason)
 	p.updateStats(func(s *Stats) { s.FilesFailed++ })
+}
+
+// heldReject is a bad file whose move to failed/ failed.
+type heldReject struct {
+	failedAt time.Time // the last failed move
+	loggedAt time.Time // the last log line about it
+}
+
+// rejectLogInterval is how often one bad file that cannot be moved to
+// failed/ is logged.
+const rejectLogInterval = time.Minute
+
+// holdReject keeps a bad file that could not be moved to failed/ in new/
+// until the next rescan, and events for it are ignored until then. When
+// its .reason file cannot be written, as on a full disk, the file is moved
+// back into new/, and that move raises an event of its own. Without the
+// hold, that event would retry it at once and log an error each time.
+// The file is logged at most once a minute.
+func (p *Pickup) holdReject(rel, reason string, err error) {
+	now := p.now()
+	h := p.rejectHeld[rel]
+	h.failedAt = now
+	if now.Sub(h.loggedAt) >= rejectLogInterval {
+		h.loggedAt = now
+		p.log.Error("move bad spool file to failed/; it stays in new/ and is retried at each rescan",
+			"path", p.abs(rel), "reason", reason, "err", err)
+	}
+	p.rejectHeld[rel] = h
+	p.setError(err)
+}
+
+// rejectHeldBack reports whether rel is a bad file whose move to failed/
+// failed less than half a rescan interval ago. Half, so that the next
+// rescan takes it even when the failure came right after the last one.
+func (p *Pickup) rejectHeldBack(rel string) bool {
+	h, ok := p.rejectHeld[rel]
+	return ok && p.now().Sub(h.failedAt) < p.opts.RescanInterval/2
+}
+
+// pruneRejectHeld removes the files whose move has not failed for a
+// minute from rejectHeld: they were moved, fixed or removed.
+func (p *Pickup) pruneRejectHeld() {
+	now := p.now()
+	for rel, h := range p.rejectHeld {
+		if now.Sub(h.failedAt) >= rejectLogInterval {
+			delete(p.rejectHeld, rel)
+		}
+	}
 }
 
 // Quarantine writes a message that cannot be delivered into failed/ as

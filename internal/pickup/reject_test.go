@@ -335,3 +335,60 @@ func TestPickup_RejectWithoutReasonPutBack(t *testing.T) {
 		t.Error("the second try left no .reason file in failed/")
 	}
 }
+
+// A bad file whose .reason file cannot be written, as when the disk is
+// full, goes back into new/. That move raises an event, which must not
+// retry it at once: the file waits for the next rescan and is logged
+// once, and it reaches failed/ when the write works again.
+func TestPickup_RejectThatFailsWaitsForRescan(t *testing.T) {
+	opts := testOptions(t)
+	opts.RescanInterval = 2 * time.Second
+	logs := capture(&opts)
+	tmp := filepath.Join(opts.Dir, "tmp")
+	p := start(t, opts, newFakeStore())
+	if err := os.Remove(tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tmp, nil, 0o600); err != nil { // writeReason goes through tmp/
+		t.Fatal(err)
+	}
+
+	bad := filepath.Join(opts.Dir, "new", "bad.msg")
+	if err := os.WriteFile(bad, []byte("Topic: a/+\n\nx"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the failed move", func() bool {
+		return strings.Contains(logs.String(), "move bad spool file to failed/")
+	})
+	time.Sleep(100 * time.Millisecond) // the move back into new/ is done
+	before := changeTime(t, bad)
+	time.Sleep(500 * time.Millisecond)
+	if after := changeTime(t, bad); after != before {
+		t.Errorf("the file was moved again before the next rescan (change time %d, then %d)", before, after)
+	}
+	if n := strings.Count(logs.String(), "move bad spool file to failed/"); n != 1 {
+		t.Errorf("%d log lines for the failed move, want 1", n)
+	}
+
+	if err := os.Remove(tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the file in failed/", func() bool { return p.Stats().FilesFailed == 1 })
+	if _, err := os.Stat(filepath.Join(opts.Dir, "failed", "bad.msg.reason")); err != nil {
+		t.Errorf("no reason file: %v", err)
+	}
+}
+
+// changeTime returns the change time of path in nanoseconds. A rename
+// sets it.
+func changeTime(t *testing.T, path string) int64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ctim.Nano()
+}

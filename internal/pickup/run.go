@@ -81,6 +81,7 @@ func (p *Pickup) rescan(w *watcher, ws *watches) {
 			delete(p.unreadable, rel)
 		}
 	}
+	p.pruneRejectHeld()
 }
 
 // handleEvents applies a batch of events. An overflow or a moved

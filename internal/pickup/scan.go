@@ -307,7 +307,7 @@ func (p *Pickup) nextSettle() time.Time {
 func (p *Pickup) enqueue(rel string) {
 	delete(p.settling, rel)
 	delete(p.tentative, rel)
-	if p.queued[rel] {
+	if p.queued[rel] || p.rejectHeldBack(rel) {
 		return
 	}
 	p.queued[rel] = true
