@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -116,7 +117,7 @@ func writeAttr(b *strings.Builder, a slog.Attr) {
 	}
 	b.WriteByte('|')
 	if a.Value.Kind() != slog.KindGroup {
-		b.WriteString(a.String())
+		b.WriteString(timestamp.ReplaceAllLiteralString(a.String(), "TIME"))
 		return
 	}
 	b.WriteString(a.Key)
@@ -126,6 +127,12 @@ func writeAttr(b *strings.Builder, a slog.Attr) {
 	}
 	b.WriteByte('}')
 }
+
+// timestamp matches an RFC 3339 time inside a value, such as the current
+// time in Go's error for an expired certificate ("current time ... is
+// after ..."). A repeat key has it replaced, so such an error repeated on
+// every connect attempt counts as one.
+var timestamp = regexp.MustCompile(`\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})`)
 
 // isTiming reports whether a only describes timing: its value is a
 // duration or a time, or its key carries the unit suffix _ms or _seconds,

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -188,5 +189,20 @@ func TestLimitRepeats_IgnoresTimingAttributes(t *testing.T) {
 	}
 	if !strings.Contains(out, "retry.url=mqtt://b:1") {
 		t.Errorf("line with another group member suppressed:\n%s", out)
+	}
+}
+
+// Go's error for an expired certificate names the current time, so
+// without care each connect attempt would log a new line.
+func TestLimitRepeats_IgnoresTimesInsideValues(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(LimitRepeats(slog.NewTextHandler(&buf, nil), time.Hour))
+	for _, now := range []string{"2026-12-06T01:02:34Z", "2026-12-06T01:02:37.5+01:00"} {
+		err := fmt.Errorf("tls: x509: certificate has expired or is not yet valid: current time %s is after 2020-02-01T00:00:00Z", now)
+		log.Warn("connect failed", "err", err)
+	}
+
+	if n := strings.Count(buf.String(), "connect failed"); n != 1 {
+		t.Errorf("the error logged %d times, want 1:\n%s", n, buf.String())
 	}
 }
