@@ -607,6 +607,23 @@ func TestPublish_MissingSpoolDirExits1(t *testing.T) {
 	}
 }
 
+// status reaches the daemon through control.socket even when another key
+// of the file is invalid, and warns that a restart would fail.
+func TestStatus_InvalidConfigStillFindsSocket(t *testing.T) {
+	file, dir := testConfig(t, "throttle:\n  messages_per_second: -5\n")
+	code, _, errOut := run(t, "", "status", "--config", file)
+
+	if code != exitFailure {
+		t.Errorf("code %d, want %d (no daemon), not a configuration error", code, exitFailure)
+	}
+	for _, want := range []string{"a restart or reload would fail", "throttle.messages_per_second",
+		filepath.Join(dir, "ctl.sock")} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr %q lacks %q", errOut, want)
+		}
+	}
+}
+
 func TestStatus_NoDaemonExits1(t *testing.T) {
 	file, _ := testConfig(t, "")
 	code, _, errOut := run(t, "", "status", "--config", file)

@@ -44,10 +44,19 @@ func (f *socketFlags) path(c *cobra.Command) (string, error) {
 		}
 	}
 	loaded, err := f.loadOffline(c)
-	if err != nil {
+	if err == nil {
+		return loaded.Config.Control.Socket, nil
+	}
+
+	// A running daemon keeps its configuration when a reload finds the
+	// file invalid, and that is when its state matters most.
+	socket, ok := config.ControlSocket(f.file)
+	if !ok || !errors.Is(err, config.ErrInvalid) {
 		return "", err
 	}
-	return loaded.Config.Control.Socket, nil
+	fmt.Fprintf(c.ErrOrStderr(), "mqspool: warning: a restart or reload would fail: %v\n"+
+		"mqspool: using control.socket %s from the file anyway\n", err, socket)
+	return socket, nil
 }
 
 func (f *socketFlags) send(c *cobra.Command, req control.Request) (control.Response, error) {

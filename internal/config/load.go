@@ -120,6 +120,24 @@ func Load(opts LoadOptions) (*Loaded, error) {
 	return loaded, nil
 }
 
+// ControlSocket returns control.socket from file (DefaultFile when empty)
+// or the environment, without validating the other keys, so that status
+// and ctl can reach a running daemon while its file has an error that a
+// reload rejected. It reports false when the file cannot be read or
+// parsed, or the socket is not an absolute path.
+func ControlSocket(file string) (string, bool) {
+	v := viper.New()
+	v.SetDefault("control.socket", DefaultControlSocket)
+	if _, err := readFile(v, file); err != nil {
+		return "", false
+	}
+	socket := v.GetString("control.socket")
+	if env, ok := os.LookupEnv(EnvName("control.socket")); ok {
+		socket = env
+	}
+	return socket, filepath.IsAbs(socket)
+}
+
 func readFile(v *viper.Viper, file string) (string, error) {
 	explicit := file != ""
 	if !explicit {
