@@ -41,9 +41,7 @@ func (p *Pickup) ingestBatch() {
 	if errors.Is(err, spool.ErrTooLarge) && len(unsent) > 0 {
 		rel := unsent[0]
 		delete(p.queued, rel)
-		p.rejectFile(rel, fmt.Sprintf("the file's %d messages are larger than the whole "+
-			"spool limit (spool.max_bytes or spool.max_messages): split the file or raise "+
-			"the limit", len(batch[accepted].Messages)))
+		p.rejectFile(rel, err.Error())
 		unsent = unsent[1:]
 	}
 

@@ -104,9 +104,7 @@ func (p *Pickup) appendParts(f *partedFile, data []byte) partsOutcome {
 	case err == nil:
 		return partsStored
 	case errors.Is(err, spool.ErrTooLarge):
-		p.rejectFile(f.id.Name, fmt.Sprintf("a part of %d messages of the file is larger than the whole "+
-			"spool limit (spool.max_bytes or spool.max_messages)%s: split the file or raise the limit",
-			len(w.part), queuedBefore(f)))
+		p.rejectFile(f.id.Name, fmt.Sprintf("a part of the file: %v%s", err, queuedBefore(f)))
 		return partsRejected
 	case errors.Is(err, errPartNotStored):
 		return partsWaiting

@@ -36,7 +36,8 @@ func (p *Pickup) underPressure() bool {
 	was := p.Stats().DiskPressure
 	switch {
 	case pressure && !was:
-		p.log.Warn("free disk space is low; ingest paused, files wait in new/",
+		p.log.Warn("free disk space is low; ingest paused, files wait in new/ until space is freed "+
+			"on that file system (or spool.min_free_bytes is lowered)",
 			"path", p.opts.FreeSpacePath, "free_bytes", free, "min_free_bytes", p.opts.MinFreeBytes)
 	case !pressure && was:
 		p.log.Info("free disk space recovered; ingest resumed",

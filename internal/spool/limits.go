@@ -19,9 +19,13 @@ type droppedMessage struct {
 // open flow, recording them in drops.
 func (s *Spool) checkRoom(tx *bolt.Tx, t *totals, id FileID, n, size int64, drops *[]droppedMessage) error {
 	maxMsgs, maxBytes := s.opts.MaxMessages, s.opts.MaxBytes
-	if (maxMsgs > 0 && n > maxMsgs) || (maxBytes > 0 && size > maxBytes) {
-		return fmt.Errorf("%w: %s has %d messages and %d bytes, the limits are %d messages and %d bytes: raise spool.max_messages or spool.max_bytes, or split the file",
-			ErrTooLarge, id.Name, n, size, maxMsgs, maxBytes)
+	switch {
+	case maxMsgs > 0 && n > maxMsgs:
+		return fmt.Errorf("%w: %s has %d messages, more than spool.max_messages (%d): raise it or split the file",
+			ErrTooLarge, id.Name, n, maxMsgs)
+	case maxBytes > 0 && size > maxBytes:
+		return fmt.Errorf("%w: %s has %d bytes of messages, more than spool.max_bytes (%d): raise it or split the file",
+			ErrTooLarge, id.Name, size, maxBytes)
 	}
 	if s.fits(t, n, size) {
 		return nil

@@ -2,6 +2,7 @@ package spool
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,6 +60,9 @@ func TestFileLargerThanLimit(t *testing.T) {
 	}
 	equal(t, "accepted", n, 1)
 	equal(t, "messages", s.Stats().Messages, int64(1))
+	if want := "huge has 4 messages, more than spool.max_messages (3)"; !strings.Contains(err.Error(), want) {
+		t.Errorf("Append error %q does not name the limit: want %q", err, want)
+	}
 }
 
 func TestOverflowDropOldest(t *testing.T) {
