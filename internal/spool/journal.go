@@ -18,9 +18,11 @@ import (
 // them is stored. ChangeFailed calls Options.Quarantine before deleting the
 // message; when the quarantine fails, the message is kept instead.
 //
-// NOTE: the event loop tries a failed Commit again with the same changes.
-// A ChangeFailed whose quarantine succeeded in the failed attempt is
-// quarantined again, so failed/ can get a second copy of that message.
+// The event loop tries a failed Commit again with the same changes. A
+// message that Quarantine took in the failed attempt is not handed to it
+// again, so failed/ gets one copy however often the Commit is retried.
+// NOTE: a daemon stopped before a retry succeeds keeps the message, and
+// the next start can quarantine it a second time.
 func (s *Spool) Commit(changes []state.Change) error {
 	if len(changes) == 0 {
 		return s.checkWritable()
@@ -34,8 +36,10 @@ func (s *Spool) Commit(changes []state.Change) error {
 	}
 	arena := s.takeArena()
 	defer s.putArena(arena)
+	var copied []uint64
 	err := write("commit session changes", func(tx *bolt.Tx, t *totals) error {
 		j := journalTx{s: s, tx: tx, t: t, arena: arena}
+		defer func() { copied = j.copied }()
 		for i, c := range changes {
 			if err := j.apply(c); err != nil {
 				return fmt.Errorf("change %d of %d (%s, packet id %d, seq %d): %w", i+1, len(changes), c.Kind, c.PacketID, c.Seq, err)
@@ -43,6 +47,7 @@ func (s *Spool) Commit(changes []state.Change) error {
 		}
 		return j.finish()
 	})
+	s.noteCopiedToFailed(copied, err == nil)
 	if err == nil {
 		crashpoint.Hit(crashpoint.JournalAfterCommit)
 	}
@@ -66,6 +71,11 @@ type journalTx struct {
 
 	// arena provides the keys and values put. A nil arena allocates each.
 	arena *recordArena
+
+	// copied lists the messages that are in failed/ once the transaction
+	// commits, because Options.Quarantine took them in this attempt or in
+	// a failed one.
+	copied []uint64
 }
 
 // recordArena is the buffer of the keys and values that one Commit puts.
@@ -283,15 +293,47 @@ func (j *journalTx) fail(c state.Change) error {
 	}
 	keep := false
 	raw := j.tx.Bucket(bucketMessages).Get(seqKey(seq))
-	if raw == nil {
+	switch {
+	case raw == nil:
 		j.s.log.Warn("failed message is no longer in the spool", "seq", seq, "reason", c.Reason)
-	} else if err := j.s.quarantine(seq, raw, c.Reason); err != nil {
-		j.s.log.Error("could not move a failed message to failed/; it stays in the spool "+
-			"and is sent again after the next start: check that failed/ is a writable directory",
-			"seq", seq, "reason", c.Reason, "err", err)
-		keep = true
+	case j.s.isCopiedToFailed(seq):
+		j.copied = append(j.copied, seq) // taken by an earlier attempt that failed
+	default:
+		if err := j.s.quarantine(seq, raw, c.Reason); err != nil {
+			j.s.log.Error("could not move a failed message to failed/; it stays in the spool "+
+				"and is sent again after the next start: check that failed/ is a writable directory",
+				"seq", seq, "reason", c.Reason, "err", err)
+			keep = true
+		} else {
+			j.copied = append(j.copied, seq)
+		}
 	}
 	return j.endFlow(state.Change{PacketID: c.PacketID, Seq: seq}, !keep)
+}
+
+// isCopiedToFailed reports whether Options.Quarantine took message seq in
+// a Commit that failed.
+func (s *Spool) isCopiedToFailed(seq uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.copiedToFailed[seq]
+}
+
+// noteCopiedToFailed records the messages that Options.Quarantine took in
+// a Commit, until that Commit succeeds and deletes them.
+func (s *Spool) noteCopiedToFailed(seqs []uint64, committed bool) {
+	if len(seqs) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, seq := range seqs {
+		if committed {
+			delete(s.copiedToFailed, seq)
+		} else {
+			s.copiedToFailed[seq] = true
+		}
+	}
 }
 
 // flowSeq prefers the sequence number in the change and falls back to

@@ -149,6 +149,31 @@ func TestCommitFailedKeepsMessageOnQuarantineError(t *testing.T) {
 	equal(t, "flows", len(mustLoadState(t, s).Outgoing), 0)
 }
 
+// The event loop retries a failed Commit with the same changes. A
+// message that Quarantine took in a failed attempt is not handed to it
+// again, so failed/ gets one copy. The change with packet id 0 makes the
+// transaction fail after the quarantine, as a full disk would at fsync.
+func TestCommitFailedRetryQuarantinesOnce(t *testing.T) {
+	var q quarantined
+	opts := testOptions(t)
+	opts.Quarantine = q.fn
+	s := openSpool(t, opts)
+	mustAppend(t, s, batch("a", 0, 2))
+	failed := state.Change{Kind: state.ChangeFailed, PacketID: 9, Seq: 2, Reason: "0x87 not authorized"}
+
+	for attempt := 1; attempt <= 3; attempt++ {
+		if err := s.Commit([]state.Change{sent(9, 2, 1), failed, sent(0, 1, 1)}); err == nil {
+			t.Fatalf("attempt %d: Commit with packet id 0 succeeded, want an error", attempt)
+		}
+	}
+	equal(t, "seq 2 present after failed commits", present(t, s, 2), true)
+	mustCommit(t, s, sent(9, 2, 1), failed)
+
+	equal(t, "quarantined seqs", q.seqs, []uint64{2})
+	equal(t, "seq 2 present", present(t, s, 2), false)
+	equal(t, "stats messages", s.Stats().Messages, int64(1))
+}
+
 // After PUBREC the message stays stored, so that it can be published
 // again if the broker loses the session before it forwards the message.
 func TestPubrecKeepsMessage(t *testing.T) {

@@ -62,12 +62,16 @@ type Spool struct {
 	pending      []*pendingWrite
 	groupCommits uint64 // commits that carried more than one write
 
-	// mu guards totals, closed, corrupt and cursors.
+	// mu guards totals, closed, corrupt, cursors and copiedToFailed.
 	mu      sync.Mutex
 	totals  totals
 	closed  bool
 	corrupt bool
 	cursors map[*Cursor]struct{}
+	// copiedToFailed has the messages that Options.Quarantine took in a
+	// Commit that then failed, so that a retry of that Commit does not
+	// hand them over again.
+	copiedToFailed map[uint64]bool
 
 	// damaged is closed when corrupt is first set.
 	damaged chan struct{}
@@ -98,7 +102,8 @@ func Open(opts Options) (*Spool, error) {
 	}
 	s := &Spool{
 		opts: opts, log: opts.Logger, cursors: map[*Cursor]struct{}{}, damaged: make(chan struct{}),
-		wall: newWallSteps(),
+		copiedToFailed: map[uint64]bool{},
+		wall:           newWallSteps(),
 	}
 
 	// Create the database's directory, as systemd's StateDirectory would,
