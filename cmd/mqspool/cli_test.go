@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/mqspool/mqspool/internal/config"
 	"github.com/mqspool/mqspool/internal/control"
 	"github.com/mqspool/mqspool/internal/format"
 	"github.com/mqspool/mqspool/internal/message"
@@ -621,6 +622,39 @@ func TestStatus_InvalidConfigStillFindsSocket(t *testing.T) {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("stderr %q lacks %q", errOut, want)
 		}
+	}
+}
+
+// An empty MQSPOOL_CONTROL_SOCKET counts as unset, as systemd sets it
+// for Environment=MQSPOOL_CONTROL_SOCKET= in a drop-in, so status still
+// finds control.socket in a file with an error.
+func TestStatus_InvalidConfigEmptySocketEnv(t *testing.T) {
+	t.Setenv("MQSPOOL_CONTROL_SOCKET", "")
+	file, dir := testConfig(t, "throttle:\n  messages_per_second: -5\n")
+	code, _, errOut := run(t, "", "status", "--config", file)
+
+	if code != exitFailure {
+		t.Errorf("code %d, want %d (no daemon), not a configuration error", code, exitFailure)
+	}
+	if want := filepath.Join(dir, "ctl.sock"); !strings.Contains(errOut, want) {
+		t.Errorf("stderr %q lacks %q", errOut, want)
+	}
+}
+
+// Without a config file, an empty MQSPOOL_CONTROL_SOCKET leaves the
+// default socket.
+func TestStatus_NoConfigEmptySocketEnv(t *testing.T) {
+	if _, err := os.Stat(config.DefaultFile); err == nil {
+		t.Skipf("%s exists on this machine", config.DefaultFile)
+	}
+	t.Setenv("MQSPOOL_CONTROL_SOCKET", "")
+	code, _, errOut := run(t, "", "status")
+
+	if code != exitFailure {
+		t.Errorf("code %d, want %d (no daemon)", code, exitFailure)
+	}
+	if !strings.Contains(errOut, config.DefaultControlSocket) {
+		t.Errorf("stderr %q lacks the default socket %q", errOut, config.DefaultControlSocket)
 	}
 }
 

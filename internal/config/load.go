@@ -132,7 +132,8 @@ func ControlSocket(file string) (string, bool) {
 		return "", false
 	}
 	socket := v.GetString("control.socket")
-	if env, ok := os.LookupEnv(EnvName("control.socket")); ok {
+	// An empty variable counts as unset, as in Load.
+	if env := os.Getenv(EnvName("control.socket")); env != "" {
 		socket = env
 	}
 	return socket, filepath.IsAbs(socket)
