@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqspool/mqspool/internal/crashpoint"
 	"github.com/mqspool/mqspool/test/harness"
 )
 
@@ -66,34 +67,34 @@ func TestDiskFull_FilesWaitAndResume(t *testing.T) {
 	waitAllInOrder(t, sub, total, 60*time.Second)
 }
 
-// TestDiskFull_CommitsFailWhileDraining fills the database's disk after
-// the messages are queued, so the commits that record acknowledgements
-// fail once the broker is back. The daemon must stay up and offline
-// instead of exiting, which under systemd's Restart=on-failure would send
-// the whole window again every few seconds, and deliver the rest once
-// space is back.
+// TestDiskFull_CommitsFailWhileDraining makes the commits that record
+// session changes fail once messages are queued, as a full disk under
+// spool.db does. A real full tmpfs fails them only when bbolt must grow
+// its file, which no test can time, so the fault is injected. The daemon
+// must stay up and offline, write nothing that waits for a commit, and
+// deliver everything once commits work again. Exiting instead would make
+// systemd's Restart=on-failure send the whole window again every few
+// seconds.
 func TestDiskFull_CommitsFailWhileDraining(t *testing.T) {
 	broker := harness.StartBroker(t, "")
 	sub := harness.Subscribe(t, broker.Addr(), "fulldrain/#", 1)
 	broker.Stop()
 
 	d := harness.NewDaemon(t, broker.URL(), "")
-	stateDir := filepath.Dir(d.DB)
-	mountTmpfs(t, stateDir, "4M")
+	fault := filepath.Join(t.TempDir(), "fail-commits")
+	d.Env = []string{crashpoint.FaultEnvVar + "=" + fault}
 	d.DumpOnFailure()
 	d.Start()
 
-	// Few large messages leave bbolt few free pages to reuse, so the
-	// commits of the drain must grow into space the file system lacks.
-	const total = 4
-	payload := strings.Repeat("z", 200_000)
+	const total = 200
 	for i := range total {
-		d.Drop(fmt.Sprintf("m-%05d.msg", i), []byte(fmt.Sprintf("Topic: fulldrain/t\nQoS: 1\n\nseq-%06d %s", i, payload)))
+		d.Drop(fmt.Sprintf("m-%05d.msg", i), []byte(fmt.Sprintf("Topic: fulldrain/t\nQoS: 1\n\nseq-%06d", i)))
 	}
 	harness.WaitFor(t, 30*time.Second, "every file queued", d.NewEmpty)
 
-	filler := filepath.Join(stateDir, "filler")
-	fillDisk(t, filler)
+	if err := os.WriteFile(fault, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	broker.Start()
 	harness.WaitFor(t, 30*time.Second, "a failed commit", func() bool {
 		return strings.Contains(d.Log(), "session changes cannot be committed")
@@ -102,8 +103,14 @@ func TestDiskFull_CommitsFailWhileDraining(t *testing.T) {
 	if !d.Running() {
 		t.Fatal("the daemon exited when its commits failed")
 	}
+	if n := len(sub.Messages()); n != 0 {
+		t.Errorf("the subscriber got %d messages while no commit succeeded, want 0", n)
+	}
+	if msg, _ := opsStatus(t, d)["last_error"].(string); !strings.Contains(msg, "injected commit fault") {
+		t.Errorf("status last_error %q, want the commit error", msg)
+	}
 
-	if err := os.Remove(filler); err != nil {
+	if err := os.Remove(fault); err != nil {
 		t.Fatal(err)
 	}
 	harness.WaitFor(t, 30*time.Second, "the commits to succeed again", func() bool {
@@ -114,29 +121,6 @@ func TestDiskFull_CommitsFailWhileDraining(t *testing.T) {
 		return opsStatus(t, d)["queue_messages"] == float64(0)
 	})
 	if !d.Running() {
-		t.Error("the daemon exited after space came back")
-	}
-}
-
-// fillDisk writes path until its file system has no space left.
-func fillDisk(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	for _, size := range []int{64 << 10, 4 << 10, 1} {
-		block := make([]byte, size)
-		for {
-			_, err := f.Write(block)
-			if err == nil {
-				continue
-			}
-			if !strings.Contains(err.Error(), "no space left") {
-				t.Fatalf("fill %s: %v", path, err)
-			}
-			break
-		}
+		t.Error("the daemon exited after the commits recovered")
 	}
 }

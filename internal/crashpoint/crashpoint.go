@@ -5,9 +5,14 @@
 // (the N-th time). Unset, [Hit] is a single comparison of an empty string.
 //
 // The points, in the order a message passes them, are listed in [Points].
+//
+// The package also injects one fault: while the file that the environment
+// variable MQSPOOL_COMMIT_FAULT_FILE names exists, [CommitFault] fails the
+// journal's commits, as a full disk does.
 package crashpoint
 
 import (
+	"errors"
 	"os"
 	"strconv"
 	"strings"
@@ -80,4 +85,27 @@ func Hit(name string) {
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {} // SIGKILL cannot be caught; never go on past the point
 	}
+}
+
+// FaultEnvVar names a file. While it exists, [CommitFault] returns
+// [ErrInjected]. Tests create and remove the file to start and end the
+// fault at a chosen moment. A real full disk fails a bbolt commit only
+// when the commit has to grow the file, which no test can time.
+const FaultEnvVar = "MQSPOOL_COMMIT_FAULT_FILE"
+
+// ErrInjected is the error of an injected commit fault.
+var ErrInjected = errors.New("injected commit fault: the file named by " + FaultEnvVar + " exists")
+
+var faultFile = os.Getenv(FaultEnvVar)
+
+// CommitFault returns ErrInjected while the file named by FaultEnvVar
+// exists. Unset, it is a single comparison of an empty string.
+func CommitFault() error {
+	if faultFile == "" {
+		return nil
+	}
+	if _, err := os.Stat(faultFile); err == nil {
+		return ErrInjected
+	}
+	return nil
 }

@@ -28,6 +28,9 @@ func (s *Spool) Commit(changes []state.Change) error {
 		return s.checkWritable()
 	}
 	crashpoint.Hit(crashpoint.JournalBeforeCommit)
+	if err := crashpoint.CommitFault(); err != nil {
+		return err
+	}
 	// A failed group commit runs each write again on its own, which would
 	// call Quarantine twice, so a batch that quarantines commits alone.
 	write := s.writeShared
