@@ -108,6 +108,9 @@ func TestOpsPublishWait_DroppedOldest(t *testing.T) {
 	if !strings.Contains(out.String(), "drop-oldest") {
 		t.Errorf("output does not name the reason:\n%s", out.String())
 	}
+	if st := opsStatus(t, d); st["dropped_overflow"] != float64(1) {
+		t.Errorf("status dropped_overflow = %v, want 1", st["dropped_overflow"])
+	}
 }
 
 // TestOpsPublishWait_NoDaemon checks that --wait without a daemon gives up

@@ -146,6 +146,13 @@ func printStatus(w io.Writer, s *control.Status) {
 	row("throttle", "%s", s.Throttle)
 	row("disk pressure", "%t", s.DiskPressure)
 	row("spool full", "%t", s.SpoolFull)
+	if s.WaitingFiles > 0 {
+		row("waiting", "%s held back in new/ (spool full, disk pressure or a store error)", plural(int64(s.WaitingFiles), "file"))
+	}
+	if s.DroppedOverflow > 0 {
+		row("dropped", "%s deleted by spool.overflow drop-oldest since the database was created",
+			plural(int64(s.DroppedOverflow), "oldest message"))
+	}
 	row("failed/", "%d files, %s (any cause, kept until removed)", s.FailedFiles, humanBytes(s.FailedBytes))
 	if s.FailedError != "" {
 		row("failed/ error", "%s", s.FailedError)
@@ -246,7 +253,7 @@ func eta(s *control.Status) string {
 	case !s.Connected:
 		return "unknown (disconnected)"
 	case s.DrainETASecs <= 0 && s.Inflight > 0:
-		return "unknown (no acknowledgement yet)"
+		return "unknown (no rate measured yet)"
 	case s.DrainETASecs <= 0:
 		return "unknown (not sending)"
 	case s.DrainETASecs < 1:

@@ -43,14 +43,14 @@ func TestPrintStatus_DrainWhileDisconnected(t *testing.T) {
 	}
 }
 
-// Messages in flight with no rate measured yet are waiting for the broker,
-// which the time to drain says rather than "not sending".
-func TestPrintStatus_DrainBeforeFirstAcknowledgement(t *testing.T) {
+// Messages in flight with no rate measured yet, as in the first seconds,
+// are not a stall, which "not sending" would suggest.
+func TestPrintStatus_DrainBeforeRateMeasured(t *testing.T) {
 	cases := []struct {
 		inflight int
 		want     string
 	}{
-		{1, "time to drain:   unknown (no acknowledgement yet)"},
+		{1, "time to drain:   unknown (no rate measured yet)"},
 		{0, "time to drain:   unknown (not sending)"},
 	}
 	for _, tc := range cases {
@@ -75,5 +75,25 @@ func TestPrintStatus_ClosedWithoutError(t *testing.T) {
 	}
 	if want := "mqspool closed the connection to mqtt://127.0.0.1:1883"; !strings.Contains(text, want) {
 		t.Errorf("status lacks %q:\n%s", want, text)
+	}
+}
+
+// Files held back in new/ and messages dropped for room show only when
+// there are some.
+func TestPrintStatus_WaitingAndDropped(t *testing.T) {
+	var out bytes.Buffer
+	printStatus(&out, &control.Status{SpoolFull: true, WaitingFiles: 5, DroppedOverflow: 1})
+	text := out.String()
+	for _, want := range []string{"waiting:         5 files held back in new/",
+		"dropped:         1 oldest message deleted by spool.overflow drop-oldest"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("status lacks %q:\n%s", want, text)
+		}
+	}
+
+	out.Reset()
+	printStatus(&out, &control.Status{})
+	if text := out.String(); strings.Contains(text, "waiting:") || strings.Contains(text, "dropped:") {
+		t.Errorf("status shows empty counts:\n%s", text)
 	}
 }

@@ -87,6 +87,12 @@ type Status struct {
 	FailedFiles    int     `json:"failed_files"`
 	FailedBytes    int64   `json:"failed_bytes"`
 	StaleTmpFiles  int     `json:"stale_tmp_files"`
+	// WaitingFiles counts the files in new/ held back by a full spool,
+	// disk pressure or a store error.
+	WaitingFiles int `json:"waiting_files"`
+	// DroppedOverflow counts the messages that spool.overflow drop-oldest
+	// deleted since the database was created.
+	DroppedOverflow uint64 `json:"dropped_overflow"`
 	// FailedError is the reason failed/ cannot take files, if it cannot.
 	FailedError string `json:"failed_error,omitempty"`
 	// FailedKept counts the messages kept in the spool since the start
