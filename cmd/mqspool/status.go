@@ -37,11 +37,8 @@ func (f *socketFlags) path(c *cobra.Command) (string, error) {
 	// broker.urls must not stop status or ctl.
 	if f.file == "" {
 		if _, err := os.Stat(config.DefaultFile); errors.Is(err, os.ErrNotExist) {
-			// An empty variable counts as unset, as in config.Load.
-			if env := os.Getenv(config.EnvName("control.socket")); env != "" {
-				return env, nil
-			}
-			return config.DefaultControlSocket, nil
+			socket, _ := config.ControlSocket("") // the environment or the default
+			return socket, nil
 		}
 	}
 	loaded, err := f.loadOffline(c)
