@@ -367,7 +367,7 @@ func (l *Loop) commitFailed(err error) {
 }
 
 // errCommitFailing ends a connection while the journal fails.
-var errCommitFailing = errors.New("commit session changes")
+var errCommitFailing = errors.New("commit of session changes failed")
 
 // commitRecovered brings the loop back online after commits failed.
 func (l *Loop) commitRecovered() {

@@ -116,7 +116,7 @@ type Inbox struct {
 	flows map[string]string
 	// declined counts the messages given up after StopWaiting.
 	declined int
-	// lock holds the inbox directory's lock from the first count on.
+	// lock is the open inbox directory, locked from the first count on.
 	lock *os.File
 	// fullLogged is when a full inbox was last logged at warning level.
 	// Within fullLogEvery of it, the full and room again lines go to

@@ -41,8 +41,8 @@ func TestInbox_Lock_SecondOpenFails(t *testing.T) {
 
 // An inbox on a read-only file system, with tmp/ and new/ in place, is
 // counted and locked, since locking the directory needs no write. A
-// read-only mount stands in for a directory owned by another user, which
-// a test run as root cannot set up.
+// read-only mount takes the place of a directory owned by another user,
+// which a test run as root cannot set up.
 func TestInbox_Lock_ReadOnlyDir(t *testing.T) {
 	dir := t.TempDir()
 	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {

@@ -79,8 +79,9 @@ func (p *Pickup) holdReject(rel, reason string, err error) {
 }
 
 // rejectHeldBack reports whether rel is a bad file whose move to failed/
-// failed less than half a rescan interval ago. Half, so that the next
-// rescan takes it even when the failure came right after the last one.
+// failed less than half a rescan interval ago. It uses half so that the
+// next rescan takes the file even when the failure came right after the
+// last one.
 func (p *Pickup) rejectHeldBack(rel string) bool {
 	h, ok := p.rejectHeld[rel]
 	return ok && p.now().Sub(h.failedAt) < p.opts.RescanInterval/2
