@@ -104,8 +104,33 @@ func TestOpsTLS_MutualRejected(t *testing.T) {
 	harness.WaitFor(t, 10*time.Second, "a failed connect", func() bool {
 		return strings.Contains(d.Log(), "connect failed")
 	})
-	if st := opsStatus(t, d); st["connected"] != false {
+	st := opsStatus(t, d)
+	if st["connected"] != false {
 		t.Errorf("status connected = %v without a client certificate, want false", st["connected"])
+	}
+	// The broker answers with an alert or, when the client's CONNECT
+	// crosses it, a reset; either way the fix must be named.
+	if msg := fmt.Sprint(st["last_error"]); !strings.Contains(msg, "client certificate") || !strings.Contains(msg, "set broker.tls.cert_file and broker.tls.key_file") {
+		t.Errorf("status last_error = %q, want it to ask for broker.tls.cert_file and key_file", msg)
+	}
+}
+
+// TestOpsTLS_ClientCertUntrusted checks that a client certificate the
+// broker does not trust is named as the cause, not the broker's own.
+func TestOpsTLS_ClientCertUntrusted(t *testing.T) {
+	b := harness.StartTLSBroker(t, true)
+	certFile, keyFile := harness.NewCA(t, "other").Issue("gateway-x", "", "")
+	d := harness.NewDaemon(t, "", opsTLSConfig(b.TLSURL(), fmt.Sprintf(
+		"    ca_file: %s\n    cert_file: %s\n    key_file: %s\n", b.CA.CertFile, certFile, keyFile)))
+	d.DumpOnFailure()
+	d.Start()
+
+	harness.WaitFor(t, 10*time.Second, "a failed connect", func() bool {
+		return strings.Contains(d.Log(), "connect failed")
+	})
+	log := d.Log()
+	if !strings.Contains(log, "client certificate") || !strings.Contains(log, "broker.tls.cert_file") {
+		t.Errorf("log does not name the client certificate in broker.tls.cert_file as the cause:\n%s", log)
 	}
 }
 

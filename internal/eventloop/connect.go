@@ -6,7 +6,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"strings"
+	"syscall"
 	"time"
 )
 
@@ -117,7 +120,7 @@ func (l *Loop) open(ctx context.Context, url string, cleanStart bool) (*connecti
 	stopWatch := l.watchConnect(cancel)
 	defer stopWatch()
 
-	nc, err := l.dial(ctx, url)
+	nc, clientCert, err := l.dial(ctx, url)
 	if err != nil {
 		return nil, nil, connectCause(ctx, err)
 	}
@@ -128,7 +131,7 @@ func (l *Loop) open(ctx context.Context, url string, cleanStart bool) (*connecti
 	ack, err := l.handshake(nc, br, cleanStart)
 	if err != nil {
 		nc.Close()
-		return nil, nil, connectCause(ctx, err)
+		return nil, nil, connectCause(ctx, refusalHint(err, isTLS(url), clientCert))
 	}
 	if !stopDeadline() || nc.SetDeadline(time.Time{}) != nil {
 		nc.Close()
@@ -175,37 +178,86 @@ func (l *Loop) watchConnect(cancel context.CancelCauseFunc) func() {
 	}
 }
 
-// dial opens TCP, and TLS for mqtts:// urls.
-func (l *Loop) dial(ctx context.Context, url string) (net.Conn, error) {
+// dial opens TCP, and TLS for mqtts:// urls. It reports whether the TLS
+// configuration offers a client certificate.
+func (l *Loop) dial(ctx context.Context, url string) (net.Conn, bool, error) {
 	addr, err := brokerAddress(url)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	nc, err := l.dialer().DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if !isTLS(url) {
-		return nc, nil
+		return nc, false, nil
 	}
 
 	cfg := &tls.Config{}
 	if l.opts.TLSConfig != nil {
 		if cfg, err = l.opts.TLSConfig(); err != nil {
 			nc.Close()
-			return nil, fmt.Errorf("load tls configuration: %w", err)
+			return nil, false, fmt.Errorf("load tls configuration: %w", err)
 		}
 		cfg = cfg.Clone()
 	}
 	if cfg.ServerName == "" {
 		cfg.ServerName, _, _ = net.SplitHostPort(addr)
 	}
+	clientCert := len(cfg.Certificates) > 0 || cfg.GetClientCertificate != nil
 	tc := tls.Client(nc, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("tls handshake: %w", err)
+		return nil, false, certificateHint(fmt.Errorf("tls handshake: %w", err), clientCert)
 	}
-	return tc, nil
+	return tc, clientCert, nil
+}
+
+// refusalHint adds the likely cause and its fix to an error that ended a
+// connect after the dial and before CONNACK. Under TLS 1.3 a broker
+// checks the client certificate after the client's handshake is done, so
+// its refusal arrives as an alert or a closed connection in place of
+// CONNACK.
+func refusalHint(err error, overTLS, clientCert bool) error {
+	if overTLS && certificateAlert(err) {
+		return certificateHint(err, clientCert)
+	}
+	if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, syscall.ECONNRESET) {
+		return err
+	}
+	switch {
+	case overTLS && clientCert:
+		return fmt.Errorf("%w: the broker closed the connection before CONNACK; if it checks client certificates, check the one in broker.tls.cert_file, else its log names the cause", err)
+	case overTLS:
+		return fmt.Errorf("%w: the broker closed the connection before CONNACK; if it requires a client certificate, set broker.tls.cert_file and broker.tls.key_file, else its log names the cause", err)
+	default:
+		return fmt.Errorf("%w: the broker closed the connection before CONNACK; its log names the cause", err)
+	}
+}
+
+// certificateHint names the fix when the broker sent a TLS alert about
+// the client certificate.
+func certificateHint(err error, clientCert bool) error {
+	switch {
+	case !certificateAlert(err):
+		return err
+	case clientCert:
+		return fmt.Errorf("%w: the broker rejected the client certificate; set broker.tls.cert_file to one that is valid now and signed by a CA the broker trusts", err)
+	default:
+		return fmt.Errorf("%w: the broker asks for a client certificate; set broker.tls.cert_file and broker.tls.key_file", err)
+	}
+}
+
+// certificateAlert reports whether err is a TLS alert from the broker
+// about the client certificate. crypto/tls reports alerts from the peer
+// as a net.OpError with Op "remote error" around an unexported type, so
+// the alert's text is all there is to go by.
+func certificateAlert(err error) bool {
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "remote error" || op.Err == nil {
+		return false
+	}
+	return strings.Contains(op.Err.Error(), "certificate")
 }
 
 // dialer returns a dialer whose sockets detect a dead peer by themselves

@@ -6,9 +6,14 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
 	"math/big"
 	"net"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -91,5 +96,40 @@ func TestTLS_UntrustedCertificateRetries(t *testing.T) {
 	}
 	if n := len(b.received(packets.CONNECT)); n != 0 {
 		t.Errorf("CONNECT sent over an unverified TLS connection")
+	}
+}
+
+func TestRefusalHint(t *testing.T) {
+	alert := func(text string) error {
+		return &net.OpError{Op: "remote error", Err: errors.New(text)}
+	}
+	reset := fmt.Errorf("write connect: %w", &net.OpError{Op: "write", Err: syscall.ECONNRESET})
+	cases := []struct {
+		name       string
+		err        error
+		tls, cert  bool
+		want, omit string
+	}{
+		{"alert without certificate", alert("tls: certificate required"), true, false, "set broker.tls.cert_file and broker.tls.key_file", ""},
+		{"alert about the certificate", alert("tls: unknown certificate authority"), true, true, "rejected the client certificate", ""},
+		{"other alert", alert("tls: protocol version not supported"), true, true, "", "broker.tls"},
+		{"reset over tls", reset, true, false, "if it requires a client certificate", ""},
+		{"reset over tls with certificate", reset, true, true, "check the one in broker.tls.cert_file", ""},
+		{"eof over tcp", fmt.Errorf("read connack: %w", io.EOF), false, false, "its log names the cause", "certificate"},
+		{"timeout", errConnectTimeout, true, false, "", "before CONNACK"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := refusalHint(c.err, c.tls, c.cert)
+			if !errors.Is(got, c.err) {
+				t.Errorf("refusalHint does not wrap %v", c.err)
+			}
+			if c.want != "" && !strings.Contains(got.Error(), c.want) {
+				t.Errorf("refusalHint = %q, want it to contain %q", got, c.want)
+			}
+			if c.omit != "" && strings.Contains(got.Error(), c.omit) {
+				t.Errorf("refusalHint = %q, want no %q", got, c.omit)
+			}
+		})
 	}
 }
