@@ -111,3 +111,38 @@ func TestOpsMetrics_AfterWorkload(t *testing.T) {
 		t.Errorf("mqspool_queue_bytes = %v with 3 queued, want > 0", m["mqspool_queue_bytes"])
 	}
 }
+
+// TestOpsMetrics_SpoolFull fills a spool limited by spool.max_messages
+// while publishing is paused: the metrics and status show it full with
+// files waiting, and after a resume everything arrives and both clear.
+func TestOpsMetrics_SpoolFull(t *testing.T) {
+	b := harness.StartBroker(t, "")
+	sub := harness.Subscribe(t, b.Addr(), "full/#", 1)
+	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	d := harness.NewDaemon(t, b.URL(), "metrics:\n  listen: "+addr+"\nspool:\n  max_messages: 3\n")
+	d.DumpOnFailure()
+	d.Start()
+	opsConnected(t, d)
+	opsCtl(t, d, "pause")
+
+	opsDropMsgs(d, "full/a", 6)
+	var m map[string]float64
+	harness.WaitEvery(t, 15*time.Second, 200*time.Millisecond, "a full spool in the metrics", func() bool {
+		m = opsScrape(t, addr)
+		return m["mqspool_spool_full"] == 1 && m["mqspool_pickup_waiting_files"] == 3
+	})
+	if m["mqspool_queue_messages"] != 3 {
+		t.Errorf("mqspool_queue_messages = %v with spool.max_messages 3, want 3", m["mqspool_queue_messages"])
+	}
+	st := opsStatus(t, d)
+	if st["spool_full"] != true || st["waiting_files"] != float64(3) {
+		t.Errorf("status spool_full = %v, waiting_files = %v, want true and 3", st["spool_full"], st["waiting_files"])
+	}
+
+	opsCtl(t, d, "resume")
+	sub.WaitCount(6, 20*time.Second)
+	harness.WaitEvery(t, 15*time.Second, 200*time.Millisecond, "the spool no longer full", func() bool {
+		m = opsScrape(t, addr)
+		return m["mqspool_spool_full"] == 0 && m["mqspool_pickup_waiting_files"] == 0
+	})
+}

@@ -48,8 +48,10 @@ func TestMetrics_SnapshotValues(t *testing.T) {
 		Loop: func() eventloop.Stats {
 			return eventloop.Stats{Connected: true, Inflight: 3, Published: 12, Acked: 10, Failed: 1, Dropped: 2, Reconnects: 4, IncomingDeferred: 6}
 		},
-		Spool:       func() spool.Stats { return spool.Stats{Messages: 7, Bytes: 700, Dropped: 5} },
-		Pickup:      func() pickup.Stats { return pickup.Stats{MessagesIngested: 20, FilesIngested: 8, FilesFailed: 2} },
+		Spool: func() spool.Stats { return spool.Stats{Messages: 7, Bytes: 700, Dropped: 5} },
+		Pickup: func() pickup.Stats {
+			return pickup.Stats{MessagesIngested: 20, FilesIngested: 8, FilesFailed: 2, SpoolFull: true, Waiting: 9}
+		},
 		FailedFiles: func() int { return 2 },
 		CertFile:    writeCert(t, notAfter),
 	})
@@ -71,6 +73,8 @@ func TestMetrics_SnapshotValues(t *testing.T) {
 		"mqspool_reconnects_total":                              4,
 		"mqspool_incoming_deferred_messages_total":              6,
 		"mqspool_failed_files":                                  2,
+		"mqspool_spool_full":                                    1,
+		"mqspool_pickup_waiting_files":                          9,
 		`mqspool_dropped_messages_total{reason="qos0_offline"}`: 2,
 		`mqspool_dropped_messages_total{reason="overflow"}`:     5,
 		`mqspool_broker_rejections_total{reason_code="0x95"}`:   1,

@@ -27,12 +27,12 @@ func counter(name, help string, labels ...string) desc {
 type snapshotCollector struct {
 	src Sources
 
-	queueMessages, queueBytes, oldestAge       desc
-	ingested, ingestedFiles, published, acked  desc
-	movedFailed, failed, dropped, expired      desc
-	downgraded, deferred                       desc
-	inflight, reconnects, connected, paused    desc
-	failedFiles, diskPressure, waiting, expiry desc
+	queueMessages, queueBytes, oldestAge                  desc
+	ingested, ingestedFiles, published, acked             desc
+	movedFailed, failed, dropped, expired                 desc
+	downgraded, deferred                                  desc
+	inflight, reconnects, connected, paused               desc
+	failedFiles, diskPressure, spoolFull, waiting, expiry desc
 }
 
 func newSnapshotCollector(src Sources) *snapshotCollector {
@@ -57,6 +57,7 @@ func newSnapshotCollector(src Sources) *snapshotCollector {
 		paused:        gauge("mqspool_paused", "1 while publishing is paused by mqspool ctl pause, else 0."),
 		failedFiles:   gauge("mqspool_failed_files", "Files waiting in failed/, not counting the .reason files."),
 		diskPressure:  gauge("mqspool_disk_pressure", "1 while ingest is paused for lack of free disk space, else 0."),
+		spoolFull:     gauge("mqspool_spool_full", "1 while spool.max_bytes or spool.max_messages holds ingest back, else 0."),
 		waiting:       gauge("mqspool_pickup_waiting_files", "Files held back in new/ by a full spool, disk pressure or a store error."),
 		expiry:        gauge("mqspool_client_certificate_expiry_timestamp_seconds", "Expiry (NotAfter) of the client certificate in broker.tls.cert_file, as a Unix time."),
 	}
@@ -67,7 +68,7 @@ func (c *snapshotCollector) all() []desc {
 		c.queueMessages, c.queueBytes, c.oldestAge, c.ingested, c.ingestedFiles,
 		c.published, c.acked, c.movedFailed, c.failed, c.dropped, c.expired, c.downgraded,
 		c.deferred, c.inflight, c.reconnects, c.connected, c.paused, c.failedFiles,
-		c.diskPressure, c.waiting, c.expiry,
+		c.diskPressure, c.spoolFull, c.waiting, c.expiry,
 	}
 }
 
@@ -113,6 +114,7 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	emit(c.connected, boolValue(ls.Connected))
 	emit(c.paused, boolValue(ls.Paused))
 	emit(c.diskPressure, boolValue(ps.DiskPressure))
+	emit(c.spoolFull, boolValue(ps.SpoolFull))
 	emit(c.waiting, float64(ps.Waiting))
 	if c.src.FailedFiles != nil {
 		emit(c.failedFiles, float64(c.src.FailedFiles()))
