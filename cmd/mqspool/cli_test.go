@@ -675,6 +675,27 @@ func TestStatus_NoDaemonExits1(t *testing.T) {
 	}
 }
 
+// The control socket flag is --control-socket to run and --socket to the
+// client commands; each command takes both spellings.
+func TestSocketFlag_BothSpellings(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "other.sock")
+	for _, args := range [][]string{
+		{"status", "--control-socket", sock},
+		{"ctl", "pause", "--control-socket=" + sock},
+		{"publish", "--topic", "a/b", "--message", "x", "--wait", "1ms", "--control-socket", sock, "--spool-dir", t.TempDir()},
+	} {
+		code, _, errOut := run(t, "", args...)
+		if code == exitUsage || !strings.Contains(errOut, sock) {
+			t.Errorf("%v: code %d, stderr %q, want the socket %s used", args, code, errOut, sock)
+		}
+	}
+
+	code, _, errOut := run(t, "", "run", "--socket", sock, "--config", filepath.Join(t.TempDir(), "missing.yaml"))
+	if strings.Contains(errOut, "unknown flag") {
+		t.Errorf("run --socket: code %d, stderr %q, want the flag taken as --control-socket", code, errOut)
+	}
+}
+
 func TestSpool_StatsAndLockedDatabase(t *testing.T) {
 	file, dir := testConfig(t, "")
 	sp, err := spool.Open(spool.Options{Path: filepath.Join(dir, "spool.db")})

@@ -24,6 +24,7 @@ type waitFlags struct {
 func (f *waitFlags) register(c *cobra.Command) {
 	c.Flags().DurationVar(&f.wait, "wait", 0, "wait up to this long (for example 30s) for the broker's acknowledgement; 0: do not wait")
 	c.Flags().StringVar(&f.socket, "socket", "", "control socket for --wait (default: control.socket from the config)")
+	c.Flags().SetNormalizeFunc(flagAlias("control-socket", "socket"))
 }
 
 // waitFor requests the outcome of the file name in new/ from the daemon

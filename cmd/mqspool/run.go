@@ -72,6 +72,7 @@ a warning and need a restart.`,
 	f.String("metrics-listen", "", "host:port for Prometheus metrics (overrides metrics.listen)")
 	f.String("log-level", "", "debug, info, warn or error (overrides log.level)")
 	f.String("log-format", "", "text or json (overrides log.format)")
+	f.SetNormalizeFunc(flagAlias("socket", "control-socket"))
 	return c
 }
 

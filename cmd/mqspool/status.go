@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/mqspool/mqspool/internal/config"
 	"github.com/mqspool/mqspool/internal/control"
@@ -27,6 +28,19 @@ type socketFlags struct {
 func (f *socketFlags) register(c *cobra.Command) {
 	f.configFlags.register(c)
 	c.Flags().StringVar(&f.socket, "socket", "", "control socket path (default: control.socket from the config)")
+	c.Flags().SetNormalizeFunc(flagAlias("control-socket", "socket"))
+}
+
+// flagAlias makes a command take the flag name alias for name. The control
+// socket is --control-socket to run and --socket to the client commands,
+// and each takes the other's spelling too.
+func flagAlias(alias, name string) func(*pflag.FlagSet, string) pflag.NormalizedName {
+	return func(_ *pflag.FlagSet, flag string) pflag.NormalizedName {
+		if flag == alias {
+			flag = name
+		}
+		return pflag.NormalizedName(flag)
+	}
 }
 
 func (f *socketFlags) path(c *cobra.Command) (string, error) {
