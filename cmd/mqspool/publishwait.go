@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -32,7 +33,7 @@ func (f *waitFlags) register(c *cobra.Command) {
 // 4 rejected.
 func (f *waitFlags) waitFor(c *cobra.Command, socket, name string) error {
 	deadline := time.Now().Add(f.wait)
-	res, err := askWait(c.Context(), socket, name, deadline)
+	res, err := askWait(c.Context(), socket, name, deadline, c.ErrOrStderr())
 	if err != nil {
 		return err
 	}
@@ -44,9 +45,11 @@ func (f *waitFlags) waitFor(c *cobra.Command, socket, name string) error {
 // that a short --wait still reaches a listening daemon. A daemon that
 // stops during the wait is asked again once one listens: the message
 // stays queued, and the next daemon reports it if it takes the file from
-// new/ itself.
-func askWait(ctx context.Context, socket, name string, deadline time.Time) (control.WaitResult, error) {
+// new/ itself. The first time no daemon listens, a note on stderr says
+// that the command keeps waiting for one.
+func askWait(ctx context.Context, socket, name string, deadline time.Time, stderr io.Writer) (control.WaitResult, error) {
 	lastMiss := "no daemon listened on " + socket
+	noted := false
 	for attempt := 0; ; attempt++ {
 		left := time.Until(deadline)
 		if left <= 0 && attempt > 0 {
@@ -64,6 +67,10 @@ func askWait(ctx context.Context, socket, name string, deadline time.Time) (cont
 			return *resp.Wait, nil
 		case !errors.Is(err, control.ErrNoDaemon):
 			return control.WaitResult{}, fmt.Errorf("wait for new/%s: %w", name, err)
+		case !noted && left > waitRetry:
+			noted = true
+			fmt.Fprintf(stderr, "mqspool: no daemon listens on %s yet; new/%s stays queued, and this waits up to %s for a daemon to deliver it\n",
+				socket, name, left.Round(time.Second))
 		}
 		time.Sleep(min(waitRetry, left))
 	}

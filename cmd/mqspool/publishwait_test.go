@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -47,7 +48,7 @@ func TestAskWait_AsksAgainAfterStop(t *testing.T) {
 	d := &stoppingDaemon{result: control.WaitResult{State: control.WaitDelivered, Messages: 1}}
 	socket := listenControl(t, d)
 
-	res, err := askWait(context.Background(), socket, "a.msg", time.Now().Add(5*time.Second))
+	res, err := askWait(context.Background(), socket, "a.msg", time.Now().Add(5*time.Second), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +64,7 @@ func TestAskWait_StopThenDeadlineTimesOut(t *testing.T) {
 	d := &stoppingDaemon{result: control.WaitResult{State: control.WaitStopped, Reason: "the daemon is stopping"}}
 	socket := listenControl(t, d)
 
-	res, err := askWait(context.Background(), socket, "a.msg", time.Now().Add(500*time.Millisecond))
+	res, err := askWait(context.Background(), socket, "a.msg", time.Now().Add(500*time.Millisecond), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +87,7 @@ func TestAskWait_PastDeadlineStillAsks(t *testing.T) {
 	d := &recordingDaemon{stoppingDaemon{result: control.WaitResult{State: control.WaitDelivered, Messages: 1}}}
 	socket := listenControl(t, d)
 
-	res, err := askWait(context.Background(), socket, "a.msg", time.Now().Add(-time.Millisecond))
+	res, err := askWait(context.Background(), socket, "a.msg", time.Now().Add(-time.Millisecond), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,11 +101,27 @@ func TestAskWait_PastDeadlineStillAsks(t *testing.T) {
 
 func TestAskWait_PastDeadlineNoDaemonTimesOut(t *testing.T) {
 	socket := filepath.Join(t.TempDir(), "ctl.sock")
-	res, err := askWait(context.Background(), socket, "a.msg", time.Now().Add(-time.Millisecond))
+	res, err := askWait(context.Background(), socket, "a.msg", time.Now().Add(-time.Millisecond), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.State != control.WaitTimedOut || res.Reason != "no daemon listened on "+socket {
 		t.Errorf("result %+v, want timed out because no daemon listened", res)
+	}
+}
+
+func TestAskWait_NotesMissingDaemonOnce(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "none.sock")
+	var stderr strings.Builder
+
+	res, err := askWait(context.Background(), socket, "a.msg", time.Now().Add(700*time.Millisecond), &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.State != control.WaitTimedOut {
+		t.Errorf("result %+v, want timed out", res)
+	}
+	if n := strings.Count(stderr.String(), "no daemon listens on "+socket+" yet"); n != 1 {
+		t.Errorf("stderr %q notes the missing daemon %d times, want once", stderr.String(), n)
 	}
 }
