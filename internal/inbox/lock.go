@@ -37,6 +37,24 @@ func (in *Inbox) lockDir() error {
 	return nil
 }
 
+// relockDir locks the inbox directory again when the one locked is no
+// longer at its path, as after a consumer removed the whole inbox and
+// makeDirs created it anew: the old lock guards a directory no one else
+// can reach.
+func (in *Inbox) relockDir() error {
+	if in.lock == nil {
+		return nil
+	}
+	var locked, current unix.Stat_t
+	if unix.Fstat(int(in.lock.Fd()), &locked) == nil && unix.Stat(in.opts.Dir, &current) == nil &&
+		locked.Dev == current.Dev && locked.Ino == current.Ino {
+		return nil
+	}
+	in.lock.Close()
+	in.lock = nil
+	return in.lockDir()
+}
+
 // Close releases the inbox directory's lock. Call it after Run returned.
 func (in *Inbox) Close() error {
 	if in.lock == nil {

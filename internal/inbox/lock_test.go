@@ -73,3 +73,21 @@ func TestInbox_Lock_ReadOnlyDir(t *testing.T) {
 		t.Errorf("second Open: err = %v, want ErrInUse", err)
 	}
 }
+
+// A consumer that removes the whole inbox directory gets a new one from
+// the inbox, and the new one is locked as the first was.
+func TestInbox_Lock_RecreatedDirLockedAgain(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "inbox")
+	first := openTest(t, Options{Dir: dir})
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+
+	first.recount()
+	if _, err := os.Stat(filepath.Join(dir, "new")); err != nil {
+		t.Fatalf("inbox not created again: %v", err)
+	}
+	if _, err := Open(Options{Dir: dir}); !errors.Is(err, ErrInUse) {
+		t.Errorf("Open of the recreated directory: err = %v, want ErrInUse", err)
+	}
+}
