@@ -320,6 +320,24 @@ func TestPickup_DiskPressurePausesIngest(t *testing.T) {
 	}
 }
 
+// Low free space shows in the stats at a rescan even while no file
+// waits, and clears the same way.
+func TestPickup_DiskPressureShownWhenIdle(t *testing.T) {
+	opts := testOptions(t)
+	opts.MinFreeBytes = 1000
+	opts.FreeSpacePath = opts.Dir
+	opts.RescanInterval = 100 * time.Millisecond
+	var free atomic.Uint64
+	free.Store(10)
+	p := start(t, opts, newFakeStore(), func(p *Pickup) {
+		p.freeBytes = func(string) (uint64, error) { return free.Load(), nil }
+	})
+
+	waitFor(t, 5*time.Second, "disk pressure with nothing waiting", func() bool { return p.Stats().DiskPressure })
+	free.Store(5000)
+	waitFor(t, 5*time.Second, "disk pressure cleared with nothing waiting", func() bool { return !p.Stats().DiskPressure })
+}
+
 func TestPickup_DotNamesIgnored(t *testing.T) {
 	opts := testOptions(t)
 	store := newFakeStore()

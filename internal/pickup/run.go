@@ -75,6 +75,11 @@ func (p *Pickup) rescan(w *watcher, ws *watches) {
 	p.scanTree(w, ws, "")
 	p.checkSettling()
 	p.housekeeping()
+	if len(p.queue) == 0 {
+		// Each batch checks free space; with none waiting, this check
+		// keeps the state and its log lines true for the operator.
+		p.underPressure()
+	}
 	now := p.now()
 	for rel, last := range p.unreadable {
 		if now.Sub(last) >= unreadableLogInterval {
