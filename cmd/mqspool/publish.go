@@ -43,8 +43,10 @@ func newPublishCommand() *cobra.Command {
 synced, renamed into new/ and the directory synced, so the daemon never sees
 a partial file. The payload comes from FILE, from standard input with "-",
 or from --message. The daemon does not need to run. A payload over
-publish.max_message_bytes (1MiB unless --config sets it) is rejected with
-exit status 2, and nothing is written.
+publish.max_message_bytes is rejected with exit status 2, and nothing is
+written. The limit is the one in the configuration file that publish reads
+(--config, or the default file when --spool-dir, or --socket with --wait,
+is missing), and 1MiB when it reads none.
 
 --retain takes no value: write --retain, or --retain=false to turn it off.
 With --retain, a FILE spelled true, false, yes, no, on or off is rejected

@@ -32,7 +32,8 @@ reuse the names of an earlier one. A name that is taken anyway stops the
 salvage with exit status 1, and no file is replaced.
 
 FILE may not be the configured spool.db: the daemon sends the messages in
-that file itself.`,
+that file itself. The daemon may keep running meanwhile. Only a FILE that
+a running daemon holds as its database stops salvage, with exit status 1.`,
 		Args: exactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			loaded, err := flags.loadOffline(c)

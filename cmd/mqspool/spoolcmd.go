@@ -27,7 +27,7 @@ const offlineLockTimeout = time.Second
 func newSpoolCommand() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "spool",
-		Short: "Inspect and repair the spool (stats, ls, salvage and compact need the daemon stopped)",
+		Short: "Inspect and repair the spool (stats, ls and compact need the daemon stopped)",
 	}
 	c.AddCommand(newSpoolStatsCommand(), newSpoolLsCommand(), newRequeueFailedCommand(), newSalvageCommand(), newCompactCommand())
 	return c
