@@ -181,6 +181,8 @@ func TestLoad_Invalid(t *testing.T) {
 		{"nan throttle", minimal + "throttle:\n  messages_per_second: .nan\n", "throttle.messages_per_second: NaN is invalid"},
 		{"tiny throttle", minimal + "throttle:\n  messages_per_second: 1e-9\n", "throttle.messages_per_second: 1e-09 is below the lowest rate of 0.001"},
 		{"unknown key", minimal + "brokr: 1\n", "brokr"},
+		{"unknown key without value", minimal + "brokr:\n", "brokr: unknown key"},
+		{"unknown nested key without value", minimal + "publish:\n  qoss:\n", "publish.qoss: unknown key"},
 		{"subscription not a mapping", minimal + "subscriptions: [a/b]\n", "subscriptions[0]: a string is not a mapping: write the keys"},
 		{"bad duration", minimal + "  keep_alive: soon\n", "soon"},
 		{"duration without unit", minimal + "publish:\n  ack_timeout: 30\n", "duration 30 has no unit"},

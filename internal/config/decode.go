@@ -35,7 +35,35 @@ func decode(v *viper.Viper) (*Config, []decodeProblem) {
 		dc.ErrorUnused = true
 	})
 	applySubscriptionDefaults(v, &cfg)
-	return &cfg, decodeProblems(err)
+	return &cfg, append(decodeProblems(err), emptyUnknownKeys(v)...)
+}
+
+// emptyUnknownKeys reports the unknown keys that have no value, such as a
+// misspelt "brokr:" with nothing below it. Viper leaves such keys out of
+// what it decodes, so the decoder's unknown-key check never sees them.
+func emptyUnknownKeys(v *viper.Viper) []decodeProblem {
+	var problems []decodeProblem
+	for _, key := range v.AllKeys() {
+		if v.Get(key) != nil || knownKey(key) {
+			continue
+		}
+		problems = append(problems, unknownKeys("", key)...)
+	}
+	return problems
+}
+
+// knownKey reports whether key is a configuration key or a section that
+// holds some.
+func knownKey(key string) bool {
+	if _, ok := defaults[key]; ok || key == "routes" || key == "subscriptions" {
+		return true
+	}
+	for k := range defaults {
+		if strings.HasPrefix(k, key+".") {
+			return true
+		}
+	}
+	return false
 }
 
 // decodeProblems rewrites mapstructure's decoding errors as one problem
