@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"syscall"
@@ -1183,5 +1184,69 @@ func TestStatus_SocketPermissionDenied(t *testing.T) {
 	code, _, errOut := run(t, "", "status", "--socket", sock)
 	if code != exitFailure || !strings.Contains(errOut, "a daemon may be running") {
 		t.Errorf("code %d, stderr %q; want 1 and the permission problem", code, errOut)
+	}
+}
+
+// A .msg header cannot hold a user property key with '=' or a value with
+// a leading space, both of which a .jsonl line may set. Salvage writes
+// such a message as .jsonl and goes on with the messages after it.
+func TestSalvage_FallsBackToJSONL(t *testing.T) {
+	file, dir := testConfig(t, "")
+	aside := filepath.Join(dir, "spool.db.corrupt-20260101T000000Z")
+	odd := message.Message{
+		Topic: "s/1", Payload: []byte{0xff, 0}, QoS: 2, Retain: true, ExpirySeconds: 60,
+		ContentType: " text", CorrelationData: []byte{1, 2},
+		UserProperties: []message.UserProperty{{Key: "a=b", Value: "v"}, {Key: "k", Value: ""}},
+	}
+	msgs := []message.Message{
+		{Topic: "s/0", Payload: []byte("p"), QoS: 1},
+		odd,
+		{Topic: "s/2", Payload: []byte("p"), QoS: 1},
+	}
+	sp, err := spool.Open(spool.Options{Path: aside})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = sp.Append([]spool.FileBatch{{ID: spool.FileID{Ino: 1, Name: "a.jsonl"}, Messages: msgs}})
+	sp.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	code, out, errOut := run(t, "", "spool", "salvage", "--config", file, aside)
+	if code != exitOK {
+		t.Fatalf("code %d, stdout %q, stderr %q; want 0", code, out, errOut)
+	}
+	newDir := filepath.Join(dir, "spool", "new")
+	entries, err := os.ReadDir(newDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if len(names) != 3 {
+		t.Fatalf("new/ has %v, want 3 files", names)
+	}
+	if !strings.HasSuffix(names[1], "-00000000000000000002.jsonl") {
+		t.Fatalf("second file is %s, want the message of seq 2 as .jsonl", names[1])
+	}
+	data, err := os.ReadFile(filepath.Join(newDir, names[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := format.ParseJSONL(data)
+	if err != nil {
+		t.Fatalf("salvaged .jsonl does not parse: %v\n%s", err, data)
+	}
+	if len(got) != 1 {
+		t.Fatalf("salvaged .jsonl has %d messages, want 1", len(got))
+	}
+	if !reflect.DeepEqual(got[0].Message, odd) {
+		t.Errorf("salvaged message = %+v, want %+v", got[0].Message, odd)
+	}
+	if want := (format.Fields{Topic: true, QoS: true, Retain: true}); got[0].Fields != want {
+		t.Errorf("salvaged fields = %+v, want %+v", got[0].Fields, want)
 	}
 }

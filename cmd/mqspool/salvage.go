@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/mqspool/mqspool/internal/config"
 	"github.com/mqspool/mqspool/internal/format"
+	"github.com/mqspool/mqspool/internal/message"
 	"github.com/mqspool/mqspool/internal/pickup"
 	"github.com/mqspool/mqspool/internal/spool"
 )
@@ -23,12 +26,13 @@ func newSalvageCommand() *cobra.Command {
 		Short: "Copy every readable message from a damaged database into new/",
 		Long: `Copy every readable message from a database that was renamed aside (or any
 other spool database) into new/ as .msg files, in spool order, so the
-daemon sends them again. Messages that were already delivered before the
-damage may be sent twice.
+daemon sends them again. A message with a value that a .msg header cannot
+hold, such as a user property key with '=', is written as a .jsonl file.
+Messages that were already delivered before the damage may be sent twice.
 
-The files are named salvage-<run>-<sequence>.msg, where <run> is the start
-time of this salvage and a random part, so that a second salvage does not
-reuse the names of an earlier one. A name that is taken anyway stops the
+The files are named salvage-<run>-<sequence>.msg (or .jsonl), where <run>
+is the start time of this salvage and a random part, so that a second
+salvage does not reuse the names of an earlier one. A name that is taken anyway stops the
 salvage with exit status 1, and no file is replaced.
 
 FILE may not be the configured spool.db: the daemon sends the messages in
@@ -59,9 +63,8 @@ func runSalvage(c *cobra.Command, loaded *config.Loaded, file string) error {
 
 	run := salvageRunID(time.Now())
 	copied, skipped, err := spool.Salvage(file, func(r spool.Record) error {
-		all := format.Fields{Topic: true, QoS: true, Retain: true}
 		m := pickup.Unprefixed(r.Message, cfg.Publish.TopicPrefix)
-		return dropMessage(dir, fmt.Sprintf("salvage-%s-%020d.msg", run, r.Seq), m, all)
+		return salvageMessage(dir, fmt.Sprintf("salvage-%s-%020d", run, r.Seq), m)
 	})
 	if err != nil {
 		return fmt.Errorf("salvage %s after %d messages: %w", file, copied, err)
@@ -69,9 +72,25 @@ func runSalvage(c *cobra.Command, loaded *config.Loaded, file string) error {
 	if copied == 0 {
 		return fmt.Errorf("no readable message found in %s (%d unreadable): check that it is an mqspool database", file, skipped)
 	}
-	fmt.Fprintf(c.OutOrStdout(), "salvaged %d messages into %s as salvage-%s-*.msg, skipped %d unreadable\n",
+	fmt.Fprintf(c.OutOrStdout(), "salvaged %d messages into %s as salvage-%s-*, skipped %d unreadable\n",
 		copied, filepath.Join(dir, "new"), run, skipped)
 	return nil
+}
+
+// salvageMessage drops m into new/ as NAME.msg, or as NAME.jsonl when a
+// .msg header cannot hold one of its values. Stopping there instead would
+// leave every later message of the database unsalvaged.
+func salvageMessage(dir, name string, m message.Message) error {
+	all := format.Fields{Topic: true, QoS: true, Retain: true}
+	data, msgErr := encodeMessage(m, all)
+	if msgErr == nil {
+		return dropFile(dir, name+".msg", data)
+	}
+	var buf bytes.Buffer
+	if err := format.WriteJSONL(&buf, m); err != nil {
+		return errors.Join(msgErr, err)
+	}
+	return dropFile(dir, name+".jsonl", buf.Bytes())
 }
 
 // spoolDirFix names where the loaded spool.dir comes from, for the error

@@ -82,3 +82,31 @@ func TestParseJSONL_Errors(t *testing.T) {
 		})
 	}
 }
+
+func TestWriteJSONL_RoundTrip(t *testing.T) {
+	cases := map[string]message.Message{
+		"every field": {
+			Topic: "a/b", Payload: []byte{0, 0xff}, QoS: 2, Retain: true, ExpirySeconds: 1<<32 - 1,
+			ContentType: " text ", ResponseTopic: "r", CorrelationData: []byte{1},
+			PayloadFormat:  message.PayloadFormatUTF8,
+			UserProperties: props("a=b", "=", "k", ""),
+		},
+		"empty payload, no topic": {Payload: []byte{}, QoS: 1},
+	}
+	for name, m := range cases {
+		var buf strings.Builder
+		if err := WriteJSONL(&buf, m); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		entries, err := ParseJSONL([]byte(buf.String()))
+		if err != nil {
+			t.Fatalf("%s: %q does not parse: %v", name, buf.String(), err)
+		}
+		if len(entries) != 1 {
+			t.Fatalf("%s: %d entries, want 1", name, len(entries))
+		}
+		if !reflect.DeepEqual(entries[0].Message, m) {
+			t.Errorf("%s: read back %+v, want %+v", name, entries[0].Message, m)
+		}
+	}
+}
