@@ -100,9 +100,10 @@ func (p *Pickup) pruneRejectHeld() {
 
 // Quarantine writes a message that cannot be delivered into failed/ as
 // rel with ".msg" appended (unless rel already ends in .msg), and the
-// reason into a .reason file beside it. When m is nil, or m has a value
-// that a .msg header cannot hold, raw is written as it is instead. rel is
-// a slash-separated relative path such as the original file's name. It
+// reason into a .reason file beside it. When m has a value that a .msg
+// header cannot hold, it is written as rel with ".jsonl" appended
+// instead. When m is nil, raw is written as it is. rel is a
+// slash-separated relative path such as the original file's name. It
 // returns the path it wrote, for the caller to log. It is safe from any
 // goroutine.
 func (p *Pickup) Quarantine(rel string, m *message.Message, raw []byte, reason string) (string, error) {
@@ -111,16 +112,10 @@ func (p *Pickup) Quarantine(rel string, m *message.Message, raw []byte, reason s
 	}
 	data := raw
 	if m != nil {
-		var buf bytes.Buffer
-		if err := format.WriteMsg(&buf, Unprefixed(*m, p.opts.TopicPrefix)); err != nil {
-			reason += fmt.Sprintf("\nThis file contains only the payload, because the message "+
-				"cannot be written as .msg: %v", err)
-			data = m.Payload
-		} else {
-			data = buf.Bytes()
-			if path.Ext(rel) != ".msg" {
-				rel += ".msg"
-			}
+		var err error
+		data, rel, reason, err = encodeQuarantined(Unprefixed(*m, p.opts.TopicPrefix), rel, reason)
+		if err != nil {
+			return "", fmt.Errorf("quarantine %s: %w", rel, err)
 		}
 	}
 
@@ -142,6 +137,28 @@ func (p *Pickup) Quarantine(rel string, m *message.Message, raw []byte, reason s
 	}
 	p.updateStats(func(s *Stats) { s.FilesFailed++ })
 	return dst, nil
+}
+
+// encodeQuarantined returns m as a .msg file and rel with that extension.
+// A message with a value that a .msg header cannot hold, such as a user
+// property key with '=', becomes a .jsonl file instead, so that its topic
+// and properties are kept, and a line added to reason gives the cause.
+func encodeQuarantined(m message.Message, rel, reason string) (data []byte, name, why string, err error) {
+	var buf bytes.Buffer
+	msgErr := format.WriteMsg(&buf, m)
+	if msgErr == nil {
+		if path.Ext(rel) != ".msg" {
+			rel += ".msg"
+		}
+		return buf.Bytes(), rel, reason, nil
+	}
+
+	buf.Reset()
+	if err := format.WriteJSONL(&buf, m); err != nil {
+		return nil, rel, reason, errors.Join(msgErr, err)
+	}
+	reason += fmt.Sprintf("\nThis file is .jsonl, because the message cannot be written as .msg: %v", msgErr)
+	return buf.Bytes(), rel + ".jsonl", reason, nil
 }
 
 // Unprefixed returns m with prefix, the publish.topic_prefix that the

@@ -392,3 +392,49 @@ func changeTime(t *testing.T, path string) int64 {
 	}
 	return st.Ctim.Nano()
 }
+
+// A .msg header cannot hold a user property key with '=', which a .jsonl
+// line may set, so the message goes to failed/ as .jsonl with its topic
+// and properties.
+func TestPickup_QuarantineFallsBackToJSONL(t *testing.T) {
+	opts := testOptions(t)
+	opts.TopicPrefix = "gw1/"
+	p, err := New(opts, newFakeStore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &message.Message{Topic: "gw1/a/b", QoS: 2, Payload: []byte("p"),
+		UserProperties: []message.UserProperty{{Key: "a=b", Value: "v"}}}
+	dst, err := p.Quarantine("spool-42", m, []byte("raw record"), "broker rejected it: not authorized (0x87)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(opts.Dir, "failed", "spool-42.jsonl"); dst != want {
+		t.Errorf("Quarantine returned %q, want %q", dst, want)
+	}
+
+	data, err := os.ReadFile(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := format.ParseJSONL(data)
+	if err != nil {
+		t.Fatalf("quarantined file %q does not parse: %v", data, err)
+	}
+	if len(entries) != 1 {
+		t.Fatalf("quarantined file has %d messages, want 1", len(entries))
+	}
+	got := entries[0].Message
+	if got.Topic != "a/b" {
+		t.Errorf("quarantined topic = %q, want a/b without the prefix", got.Topic)
+	}
+	if got.QoS != 2 {
+		t.Errorf("quarantined qos = %d, want 2", got.QoS)
+	}
+	if !slices.Equal(got.UserProperties, m.UserProperties) {
+		t.Errorf("quarantined user properties = %v, want %v", got.UserProperties, m.UserProperties)
+	}
+	if string(got.Payload) != "p" {
+		t.Errorf("quarantined payload = %q, want p", got.Payload)
+	}
+}
