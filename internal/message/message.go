@@ -62,6 +62,10 @@ type Message struct {
 // MaxTopicBytes is the longest topic name MQTT can encode.
 const MaxTopicBytes = 65535
 
+// MaxStringBytes is the longest UTF-8 string or binary data field that
+// MQTT can encode, because its length prefix has two bytes.
+const MaxStringBytes = 65535
+
 // Errors returned by ValidateTopic. Callers wrap them with the topic.
 var (
 	// ErrTopicEmpty reports a zero-length topic name.
@@ -139,9 +143,14 @@ func isNoncharacter(r rune) bool {
 }
 
 // ValidateString checks a UTF-8 string field of a PUBLISH, such as a
-// content type or a user property: valid UTF-8, and none of the code
-// points that MQTT 5 forbids or that brokers treat as malformed.
+// content type or a user property: at most MaxStringBytes long, valid
+// UTF-8, and none of the code points that MQTT 5 forbids or that brokers
+// treat as malformed.
 func ValidateString(s string) error {
+	if len(s) > MaxStringBytes {
+		return fmt.Errorf("is %d bytes, over the maximum of %d bytes for an MQTT string: shorten it",
+			len(s), MaxStringBytes)
+	}
 	if !utf8.ValidString(s) {
 		return errors.New("is not valid UTF-8")
 	}
@@ -188,15 +197,19 @@ func (m *Message) Validate(allowDollar bool) error {
 			return fmt.Errorf("response topic %s: %w", QuoteShort(m.ResponseTopic), err)
 		}
 	}
+	if len(m.CorrelationData) > MaxStringBytes {
+		return fmt.Errorf("correlation data is %d bytes, over the maximum of %d bytes for MQTT binary data: shorten it",
+			len(m.CorrelationData), MaxStringBytes)
+	}
 	if err := ValidateString(m.ContentType); err != nil {
-		return fmt.Errorf("content type %q %w", m.ContentType, err)
+		return fmt.Errorf("content type %s %w", QuoteShort(m.ContentType), err)
 	}
 	for _, p := range m.UserProperties {
 		if err := ValidateString(p.Key); err != nil {
-			return fmt.Errorf("user property name %q %w", p.Key, err)
+			return fmt.Errorf("user property name %s %w", QuoteShort(p.Key), err)
 		}
 		if err := ValidateString(p.Value); err != nil {
-			return fmt.Errorf("user property %q: value %q %w", p.Key, p.Value, err)
+			return fmt.Errorf("user property %s: value %s %w", QuoteShort(p.Key), QuoteShort(p.Value), err)
 		}
 	}
 	return nil

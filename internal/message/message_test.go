@@ -43,18 +43,28 @@ func TestMessage_Validate(t *testing.T) {
 	if err := good.Validate(false); err != nil {
 		t.Errorf("valid message: %v", err)
 	}
+	longest := strings.Repeat("x", 65535)
+	atLimit := Message{Topic: "a", ContentType: longest, CorrelationData: []byte(longest),
+		UserProperties: []UserProperty{{Key: longest, Value: longest}}}
+	if err := atLimit.Validate(false); err != nil {
+		t.Errorf("message with 65535-byte strings: %v", err)
+	}
 
 	cases := map[string]Message{
-		"qos 3":              {Topic: "a", QoS: 3},
-		"utf8 payload wrong": {Topic: "a", PayloadFormat: PayloadFormatUTF8, Payload: []byte{0xff}},
-		"bad response topic": {Topic: "a", ResponseTopic: "r/#"},
-		"wildcard topic":     {Topic: "a/+"},
-		"property not utf8":  {Topic: "a", UserProperties: []UserProperty{{Key: "k", Value: "\xff"}}},
-		"escape in property": {Topic: "a", UserProperties: []UserProperty{{Key: "k", Value: "\x1b[31m"}}},
-		"bell in name":       {Topic: "a", UserProperties: []UserProperty{{Key: "k\a", Value: "v"}}},
-		"nul in value":       {Topic: "a", UserProperties: []UserProperty{{Key: "k", Value: "a\x00"}}},
-		"newline in type":    {Topic: "a", ContentType: "text/plain\n"},
-		"control in reply":   {Topic: "a", ResponseTopic: "r\x01"},
+		"qos 3":               {Topic: "a", QoS: 3},
+		"utf8 payload wrong":  {Topic: "a", PayloadFormat: PayloadFormatUTF8, Payload: []byte{0xff}},
+		"bad response topic":  {Topic: "a", ResponseTopic: "r/#"},
+		"wildcard topic":      {Topic: "a/+"},
+		"property not utf8":   {Topic: "a", UserProperties: []UserProperty{{Key: "k", Value: "\xff"}}},
+		"escape in property":  {Topic: "a", UserProperties: []UserProperty{{Key: "k", Value: "\x1b[31m"}}},
+		"bell in name":        {Topic: "a", UserProperties: []UserProperty{{Key: "k\a", Value: "v"}}},
+		"nul in value":        {Topic: "a", UserProperties: []UserProperty{{Key: "k", Value: "a\x00"}}},
+		"newline in type":     {Topic: "a", ContentType: "text/plain\n"},
+		"control in reply":    {Topic: "a", ResponseTopic: "r\x01"},
+		"long property value": {Topic: "a", UserProperties: []UserProperty{{Key: "k", Value: strings.Repeat("v", 65536)}}},
+		"long property name":  {Topic: "a", UserProperties: []UserProperty{{Key: strings.Repeat("k", 65536), Value: "v"}}},
+		"long content type":   {Topic: "a", ContentType: strings.Repeat("t", 65536)},
+		"long correlation":    {Topic: "a", CorrelationData: make([]byte, 65536)},
 	}
 	for name, m := range cases {
 		if err := m.Validate(false); err == nil {

@@ -438,3 +438,30 @@ func TestPickup_QuarantineFallsBackToJSONL(t *testing.T) {
 		t.Errorf("quarantined payload = %q, want p", got.Payload)
 	}
 }
+
+// MQTT cannot encode a string longer than 65535 bytes, so a user property
+// value that long is bad input instead of a message sent cut short.
+func TestPickup_LongPropertyRejected(t *testing.T) {
+	opts := testOptions(t)
+	store := newFakeStore()
+	start(t, opts, store)
+
+	line := `{"topic":"a","payload":"x","user_properties":[["k","` + strings.Repeat("v", 65536) + `"]]}`
+	drop(t, opts.Dir, "e/long.jsonl", line)
+	failed := filepath.Join(opts.Dir, "failed", "e", "long.jsonl")
+	waitFor(t, 5*time.Second, "reason file", func() bool { return exists(failed + ".reason") })
+
+	reason, err := os.ReadFile(failed + ".reason")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "is 65536 bytes, over the maximum of 65535 bytes for an MQTT string"; !strings.Contains(string(reason), want) {
+		t.Errorf("reason = %.300q, want it to contain %q", reason, want)
+	}
+	if len(reason) > 2000 {
+		t.Errorf("reason is %d bytes, want the value cut short", len(reason))
+	}
+	if n := store.count(); n != 0 {
+		t.Errorf("%d files appended, want 0", n)
+	}
+}
