@@ -137,6 +137,7 @@ func (p *Pickup) append(batch []spool.FileBatch) (int, error) {
 	accepted, err := p.store.AppendForget(batch, p.forget)
 	if err == nil || errors.Is(err, spool.ErrFull) || errors.Is(err, spool.ErrTooLarge) {
 		p.forget = nil
+		p.forgetBackoff = 0
 	}
 	if accepted > 0 {
 		crashpoint.Hit(crashpoint.IngestAfterAppend)
@@ -349,18 +350,24 @@ func openDir(dir string) (int, error) {
 const forgetDelay = 100 * time.Millisecond
 
 // flushForget removes the waiting identities once forgetDelay has passed
-// without a batch. A failure leaves them for the next try.
+// without a batch. A failure leaves them for the next try, after a wait
+// that doubles up to maxBackoff, and is logged at most once a minute.
 func (p *Pickup) flushForget(force bool) {
 	if len(p.forget) == 0 || (!force && p.now().Before(p.forgetBy)) {
 		return
 	}
 	if err := p.store.Forget(p.forget); err != nil {
-		p.log.Error("forget identities of removed files", "files", len(p.forget), "err", err)
 		p.setError(err)
-		p.forgetBy = p.now().Add(forgetDelay)
+		p.forgetBackoff = min(max(2*p.forgetBackoff, forgetDelay), maxBackoff)
+		p.forgetBy = p.now().Add(p.forgetBackoff)
+		if p.forgetErrLog.allow(p.now(), time.Minute) {
+			p.log.Error("forget identities of removed files", "files", len(p.forget), "err", err,
+				"retry_ms", p.forgetBackoff.Milliseconds())
+		}
 		return
 	}
 	p.forget = nil
+	p.forgetBackoff = 0
 }
 
 // forgetOrphans removes, at start, the stored identities that match no

@@ -182,6 +182,10 @@ type Pickup struct {
 	// if no batch comes first.
 	forget   []spool.FileID
 	forgetBy time.Time
+	// forgetBackoff is the wait after a failed Forget, and forgetErrLog
+	// limits its log lines.
+	forgetBackoff time.Duration
+	forgetErrLog  rateLimit
 	// removing is the committed batch whose files are being unlinked in
 	// the background while the next batch is read and committed.
 	removing *removal

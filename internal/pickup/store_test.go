@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -152,4 +153,44 @@ func TestPickup_BatchOverManyDirectories(t *testing.T) {
 			t.Fatalf("%s still exists after ingest: %v", name, err)
 		}
 	}
+}
+
+// forgetFailingStore fails every Forget call while failing is set.
+type forgetFailingStore struct {
+	*fakeStore
+	failing atomic.Bool
+	calls   atomic.Int32
+}
+
+func (s *forgetFailingStore) Forget(ids []spool.FileID) error {
+	s.calls.Add(1)
+	if s.failing.Load() {
+		return errors.New("write spool.db: no space left on device")
+	}
+	return s.fakeStore.Forget(ids)
+}
+
+// A Forget that keeps failing, as on a full disk, is retried with a
+// growing wait and logged once, not every 100 ms, and its identities are
+// forgotten once it works again.
+func TestPickup_ForgetErrorBacksOff(t *testing.T) {
+	opts := testOptions(t)
+	opts.RescanInterval = time.Hour
+	logs := capture(&opts)
+	store := &forgetFailingStore{fakeStore: newFakeStore()}
+	store.failing.Store(true)
+	start(t, opts, store)
+
+	drop(t, opts.Dir, "s/f", "x")
+	waitFor(t, 5*time.Second, "the first failed Forget", func() bool { return store.calls.Load() >= 1 })
+	time.Sleep(2 * time.Second)
+
+	if n := store.calls.Load(); n > 6 {
+		t.Errorf("Forget called %d times in 2s of failures, want at most 6", n)
+	}
+	if n := strings.Count(logs.String(), "forget identities of removed files"); n != 1 {
+		t.Errorf("%d log lines for the failing Forget, want 1", n)
+	}
+	store.failing.Store(false)
+	waitFor(t, 10*time.Second, "the identity forgotten", func() bool { return store.forgottenCount() == 1 })
 }
