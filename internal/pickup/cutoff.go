@@ -74,10 +74,16 @@ func (p *Pickup) markerPath() string {
 	return filepath.Join(p.opts.Dir, stampMarkerName)
 }
 
-// touchMarker sets the marker's times to now, creating it when missing,
-// and returns its change time.
+// touchMarker sets the scan marker's times to now, creating it when
+// missing, and returns its change time.
 func (p *Pickup) touchMarker() (int64, error) {
-	name := p.markerPath()
+	return p.touch(stampMarkerName)
+}
+
+// touch sets the times of the file base in the spool directory to now,
+// creating it when missing, and returns its change time.
+func (p *Pickup) touch(base string) (int64, error) {
+	name := filepath.Join(p.opts.Dir, base)
 	err := unix.UtimesNanoAt(unix.AT_FDCWD, name, nil, unix.AT_SYMLINK_NOFOLLOW)
 	if errors.Is(err, unix.ENOENT) {
 		var f *os.File
@@ -104,4 +110,66 @@ func (p *Pickup) logCutoffError(err error) {
 			"renamed during a rescan may be queued out of order",
 			"err", err, "hint", "let the mqspool user write the spool directory")
 	}
+}
+
+// syncMarkerName names the file in the spool directory whose times
+// syncEvents sets. It is separate from the scan marker, so an event left
+// over from a scan cannot end a sync early.
+const syncMarkerName = ".mqspool-sync"
+
+// syncMask selects the events of the spool directory's watch: the
+// marker's new times, or its close after it was created.
+const syncMask = unix.IN_ATTRIB | unix.IN_CLOSE_WRITE | unix.IN_ONLYDIR | unix.IN_DONT_FOLLOW
+
+// syncEvents handles every event that the kernel queued before it
+// returns. A periodic rescan would otherwise queue the files that those
+// events announce itself, ordered by change time and then by name, which
+// breaks arrival order for files renamed in within one clock tick. It
+// touches a marker in the spool directory, which has a watch of its own,
+// and handles events until the marker's event, an overflow (whose lost
+// files the rescan finds) or maxStampWait.
+func (p *Pickup) syncEvents(w *watcher, ws *watches, syncWD int32) {
+	if w == nil || syncWD < 0 {
+		return
+	}
+	if _, err := p.touch(syncMarkerName); err != nil {
+		p.logCutoffError(err)
+		return
+	}
+	timeout := time.NewTimer(maxStampWait)
+	defer timeout.Stop()
+	for {
+		select {
+		case evs := <-w.events:
+			if p.handleUntilMarker(w, ws, evs, syncWD) {
+				return
+			}
+		case <-timeout.C:
+			return
+		}
+	}
+}
+
+// handleUntilMarker handles evs and reports whether they contain the
+// marker's event or an overflow. A rescan that an event calls for is left
+// to the caller through p.rescanAgain. After an overflow, the events that
+// follow it go to p.deferred, so that the caller handles them after that
+// rescan, as handleEvents would.
+func (p *Pickup) handleUntilMarker(w *watcher, ws *watches, evs []watchEvent, syncWD int32) bool {
+	found := false
+	for i, ev := range evs {
+		if ev.wd == syncWD && ev.name == syncMarkerName {
+			found = true
+			continue
+		}
+		if ev.mask&unix.IN_Q_OVERFLOW != 0 {
+			p.rescanAgain = true
+			p.deferred = append(p.deferred, evs[i+1:]...)
+			return true
+		}
+		if p.handleEvent(w, ws, ev) {
+			p.rescanAgain = true
+		}
+	}
+	return found
 }

@@ -56,7 +56,13 @@ func newWatcher() (*watcher, error) {
 
 // add watches dir and returns the watch descriptor.
 func (w *watcher) add(dir string) (int32, error) {
-	wd, err := unix.InotifyAddWatch(w.fd, dir, watchMask)
+	return w.addMask(dir, watchMask)
+}
+
+// addMask watches dir for the events in mask and returns the watch
+// descriptor.
+func (w *watcher) addMask(dir string, mask uint32) (int32, error) {
+	wd, err := unix.InotifyAddWatch(w.fd, dir, mask)
 	if err != nil {
 		return -1, fmt.Errorf("inotify watch %s: %w", dir, err)
 	}

@@ -182,6 +182,11 @@ type Pickup struct {
 	// if no batch comes first.
 	forget   []spool.FileID
 	forgetBy time.Time
+	// rescanAgain is set when an event handled during a sync calls for a
+	// rescan, such as an overflow. deferred has the events that came after
+	// such an overflow. finishSync handles both.
+	rescanAgain bool
+	deferred    []watchEvent
 	// forgetBackoff is the wait after a failed Forget, and forgetErrLog
 	// limits its log lines.
 	forgetBackoff time.Duration

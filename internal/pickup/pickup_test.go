@@ -481,6 +481,54 @@ func TestPickup_OrderKeptWhileRescansRaceRenames(t *testing.T) {
 	}
 }
 
+// Files renamed into different directories within one clock tick share a
+// change time, and a listing orders them by name. A rescan that runs
+// while their events wait must leave them to those events, which keep
+// arrival order. Here name order is the reverse of arrival order in each
+// pair.
+func TestPickup_OrderKeptAcrossDirectories(t *testing.T) {
+	opts := testOptions(t)
+	opts.RescanInterval = 20 * time.Millisecond
+	opts.BatchMax = 2
+	for _, dir := range []string{"a", "b"} {
+		if err := os.MkdirAll(filepath.Join(opts.Dir, "new", dir), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store := newFakeStore()
+	start(t, opts, slowStore{fakeStore: store, delay: 30 * time.Millisecond})
+	// Files that arrive before the watches exist have no events, so only
+	// the listing can order them. The test starts once a file was taken.
+	dropFast(t, opts.Dir, "a/first", "x")
+	waitFor(t, 5*time.Second, "the first file appended", func() bool { return store.count() == 1 })
+
+	const total = 200
+	want := []string{"a/first"}
+	for i := range total {
+		rel := fmt.Sprintf("b/%03d", i)
+		if i%2 == 1 {
+			rel = fmt.Sprintf("a/%03d", i)
+		}
+		dropFast(t, opts.Dir, rel, "x")
+		want = append(want, rel)
+	}
+	waitFor(t, 60*time.Second, "all files appended", func() bool { return store.count() == len(want) })
+
+	got := store.names()
+	late := 0
+	for i := range got {
+		if got[i] != want[i] {
+			late++
+			if late <= 5 {
+				t.Errorf("file %d appended is %s, want %s", i, got[i], want[i])
+			}
+		}
+	}
+	if late > 0 {
+		t.Errorf("%d of %d files appended out of arrival order", late, total)
+	}
+}
+
 func TestLeaveToEvents(t *testing.T) {
 	p := &Pickup{opts: Options{Dir: t.TempDir()}, log: slog.New(slog.DiscardHandler), now: time.Now}
 	cutoff, ok := p.scanCutoff()

@@ -28,9 +28,18 @@ func (p *Pickup) Run(ctx context.Context) error {
 	}
 	defer w.close()
 	ws := &watches{byWD: make(map[int32]string), byDir: make(map[string]int32)}
+	// The spool directory's watch serves syncEvents only. Its events have
+	// no entry in ws, so handleEvent ignores them.
+	syncWD, err := w.addMask(p.opts.Dir, syncMask)
+	if err != nil {
+		p.logCutoffError(err)
+		syncWD = -1
+	}
 
 	p.forgetOrphans()
-	p.rescan(w, ws)
+	// Files that arrived before the watches have no events, so the first
+	// scan orders every file it lists, without a sync.
+	p.rescan(w, ws, nil)
 	p.log.Info("spool pickup started", "dir", p.opts.Dir, "watched_dirs", len(ws.byDir),
 		"queued_files", len(p.queue))
 	rescan := time.NewTicker(p.opts.RescanInterval)
@@ -52,7 +61,8 @@ func (p *Pickup) Run(ctx context.Context) error {
 			p.gather(ctx, w, ws)
 		case <-rescan.C:
 			p.finishRemoval()
-			p.rescan(w, ws)
+			p.rescan(w, ws, func() { p.syncEvents(w, ws, syncWD) })
+			p.finishSync(w, ws)
 		case <-p.removalDone():
 			// Queue the identities to forget now, rather than at the next
 			// event, which may be a whole rescan interval away.
@@ -70,9 +80,10 @@ func (p *Pickup) Run(ctx context.Context) error {
 }
 
 // rescan walks all of new/, watching directories that have no watch and
-// queueing the files that are ready.
-func (p *Pickup) rescan(w *watcher, ws *watches) {
-	p.scanTree(w, ws, "")
+// queueing the files that are ready. sync, when not nil, handles the
+// waiting events before the listing (see scanTree).
+func (p *Pickup) rescan(w *watcher, ws *watches, sync func()) {
+	p.scanTree(w, ws, "", sync)
 	p.checkSettling()
 	p.housekeeping()
 	if len(p.queue) == 0 {
@@ -89,14 +100,29 @@ func (p *Pickup) rescan(w *watcher, ws *watches) {
 	p.pruneRejectHeld()
 }
 
+// finishSync runs the rescan that an event handled during a sync called
+// for, then handles the events that the sync deferred.
+func (p *Pickup) finishSync(w *watcher, ws *watches) {
+	if p.rescanAgain {
+		p.rescanAgain = false
+		p.rescan(w, ws, nil)
+	}
+	if evs := p.deferred; len(evs) > 0 {
+		p.deferred = nil
+		p.handleEvents(w, ws, evs)
+	}
+}
+
 // handleEvents applies a batch of events. An overflow or a moved
 // directory triggers a rescan at once, before the events after it: the
 // files whose events were lost are older than those events, so the rescan
 // must queue them first to keep arrival order.
 func (p *Pickup) handleEvents(w *watcher, ws *watches, evs []watchEvent) {
 	for _, ev := range evs {
+		// No sync here: it would handle the events after ev before the
+		// rest of evs.
 		if p.handleEvent(w, ws, ev) {
-			p.rescan(w, ws)
+			p.rescan(w, ws, nil)
 		}
 	}
 }

@@ -51,10 +51,19 @@ func hidden(name string) bool { return strings.HasPrefix(name, ".") }
 // and queues the files it finds that are ready, oldest change time first.
 // It adds the missing watches first, then takes the cutoff, then lists
 // the files, so that every file is either listed or announced by an event
-// (see scanCutoff).
-func (p *Pickup) scanTree(w *watcher, ws *watches, dir string) {
+// (see scanCutoff). sync, when not nil, runs between the cutoff and the
+// listing. It handles the events already queued, so the files they
+// announce are queued in arrival order instead of by the listing, which
+// orders files with one change time by name.
+func (p *Pickup) scanTree(w *watcher, ws *watches, dir string, sync func()) {
 	p.watchTree(w, ws, dir)
 	cutoff, ok := p.scanCutoff()
+	if sync != nil {
+		// NOTE: a file without an event, such as one in a directory that
+		// watchTree has just watched, is queued after the files the sync
+		// queued, also when it arrived before them.
+		sync()
+	}
 	var found []candidate
 	p.walk(w, ws, dir, &found)
 	if ok {
@@ -346,7 +355,7 @@ func (p *Pickup) handleEvent(w *watcher, ws *watches, ev watchEvent) bool {
 	case ev.mask&unix.IN_ISDIR != 0:
 		if ev.mask&(unix.IN_CREATE|unix.IN_MOVED_TO) != 0 {
 			// Files may have arrived before the watch existed.
-			p.scanTree(w, ws, rel)
+			p.scanTree(w, ws, rel, nil)
 		}
 	case ev.mask&(unix.IN_MOVED_TO|unix.IN_CLOSE_WRITE) != 0:
 		p.enqueue(rel)

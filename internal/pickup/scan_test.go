@@ -87,3 +87,40 @@ func TestHandleEvents_OverflowKeepsArrivalOrder(t *testing.T) {
 		t.Errorf("queue = %v, want %v", p.queue, want)
 	}
 }
+
+// During a sync, the events after an overflow wait for the rescan that
+// finds the files whose events were lost, as in handleEvents.
+func TestHandleUntilMarker_DefersAfterOverflow(t *testing.T) {
+	p, err := New(testOptions(t), newFakeStore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := &watches{byWD: map[int32]string{1: ""}, byDir: map[string]int32{"": 1}}
+	const syncWD = 2
+	evs := []watchEvent{
+		{wd: 1, mask: unix.IN_MOVED_TO, name: "f1"},
+		{wd: -1, mask: unix.IN_Q_OVERFLOW},
+		{wd: 1, mask: unix.IN_MOVED_TO, name: "f2"},
+		{wd: syncWD, mask: unix.IN_ATTRIB, name: syncMarkerName},
+	}
+	if !p.handleUntilMarker(nil, ws, evs, syncWD) {
+		t.Error("the sync goes on after an overflow")
+	}
+	if !slices.Equal(p.queue, []string{"f1"}) {
+		t.Errorf("queue = %v, want [f1]", p.queue)
+	}
+	if !p.rescanAgain {
+		t.Error("no rescan requested after the overflow")
+	}
+	if len(p.deferred) != 2 || p.deferred[0].name != "f2" {
+		t.Errorf("deferred = %v, want f2 and the marker", p.deferred)
+	}
+
+	p.queue, p.queued = nil, map[string]bool{}
+	if !p.handleUntilMarker(nil, ws, evs[2:], syncWD) {
+		t.Error("the marker's event did not end the sync")
+	}
+	if !slices.Equal(p.queue, []string{"f2"}) {
+		t.Errorf("queue = %v, want [f2]", p.queue)
+	}
+}
