@@ -188,8 +188,8 @@ func (l *Loop) recyclePayload(req Request) {
 // Packet Size. A message that cannot be sent goes to failed/.
 func (l *Loop) encodeForSend(seq uint64, p *publishPacket) ([]byte, bool) {
 	data := l.codec.appendPublish(l.packetBuffer(), p)
-	if limit := l.conn.limits.MaximumPacketSize; limit > 0 && uint32(len(data)) > limit {
-		l.failMessage(seq, packetSizeReason(len(data), limit), 0)
+	if reason := l.conn.oversized(len(data)); reason != "" {
+		l.failMessage(seq, reason, 0)
 		l.spare.Put(data)
 		return nil, false
 	}
@@ -315,8 +315,8 @@ func (l *Loop) resendNext() bool {
 	p := &publishPacket{PacketID: id, Dup: fl.written, Message: m}
 	data := l.codec.appendPublish(l.packetBuffer(), p)
 	l.recyclePayload(req)
-	if limit := l.conn.limits.MaximumPacketSize; limit > 0 && uint32(len(data)) > limit {
-		l.endFlow(f, state.ChangeFailed, packetSizeReason(len(data), limit), 0)
+	if reason := l.conn.oversized(len(data)); reason != "" {
+		l.endFlow(f, state.ChangeFailed, reason, 0)
 		l.spare.Put(data)
 		return true
 	}
@@ -466,6 +466,27 @@ func limitReason(maxQoS byte, retainAvailable bool, m message.Message) string {
 
 // packetSizeReason explains a message whose PUBLISH packet of size bytes
 // is over the broker's Maximum Packet Size of limit bytes.
+// maxPacketBytes is the largest packet MQTT can encode: one byte of fixed
+// header, a Remaining Length of at most four bytes and at most 268435455
+// bytes after it.
+const maxPacketBytes = 1 + 4 + 268435455
+
+// oversized returns why a PUBLISH packet of size bytes cannot be sent on
+// c, or "" when it can. Without a Maximum Packet Size from the broker,
+// MQTT's own limit applies, which a message near the largest
+// publish.max_message_bytes can pass once its topic and properties count.
+func (c *connection) oversized(size int) string {
+	if limit := c.limits.MaximumPacketSize; limit > 0 && uint64(size) > uint64(limit) {
+		return packetSizeReason(size, limit)
+	}
+	if size > maxPacketBytes {
+		return fmt.Sprintf("publish packet of %d bytes exceeds the largest packet MQTT can encode, %d bytes: "+
+			"make the message smaller, and set publish.max_message_bytes a little below 256MiB to reject "+
+			"such files when they are taken from new/", size, maxPacketBytes)
+	}
+	return ""
+}
+
 func packetSizeReason(size int, limit uint32) string {
 	return fmt.Sprintf("publish packet of %d bytes exceeds the broker's Maximum Packet Size of %d bytes: "+
 		"make the message smaller or raise the broker's limit, and set publish.max_message_bytes "+

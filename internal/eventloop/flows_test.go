@@ -431,6 +431,28 @@ func TestPacketSizeReason_NamesLimitAndKey(t *testing.T) {
 	}
 }
 
+// Without a Maximum Packet Size from the broker, a packet over what MQTT
+// can encode is still refused rather than sent with a Remaining Length
+// that no broker can read.
+func TestOversized_ProtocolLimitWithoutBrokerLimit(t *testing.T) {
+	c := &connection{limits: &connackPacket{}}
+	if reason := c.oversized(maxPacketBytes); reason != "" {
+		t.Errorf("oversized(%d) = %q, want it sendable", maxPacketBytes, reason)
+	}
+	reason := c.oversized(maxPacketBytes + 1)
+	if !strings.Contains(reason, "largest packet MQTT can encode") || !strings.Contains(reason, "publish.max_message_bytes") {
+		t.Errorf("oversized(%d) = %q, want MQTT's limit and the key named", maxPacketBytes+1, reason)
+	}
+	if got := len(appendVariableByteInteger(nil, maxPacketBytes-5)); got != 4 {
+		t.Errorf("Remaining Length of the largest packet takes %d bytes, want 4", got)
+	}
+
+	c.limits.MaximumPacketSize = 1024
+	if reason := c.oversized(1025); !strings.Contains(reason, "Maximum Packet Size of 1024 bytes") {
+		t.Errorf("oversized(1025) with a broker limit of 1024 = %q, want the broker's limit", reason)
+	}
+}
+
 func TestExpiry_AgedByWaitAndDropped(t *testing.T) {
 	b := newFakeBroker(t, brokerScript{})
 	src := newMemSource()
