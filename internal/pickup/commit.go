@@ -45,7 +45,9 @@ func (p *Pickup) ingestBatch() {
 		unsent = unsent[1:]
 	}
 
-	allIn := err == nil && accepted == len(batch)
+	// The rejected file leaves the batch, so it does not keep the spool
+	// marked full when every other file went in.
+	allIn := (err == nil || errors.Is(err, spool.ErrTooLarge)) && len(unsent) == 0
 	if partedData != nil {
 		switch {
 		case !allIn:
