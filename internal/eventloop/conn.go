@@ -488,6 +488,7 @@ func (l *Loop) dropConnection(cause error, graceful bool) {
 	}
 	url := l.conn.url
 	l.noteConnectionEnd(cause)
+	l.watchCloses(cause)
 	var reason *byte
 	if graceful {
 		normal := byte(0x00)

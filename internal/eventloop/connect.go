@@ -87,6 +87,7 @@ func (l *Loop) attempt(ctx context.Context) {
 func (l *Loop) connectFailed(ctx context.Context, url string, err error) {
 	l.urlIndex = (l.urlIndex + 1) % len(l.opts.URLs)
 	l.stats.update(func(s *Stats) { s.LastError = err.Error() })
+	l.closes.reset()
 
 	switch {
 	case ctx.Err() != nil:

@@ -72,7 +72,8 @@ type Loop struct {
 	conn       *connection // nil while offline
 	connGen    uint64
 	receiveMax int
-	isolation  isolation // see isolate.go
+	isolation  isolation  // see isolate.go
+	closes     closeWatch // see takeover.go
 	everUp     bool
 	session    bool // a session exists on the broker for this client
 

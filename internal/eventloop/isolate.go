@@ -63,6 +63,9 @@ func (e *disconnectError) Error() string {
 	if e.reason != "" {
 		msg += ": " + e.reason
 	}
+	if e.code == 0x8E {
+		msg += ": another client connected with the same client id; give each gateway its own broker.client_id"
+	}
 	return msg
 }
 
