@@ -118,8 +118,10 @@ func (p *Pickup) logCutoffError(err error) {
 const syncMarkerName = ".mqspool-sync"
 
 // syncMask selects the events of the spool directory's watch: the
-// marker's new times, or its close after it was created.
-const syncMask = unix.IN_ATTRIB | unix.IN_CLOSE_WRITE | unix.IN_ONLYDIR | unix.IN_DONT_FOLLOW
+// marker's new times, or its close after it was created. It follows a
+// spool directory given as a symbolic link, as the paths of new/ and of
+// the markers do.
+const syncMask = unix.IN_ATTRIB | unix.IN_CLOSE_WRITE | unix.IN_ONLYDIR
 
 // syncEvents handles every event that the kernel queued before it
 // returns. A periodic rescan would otherwise queue the files that those

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -122,5 +123,26 @@ func TestHandleUntilMarker_DefersAfterOverflow(t *testing.T) {
 	}
 	if !slices.Equal(p.queue, []string{"f2"}) {
 		t.Errorf("queue = %v, want [f2]", p.queue)
+	}
+}
+
+// A spool directory given as a symbolic link, as after moving the spool
+// to another disk, gets the same sync before each periodic rescan.
+func TestPickup_SyncThroughSymlinkedDir(t *testing.T) {
+	opts := testOptions(t)
+	link := filepath.Join(t.TempDir(), "spool")
+	if err := os.Symlink(opts.Dir, link); err != nil {
+		t.Fatal(err)
+	}
+	opts.Dir = link
+	opts.RescanInterval = 20 * time.Millisecond
+	logs := capture(&opts)
+	start(t, opts, newFakeStore())
+
+	waitFor(t, 5*time.Second, "the sync marker", func() bool {
+		return exists(filepath.Join(link, syncMarkerName))
+	})
+	if strings.Contains(logs.String(), "rescans cannot tell") {
+		t.Errorf("log warns that rescans run without a cutoff:\n%s", logs.String())
 	}
 }
