@@ -162,9 +162,9 @@ func Open(opts Options) (*Inbox, error) {
 }
 
 // makeDirs creates tmp/ and new/ when they are missing, for example after
-// a consumer removed the inbox.
+// a consumer removed the inbox, and locks the inbox directory again when
+// it is a new one, also when another program created it.
 func (in *Inbox) makeDirs() error {
-	created := false
 	for _, sub := range []string{"tmp", "new"} {
 		dir := filepath.Join(in.opts.Dir, sub)
 		if _, err := os.Stat(dir); err == nil {
@@ -174,16 +174,12 @@ func (in *Inbox) makeDirs() error {
 			return fmt.Errorf("create inbox directory %s: %w: check the subscription's dir, its "+
 				"permissions and free space", dir, err)
 		}
-		created = true
 		if in.ready {
 			// Files a consumer moved away with the directory are not counted.
 			in.log.Warn("inbox directory was missing and is created again", "dir", dir)
 		}
 	}
-	if created {
-		return in.relockDir()
-	}
-	return nil
+	return in.relockDir()
 }
 
 // failed records err as the reason the inbox cannot be used, logging it

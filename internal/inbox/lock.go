@@ -38,12 +38,17 @@ func (in *Inbox) lockDir() error {
 }
 
 // relockDir locks the inbox directory again when the one locked is no
-// longer at its path, as after a consumer removed the whole inbox and
-// makeDirs created it anew: the old lock guards a directory no one else
-// can reach.
+// longer at its path, because the old lock guards a directory no one else
+// can reach. That happens after a consumer removed the whole inbox and
+// makeDirs, the consumer or another daemon created it anew. It also
+// retries a relock that failed. Before the first count, recount takes the
+// lock instead.
 func (in *Inbox) relockDir() error {
 	if in.lock == nil {
-		return nil
+		if !in.ready {
+			return nil
+		}
+		return in.lockDir()
 	}
 	var locked, current unix.Stat_t
 	if unix.Fstat(int(in.lock.Fd()), &locked) == nil && unix.Stat(in.opts.Dir, &current) == nil &&

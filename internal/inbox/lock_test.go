@@ -91,3 +91,56 @@ func TestInbox_Lock_RecreatedDirLockedAgain(t *testing.T) {
 		t.Errorf("Open of the recreated directory: err = %v, want ErrInUse", err)
 	}
 }
+
+// A consumer that removes the inbox and makes tmp/ and new/ again itself
+// leaves a new directory that the inbox locks as it did the first.
+func TestInbox_Lock_RecreatedByConsumer(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "inbox")
+	first := openTest(t, Options{Dir: dir})
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range []string{"tmp", "new"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	first.recount()
+	second, err := Open(Options{Dir: dir})
+	if second != nil {
+		second.Close()
+	}
+	if !errors.Is(err, ErrInUse) {
+		t.Errorf("Open of the recreated directory: err = %v, want ErrInUse", err)
+	}
+}
+
+// When the new directory cannot be locked at first, a later write locks
+// it before it writes there.
+func TestInbox_Lock_RetriedAfterFailure(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "inbox")
+	first := openTest(t, Options{Dir: dir})
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	other := openTest(t, Options{Dir: dir})
+
+	if err := first.makeDirs(); !errors.Is(err, ErrInUse) {
+		t.Fatalf("makeDirs while another inbox has the lock: err = %v, want ErrInUse", err)
+	}
+	if err := first.makeDirs(); !errors.Is(err, ErrInUse) {
+		t.Errorf("second makeDirs while another inbox has the lock: err = %v, want ErrInUse", err)
+	}
+	other.Close()
+	if err := first.makeDirs(); err != nil {
+		t.Fatalf("makeDirs after the other inbox closed: %v", err)
+	}
+	third, err := Open(Options{Dir: dir})
+	if third != nil {
+		third.Close()
+	}
+	if !errors.Is(err, ErrInUse) {
+		t.Errorf("Open after the lock was taken again: err = %v, want ErrInUse", err)
+	}
+}
