@@ -123,6 +123,22 @@ const syncMarkerName = ".mqspool-sync"
 // the markers do.
 const syncMask = unix.IN_ATTRIB | unix.IN_CLOSE_WRITE | unix.IN_ONLYDIR
 
+// watchSpoolDir watches the spool directory for syncEvents and returns
+// the watch descriptor, or -1 when it cannot. The watch's events have no
+// entry in the watches of new/, so handleEvent ignores them. Without the
+// watch, rescans still take their cutoff and only the sync is skipped.
+func (p *Pickup) watchSpoolDir(w *watcher) int32 {
+	wd, err := w.addMask(p.opts.Dir, syncMask)
+	if err != nil {
+		p.log.Warn("watch spool directory failed, so a periodic rescan may queue files renamed "+
+			"in within one clock tick out of arrival order", "path", p.opts.Dir, "err", err,
+			"hint", "raise fs.inotify.max_user_watches if the error is ENOSPC, "+
+				"else let the mqspool user read the spool directory")
+		return -1
+	}
+	return wd
+}
+
 // syncEvents handles every event that the kernel queued before it
 // returns. A periodic rescan would otherwise queue the files that those
 // events announce itself, ordered by change time and then by name, which

@@ -28,13 +28,7 @@ func (p *Pickup) Run(ctx context.Context) error {
 	}
 	defer w.close()
 	ws := &watches{byWD: make(map[int32]string), byDir: make(map[string]int32)}
-	// The spool directory's watch serves syncEvents only. Its events have
-	// no entry in ws, so handleEvent ignores them.
-	syncWD, err := w.addMask(p.opts.Dir, syncMask)
-	if err != nil {
-		p.logCutoffError(err)
-		syncWD = -1
-	}
+	syncWD := p.watchSpoolDir(w)
 
 	p.forgetOrphans()
 	// Files that arrived before the watches have no events, so the first

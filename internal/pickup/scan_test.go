@@ -1,6 +1,7 @@
 package pickup
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -144,5 +145,35 @@ func TestPickup_SyncThroughSymlinkedDir(t *testing.T) {
 	})
 	if strings.Contains(logs.String(), "rescans cannot tell") {
 		t.Errorf("log warns that rescans run without a cutoff:\n%s", logs.String())
+	}
+}
+
+// A spool directory that cannot be watched costs only the sync, so its
+// warning says that, and a later cutoff failure is still logged.
+func TestWatchSpoolDir_FailureLog(t *testing.T) {
+	opts := testOptions(t)
+	logs := capture(&opts)
+	p, err := New(opts, newFakeStore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := newWatcher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.close() // a closed descriptor makes inotify_add_watch fail
+
+	if wd := p.watchSpoolDir(w); wd >= 0 {
+		t.Errorf("watchSpoolDir on a closed watcher = %d, want a negative descriptor", wd)
+	}
+	if !strings.Contains(logs.String(), "arrival order") {
+		t.Errorf("log does not say that arrival order may break:\n%s", logs.String())
+	}
+	if strings.Contains(logs.String(), "rescans cannot tell") {
+		t.Errorf("log claims rescans run without a cutoff:\n%s", logs.String())
+	}
+	p.logCutoffError(errors.New("cutoff failed"))
+	if !strings.Contains(logs.String(), "rescans cannot tell") {
+		t.Errorf("a cutoff failure after the watch failure was not logged:\n%s", logs.String())
 	}
 }
