@@ -464,8 +464,6 @@ func limitReason(maxQoS byte, retainAvailable bool, m message.Message) string {
 		strings.Join(keys, " and "), strings.Join(sources, " and "))
 }
 
-// packetSizeReason explains a message whose PUBLISH packet of size bytes
-// is over the broker's Maximum Packet Size of limit bytes.
 // maxPacketBytes is the largest packet MQTT can encode: one byte of fixed
 // header, a Remaining Length of at most four bytes and at most 268435455
 // bytes after it.
@@ -487,6 +485,8 @@ func (c *connection) oversized(size int) string {
 	return ""
 }
 
+// packetSizeReason explains a message whose PUBLISH packet of size bytes
+// is over the broker's Maximum Packet Size of limit bytes.
 func packetSizeReason(size int, limit uint32) string {
 	return fmt.Sprintf("publish packet of %d bytes exceeds the broker's Maximum Packet Size of %d bytes: "+
 		"make the message smaller or raise the broker's limit, and set publish.max_message_bytes "+
