@@ -2,6 +2,8 @@ package spool
 
 import (
 	"fmt"
+	"sync"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -113,14 +115,49 @@ func flowSeqs(tx *bolt.Tx) (map[uint64]struct{}, error) {
 	return seqs, err
 }
 
+// dropLogEvery limits the warnings about messages that drop-oldest
+// deleted. A long overflow drops a message for each one it takes in, and
+// the status and metrics count every drop.
+const dropLogEvery = time.Minute
+
+// dropLog limits the drop warnings to one at once and then one per
+// dropLogEvery, each with the count and size since the one before.
+type dropLog struct {
+	mu       sync.Mutex
+	last     time.Time
+	messages int
+	bytes    int
+}
+
 // reportDrops logs the messages that a committed append dropped and
 // passes each to Options.OnDrop.
 func (s *Spool) reportDrops(drops []droppedMessage) {
-	for _, d := range drops {
-		s.log.Warn("spool is full; dropped the oldest message (spool.overflow is drop-oldest)",
-			"seq", d.seq, "bytes", d.size)
-		if s.opts.OnDrop != nil {
+	if len(drops) == 0 {
+		return
+	}
+	s.logDrops(drops)
+	if s.opts.OnDrop != nil {
+		for _, d := range drops {
 			s.opts.OnDrop(d.seq)
 		}
 	}
+}
+
+func (s *Spool) logDrops(drops []droppedMessage) {
+	l := &s.drops
+	l.mu.Lock()
+	defer l.mu.Unlock()
+
+	for _, d := range drops {
+		l.messages++
+		l.bytes += d.size
+	}
+	now := time.Now()
+	if !l.last.IsZero() && now.Sub(l.last) < dropLogEvery {
+		return
+	}
+	s.log.Warn("spool is full; dropped the oldest messages (spool.overflow is drop-oldest)",
+		"dropped", l.messages, "bytes", l.bytes, "last_seq", drops[len(drops)-1].seq,
+		"next_log_after", dropLogEvery)
+	l.last, l.messages, l.bytes = now, 0, 0
 }

@@ -2,6 +2,8 @@ package spool
 
 import (
 	"errors"
+	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -82,6 +84,37 @@ func TestOverflowDropOldest(t *testing.T) {
 	equal(t, "seq 2 dropped", present(t, s, 2), false)
 	equal(t, "seq 3 dropped", present(t, s, 3), false)
 	equal(t, "queue", seqsOf(drain(t, s.NewCursor())), []uint64{4, 5, 6})
+}
+
+// A long overflow drops a message for each one taken in, so the warnings
+// are limited: one at the first drop, and later ones count what came
+// between.
+func TestOverflowDropOldestLogsOnce(t *testing.T) {
+	var logged strings.Builder
+	opts := testOptions(t)
+	opts.Logger = slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	opts.MaxMessages = 2
+	opts.Overflow = OverflowDropOldest
+	var onDrop []uint64
+	opts.OnDrop = func(seq uint64) { onDrop = append(onDrop, seq) }
+	s := openSpool(t, opts)
+
+	for i := range 6 {
+		mustAppend(t, s, batch(fmt.Sprintf("f%d", i), i, 1))
+	}
+	equal(t, "dropped", s.Stats().Dropped, uint64(4))
+	equal(t, "OnDrop calls", onDrop, []uint64{1, 2, 3, 4})
+	equal(t, "warnings", strings.Count(logged.String(), "dropped the oldest messages"), 1)
+	if !strings.Contains(logged.String(), "dropped=1 ") {
+		t.Errorf("first warning %q, want dropped=1", logged.String())
+	}
+
+	s.drops.last = time.Now().Add(-dropLogEvery)
+	mustAppend(t, s, batch("g", 6, 1))
+	equal(t, "warnings after dropLogEvery", strings.Count(logged.String(), "dropped the oldest messages"), 2)
+	if !strings.Contains(logged.String(), "dropped=4 ") {
+		t.Errorf("second warning %q, want dropped=4 (the three unlogged and this one)", logged.String())
+	}
 }
 
 func TestOverflowDropOldestAllInFlight(t *testing.T) {

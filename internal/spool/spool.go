@@ -73,6 +73,8 @@ type Spool struct {
 	// hand them over again.
 	copiedToFailed map[uint64]bool
 
+	drops dropLog
+
 	// damaged is closed when corrupt is first set.
 	damaged chan struct{}
 
