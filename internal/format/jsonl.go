@@ -43,7 +43,7 @@ type jsonLine struct {
 }
 
 // ParseJSONL parses a .jsonl file: one JSON object per line, lines ending
-// in LF or CRLF. Lines that hold only spaces or tabs are skipped but still
+// in LF or CRLF, and a UTF-8 byte order mark at the start skipped. Lines that hold only spaces or tabs are skipped but still
 // counted, so line numbers match an editor's. The file is all or nothing:
 // the first bad line fails the whole file with a [*ParseError] naming it.
 // Unknown fields are errors, and so is a file without any object.
@@ -85,6 +85,9 @@ func CheckJSONLCount(size, n int) error {
 // any object; see [CheckJSONLCount].
 func EachJSONL(data []byte, lines int, fn func(Entry) error) error {
 	off := 0
+	if lines == 0 {
+		off = skipBOM(data) // only the start of a file may carry one
+	}
 	for line := lines + 1; off < len(data); line++ {
 		text := data[off:]
 		if i := bytes.IndexByte(text, '\n'); i >= 0 {

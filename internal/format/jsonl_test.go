@@ -110,3 +110,22 @@ func TestWriteJSONL_RoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestParseJSONL_ByteOrderMark(t *testing.T) {
+	data := []byte("\xEF\xBB\xBF{\"topic\":\"a\",\"payload\":\"1\"}\n{\"topic\":\"b\",\"payload\":\"2\"}\n")
+	entries, err := ParseJSONL(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 2 || entries[0].Message.Topic != "a" || entries[1].Message.Topic != "b" {
+		t.Fatalf("entries %+v, want topics a and b", entries)
+	}
+	if entries[1].End != len(data) {
+		t.Errorf("second entry ends at %d, want %d, counting the mark", entries[1].End, len(data))
+	}
+
+	// Past the start of a file, the same bytes are an error.
+	if err := EachJSONL(data, 1, func(Entry) error { return nil }); err == nil {
+		t.Error("EachJSONL from line 2 accepted a byte order mark")
+	}
+}

@@ -58,14 +58,15 @@ type msgParser struct {
 
 // ParseMsg parses a .msg file: header lines, a blank line, then the
 // payload. Header names are case-insensitive and values are trimmed of
-// spaces and tabs. Lines end in LF or CRLF. The returned payload shares
+// spaces and tabs. Lines end in LF or CRLF, and a UTF-8 byte order mark
+// before the first header is skipped. The returned payload shares
 // memory with data. Errors are [*ParseError] values naming the line.
 func ParseMsg(data []byte) (message.Message, Fields, error) {
 	if len(data) == 0 {
 		return message.Message{}, Fields{}, &ParseError{Err: ErrEmpty}
 	}
 	p := msgParser{seen: make(map[string]bool)}
-	pos, line := 0, 0
+	pos, line := skipBOM(data), 0
 	for {
 		line++
 		end := bytes.IndexByte(data[pos:], '\n')
@@ -235,4 +236,17 @@ func parsePayloadFormat(s string) (message.PayloadFormat, bool) {
 		return message.PayloadFormatBytes, true
 	}
 	return message.PayloadFormatUnset, false
+}
+
+// utf8BOM is the byte order mark that some editors on Windows write at
+// the start of a UTF-8 text file.
+var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
+
+// skipBOM returns the length of the UTF-8 byte order mark that data
+// starts with, or 0.
+func skipBOM(data []byte) int {
+	if bytes.HasPrefix(data, utf8BOM) {
+		return len(utf8BOM)
+	}
+	return 0
 }

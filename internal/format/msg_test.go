@@ -173,3 +173,18 @@ func TestWriteMsgFields_OmitsUnsetHeaders(t *testing.T) {
 		t.Errorf("payload = %q, want x", got.Payload)
 	}
 }
+
+// Editors on Windows may start a UTF-8 file with a byte order mark; it is
+// not part of the first header's name.
+func TestParseMsg_ByteOrderMark(t *testing.T) {
+	m, f, err := ParseMsg([]byte("\xEF\xBB\xBFTopic: a/b\r\n\r\n\xEF\xBB\xBFpayload"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Topic != "a/b" || !f.Topic {
+		t.Errorf("topic %q (set %v), want a/b", m.Topic, f.Topic)
+	}
+	if got := string(m.Payload); got != "\xEF\xBB\xBFpayload" {
+		t.Errorf("payload %q, want the payload's own bytes untouched", got)
+	}
+}
