@@ -69,15 +69,15 @@ const MaxStringBytes = 65535
 // Errors returned by ValidateTopic. Callers wrap them with the topic.
 var (
 	// ErrTopicEmpty reports a zero-length topic name.
-	ErrTopicEmpty = errors.New("topic is empty")
+	ErrTopicEmpty = errors.New("topic is empty: give one, or leave the field out to take the route's topic or publish.default_topic")
 	// ErrTopicTooLong reports a topic over MaxTopicBytes.
-	ErrTopicTooLong = errors.New("topic is longer than 65535 bytes")
+	ErrTopicTooLong = errors.New("topic is longer than 65535 bytes: shorten it")
 	// ErrTopicNotUTF8 reports a topic that is not valid UTF-8.
-	ErrTopicNotUTF8 = errors.New("topic is not valid UTF-8")
+	ErrTopicNotUTF8 = errors.New("topic is not valid UTF-8: write it in UTF-8")
 	// ErrTopicNUL reports a topic containing U+0000.
-	ErrTopicNUL = errors.New("topic contains U+0000")
+	ErrTopicNUL = errors.New("topic contains U+0000: remove it")
 	// ErrTopicWildcard reports a topic name containing + or #.
-	ErrTopicWildcard = errors.New("topic contains a wildcard (+ or #), which only subscriptions may use")
+	ErrTopicWildcard = errors.New("topic contains a wildcard (+ or #), which only subscriptions may use: publish to a topic without them")
 	// ErrTopicDollar reports a topic starting with $ where none is allowed.
 	ErrTopicDollar = errors.New("topic starts with $, which brokers reserve; set allow_dollar on a route to permit it")
 	// ErrControlCharacter reports a string with a code point that an
