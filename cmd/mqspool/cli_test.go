@@ -626,6 +626,22 @@ func TestStatus_InvalidConfigStillFindsSocket(t *testing.T) {
 	}
 }
 
+// A file that does not parse has no control.socket to use, so the error
+// names the flag that reaches the daemon anyway.
+func TestStatus_YAMLErrorSuggestsSocketFlag(t *testing.T) {
+	file, _ := testConfig(t, "log:\n  level: [info\n")
+	code, _, errOut := run(t, "", "status", "--config", file)
+
+	if code != exitUsage {
+		t.Errorf("code %d, want %d for a file that does not parse", code, exitUsage)
+	}
+	for _, want := range []string{"fix the YAML syntax", "--socket"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr %q lacks %q", errOut, want)
+		}
+	}
+}
+
 // An empty MQSPOOL_CONTROL_SOCKET counts as unset, as systemd sets it
 // for Environment=MQSPOOL_CONTROL_SOCKET= in a drop-in, so status still
 // finds control.socket in a file with an error.

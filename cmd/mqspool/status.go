@@ -63,8 +63,11 @@ func (f *socketFlags) path(c *cobra.Command) (string, error) {
 	// A running daemon keeps its configuration when a reload finds the
 	// file invalid, and that is when its state matters most.
 	socket, ok := config.ControlSocket(f.file)
-	if !ok || !errors.Is(err, config.ErrInvalid) {
+	if !errors.Is(err, config.ErrInvalid) {
 		return "", err
+	}
+	if !ok {
+		return "", fmt.Errorf("%w\n  to reach a running daemon meanwhile, give its control socket with --socket", err)
 	}
 	fmt.Fprintf(c.ErrOrStderr(), "mqspool: warning: a restart or reload would fail: %v\n"+
 		"mqspool: using control.socket %s from the file anyway\n", err, socket)
