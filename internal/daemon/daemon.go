@@ -424,6 +424,9 @@ func (d *Daemon) observe(ev eventloop.Event) {
 		o := ev.Outcome
 		d.metrics.ObserveOutcome(o)
 		d.waits.outcome(o)
+		// The outcome follows the commit that deleted the message, so
+		// a full spool has room for one more.
+		d.pickup.RoomFreed()
 		switch o.Kind {
 		case eventloop.Delivered:
 			// The check spares a drain building the arguments of a

@@ -72,6 +72,7 @@ func (p *Pickup) ingestBatch() {
 		p.backoff = 0
 		if p.full {
 			p.full = false
+			p.waitingRoom.Store(false)
 			p.updateStats(func(s *Stats) { s.SpoolFull = false })
 			p.log.Info("spool has room again; ingest resumes", "files", len(p.queue))
 		}
@@ -176,11 +177,40 @@ func (p *Pickup) waitFull() {
 	p.nextBackoff()
 	if !p.full {
 		p.full = true
+		p.waitingRoom.Store(true)
 		p.updateStats(func(s *Stats) { s.SpoolFull = true })
 		p.log.Warn("spool is full (spool.max_bytes or spool.max_messages); files wait in new/ in order",
 			"files", len(p.queue))
 	}
 	p.log.Debug("spool still full", "files", len(p.queue), "backoff_ms", p.backoff.Milliseconds())
+}
+
+// RoomFreed tells a pickup that waits for room in a full spool that
+// messages left it. The pickup then tries again within minBackoff rather
+// than at the end of a backoff that may have grown to maxBackoff. It is
+// cheap while the spool is not full, so it may be called for every
+// acknowledged message.
+func (p *Pickup) RoomFreed() {
+	if !p.waitingRoom.Load() {
+		return
+	}
+	select {
+	case p.room <- struct{}{}:
+	default:
+	}
+}
+
+// roomFreed brings the next try forward after RoomFreed. The backoff
+// starts again from minBackoff, so a spool that drains while ingest
+// fills it is tried about every minBackoff, each try taking what fits.
+func (p *Pickup) roomFreed() {
+	if !p.full {
+		return
+	}
+	p.backoff = 0
+	if soon := p.now().Add(minBackoff); p.retryAt.After(soon) {
+		p.retryAt = soon
+	}
 }
 
 // storeFailed logs a store error at most once a minute and holds ingest

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mqspool/mqspool/internal/format"
@@ -175,8 +176,11 @@ type Pickup struct {
 	// housekeepingLog limits the warnings about tmp/ and failed/.
 	housekeepingLog rateLimit
 	// full is set while the store rejects appends as full, so the change
-	// is logged once each way.
-	full bool
+	// is logged once each way. waitingRoom mirrors it for RoomFreed, which
+	// other goroutines call, and room carries their wakeups.
+	full        bool
+	waitingRoom atomic.Bool
+	room        chan struct{}
 	// forget holds the identities of files unlinked since the last commit,
 	// for the next AppendForget, and forgetBy is when to store them alone
 	// if no batch comes first.
@@ -248,6 +252,7 @@ func New(opts Options, store Store) (*Pickup, error) {
 		tentative:  make(map[string]time.Time),
 		unreadable: make(map[string]time.Time),
 		rejectHeld: make(map[string]heldReject),
+		room:       make(chan struct{}, 1),
 	}
 	for _, dir := range []string{p.tmpDir, p.newDir} {
 		if err := format.MkdirAllSync(dir); err != nil {

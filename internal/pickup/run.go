@@ -57,6 +57,8 @@ func (p *Pickup) Run(ctx context.Context) error {
 			p.finishRemoval()
 			p.rescan(w, ws, func() { p.syncEvents(w, ws, syncWD) })
 			p.finishSync(w, ws)
+		case <-p.room:
+			p.roomFreed()
 		case <-p.removalDone():
 			// Queue the identities to forget now, rather than at the next
 			// event, which may be a whole rescan interval away.
