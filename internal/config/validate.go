@@ -181,7 +181,8 @@ func (c *Config) validateBroker(v *validator, offline bool) {
 		v.addf("broker.keep_alive: %s is out of range: use 0 (off) up to 65535s", b.KeepAlive)
 	}
 	if b.KeepAlive%time.Second != 0 {
-		v.addf("broker.keep_alive: %s is not a whole number of seconds, which MQTT requires", b.KeepAlive)
+		v.addf("broker.keep_alive: %s is not a whole number of seconds, which MQTT requires: use for example %s",
+			b.KeepAlive, max(b.KeepAlive.Round(time.Second), time.Second))
 	}
 	v.positive("broker.connect_timeout", b.ConnectTimeout)
 	validateSessionExpiry(v, b.SessionExpiry)
@@ -401,7 +402,7 @@ func (c *Config) validateRoutes(v *validator) {
 		if r.Match == "" {
 			v.addf("%s.match: missing: set a glob on the path under new/, such as sensors/*", key)
 		} else if _, err := path.Match(r.Match, ""); err != nil {
-			v.addf("%s.match: %q is not a valid glob: %v", key, r.Match, err)
+			v.addf("%s.match: %q is not a valid glob: %v: close every [ with ], and write \\ before a literal *, ? or [", key, r.Match, err)
 		}
 		if r.Topic != "" {
 			v.checkPrefixedTopic(key+".topic", c.Publish.TopicPrefix, r.Topic, r.AllowDollar)

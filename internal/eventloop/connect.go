@@ -164,7 +164,8 @@ func (l *Loop) watchConnect(cancel context.CancelCauseFunc) func() {
 		defer close(done)
 		select {
 		case <-t.C():
-			cancel(fmt.Errorf("%w after %s: raise broker.connect_timeout if the broker is slow", errConnectTimeout, l.opts.ConnectTimeout))
+			cancel(fmt.Errorf("%w after %s: check that the broker's address and port are right and reachable, "+
+				"or raise broker.connect_timeout if the broker is slow", errConnectTimeout, l.opts.ConnectTimeout))
 		case <-l.shutdownCh:
 			cancel(errShuttingDown)
 		case <-l.closeCh:
