@@ -487,8 +487,11 @@ func (l *Loop) dropConnection(cause error, graceful bool) {
 		return
 	}
 	url := l.conn.url
-	l.noteConnectionEnd(cause)
-	l.watchCloses(cause)
+	if !l.noteConnectionEnd(cause) {
+		// An end that isolation counts against a message is no sign of
+		// another client with the same client id.
+		l.watchCloses(cause)
+	}
 	var reason *byte
 	if graceful {
 		normal := byte(0x00)

@@ -107,10 +107,11 @@ func serverSideDisconnect(code byte) bool {
 // noteConnectionEnd looks at a connection end before its state is
 // cleared: it starts isolation, or counts the end against the message
 // that was alone on the wire and fails that message after
-// isolateStrikes ends.
-func (l *Loop) noteConnectionEnd(cause error) {
+// isolateStrikes ends. It reports whether it counted the end against a
+// message.
+func (l *Loop) noteConnectionEnd(cause error) bool {
 	if l.draining || l.shutdownRequested() {
-		return
+		return false
 	}
 	iso := &l.isolation
 	if !iso.active {
@@ -119,7 +120,7 @@ func (l *Loop) noteConnectionEnd(cause error) {
 			l.log.Warn("connection ended by the broker or a reset with publishes outstanding; sending one message at a time until one is acknowledged",
 				"inflight", l.onWire.len(), "err", cause)
 		}
-		return
+		return false
 	}
 	f, ok := l.loneFlow()
 	if !ok || !brokerClosed(cause) || l.clock.Now().Sub(iso.written) > strikeWithin {
@@ -129,7 +130,7 @@ func (l *Loop) noteConnectionEnd(cause error) {
 		// after the lone PUBLISH can turn the broker's close into a reset,
 		// so on a busy downlink a refused message may not collect strikes.
 		iso.suspect, iso.strikes = 0, 0
-		return
+		return false
 	}
 
 	if iso.suspect != f.Seq {
@@ -139,7 +140,7 @@ func (l *Loop) noteConnectionEnd(cause error) {
 	l.log.Warn("broker ended the connection while one message was outstanding",
 		"seq", f.Seq, "packet_id", f.PacketID, "times", iso.strikes, "err", cause)
 	if iso.strikes < isolateStrikes {
-		return
+		return true
 	}
 	reason := fmt.Sprintf("the broker ended the connection %d times in a row when this message was the only packet outstanding "+
 		"(last: %v): fix the message or the broker's rules for it, then requeue it", iso.strikes, cause)
@@ -155,6 +156,7 @@ func (l *Loop) noteConnectionEnd(cause error) {
 	// ending the connection on its resends, would take a later message on
 	// the same identifier in the same session for a duplicate.
 	l.endFlow(f, state.ChangeFailed, reason, 0)
+	return true
 }
 
 // publishOnWire reports whether a PUBLISH of an open flow is outstanding.

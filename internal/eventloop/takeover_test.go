@@ -1,13 +1,20 @@
 package eventloop
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+
+	"github.com/mqspool/mqspool/internal/message"
 )
 
 func TestCloseWatch_WarnsOnClosesInARow(t *testing.T) {
@@ -68,5 +75,51 @@ func TestDisconnectError_TakenOverNamesClientID(t *testing.T) {
 	msg := (&disconnectError{code: 0x8E}).Error()
 	if !strings.Contains(msg, "session taken over") || !strings.Contains(msg, "broker.client_id") {
 		t.Errorf("DISCONNECT 0x8E error %q, want the reason and broker.client_id", msg)
+	}
+}
+
+// lockedLog is a log destination that the loop's goroutine writes while
+// the test reads it.
+type lockedLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (w *lockedLog) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Write(p)
+}
+
+func (w *lockedLog) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// A broker that closes the connection on one message closes it again at
+// each try while isolation finds the message. Those closes point at the
+// message, not at another client with the same client id.
+func TestCloseWatch_IsolationDoesNotWarn(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{
+		endOn:          func(p *packets.Publish) (byte, bool) { return 0, string(p.Payload) == "poison" },
+		sessionPresent: func(conn int) bool { return conn > 0 },
+	})
+	src := newMemSource()
+	src.add(message.Message{Topic: "t", QoS: 1, Payload: []byte("a")},
+		message.Message{Topic: "t", QoS: 1, Payload: []byte("poison")},
+		message.Message{Topic: "t", QoS: 1, Payload: []byte("b")})
+	var logged lockedLog
+	opts := testOptions(b)
+	opts.MinDelay, opts.MaxDelay = 10*time.Millisecond, 50*time.Millisecond
+	opts.Logger = slog.New(slog.NewTextHandler(&logged, nil))
+	r := start(t, opts, src, &testJournal{}, nil)
+
+	waitFor(t, 10*time.Second, "three outcomes", func() bool { return len(r.outcomes()) == 3 })
+	if o := r.outcomes()[2]; o.Kind != Failed {
+		t.Fatalf("poison message: outcome %v %q, want Failed", o.Kind, o.Reason)
+	}
+	if strings.Contains(logged.String(), "same client id") {
+		t.Errorf("closes on a refused message logged as a shared client id:\n%s", logged.String())
 	}
 }
