@@ -175,9 +175,10 @@ func (p *Pickup) append(batch []spool.FileBatch) (int, error) {
 // waitFull holds ingest back while the spool is full.
 func (p *Pickup) waitFull() {
 	p.nextBackoff()
+	// Each failed try arms one wakeup, which RoomFreed sends.
+	p.waitingRoom.Store(true)
 	if !p.full {
 		p.full = true
-		p.waitingRoom.Store(true)
 		p.updateStats(func(s *Stats) { s.SpoolFull = true })
 		p.log.Warn("spool is full (spool.max_bytes or spool.max_messages); files wait in new/ in order",
 			"files", len(p.queue))
@@ -187,11 +188,11 @@ func (p *Pickup) waitFull() {
 
 // RoomFreed tells a pickup that waits for room in a full spool that
 // messages left it. The pickup then tries again within minBackoff rather
-// than at the end of a backoff that may have grown to maxBackoff. It is
-// cheap while the spool is not full, so it may be called for every
-// acknowledged message.
+// than at the end of a backoff that may have grown to maxBackoff. Only
+// the first call after a failed try wakes the pickup, and the others cost
+// an atomic load, so it may be called for every acknowledged message.
 func (p *Pickup) RoomFreed() {
-	if !p.waitingRoom.Load() {
+	if !p.waitingRoom.Load() || !p.waitingRoom.CompareAndSwap(true, false) {
 		return
 	}
 	select {

@@ -176,8 +176,9 @@ type Pickup struct {
 	// housekeepingLog limits the warnings about tmp/ and failed/.
 	housekeepingLog rateLimit
 	// full is set while the store rejects appends as full, so the change
-	// is logged once each way. waitingRoom mirrors it for RoomFreed, which
-	// other goroutines call, and room carries their wakeups.
+	// is logged once each way. waitingRoom is set by each try that did not
+	// fit, until RoomFreed, which other goroutines call, sends a wakeup on
+	// room.
 	full        bool
 	waitingRoom atomic.Bool
 	room        chan struct{}

@@ -359,6 +359,33 @@ func TestPickup_RoomFreedRetriesSoon(t *testing.T) {
 	waitFor(t, time.Second, "spool no longer full", func() bool { return !p.Stats().SpoolFull })
 }
 
+// The drain acknowledges thousands of messages a second, and each calls
+// RoomFreed. One wakeup per failed try is enough, so the pickup does not
+// wake for every acknowledgement while the spool stays full.
+func TestPickup_RoomFreedWakesOncePerTry(t *testing.T) {
+	p, err := New(testOptions(t), newFakeStore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.waitFull()
+
+	p.RoomFreed()
+	if len(p.room) != 1 {
+		t.Fatal("no wakeup after room was freed in a full spool")
+	}
+	<-p.room
+	p.RoomFreed()
+	if len(p.room) != 0 {
+		t.Error("a second wakeup before the pickup tried again")
+	}
+
+	p.waitFull() // the next try did not fit either
+	p.RoomFreed()
+	if len(p.room) != 1 {
+		t.Error("no wakeup after a failed try")
+	}
+}
+
 func TestPickup_DotNamesIgnored(t *testing.T) {
 	opts := testOptions(t)
 	store := newFakeStore()
