@@ -291,7 +291,7 @@ func (j *jsonLine) properties(m *message.Message) error {
 		m.ContentType = *j.ContentType
 	}
 	if j.ResponseTopic != nil {
-		if err := message.ValidateTopic(*j.ResponseTopic, true); err != nil {
+		if err := checkResponseTopic(*j.ResponseTopic); err != nil {
 			return fmt.Errorf("field response_topic %s is invalid: %w", message.QuoteShort(*j.ResponseTopic), err)
 		}
 		m.ResponseTopic = *j.ResponseTopic

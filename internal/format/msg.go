@@ -3,6 +3,7 @@ package format
 import (
 	"bytes"
 	"encoding/base64"
+	"errors"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -152,7 +153,7 @@ func (p *msgParser) apply(line int, name, key, value string) error {
 	case "content-type":
 		p.m.ContentType = value
 	case "response-topic":
-		if err := message.ValidateTopic(value, true); err != nil {
+		if err := checkResponseTopic(value); err != nil {
 			return invalid(err.Error())
 		}
 		p.m.ResponseTopic = value
@@ -249,4 +250,14 @@ func skipBOM(data []byte) int {
 		return len(utf8BOM)
 	}
 	return 0
+}
+
+// checkResponseTopic checks a response topic. An empty one has an error
+// of its own, because leaving a response topic out takes no default,
+// unlike the topic.
+func checkResponseTopic(topic string) error {
+	if topic == "" {
+		return errors.New("response topic is empty: give one, or leave it out to send the message without one")
+	}
+	return message.ValidateTopic(topic, true)
 }

@@ -188,3 +188,23 @@ func TestParseMsg_ByteOrderMark(t *testing.T) {
 		t.Errorf("payload %q, want the payload's own bytes untouched", got)
 	}
 }
+
+// Leaving out a response topic sends the message without one, so the
+// error for an empty one must not offer the route's topic or
+// publish.default_topic as the topic field's error does.
+func TestResponseTopic_EmptyOffersNoDefault(t *testing.T) {
+	_, _, msgErr := ParseMsg([]byte("Topic: a\nResponse-Topic:\n\nx"))
+	_, jsonlErr := ParseJSONL([]byte(`{"topic":"a","payload":"x","response_topic":""}` + "\n"))
+	for name, err := range map[string]error{".msg": msgErr, ".jsonl": jsonlErr} {
+		if err == nil {
+			t.Errorf("%s: an empty response topic was accepted", name)
+			continue
+		}
+		if strings.Contains(err.Error(), "default_topic") {
+			t.Errorf("%s: error %q offers publish.default_topic for a response topic", name, err)
+		}
+		if !strings.Contains(err.Error(), "without one") {
+			t.Errorf("%s: error %q does not say that leaving it out sends none", name, err)
+		}
+	}
+}
