@@ -123,3 +123,30 @@ func TestCloseWatch_IsolationDoesNotWarn(t *testing.T) {
 		t.Errorf("closes on a refused message logged as a shared client id:\n%s", logged.String())
 	}
 }
+
+// A broker that restarts closes the connection and then refuses connects
+// until it is up again. Closes with a failed connect between them are not
+// in a row, however close together they come.
+func TestCloseWatch_RestartsDoNotWarn(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{})
+	var logged lockedLog
+	opts := testOptions(b)
+	opts.MinDelay, opts.MaxDelay = 10*time.Millisecond, 20*time.Millisecond
+	opts.Logger = slog.New(slog.NewTextHandler(&logged, nil))
+	r := start(t, opts, newMemSource(), &testJournal{}, nil)
+	waitFor(t, 5*time.Second, "the first connection", func() bool { return r.l.Stats().Connected })
+
+	for range 3 {
+		n := b.connections()
+		b.set(func(s *brokerScript) { s.connackCode = 0x88 })
+		b.dropConnections()
+		waitFor(t, 5*time.Second, "a refused connect", func() bool { return b.connections() > n })
+		b.set(func(s *brokerScript) { s.connackCode = 0 })
+		waitFor(t, 5*time.Second, "a connection after the restart", func() bool {
+			return b.connections() > n+1 && r.l.Stats().Connected
+		})
+	}
+	if strings.Contains(logged.String(), "same client id") {
+		t.Errorf("closes by a restarting broker logged as a shared client id:\n%s", logged.String())
+	}
+}
