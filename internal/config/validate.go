@@ -182,7 +182,7 @@ func (c *Config) validateBroker(v *validator, offline bool) {
 	}
 	if b.KeepAlive%time.Second != 0 {
 		v.addf("broker.keep_alive: %s is not a whole number of seconds, which MQTT requires: use for example %s",
-			b.KeepAlive, max(b.KeepAlive.Round(time.Second), time.Second))
+			b.KeepAlive, min(max(b.KeepAlive.Round(time.Second), time.Second), 65535*time.Second))
 	}
 	v.positive("broker.connect_timeout", b.ConnectTimeout)
 	validateSessionExpiry(v, b.SessionExpiry)

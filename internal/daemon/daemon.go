@@ -424,8 +424,10 @@ func (d *Daemon) observe(ev eventloop.Event) {
 		o := ev.Outcome
 		d.metrics.ObserveOutcome(o)
 		d.waits.outcome(o)
-		// The outcome follows the commit that deleted the message, so
-		// a full spool has room for one more.
+		// A QoS 0 or 1 outcome follows the commit that deleted the
+		// message. A QoS 2 message leaves the spool only at PUBCOMP, a
+		// round trip later, so the wakeup may come early; the pickup
+		// then backs off from its shortest wait again.
 		d.pickup.RoomFreed()
 		switch o.Kind {
 		case eventloop.Delivered:
