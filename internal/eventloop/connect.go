@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -210,7 +211,8 @@ func (l *Loop) dial(ctx context.Context, url string) (net.Conn, bool, error) {
 	tc := tls.Client(nc, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		nc.Close()
-		return nil, false, certificateHint(fmt.Errorf("tls handshake: %w", err), clientCert)
+		err = verificationHint(fmt.Errorf("tls handshake: %w", err))
+		return nil, false, certificateHint(err, clientCert)
 	}
 	return tc, clientCert, nil
 }
@@ -247,6 +249,26 @@ func certificateHint(err error, clientCert bool) error {
 		return fmt.Errorf("%w: the broker rejected the client certificate; set broker.tls.cert_file to one that is valid now and signed by a CA the broker trusts", err)
 	default:
 		return fmt.Errorf("%w: the broker asks for a client certificate; set broker.tls.cert_file and broker.tls.key_file", err)
+	}
+}
+
+// verificationHint names the fix when the broker's certificate failed
+// verification on this side of the handshake.
+func verificationHint(err error) error {
+	var unknownAuthority x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	switch {
+	case errors.As(err, &unknownAuthority):
+		return fmt.Errorf("%w: set broker.tls.ca_file to the CA that signed the broker's certificate "+
+			"(empty uses the system roots)", err)
+	case errors.As(err, &hostname):
+		return fmt.Errorf("%w: use a host of broker.urls that the broker's certificate names, "+
+			"or set broker.tls.server_name to one", err)
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return fmt.Errorf("%w: renew the broker's certificate, or correct this machine's clock if it is wrong", err)
+	default:
+		return err
 	}
 }
 

@@ -97,6 +97,44 @@ func TestTLS_UntrustedCertificateRetries(t *testing.T) {
 	if n := len(b.received(packets.CONNECT)); n != 0 {
 		t.Errorf("CONNECT sent over an unverified TLS connection")
 	}
+	if got := r.l.Stats().LastError; !strings.Contains(got, "set broker.tls.ca_file") {
+		t.Errorf("last error = %q, want it to name broker.tls.ca_file", got)
+	}
+}
+
+func TestVerificationHint(t *testing.T) {
+	cert, pool := selfSignedCert(t)
+	verify := func(opts x509.VerifyOptions) error {
+		_, err := cert.Leaf.Verify(opts)
+		if err == nil {
+			t.Fatal("verification passed, want an error")
+		}
+		return fmt.Errorf("tls handshake: %w", &tls.CertificateVerificationError{Err: err})
+	}
+	cases := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"unknown authority", verify(x509.VerifyOptions{Roots: x509.NewCertPool()}), "set broker.tls.ca_file"},
+		{"other host", verify(x509.VerifyOptions{Roots: pool, DNSName: "broker.example"}), "set broker.tls.server_name"},
+		{"expired", verify(x509.VerifyOptions{Roots: pool, CurrentTime: time.Now().Add(48 * time.Hour)}), "renew the broker's certificate"},
+		{"reset", fmt.Errorf("tls handshake: %w", &net.OpError{Op: "read", Err: syscall.ECONNRESET}), ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := verificationHint(c.err)
+			if !errors.Is(got, c.err) {
+				t.Errorf("verificationHint does not wrap %v", c.err)
+			}
+			if c.want == "" && got.Error() != c.err.Error() {
+				t.Errorf("verificationHint = %q, want %q unchanged", got, c.err)
+			}
+			if c.want != "" && !strings.Contains(got.Error(), c.want) {
+				t.Errorf("verificationHint = %q, want it to contain %q", got, c.want)
+			}
+		})
+	}
 }
 
 func TestRefusalHint(t *testing.T) {
