@@ -116,6 +116,11 @@ type Inbox struct {
 	flows map[string]string
 	// declined counts the messages given up after StopWaiting.
 	declined int
+	// declinedTopics is the set of topics of the declined messages. A
+	// later message on such a topic is declined too, because its file
+	// would come before the declined one, which the broker sends again
+	// only after the restart.
+	declinedTopics map[string]struct{}
 	// lock is the open inbox directory, locked from the first count on.
 	lock *os.File
 	// fullLogged is when a full inbox was last logged at warning level.
@@ -302,8 +307,9 @@ func (in *Inbox) drop(d Delivery, reason string) {
 // directory, now and later. The message held then is declined, and so is
 // each queued message that would have to wait, so that a drain does not
 // wait for a consumer. The broker sends them again after the restart.
-// Messages that can be written still are. It is safe to call from any
-// goroutine.
+// Messages that can be written still are, unless they are QoS 1 or 2 and
+// an earlier message on their topic was declined. It is safe to call from
+// any goroutine.
 func (in *Inbox) StopWaiting() {
 	in.stopWaitsOnce.Do(func() { close(in.stopWaits) })
 }
@@ -343,9 +349,20 @@ func (in *Inbox) drain(ctx context.Context) {
 // decline it. A QoS 1 message that the broker has sent again since its
 // connection ended is skipped, also when that happens while it is held.
 func (in *Inbox) deliver(ctx context.Context, d Delivery) {
-	if !in.store(ctx, d) {
+	if in.topicDeclined(d) || !in.store(ctx, d) {
 		in.decline(d)
 	}
+}
+
+// topicDeclined reports whether d can be declined and an earlier message
+// on its topic was. QoS 0 messages cannot be declined, so they are still
+// written.
+func (in *Inbox) topicDeclined(d Delivery) bool {
+	if d.Decline == nil {
+		return false
+	}
+	_, ok := in.declinedTopics[d.Message.Topic]
+	return ok
 }
 
 // store writes d and releases it, or skips it when the broker sent it
@@ -405,6 +422,10 @@ func (in *Inbox) decline(d Delivery) {
 	}
 	d.Decline()
 	in.declined++
+	if in.declinedTopics == nil {
+		in.declinedTopics = make(map[string]struct{})
+	}
+	in.declinedTopics[d.Message.Topic] = struct{}{}
 	in.log.Debug("message declined while stopping, the broker sends it again",
 		"topic", d.Message.Topic, "packet_id", d.PacketID, "qos", d.Message.QoS)
 }

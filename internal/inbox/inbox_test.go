@@ -653,6 +653,48 @@ func TestInbox_StopWaitingDeclinesHeld(t *testing.T) {
 	}
 }
 
+// After StopWaiting has declined a message, a later message on its topic
+// is declined even when the inbox has room again, so that it is not
+// stored before the declined one. Other topics are still written.
+func TestInbox_StopWaitingKeepsTopicOrder(t *testing.T) {
+	in := openTest(t, Options{MaxFiles: 1})
+	runTest(t, in)
+	var released, declined atomic.Int32
+	withDecline := func(topic, payload string) Delivery {
+		d := delivery(topic, payload, 1, &released)
+		d.Decline = func() { declined.Add(1) }
+		return d
+	}
+	in.Enqueue(withDecline("a", "1"))
+	waitFor(t, "the first release", func() bool { return released.Load() == 1 })
+	in.Enqueue(withDecline("a", "22"))
+	in.StopWaiting()
+	waitFor(t, "the held decline", func() bool { return declined.Load() == 1 })
+
+	for _, name := range newFiles(t, in) {
+		if err := os.Remove(filepath.Join(in.Dir(), "new", name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in.Enqueue(withDecline("a", "333"))
+	in.Enqueue(withDecline("b", "4444"))
+	waitFor(t, "the release on topic b", func() bool { return released.Load() == 2 })
+	if n := declined.Load(); n != 2 {
+		t.Errorf("declined %d messages, want 2: the later one on topic a too", n)
+	}
+	names := newFiles(t, in)
+	if len(names) != 1 {
+		t.Fatalf("new/ holds %v, want the message on topic b only", names)
+	}
+	data, err := os.ReadFile(filepath.Join(in.Dir(), "new", names[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), "Topic: b\n") {
+		t.Errorf("new/ holds %q, want the message on topic b", data)
+	}
+}
+
 // After StopWaiting, a message that a usable inbox has room for is still
 // written and released.
 func TestInbox_StopWaitingStillWrites(t *testing.T) {
