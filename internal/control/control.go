@@ -202,6 +202,22 @@ func withSocketFix(path string, err error) error {
 	return fmt.Errorf("%w: %s", err, fix)
 }
 
+// ErrSocketInUse reports a control socket on which another process
+// accepts connections.
+var ErrSocketInUse = errors.New("in use by another process, most likely another mqspool daemon")
+
+// CheckFree returns [ErrSocketInUse] when a process accepts connections
+// on path, and nil otherwise: the daemon then listens there or, on any
+// other problem, logs it and runs without a control socket.
+func CheckFree(path string) error {
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err != nil {
+		return nil
+	}
+	c.Close()
+	return fmt.Errorf("control socket %s is %w: give each daemon its own control.socket", path, ErrSocketInUse)
+}
+
 // removeStale deletes a socket file that no process accepts on, which
 // the kernel shows by refusing the connection. A live socket means
 // another daemon runs with the same control.socket. Any other failure to

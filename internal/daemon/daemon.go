@@ -81,6 +81,13 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*Daemon, e
 	}
 	d.dirLock = lock
 
+	// A second daemon on the same socket would answer status and ctl
+	// for neither, while the first answers them for both.
+	if err := control.CheckFree(cfg.Control.Socket); err != nil {
+		lock.Close()
+		return nil, err
+	}
+
 	// The spool quarantines through the pickup, which needs the spool as
 	// its store, so the hook looks the pickup up when it runs.
 	sp, err := spool.Open(spoolOptions(cfg, log, d.quarantine, d.droppedOldest))

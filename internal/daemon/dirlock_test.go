@@ -3,12 +3,14 @@ package daemon
 import (
 	"errors"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/mqspool/mqspool/internal/config"
+	"github.com/mqspool/mqspool/internal/control"
 	"github.com/mqspool/mqspool/internal/inbox"
 )
 
@@ -90,6 +92,32 @@ func TestNew_InboxInUseFails(t *testing.T) {
 	}
 
 	other.Close()
+	d, err := New(cfg, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatalf("New after the other daemon let go: %v", err)
+	}
+	d.abandon()
+}
+
+// A daemon whose control socket another daemon listens on fails to start
+// instead of leaving status and ctl to the other one.
+func TestNew_ControlSocketInUseFails(t *testing.T) {
+	cfg := offlineConfig(t)
+	ln, err := net.Listen("unix", cfg.Control.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+
+	_, err = New(cfg, slog.New(slog.DiscardHandler), nil)
+	if !errors.Is(err, control.ErrSocketInUse) || !strings.Contains(err.Error(), "control.socket") {
+		t.Fatalf("New = %v, want control.ErrSocketInUse naming control.socket", err)
+	}
+	if _, err := os.Stat(cfg.Spool.DB); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the failed start left %s behind (stat: %v)", cfg.Spool.DB, err)
+	}
+
+	ln.Close()
 	d, err := New(cfg, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatalf("New after the other daemon let go: %v", err)
