@@ -1,11 +1,14 @@
 package config
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"syscall"
+	"time"
 )
 
 // FileProblems opens every file the configuration names for reading at
@@ -29,6 +32,36 @@ func (c *Config) FileProblems() []string {
 			problems = append(problems, fmt.Sprintf("%s: %v: create the file or correct the path, "+
 				"and let the user that runs mqspool read it", f.key, err))
 		}
+	}
+	if len(problems) > 0 {
+		return problems
+	}
+	return c.Broker.TLS.contentProblems(time.Now())
+}
+
+// contentProblems parses the TLS files as each connect does, and adds a
+// client certificate that has expired at now, which the broker rejects.
+func (t TLS) contentProblems(now time.Time) []string {
+	var problems []string
+	if t.CAFile != "" {
+		if data, err := os.ReadFile(t.CAFile); err != nil {
+			problems = append(problems, fmt.Sprintf("broker.tls.ca_file: %v", err))
+		} else if !x509.NewCertPool().AppendCertsFromPEM(data) {
+			problems = append(problems, fmt.Sprintf("broker.tls.ca_file: %s holds no PEM certificate: "+
+				"give the file with the CA certificate that signed the broker's certificate", t.CAFile))
+		}
+	}
+	if t.CertFile == "" || t.KeyFile == "" {
+		return problems
+	}
+	pair, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+	if err != nil {
+		return append(problems, fmt.Sprintf("broker.tls.cert_file and key_file: %v: give a PEM certificate "+
+			"and the private key that belongs to it", err))
+	}
+	if leaf := pair.Leaf; leaf != nil && now.After(leaf.NotAfter) {
+		problems = append(problems, fmt.Sprintf("broker.tls.cert_file: %s expired at %s: renew it; the daemon reads "+
+			"it again at every connect", t.CertFile, leaf.NotAfter.UTC().Format(time.RFC3339)))
 	}
 	return problems
 }
