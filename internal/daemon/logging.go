@@ -117,7 +117,7 @@ func writeAttr(b *strings.Builder, a slog.Attr) {
 	}
 	b.WriteByte('|')
 	if a.Value.Kind() != slog.KindGroup {
-		b.WriteString(timestamp.ReplaceAllLiteralString(a.String(), "TIME"))
+		b.WriteString(varying(a.String()))
 		return
 	}
 	b.WriteString(a.Key)
@@ -133,6 +133,18 @@ func writeAttr(b *strings.Builder, a slog.Attr) {
 // after ..."). A repeat key has it replaced, so such an error repeated on
 // every connect attempt counts as one.
 var timestamp = regexp.MustCompile(`\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})`)
+
+// localPort matches the local port of a connection in Go's network
+// errors ("read tcp 127.0.0.1:54410->127.0.0.1:8883: ..."), which is new
+// on every connect attempt.
+var localPort = regexp.MustCompile(`:\d+->`)
+
+// varying replaces the parts of a value that differ between repeats of
+// one error: times and local ports.
+func varying(s string) string {
+	s = timestamp.ReplaceAllLiteralString(s, "TIME")
+	return localPort.ReplaceAllLiteralString(s, ":PORT->")
+}
 
 // isTiming reports whether a only describes timing: its value is a
 // duration or a time, or its key carries the unit suffix _ms or _seconds,

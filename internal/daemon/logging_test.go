@@ -206,3 +206,19 @@ func TestLimitRepeats_IgnoresTimesInsideValues(t *testing.T) {
 		t.Errorf("the error logged %d times, want 1:\n%s", n, buf.String())
 	}
 }
+
+// Go's network errors name the local port, which is new on every connect
+// attempt, so without care each attempt would log a new line.
+func TestLimitRepeats_IgnoresLocalPorts(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(LimitRepeats(slog.NewTextHandler(&buf, nil), time.Hour))
+	for _, port := range []int{54410, 54418} {
+		err := fmt.Errorf("tls handshake: read tcp 127.0.0.1:%d->127.0.0.1:8883: read: connection reset by peer", port)
+		log.Warn("connect failed", "err", err)
+	}
+	log.Warn("connect failed", "err", "tls handshake: read tcp 127.0.0.1:54410->127.0.0.1:8884: read: connection reset by peer")
+
+	if n := strings.Count(buf.String(), "connect failed"); n != 2 {
+		t.Errorf("logged %d times, want 2 (another broker port is another error):\n%s", n, buf.String())
+	}
+}

@@ -212,7 +212,7 @@ func (l *Loop) dial(ctx context.Context, url string) (net.Conn, bool, error) {
 	if err := tc.HandshakeContext(ctx); err != nil {
 		nc.Close()
 		err = verificationHint(fmt.Errorf("tls handshake: %w", err))
-		return nil, false, certificateHint(err, clientCert)
+		return nil, false, plainPortHint(certificateHint(err, clientCert))
 	}
 	return tc, clientCert, nil
 }
@@ -270,6 +270,18 @@ func verificationHint(err error) error {
 	default:
 		return err
 	}
+}
+
+// plainPortHint adds a likely cause to a TLS handshake that the broker
+// ended without a TLS alert, or answered with something that is not TLS:
+// the port serves MQTT without TLS.
+func plainPortHint(err error) error {
+	var header tls.RecordHeaderError
+	closed := errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
+	if !closed && !errors.As(err, &header) {
+		return err
+	}
+	return fmt.Errorf("%w: if this port serves MQTT without TLS, write the url with mqtt:// instead of mqtts://", err)
 }
 
 // certificateAlert reports whether err is a TLS alert from the broker

@@ -171,3 +171,31 @@ func TestRefusalHint(t *testing.T) {
 		})
 	}
 }
+
+// A mqtts:// url that points at a port without TLS fails the handshake
+// with a reset or a closed connection; the error suggests mqtt://.
+func TestTLS_PlainPortSuggestsMQTT(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			// A plain MQTT listener reads the ClientHello as a bad
+			// packet and closes.
+			c.Read(make([]byte, 512))
+			c.Close()
+		}
+	}()
+
+	l := &Loop{opts: Options{ConnectTimeout: 5 * time.Second}}
+	_, _, err = l.dial(t.Context(), "mqtts://"+ln.Addr().String())
+	if err == nil || !strings.Contains(err.Error(), "instead of mqtts://") {
+		t.Errorf("dial error %v, want the mqtt:// hint", err)
+	}
+}
