@@ -506,8 +506,8 @@ func (in *Inbox) skip(d Delivery) {
 	}
 }
 
-// waitForRoom checks new/ every poll interval until the backlog is below
-// the limits. It reports false when ctx ended first.
+// waitForRoom checks new/ every roomPoll until the backlog is below the
+// limits. It reports false when ctx ended first.
 func (in *Inbox) waitForRoom(ctx context.Context) bool {
 	if in.stoppedWaiting() {
 		return false
@@ -516,7 +516,7 @@ func (in *Inbox) waitForRoom(ctx context.Context) bool {
 	in.logFull(ctx, level)
 	for in.atLimit() {
 		in.pruneRedelivered()
-		if !in.pause(ctx) {
+		if !in.pauseFor(ctx, in.roomPoll()) {
 			return false
 		}
 		in.recount()
@@ -698,13 +698,33 @@ func (in *Inbox) cleanTmp() {
 	}
 }
 
+// fullPollInterval is the shortest wait between checks of a full inbox,
+// so that a consumer that keeps up with a small max_files does not see
+// messages trickle in at max_files a second.
+const fullPollInterval = 100 * time.Millisecond
+
+// roomPoll returns the wait between checks of a full inbox: the poll
+// interval scaled by the backlog, from fullPollInterval for a few files
+// up to the whole interval from 1000 files on. A check after a change
+// stats every file in new/, so this bounds the cost to about 1000 stats
+// per poll interval.
+func (in *Inbox) roomPoll() time.Duration {
+	d := in.opts.PollInterval * time.Duration(min(in.files, 1000)) / 1000
+	return min(max(d, fullPollInterval), in.opts.PollInterval)
+}
+
 // pause waits one poll interval. It returns false at once when ctx ends
 // or StopWaiting was called.
 func (in *Inbox) pause(ctx context.Context) bool {
+	return in.pauseFor(ctx, in.opts.PollInterval)
+}
+
+// pauseFor waits d, as pause does.
+func (in *Inbox) pauseFor(ctx context.Context, d time.Duration) bool {
 	if in.stoppedWaiting() {
 		return false
 	}
-	t := time.NewTimer(in.opts.PollInterval)
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():

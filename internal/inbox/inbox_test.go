@@ -849,3 +849,29 @@ func TestInbox_Recount_FullAfterMaxCountAge(t *testing.T) {
 		t.Errorf("%d full counts after maxCountAge, want 1", n)
 	}
 }
+
+// A full inbox looks for room more often than the poll interval, so a
+// consumer that keeps up is not held to max_files messages a second.
+func TestInbox_Limit_RoomFoundBeforePollInterval(t *testing.T) {
+	in, err := Open(Options{Dir: t.TempDir(), MaxFiles: 1, PollInterval: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close() })
+	runTest(t, in)
+	var released atomic.Int32
+	in.Enqueue(delivery("a", "1", 1, &released))
+	waitFor(t, "first release", func() bool { return released.Load() == 1 })
+	in.Enqueue(delivery("a", "22", 1, &released))
+	waitFor(t, "full flag", func() bool { return in.Stats().Full })
+
+	names := newFiles(t, in)
+	if err := os.Remove(filepath.Join(in.Dir(), "new", names[0])); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitFor(t, "release after room", func() bool { return released.Load() == 2 })
+	if waited := time.Since(start); waited >= 4*time.Second {
+		t.Errorf("room found after %s, want well within the 5s poll interval", waited)
+	}
+}
