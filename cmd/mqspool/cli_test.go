@@ -862,7 +862,7 @@ func TestSpool_RequeueFailedNameEndingInReason(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("code %d, stdout %q, stderr %q; want 0", code, out, errOut)
 	}
-	if !strings.Contains(out, "requeued 1 files") {
+	if !strings.Contains(out, "requeued 1 file\n") {
 		t.Errorf("stdout %q, want 1 file requeued", out)
 	}
 	if data, err := os.ReadFile(filepath.Join(spoolDir, "new", "data.reason")); err != nil || string(data) != "payload" {

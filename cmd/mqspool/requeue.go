@@ -37,7 +37,7 @@ still moved, and the command then lists the names and exits 1.`,
 			}
 			res, err := requeueFailed(loaded.Config.Spool.Dir)
 			out := c.OutOrStdout()
-			fmt.Fprintf(out, "requeued %d files\n", res.moved)
+			fmt.Fprintf(out, "requeued %s\n", plural(int64(res.moved), "file"))
 			for _, p := range res.orphans {
 				fmt.Fprintf(out, "kept %s: no file of that name without %s is beside it, so it is taken for "+
 					"the reason of a deleted file: delete it, or move it into new/ yourself if it is a message\n",

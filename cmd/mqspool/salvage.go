@@ -56,6 +56,10 @@ func runSalvage(c *cobra.Command, loaded *config.Loaded, file string) error {
 	if err := checkNotSpoolDB(file, cfg.Spool.DB); err != nil {
 		return err
 	}
+	if _, err := os.Stat(file); err != nil {
+		return fmt.Errorf("salvage: %w: give the path of the database that was renamed aside, "+
+			"such as spool.db.corrupt-* next to spool.db", err)
+	}
 	dir := cfg.Spool.Dir
 	if err := ensureSpoolDir(dir, spoolDirFix(loaded)); err != nil {
 		return err

@@ -94,7 +94,10 @@ func ParseRate(s string) (Rate, error) {
 	}
 	value = strings.TrimSpace(value)
 	if n, err := strconv.ParseFloat(value, 64); err == nil {
-		if n <= 0 || math.IsNaN(n) || math.IsInf(n, 0) {
+		if math.IsNaN(n) || math.IsInf(n, 0) {
+			return Rate{}, fmt.Errorf("invalid rate %q: use a finite number such as 100/s, or off", s)
+		}
+		if n <= 0 {
 			return Rate{}, fmt.Errorf("invalid rate %q: the number must be positive, or use off", s)
 		}
 		if n > MaxMessageRate {

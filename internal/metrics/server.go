@@ -23,7 +23,7 @@ type Server struct {
 func Listen(addr string, m *Metrics, log *slog.Logger) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("listen for metrics on %s: %w: set metrics.listen to a free host:port", addr, err)
+		return nil, fmt.Errorf("listen for metrics on %s: %w: set metrics.listen to a free port on an address of this machine", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", m.Handler())
