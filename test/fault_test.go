@@ -350,8 +350,10 @@ func TestFault_SessionLostRepublishes(t *testing.T) {
 	resubscribed := sub.Count()
 	proxy.SetDrop(nil)
 	harness.WaitFor(t, 10*time.Second, "subscriber back", func() bool { return sub.Connections() >= 2 })
-	proxy.SetMode(harness.Pass)
+	// Reset before Pass, so that no CONNECT held by the blackhole reaches
+	// the new broker and leaves an empty session there.
 	proxy.Reset()
+	proxy.SetMode(harness.Pass)
 
 	harness.WaitFor(t, 30*time.Second, "the QoS 1 messages published again", func() bool {
 		return sub.Count() >= resubscribed+len(qos1)
@@ -427,8 +429,12 @@ func TestFault_SessionLostPastPubrec(t *testing.T) {
 	proxy.SetDrop(nil)
 	harness.WaitFor(t, 10*time.Second, "subscriber back", func() bool { return sub.Connections() >= 2 })
 	time.Sleep(300 * time.Millisecond)
-	proxy.SetMode(harness.Pass)
+	// Reset first: a CONNECT held by the blackhole must not reach the new
+	// broker. It would create an empty session there, and the daemon,
+	// told at its next connect that a session is present, would resend
+	// PUBREL into it instead of publishing again.
 	proxy.Reset()
+	proxy.SetMode(harness.Pass)
 
 	waitAllInOrder(t, sub, total, 30*time.Second)
 }
