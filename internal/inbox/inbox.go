@@ -355,10 +355,10 @@ func (in *Inbox) deliver(ctx context.Context, d Delivery) {
 }
 
 // topicDeclined reports whether d can be declined and an earlier message
-// on its topic was. QoS 0 messages cannot be declined, so they are still
-// written.
+// on its topic was. The broker never sends a QoS 0 message again, so it
+// is still written, although the event loop gives it a Decline too.
 func (in *Inbox) topicDeclined(d Delivery) bool {
-	if d.Decline == nil {
+	if d.Message.QoS == 0 || d.Decline == nil {
 		return false
 	}
 	_, ok := in.declinedTopics[d.Message.Topic]

@@ -695,6 +695,51 @@ func TestInbox_StopWaitingKeepsTopicOrder(t *testing.T) {
 	}
 }
 
+// The event loop gives QoS 0 messages a Decline that does nothing, and
+// the broker never sends them again, so one on a topic with a declined
+// message is still written.
+func TestInbox_StopWaitingWritesQoS0(t *testing.T) {
+	in := openTest(t, Options{MaxFiles: 1})
+	runTest(t, in)
+	var released, declined atomic.Int32
+	withDecline := func(payload string, qos byte) Delivery {
+		d := delivery("a", payload, qos, &released)
+		d.Decline = func() { declined.Add(1) }
+		return d
+	}
+	in.Enqueue(withDecline("1", 1))
+	waitFor(t, "the first release", func() bool { return released.Load() == 1 })
+	in.Enqueue(withDecline("22", 1))
+	in.StopWaiting()
+	waitFor(t, "the held decline", func() bool { return declined.Load() == 1 })
+
+	for _, name := range newFiles(t, in) {
+		if err := os.Remove(filepath.Join(in.Dir(), "new", name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A QoS 0 message that comes while the inbox counts as full is dropped.
+	waitFor(t, "room in the inbox", func() bool { return !in.Stats().Full })
+	in.Enqueue(withDecline("333", 0))
+	waitFor(t, "the qos 0 message to be handled", func() bool {
+		return released.Load() == 2 || declined.Load() == 2
+	})
+	if n := declined.Load(); n != 1 {
+		t.Errorf("declined %d messages, want 1: a qos 0 message is not sent again", n)
+	}
+	names := newFiles(t, in)
+	if len(names) != 1 {
+		t.Fatalf("new/ holds %v, want the qos 0 message", names)
+	}
+	data, err := os.ReadFile(filepath.Join(in.Dir(), "new", names[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(string(data), "\n333") {
+		t.Errorf("new/ holds %q, want the qos 0 message", data)
+	}
+}
+
 // After StopWaiting, a message that a usable inbox has room for is still
 // written and released.
 func TestInbox_StopWaitingStillWrites(t *testing.T) {
