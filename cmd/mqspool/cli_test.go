@@ -106,6 +106,43 @@ func TestConfigValidate_ChecksFiles(t *testing.T) {
 	}
 }
 
+// A CA file that can be read but holds no certificate is logged at start
+// as invalid, not as unreadable. Another listener on the control socket
+// ends the start right after the warnings.
+func TestRun_WarnsOfUnusableTLSFile(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	file, cfgDir := testConfig(t, "")
+	text, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text = []byte(strings.Replace(string(text), "mqtt://127.0.0.1:1883]\n",
+		"mqtts://127.0.0.1:8883]\n  tls:\n    ca_file: "+ca+"\n", 1))
+	if err := os.WriteFile(file, text, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("unix", filepath.Join(cfgDir, "ctl.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+
+	code, _, errOut := run(t, "", "run", "--config", file)
+	if code != exitFailure {
+		t.Fatalf("run with the control socket in use: code %d, want %d:\n%s", code, exitFailure, errOut)
+	}
+	if !strings.Contains(errOut, "holds no PEM certificate") {
+		t.Fatalf("no warning about the CA file:\n%s", errOut)
+	}
+	if strings.Contains(errOut, "cannot be read") {
+		t.Errorf("a readable CA file is logged as one that cannot be read:\n%s", errOut)
+	}
+}
+
 func TestConfigPrint_HidesPassword(t *testing.T) {
 	file, _ := testConfig(t, "")
 	t.Setenv("MQSPOOL_BROKER_PASSWORD", "hunter2")

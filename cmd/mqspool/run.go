@@ -88,7 +88,7 @@ func runDaemon(parent context.Context, loaded *config.Loaded, reload func() (*co
 	for _, problem := range cfg.FileProblems() {
 		// Each connect reads the files again, so one put in place later
 		// is used then; stopping here would also stop systemd's restarts.
-		log.Warn("a file the broker connection needs cannot be read; connecting will fail until it can",
+		log.Warn("a file the broker connection needs is unreadable or invalid; connecting will fail until it is fixed",
 			"problem", problem)
 	}
 

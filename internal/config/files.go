@@ -13,8 +13,9 @@ import (
 
 // FileProblems opens every file the configuration names for reading at
 // connect time (broker.password_file and the tls.* files) and returns one
-// problem for each that cannot be read. It checks as the user that runs
-// it. Validate does not call it: "run" only warns, since the file may be
+// problem for each that cannot be read. When all can be read, it returns
+// the problems of the TLS files' contents instead. It checks as the user
+// that runs it. Validate does not call it: "run" only warns, since the file may be
 // put in place later, while "config validate" reports it as an error
 // ([LoadOptions.CheckFiles]).
 func (c *Config) FileProblems() []string {
