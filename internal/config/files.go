@@ -15,9 +15,9 @@ import (
 // connect time (broker.password_file and the tls.* files) and returns one
 // problem for each that cannot be read. When all can be read, it returns
 // the problems of the TLS files' contents instead. It checks as the user
-// that runs it. Validate does not call it: "run" only warns, since the file may be
-// put in place later, while "config validate" reports it as an error
-// ([LoadOptions.CheckFiles]).
+// that runs it. Validation calls it only with [LoadOptions.CheckFiles],
+// which "config validate" sets to report the problems as errors; "run"
+// only warns of them, since a file may be put in place later.
 func (c *Config) FileProblems() []string {
 	var problems []string
 	for _, f := range []struct{ key, path string }{
