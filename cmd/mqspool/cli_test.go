@@ -969,6 +969,19 @@ func spoolWithMessages(t *testing.T, db string, n int) {
 	}
 }
 
+func TestSalvage_MissingFileNamesFix(t *testing.T) {
+	file, dir := testConfig(t, "")
+	missing := filepath.Join(dir, "spool.db.corrupt-missing")
+	code, _, errOut := run(t, "", "spool", "salvage", "--config", file, missing)
+
+	if code != exitFailure {
+		t.Errorf("code %d, want %d", code, exitFailure)
+	}
+	if strings.Count(errOut, missing) != 1 || !strings.Contains(errOut, "renamed aside") {
+		t.Errorf("stderr %q, want the path once and the fix", errOut)
+	}
+}
+
 func TestSalvage_CreatesTmpAndNew(t *testing.T) {
 	file, dir := testConfig(t, "")
 	aside := filepath.Join(dir, "spool.db.corrupt-20260101T000000Z")

@@ -398,6 +398,11 @@ func TestParseRate(t *testing.T) {
 			t.Errorf("ParseRate(%q) succeeded, want an error", bad)
 		}
 	}
+	for _, notFinite := range []string{"Inf/s", "NaN/s"} {
+		if _, err := ParseRate(notFinite); err == nil || !strings.Contains(err.Error(), "use a finite number") {
+			t.Errorf("ParseRate(%q) = %v, want the finite number advice", notFinite, err)
+		}
+	}
 }
 
 func TestValidateBrokerURL_HidesPassword(t *testing.T) {
