@@ -168,7 +168,7 @@ func TestOpsTLS_CAFileAppearsLater(t *testing.T) {
 	d.Drop("tls/later/1.txt", []byte("after the CA"))
 
 	harness.WaitFor(t, 5*time.Second, "warning about the missing CA file", func() bool {
-		return strings.Contains(d.Log(), "cannot be read") && strings.Contains(d.Log(), "broker.tls.ca_file")
+		return strings.Contains(d.Log(), "unreadable or invalid") && strings.Contains(d.Log(), "broker.tls.ca_file")
 	})
 	if !d.Running() {
 		t.Fatal("the daemon stopped on a missing CA file")
