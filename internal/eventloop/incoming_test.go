@@ -415,7 +415,7 @@ func TestIncoming_ReconnectAfterPendingPubcomp(t *testing.T) {
 	}
 
 	open()
-	waitFor(t, 3*time.Second, "a second connection", func() bool { return b.connections() == 2 })
+	waitFor(t, 10*time.Second, "a second connection", func() bool { return b.connections() == 2 })
 	comps := b.received(packets.PUBCOMP)
 	if len(comps) != 1 || comps[0].conn != 0 || comps[0].id != 1 {
 		t.Errorf("PUBCOMP packets %+v, want one for packet identifier 1 on the first connection", comps)
