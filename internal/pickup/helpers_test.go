@@ -226,3 +226,18 @@ func exists(name string) bool {
 	_, err := os.Lstat(name)
 	return err == nil
 }
+
+// startFull starts a pickup on a store with room for one file, drops two
+// files into new/ and waits until the pickup reports the spool full.
+func startFull(t *testing.T) (*Pickup, *fakeStore, Options) {
+	t.Helper()
+	opts := testOptions(t)
+	store := newFakeStore()
+	store.setRoom(1)
+	p := start(t, opts, store)
+
+	drop(t, opts.Dir, "full/a", "x")
+	drop(t, opts.Dir, "full/b", "x")
+	waitFor(t, 5*time.Second, "spool full", func() bool { return p.Stats().SpoolFull })
+	return p, store, opts
+}

@@ -341,22 +341,17 @@ func TestPickup_DiskPressureShownWhenIdle(t *testing.T) {
 // A full spool that gets room back through acknowledgements is tried
 // again at once, not at the end of a backoff that has grown meanwhile.
 func TestPickup_RoomFreedRetriesSoon(t *testing.T) {
-	opts := testOptions(t)
-	store := newFakeStore()
-	store.setRoom(1)
-	p := start(t, opts, store)
-
-	drop(t, opts.Dir, "r/a", "x")
-	drop(t, opts.Dir, "r/b", "x")
-	waitFor(t, 5*time.Second, "spool full", func() bool { return p.Stats().SpoolFull })
+	p, store, _ := startFull(t)
 	// The retries back off 0.1, 0.2, 0.4, 0.8, 1.6 and 3.2 s, so after
 	// 3.3 s the next one is about 3 s away.
 	time.Sleep(3300 * time.Millisecond)
 
+	// Without the wakeup the next try is about 3 s away, so 2 s leaves
+	// room for a loaded machine and still tells the two apart.
 	store.setRoom(2)
 	p.RoomFreed()
-	waitFor(t, time.Second, "r/b appended soon after room was freed", func() bool { return store.count() == 2 })
-	waitFor(t, time.Second, "spool no longer full", func() bool { return !p.Stats().SpoolFull })
+	waitFor(t, 2*time.Second, "full/b appended soon after room was freed", func() bool { return store.count() == 2 })
+	waitFor(t, 5*time.Second, "spool no longer full", func() bool { return !p.Stats().SpoolFull })
 }
 
 // The drain acknowledges thousands of messages a second, and each calls

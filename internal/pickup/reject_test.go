@@ -470,20 +470,13 @@ func TestPickup_LongPropertyRejected(t *testing.T) {
 // behind the last waiting file, leaves nothing waiting, so the spool is
 // no longer reported full.
 func TestPickup_TooLargeRejectClearsSpoolFull(t *testing.T) {
-	opts := testOptions(t)
-	store := newFakeStore()
-	store.setRoom(1)
-	p := start(t, opts, store)
+	p, store, opts := startFull(t)
 
-	drop(t, opts.Dir, "q/a", "x")
-	drop(t, opts.Dir, "q/b", "x")
-	waitFor(t, 5*time.Second, "spool full", func() bool { return p.Stats().SpoolFull })
-
-	drop(t, opts.Dir, "q/big", tooLargePayload)
-	reason := filepath.Join(opts.Dir, "failed", "q", "big.reason")
+	drop(t, opts.Dir, "full/big", tooLargePayload)
+	reason := filepath.Join(opts.Dir, "failed", "full", "big.reason")
 	waitFor(t, 10*time.Second, "reason file", func() bool { return exists(reason) })
-	waitFor(t, 5*time.Second, "q/b appended", func() bool { return store.count() == 2 })
-	waitFor(t, time.Second, "nothing waiting", func() bool { return p.Stats().Waiting == 0 })
+	waitFor(t, 5*time.Second, "full/b appended", func() bool { return store.count() == 2 })
+	waitFor(t, 5*time.Second, "nothing waiting", func() bool { return p.Stats().Waiting == 0 })
 	if p.Stats().SpoolFull {
 		t.Error("Stats().SpoolFull is true with no file left waiting in new/")
 	}
