@@ -10,7 +10,7 @@ import (
 
 // TestClientID_SharedIDWarns runs two daemons with one client id against
 // mosquitto, which closes the older connection at each connect without a
-// DISCONNECT: one of them must say that a shared client id is the likely
+// DISCONNECT. One of them must log that a shared client id is the likely
 // cause and name the key that fixes it.
 func TestClientID_SharedIDWarns(t *testing.T) {
 	b := harness.StartBroker(t, "")

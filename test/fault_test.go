@@ -430,8 +430,8 @@ func TestFault_SessionLostPastPubrec(t *testing.T) {
 	harness.WaitFor(t, 10*time.Second, "subscriber back", func() bool { return sub.Connections() >= 2 })
 	time.Sleep(300 * time.Millisecond)
 	// Reset first: a CONNECT held by the blackhole must not reach the new
-	// broker. It would create an empty session there, and the daemon,
-	// told at its next connect that a session is present, would resend
+	// broker. It would create an empty session there. The next CONNACK
+	// would then report a session present, and the daemon would resend
 	// PUBREL into it instead of publishing again.
 	proxy.Reset()
 	proxy.SetMode(harness.Pass)

@@ -108,8 +108,8 @@ func TestOpsTLS_MutualRejected(t *testing.T) {
 	if st["connected"] != false {
 		t.Errorf("status connected = %v without a client certificate, want false", st["connected"])
 	}
-	// The broker answers with an alert or, when the client's CONNECT
-	// crosses it, a reset; either way the fix must be named.
+	// The broker replies with an alert or, when the client's CONNECT
+	// crosses it, with a reset. Either way the error must name the fix.
 	if msg := fmt.Sprint(st["last_error"]); !strings.Contains(msg, "client certificate") || !strings.Contains(msg, "set broker.tls.cert_file and broker.tls.key_file") {
 		t.Errorf("status last_error = %q, want it to ask for broker.tls.cert_file and key_file", msg)
 	}

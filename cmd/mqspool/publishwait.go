@@ -45,8 +45,8 @@ func (f *waitFlags) waitFor(c *cobra.Command, socket, name string) error {
 // that a short --wait still reaches a listening daemon. A daemon that
 // stops during the wait is asked again once one listens: the message
 // stays queued, and the next daemon reports it if it takes the file from
-// new/ itself. The first time no daemon listens, a note on stderr says
-// that the command keeps waiting for one.
+// new/ itself. The first time no daemon listens, it notes on stderr that
+// the command keeps waiting for one.
 func askWait(ctx context.Context, socket, name string, deadline time.Time, stderr io.Writer) (control.WaitResult, error) {
 	lastMiss := "no daemon listened on " + socket
 	noted := false

@@ -40,7 +40,7 @@ func decode(v *viper.Viper) (*Config, []decodeProblem) {
 
 // emptyUnknownKeys reports the unknown keys that have no value, such as a
 // misspelt "brokr:" with nothing below it. Viper leaves such keys out of
-// what it decodes, so the decoder's unknown-key check never sees them.
+// what it decodes, so the decoder's unknown-key check never gets them.
 func emptyUnknownKeys(v *viper.Viper) []decodeProblem {
 	var problems []decodeProblem
 	for _, key := range v.AllKeys() {

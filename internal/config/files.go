@@ -16,7 +16,7 @@ import (
 // problem for each that cannot be read. When all can be read, it returns
 // the problems of the TLS files' contents instead. It checks as the user
 // that runs it. Validation calls it only with [LoadOptions.CheckFiles],
-// which "config validate" sets to report the problems as errors; "run"
+// which "config validate" sets to report the problems as errors. "run"
 // only warns of them, since a file may be put in place later.
 func (c *Config) FileProblems() []string {
 	var problems []string

@@ -81,8 +81,8 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*Daemon, e
 	}
 	d.dirLock = lock
 
-	// A second daemon on the same socket would answer status and ctl
-	// for neither, while the first answers them for both.
+	// A second daemon on the same socket would run without one, and
+	// status and ctl would reach the first daemon for both.
 	if err := control.CheckFree(cfg.Control.Socket); err != nil {
 		lock.Close()
 		return nil, err
@@ -433,8 +433,8 @@ func (d *Daemon) observe(ev eventloop.Event) {
 		d.waits.outcome(o)
 		// A QoS 0 or 1 outcome follows the commit that deleted the
 		// message. A QoS 2 message leaves the spool only at PUBCOMP, a
-		// round trip later, so the wakeup may come early; the pickup
-		// then backs off from its shortest wait again.
+		// round trip later, so the wakeup may come early. The pickup
+		// then backs off again from its shortest wait.
 		d.pickup.RoomFreed()
 		switch o.Kind {
 		case eventloop.Delivered:

@@ -373,7 +373,7 @@ func appendString[S ~string | ~[]byte](data []byte, s S) []byte {
 
 // appendVariableByteInteger appends n in MQTT's variable byte integer
 // encoding. It does not reject n above 268435455, which needs more than
-// the four bytes MQTT allows; the loop refuses such packets before they
+// the four bytes MQTT allows. The loop rejects such packets before they
 // are written (see oversized).
 func appendVariableByteInteger(data []byte, n int) []byte {
 	for {

@@ -273,8 +273,8 @@ func verificationHint(err error) error {
 }
 
 // plainPortHint adds a likely cause to a TLS handshake that the broker
-// ended without a TLS alert, or answered with something that is not TLS:
-// the port serves MQTT without TLS.
+// ended without a TLS alert, or whose reply was not TLS: the port serves
+// MQTT without TLS.
 func plainPortHint(err error) error {
 	var header tls.RecordHeaderError
 	closed := errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)

@@ -186,9 +186,9 @@ func (p *Pickup) waitFull() {
 	p.log.Debug("spool still full", "files", len(p.queue), "backoff_ms", p.backoff.Milliseconds())
 }
 
-// RoomFreed tells a pickup that waits for room in a full spool that
-// messages left it. The pickup then tries again within minBackoff rather
-// than at the end of a backoff that may have grown to maxBackoff. Only
+// RoomFreed wakes a pickup that waits for room in a full spool, because
+// messages left the spool. The pickup then tries again within minBackoff
+// rather than at the end of a backoff that may have grown to maxBackoff. Only
 // the first call after a failed try wakes the pickup, and the others cost
 // an atomic load, so it may be called for every acknowledged message.
 func (p *Pickup) RoomFreed() {

@@ -148,8 +148,8 @@ func TestPickup_SyncThroughSymlinkedDir(t *testing.T) {
 	}
 }
 
-// A spool directory that cannot be watched costs only the sync, so its
-// warning says that, and a later cutoff failure is still logged.
+// A spool directory that cannot be watched costs only the sync. Its
+// warning names that cost, and a later cutoff failure is still logged.
 func TestWatchSpoolDir_FailureLog(t *testing.T) {
 	opts := testOptions(t)
 	logs := capture(&opts)
