@@ -1,6 +1,7 @@
 package pickup
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -145,9 +146,10 @@ func (p *Pickup) watchSpoolDir(w *watcher) int32 {
 // breaks arrival order for files renamed in within one clock tick. It
 // touches a marker in the spool directory, which has a watch of its own,
 // and handles events until the marker's event, an overflow (whose lost
-// files the rescan finds) or maxStampWait.
-func (p *Pickup) syncEvents(w *watcher, ws *watches, syncWD int32) {
-	if w == nil || syncWD < 0 {
+// files the rescan finds), maxStampWait, a stop, or the end of the
+// watcher's reader.
+func (p *Pickup) syncEvents(ctx context.Context, w *watcher, ws *watches, syncWD int32) {
+	if w == nil || syncWD < 0 || w.failed() {
 		return
 	}
 	if _, err := p.touch(syncMarkerName); err != nil {
@@ -163,24 +165,38 @@ func (p *Pickup) syncEvents(w *watcher, ws *watches, syncWD int32) {
 				return
 			}
 		case <-timeout.C:
+			// The marker's event is still to come. It must not end
+			// the next sync before that sync's own event.
+			p.lateMarkers++
+			return
+		case <-w.stopped:
+			return
+		case <-ctx.Done():
 			return
 		}
 	}
 }
 
 // handleUntilMarker handles evs and reports whether they contain the
-// marker's event or an overflow. A rescan that an event calls for is left
-// to the caller through p.rescanAgain. After an overflow, the events that
-// follow it go to p.deferred, so that the caller handles them after that
-// rescan, as handleEvents would.
+// marker's event or an overflow. The events of markers whose sync timed
+// out are skipped. A rescan that an event calls for is left to the caller
+// through p.rescanAgain. After an overflow, the events that follow it go
+// to p.deferred, so that the caller handles them after that rescan, as
+// handleEvents would.
 func (p *Pickup) handleUntilMarker(w *watcher, ws *watches, evs []watchEvent, syncWD int32) bool {
 	found := false
 	for i, ev := range evs {
 		if ev.wd == syncWD && ev.name == syncMarkerName {
-			found = true
+			if p.lateMarkers > 0 {
+				p.lateMarkers--
+			} else {
+				found = true
+			}
 			continue
 		}
 		if ev.mask&unix.IN_Q_OVERFLOW != 0 {
+			// The overflow may have lost the late markers' events.
+			p.lateMarkers = 0
 			p.rescanAgain = true
 			p.deferred = append(p.deferred, evs[i+1:]...)
 			return true

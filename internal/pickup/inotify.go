@@ -33,6 +33,11 @@ type watcher struct {
 	events chan []watchEvent
 	done   chan struct{}
 	wg     sync.WaitGroup
+
+	// stopped is closed when the reader ends on a read error; err is the
+	// error, set before the close.
+	stopped chan struct{}
+	err     error
 }
 
 func newWatcher() (*watcher, error) {
@@ -44,10 +49,11 @@ func newWatcher() (*watcher, error) {
 	// A non-blocking descriptor makes os.File use the runtime poller, so
 	// Close wakes a pending Read.
 	w := &watcher{
-		fd:     fd,
-		file:   os.NewFile(uintptr(fd), "inotify"),
-		events: make(chan []watchEvent, 64),
-		done:   make(chan struct{}),
+		fd:      fd,
+		file:    os.NewFile(uintptr(fd), "inotify"),
+		events:  make(chan []watchEvent, 64),
+		done:    make(chan struct{}),
+		stopped: make(chan struct{}),
 	}
 	w.wg.Add(1)
 	go w.read()
@@ -88,6 +94,8 @@ func (w *watcher) read() {
 		n, err := w.file.Read(buf)
 		if err != nil {
 			if !errors.Is(err, os.ErrClosed) {
+				w.err = err
+				close(w.stopped)
 				w.send([]watchEvent{{wd: -1, mask: unix.IN_Q_OVERFLOW}})
 			}
 			return
@@ -95,6 +103,16 @@ func (w *watcher) read() {
 		if !w.send(parseEvents(buf[:n])) {
 			return
 		}
+	}
+}
+
+// failed reports whether the reader ended on a read error.
+func (w *watcher) failed() bool {
+	select {
+	case <-w.stopped:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -192,6 +192,9 @@ type Pickup struct {
 	// such an overflow. finishSync handles both.
 	rescanAgain bool
 	deferred    []watchEvent
+	// lateMarkers counts the sync marker events still to come from syncs
+	// that ended before theirs arrived.
+	lateMarkers int
 	// forgetBackoff is the wait after a failed Forget, and forgetErrLog
 	// limits its log lines.
 	forgetBackoff time.Duration

@@ -40,6 +40,7 @@ func (p *Pickup) Run(ctx context.Context) error {
 	defer rescan.Stop()
 	timer := time.NewTimer(idleWait)
 	defer timer.Stop()
+	readerStopped := w.stopped
 
 	for {
 		p.step()
@@ -55,8 +56,13 @@ func (p *Pickup) Run(ctx context.Context) error {
 			p.gather(ctx, w, ws)
 		case <-rescan.C:
 			p.finishRemoval()
-			p.rescan(w, ws, func() { p.syncEvents(w, ws, syncWD) })
+			p.rescan(w, ws, func() { p.syncEvents(ctx, w, ws, syncWD) })
 			p.finishSync(w, ws)
+		case <-readerStopped:
+			readerStopped = nil
+			p.log.Error("inotify read failed, so new files are found only by the periodic "+
+				"rescan", "err", w.err, "rescan_interval", p.opts.RescanInterval,
+				"hint", "restart mqspool to watch again")
 		case <-p.room:
 			p.roomFreed()
 		case <-p.removalDone():

@@ -1,6 +1,7 @@
 package pickup
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -175,5 +176,85 @@ func TestWatchSpoolDir_FailureLog(t *testing.T) {
 	p.logCutoffError(errors.New("cutoff failed"))
 	if !strings.Contains(logs.String(), "rescans cannot tell") {
 		t.Errorf("a cutoff failure after the watch failure was not logged:\n%s", logs.String())
+	}
+}
+
+// syncSetup returns a pickup and a watcher whose sync watch is on another
+// directory, so the marker's event never reaches the sync.
+func syncSetup(t *testing.T) (*Pickup, *watcher, *watches, int32) {
+	t.Helper()
+	p, err := New(testOptions(t), newFakeStore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := newWatcher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.close)
+	wd, err := w.addMask(t.TempDir(), syncMask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := &watches{byWD: map[int32]string{}, byDir: map[string]int32{}}
+	return p, w, ws, wd
+}
+
+// A marker event that arrives after its sync timed out belongs to that
+// sync, so it must not end the next one early. An overflow may have lost
+// it, so the count starts again there.
+func TestSyncEvents_LateMarkerSkipped(t *testing.T) {
+	p, w, ws, wd := syncSetup(t)
+	p.syncEvents(context.Background(), w, ws, wd)
+	if p.lateMarkers != 1 {
+		t.Fatalf("lateMarkers after a timed-out sync = %d, want 1", p.lateMarkers)
+	}
+
+	marker := []watchEvent{{wd: wd, mask: unix.IN_ATTRIB, name: syncMarkerName}}
+	if p.handleUntilMarker(nil, ws, marker, wd) {
+		t.Error("the late event of the earlier marker ended the sync")
+	}
+	if !p.handleUntilMarker(nil, ws, marker, wd) {
+		t.Error("the sync's own marker event did not end it")
+	}
+
+	p.lateMarkers = 2
+	p.handleUntilMarker(nil, ws, []watchEvent{{wd: -1, mask: unix.IN_Q_OVERFLOW}}, wd)
+	if p.lateMarkers != 0 {
+		t.Errorf("lateMarkers after an overflow = %d, want 0", p.lateMarkers)
+	}
+}
+
+// A stop ends a sync at once instead of after the marker wait.
+func TestSyncEvents_EndsOnStop(t *testing.T) {
+	p, w, ws, wd := syncSetup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+
+	done := make(chan struct{})
+	go func() {
+		p.syncEvents(ctx, w, ws, wd)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(maxStampWait / 2):
+		t.Fatal("the sync went on after the stop")
+	}
+}
+
+// With the reader gone no marker event can come, so a sync does not
+// touch the marker and wait for it.
+func TestSyncEvents_SkippedAfterReaderFailure(t *testing.T) {
+	p, w, ws, wd := syncSetup(t)
+	w.err = errors.New("read failed")
+	close(w.stopped)
+
+	p.syncEvents(context.Background(), w, ws, wd)
+	if exists(filepath.Join(p.opts.Dir, syncMarkerName)) {
+		t.Error("the sync touched its marker with no reader to see the event")
+	}
+	if p.lateMarkers != 0 {
+		t.Errorf("lateMarkers = %d, want 0", p.lateMarkers)
 	}
 }
