@@ -89,8 +89,8 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*Daemon, e
 	}
 
 	// The spool quarantines through the pickup, which needs the spool as
-	// its store, so the hook looks the pickup up when it runs.
-	sp, err := spool.Open(spoolOptions(cfg, log, d.quarantine, d.droppedOldest))
+	// its store, so the hooks look the pickup up when they run.
+	sp, err := spool.Open(spoolOptions(cfg, log, d.quarantine, d.droppedOldest, d.roomFreed))
 	if err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("open spool %s: %w", cfg.Spool.DB, err)
@@ -177,6 +177,15 @@ func (d *Daemon) clientID() (string, error) {
 func (d *Daemon) droppedOldest(seq uint64) {
 	d.waits.outcome(eventloop.Outcome{Seq: seq, Kind: eventloop.Dropped,
 		Reason: "the spool was full and spool.overflow is drop-oldest"})
+}
+
+// roomFreed wakes a pickup that waits for room in a full spool. The spool
+// calls it after each commit that deleted messages, which for QoS 2 is
+// the commit of PUBCOMP rather than of PUBREC.
+func (d *Daemon) roomFreed() {
+	if d.pickup != nil {
+		d.pickup.RoomFreed()
+	}
 }
 
 // quarantine moves a message the broker rejected to failed/. The reason
@@ -431,11 +440,6 @@ func (d *Daemon) observe(ev eventloop.Event) {
 		o := ev.Outcome
 		d.metrics.ObserveOutcome(o)
 		d.waits.outcome(o)
-		// A QoS 0 or 1 outcome follows the commit that deleted the
-		// message. A QoS 2 message leaves the spool only at PUBCOMP, a
-		// round trip later, so the wakeup may come early. The pickup
-		// then backs off again from its shortest wait.
-		d.pickup.RoomFreed()
 		switch o.Kind {
 		case eventloop.Delivered:
 			// The check spares a drain building the arguments of a

@@ -17,7 +17,8 @@ import (
 	"github.com/mqspool/mqspool/internal/spool"
 )
 
-func spoolOptions(cfg *config.Config, log *slog.Logger, quarantine spool.QuarantineFunc, onDrop func(seq uint64)) spool.Options {
+func spoolOptions(cfg *config.Config, log *slog.Logger, quarantine spool.QuarantineFunc,
+	onDrop func(seq uint64), onRoomFreed func()) spool.Options {
 	overflow := spool.OverflowReject
 	if cfg.Spool.Overflow == "drop-oldest" {
 		overflow = spool.OverflowDropOldest
@@ -31,6 +32,7 @@ func spoolOptions(cfg *config.Config, log *slog.Logger, quarantine spool.Quarant
 		Logger:      log.With("component", "spool"),
 		Quarantine:  quarantine,
 		OnDrop:      onDrop,
+		OnRoomFreed: onRoomFreed,
 	}
 }
 

@@ -190,7 +190,7 @@ func (p *Pickup) waitFull() {
 // messages left the spool. The pickup then tries again within minBackoff
 // rather than at the end of a backoff that may have grown to maxBackoff. Only
 // the first call after a failed try wakes the pickup, and the others cost
-// an atomic load, so it may be called for every acknowledged message.
+// an atomic load, so it may be called after every commit that deletes.
 func (p *Pickup) RoomFreed() {
 	if !p.waitingRoom.Load() || !p.waitingRoom.CompareAndSwap(true, false) {
 		return

@@ -40,9 +40,11 @@ func (s *Spool) Commit(changes []state.Change) error {
 	arena := s.takeArena()
 	defer s.putArena(arena)
 	var copied []uint64
+	freed := false
 	err := write("commit session changes", func(tx *bolt.Tx, t *totals) error {
 		j := journalTx{s: s, tx: tx, t: t, arena: arena}
-		defer func() { copied = j.copied }()
+		before := t.messages
+		defer func() { copied, freed = j.copied, t.messages < before }()
 		for i, c := range changes {
 			if err := j.apply(c); err != nil {
 				return fmt.Errorf("change %d of %d (%s, packet id %d, seq %d): %w", i+1, len(changes), c.Kind, c.PacketID, c.Seq, err)
@@ -51,10 +53,14 @@ func (s *Spool) Commit(changes []state.Change) error {
 		return j.finish()
 	})
 	s.noteCopiedToFailed(copied, err == nil)
-	if err == nil {
-		crashpoint.Hit(crashpoint.JournalAfterCommit)
+	if err != nil {
+		return err
 	}
-	return err
+	crashpoint.Hit(crashpoint.JournalAfterCommit)
+	if freed && s.opts.OnRoomFreed != nil {
+		s.opts.OnRoomFreed()
+	}
+	return nil
 }
 
 // journalTx applies changes inside one write transaction.

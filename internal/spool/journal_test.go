@@ -359,3 +359,30 @@ func TestCommit_ReusedBufferKeepsRecords(t *testing.T) {
 	s = openSpool(t, opts)
 	equal(t, "state", mustLoadState(t, s), want)
 }
+
+// A writer waiting for room hears of it when a commit deletes messages:
+// QoS 1 at PUBACK, QoS 2 only at PUBCOMP, since PUBREC keeps the message.
+func TestCommitRoomFreedHook(t *testing.T) {
+	opts := testOptions(t)
+	calls := 0
+	opts.OnRoomFreed = func() { calls++ }
+	s := openSpool(t, opts)
+	mustAppend(t, s, batch("a", 1, 2))
+
+	steps := []struct {
+		name    string
+		changes []state.Change
+		want    int
+	}{
+		{"publish qos 1 and 2", []state.Change{sent(1, 1, 1), sent(2, 2, 2)}, 0},
+		{"puback", []state.Change{{Kind: state.ChangeAcked, PacketID: 1, Seq: 1}}, 1},
+		{"pubrec", []state.Change{{Kind: state.ChangePubrec, PacketID: 2, Seq: 2}}, 1},
+		{"pubcomp", []state.Change{{Kind: state.ChangeCompleted, PacketID: 2}}, 2},
+	}
+	for _, step := range steps {
+		mustCommit(t, s, step.changes...)
+		if calls != step.want {
+			t.Errorf("after %s: OnRoomFreed called %d times, want %d", step.name, calls, step.want)
+		}
+	}
+}

@@ -59,6 +59,10 @@ type Options struct {
 	// OverflowDropOldest deleted, after the deletion committed. It must
 	// not call the Spool. Nil only logs them.
 	OnDrop func(seq uint64)
+	// OnRoomFreed is called after a Commit that deleted messages has
+	// committed, so a writer that waits for room in a full spool can try
+	// again. It must not call the Spool. Nil does nothing.
+	OnRoomFreed func()
 	// ReadOnly opens the database for inspection: no writes, no lock
 	// against other readers, and no renaming aside of a damaged file.
 	ReadOnly bool
