@@ -206,15 +206,36 @@ func withSocketFix(path string, err error) error {
 // accepts connections.
 var ErrSocketInUse = errors.New("in use by another process, most likely another mqspool daemon")
 
-// CheckFree returns [ErrSocketInUse] when a process accepts connections
-// on path, and nil otherwise: the daemon then listens there or, on any
-// other problem, logs it and runs without a control socket.
-func CheckFree(path string) error {
-	c, err := net.DialTimeout("unix", path, time.Second)
-	if err != nil {
-		return nil
+// Claim takes the lock file beside the control socket at path, so that
+// of two daemons started at once with one control.socket only one listens
+// there. It returns [ErrSocketInUse] when another daemon holds the lock or
+// a process accepts connections on path. When the lock file cannot be
+// created it returns a nil file and no error: the daemon then listens or,
+// on any other problem, logs it and runs without a control socket. The
+// lock lasts until the file is closed or the process ends.
+func Claim(path string) (*os.File, error) {
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, inUse(path)
 	}
-	c.Close()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, nil
+	}
+	f, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, nil
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, inUse(path)
+		}
+		return nil, nil
+	}
+	return f, nil
+}
+
+func inUse(path string) error {
 	return fmt.Errorf("control socket %s is %w: give each daemon its own control.socket", path, ErrSocketInUse)
 }
 

@@ -264,3 +264,36 @@ func TestStatus_JSONAlwaysHasDocumentedFields(t *testing.T) {
 		}
 	}
 }
+
+// A lock file that cannot be created does not stop the daemon: it runs
+// and reports the socket problem when it listens.
+func TestClaim_LockFileUnavailable(t *testing.T) {
+	notDir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	f, err := Claim(filepath.Join(notDir, "ctl.sock"))
+	if err != nil || f != nil {
+		t.Errorf("Claim under a regular file = %v, %v, want no lock and no error", f, err)
+	}
+}
+
+// The lock ends with its file, so the next daemon can take the socket.
+func TestClaim_HeldUntilClosed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ctl.sock")
+	f, err := Claim(path)
+	if err != nil || f == nil {
+		t.Fatalf("Claim = %v, %v, want a lock", f, err)
+	}
+
+	if _, err := Claim(path); !errors.Is(err, ErrSocketInUse) {
+		t.Errorf("second Claim = %v, want ErrSocketInUse", err)
+	}
+	f.Close()
+	g, err := Claim(path)
+	if err != nil || g == nil {
+		t.Fatalf("Claim after the close = %v, %v, want a lock", g, err)
+	}
+	g.Close()
+}

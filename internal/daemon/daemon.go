@@ -38,7 +38,11 @@ type Daemon struct {
 	pickup *pickup.Pickup
 	// dirLock holds the spool directory's lock for the daemon's life.
 	dirLock *os.File
-	loop    *eventloop.Loop
+	// socketLock holds the lock beside the control socket, or is nil when
+	// the lock file could not be created (see [control.Claim]). Close
+	// on a nil *os.File does nothing.
+	socketLock *os.File
+	loop       *eventloop.Loop
 
 	clientIDValue string
 	rates         rates
@@ -83,16 +87,19 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*Daemon, e
 
 	// A second daemon on the same socket would run without one, and
 	// status and ctl would reach the first daemon for both.
-	if err := control.CheckFree(cfg.Control.Socket); err != nil {
+	socketLock, err := control.Claim(cfg.Control.Socket)
+	if err != nil {
 		lock.Close()
 		return nil, err
 	}
+	d.socketLock = socketLock
 
 	// The spool quarantines through the pickup, which needs the spool as
 	// its store, so the hooks look the pickup up when they run.
 	sp, err := spool.Open(spoolOptions(cfg, log, d.quarantine, d.droppedOldest, d.roomFreed))
 	if err != nil {
 		lock.Close()
+		socketLock.Close()
 		return nil, fmt.Errorf("open spool %s: %w", cfg.Spool.DB, err)
 	}
 	d.spool = sp
@@ -110,6 +117,7 @@ func (d *Daemon) abandon() {
 		d.downlink.close()
 	}
 	d.spool.Close()
+	d.socketLock.Close()
 	d.dirLock.Close()
 }
 
@@ -500,6 +508,7 @@ func (d *Daemon) sampleRates(ctx context.Context) {
 func (d *Daemon) close() error {
 	var errs []error
 	defer d.dirLock.Close()
+	defer d.socketLock.Close()
 	st := d.loop.State()
 	if err := d.loop.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close event loop: %w", err))

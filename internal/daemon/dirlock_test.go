@@ -124,3 +124,28 @@ func TestNew_ControlSocketInUseFails(t *testing.T) {
 	}
 	d.abandon()
 }
+
+// Two daemons started at once with one control socket: neither listens
+// yet when the second starts, so only the lock beside the socket can stop
+// it from taking the socket over.
+func TestNew_ControlSocketClaimedBeforeListen(t *testing.T) {
+	first := offlineConfig(t)
+	d1, err := New(first, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	second := offlineConfig(t)
+	second.Control.Socket = first.Control.Socket
+	_, err = New(second, slog.New(slog.DiscardHandler), nil)
+	if !errors.Is(err, control.ErrSocketInUse) {
+		t.Errorf("second New = %v, want control.ErrSocketInUse", err)
+	}
+
+	d1.abandon()
+	d2, err := New(second, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatalf("New after the first daemon let go: %v", err)
+	}
+	d2.abandon()
+}
