@@ -36,6 +36,9 @@ func (l *Loop) pumpOne() bool {
 		return l.resendNext()
 	}
 	if l.birthPending {
+		if l.birthNeedsQuota() && l.inflight() >= l.window() {
+			return false // a resend still uses the broker's Receive Maximum
+		}
 		l.publishBirth()
 		return true
 	}

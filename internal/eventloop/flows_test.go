@@ -692,3 +692,40 @@ func TestResend_PubrelStageReportedOnce(t *testing.T) {
 		t.Errorf("Acked = %d, want 2", n)
 	}
 }
+
+// TestReceiveMaximum_BirthWaitsForResend resumes a session with one flow
+// open under a broker Receive Maximum of 1. The resent PUBLISH uses the
+// whole quota until its PUBACK, so the birth message must wait for it.
+func TestReceiveMaximum_BirthWaitsForResend(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{
+		sessionPresent: func(int) bool { return true },
+		receiveMaximum: 1,
+		dropAck:        func(_ int, p *packets.Publish) bool { return p.Duplicate },
+	})
+	src := newMemSource()
+	src.add(msgs("t", 1, 1)...)
+	src.next = 1
+	restored := &state.State{Session: true, NextOrder: 2, LastPacketID: 1,
+		Outgoing: []state.Flow{{PacketID: 1, Seq: 1, QoS: 1, Stage: state.StagePublish, Order: 1}}}
+	opts := testOptions(b)
+	opts.Birth = &message.Message{Topic: "status", Payload: []byte("online")}
+	r := start(t, opts, src, &testJournal{}, restored)
+
+	waitFor(t, 3*time.Second, "resend", func() bool { return len(b.received(packets.PUBLISH)) >= 1 })
+	time.Sleep(300 * time.Millisecond)
+	if outstanding := maxOutstanding(b.log()); outstanding > 1 {
+		t.Errorf("%d publishes outstanding at once, want at most the receive maximum 1", outstanding)
+	}
+	if n := len(b.received(packets.PUBLISH)); n != 1 {
+		t.Errorf("broker got %d publishes before the resend's PUBACK, want 1", n)
+	}
+
+	b.sendTo(0, &packets.Puback{PacketID: 1, Properties: &packets.Properties{}})
+	waitFor(t, 3*time.Second, "birth after the PUBACK", func() bool { return len(b.received(packets.PUBLISH)) == 2 })
+	if p := b.received(packets.PUBLISH)[1]; p.topic != "status" {
+		t.Errorf("publish after the PUBACK has topic %q, want the birth topic status", p.topic)
+	}
+	if o := r.outcomes()[1]; o.Kind != Delivered {
+		t.Errorf("resent message outcome %v, want Delivered", o.Kind)
+	}
+}

@@ -144,6 +144,10 @@ func (l *Loop) publishBirth() {
 	l.writePacket(p)
 }
 
+// birthNeedsQuota reports whether the birth message goes out with QoS 1,
+// and so counts against the broker's Receive Maximum until its PUBACK.
+func (l *Loop) birthNeedsQuota() bool { return l.conn.limits.MaximumQoS > 0 }
+
 // fitLimits lowers QoS and clears retain to what this connection's broker
 // supports, and reports whether it changed anything.
 func (l *Loop) fitLimits(m *message.Message) bool {
