@@ -729,3 +729,24 @@ func TestReceiveMaximum_BirthWaitsForResend(t *testing.T) {
 		t.Errorf("resent message outcome %v, want Delivered", o.Kind)
 	}
 }
+
+// TestMaximumPacketSize_BirthNotSent has a birth message larger than the
+// broker's Maximum Packet Size. It is not sent, and messages still are.
+func TestMaximumPacketSize_BirthNotSent(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{maximumPacketSize: 100})
+	src := newMemSource()
+	src.add(msgs("t", 1, 1)...)
+	opts := testOptions(b)
+	opts.Birth = &message.Message{Topic: "status", Payload: make([]byte, 200)}
+	r := start(t, opts, src, &testJournal{}, nil)
+
+	waitFor(t, 3*time.Second, "outcome", func() bool { return len(r.outcomes()) == 1 })
+	for _, p := range b.received(packets.PUBLISH) {
+		if p.topic == "status" {
+			t.Errorf("birth message of %d payload bytes sent over the Maximum Packet Size 100", len(p.payload))
+		}
+	}
+	if o := r.outcomes()[1]; o.Kind != Delivered {
+		t.Errorf("message outcome %v, want Delivered", o.Kind)
+	}
+}

@@ -132,6 +132,15 @@ func (l *Loop) publishBirth() {
 	m.QoS, m.Retain = 1, true
 	l.fitLimits(&m)
 	p := &publishPacket{Message: m}
+	if limit := l.conn.limits.MaximumPacketSize; limit > 0 {
+		// Any packet identifier encodes to the same two bytes.
+		size := len(l.codec.appendPublish(nil, &publishPacket{PacketID: 1, Message: m}))
+		if uint64(size) > uint64(limit) {
+			l.log.Error("birth message not sent, because its PUBLISH packet exceeds the broker's Maximum Packet Size: "+
+				"shorten status.topic or raise the broker's limit", "topic", m.Topic, "bytes", size, "maximum_packet_size", limit)
+			return
+		}
+	}
 	if m.QoS > 0 {
 		id, err := l.allocate()
 		if err != nil {
