@@ -268,6 +268,15 @@ func (b *fakeBroker) sendTo(n int, p packets.Packet) {
 	b.send(n, c, p)
 }
 
+// sendRawTo writes data as it is on connection n, for packets that paho
+// cannot encode, such as malformed ones.
+func (b *fakeBroker) sendRawTo(n int, data []byte) {
+	b.mu.Lock()
+	c := b.conns[n]
+	b.mu.Unlock()
+	c.Write(data)
+}
+
 func (b *fakeBroker) send(n int, c net.Conn, p packets.Packet) {
 	var cp *packets.ControlPacket
 	switch p := p.(type) {

@@ -91,7 +91,8 @@ func (mqtt5Codec) decodeInto(r io.Reader, ack *ackPacket) (p packet, err error) 
 	}
 	headerLength := 1 + lengthSize
 	if length+headerLength > maxIncomingPacketSize {
-		return nil, fmt.Errorf("packet of %d bytes exceeds the maximum packet size of %d bytes sent in connect", length+headerLength, maxIncomingPacketSize)
+		return nil, &protocolError{code: reasonPacketTooLarge, err: fmt.Errorf(
+			"packet of %d bytes exceeds the maximum packet size of %d bytes sent in connect", length+headerLength, maxIncomingPacketSize)}
 	}
 	if kind := ackKindOf(typeAndFlags >> 4); kind != 0 && (length == 2 || length == 3) {
 		return readAck(r, kind, length, ack)
@@ -105,12 +106,12 @@ func (mqtt5Codec) decodeInto(r io.Reader, ack *ackPacket) (p packet, err error) 
 	}
 	defer func() {
 		if v := recover(); v != nil {
-			p, err = nil, fmt.Errorf("malformed packet: decoder panicked: %v", v)
+			p, err = nil, &protocolError{code: reasonMalformedPacket, err: fmt.Errorf("malformed packet: decoder panicked: %v", v)}
 		}
 	}()
 	cp, err := packets.ReadPacket(bytes.NewReader(raw))
 	if err != nil {
-		return nil, fmt.Errorf("malformed packet: %w", err)
+		return nil, &protocolError{code: reasonMalformedPacket, err: fmt.Errorf("malformed packet: %w", err)}
 	}
 	return fromPaho(cp)
 }
@@ -140,7 +141,7 @@ func readRemainingLength(r io.Reader) (length int, encoded [4]byte, size int, er
 	multiplier := 1
 	for size = 0; ; {
 		if size == 4 {
-			return 0, encoded, 0, errors.New("malformed packet: remaining length is longer than 4 bytes")
+			return 0, encoded, 0, &protocolError{code: reasonMalformedPacket, err: errors.New("malformed packet: remaining length is longer than 4 bytes")}
 		}
 		b, err := readByte(r)
 		if err != nil {
@@ -206,6 +207,9 @@ func fromPaho(cp *packets.ControlPacket) (packet, error) {
 	case *packets.Connack:
 		return fromPahoConnack(c), nil
 	case *packets.Publish:
+		if err := checkIncomingTopic(c); err != nil {
+			return nil, err
+		}
 		return fromPahoPublish(c), nil
 	case *packets.Puback:
 		return &ackPacket{Kind: kindPuback, PacketID: c.PacketID, ReasonCode: c.ReasonCode, ReasonString: reasonString(c.Properties)}, nil
@@ -224,8 +228,24 @@ func fromPaho(cp *packets.ControlPacket) (packet, error) {
 	case *packets.Pingresp:
 		return &pingrespPacket{}, nil
 	default:
-		return nil, fmt.Errorf("unexpected %s packet from the broker", cp.PacketType())
+		// AUTH too: CONNECT has no Authentication Method, so the broker
+		// must not send one.
+		return nil, &protocolError{code: reasonProtocolError, err: fmt.Errorf("unexpected %s packet from the broker", cp.PacketType())}
 	}
+}
+
+// checkIncomingTopic rejects a PUBLISH with a Topic Alias, which CONNECT's
+// Topic Alias Maximum of 0 forbids the broker to send, and one without a
+// topic name.
+func checkIncomingTopic(c *packets.Publish) error {
+	if props := c.Properties; props != nil && props.TopicAlias != nil {
+		return &protocolError{code: reasonTopicAliasInvalid, err: fmt.Errorf(
+			"publish on topic %q has topic alias %d, but connect allowed no topic aliases", c.Topic, *props.TopicAlias)}
+	}
+	if c.Topic == "" {
+		return &protocolError{code: reasonProtocolError, err: errors.New("publish has an empty topic name and no topic alias")}
+	}
+	return nil
 }
 
 func reasonString(p *packets.Properties) string {

@@ -481,7 +481,10 @@ func (l *Loop) closeConn(reason *byte) {
 
 // dropConnection ends the current connection because of cause, reports it
 // and plans what comes next under the reconnect policy. With graceful it
-// sends DISCONNECT 0x00 first, so the broker discards the will.
+// sends DISCONNECT 0x00 first, so the broker discards the will. A cause
+// that wraps a protocolError sends DISCONNECT with its reason code first,
+// which MQTT 5.0 (section 4.13) recommends to a client that receives a
+// malformed packet or a protocol error.
 func (l *Loop) dropConnection(cause error, graceful bool) {
 	if l.conn == nil {
 		return
@@ -493,9 +496,14 @@ func (l *Loop) dropConnection(cause error, graceful bool) {
 		l.watchCloses(cause)
 	}
 	var reason *byte
-	if graceful {
+	var violation *protocolError
+	switch {
+	case graceful:
 		normal := byte(0x00)
 		reason = &normal
+	case errors.As(cause, &violation):
+		reason = &violation.code
+		cause = fmt.Errorf("%w: sent DISCONNECT with %s", cause, reasonName(violation.code, "disconnect"))
 	}
 	l.closeConn(reason)
 	l.stats.update(func(s *Stats) { s.LastError = cause.Error() })

@@ -486,3 +486,50 @@ func TestIncoming_DropKeepsOtherTopics(t *testing.T) {
 		t.Errorf("fifth message taken is on %s, want in/y: in/x had a message dropped", topic)
 	}
 }
+
+// TestProtocolError_DisconnectReasonCode has the broker send packets that
+// break MQTT 5. The loop ends the connection with DISCONNECT of the
+// reason code for the error, gives no such PUBLISH to the caller, and
+// connects again.
+func TestProtocolError_DisconnectReasonCode(t *testing.T) {
+	alias := uint16(1)
+	cases := []struct {
+		name string
+		send func(b *fakeBroker)
+		code byte
+	}{
+		{"topic alias over maximum 0", func(b *fakeBroker) {
+			b.sendTo(0, &packets.Publish{Topic: "in/x", QoS: 1, PacketID: 1, Payload: []byte("x"),
+				Properties: &packets.Properties{TopicAlias: &alias}})
+		}, 0x94},
+		{"empty topic without alias", func(b *fakeBroker) {
+			b.sendTo(0, &packets.Publish{Topic: "", QoS: 1, PacketID: 1, Payload: []byte("x"), Properties: &packets.Properties{}})
+		}, 0x82},
+		{"auth without authentication method", func(b *fakeBroker) {
+			b.sendRawTo(0, []byte{packets.AUTH << 4, 0})
+		}, 0x82},
+		{"second connack", func(b *fakeBroker) {
+			b.sendRawTo(0, []byte{packets.CONNACK << 4, 3, 0, 0, 0})
+		}, 0x82},
+		{"remaining length of five bytes", func(b *fakeBroker) {
+			b.sendRawTo(0, []byte{packets.PUBLISH << 4, 0xff, 0xff, 0xff, 0xff, 0x01})
+		}, 0x81},
+		{"puback without packet identifier", func(b *fakeBroker) {
+			b.sendRawTo(0, []byte{packets.PUBACK << 4, 1, 0})
+		}, 0x81},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, r := startSubscriber(t, 1, func(int) bool { return true }, nil)
+			tc.send(b)
+			waitFor(t, 3*time.Second, "disconnect", func() bool { return len(b.received(packets.DISCONNECT)) == 1 })
+			if code := b.received(packets.DISCONNECT)[0].code; code != tc.code {
+				t.Errorf("DISCONNECT reason code 0x%02X, want 0x%02X", code, tc.code)
+			}
+			if n := len(r.incoming()); n != 0 {
+				t.Errorf("%d messages given to the caller, want 0", n)
+			}
+			waitFor(t, 3*time.Second, "reconnect", func() bool { return r.countEvents(EventConnected) == 2 })
+		})
+	}
+}

@@ -116,7 +116,7 @@ func (l *Loop) handlePacket(p packet) {
 	case *disconnectPacket:
 		l.dropConnection(&disconnectError{code: p.ReasonCode, reason: p.ReasonString}, false)
 	default:
-		l.dropConnection(fmt.Errorf("unexpected %s packet from the broker", p.packetName()), false)
+		l.dropConnection(&protocolError{code: reasonProtocolError, err: fmt.Errorf("unexpected %s packet from the broker", p.packetName())}, false)
 	}
 }
 

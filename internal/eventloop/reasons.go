@@ -43,6 +43,26 @@ var reasonNames = map[byte]string{
 	0xA2: "wildcard subscriptions not supported",
 }
 
+// Reason codes of a DISCONNECT that the loop sends on a packet from the
+// broker that breaks MQTT 5.
+const (
+	reasonMalformedPacket   = 0x81
+	reasonProtocolError     = 0x82
+	reasonTopicAliasInvalid = 0x94
+	reasonPacketTooLarge    = 0x95
+)
+
+// protocolError is a packet from the broker that is malformed or breaks
+// MQTT 5. The loop ends the connection with a DISCONNECT of code.
+type protocolError struct {
+	code byte
+	err  error
+}
+
+func (e *protocolError) Error() string { return e.err.Error() }
+
+func (e *protocolError) Unwrap() error { return e.err }
+
 // reasonName returns "0x87 not authorized" style text for a reason code.
 // Codes below 0x80 are named for the packet they arrived in, because the
 // same value means different things there.
