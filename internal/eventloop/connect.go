@@ -302,12 +302,44 @@ func (l *Loop) dialer() *net.Dialer {
 	d := &net.Dialer{}
 	if l.opts.KeepAliveOff {
 		idle := l.opts.KeepAlive
-		d.KeepAliveConfig = net.KeepAliveConfig{
-			Enable: true, Idle: idle, Interval: max(idle/3, time.Second), Count: 3,
-		}
+		d.KeepAliveConfig = tcpKeepAlive(idle)
 		d.Control = userTimeoutControl(2 * idle)
 	}
 	return d
+}
+
+// tcpKeepAlive returns the TCP keepalive settings that end a connection
+// whose peer has been silent for idle and then ignores three probes.
+func tcpKeepAlive(idle time.Duration) net.KeepAliveConfig {
+	return net.KeepAliveConfig{Enable: true, Idle: idle, Interval: max(idle/3, time.Second), Count: 3}
+}
+
+// socketKeepAlive sets on a connected socket the TCP options that dialer
+// sets when keep alive is off. A connection that is neither TCP nor TLS
+// over TCP is left alone.
+func socketKeepAlive(nc net.Conn, idle time.Duration) error {
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	tcp, ok := nc.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	if err := tcp.SetKeepAliveConfig(tcpKeepAlive(idle)); err != nil {
+		return fmt.Errorf("set tcp keepalive: %w", err)
+	}
+	control := userTimeoutControl(2 * idle)
+	if control == nil {
+		return nil
+	}
+	raw, err := tcp.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("set tcp user timeout: %w", err)
+	}
+	if err := control("tcp", "", raw); err != nil {
+		return fmt.Errorf("set tcp user timeout: %w", err)
+	}
+	return nil
 }
 
 // handshake writes CONNECT and reads CONNACK.

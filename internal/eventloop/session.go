@@ -77,10 +77,28 @@ func (l *Loop) applyLimits(c *connection, ack *connackPacket) {
 	if ack.ServerKeepAlive >= 0 {
 		c.keepAlive = time.Duration(ack.ServerKeepAlive) * time.Second
 	}
+	if c.keepAlive == 0 && !l.opts.KeepAliveOff {
+		l.watchSocket(c)
+	}
 	c.writeTimeout = c.keepAlive
 	if c.writeTimeout == 0 {
 		c.writeTimeout = l.opts.ConnectTimeout
 	}
+}
+
+// watchSocket turns on TCP keepalive for a connection whose broker turned
+// MQTT keep alive off with Server Keep Alive 0. The socket was dialed for
+// keep alive on, without the probes that find a dead peer otherwise.
+func (l *Loop) watchSocket(c *connection) {
+	idle := l.opts.KeepAlive
+	err := socketKeepAlive(c.netConn, idle)
+	if err != nil {
+		l.log.Warn("broker turned keep alive off and setting TCP keepalive failed, so a dead link may go "+
+			"unnoticed until the operating system gives up", "url", c.url, "err", err)
+		return
+	}
+	l.log.Info("broker turned keep alive off (Server Keep Alive 0), TCP keepalive watches the link instead",
+		"url", c.url, "idle", idle)
 }
 
 // startSession handles the CONNACK of a Clean Start 1 CONNECT. Flows left
