@@ -14,7 +14,10 @@ import (
 // brokerScript sets how the fake broker behaves. Tests change it with
 // fakeBroker.set while a connection runs.
 type brokerScript struct {
-	connackCode       byte
+	connackCode byte
+	// connackFor, if set, returns the CONNACK reason code for a CONNECT
+	// in place of connackCode.
+	connackFor        func(p *packets.Connect) byte
 	sessionPresent    func(conn int) bool
 	receiveMaximum    uint16
 	maximumPacketSize uint32
@@ -62,6 +65,9 @@ type wirePacket struct {
 	code       byte
 	cleanStart bool
 	keepAlive  uint16
+	willFlag   bool // CONNECT: has a Will message
+	willRetain bool
+	willQoS    byte
 	expiry     *uint32
 	filters    []string // SUBSCRIBE and UNSUBSCRIBE
 	subID      int      // Subscription Identifier of a SUBSCRIBE; 0: none
@@ -182,6 +188,9 @@ func (b *fakeBroker) reply(n int, c net.Conn, cp *packets.ControlPacket) bool {
 	b.mu.Unlock()
 	switch p := cp.Content.(type) {
 	case *packets.Connect:
+		if s.connackFor != nil {
+			s.connackCode = s.connackFor(p)
+		}
 		b.send(n, c, b.connack(n, s))
 		if s.stallAfterConnack {
 			<-b.stop
@@ -321,6 +330,7 @@ func (b *fakeBroker) record(n int, fromClient bool, cp *packets.ControlPacket) {
 	switch p := cp.Content.(type) {
 	case *packets.Connect:
 		w.cleanStart, w.keepAlive = p.CleanStart, p.KeepAlive
+		w.willFlag, w.willRetain, w.willQoS = p.WillFlag, p.WillRetain, p.WillQOS
 	case *packets.Publish:
 		w.dup, w.qos, w.topic, w.payload = p.Duplicate, p.QoS, p.Topic, string(p.Payload)
 		w.expiry = p.Properties.MessageExpiry

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/mqspool/mqspool/internal/message"
 )
 
 var (
@@ -97,6 +99,10 @@ func (l *Loop) connectFailed(ctx context.Context, url string, err error) {
 	case l.draining || errors.Is(err, errShuttingDown) || errors.Is(err, ErrClosed):
 		l.finish()
 		return
+	case l.fitWill(err):
+		// The next CONNECT differs, so it is tried under every policy.
+		l.scheduleReconnect(l.backoff.next())
+		return
 	case !l.everUp && l.opts.Reconnect != ReconnectAlways:
 		l.log.Error("connect failed", "url", url, "err", err)
 		l.fail(fmt.Errorf("connect to %s: %w", url, err))
@@ -112,6 +118,54 @@ func (l *Loop) connectFailed(ctx context.Context, url string, err error) {
 	}
 	l.log.Warn("connect failed", "url", url, "err", err, "backoff_ms", delay.Milliseconds(), "next_url", l.opts.URLs[l.urlIndex])
 	l.scheduleReconnect(delay)
+}
+
+// willFit records what the broker rejected in the Will message.
+type willFit struct {
+	noRetain bool // CONNACK 0x9A: the broker has no retained messages
+	qos0     bool // CONNACK 0x9B: the broker rejected the Will QoS
+}
+
+// fitWill lowers the Will message after a CONNACK that rejected its retain
+// flag (0x9A) or its QoS (0x9B), as the birth message is lowered to the
+// limits of a CONNACK that accepted, and reports whether it did. The
+// broker must reject such a Will, so without this the daemon could never
+// connect to it.
+func (l *Loop) fitWill(err error) bool {
+	var rejected *connackError
+	w := l.opts.Will
+	if w == nil || !errors.As(err, &rejected) {
+		return false
+	}
+	switch {
+	case rejected.code == 0x9A && w.Retain && !l.willFit.noRetain:
+		l.willFit.noRetain = true
+		l.log.Warn("broker does not support retained messages, so the will message is sent without retain",
+			"topic", w.Topic, "hint", "subscribers see the offline status only while they are subscribed")
+		return true
+	case rejected.code == 0x9B && w.QoS > 0 && !l.willFit.qos0:
+		l.willFit.qos0 = true
+		l.log.Warn("broker rejected the will message's QoS, so it is sent with QoS 0",
+			"topic", w.Topic, "qos", w.QoS)
+		return true
+	}
+	return false
+}
+
+// will returns the Will message for CONNECT, lowered by fitWill.
+func (l *Loop) will() *message.Message {
+	w := l.opts.Will
+	if w == nil || l.willFit == (willFit{}) {
+		return w
+	}
+	fitted := *w
+	if l.willFit.noRetain {
+		fitted.Retain = false
+	}
+	if l.willFit.qos0 {
+		fitted.QoS = 0
+	}
+	return &fitted
 }
 
 // open dials url and exchanges CONNECT and CONNACK, all within the connect
@@ -382,7 +436,7 @@ func (l *Loop) connectPacket(cleanStart bool) (*connectPacket, error) {
 		SessionExpiry:  uint32(l.opts.SessionExpiry / time.Second),
 		ReceiveMaximum: l.opts.ReceiveMaximum,
 		Username:       l.opts.Username,
-		Will:           l.opts.Will,
+		Will:           l.will(),
 	}
 	if l.opts.Password != nil {
 		password, err := l.opts.Password()

@@ -76,6 +76,9 @@ type Loop struct {
 	closes     closeWatch // see takeover.go
 	everUp     bool
 	session    bool // a session exists on the broker for this client
+	// willFit holds what CONNACK rejections showed the broker does not
+	// support in the Will message (see fitWill).
+	willFit willFit
 
 	onWire   idTable[uint64]       // packet identifier -> ack tick when written, plus 1
 	birthIDs map[uint16]bool       // Birth publishes awaiting PUBACK

@@ -1,0 +1,53 @@
+package eventloop
+
+import (
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+
+	"github.com/mqspool/mqspool/internal/message"
+)
+
+// A broker must reject a CONNECT whose Will it cannot carry. The loop then
+// lowers the Will, as it lowers the birth message to CONNACK's limits, so
+// it connects instead of failing the same way for ever.
+func TestConnect_WillFittedAfterRejection(t *testing.T) {
+	cases := []struct {
+		name       string
+		code       byte
+		policy     ReconnectPolicy
+		wantRetain bool
+		wantQoS    byte
+	}{
+		{"retain not supported", 0x9A, ReconnectAlways, false, 1},
+		{"qos not supported", 0x9B, ReconnectAlways, true, 0},
+		// The fitted CONNECT is a new attempt, not a reconnect.
+		{"first connect without reconnect", 0x9A, ReconnectNever, false, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newFakeBroker(t, brokerScript{connackFor: func(p *packets.Connect) byte {
+				if (tc.code == 0x9A && p.WillRetain) || (tc.code == 0x9B && p.WillQOS > 0) {
+					return tc.code
+				}
+				return 0
+			}})
+			opts := testOptions(b)
+			opts.Reconnect = tc.policy
+			opts.Will = &message.Message{Topic: "gw/status", Payload: []byte("offline"), QoS: 1, Retain: true}
+			r := start(t, opts, newMemSource(), &testJournal{}, nil)
+
+			waitFor(t, 5*time.Second, "connack", func() bool { return r.countEvents(EventConnected) == 1 })
+			connects := b.received(packets.CONNECT)
+			last := connects[len(connects)-1]
+			if !last.willFlag || last.willRetain != tc.wantRetain || last.willQoS != tc.wantQoS {
+				t.Errorf("accepted CONNECT has will %t retain %t qos %d, want a will with retain %t qos %d",
+					last.willFlag, last.willRetain, last.willQoS, tc.wantRetain, tc.wantQoS)
+			}
+			if len(connects) != 2 {
+				t.Errorf("%d CONNECT packets, want 2: the rejected one and the fitted one", len(connects))
+			}
+		})
+	}
+}
