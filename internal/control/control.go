@@ -273,16 +273,30 @@ func removeStale(path string) error {
 	return nil
 }
 
-// Serve accepts connections until Close.
+// First and maximum wait after a failed accept, such as one for too many
+// open files, before Serve tries again.
+const (
+	acceptRetryMin = 5 * time.Millisecond
+	acceptRetryMax = time.Second
+)
+
+// Serve accepts connections until Close. A failed accept is retried after
+// a growing wait, so that a moment without free file descriptors does not
+// close the socket for the rest of the daemon's life.
 func (s *Server) Serve() {
+	var retry time.Duration
 	for {
 		conn, err := s.ln.Accept()
-		if err != nil {
-			if !errors.Is(err, net.ErrClosed) {
-				s.log.Error("control socket accept failed", "err", err)
-			}
+		if errors.Is(err, net.ErrClosed) {
 			return
 		}
+		if err != nil {
+			retry = min(max(2*retry, acceptRetryMin), acceptRetryMax)
+			s.log.Error("control socket accept failed, retrying", "err", err, "retry_in", retry)
+			time.Sleep(retry)
+			continue
+		}
+		retry = 0
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()

@@ -297,3 +297,53 @@ func TestClaim_HeldUntilClosed(t *testing.T) {
 	}
 	g.Close()
 }
+
+// failingListener fails its first fails accepts with EMFILE, as a process
+// out of file descriptors does.
+type failingListener struct {
+	net.Listener
+	mu    sync.Mutex // guards fails
+	fails int
+}
+
+func (l *failingListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	fail := l.fails > 0
+	if fail {
+		l.fails--
+	}
+	l.mu.Unlock()
+	if fail {
+		return nil, &net.OpError{Op: "accept", Net: "unix", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+func TestServer_AcceptErrorKeepsServing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ctl.sock")
+	srv, err := Listen(path, &fakeHandler{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.ln = &failingListener{Listener: srv.ln, fails: 3}
+	served := make(chan struct{})
+	go func() {
+		srv.Serve()
+		close(served)
+	}()
+
+	resp, err := Send(context.Background(), path, Request{Command: CommandStatus})
+	if err != nil {
+		t.Fatalf("status after failed accepts: %v", err)
+	}
+	if resp.Status == nil {
+		t.Fatal("status after failed accepts has no status")
+	}
+
+	srv.Close()
+	select {
+	case <-served:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after Close")
+	}
+}
