@@ -380,9 +380,14 @@ func (s *Server) dispatch(req Request) Response {
 	return Response{}
 }
 
-// waitTimeout returns the request's timeout, at most maxWait.
+// waitTimeout returns the request's timeout, at most maxWait. The bound
+// is checked in milliseconds, because a larger count of them overflows a
+// time.Duration and could turn negative.
 func waitTimeout(req Request) time.Duration {
-	return min(time.Duration(req.TimeoutMillis)*time.Millisecond, maxWait)
+	if req.TimeoutMillis >= maxWait.Milliseconds() {
+		return maxWait
+	}
+	return time.Duration(req.TimeoutMillis) * time.Millisecond
 }
 
 // ErrNoDaemon is returned by Send when nothing listens on the socket.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -106,6 +107,24 @@ func TestServer_Wait(t *testing.T) {
 	} {
 		if _, err := Send(ctx, path, req); err == nil {
 			t.Errorf("wait %q timeout %d returned no error", req.File, req.TimeoutMillis)
+		}
+	}
+}
+
+func TestServer_WaitHugeTimeout(t *testing.T) {
+	h := &fakeHandler{waitFor: 50 * time.Millisecond}
+	_, path := serve(t, h)
+
+	// 1e13 ms is about 317 years, more than a time.Duration holds in
+	// nanoseconds, so it must be cut to the longest wait, not wrap around.
+	for _, ms := range []int64{1e13, math.MaxInt64} {
+		resp, err := Send(context.Background(), path, Request{Command: CommandWait, File: "a.msg", TimeoutMillis: ms})
+		if err != nil {
+			t.Errorf("wait with timeout %d ms: %v", ms, err)
+			continue
+		}
+		if resp.Wait == nil || resp.Wait.State != WaitDelivered {
+			t.Errorf("wait with timeout %d ms: %+v, want delivered", ms, resp.Wait)
 		}
 	}
 }
