@@ -80,6 +80,36 @@ func TestOpsSignal_ReloadInvalidConfig(t *testing.T) {
 	}
 }
 
+// TestOpsSignal_RepeatedReloadLogsOutcome sends SIGHUP twice for each of
+// two files, one with a key that needs a restart and one that is
+// invalid, and checks that every reload logs its outcome, also when it
+// is the same as the one before.
+func TestOpsSignal_RepeatedReloadLogsOutcome(t *testing.T) {
+	b := harness.StartBroker(t, "")
+	d := harness.NewDaemon(t, b.URL(), "")
+	d.DumpOnFailure()
+	d.Start()
+
+	cases := []struct {
+		extra, line string
+	}{
+		{"publish:\n  qos: 2\n", "changed settings need a restart to apply"},
+		{"log:\n  level: loud\n", "configuration not reloaded"},
+	}
+	for _, c := range cases {
+		d.WriteConfig(b.URL(), c.extra)
+		for want := 1; want <= 2; want++ {
+			d.Signal(syscall.SIGHUP)
+			harness.WaitFor(t, 10*time.Second, fmt.Sprintf("%q logged %d times", c.line, want), func() bool {
+				return strings.Count(d.Log(), c.line) >= want
+			})
+		}
+	}
+	if !d.Running() {
+		t.Fatal("daemon exited on SIGHUP")
+	}
+}
+
 // TestOpsSignal_StopWithStalledBroker sends SIGTERM while a PUBLISH write
 // waits on a broker that stopped reading. The write's own deadline is the
 // keep alive of 30 s; the daemon must stop at its drain timeout instead,

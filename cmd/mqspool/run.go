@@ -119,20 +119,25 @@ func runDaemon(parent context.Context, loaded *config.Loaded, reload func() (*co
 // reloader hands SIGHUP reloads to the daemon, holding one back while the
 // daemon is still being created.
 type reloader struct {
-	mu      sync.Mutex // guards d and pending
+	mu      sync.Mutex // guards d, pending and count
 	d       *daemon.Daemon
 	pending bool
+	// count numbers the reloads. Each one logs its number, so that the
+	// repeat limit of the logger does not drop its error or restart
+	// warning as a copy of the previous reload's.
+	count int
 }
 
 // request reloads now, or once attach is called.
 func (r *reloader) request(log *slog.Logger, load func() (*config.Config, error)) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.count++
 	if r.d == nil {
 		r.pending = true
 		return
 	}
-	reloadConfig(log, r.d, load)
+	reloadConfig(log.With("reload", r.count), r.d, load)
 }
 
 // attach sets the daemon and applies a reload requested before.
@@ -141,7 +146,7 @@ func (r *reloader) attach(log *slog.Logger, d *daemon.Daemon, load func() (*conf
 	defer r.mu.Unlock()
 	r.d = d
 	if r.pending {
-		reloadConfig(log, d, load)
+		reloadConfig(log.With("reload", r.count), d, load)
 	}
 }
 
@@ -153,7 +158,7 @@ func reloadConfig(log *slog.Logger, d *daemon.Daemon, load func() (*config.Confi
 		log.Error("configuration not reloaded, keeping the running one", "err", err)
 		return
 	}
-	d.Reload(cfg)
+	d.Reload(cfg, log)
 }
 
 // signalActions are the callbacks that handleSignals runs.

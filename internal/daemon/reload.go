@@ -14,20 +14,22 @@ import (
 // level, the throttle and the routes. The connection stays up. Keys that
 // need a restart are compared with the running configuration and named
 // in a warning when they differ. A throttle set with "mqspool ctl
-// throttle" is replaced by the file's value.
-func (d *Daemon) Reload(cfg *config.Config) {
+// throttle" is replaced by the file's value. The outcome is logged to
+// log, the daemon's logger with attributes that tell this reload from
+// earlier ones, such as its number.
+func (d *Daemon) Reload(cfg *config.Config, log *slog.Logger) {
 	if level, err := config.ParseLevel(cfg.Log.Level); err == nil && d.level != nil {
 		d.level.Set(level)
 	}
 	d.setThrottle(func(config.Rate) config.Rate { return fileThrottle(cfg) })
 	if err := d.pickup.SetRoutes(pickupRoutes(cfg)); err != nil {
-		d.log.Error("routes not reloaded, keeping the running ones", "err", err)
+		log.Error("routes not reloaded, keeping the running ones", "err", err)
 	}
 
 	if keys := restartKeys(d.cfg, cfg); len(keys) > 0 {
-		d.log.Warn("changed settings need a restart to apply", "keys", keys)
+		log.Warn("changed settings need a restart to apply", "keys", keys)
 	}
-	d.log.Info("configuration reloaded", "log_level", cfg.Log.Level, "routes", len(cfg.Routes),
+	log.Info("configuration reloaded", "log_level", cfg.Log.Level, "routes", len(cfg.Routes),
 		"throttle_messages_per_second", cfg.Throttle.MessagesPerSecond,
 		"throttle_bytes_per_second", int64(cfg.Throttle.BytesPerSecond))
 }
