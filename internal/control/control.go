@@ -325,14 +325,10 @@ func (s *Server) serveConn(conn net.Conn) {
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(requestTimeout))
 
-	var req Request
-	line, err := bufio.NewReader(io.LimitReader(conn, 4096)).ReadBytes('\n')
-	if err == nil {
-		err = json.Unmarshal(line, &req)
-	}
+	req, err := readRequest(conn)
 	if err != nil {
 		s.log.Warn("control request unreadable", "err", err)
-		json.NewEncoder(conn).Encode(Response{Error: "request is not one JSON line: " + err.Error()})
+		json.NewEncoder(conn).Encode(Response{Error: err.Error()})
 		return
 	}
 
@@ -346,6 +342,29 @@ func (s *Server) serveConn(conn net.Conn) {
 	if err := json.NewEncoder(conn).Encode(resp); err != nil {
 		s.log.Warn("control response not sent", "command", req.Command, "err", err)
 	}
+}
+
+// maxRequestBytes bounds a request line, newline included.
+const maxRequestBytes = 4096
+
+// readRequest reads one JSON request line from r. A last line without its
+// newline is taken too, as sent by a client that closed its side after
+// writing.
+func readRequest(r io.Reader) (Request, error) {
+	line, err := bufio.NewReader(io.LimitReader(r, maxRequestBytes)).ReadBytes('\n')
+	switch {
+	case errors.Is(err, io.EOF) && len(line) == maxRequestBytes:
+		return Request{}, fmt.Errorf("request is longer than %d bytes: send one JSON object on one line", maxRequestBytes)
+	case errors.Is(err, io.EOF) && len(line) == 0:
+		return Request{}, errors.New("request is empty: send one JSON object on one line")
+	case err != nil && !errors.Is(err, io.EOF):
+		return Request{}, fmt.Errorf("read request: %w", err)
+	}
+	var req Request
+	if err := json.Unmarshal(line, &req); err != nil {
+		return Request{}, fmt.Errorf("request is not one JSON line: %w", err)
+	}
+	return req, nil
 }
 
 func (s *Server) dispatch(req Request) Response {

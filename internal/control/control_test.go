@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -364,5 +365,55 @@ func TestServer_AcceptErrorKeepsServing(t *testing.T) {
 	case <-served:
 	case <-time.After(5 * time.Second):
 		t.Fatal("Serve did not return after Close")
+	}
+}
+
+// exchange writes raw to the control socket at path, closes the writing
+// side and returns the response.
+func exchange(t *testing.T, path string, raw []byte) Response {
+	t.Helper()
+	conn, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(requestTimeout))
+	if _, err := conn.Write(raw); err != nil {
+		t.Fatal(err)
+	}
+	conn.(*net.UnixConn).CloseWrite()
+	var resp Response
+	if err := json.NewDecoder(conn).Decode(&resp); err != nil {
+		t.Fatalf("read response to %.40q: %v", raw, err)
+	}
+	return resp
+}
+
+func TestServer_RequestLineLimits(t *testing.T) {
+	_, path := serve(t, &fakeHandler{})
+
+	long := append([]byte(`{"command":"status"}`), bytes.Repeat([]byte(" "), maxRequestBytes)...)
+	resp := exchange(t, path, append(long, '\n'))
+	if !strings.Contains(resp.Error, "longer than 4096 bytes") {
+		t.Errorf("long line: error %q, want one that names the 4096-byte limit", resp.Error)
+	}
+
+	resp = exchange(t, path, nil)
+	if !strings.Contains(resp.Error, "request is empty") {
+		t.Errorf("empty request: error %q, want request is empty", resp.Error)
+	}
+
+	resp = exchange(t, path, []byte(`{"command":"status"}`))
+	if resp.Error != "" {
+		t.Errorf("request without newline: error %q, want none", resp.Error)
+	}
+	if resp.Status == nil {
+		t.Error("request without newline: no status in the response")
+	}
+
+	exact := append([]byte(`{"command":"status"}`), bytes.Repeat([]byte(" "), maxRequestBytes-21)...)
+	resp = exchange(t, path, append(exact, '\n'))
+	if resp.Status == nil {
+		t.Errorf("request of exactly %d bytes: error %q, want a status", maxRequestBytes, resp.Error)
 	}
 }
