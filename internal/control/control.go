@@ -159,8 +159,11 @@ type Server struct {
 
 	// mu orders the wg.Add of each accepted connection before the
 	// wg.Wait of Close: a WaitGroup must not grow while it is waited on.
+	// It also guards conns.
 	mu     sync.Mutex
 	closed bool
+	// conns are the open connections, whose reads Close ends.
+	conns map[net.Conn]struct{}
 }
 
 // Listen creates the socket at path with mode 0660, replacing a stale
@@ -181,7 +184,8 @@ func Listen(path string, h Handler, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("set mode of control socket %s: %w", path, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{path: path, handler: h, log: log, ln: ln, ctx: ctx, cancel: cancel}, nil
+	return &Server{path: path, handler: h, log: log, ln: ln, ctx: ctx, cancel: cancel,
+		conns: map[net.Conn]struct{}{}}, nil
 }
 
 // withSocketFix appends to err, a failure to create the control socket
@@ -297,22 +301,30 @@ func (s *Server) Serve() {
 			continue
 		}
 		retry = 0
+		// The deadline is set before Close can see the connection, so
+		// that it does not replace the one Close sets.
+		conn.SetDeadline(time.Now().Add(requestTimeout))
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
 			conn.Close()
 			return
 		}
+		s.conns[conn] = struct{}{}
 		s.wg.Go(func() { s.serveConn(conn) })
 		s.mu.Unlock()
 	}
 }
 
-// Close stops accepting, ends running waits, waits for open exchanges and
-// removes the socket.
+// Close stops accepting, ends running waits and the reads of clients that
+// have not sent their request yet, waits for open exchanges and removes
+// the socket.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closed = true
+	for conn := range s.conns {
+		conn.SetReadDeadline(time.Now())
+	}
 	s.mu.Unlock()
 	err := s.ln.Close()
 	s.cancel()
@@ -322,8 +334,12 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) serveConn(conn net.Conn) {
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(requestTimeout))
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, conn)
+		s.mu.Unlock()
+		conn.Close()
+	}()
 
 	req, err := readRequest(conn)
 	if err != nil {

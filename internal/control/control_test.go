@@ -417,3 +417,23 @@ func TestServer_RequestLineLimits(t *testing.T) {
 		t.Errorf("request of exactly %d bytes: error %q, want a status", maxRequestBytes, resp.Error)
 	}
 }
+
+func TestServer_CloseEndsIdleClient(t *testing.T) {
+	srv, path := serve(t, &fakeHandler{})
+	conn, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// A request on a second connection shows that the server has
+	// accepted the first one, which sends nothing.
+	if _, err := Send(context.Background(), path, Request{Command: CommandStatus}); err != nil {
+		t.Fatal(err)
+	}
+
+	start := time.Now()
+	srv.Close()
+	if took := time.Since(start); took > requestTimeout/2 {
+		t.Errorf("Close took %s with a client that sent nothing, want it to end the read at once", took)
+	}
+}
