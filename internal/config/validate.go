@@ -96,6 +96,15 @@ func (v *validator) positive(key string, d time.Duration) {
 	}
 }
 
+// atLeast rejects a duration below least, a value that would keep the
+// daemon busy or reconnecting rather than doing its work, such as 30ms
+// typed for 30s. use names a sound value.
+func (v *validator) atLeast(key string, d, least, use time.Duration) {
+	if d < least {
+		v.addf("%s: %s is below the minimum of %s: use for example %s", key, d, least, use)
+	}
+}
+
 // notNegative rejects a negative size, with fix as the advice. The daemon
 // passes some sizes on as unsigned numbers, where -1 would become the
 // largest one.
@@ -184,7 +193,7 @@ func (c *Config) validateBroker(v *validator, offline bool) {
 		v.addf("broker.keep_alive: %s is not a whole number of seconds, which MQTT requires: use for example %s",
 			b.KeepAlive, min(max(b.KeepAlive.Round(time.Second), time.Second), 65535*time.Second))
 	}
-	v.positive("broker.connect_timeout", b.ConnectTimeout)
+	v.atLeast("broker.connect_timeout", b.ConnectTimeout, 100*time.Millisecond, 10*time.Second)
 	validateSessionExpiry(v, b.SessionExpiry)
 	if b.ReceiveMaximum < 1 || b.ReceiveMaximum > 65535 {
 		v.addf("broker.receive_maximum: %d is out of range: use 1 to 65535", b.ReceiveMaximum)
@@ -316,7 +325,7 @@ func (c *Config) validatePublish(v *validator) {
 	if p.MaxInflight < 1 || p.MaxInflight > 65535 {
 		v.addf("publish.max_inflight: %d is out of range: use 1 to 65535", p.MaxInflight)
 	}
-	v.positive("publish.ack_timeout", p.AckTimeout)
+	v.atLeast("publish.ack_timeout", p.AckTimeout, time.Second, 30*time.Second)
 	if p.MaxMessageBytes <= 0 || p.MaxMessageBytes > 256<<20 {
 		v.addf("publish.max_message_bytes: %s is out of range: use 1B to 256MiB", p.MaxMessageBytes)
 	}
@@ -364,7 +373,7 @@ func (c *Config) validateSpool(v *validator) {
 	v.oneOf("spool.overflow", s.Overflow, "reject", "drop-oldest")
 	v.oneOf("spool.qos0_offline", s.QoS0Offline, "keep", "drop")
 	v.positive("pickup.settle", c.Pickup.Settle)
-	v.positive("pickup.rescan_interval", c.Pickup.RescanInterval)
+	v.atLeast("pickup.rescan_interval", c.Pickup.RescanInterval, time.Second, 30*time.Second)
 }
 
 // within reports whether path lies inside dir, comparing the cleaned
