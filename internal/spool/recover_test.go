@@ -2,6 +2,7 @@ package spool
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -406,4 +407,50 @@ func TestReadOnlyOpenOfEmptyFile(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "is empty (0 bytes)") {
 		t.Errorf("read-only open of a 0-byte file: %v, want an error that says it is empty", err)
 	}
+}
+
+// A value size in a leaf page that reaches past the end of the file
+// passes bbolt's Check, and the first read of that value faults. Open
+// must find it, so the restart after the fault renames the file aside
+// instead of faulting again.
+func TestOversizedValueIsRenamedAside(t *testing.T) {
+	opts := testOptions(t)
+	fillAndClose(t, opts, 2000, 200)
+	setValueSize(t, opts.Path, []byte("payload 1000x"), 0xff0035)
+	checkRenamedAndSalvaged(t, opts, 1900)
+}
+
+// setValueSize finds the leaf element whose key or value contains needle and
+// overwrites its value size with size. It reads bbolt's page layout: a
+// 16-byte page header with the element count at byte 10, then 16-byte
+// leaf elements of flags, pos, ksize and vsize, in the machine's byte
+// order, with pos counted from the element.
+func setValueSize(t *testing.T, path string, needle []byte, size uint32) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := bytes.Index(data, needle)
+	if at < 0 {
+		t.Fatalf("%q not found in %s", needle, path)
+	}
+	pageSize := os.Getpagesize()
+	page := at / pageSize * pageSize
+	count := int(binary.NativeEndian.Uint16(data[page+10:]))
+	for i := range count {
+		elem := page + 16 + 16*i
+		pos := int(binary.NativeEndian.Uint32(data[elem+4:]))
+		ksize := int(binary.NativeEndian.Uint32(data[elem+8:]))
+		vsize := int(binary.NativeEndian.Uint32(data[elem+12:]))
+		if at < elem+pos || at >= elem+pos+ksize+vsize {
+			continue
+		}
+		binary.NativeEndian.PutUint32(data[elem+12:], size)
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	t.Fatalf("no leaf element on the page at offset %d contains %q", page, needle)
 }
