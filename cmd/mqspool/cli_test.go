@@ -916,6 +916,42 @@ func TestSpool_RequeueFailedNameEndingInReason(t *testing.T) {
 	}
 }
 
+func TestSpool_RequeueFailedKeepsRecords(t *testing.T) {
+	file, dir := testConfig(t, "")
+	spoolDir := filepath.Join(dir, "spool")
+	record := "spool-00000000000000000064.record"
+	renamed := "spool-00000000000000000064.1.record"
+	writeFiles(t, spoolDir, map[string]string{
+		"failed/" + record:              "\x01binary",
+		"failed/" + record + ".reason":  "stored record is unreadable",
+		"failed/" + renamed:             "\x01binary",
+		"failed/" + renamed + ".reason": "stored record is unreadable",
+		"failed/site1/data.record":      "a producer's file",
+		"new/.keep":                     "",
+	})
+
+	code, out, errOut := run(t, "", "spool", "requeue-failed", "--config", file)
+	if code != exitOK {
+		t.Fatalf("code %d, stdout %q, stderr %q; want 0", code, out, errOut)
+	}
+	if !strings.Contains(out, "requeued 1 file\n") {
+		t.Errorf("stdout %q, want only the producer's file requeued", out)
+	}
+	for _, name := range []string{record, record + ".reason", renamed, renamed + ".reason"} {
+		if _, err := os.Lstat(filepath.Join(spoolDir, "failed", name)); err != nil {
+			t.Errorf("failed/%s was not kept: %v", name, err)
+		}
+	}
+	for _, name := range []string{record, renamed} {
+		if !strings.Contains(out, "kept "+filepath.Join(spoolDir, "failed", name)) {
+			t.Errorf("stdout %q does not name the kept record %s", out, name)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(spoolDir, "new", "site1", "data.record")); err != nil {
+		t.Errorf("producer's data.record was not requeued: %v", err)
+	}
+}
+
 func TestSpool_RequeueFailedContinuesPastCollisions(t *testing.T) {
 	file, dir := testConfig(t, "")
 	spoolDir := filepath.Join(dir, "spool")

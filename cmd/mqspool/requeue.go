@@ -6,11 +6,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/mqspool/mqspool/internal/format"
+	"github.com/mqspool/mqspool/internal/pickup"
 )
 
 // reasonSuffix ends the name of a reason file, which contains why the
@@ -28,7 +30,11 @@ daemon runs: it only renames files within the spool directory.
 
 NAME.reason is taken for the reason file of NAME when NAME is beside it.
 A file whose name is already taken in new/ stays in failed/. The others are
-still moved, and the command then lists the names and exits 1.`,
+still moved, and the command then lists the names and exits 1.
+
+A spool-SEQUENCE.record file, a stored record that could not be decoded
+into a message, stays in failed/ and is listed: its .reason file says
+how to publish what is legible in it.`,
 		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, _ []string) error {
 			loaded, err := flags.loadOffline(c)
@@ -42,6 +48,10 @@ still moved, and the command then lists the names and exits 1.`,
 				fmt.Fprintf(out, "kept %s: no file of that name without %s is beside it, so it is taken for "+
 					"the reason of a deleted file: delete it, or move it into new/ yourself if it is a message\n",
 					p, reasonSuffix)
+			}
+			for _, p := range res.records {
+				fmt.Fprintf(out, "kept %s: a stored record that could not be decoded, not a message: "+
+					"see its .reason file\n", p)
 			}
 			return errors.Join(err, res.collisionError())
 		},
@@ -59,6 +69,8 @@ type requeueResult struct {
 	collisions []string
 	// orphans lists the failed/ paths of reason files whose file is gone.
 	orphans []string
+	// records lists the failed/ paths of undecodable records.
+	records []string
 }
 
 // collisionError returns the error that lists the names already taken in
@@ -130,6 +142,10 @@ func (r *requeuer) requeueDir(dir string) error {
 			r.result.orphans = append(r.result.orphans, filepath.Join(dir, e.Name()))
 			continue
 		}
+		if dir == r.failed && recordName.MatchString(e.Name()) {
+			r.result.records = append(r.result.records, filepath.Join(dir, e.Name()))
+			continue
+		}
 		ok, err := r.requeueFile(filepath.Join(dir, e.Name()))
 		if err != nil {
 			return err
@@ -162,6 +178,11 @@ func (r *requeuer) requeueFile(p string) (bool, error) {
 	r.result.moved++
 	return true, nil
 }
+
+// recordName matches the name the daemon gives an undecodable record in
+// failed/: spool-, the 20-digit sequence number, a number the name gets
+// when it is taken, and pickup.RecordExt.
+var recordName = regexp.MustCompile(`^spool-[0-9]{20}(\.[0-9]+)?` + regexp.QuoteMeta(pickup.RecordExt) + `$`)
 
 // failedKind is the role of a file in failed/.
 type failedKind int

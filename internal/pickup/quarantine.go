@@ -98,11 +98,23 @@ func (p *Pickup) pruneRejectHeld() {
 	}
 }
 
+// RecordExt ends the name of a file in failed/ that contains a stored record
+// which could not be decoded into a message. Such a file is not a spool
+// file format, so requeue-failed leaves it in failed/.
+const RecordExt = ".record"
+
+// recordNote is added to the reason of a record written with RecordExt.
+const recordNote = "\nThis file is the stored record as it was, because it could not be decoded " +
+	"into a message, so moving it into new/ would publish these bytes as a raw payload. " +
+	"If its topic and payload are still legible (od -c FILE), publish them with mqspool publish, " +
+	"then delete this file and its .reason file."
+
 // Quarantine writes a message that cannot be delivered into failed/ as
 // rel with ".msg" appended (unless rel already ends in .msg), and the
 // reason into a .reason file beside it. When m has a value that a .msg
 // header cannot hold, it is written as rel with ".jsonl" appended
-// instead. When m is nil, raw is written as it is. rel is a
+// instead. When m is nil, raw is written as it is, as rel with RecordExt
+// appended. rel is a
 // slash-separated relative path such as the original file's name. It
 // returns the path it wrote, for the caller to log. It is safe from any
 // goroutine.
@@ -117,6 +129,9 @@ func (p *Pickup) Quarantine(rel string, m *message.Message, raw []byte, reason s
 		if err != nil {
 			return "", fmt.Errorf("quarantine %s: %w", rel, err)
 		}
+	} else {
+		rel += RecordExt
+		reason += recordNote
 	}
 
 	tmp, err := format.WriteTemp(p.tmpDir, ".quarantine-", 0o640, data)

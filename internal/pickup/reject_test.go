@@ -241,8 +241,11 @@ func TestPickup_Quarantine(t *testing.T) {
 	if _, err := p.Quarantine("raw", nil, []byte("x"), "r"); err != nil {
 		t.Fatal(err)
 	}
-	if data, _ := os.ReadFile(filepath.Join(opts.Dir, "failed", "raw")); string(data) != "x" {
-		t.Errorf("raw quarantine = %q, want x", data)
+	if data, _ := os.ReadFile(filepath.Join(opts.Dir, "failed", "raw.record")); string(data) != "x" {
+		t.Errorf("raw quarantine = %q, want x in raw.record", data)
+	}
+	if reason, _ := os.ReadFile(filepath.Join(opts.Dir, "failed", "raw.record.reason")); !strings.Contains(string(reason), "mqspool publish") {
+		t.Errorf("reason of a raw record = %q, want the way to publish it again", reason)
 	}
 }
 
