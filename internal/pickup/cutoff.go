@@ -137,6 +137,7 @@ func (p *Pickup) watchSpoolDir(w *watcher) int32 {
 				"else let the mqspool user read the spool directory")
 		return -1
 	}
+	p.syncWD = wd
 	return wd
 }
 

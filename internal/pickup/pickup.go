@@ -193,8 +193,10 @@ type Pickup struct {
 	rescanAgain bool
 	deferred    []watchEvent
 	// lateMarkers counts the sync marker events still to come from syncs
-	// that ended before theirs arrived.
+	// that ended before theirs arrived. syncWD is the spool directory's
+	// watch, which delivers them, or -1 without one.
 	lateMarkers int
+	syncWD      int32
 	// forgetBackoff is the wait after a failed Forget, and forgetErrLog
 	// limits its log lines.
 	forgetBackoff time.Duration
@@ -257,6 +259,7 @@ func New(opts Options, store Store) (*Pickup, error) {
 		unreadable: make(map[string]time.Time),
 		rejectHeld: make(map[string]heldReject),
 		room:       make(chan struct{}, 1),
+		syncWD:     -1,
 	}
 	for _, dir := range []string{p.tmpDir, p.newDir} {
 		if err := format.MkdirAllSync(dir); err != nil {

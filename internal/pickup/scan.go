@@ -327,10 +327,17 @@ func (p *Pickup) enqueue(rel string) {
 // calls for a full rescan.
 func (p *Pickup) handleEvent(w *watcher, ws *watches, ev watchEvent) bool {
 	if ev.mask&unix.IN_Q_OVERFLOW != 0 {
+		// The overflow may have lost the events of late sync markers.
+		p.lateMarkers = 0
 		return true
 	}
 	dir, ok := ws.byWD[ev.wd]
 	if !ok {
+		// A late sync marker's event that comes between syncs is
+		// counted here, so that the next sync waits for its own.
+		if ev.wd == p.syncWD && ev.name == syncMarkerName && p.lateMarkers > 0 {
+			p.lateMarkers--
+		}
 		return false
 	}
 	switch {

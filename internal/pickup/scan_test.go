@@ -258,3 +258,40 @@ func TestSyncEvents_SkippedAfterReaderFailure(t *testing.T) {
 		t.Errorf("lateMarkers = %d, want 0", p.lateMarkers)
 	}
 }
+
+// The late event of a timed-out sync's marker often comes between rescans,
+// where handleEvents takes it. The count must drop there too, or every
+// later sync skips its own marker and waits maxStampWait for nothing.
+func TestHandleEvents_LateMarkerCounted(t *testing.T) {
+	p, err := New(testOptions(t), newFakeStore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := newWatcher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.close)
+	wd := p.watchSpoolDir(w)
+	if wd < 0 {
+		t.Fatal("watchSpoolDir failed")
+	}
+	ws := &watches{byWD: map[int32]string{}, byDir: map[string]int32{}}
+
+	p.lateMarkers = 1
+	p.handleEvents(w, ws, []watchEvent{{wd: wd, mask: unix.IN_ATTRIB, name: syncMarkerName}})
+	if p.lateMarkers != 0 {
+		t.Fatalf("lateMarkers after handleEvents took the late event = %d, want 0", p.lateMarkers)
+	}
+
+	p.syncEvents(context.Background(), w, ws, wd)
+	if p.lateMarkers != 0 {
+		t.Errorf("lateMarkers after a sync = %d, want 0: the sync missed its own marker", p.lateMarkers)
+	}
+
+	p.lateMarkers = 1
+	p.handleEvents(w, ws, []watchEvent{{wd: -1, mask: unix.IN_Q_OVERFLOW}})
+	if p.lateMarkers != 0 {
+		t.Errorf("lateMarkers after an overflow in handleEvents = %d, want 0", p.lateMarkers)
+	}
+}
