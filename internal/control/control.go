@@ -214,29 +214,39 @@ var ErrSocketInUse = errors.New("in use by another process, most likely another 
 // of two daemons started at once with one control.socket only one listens
 // there. It returns [ErrSocketInUse] when another daemon holds the lock or
 // a process accepts connections on path. When the lock file cannot be
-// created it returns a nil file and no error: the daemon then listens or,
-// on any other problem, logs it and runs without a control socket. The
-// lock lasts until the file is closed or the process ends.
+// created or locked, for example because another user owns it, it returns
+// a nil file and an error wrapping [ErrNoSocketLock]: the daemon may then
+// run without the lock, and should log the error. The lock lasts until the
+// file is closed or the process ends.
 func Claim(path string) (*os.File, error) {
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
 		return nil, inUse(path)
 	}
+	lockPath := path + ".lock"
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, nil
+		return nil, noLock(lockPath, err)
 	}
-	f, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, nil
+		return nil, noLock(lockPath, err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			return nil, inUse(path)
 		}
-		return nil, nil
+		return nil, noLock(lockPath, os.NewSyscallError("flock", err))
 	}
 	return f, nil
+}
+
+// ErrNoSocketLock reports a lock file beside the control socket that
+// could not be created or locked.
+var ErrNoSocketLock = errors.New("control socket lock unavailable")
+
+func noLock(lockPath string, err error) error {
+	return fmt.Errorf("%w: %s: %w: let the daemon's user create and write it, or remove it", ErrNoSocketLock, lockPath, err)
 }
 
 func inUse(path string) error {

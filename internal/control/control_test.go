@@ -285,17 +285,29 @@ func TestStatus_JSONAlwaysHasDocumentedFields(t *testing.T) {
 	}
 }
 
-// A lock file that cannot be created does not stop the daemon: it runs
-// and reports the socket problem when it listens.
+// A lock file that cannot be created does not stop the daemon: Claim
+// returns ErrNoSocketLock, which the daemon logs before it runs on.
 func TestClaim_LockFileUnavailable(t *testing.T) {
 	notDir := filepath.Join(t.TempDir(), "file")
 	if err := os.WriteFile(notDir, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	lockIsDir := filepath.Join(t.TempDir(), "ctl.sock")
+	if err := os.Mkdir(lockIsDir+".lock", 0o700); err != nil {
+		t.Fatal(err)
+	}
 
-	f, err := Claim(filepath.Join(notDir, "ctl.sock"))
-	if err != nil || f != nil {
-		t.Errorf("Claim under a regular file = %v, %v, want no lock and no error", f, err)
+	for _, path := range []string{filepath.Join(notDir, "ctl.sock"), lockIsDir} {
+		f, err := Claim(path)
+		if f != nil {
+			t.Errorf("Claim(%s) returned a lock", path)
+		}
+		if !errors.Is(err, ErrNoSocketLock) {
+			t.Errorf("Claim(%s) = %v, want ErrNoSocketLock", path, err)
+		}
+		if errors.Is(err, ErrSocketInUse) {
+			t.Errorf("Claim(%s) = %v, want no ErrSocketInUse", path, err)
+		}
 	}
 }
 

@@ -39,8 +39,8 @@ type Daemon struct {
 	// dirLock holds the spool directory's lock for the daemon's life.
 	dirLock *os.File
 	// socketLock holds the lock beside the control socket, or is nil when
-	// the lock file could not be created (see [control.Claim]). Close
-	// on a nil *os.File does nothing.
+	// the lock file could not be created or locked (see [control.Claim]).
+	// Close on a nil *os.File does nothing.
 	socketLock *os.File
 	loop       *eventloop.Loop
 
@@ -88,7 +88,13 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*Daemon, e
 	// A second daemon on the same socket would run without one, and
 	// status and ctl would reach the first daemon for both.
 	socketLock, err := control.Claim(cfg.Control.Socket)
-	if err != nil {
+	switch {
+	case errors.Is(err, control.ErrNoSocketLock):
+		// Claim still found no daemon listening on the socket. Only one
+		// that starts at the same moment is missed, so the daemon runs on.
+		log.Warn("control socket not locked, so a second daemon started at the same moment "+
+			"could take it over", "socket", cfg.Control.Socket, "err", err)
+	case err != nil:
 		lock.Close()
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"errors"
 	"log/slog"
 	"net"
@@ -148,4 +149,27 @@ func TestNew_ControlSocketClaimedBeforeListen(t *testing.T) {
 		t.Fatalf("New after the first daemon let go: %v", err)
 	}
 	d2.abandon()
+}
+
+// A lock file that the daemon cannot open, such as one left by a daemon
+// run as another user, does not stop the start, but the lost protection
+// is logged.
+func TestNew_ControlSocketLockUnavailableLogged(t *testing.T) {
+	cfg := offlineConfig(t)
+	if err := os.Mkdir(cfg.Control.Socket+".lock", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	d, err := New(cfg, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	if err != nil {
+		t.Fatalf("New with an unusable lock file: %v", err)
+	}
+	d.abandon()
+
+	if !strings.Contains(logs.String(), "control socket not locked") {
+		t.Errorf("no warning about the unusable lock file:\n%s", logs.String())
+	}
+	if !strings.Contains(logs.String(), cfg.Control.Socket+".lock") {
+		t.Errorf("the warning does not name the lock file:\n%s", logs.String())
+	}
 }
