@@ -483,8 +483,7 @@ func (l *Loop) closeConn(reason *byte) {
 // and plans what comes next under the reconnect policy. With graceful it
 // sends DISCONNECT 0x00 first, so the broker discards the will. A cause
 // that wraps a protocolError sends DISCONNECT with its reason code first,
-// which MQTT 5.0 (section 4.13) recommends to a client that receives a
-// malformed packet or a protocol error.
+// so the broker's log shows why the client left (MQTT 5.0 section 4.13).
 func (l *Loop) dropConnection(cause error, graceful bool) {
 	if l.conn == nil {
 		return

@@ -368,16 +368,19 @@ func tcpKeepAlive(idle time.Duration) net.KeepAliveConfig {
 	return net.KeepAliveConfig{Enable: true, Idle: idle, Interval: max(idle/3, time.Second), Count: 3}
 }
 
+// errNotTCP reports a connection that has no TCP socket to set options on.
+var errNotTCP = errors.New("the connection is not TCP")
+
 // socketKeepAlive sets on a connected socket the TCP options that dialer
 // sets when keep alive is off. A connection that is neither TCP nor TLS
-// over TCP is left alone.
+// over TCP yields errNotTCP.
 func socketKeepAlive(nc net.Conn, idle time.Duration) error {
 	if tc, ok := nc.(*tls.Conn); ok {
 		nc = tc.NetConn()
 	}
 	tcp, ok := nc.(*net.TCPConn)
 	if !ok {
-		return nil
+		return errNotTCP
 	}
 	if err := tcp.SetKeepAliveConfig(tcpKeepAlive(idle)); err != nil {
 		return fmt.Errorf("set tcp keepalive: %w", err)
