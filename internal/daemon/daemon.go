@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,7 +38,10 @@ type Daemon struct {
 	spool  *spool.Spool
 	pickup *pickup.Pickup
 	// dirLock holds the spool directory's lock for the daemon's life.
-	dirLock *os.File
+	// The pickup's goroutine replaces it when the directory was created
+	// anew, so it is read and written under dirLockMu.
+	dirLockMu sync.Mutex
+	dirLock   *os.File
 	// socketLock holds the lock beside the control socket, or is nil when
 	// the lock file could not be created or locked (see [control.Claim]).
 	// Close on a nil *os.File does nothing.
@@ -124,7 +128,38 @@ func (d *Daemon) abandon() {
 	}
 	d.spool.Close()
 	d.socketLock.Close()
+	d.releaseSpoolDir()
+}
+
+// releaseSpoolDir drops the spool directory's lock.
+func (d *Daemon) releaseSpoolDir() {
+	d.dirLockMu.Lock()
+	defer d.dirLockMu.Unlock()
 	d.dirLock.Close()
+}
+
+// relockSpoolDir takes the spool directory's lock again after the pickup
+// created the directory anew: the lock file went with the old directory,
+// and a second daemon could otherwise take the new one and publish the
+// same files.
+func (d *Daemon) relockSpoolDir() {
+	d.dirLockMu.Lock()
+	defer d.dirLockMu.Unlock()
+	path := filepath.Join(d.cfg.Spool.Dir, spoolDirLock)
+	if locked, err := d.dirLock.Stat(); err == nil {
+		if current, err := os.Stat(path); err == nil && os.SameFile(locked, current) {
+			return
+		}
+	}
+	lock, err := lockSpoolDir(d.cfg.Spool.Dir)
+	if err != nil {
+		d.log.Error("spool directory lock not taken again, so another daemon may take the directory "+
+			"and publish the same files", "err", err)
+		return
+	}
+	d.dirLock.Close()
+	d.dirLock = lock
+	d.log.Info("spool directory lock taken again", "path", path)
 }
 
 func (d *Daemon) build() error {
@@ -132,6 +167,7 @@ func (d *Daemon) build() error {
 	if err != nil {
 		return err
 	}
+	pickupOpts.DirsRestored = d.relockSpoolDir
 	p, err := pickup.New(pickupOpts, trackingStore{Spool: d.spool, waits: d.waits})
 	if err != nil {
 		return fmt.Errorf("prepare spool directory %s: %w", d.cfg.Spool.Dir, err)
@@ -513,7 +549,7 @@ func (d *Daemon) sampleRates(ctx context.Context) {
 
 func (d *Daemon) close() error {
 	var errs []error
-	defer d.dirLock.Close()
+	defer d.releaseSpoolDir()
 	defer d.socketLock.Close()
 	st := d.loop.State()
 	if err := d.loop.Close(); err != nil {

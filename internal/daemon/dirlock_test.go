@@ -173,3 +173,29 @@ func TestNew_ControlSocketLockUnavailableLogged(t *testing.T) {
 		t.Errorf("the warning does not name the lock file:\n%s", logs.String())
 	}
 }
+
+// A spool directory removed while the daemon runs takes its lock file
+// along. When the pickup creates the directory again, the daemon locks it
+// again, so a second daemon still cannot take it.
+func TestRelockSpoolDir_AfterRemoval(t *testing.T) {
+	cfg := offlineConfig(t)
+	d, err := New(cfg, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.abandon()
+	d.relockSpoolDir() // nothing changed: keeps the lock it holds
+
+	if err := os.RemoveAll(cfg.Spool.Dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.Spool.Dir, "new"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d.relockSpoolDir()
+
+	if other, err := lockSpoolDir(cfg.Spool.Dir); err == nil {
+		other.Close()
+		t.Error("a second daemon could lock the spool directory created again")
+	}
+}

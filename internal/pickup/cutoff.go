@@ -135,6 +135,7 @@ func (p *Pickup) watchSpoolDir(w *watcher) int32 {
 			"in within one clock tick out of arrival order", "path", p.opts.Dir, "err", err,
 			"hint", "raise fs.inotify.max_user_watches if the error is ENOSPC, "+
 				"else let the mqspool user read the spool directory")
+		p.syncWD = -1
 		return -1
 	}
 	p.syncWD = wd

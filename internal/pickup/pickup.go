@@ -87,6 +87,10 @@ type Options struct {
 	FailedWarnBytes int64
 	// Logger receives warnings for bad files and errors; nil discards.
 	Logger *slog.Logger
+	// DirsRestored, if set, is called from Run after the pickup created
+	// tmp/, new/ and failed/ again because new/ had been removed while it
+	// ran. The daemon takes the spool directory's lock again there.
+	DirsRestored func()
 }
 
 // Store is the durable queue that takes the messages. The spool
@@ -197,6 +201,11 @@ type Pickup struct {
 	// watch, which delivers them, or -1 without one.
 	lateMarkers int
 	syncWD      int32
+	// syncLost is set when the spool directory's watch ended with the
+	// directory, and restoreAt when new/ was removed: the next rescan
+	// watches the spool directory again and creates new/ again.
+	syncLost  bool
+	restoreAt time.Time
 	// forgetBackoff is the wait after a failed Forget, and forgetErrLog
 	// limits its log lines.
 	forgetBackoff time.Duration

@@ -2,7 +2,12 @@ package pickup
 
 import (
 	"context"
+	"errors"
+	"io/fs"
+	"os"
 	"time"
+
+	"github.com/mqspool/mqspool/internal/format"
 )
 
 const (
@@ -16,6 +21,9 @@ const (
 	unreadableLogInterval = time.Hour
 	// idleWait is the timer period when nothing is due.
 	idleWait = time.Hour
+	// restoreDelay is the pause between the removal of new/ and the
+	// rescan that creates it again.
+	restoreDelay = time.Second
 )
 
 // Run watches and ingests the spool directory until ctx is done, then
@@ -28,7 +36,7 @@ func (p *Pickup) Run(ctx context.Context) error {
 	}
 	defer w.close()
 	ws := &watches{byWD: make(map[int32]string), byDir: make(map[string]int32)}
-	syncWD := p.watchSpoolDir(w)
+	p.watchSpoolDir(w)
 
 	p.forgetOrphans()
 	// Files that arrived before the watches have no events, so the first
@@ -56,7 +64,7 @@ func (p *Pickup) Run(ctx context.Context) error {
 			p.gather(ctx, w, ws)
 		case <-rescan.C:
 			p.finishRemoval()
-			p.rescan(w, ws, func() { p.syncEvents(ctx, w, ws, syncWD) })
+			p.rescan(w, ws, func() { p.syncEvents(ctx, w, ws, p.syncWD) })
 			p.finishSync(w, ws)
 		case <-readerStopped:
 			readerStopped = nil
@@ -70,6 +78,9 @@ func (p *Pickup) Run(ctx context.Context) error {
 			// event, which may be a whole rescan interval away.
 			p.finishRemoval()
 		case <-timer.C:
+			if !p.restoreAt.IsZero() && !p.now().Before(p.restoreAt) {
+				p.rescan(w, ws, nil)
+			}
 			// A settled file may reuse the name of a file being
 			// removed, and enqueue skips names still queued. Without
 			// settling files the removal keeps running meanwhile.
@@ -85,6 +96,14 @@ func (p *Pickup) Run(ctx context.Context) error {
 // queueing the files that are ready. sync, when not nil, handles the
 // waiting events before the listing (see scanTree).
 func (p *Pickup) rescan(w *watcher, ws *watches, sync func()) {
+	p.restoreAt = time.Time{}
+	p.restoreDirs()
+	if p.syncLost && w != nil {
+		// The spool directory was removed, and its watch with it.
+		p.syncLost, p.lateMarkers = false, 0
+		p.watchSpoolDir(w)
+		sync = nil
+	}
 	p.scanTree(w, ws, "", sync)
 	p.checkSettling()
 	p.housekeeping()
@@ -100,6 +119,28 @@ func (p *Pickup) rescan(w *watcher, ws *watches, sync func()) {
 		}
 	}
 	p.pruneRejectHeld()
+}
+
+// restoreDirs creates tmp/, new/ and failed/ again when new/ is gone, as
+// after the spool directory was removed while the daemon ran, so that
+// producers can go on. The scan that follows watches the new new/.
+func (p *Pickup) restoreDirs() {
+	if _, err := os.Lstat(p.newDir); !errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	for _, dir := range []string{p.tmpDir, p.newDir, p.failedDir} {
+		if err := format.MkdirAllSync(dir); err != nil {
+			p.log.Error("new/ of the spool directory is missing and cannot be created again",
+				"path", dir, "err", err, "hint", "create the spool directory writable by the mqspool user")
+			return
+		}
+	}
+	p.log.Error("new/ of the spool directory was removed while the daemon ran; created tmp/, new/ and "+
+		"failed/ again, and files in the removed directories are lost to mqspool", "dir", p.opts.Dir,
+		"hint", "stop mqspool before removing or replacing its spool directory")
+	if p.opts.DirsRestored != nil {
+		p.opts.DirsRestored()
+	}
 }
 
 // finishSync runs the rescan that an event handled during a sync called
@@ -182,6 +223,9 @@ func (p *Pickup) wait() time.Duration {
 	}
 	if len(p.forget) > 0 {
 		d = min(d, max(p.forgetBy.Sub(now), time.Millisecond))
+	}
+	if !p.restoreAt.IsZero() {
+		d = min(d, max(p.restoreAt.Sub(now), time.Millisecond))
 	}
 	return d
 }

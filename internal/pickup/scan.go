@@ -338,6 +338,11 @@ func (p *Pickup) handleEvent(w *watcher, ws *watches, ev watchEvent) bool {
 		if ev.wd == p.syncWD && ev.name == syncMarkerName && p.lateMarkers > 0 {
 			p.lateMarkers--
 		}
+		if ev.wd == p.syncWD && ev.mask&unix.IN_IGNORED != 0 {
+			// The spool directory is gone; the next rescan watches the
+			// one at its path.
+			p.syncWD, p.syncLost = -1, true
+		}
 		return false
 	}
 	switch {
@@ -346,6 +351,12 @@ func (p *Pickup) handleEvent(w *watcher, ws *watches, ev watchEvent) bool {
 		return false
 	case ev.mask&unix.IN_DELETE_SELF != 0:
 		forgetWatch(ws, ev.wd, dir)
+		if dir == "" {
+			// new/ itself was removed. A rescan soon creates it again,
+			// after a pause that lets a removal of the whole spool
+			// directory finish first.
+			p.restoreAt = p.now().Add(restoreDelay)
+		}
 		return false
 	case ev.mask&unix.IN_MOVE_SELF != 0:
 		// The directory left its place, so its path is stale. A rescan

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -293,5 +294,60 @@ func TestHandleEvents_LateMarkerCounted(t *testing.T) {
 	p.handleEvents(w, ws, []watchEvent{{wd: -1, mask: unix.IN_Q_OVERFLOW}})
 	if p.lateMarkers != 0 {
 		t.Errorf("lateMarkers after an overflow in handleEvents = %d, want 0", p.lateMarkers)
+	}
+}
+
+// A spool directory removed while the pickup runs is created again at
+// once, with a watch on the new new/, so producers can go on, and the
+// daemon hears of it to take the directory's lock again.
+func TestPickup_RemovedSpoolDirRestored(t *testing.T) {
+	opts := testOptions(t)
+	opts.RescanInterval = time.Hour // only the event may restore it
+	logs := capture(&opts)
+	var restored atomic.Int32
+	opts.DirsRestored = func() { restored.Add(1) }
+	store := newFakeStore()
+	start(t, opts, store)
+	drop(t, opts.Dir, "a/1", "before")
+	waitFor(t, 5*time.Second, "the first file", func() bool { return store.count() == 1 })
+
+	if err := os.RemoveAll(opts.Dir); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "new/ created again", func() bool {
+		return exists(filepath.Join(opts.Dir, "new")) && restored.Load() == 1
+	})
+	drop(t, opts.Dir, "a/2", "after")
+	waitFor(t, 5*time.Second, "the file dropped after the removal", func() bool { return store.count() == 2 })
+	if !strings.Contains(logs.String(), "was removed while the daemon ran") {
+		t.Errorf("log does not report the removal:\n%s", logs.String())
+	}
+}
+
+// The spool directory's watch ends with the directory. The next rescan
+// watches the directory now at the path, so syncs do not wait for marker
+// events from a watch that is gone.
+func TestRescan_WatchesNewSpoolDir(t *testing.T) {
+	p, err := New(testOptions(t), newFakeStore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := newWatcher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.close)
+	ws := &watches{byWD: map[int32]string{}, byDir: map[string]int32{}}
+	old := p.watchSpoolDir(w)
+	p.lateMarkers = 2
+
+	p.handleEvent(w, ws, watchEvent{wd: old, mask: unix.IN_IGNORED})
+	if p.syncWD != -1 || !p.syncLost {
+		t.Fatalf("after the watch ended: syncWD %d, syncLost %t, want -1 and true", p.syncWD, p.syncLost)
+	}
+	p.rescan(w, ws, nil)
+	if p.syncWD < 0 || p.syncLost || p.lateMarkers != 0 {
+		t.Errorf("after the rescan: syncWD %d, syncLost %t, lateMarkers %d, want a watch, false and 0",
+			p.syncWD, p.syncLost, p.lateMarkers)
 	}
 }
