@@ -97,3 +97,14 @@ func TestPrintStatus_WaitingAndDropped(t *testing.T) {
 		t.Errorf("status shows empty counts:\n%s", text)
 	}
 }
+
+// A database moved aside at start gets a line that names the command to
+// recover its messages.
+func TestPrintStatus_DamagedDatabase(t *testing.T) {
+	var out bytes.Buffer
+	printStatus(&out, &control.Status{DamagedDatabase: "/var/lib/mqspool/spool.db.corrupt-1"})
+	want := "mqspool spool salvage /var/lib/mqspool/spool.db.corrupt-1"
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("status lacks %q:\n%s", want, out.String())
+	}
+}

@@ -105,7 +105,10 @@ type Status struct {
 	IntakeErrorAgeSecs float64 `json:"intake_last_error_age_seconds,omitempty"`
 	// PartialFile is the long .jsonl file being stored in parts, if any.
 	PartialFile *PartialFile `json:"partial_file,omitempty"`
-	LastError   string       `json:"last_error"` // empty when there was none
+	// DamagedDatabase is the path the start moved a damaged spool.db to,
+	// whose messages "mqspool spool salvage" recovers, or empty.
+	DamagedDatabase string `json:"damaged_database_renamed_to,omitempty"`
+	LastError       string `json:"last_error"` // empty when there was none
 	// Stopping is true while the daemon drains before it exits.
 	Stopping     bool    `json:"stopping"`
 	DrainETASecs float64 `json:"time_to_drain_seconds"`

@@ -199,3 +199,22 @@ func TestRelockSpoolDir_AfterRemoval(t *testing.T) {
 		t.Error("a second daemon could lock the spool directory created again")
 	}
 }
+
+// A spool.db that the start moved aside as damaged shows in status with
+// where it went, so an operator who looks later still finds it.
+func TestStatus_ShowsDamagedDatabase(t *testing.T) {
+	cfg := offlineConfig(t)
+	if err := os.WriteFile(cfg.Spool.DB, make([]byte, 16384), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(cfg, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.abandon()
+
+	got := controlHandler{d: d}.Status().DamagedDatabase
+	if !strings.HasPrefix(got, cfg.Spool.DB+".corrupt-") {
+		t.Errorf("status damaged database = %q, want %s.corrupt-TIMESTAMP", got, cfg.Spool.DB)
+	}
+}

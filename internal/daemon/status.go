@@ -115,6 +115,7 @@ func (h controlHandler) Status() control.Status {
 	if ps.LastError != "" {
 		st.IntakeError, st.IntakeErrorAgeSecs = ps.LastError, time.Since(ps.LastErrorAt).Seconds()
 	}
+	st.DamagedDatabase = d.spool.RenamedAside()
 	if pp := ps.Parted; pp.Path != "" {
 		st.PartialFile = &control.PartialFile{Path: pp.Path, Stored: pp.Stored, Total: pp.Total}
 	}

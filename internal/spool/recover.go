@@ -245,14 +245,79 @@ func (s *Spool) recoverPanic(err *error, op string) {
 		return
 	}
 	s.mu.Lock()
-	if !s.corrupt {
+	first := !s.corrupt
+	if first {
 		s.corrupt = true
 		close(s.damaged)
 	}
 	s.mu.Unlock()
 	s.log.Error("spool database is damaged; restart the daemon so it checks and renames the file aside",
 		"path", s.opts.Path, "operation", op, "panic", r)
+	if _, fault := r.(interface{ Addr() uintptr }); fault && first && !s.opts.ReadOnly {
+		s.markDamaged(fmt.Sprintf("bbolt faulted during %s: %v", op, r))
+	}
 	*err = fmt.Errorf("%w: %s: bbolt panicked during %s: %v", ErrCorrupt, s.opts.Path, op, r)
+}
+
+// damageMarkSuffix ends the name of the file beside the database that
+// records a memory fault on its mapped pages.
+const damageMarkSuffix = ".damaged"
+
+// markDamaged records cause in a file beside the database, so the next
+// Open renames the database aside even when its check passes. The check
+// does not read every byte, so a damaged size field can pass it while
+// every read of that value faults. Without the mark the daemon would
+// start, fault and stop again for ever.
+func (s *Spool) markDamaged(cause string) {
+	path := s.opts.Path + damageMarkSuffix
+	text := time.Now().UTC().Format(time.RFC3339) + " " + cause + "\n"
+	if err := writeSynced(path, []byte(text)); err != nil {
+		s.log.Error("recording the damage for the next start failed, so that start may not rename "+
+			"the database aside", "path", path, "err", err, "hint", "stop mqspool, move "+
+			s.opts.Path+" aside and salvage it with mqspool spool salvage")
+	}
+}
+
+// writeSynced writes data to path and fsyncs the file and its directory.
+func writeSynced(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if closeErr := f.Close(); err == nil {
+		err = closeErr
+	}
+	if err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// damageMark returns the cause recorded by markDamaged for the database
+// at path, or "" when there is none.
+func damageMark(path string) string {
+	data, err := os.ReadFile(path + damageMarkSuffix)
+	if err != nil {
+		return ""
+	}
+	if cause := strings.TrimSpace(string(data)); cause != "" {
+		return cause
+	}
+	return "a fault on its mapped pages"
+}
+
+// clearDamageMark removes the mark once the database it names was renamed
+// aside or is gone.
+func clearDamageMark(path string) error {
+	err := os.Remove(path + damageMarkSuffix)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
 }
 
 func (s *Spool) mapErr(err error) error {

@@ -454,3 +454,61 @@ func setValueSize(t *testing.T, path string, needle []byte, size uint32) {
 	}
 	t.Fatalf("no leaf element on the page at offset %d contains %q", page, needle)
 }
+
+// memoryFault imitates the runtime error that SetPanicOnFault makes of a
+// fault on a mapped page.
+type memoryFault struct{}
+
+func (memoryFault) Error() string { return "unexpected fault address 0xdead" }
+func (memoryFault) RuntimeError() {}
+func (memoryFault) Addr() uintptr { return 0xdead }
+func panicIn(s *Spool, v any) error {
+	return func() (err error) { defer s.recoverPanic(&err, "read"); panic(v) }()
+}
+
+// A fault on a mapped page can come from damage that the check at open
+// does not see. The next start must rename the database aside anyway, or
+// the daemon faults and stops at every start.
+func TestFaultMarksDatabaseForRenaming(t *testing.T) {
+	opts := testOptions(t)
+	fillAndClose(t, opts, 100, 10)
+	s := openSpool(t, opts)
+	if err := panicIn(s, memoryFault{}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("fault = %v, want ErrCorrupt", err)
+	}
+	s.Close()
+
+	again := openSpool(t, opts)
+	if again.RenamedAside() == "" {
+		t.Fatal("the database that faulted was not renamed aside at the next open")
+	}
+	if _, err := os.Stat(opts.Path + damageMarkSuffix); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("damage mark still there after the rename (stat: %v)", err)
+	}
+	copied, _, err := Salvage(again.RenamedAside(), func(Record) error { return nil })
+	if err != nil || copied != 100 {
+		t.Errorf("salvage of the renamed file: %d messages, %v, want 100", copied, err)
+	}
+	again.Close()
+
+	third := openSpool(t, opts)
+	if third.RenamedAside() != "" {
+		t.Error("the fresh database was renamed aside too")
+	}
+}
+
+// A panic that is no memory fault, such as a bug in a transaction, leaves
+// no mark, so it does not cost the queue its database.
+func TestOtherPanicLeavesNoMark(t *testing.T) {
+	opts := testOptions(t)
+	fillAndClose(t, opts, 10, 10)
+	s := openSpool(t, opts)
+	panicIn(s, "assertion failed")
+	s.Close()
+
+	again := openSpool(t, opts)
+	if again.RenamedAside() != "" {
+		t.Error("database renamed aside after a panic that was no fault")
+	}
+	equal(t, "messages kept", again.Stats().Messages, int64(10))
+}

@@ -3,6 +3,7 @@ package spool
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -122,7 +123,7 @@ func Open(opts Options) (*Spool, error) {
 		syncDirs = append(syncDirs, dir)
 	}
 
-	db, err := s.openChecked()
+	db, err := s.openMarked()
 	if err != nil && (opts.ReadOnly || !isDamage(err)) {
 		return nil, err
 	}
@@ -136,7 +137,12 @@ func Open(opts Options) (*Spool, error) {
 		}
 		s.renamedAside = aside
 		s.log.Error("spool database is damaged; renamed it aside and started an empty one",
-			"path", opts.Path, "renamed_to", aside, "error", err)
+			"path", opts.Path, "renamed_to", aside, "error", err,
+			"hint", "recover its messages with: mqspool spool salvage "+aside)
+		if err := clearDamageMark(opts.Path); err != nil {
+			s.log.Warn("removing the damage mark failed, so the next start renames the new database aside too",
+				"path", opts.Path+damageMarkSuffix, "err", err, "hint", "delete the file")
+		}
 		if db, err = s.openChecked(); err != nil {
 			return nil, fmt.Errorf("create fresh spool database %s: %w", opts.Path, err)
 		}
@@ -176,6 +182,27 @@ func initialMmapSize() int {
 // the mapping. bbolt's default of 16 MiB would make every new database
 // that large, and file systems without sparse files would allocate it.
 const allocSize = 4 << 20
+
+// openMarked opens the database like openChecked. When a damage mark
+// records a fault while the database was in use, it returns ErrCorrupt
+// without opening it, so Open renames it aside.
+func (s *Spool) openMarked() (*bolt.DB, error) {
+	if s.opts.ReadOnly {
+		return s.openChecked()
+	}
+	cause := damageMark(s.opts.Path)
+	if cause == "" {
+		return s.openChecked()
+	}
+	if _, err := os.Stat(s.opts.Path); errors.Is(err, fs.ErrNotExist) {
+		// Moved away by hand: the mark has done its work.
+		if err := clearDamageMark(s.opts.Path); err != nil {
+			return nil, fmt.Errorf("remove the damage mark %s: %w", s.opts.Path+damageMarkSuffix, err)
+		}
+		return s.openChecked()
+	}
+	return nil, fmt.Errorf("%w: found damaged while in use: %s", ErrCorrupt, cause)
+}
 
 // errLockLeaked marks damage that made bbolt panic inside its Open. Open
 // does not close the file it has locked then, so this process holds the
