@@ -489,7 +489,8 @@ func (l *Loop) dropConnection(cause error, graceful bool) {
 		return
 	}
 	url := l.conn.url
-	if !l.noteConnectionEnd(cause) {
+	strike := l.noteConnectionEnd(cause)
+	if !strike {
 		// An end that isolation counts against a message is no sign of
 		// another client with the same client id.
 		l.watchCloses(cause)
@@ -521,6 +522,12 @@ func (l *Loop) dropConnection(cause error, graceful bool) {
 		l.log.Warn("disconnected, not reconnecting", "url", url, "err", cause)
 		l.finish()
 	default:
+		if strike {
+			// The broker took the connection and ended it on one
+			// message, so it is up: a short connection is no reason to
+			// wait longer before the next try to isolate that message.
+			l.backoff.reset()
+		}
 		delay := l.backoff.next()
 		l.log.Warn("disconnected, reconnecting", "url", url, "err", cause, "backoff_ms", delay.Milliseconds())
 		l.scheduleReconnect(delay)

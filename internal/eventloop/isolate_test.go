@@ -2,6 +2,7 @@ package eventloop
 
 import (
 	"fmt"
+	"log/slog"
 	"strings"
 	"syscall"
 	"testing"
@@ -248,5 +249,29 @@ func TestIsolation_PubrelsResentTogether(t *testing.T) {
 		if p.conn == 1 {
 			t.Errorf("PUBLISH %q resent while PUBRELs were outstanding", p.payload)
 		}
+	}
+}
+
+// Each connection that isolation ends on one message lasts less than the
+// stable time, but the broker is up. The reconnect after a strike keeps
+// the shortest delay, so a few bad messages do not hold the queue back
+// for the maximum delay each.
+func TestIsolation_StrikesKeepShortestDelay(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{
+		endOn: func(p *packets.Publish) (byte, bool) { return 0x81, string(p.Payload) == "poison" },
+	})
+	src := newMemSource()
+	src.add(message.Message{Topic: "t", QoS: 1, Payload: []byte("poison")},
+		message.Message{Topic: "t", QoS: 1, Payload: []byte("good")})
+	opts := testOptions(b)
+	opts.MinDelay, opts.MaxDelay = 50*time.Millisecond, 10*time.Second
+	logs := &lockedBuffer{}
+	opts.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	r := start(t, opts, src, &testJournal{}, nil)
+
+	waitFor(t, 10*time.Second, "both outcomes", func() bool { return len(r.outcomes()) == 2 })
+	// One end starts isolation, and three strikes fail the message.
+	if n := strings.Count(logs.String(), "backoff_ms=50\n"); n != 4 {
+		t.Errorf("%d reconnects after the shortest delay of 50ms, want 4:\n%s", n, logs.String())
 	}
 }

@@ -1,11 +1,9 @@
 package eventloop
 
 import (
-	"bytes"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -53,25 +51,6 @@ func TestSocketKeepAlive_SetsOptions(t *testing.T) {
 			t.Errorf("%s = %d, want %d", name, got, o.value)
 		}
 	}
-}
-
-// lockedBuffer is a log destination that the loop's goroutine and the
-// test may use at once.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // Server Keep Alive 0 turns MQTT keep alive off for the connection, and
