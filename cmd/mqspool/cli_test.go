@@ -198,6 +198,10 @@ func TestUsage_NegativeArgumentNamed(t *testing.T) {
 	if code != exitUsage || !strings.Contains(errOut, `invalid value "-5" for --expiry: use a whole number of 0 or more`) {
 		t.Errorf("publish --expiry -5: code %d, stderr %q; want %d and the value with the fix", code, errOut, exitUsage)
 	}
+	code, _, errOut = run(t, "", "publish", "--topic", "a", "--message", "x", "--expiry", "5000000000")
+	if code != exitUsage || !strings.Contains(errOut, `invalid value "5000000000" for --expiry: use a whole number from 0 to 4294967295`) {
+		t.Errorf("publish --expiry 5000000000: code %d, stderr %q; want %d and the range", code, errOut, exitUsage)
+	}
 }
 
 func TestUsage_UnknownCommandExits2(t *testing.T) {
@@ -1350,5 +1354,20 @@ func TestSalvage_FallsBackToJSONL(t *testing.T) {
 	}
 	if want := (format.Fields{Topic: true, QoS: true, Retain: true}); got[0].Fields != want {
 		t.Errorf("salvaged fields = %+v, want %+v", got[0].Fields, want)
+	}
+}
+
+// Compact leaves a damaged database alone and says how to get its
+// messages back.
+func TestSpool_CompactDamagedNamesSalvage(t *testing.T) {
+	file, dir := testConfig(t, "")
+	db := filepath.Join(dir, "spool.db")
+	if err := os.WriteFile(db, make([]byte, 16384), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	code, _, errOut := run(t, "", "spool", "compact", "--config", file)
+	if code != exitFailure || !strings.Contains(errOut, "mqspool spool salvage "+db+".damaged-copy") {
+		t.Errorf("compact of a damaged database: code %d, stderr %q; want 1 and the salvage command", code, errOut)
 	}
 }

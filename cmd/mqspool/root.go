@@ -79,6 +79,29 @@ func isFlagError(err error) bool {
 // does not parse, which otherwise ends in strconv's own words.
 var numberFlagError = regexp.MustCompile(`^invalid argument "(.*)" for "(.*)" flag: strconv\.Parse(Uint|Int): `)
 
+// flagRange returns the range of values of the integer flag named as in
+// pflag's errors ("--expiry" or "-e, --expiry"), such as "0 to 65535".
+func flagRange(c *cobra.Command, named string) (string, bool) {
+	name := strings.TrimLeft(named[strings.LastIndex(named, " ")+1:], "-")
+	f := c.Flags().Lookup(name)
+	if f == nil {
+		return "", false
+	}
+	switch f.Value.Type() {
+	case "uint8":
+		return "0 to 255", true
+	case "uint16":
+		return "0 to 65535", true
+	case "uint32":
+		return "0 to 4294967295", true
+	case "int16":
+		return "-32768 to 32767", true
+	case "int32":
+		return "-2147483648 to 2147483647", true
+	}
+	return "", false
+}
+
 // negativeNumberArg reports whether err is pflag's unknown shorthand
 // error for an argument such as -5 or -5/s, and returns that argument.
 func negativeNumberArg(err error) (string, bool) {
@@ -111,6 +134,9 @@ surviving network outages, broker restarts, SIGTERM, kill -9 and power loss.`,
 			want := "a whole number"
 			if m[3] == "Uint" {
 				want = "a whole number of 0 or more"
+			}
+			if r, ok := flagRange(c, m[2]); ok && strings.HasSuffix(err.Error(), "value out of range") {
+				want = "a whole number from " + r
 			}
 			return flagError{fmt.Errorf("invalid value %q for %s: use %s: see '%s --help'", m[1], m[2], want, c.CommandPath())}
 		}

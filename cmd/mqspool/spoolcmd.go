@@ -166,6 +166,12 @@ is.`,
 			if errors.Is(err, spool.ErrLocked) {
 				return fmt.Errorf("%w (systemctl stop mqspool)", err)
 			}
+			if errors.Is(err, spool.ErrCorrupt) {
+				db := loaded.Config.Spool.DB
+				return fmt.Errorf("%w: the database is damaged and was left as it is: with the daemon "+
+					"stopped, move it aside (mv %s %s.damaged-copy), start the daemon and recover the "+
+					"messages with mqspool spool salvage %s.damaged-copy", err, db, db, db)
+			}
 			if err != nil {
 				return err
 			}

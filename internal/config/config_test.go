@@ -166,6 +166,10 @@ func TestLoad_Routes(t *testing.T) {
 }
 
 func TestLoad_Invalid(t *testing.T) {
+	dirAsDB := filepath.Join(t.TempDir(), "spool.db")
+	if err := os.Mkdir(dirAsDB, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name, file, want string
 	}{
@@ -177,6 +181,7 @@ func TestLoad_Invalid(t *testing.T) {
 		{"empty url", "broker:\n  urls: [mqtt://host:1883, '']\n", "empty entry"},
 		{"password in url", "broker:\n  urls: [mqtt://u:s3cret@host:1883]\n", "mqtt://***@host:1883"},
 		{"db is a directory", minimal + "spool:\n  db: /tmp\n", "spool.db: /tmp is a directory"},
+		{"db file is a directory", minimal + "spool:\n  db: " + dirAsDB + "\n", "spool.db is a directory: move that directory away"},
 		{"db in new", minimal + "spool:\n  dir: /srv/sp\n  db: /srv/sp/new/spool.db\n", "inside /srv/sp/new/"},
 		{"nan throttle", minimal + "throttle:\n  messages_per_second: .nan\n", "throttle.messages_per_second: NaN is invalid"},
 		{"tiny throttle", minimal + "throttle:\n  messages_per_second: 1e-9\n", "throttle.messages_per_second: 1e-09 is below the lowest rate of 0.001"},

@@ -355,7 +355,13 @@ func (c *Config) validateSpool(v *validator) {
 	v.creatableDir("spool.dir", s.Dir)
 	v.creatableDir("spool.db's directory", filepath.Dir(s.DB))
 	if fi, err := os.Stat(s.DB); err == nil && fi.IsDir() {
-		v.addf("spool.db: %s is a directory: give the path of the database file, for example %s", s.DB, filepath.Join(s.DB, "spool.db"))
+		fix := "give the path of the database file, for example " + filepath.Join(s.DB, "spool.db")
+		if strings.HasSuffix(s.DB, ".db") {
+			// A directory where the file belongs, not a directory meant
+			// to hold it.
+			fix = "move that directory away, or give another path for the database file"
+		}
+		v.addf("spool.db: %s is a directory: %s", s.DB, fix)
 	}
 	if s.Dir != "" && s.DB != "" {
 		for _, sub := range []string{"tmp", "new", "failed"} {

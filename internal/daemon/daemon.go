@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -110,7 +111,10 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*Daemon, e
 	if err != nil {
 		lock.Close()
 		socketLock.Close()
-		return nil, fmt.Errorf("open spool %s: %w", cfg.Spool.DB, err)
+		if !strings.Contains(err.Error(), cfg.Spool.DB) {
+			err = fmt.Errorf("%s: %w", cfg.Spool.DB, err)
+		}
+		return nil, fmt.Errorf("open spool: %w", err)
 	}
 	d.spool = sp
 

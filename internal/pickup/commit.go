@@ -334,7 +334,10 @@ func (p *Pickup) removeInDir(ids []spool.FileID) ([]spool.FileID, error) {
 		}
 		if err != nil {
 			err = &os.PathError{Op: "remove ingested file", Path: p.abs(id.Name), Err: err}
-			p.log.Error("remove ingested file", "path", p.abs(id.Name), "err", err)
+			p.log.Error("remove ingested file failed; its messages are stored, and the file is "+
+				"removed at a later rescan without storing them again", "path", p.abs(id.Name), "err", err,
+				"hint", "let the mqspool user delete files in its directory: write permission on the "+
+					"directory, and ownership of the file where the directory has the sticky bit")
 			p.setError(err)
 			continue
 		}

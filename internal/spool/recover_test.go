@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -511,4 +514,37 @@ func TestOtherPanicLeavesNoMark(t *testing.T) {
 		t.Error("database renamed aside after a panic that was no fault")
 	}
 	equal(t, "messages kept", again.Stats().Messages, int64(10))
+}
+
+// An open that the operating system refuses names the path once, and
+// a permission problem names the fix.
+func TestOpenError_PermissionNamesFix(t *testing.T) {
+	path := "/var/lib/mqspool/spool.db"
+	err := openError(path, &fs.PathError{Op: "open", Path: path, Err: syscall.EACCES})
+	text := err.Error()
+	if strings.Count(text, path) != 1 {
+		t.Errorf("error %q names the path %d times, want once", text, strings.Count(text, path))
+	}
+	if !strings.Contains(text, "let the daemon's user read and write the file") {
+		t.Errorf("error %q does not name the fix", text)
+	}
+	if !errors.Is(err, fs.ErrPermission) {
+		t.Errorf("error %q no longer wraps fs.ErrPermission", text)
+	}
+}
+
+// An empty spool.db is set up as a new database, with a warning, since
+// an empty file where a database was expected may mean lost messages.
+func TestEmptyFileWarns(t *testing.T) {
+	opts := testOptions(t)
+	if err := os.WriteFile(opts.Path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	s := openSpool(t, opts)
+	equal(t, "messages", s.Stats().Messages, int64(0))
+	if !strings.Contains(logs.String(), "spool database is an empty file") {
+		t.Errorf("no warning about the empty file:\n%s", logs.String())
+	}
 }

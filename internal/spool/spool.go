@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -190,6 +191,11 @@ func (s *Spool) openMarked() (*bolt.DB, error) {
 	if s.opts.ReadOnly {
 		return s.openChecked()
 	}
+	if info, err := os.Stat(s.opts.Path); err == nil && info.Mode().IsRegular() && info.Size() == 0 {
+		s.log.Warn("spool database is an empty file, so it is set up as a new database with no messages",
+			"path", s.opts.Path, "hint", "if it held messages, look for a copy cut short or a restore "+
+				"that did not finish, and salvage that copy")
+	}
 	cause := damageMark(s.opts.Path)
 	if cause == "" {
 		return s.openChecked()
@@ -261,7 +267,7 @@ func (s *Spool) openChecked() (db *bolt.DB, err error) {
 		return nil, fmt.Errorf("%w: %s: stop the running daemon or use another spool.db", ErrLocked, s.opts.Path)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open spool database %s: %w", s.opts.Path, err)
+		return nil, openError(s.opts.Path, err)
 	}
 
 	db.AllocSize = allocSize
@@ -270,6 +276,23 @@ func (s *Spool) openChecked() (db *bolt.DB, err error) {
 		return nil, err
 	}
 	return db, nil
+}
+
+// openError describes a failure of bbolt to open path, with the fix for
+// the usual causes. The error from the operating system names the path
+// already.
+func openError(path string, err error) error {
+	var pathErr *fs.PathError
+	named := errors.As(err, &pathErr) && pathErr.Path == path
+	switch {
+	case errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS):
+		err = fmt.Errorf("%w: let the daemon's user read and write the file and its directory, "+
+			"or set spool.db to a writable path", err)
+	}
+	if named {
+		return fmt.Errorf("open spool database: %w", err)
+	}
+	return fmt.Errorf("open spool database %s: %w", path, err)
 }
 
 // openCurrent opens the database at path with bbolt and makes sure that
