@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/mqspool/mqspool/internal/config"
 	"github.com/mqspool/mqspool/internal/control"
@@ -1369,5 +1372,35 @@ func TestSpool_CompactDamagedNamesSalvage(t *testing.T) {
 	code, _, errOut := run(t, "", "spool", "compact", "--config", file)
 	if code != exitFailure || !strings.Contains(errOut, "mqspool spool salvage "+db+".damaged-copy") {
 		t.Errorf("compact of a damaged database: code %d, stderr %q; want 1 and the salvage command", code, errOut)
+	}
+}
+
+// Messages that the damage destroyed left no trace in "skipped", so the
+// salvage compares what it found with the queue length the database
+// records.
+func TestSalvage_ComparesRecordedCount(t *testing.T) {
+	file, dir := testConfig(t, "")
+	aside := filepath.Join(dir, "spool.db.corrupt-20260101T000000Z")
+	spoolWithMessages(t, aside, 2)
+
+	code, out, _ := run(t, "", "spool", "salvage", "--config", file, aside)
+	if code != exitOK || strings.Contains(out, "recorded") {
+		t.Errorf("salvage of an intact file: code %d, stdout %q; want 0 and no count note", code, out)
+	}
+
+	db, err := bolt.Open(aside, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("meta")).Put([]byte("messages"), binary.BigEndian.AppendUint64(nil, 5))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, out, _ = run(t, "", "spool", "salvage", "--config", file, aside)
+	if !strings.Contains(out, "the database recorded 5 queued messages, so 3 were not found") {
+		t.Errorf("stdout %q does not report the 3 messages missing from the 5 recorded", out)
 	}
 }

@@ -39,6 +39,32 @@ func Salvage(path string, fn func(Record) error) (copied int, skipped int, err e
 	return copied + n, skipped + bad, err
 }
 
+// RecordedMessages returns the number of queued messages that the meta
+// bucket of the database at path records, and false when the file cannot
+// be read that far. Salvage compares it with what it found.
+func RecordedMessages(path string) (n int64, ok bool) {
+	db, err := openForSalvage(path)
+	if err != nil {
+		return 0, false
+	}
+	defer db.Close()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if recover() != nil {
+			n, ok = 0, false
+		}
+	}()
+	err = db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil || meta.Get(keyMessages) == nil {
+			return errors.New("no count recorded")
+		}
+		n = int64(getU64(meta, keyMessages))
+		return nil
+	})
+	return n, err == nil
+}
+
 // callbackError carries an error returned by the caller's fn through
 // bbolt's ForEach.
 type callbackError struct{ err error }
