@@ -172,3 +172,38 @@ func TestSpoolDir_LongJSONLProgressInStatus(t *testing.T) {
 		t.Errorf("missing %d and duplicated %d of %d messages", len(missing), len(dups), lines)
 	}
 }
+
+// A spool directory removed while the daemon runs and made again at once
+// with its subdirectories, as mkdir -p does, is reported in the log,
+// watched and locked again, so a second daemon cannot take it.
+func TestSpoolDir_RemovedAndMadeAgain(t *testing.T) {
+	broker := harness.StartBroker(t, "")
+	sub := harness.Subscribe(t, broker.Addr(), "#", 1)
+	d := harness.NewDaemon(t, broker.URL(), "")
+	d.DumpOnFailure()
+	d.Start()
+
+	if err := os.RemoveAll(d.Dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"tmp", "new", "failed"} {
+		if err := os.MkdirAll(filepath.Join(d.Dir, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	harness.WaitFor(t, 10*time.Second, "the removal in the log", func() bool {
+		return strings.Contains(d.Log(), "removed while the daemon ran")
+	})
+	d.Drop("after.msg", []byte("Topic: spool/after\n\nafter"))
+	sub.WaitCount(1, 10*time.Second)
+
+	// Its own database, control socket and client id, but the same spool
+	// directory.
+	second := harness.NewDaemon(t, broker.URL(), "")
+	second.Dir = d.Dir
+	second.WriteConfig(broker.URL(), "broker:\n  urls: ["+broker.URL()+"]\n  client_id: mqspool-u\n")
+	out, code := harness.CommandTimeout(t, 10*time.Second, "run", "--config", second.Config)
+	if code != 1 || !strings.Contains(out, "in use by another mqspool daemon") {
+		t.Errorf("second daemon on the directory made again: exit %d, want 1 and the directory in use:\n%s", code, out)
+	}
+}

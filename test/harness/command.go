@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"context"
 	"errors"
 	"os/exec"
 	"testing"
@@ -12,6 +13,24 @@ import (
 func Command(t testing.TB, args ...string) (string, int) {
 	t.Helper()
 	out, err := exec.Command(Binary(t), args...).CombinedOutput()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		return string(out), ee.ExitCode()
+	case err != nil:
+		t.Fatalf("run mqspool %v: %v", args, err)
+	}
+	return string(out), 0
+}
+
+// CommandTimeout runs the mqspool binary with args like Command, but
+// kills it after timeout, for a command that may not end by itself. A
+// killed command returns exit code -1.
+func CommandTimeout(t testing.TB, timeout time.Duration, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, Binary(t), args...).CombinedOutput()
 	var ee *exec.ExitError
 	switch {
 	case errors.As(err, &ee):
