@@ -517,6 +517,10 @@ func TestProtocolError_DisconnectReasonCode(t *testing.T) {
 		{"puback without packet identifier", func(b *fakeBroker) {
 			b.sendRawTo(0, []byte{packets.PUBACK << 4, 1, 0})
 		}, 0x81},
+		{"publish over maximum packet size", func(b *fakeBroker) {
+			// Remaining length 16 MiB: with its header over the limit in CONNECT.
+			b.sendRawTo(0, []byte{packets.PUBLISH << 4, 0x80, 0x80, 0x80, 0x08})
+		}, 0x95},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
