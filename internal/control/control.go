@@ -153,6 +153,7 @@ const maxWait = 24 * time.Hour
 // Server listens on the control socket.
 type Server struct {
 	path    string
+	created os.FileInfo // the socket file as Listen created it
 	handler Handler
 	log     *slog.Logger
 	ln      net.Listener
@@ -186,8 +187,12 @@ func Listen(path string, h Handler, log *slog.Logger) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("set mode of control socket %s: %w", path, err)
 	}
+	// Close removes the socket file itself, and only while it is still
+	// this listener's: another daemon may have taken the path since.
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	created, _ := os.Lstat(path)
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{path: path, handler: h, log: log, ln: ln, ctx: ctx, cancel: cancel,
+	return &Server{path: path, created: created, handler: h, log: log, ln: ln, ctx: ctx, cancel: cancel,
 		conns: map[net.Conn]struct{}{}}, nil
 }
 
@@ -342,7 +347,9 @@ func (s *Server) Close() error {
 	err := s.ln.Close()
 	s.cancel()
 	s.wg.Wait()
-	os.Remove(s.path)
+	if current, statErr := os.Lstat(s.path); statErr == nil && s.created != nil && os.SameFile(s.created, current) {
+		os.Remove(s.path)
+	}
 	return err
 }
 

@@ -449,3 +449,41 @@ func TestServer_CloseEndsIdleClient(t *testing.T) {
 		t.Errorf("Close took %s with a client that sent nothing, want it to end the read at once", took)
 	}
 }
+
+// A daemon that stops removes its socket file, but not one that another
+// daemon has created at the same path since.
+func TestServer_CloseKeepsOtherSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ctl.sock")
+	srv, err := Listen(path, &fakeHandler{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	other, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+
+	srv.Close()
+	if _, err := os.Lstat(path); err != nil {
+		t.Errorf("the other daemon's socket is gone after the first one stopped: %v", err)
+	}
+}
+
+// Close removes the socket file it created.
+func TestServer_CloseRemovesOwnSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ctl.sock")
+	srv, err := Listen(path, &fakeHandler{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	srv.Close()
+	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket file left after Close (lstat: %v)", err)
+	}
+}
