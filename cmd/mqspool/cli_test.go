@@ -1404,38 +1404,3 @@ func TestSalvage_ComparesRecordedCount(t *testing.T) {
 		t.Errorf("stdout %q does not report the 3 messages missing from the 5 recorded", out)
 	}
 }
-
-// A record that salvage found but could not decode is counted as skipped
-// and not a second time as destroyed.
-func TestSalvage_SkippedNotCountedAsLost(t *testing.T) {
-	file, dir := testConfig(t, "")
-	aside := filepath.Join(dir, "spool.db.corrupt-20260101T000000Z")
-	spoolWithMessages(t, aside, 3)
-
-	db, err := bolt.Open(aside, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte("messages"))
-		k, v := b.Cursor().First()
-		garbled := append([]byte(nil), v...)
-		garbled[len(garbled)-1] ^= 0xff
-		return b.Put(k, garbled)
-	})
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	code, out, _ := run(t, "", "spool", "salvage", "--config", file, aside)
-	if code != exitOK {
-		t.Errorf("code %d, want %d", code, exitOK)
-	}
-	if !strings.Contains(out, "salvaged 2 messages") || !strings.Contains(out, "skipped 1 unreadable") {
-		t.Errorf("stdout %q, want 2 salvaged and 1 skipped", out)
-	}
-	if strings.Contains(out, "not found") {
-		t.Errorf("stdout %q reports the skipped record as not found", out)
-	}
-}
