@@ -139,18 +139,7 @@ func (p *Pickup) watchSpoolDir(w *watcher) int32 {
 		return -1
 	}
 	p.syncWD = wd
-	p.spoolDirInfo, _ = os.Stat(p.opts.Dir)
 	return wd
-}
-
-// spoolDirChanged reports whether the spool directory at its path is
-// another one than the directory that watchSpoolDir watched.
-func (p *Pickup) spoolDirChanged() bool {
-	if p.spoolDirInfo == nil {
-		return false
-	}
-	current, err := os.Stat(p.opts.Dir)
-	return err == nil && !os.SameFile(p.spoolDirInfo, current)
 }
 
 // syncEvents handles every event that the kernel queued before it

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"path/filepath"
 	"sync"
@@ -90,9 +89,7 @@ type Options struct {
 	Logger *slog.Logger
 	// DirsRestored, if set, is called from Run after the pickup created
 	// tmp/, new/ and failed/ again because new/ had been removed while it
-	// ran, or found another spool directory with its own new/ in place of
-	// a removed one. The daemon takes the spool directory's lock again
-	// there.
+	// ran. The daemon takes the spool directory's lock again there.
 	DirsRestored func()
 }
 
@@ -209,11 +206,6 @@ type Pickup struct {
 	// watches the spool directory again and creates new/ again.
 	syncLost  bool
 	restoreAt time.Time
-	// spoolDirInfo identifies the spool directory that syncWD watches.
-	// The watch of a removed directory does not end while the daemon
-	// holds its lock file open, so a rescan compares it with the
-	// directory at the path.
-	spoolDirInfo fs.FileInfo
 	// forgetBackoff is the wait after a failed Forget, and forgetErrLog
 	// limits its log lines.
 	forgetBackoff time.Duration

@@ -97,9 +97,11 @@ func (p *Pickup) Run(ctx context.Context) error {
 // waiting events before the listing (see scanTree).
 func (p *Pickup) rescan(w *watcher, ws *watches, sync func()) {
 	p.restoreAt = time.Time{}
-	restored := p.restoreDirs()
-	if changed := p.spoolDirChanged(); w != nil && (p.syncLost || changed) {
-		p.spoolDirReplaced(w, changed && !restored)
+	p.restoreDirs()
+	if p.syncLost && w != nil {
+		// The spool directory was removed, and its watch with it.
+		p.syncLost, p.lateMarkers = false, 0
+		p.watchSpoolDir(w)
 		sync = nil
 	}
 	p.scanTree(w, ws, "", sync)
@@ -119,38 +121,18 @@ func (p *Pickup) rescan(w *watcher, ws *watches, sync func()) {
 	p.pruneRejectHeld()
 }
 
-// spoolDirReplaced watches the spool directory now at its path, after the
-// watch of the removed one ended or the path leads to another directory.
-// When report is set, the removal has not been logged and the daemon not
-// told yet: a directory created again with its own new/, for example by
-// mkdir -p within restoreDelay, leaves restoreDirs nothing to do.
-func (p *Pickup) spoolDirReplaced(w *watcher, report bool) {
-	p.syncLost, p.lateMarkers = false, 0
-	p.watchSpoolDir(w)
-	if !report {
-		return
-	}
-	p.log.Error("the spool directory was removed while the daemon ran and another one is at its path; "+
-		"files in the removed directory are lost to mqspool", "dir", p.opts.Dir,
-		"hint", "stop mqspool before removing or replacing its spool directory")
-	if p.opts.DirsRestored != nil {
-		p.opts.DirsRestored()
-	}
-}
-
 // restoreDirs creates tmp/, new/ and failed/ again when new/ is gone, as
 // after the spool directory was removed while the daemon ran, so that
-// producers can go on. The scan that follows watches the new new/. It
-// reports whether it created them.
-func (p *Pickup) restoreDirs() bool {
+// producers can go on. The scan that follows watches the new new/.
+func (p *Pickup) restoreDirs() {
 	if _, err := os.Lstat(p.newDir); !errors.Is(err, fs.ErrNotExist) {
-		return false
+		return
 	}
 	for _, dir := range []string{p.tmpDir, p.newDir, p.failedDir} {
 		if err := format.MkdirAllSync(dir); err != nil {
 			p.log.Error("new/ of the spool directory is missing and cannot be created again",
 				"path", dir, "err", err, "hint", "create the spool directory writable by the mqspool user")
-			return false
+			return
 		}
 	}
 	p.log.Error("new/ of the spool directory was removed while the daemon ran; created tmp/, new/ and "+
@@ -159,7 +141,6 @@ func (p *Pickup) restoreDirs() bool {
 	if p.opts.DirsRestored != nil {
 		p.opts.DirsRestored()
 	}
-	return true
 }
 
 // finishSync runs the rescan that an event handled during a sync called

@@ -324,42 +324,6 @@ func TestPickup_RemovedSpoolDirRestored(t *testing.T) {
 	}
 }
 
-// A spool directory removed and made again with its subdirectories at
-// once, before the pickup would create new/ itself, is reported and
-// locked again all the same. The daemon's lock file stays open in the
-// removed directory, and the kernel then ends no watch of it.
-func TestPickup_ReplacedSpoolDirRelocked(t *testing.T) {
-	opts := testOptions(t)
-	opts.RescanInterval = time.Hour // only the events may find it
-	logs := capture(&opts)
-	lock, err := os.Create(filepath.Join(opts.Dir, ".mqspool.lock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lock.Close() })
-	var restored atomic.Int32
-	opts.DirsRestored = func() { restored.Add(1) }
-	store := newFakeStore()
-	start(t, opts, store)
-	drop(t, opts.Dir, "a/1", "before")
-	waitFor(t, 5*time.Second, "the first file", func() bool { return store.count() == 1 })
-
-	if err := os.RemoveAll(opts.Dir); err != nil {
-		t.Fatal(err)
-	}
-	for _, sub := range []string{"tmp", "new", "failed"} {
-		if err := os.MkdirAll(filepath.Join(opts.Dir, sub), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitFor(t, 5*time.Second, "DirsRestored called for the new directory", func() bool { return restored.Load() == 1 })
-	drop(t, opts.Dir, "a/2", "after")
-	waitFor(t, 5*time.Second, "the file dropped after the removal", func() bool { return store.count() == 2 })
-	if !strings.Contains(logs.String(), "removed while the daemon ran") {
-		t.Errorf("log does not report the removal:\n%s", logs.String())
-	}
-}
-
 // The spool directory's watch ends with the directory. The next rescan
 // watches the directory now at the path, so syncs do not wait for marker
 // events from a watch that is gone.
