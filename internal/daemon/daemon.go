@@ -39,10 +39,12 @@ type Daemon struct {
 	spool  *spool.Spool
 	pickup *pickup.Pickup
 	// dirLock holds the spool directory's lock for the daemon's life.
-	// The pickup's goroutine replaces it when the directory was created
-	// anew, so it is read and written under dirLockMu.
+	// The pickup's goroutine replaces it when the lock file at the path
+	// is another one, so it is read and written under dirLockMu.
 	dirLockMu sync.Mutex
 	dirLock   *os.File
+	// relockFailed is set while taking the lock again fails.
+	relockFailed bool
 	// socketLock holds the lock beside the control socket, or is nil when
 	// the lock file could not be created or locked (see [control.Claim]).
 	// Close on a nil *os.File does nothing.
@@ -142,10 +144,11 @@ func (d *Daemon) releaseSpoolDir() {
 	d.dirLock.Close()
 }
 
-// relockSpoolDir takes the spool directory's lock again after the pickup
-// created the directory anew: the lock file went with the old directory,
-// and a second daemon could otherwise take the new one and publish the
-// same files.
+// relockSpoolDir takes the spool directory's lock again when the lock file
+// at its path is not the one the daemon holds. The pickup calls it after
+// each rescan: a spool directory removed, replaced or moved while the
+// daemon runs takes the lock file along, and a second daemon could
+// otherwise take the new directory and publish the same files.
 func (d *Daemon) relockSpoolDir() {
 	d.dirLockMu.Lock()
 	defer d.dirLockMu.Unlock()
@@ -157,10 +160,15 @@ func (d *Daemon) relockSpoolDir() {
 	}
 	lock, err := lockSpoolDir(d.cfg.Spool.Dir)
 	if err != nil {
-		d.log.Error("spool directory lock not taken again, so another daemon may take the directory "+
-			"and publish the same files", "err", err)
+		// Logged once per failing spell, since each rescan tries again.
+		if !d.relockFailed {
+			d.log.Error("spool directory lock not taken again, so another daemon may take the directory "+
+				"and publish the same files", "err", err)
+		}
+		d.relockFailed = true
 		return
 	}
+	d.relockFailed = false
 	d.dirLock.Close()
 	d.dirLock = lock
 	d.log.Info("spool directory lock taken again", "path", path)
@@ -171,7 +179,7 @@ func (d *Daemon) build() error {
 	if err != nil {
 		return err
 	}
-	pickupOpts.DirsRestored = d.relockSpoolDir
+	pickupOpts.AfterRescan = d.relockSpoolDir
 	p, err := pickup.New(pickupOpts, trackingStore{Spool: d.spool, waits: d.waits})
 	if err != nil {
 		return fmt.Errorf("prepare spool directory %s: %w", d.cfg.Spool.Dir, err)

@@ -87,10 +87,11 @@ type Options struct {
 	FailedWarnBytes int64
 	// Logger receives warnings for bad files and errors; nil discards.
 	Logger *slog.Logger
-	// DirsRestored, if set, is called from Run after the pickup created
-	// tmp/, new/ and failed/ again because new/ had been removed while it
-	// ran. The daemon takes the spool directory's lock again there.
-	DirsRestored func()
+	// AfterRescan, if set, is called from Run after each rescan. The spool
+	// directory may have been removed, replaced or moved since the last
+	// one, taking its lock file along, also when tmp/, new/ and failed/
+	// are back in place, so the daemon checks its lock there.
+	AfterRescan func()
 }
 
 // Store is the durable queue that takes the messages. The spool

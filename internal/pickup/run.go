@@ -119,6 +119,9 @@ func (p *Pickup) rescan(w *watcher, ws *watches, sync func()) {
 		}
 	}
 	p.pruneRejectHeld()
+	if p.opts.AfterRescan != nil {
+		p.opts.AfterRescan()
+	}
 }
 
 // restoreDirs creates tmp/, new/ and failed/ again when new/ is gone, as
@@ -138,9 +141,6 @@ func (p *Pickup) restoreDirs() {
 	p.log.Error("new/ of the spool directory was removed while the daemon ran; created tmp/, new/ and "+
 		"failed/ again, and files in the removed directories are lost to mqspool", "dir", p.opts.Dir,
 		"hint", "stop mqspool before removing or replacing its spool directory")
-	if p.opts.DirsRestored != nil {
-		p.opts.DirsRestored()
-	}
 }
 
 // finishSync runs the rescan that an event handled during a sync called

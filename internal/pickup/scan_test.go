@@ -305,17 +305,18 @@ func TestPickup_RemovedSpoolDirRestored(t *testing.T) {
 	opts.RescanInterval = time.Hour // only the event may restore it
 	logs := capture(&opts)
 	var restored atomic.Int32
-	opts.DirsRestored = func() { restored.Add(1) }
+	opts.AfterRescan = func() { restored.Add(1) }
 	store := newFakeStore()
 	start(t, opts, store)
 	drop(t, opts.Dir, "a/1", "before")
 	waitFor(t, 5*time.Second, "the first file", func() bool { return store.count() == 1 })
+	before := restored.Load()
 
 	if err := os.RemoveAll(opts.Dir); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, "new/ created again", func() bool {
-		return exists(filepath.Join(opts.Dir, "new")) && restored.Load() == 1
+		return exists(filepath.Join(opts.Dir, "new")) && restored.Load() > before
 	})
 	drop(t, opts.Dir, "a/2", "after")
 	waitFor(t, 5*time.Second, "the file dropped after the removal", func() bool { return store.count() == 2 })
@@ -350,4 +351,33 @@ func TestRescan_WatchesNewSpoolDir(t *testing.T) {
 		t.Errorf("after the rescan: syncWD %d, syncLost %t, lateMarkers %d, want a watch, false and 0",
 			p.syncWD, p.syncLost, p.lateMarkers)
 	}
+}
+
+// An operator may remove the spool directory and create it again with
+// tmp/, new/ and failed/ before the pickup notices. The lock file went
+// with the old directory, so the daemon must hear of it all the same.
+func TestPickup_RecreatedSpoolDirReported(t *testing.T) {
+	opts := testOptions(t)
+	opts.RescanInterval = time.Hour // only the events may report it
+	var reported atomic.Int32
+	opts.AfterRescan = func() { reported.Add(1) }
+	store := newFakeStore()
+	start(t, opts, store)
+	drop(t, opts.Dir, "a/1", "before")
+	waitFor(t, 5*time.Second, "the first file", func() bool { return store.count() == 1 })
+	before := reported.Load()
+
+	if err := os.RemoveAll(opts.Dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range []string{"tmp", "new", "failed"} {
+		if err := os.MkdirAll(filepath.Join(opts.Dir, sub), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 5*time.Second, "AfterRescan called after the replacement", func() bool {
+		return reported.Load() > before
+	})
+	drop(t, opts.Dir, "a/2", "after")
+	waitFor(t, 5*time.Second, "the file dropped after the removal", func() bool { return store.count() == 2 })
 }
