@@ -22,7 +22,8 @@ const (
 	// idleWait is the timer period when nothing is due.
 	idleWait = time.Hour
 	// restoreDelay is the pause between the removal of new/ and the
-	// rescan that creates it again.
+	// rescan that creates it again, and between the checks whether the
+	// spool directory is gone.
 	restoreDelay = time.Second
 )
 
@@ -78,7 +79,7 @@ func (p *Pickup) Run(ctx context.Context) error {
 			// event, which may be a whole rescan interval away.
 			p.finishRemoval()
 		case <-timer.C:
-			if !p.restoreAt.IsZero() && !p.now().Before(p.restoreAt) {
+			if p.restoreDue() {
 				p.rescan(w, ws, nil)
 			}
 			// A settled file may reuse the name of a file being
@@ -122,6 +123,23 @@ func (p *Pickup) rescan(w *watcher, ws *watches, sync func()) {
 	if p.opts.AfterRescan != nil {
 		p.opts.AfterRescan()
 	}
+}
+
+// restoreDue reports whether the rescan that creates new/ again is due.
+// While the spool directory that lost new/ is still in place, as during
+// an rm -rf of a spool directory with many files in failed/, a new new/
+// in it would make that removal fail with "Directory not empty". So the
+// rescan waits until the watch reports the spool directory gone, and a
+// new/ removed alone is created again by the periodic rescan.
+func (p *Pickup) restoreDue() bool {
+	if p.restoreAt.IsZero() || p.now().Before(p.restoreAt) {
+		return false
+	}
+	if p.syncLost || p.syncWD < 0 {
+		return true
+	}
+	p.restoreAt = p.now().Add(restoreDelay)
+	return false
 }
 
 // restoreDirs creates tmp/, new/ and failed/ again when new/ is gone, as

@@ -352,9 +352,8 @@ func (p *Pickup) handleEvent(w *watcher, ws *watches, ev watchEvent) bool {
 	case ev.mask&unix.IN_DELETE_SELF != 0:
 		forgetWatch(ws, ev.wd, dir)
 		if dir == "" {
-			// new/ itself was removed. A rescan soon creates it again,
-			// after a pause that lets a removal of the whole spool
-			// directory finish first.
+			// new/ itself was removed. A rescan creates it again once
+			// the whole spool directory is gone (see restoreDue).
 			p.restoreAt = p.now().Add(restoreDelay)
 		}
 		return false

@@ -381,3 +381,38 @@ func TestPickup_RecreatedSpoolDirReported(t *testing.T) {
 	drop(t, opts.Dir, "a/2", "after")
 	waitFor(t, 5*time.Second, "the file dropped after the removal", func() bool { return store.count() == 2 })
 }
+
+// rm -rf of a large spool directory removes new/ long before the spool
+// directory itself. The pickup must not create new/ in the directory
+// being removed, or the removal fails with "Directory not empty".
+func TestPickup_SlowRemovalNotHindered(t *testing.T) {
+	opts := testOptions(t)
+	opts.RescanInterval = time.Hour // only the events may restore it
+	store := newFakeStore()
+	start(t, opts, store)
+	drop(t, opts.Dir, "a/1", "before")
+	waitFor(t, 5*time.Second, "the first file", func() bool { return store.count() == 1 })
+	// rm reads the entries once, as fts does, and removes new/ first.
+	entries, err := os.ReadDir(opts.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(opts.Dir, "new")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * restoreDelay) // a large failed/ takes this long
+
+	for _, e := range entries {
+		if e.Name() != "new" {
+			if err := os.RemoveAll(filepath.Join(opts.Dir, e.Name())); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := os.Remove(opts.Dir); err != nil {
+		t.Fatalf("removing the emptied spool directory: %v", err)
+	}
+	waitFor(t, 5*time.Second, "new/ created after the removal", func() bool {
+		return exists(filepath.Join(opts.Dir, "new"))
+	})
+}
