@@ -263,14 +263,17 @@ func (s *Spool) recoverPanic(err *error, op string) {
 // records a memory fault on its mapped pages.
 const damageMarkSuffix = ".damaged"
 
-// markDamaged records cause in a file beside the database, so the next
-// Open renames the database aside even when its check passes. The check
-// does not read every byte, so a damaged size field can pass it while
-// every read of that value faults. Without the mark the daemon would
-// start, fault and stop again for ever.
+// markDamaged records cause and the database file's identity in a file
+// beside the database, so the next Open renames that file aside even when
+// its check passes. The check does not read every byte, so a damaged
+// size field can pass it while every read of that value faults. Without
+// the mark the daemon would start, fault and stop again for ever.
 func (s *Spool) markDamaged(cause string) {
 	path := s.opts.Path + damageMarkSuffix
 	text := time.Now().UTC().Format(time.RFC3339) + " " + cause + "\n"
+	if id := fileIdentity(s.opts.Path); id != "" {
+		text += damageMarkFile + id + "\n"
+	}
 	if err := writeSynced(path, []byte(text)); err != nil {
 		s.log.Error("recording the damage for the next start failed, so that start may not rename "+
 			"the database aside", "path", path, "err", err, "hint", "stop mqspool, move "+
@@ -297,17 +300,48 @@ func writeSynced(path string, data []byte) error {
 	return syncDir(filepath.Dir(path))
 }
 
-// damageMark returns the cause recorded by markDamaged for the database
-// at path, or "" when there is none.
-func damageMark(path string) string {
-	data, err := os.ReadFile(path + damageMarkSuffix)
+// damageMarkFile starts the line of a damage mark that names the file
+// that faulted by its device and inode numbers.
+const damageMarkFile = "file "
+
+// fileIdentity returns the device and inode numbers of the file at path,
+// as "DEV:INO", or "" when it cannot be read.
+func fileIdentity(path string) string {
+	info, err := os.Stat(path)
 	if err != nil {
 		return ""
 	}
-	if cause := strings.TrimSpace(string(data)); cause != "" {
-		return cause
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !ok {
+		return ""
 	}
-	return "a fault on its mapped pages"
+	return fmt.Sprintf("%d:%d", st.Dev, st.Ino)
+}
+
+// damageMark returns the cause recorded by markDamaged for the database
+// at path, or "" when there is none. stale is true when the mark names
+// another file than the one now at path, as after an operator replaced
+// the database that faulted with a copy from a backup.
+// NOTE: a copy written over the damaged file in place (cp onto it) keeps
+// its inode, so the mark still applies and the copy is renamed aside.
+func damageMark(path string) (cause string, stale bool) {
+	data, err := os.ReadFile(path + damageMarkSuffix)
+	if err != nil {
+		return "", false
+	}
+	var lines []string
+	for line := range strings.Lines(string(data)) {
+		line = strings.TrimSpace(line)
+		if id, ok := strings.CutPrefix(line, damageMarkFile); ok {
+			stale = id != fileIdentity(path)
+		} else if line != "" {
+			lines = append(lines, line)
+		}
+	}
+	if cause = strings.Join(lines, " "); cause == "" {
+		cause = "a fault on its mapped pages"
+	}
+	return cause, stale
 }
 
 // clearDamageMark removes the mark once the database it names was renamed

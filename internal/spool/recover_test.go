@@ -548,3 +548,34 @@ func TestEmptyFileWarns(t *testing.T) {
 		t.Errorf("no warning about the empty file:\n%s", logs.String())
 	}
 }
+
+// An operator may replace a database that faulted by hand, with a copy
+// from a backup, before the next start. The mark names the file that
+// faulted, so the replacement is opened, not renamed aside.
+func TestFaultMarkSparesReplacement(t *testing.T) {
+	opts := testOptions(t)
+	fillAndClose(t, opts, 10, 10)
+	s := openSpool(t, opts)
+	if err := panicIn(s, memoryFault{}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("fault = %v, want ErrCorrupt", err)
+	}
+	s.Close()
+
+	backup := testOptions(t)
+	fillAndClose(t, backup, 7, 10)
+	if err := os.Rename(opts.Path, opts.Path+".bad"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(backup.Path, opts.Path); err != nil {
+		t.Fatal(err)
+	}
+	again := openSpool(t, opts)
+	if again.RenamedAside() != "" {
+		t.Errorf("the healthy replacement was renamed aside to %s", again.RenamedAside())
+	}
+	equal(t, "messages of the replacement", again.Stats().Messages, int64(7))
+	if _, err := os.Stat(opts.Path + damageMarkSuffix); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("damage mark of the replaced file still there (stat: %v)", err)
+	}
+	again.Close()
+}

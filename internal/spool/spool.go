@@ -141,8 +141,9 @@ func Open(opts Options) (*Spool, error) {
 			"path", opts.Path, "renamed_to", aside, "error", err,
 			"hint", "recover its messages with: mqspool spool salvage "+aside)
 		if err := clearDamageMark(opts.Path); err != nil {
-			s.log.Warn("removing the damage mark failed, so the next start renames the new database aside too",
-				"path", opts.Path+damageMarkSuffix, "err", err, "hint", "delete the file")
+			s.log.Warn("removing the damage mark failed; it names the file renamed aside, so the next "+
+				"start warns about it again", "path", opts.Path+damageMarkSuffix, "err", err,
+				"hint", "delete the file")
 		}
 		if db, err = s.openChecked(); err != nil {
 			return nil, fmt.Errorf("create fresh spool database %s: %w", opts.Path, err)
@@ -196,12 +197,17 @@ func (s *Spool) openMarked() (*bolt.DB, error) {
 			"path", s.opts.Path, "hint", "if it held messages, look for a copy cut short or a restore "+
 				"that did not finish, and salvage that copy")
 	}
-	cause := damageMark(s.opts.Path)
+	cause, stale := damageMark(s.opts.Path)
 	if cause == "" {
 		return s.openChecked()
 	}
-	if _, err := os.Stat(s.opts.Path); errors.Is(err, fs.ErrNotExist) {
-		// Moved away by hand: the mark has done its work.
+	_, err := os.Stat(s.opts.Path)
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && stale) {
+		// Moved away or replaced by hand: the mark has done its work.
+		if stale && err == nil {
+			s.log.Warn("damage mark names a database that was replaced since, so the file now at the path is "+
+				"opened and checked as usual", "path", s.opts.Path, "mark", cause)
+		}
 		if err := clearDamageMark(s.opts.Path); err != nil {
 			return nil, fmt.Errorf("remove the damage mark %s: %w", s.opts.Path+damageMarkSuffix, err)
 		}
