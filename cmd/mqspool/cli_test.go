@@ -1404,3 +1404,36 @@ func TestSalvage_ComparesRecordedCount(t *testing.T) {
 		t.Errorf("stdout %q does not report the 3 messages missing from the 5 recorded", out)
 	}
 }
+
+// Records that salvage found but could not decode are counted as
+// skipped, so the comparison with the recorded queue length does not
+// call them destroyed as well.
+func TestSalvage_RecordedCountKeepsSkipped(t *testing.T) {
+	file, dir := testConfig(t, "")
+	aside := filepath.Join(dir, "spool.db.corrupt-20260101T000000Z")
+	spoolWithMessages(t, aside, 5)
+	db, err := bolt.Open(aside, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("messages"))
+		k, _ := b.Cursor().First()
+		return b.Put(k, []byte("not a record"))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	code, out, errOut := run(t, "", "spool", "salvage", "--config", file, aside)
+	if code != exitOK {
+		t.Fatalf("salvage: code %d, stderr %q", code, errOut)
+	}
+	if !strings.Contains(out, "salvaged 4 messages") || !strings.Contains(out, "skipped 1 unreadable") {
+		t.Fatalf("stdout %q, want 4 salvaged and 1 skipped", out)
+	}
+	if strings.Contains(out, "not found") {
+		t.Errorf("stdout %q calls the skipped record not found", out)
+	}
+}

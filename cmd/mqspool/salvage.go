@@ -79,21 +79,23 @@ func runSalvage(c *cobra.Command, loaded *config.Loaded, file string) error {
 	}
 	fmt.Fprintf(c.OutOrStdout(), "salvaged %d messages into %s as salvage-%s-*, skipped %d unreadable\n",
 		copied, filepath.Join(dir, "new"), run, skipped)
-	printRecorded(c.OutOrStdout(), file, copied)
+	printRecorded(c.OutOrStdout(), file, copied, skipped)
 	return nil
 }
 
 // printRecorded compares the salvaged count with the queue length that
 // the database records, when it can be read, so that messages lost to
-// the damage are not hidden behind "skipped 0".
-func printRecorded(w io.Writer, file string, copied int) {
+// the damage are not hidden behind "skipped 0". Skipped records were
+// found, so they are not counted as destroyed a second time.
+func printRecorded(w io.Writer, file string, copied, skipped int) {
 	recorded, ok := spool.RecordedMessages(file)
+	found := int64(copied) + int64(skipped)
 	switch {
 	case !ok:
 		fmt.Fprintln(w, "the database's own count of queued messages is unreadable, so it is unknown how many were lost")
-	case int64(copied) < recorded:
+	case found < recorded:
 		fmt.Fprintf(w, "the database recorded %d queued messages, so %d were not found: "+
-			"the damage destroyed them\n", recorded, recorded-int64(copied))
+			"the damage destroyed them\n", recorded, recorded-found)
 	case int64(copied) > recorded:
 		fmt.Fprintf(w, "the database recorded %d queued messages: the other %d were delivered before "+
 			"the damage and come back from freed pages, so subscribers get them again\n",
