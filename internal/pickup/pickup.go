@@ -202,9 +202,9 @@ type Pickup struct {
 	// watch, which delivers them, or -1 without one.
 	lateMarkers int
 	syncWD      int32
-	// syncLost is set when the spool directory's watch ended with the
-	// directory, and restoreAt when new/ was removed: the next rescan
-	// watches the spool directory again and creates new/ again.
+	// syncLost is set from the end of the spool directory's watch until a
+	// rescan watches the directory again. restoreAt is set when new/ was
+	// removed, for the rescan that creates it again.
 	syncLost  bool
 	restoreAt time.Time
 	// forgetBackoff is the wait after a failed Forget, and forgetErrLog

@@ -100,9 +100,11 @@ func (p *Pickup) rescan(w *watcher, ws *watches, sync func()) {
 	p.restoreAt = time.Time{}
 	p.restoreDirs()
 	if p.syncLost && w != nil {
-		// The spool directory was removed, and its watch with it.
-		p.syncLost, p.lateMarkers = false, 0
-		p.watchSpoolDir(w)
+		// The spool directory was removed, and its watch with it. While
+		// it cannot be watched, as when a symbolic link's target is
+		// gone, each rescan tries again.
+		p.lateMarkers = 0
+		p.syncLost = p.watchSpoolDir(w) < 0
 		sync = nil
 	}
 	p.scanTree(w, ws, "", sync)

@@ -416,3 +416,49 @@ func TestPickup_SlowRemovalNotHindered(t *testing.T) {
 		return exists(filepath.Join(opts.Dir, "new"))
 	})
 }
+
+// A spool directory given as a symbolic link cannot be created again
+// while its target is gone. Once the target is back, a later rescan
+// watches the spool directory again, or syncs stay off for good.
+func TestRescan_RetriesSpoolDirWatch(t *testing.T) {
+	target := filepath.Join(t.TempDir(), "spool")
+	if err := os.Mkdir(target, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	opts := testOptions(t)
+	opts.Dir = filepath.Join(opts.Dir, "link")
+	if err := os.Symlink(target, opts.Dir); err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(opts, newFakeStore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := newWatcher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.close)
+	ws := &watches{byWD: map[int32]string{}, byDir: map[string]int32{}}
+	old := p.watchSpoolDir(w)
+
+	if err := os.RemoveAll(target); err != nil {
+		t.Fatal(err)
+	}
+	p.handleEvent(w, ws, watchEvent{wd: old, mask: unix.IN_IGNORED})
+	p.rescan(w, ws, nil)
+	if p.syncWD >= 0 {
+		t.Fatalf("syncWD %d with the link's target gone, want -1", p.syncWD)
+	}
+
+	if err := os.Mkdir(target, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p.rescan(w, ws, nil)
+	if p.syncWD < 0 {
+		t.Errorf("syncWD %d after the target came back, want a watch", p.syncWD)
+	}
+	if !exists(filepath.Join(opts.Dir, "new")) {
+		t.Error("new/ not created again in the target that came back")
+	}
+}
