@@ -119,14 +119,15 @@ func (p *Pickup) logCutoffError(err error) {
 const syncMarkerName = ".mqspool-sync"
 
 // syncMask selects the events of the spool directory's watch: the
-// marker's new times, or its close after it was created. It follows a
-// spool directory given as a symbolic link, as the paths of new/ and of
-// the markers do.
-const syncMask = unix.IN_ATTRIB | unix.IN_CLOSE_WRITE | unix.IN_ONLYDIR
+// marker's new times, or its close after it was created, and a move of
+// the directory itself. It follows a spool directory given as a symbolic
+// link, as the paths of new/ and of the markers do.
+const syncMask = unix.IN_ATTRIB | unix.IN_CLOSE_WRITE | unix.IN_MOVE_SELF | unix.IN_ONLYDIR
 
 // watchSpoolDir watches the spool directory for syncEvents and returns
 // the watch descriptor, or -1 when it cannot. The watch's events have no
-// entry in the watches of new/, so handleEvent ignores them. Without the
+// entry in the watches of new/, so handleEvent takes from them only the
+// late markers, the end of the watch and a move of the directory. Without the
 // watch, rescans still take their cutoff and only the sync is skipped.
 func (p *Pickup) watchSpoolDir(w *watcher) int32 {
 	wd, err := w.addMask(p.opts.Dir, syncMask)

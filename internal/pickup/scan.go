@@ -343,6 +343,9 @@ func (p *Pickup) handleEvent(w *watcher, ws *watches, ev watchEvent) bool {
 			// one at its path.
 			p.syncWD, p.syncLost = -1, true
 		}
+		if ev.wd == p.syncWD && ev.mask&unix.IN_MOVE_SELF != 0 {
+			p.spoolDirMoved(w, ws)
+		}
 		return false
 	}
 	switch {
@@ -380,6 +383,23 @@ func (p *Pickup) handleEvent(w *watcher, ws *watches, ev watchEvent) bool {
 		p.consider(rel)
 	}
 	return false
+}
+
+// spoolDirMoved drops the watches of a spool directory that was moved
+// away, as by mv, since they follow the moved directories and new/ gets
+// no event of its own. A rescan after restoreDelay watches what is at the
+// path then, and creates new/ there if it is missing. The pause lets an
+// operator's mv of a replacement into the path come first.
+func (p *Pickup) spoolDirMoved(w *watcher, ws *watches) {
+	w.remove(p.syncWD)
+	p.syncWD, p.syncLost = -1, true
+	for wd, dir := range ws.byWD {
+		w.remove(wd)
+		forgetWatch(ws, wd, dir)
+	}
+	p.restoreAt = p.now().Add(restoreDelay)
+	p.log.Warn("spool directory was moved away while the daemon ran, so the daemon watches the directory "+
+		"at the path from now on", "dir", p.opts.Dir, "hint", "stop mqspool before moving or replacing its spool directory")
 }
 
 func forgetWatch(ws *watches, wd int32, dir string) {

@@ -462,3 +462,27 @@ func TestRescan_RetriesSpoolDirWatch(t *testing.T) {
 		t.Error("new/ not created again in the target that came back")
 	}
 }
+
+// mv of the spool directory moves the watched new/ along, and no event
+// says so to its watch. The pickup must watch the new/ now at the path,
+// or files there wait for the periodic rescan for good.
+func TestPickup_MovedSpoolDirWatchedAgain(t *testing.T) {
+	opts := testOptions(t)
+	opts.RescanInterval = time.Hour // only the events may report it
+	store := newFakeStore()
+	start(t, opts, store)
+	drop(t, opts.Dir, "a/1", "before")
+	waitFor(t, 5*time.Second, "the first file", func() bool { return store.count() == 1 })
+
+	if err := os.Rename(opts.Dir, opts.Dir+".old"); err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range []string{"tmp", "new", "failed"} {
+		if err := os.MkdirAll(filepath.Join(opts.Dir, sub), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(3 * restoreDelay)
+	drop(t, opts.Dir, "a/2", "after")
+	waitFor(t, 5*time.Second, "the file dropped into the new directory", func() bool { return store.count() == 2 })
+}
