@@ -140,6 +140,7 @@ func (p *Pickup) watchSpoolDir(w *watcher) int32 {
 		return -1
 	}
 	p.syncWD = wd
+	p.syncDir, _ = os.Stat(p.opts.Dir)
 	return wd
 }
 

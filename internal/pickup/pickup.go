@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"path/filepath"
 	"sync"
@@ -202,6 +203,9 @@ type Pickup struct {
 	// watch, which delivers them, or -1 without one.
 	lateMarkers int
 	syncWD      int32
+	// syncDir is the spool directory that syncWD watches, so a rescan can
+	// tell when the path leads to another one.
+	syncDir fs.FileInfo
 	// syncLost is set from the end of the spool directory's watch until a
 	// rescan watches the directory again. restoreAt is set when new/ was
 	// removed, for the rescan that creates it again.

@@ -99,6 +99,9 @@ func (p *Pickup) Run(ctx context.Context) error {
 func (p *Pickup) rescan(w *watcher, ws *watches, sync func()) {
 	p.restoreAt = time.Time{}
 	p.restoreDirs()
+	if w != nil {
+		p.checkSpoolDirReplaced(w, ws)
+	}
 	if p.syncLost && w != nil {
 		// The spool directory was removed, and its watch with it. While
 		// it cannot be watched, as when a symbolic link's target is

@@ -391,15 +391,39 @@ func (p *Pickup) handleEvent(w *watcher, ws *watches, ev watchEvent) bool {
 // path then, and creates new/ there if it is missing. The pause lets an
 // operator's mv of a replacement into the path come first.
 func (p *Pickup) spoolDirMoved(w *watcher, ws *watches) {
+	p.dropWatches(w, ws)
+	p.restoreAt = p.now().Add(restoreDelay)
+	p.log.Warn("spool directory was moved away while the daemon ran, so the daemon watches the directory "+
+		"at the path from now on", "dir", p.opts.Dir, "hint", "stop mqspool before moving or replacing its spool directory")
+}
+
+// checkSpoolDirReplaced drops the watches when the path of the spool
+// directory leads to another directory than the one watched, as after a
+// symbolic link was pointed elsewhere, which no watch reports. The rescan
+// that calls it then watches the directory at the path.
+func (p *Pickup) checkSpoolDirReplaced(w *watcher, ws *watches) {
+	if p.syncWD < 0 || p.syncDir == nil {
+		return
+	}
+	current, err := os.Stat(p.opts.Dir)
+	if err != nil || os.SameFile(current, p.syncDir) {
+		return
+	}
+	p.dropWatches(w, ws)
+	p.log.Warn("spool directory path leads to another directory than the one watched, as after a symbolic "+
+		"link was changed, so the daemon watches the directory at the path from now on", "dir", p.opts.Dir,
+		"hint", "stop mqspool before moving or replacing its spool directory")
+}
+
+// dropWatches removes the watches of the spool directory and of new/, so
+// that the next rescan watches the directories at their paths again.
+func (p *Pickup) dropWatches(w *watcher, ws *watches) {
 	w.remove(p.syncWD)
-	p.syncWD, p.syncLost = -1, true
+	p.syncWD, p.syncLost, p.syncDir = -1, true, nil
 	for wd, dir := range ws.byWD {
 		w.remove(wd)
 		forgetWatch(ws, wd, dir)
 	}
-	p.restoreAt = p.now().Add(restoreDelay)
-	p.log.Warn("spool directory was moved away while the daemon ran, so the daemon watches the directory "+
-		"at the path from now on", "dir", p.opts.Dir, "hint", "stop mqspool before moving or replacing its spool directory")
 }
 
 func forgetWatch(ws *watches, wd int32, dir string) {

@@ -486,3 +486,61 @@ func TestPickup_MovedSpoolDirWatchedAgain(t *testing.T) {
 	drop(t, opts.Dir, "a/2", "after")
 	waitFor(t, 5*time.Second, "the file dropped into the new directory", func() bool { return store.count() == 2 })
 }
+
+// A spool directory given as a symbolic link may be pointed at another
+// directory while the pickup runs, and no watch sees that. The next
+// rescan must watch the new/ of the new target, or files there wait for
+// the periodic rescan for good.
+func TestRescan_FollowsRepointedLink(t *testing.T) {
+	base := t.TempDir()
+	targets := []string{filepath.Join(base, "one"), filepath.Join(base, "two")}
+	for _, target := range targets {
+		for _, sub := range []string{"tmp", "new", "failed"} {
+			if err := os.MkdirAll(filepath.Join(target, sub), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	opts := testOptions(t)
+	opts.Dir = filepath.Join(base, "spool")
+	if err := os.Symlink(targets[0], opts.Dir); err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(opts, newFakeStore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := newWatcher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.close)
+	ws := &watches{byWD: map[int32]string{}, byDir: map[string]int32{}}
+	p.watchSpoolDir(w)
+	p.rescan(w, ws, nil)
+
+	next := filepath.Join(base, "next")
+	if err := os.Symlink(targets[1], next); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(next, opts.Dir); err != nil {
+		t.Fatal(err)
+	}
+	p.rescan(w, ws, nil)
+	if err := os.WriteFile(filepath.Join(targets[1], "new", "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case evs := <-w.events:
+			for _, ev := range evs {
+				if dir, ok := ws.byWD[ev.wd]; ok && dir == "" && ev.name == "f" {
+					return
+				}
+			}
+		case <-timeout:
+			t.Fatal("no event from the new/ of the link's new target")
+		}
+	}
+}
