@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -206,6 +207,9 @@ type Pickup struct {
 	// syncDir is the spool directory that syncWD watches, so a rescan can
 	// tell when the path leads to another one.
 	syncDir fs.FileInfo
+	// dirModes has the modes of the spool directory, tmp/, new/ and
+	// failed/ at start, which restoreDirs gives the directories it creates.
+	dirModes map[string]fs.FileMode
 	// syncLost is set from the end of the spool directory's watch until a
 	// rescan watches the directory again. restoreAt is set when new/ was
 	// removed, for the rescan that creates it again.
@@ -287,7 +291,20 @@ func New(opts Options, store Store) (*Pickup, error) {
 		p.log.Error("failed/ cannot be created; bad files stay in new/ and messages the broker rejects "+
 			"stay queued until it can: make failed/ a writable directory", "path", p.failedDir, "err", err)
 	}
+	p.dirModes = dirModes(opts.Dir, p.tmpDir, p.newDir, p.failedDir)
 	return p, nil
+}
+
+// dirModes returns the permission, setgid and sticky bits of each of
+// dirs that exists, keyed by path.
+func dirModes(dirs ...string) map[string]fs.FileMode {
+	modes := make(map[string]fs.FileMode)
+	for _, dir := range dirs {
+		if info, err := os.Stat(dir); err == nil {
+			modes[dir] = info.Mode() & (fs.ModePerm | fs.ModeSetgid | fs.ModeSticky)
+		}
+	}
+	return modes
 }
 
 func applyDefaults(o *Options) {

@@ -154,6 +154,12 @@ func (p *Pickup) restoreDirs() {
 	if _, err := os.Lstat(p.newDir); !errors.Is(err, fs.ErrNotExist) {
 		return
 	}
+	var missing []string
+	for _, dir := range []string{p.opts.Dir, p.tmpDir, p.newDir, p.failedDir} {
+		if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+			missing = append(missing, dir)
+		}
+	}
 	for _, dir := range []string{p.tmpDir, p.newDir, p.failedDir} {
 		if err := format.MkdirAllSync(dir); err != nil {
 			p.log.Error("new/ of the spool directory is missing and cannot be created again",
@@ -161,9 +167,28 @@ func (p *Pickup) restoreDirs() {
 			return
 		}
 	}
+	p.restoreModes(missing)
 	p.log.Error("new/ of the spool directory was removed while the daemon ran; created tmp/, new/ and "+
 		"failed/ again, and files in the removed directories are lost to mqspool", "dir", p.opts.Dir,
 		"hint", "stop mqspool before removing or replacing its spool directory")
+}
+
+// restoreModes gives each of dirs, which restoreDirs created, the mode
+// that its predecessor had at start, such as the setgid, group-writable
+// modes of the shipped layout that keep producers' files readable by the
+// daemon.
+func (p *Pickup) restoreModes(dirs []string) {
+	for _, dir := range dirs {
+		mode, ok := p.dirModes[dir]
+		if !ok {
+			continue
+		}
+		if err := os.Chmod(dir, mode); err != nil {
+			p.log.Warn("directory created again without its former mode, so producers may not be able "+
+				"to write to it", "path", dir, "mode", mode, "err", err,
+				"hint", "set the mode by hand, or run systemd-tmpfiles --create")
+		}
+	}
 }
 
 // finishSync runs the rescan that an event handled during a sync called

@@ -3,6 +3,7 @@ package pickup
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -541,6 +542,48 @@ func TestRescan_FollowsRepointedLink(t *testing.T) {
 			}
 		case <-timeout:
 			t.Fatal("no event from the new/ of the link's new target")
+		}
+	}
+}
+
+// The shipped layout makes the spool directory and its subdirectories
+// setgid and group-writable, so files that producers drop stay readable
+// by the daemon. Directories created again after a removal keep those
+// modes.
+func TestPickup_RestoredDirsKeepModes(t *testing.T) {
+	opts := testOptions(t)
+	opts.RescanInterval = time.Hour // only the events may restore it
+	const mode = 0o770 | fs.ModeSetgid
+	for _, dir := range []string{opts.Dir, filepath.Join(opts.Dir, "tmp"), filepath.Join(opts.Dir, "new"),
+		filepath.Join(opts.Dir, "failed")} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dir, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logs := capture(&opts)
+	store := newFakeStore()
+	start(t, opts, store)
+	drop(t, opts.Dir, "a/1", "before")
+	waitFor(t, 5*time.Second, "the first file", func() bool { return store.count() == 1 })
+
+	if err := os.RemoveAll(opts.Dir); err != nil {
+		t.Fatal(err)
+	}
+	// The log line comes after the modes are set.
+	waitFor(t, 5*time.Second, "the directories created again", func() bool {
+		return strings.Contains(logs.String(), "was removed while the daemon ran")
+	})
+	for _, dir := range []string{opts.Dir, filepath.Join(opts.Dir, "tmp"), filepath.Join(opts.Dir, "new"),
+		filepath.Join(opts.Dir, "failed")} {
+		info, err := os.Stat(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := info.Mode() & (fs.ModePerm | fs.ModeSetgid); got != mode {
+			t.Errorf("mode of %s created again = %v, want %v", dir, got, mode)
 		}
 	}
 }
