@@ -192,7 +192,7 @@ func TestSpoolDir_RemovedAndMadeAgain(t *testing.T) {
 		}
 	}
 	harness.WaitFor(t, 10*time.Second, "the removal in the log", func() bool {
-		return strings.Contains(d.Log(), "removed while the daemon ran")
+		return strings.Contains(d.Log(), "removed or replaced while the daemon ran")
 	})
 	d.Drop("after.msg", []byte("Topic: spool/after\n\nafter"))
 	sub.WaitCount(1, 10*time.Second)

@@ -171,7 +171,9 @@ func (d *Daemon) relockSpoolDir() {
 	d.relockFailed = false
 	d.dirLock.Close()
 	d.dirLock = lock
-	d.log.Info("spool directory lock taken again", "path", path)
+	d.log.Error("spool directory was removed or replaced while the daemon ran, so files in the old one "+
+		"are lost to mqspool; locked the one now at the path", "dir", d.cfg.Spool.Dir,
+		"hint", "stop mqspool before removing or replacing its spool directory")
 }
 
 func (d *Daemon) build() error {
