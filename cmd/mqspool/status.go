@@ -179,8 +179,8 @@ func printStatus(w io.Writer, s *control.Status) {
 		row("storing", "%s in parts: %d of %d messages in the spool", f.Path, f.Stored, f.Total)
 	}
 	if s.DamagedDatabase != "" {
-		row("damaged db", "spool.db was damaged at start and moved to %s; recover its messages with "+
-			"mqspool spool salvage %s", s.DamagedDatabase, s.DamagedDatabase)
+		row("damaged db", "the spool database was found damaged and moved to %s at start; recover its "+
+			"messages with mqspool spool salvage %s", s.DamagedDatabase, s.DamagedDatabase)
 	}
 	if s.StaleTmpFiles > 0 {
 		row("tmp/", "%d files older than a day: a producer may have died before renaming them into new/", s.StaleTmpFiles)
