@@ -140,11 +140,23 @@ func (p *Pickup) restoreDue() bool {
 	if p.restoreAt.IsZero() || p.now().Before(p.restoreAt) {
 		return false
 	}
-	if p.syncLost || p.syncWD < 0 {
+	if p.syncLost || p.syncWD < 0 || p.spoolDirGone() {
 		return true
 	}
 	p.restoreAt = p.now().Add(restoreDelay)
 	return false
+}
+
+// spoolDirGone reports whether the spool directory's path leads nowhere,
+// or to another directory than the watched one. The watch of a removed
+// spool directory does not end while a file in it stays open, as the
+// daemon's lock file does, so the path is checked as well.
+func (p *Pickup) spoolDirGone() bool {
+	current, err := os.Stat(p.opts.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return true
+	}
+	return err == nil && p.syncDir != nil && !os.SameFile(current, p.syncDir)
 }
 
 // restoreDirs creates tmp/, new/ and failed/ again when new/ is gone, as

@@ -3,6 +3,7 @@ package pickup
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -302,27 +303,40 @@ func TestHandleEvents_LateMarkerCounted(t *testing.T) {
 // once, with a watch on the new new/, so producers can go on, and the
 // daemon hears of it to take the directory's lock again.
 func TestPickup_RemovedSpoolDirRestored(t *testing.T) {
-	opts := testOptions(t)
-	opts.RescanInterval = time.Hour // only the event may restore it
-	logs := capture(&opts)
-	var restored atomic.Int32
-	opts.AfterRescan = func() { restored.Add(1) }
-	store := newFakeStore()
-	start(t, opts, store)
-	drop(t, opts.Dir, "a/1", "before")
-	waitFor(t, 5*time.Second, "the first file", func() bool { return store.count() == 1 })
-	before := restored.Load()
+	// The daemon keeps its lock file open in the spool directory, and
+	// then the kernel does not end the directory's watch at the removal.
+	for _, openFile := range []bool{false, true} {
+		t.Run(fmt.Sprintf("open file %t", openFile), func(t *testing.T) {
+			opts := testOptions(t)
+			opts.RescanInterval = time.Hour // only the event may restore it
+			logs := capture(&opts)
+			var restored atomic.Int32
+			opts.AfterRescan = func() { restored.Add(1) }
+			if openFile {
+				lock, err := os.Create(filepath.Join(opts.Dir, ".mqspool.lock"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { lock.Close() })
+			}
+			store := newFakeStore()
+			start(t, opts, store)
+			drop(t, opts.Dir, "a/1", "before")
+			waitFor(t, 5*time.Second, "the first file", func() bool { return store.count() == 1 })
+			before := restored.Load()
 
-	if err := os.RemoveAll(opts.Dir); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 5*time.Second, "new/ created again", func() bool {
-		return exists(filepath.Join(opts.Dir, "new")) && restored.Load() > before
-	})
-	drop(t, opts.Dir, "a/2", "after")
-	waitFor(t, 5*time.Second, "the file dropped after the removal", func() bool { return store.count() == 2 })
-	if !strings.Contains(logs.String(), "was removed while the daemon ran") {
-		t.Errorf("log does not report the removal:\n%s", logs.String())
+			if err := os.RemoveAll(opts.Dir); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 5*time.Second, "new/ created again", func() bool {
+				return exists(filepath.Join(opts.Dir, "new")) && restored.Load() > before
+			})
+			drop(t, opts.Dir, "a/2", "after")
+			waitFor(t, 5*time.Second, "the file dropped after the removal", func() bool { return store.count() == 2 })
+			if !strings.Contains(logs.String(), "was removed while the daemon ran") {
+				t.Errorf("log does not report the removal:\n%s", logs.String())
+			}
+		})
 	}
 }
 
