@@ -182,6 +182,7 @@ func (d *Daemon) build() error {
 		return err
 	}
 	pickupOpts.AfterRescan = d.relockSpoolDir
+	pickupOpts.OwnFiles = []string{spoolDirLock}
 	p, err := pickup.New(pickupOpts, trackingStore{Spool: d.spool, waits: d.waits})
 	if err != nil {
 		return fmt.Errorf("prepare spool directory %s: %w", d.cfg.Spool.Dir, err)

@@ -78,7 +78,11 @@ func (p *Pickup) markerPath() string {
 // touchMarker sets the scan marker's times to now, creating it when
 // missing, and returns its change time.
 func (p *Pickup) touchMarker() (int64, error) {
-	return p.touch(stampMarkerName)
+	stamp, err := p.touch(stampMarkerName)
+	if err == nil {
+		p.markerMade = true
+	}
+	return stamp, err
 }
 
 // touch sets the times of the file base in the spool directory to now,

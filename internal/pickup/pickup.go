@@ -94,6 +94,11 @@ type Options struct {
 	// one, taking its lock file along, also when tmp/, new/ and failed/
 	// are back in place, so the daemon checks its lock there.
 	AfterRescan func()
+	// OwnFiles names files that the daemon keeps in the spool directory,
+	// such as its lock file. One of them missing while the directory is
+	// still in place means the directory may be being removed, so rescans
+	// wait as when new/ is missing.
+	OwnFiles []string
 }
 
 // Store is the durable queue that takes the messages. The spool
@@ -215,6 +220,14 @@ type Pickup struct {
 	// removed, for the rescan that creates it again.
 	syncLost  bool
 	restoreAt time.Time
+	// restoreApproved lets the next rescan run although new/ or a marker
+	// is missing. removalEntries is the number of entries that the spool
+	// directory's tree had at the last check while a rescan waited, or -1.
+	restoreApproved bool
+	removalEntries  int
+	// markerMade is set once the scan marker was created, so that its
+	// absence means it was removed.
+	markerMade bool
 	// forgetBackoff is the wait after a failed Forget, and forgetErrLog
 	// limits its log lines.
 	forgetBackoff time.Duration
@@ -292,6 +305,7 @@ func New(opts Options, store Store) (*Pickup, error) {
 			"stay queued until it can: make failed/ a writable directory", "path", p.failedDir, "err", err)
 	}
 	p.dirModes = dirModes(opts.Dir, p.tmpDir, p.newDir, p.failedDir)
+	p.removalEntries = -1
 	return p, nil
 }
 

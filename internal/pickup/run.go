@@ -97,6 +97,9 @@ func (p *Pickup) Run(ctx context.Context) error {
 // queueing the files that are ready. sync, when not nil, handles the
 // waiting events before the listing (see scanTree).
 func (p *Pickup) rescan(w *watcher, ws *watches, sync func()) {
+	if p.holdRescan() {
+		return
+	}
 	p.restoreAt = time.Time{}
 	p.restoreDirs()
 	if w != nil {
@@ -134,13 +137,14 @@ func (p *Pickup) rescan(w *watcher, ws *watches, sync func()) {
 // While the spool directory that lost new/ is still in place, as during
 // an rm -rf of a spool directory with many files in failed/, a new new/
 // in it would make that removal fail with "Directory not empty". So the
-// rescan waits until the watch reports the spool directory gone, and a
-// new/ removed alone is created again by the periodic rescan.
+// rescan waits until the spool directory is gone, or until its tree has
+// stopped shrinking, as when new/ was removed alone.
 func (p *Pickup) restoreDue() bool {
 	if p.restoreAt.IsZero() || p.now().Before(p.restoreAt) {
 		return false
 	}
-	if p.syncLost || p.syncWD < 0 || p.spoolDirGone() {
+	if p.syncLost || p.syncWD < 0 || p.spoolDirGone() || !p.spoolDirShrinking() {
+		p.restoreApproved = true
 		return true
 	}
 	p.restoreAt = p.now().Add(restoreDelay)

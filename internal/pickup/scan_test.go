@@ -415,7 +415,7 @@ func TestPickup_SlowRemovalNotHindered(t *testing.T) {
 	if err := os.RemoveAll(filepath.Join(opts.Dir, "new")); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(3 * restoreDelay) // a large failed/ takes this long
+	emptySlowly(t, filepath.Join(opts.Dir, "failed"), 3*restoreDelay)
 
 	for _, e := range entries {
 		if e.Name() != "new" {
@@ -430,6 +430,89 @@ func TestPickup_SlowRemovalNotHindered(t *testing.T) {
 	waitFor(t, 5*time.Second, "new/ created after the removal", func() bool {
 		return exists(filepath.Join(opts.Dir, "new"))
 	})
+}
+
+// A periodic rescan may come while rm -rf is emptying a large failed/,
+// after it removed new/, the markers or the daemon's lock file. The
+// rescan must not create them again, or the removal fails with
+// "Directory not empty".
+func TestRescan_WaitsForSlowRemoval(t *testing.T) {
+	opts := testOptions(t)
+	opts.RescanInterval = time.Second
+	const lockName = ".mqspool.lock"
+	opts.OwnFiles = []string{lockName}
+	if err := os.WriteFile(filepath.Join(opts.Dir, lockName), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var rescans atomic.Int32
+	opts.AfterRescan = func() { rescans.Add(1) }
+	store := newFakeStore()
+	start(t, opts, store)
+	drop(t, opts.Dir, "a/1", "before")
+	waitFor(t, 5*time.Second, "the first file", func() bool { return store.count() == 1 })
+	waitFor(t, 5*time.Second, "a periodic rescan", func() bool { return rescans.Load() > 1 })
+
+	// rm reads the entries once and removes them in directory order,
+	// which may put everything but failed/ first.
+	entries, err := os.ReadDir(opts.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() != "failed" {
+			if err := os.RemoveAll(filepath.Join(opts.Dir, e.Name())); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	emptySlowly(t, filepath.Join(opts.Dir, "failed"), 3*opts.RescanInterval)
+	if err := os.Remove(filepath.Join(opts.Dir, "failed")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(opts.Dir); err != nil {
+		t.Fatalf("removing the emptied spool directory: %v", err)
+	}
+	waitFor(t, 5*time.Second, "new/ created after the removal", func() bool {
+		return exists(filepath.Join(opts.Dir, "new"))
+	})
+}
+
+// A new/ removed alone, with the rest of the spool directory left as it
+// is, is created again although the rescans wait for removals.
+func TestRescan_RestoresNewRemovedAlone(t *testing.T) {
+	opts := testOptions(t)
+	opts.RescanInterval = time.Hour // only the events may restore it
+	store := newFakeStore()
+	start(t, opts, store)
+	drop(t, opts.Dir, "a/1", "before")
+	waitFor(t, 5*time.Second, "the first file", func() bool { return store.count() == 1 })
+
+	if err := os.RemoveAll(filepath.Join(opts.Dir, "new")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "new/ created again", func() bool {
+		return exists(filepath.Join(opts.Dir, "new"))
+	})
+	drop(t, opts.Dir, "a/2", "after")
+	waitFor(t, 5*time.Second, "the file dropped after the restore", func() bool { return store.count() == 2 })
+}
+
+// emptySlowly fills dir with files and removes them one by one over about
+// d, as rm -rf does with a large directory.
+func emptySlowly(t *testing.T, dir string, d time.Duration) {
+	t.Helper()
+	const files = 200
+	for i := range files {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%d", i)), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range files {
+		time.Sleep(d / files)
+		if err := os.Remove(filepath.Join(dir, fmt.Sprintf("f%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // A spool directory given as a symbolic link cannot be created again
