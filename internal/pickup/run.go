@@ -101,9 +101,11 @@ func (p *Pickup) rescan(w *watcher, ws *watches, sync func()) {
 		return
 	}
 	p.restoreAt = time.Time{}
-	p.restoreDirs()
+	restored := p.restoreDirs()
 	if w != nil {
-		p.checkSpoolDirReplaced(w, ws)
+		// The restore has logged the removal, so a directory it created
+		// is watched again without a second report.
+		p.checkSpoolDirReplaced(w, ws, !restored)
 	}
 	if p.syncLost && w != nil {
 		// The spool directory was removed, and its watch with it. While
@@ -165,10 +167,11 @@ func (p *Pickup) spoolDirGone() bool {
 
 // restoreDirs creates tmp/, new/ and failed/ again when new/ is gone, as
 // after the spool directory was removed while the daemon ran, so that
-// producers can go on. The scan that follows watches the new new/.
-func (p *Pickup) restoreDirs() {
+// producers can go on, and reports whether it did. The scan that follows
+// watches the new new/.
+func (p *Pickup) restoreDirs() bool {
 	if _, err := os.Lstat(p.newDir); !errors.Is(err, fs.ErrNotExist) {
-		return
+		return false
 	}
 	var missing []string
 	for _, dir := range []string{p.opts.Dir, p.tmpDir, p.newDir, p.failedDir} {
@@ -180,13 +183,14 @@ func (p *Pickup) restoreDirs() {
 		if err := format.MkdirAllSync(dir); err != nil {
 			p.log.Error("new/ of the spool directory is missing and cannot be created again",
 				"path", dir, "err", err, "hint", "create the spool directory writable by the mqspool user")
-			return
+			return false
 		}
 	}
 	p.restoreModes(missing)
 	p.log.Error("new/ of the spool directory was removed while the daemon ran; created tmp/, new/ and "+
 		"failed/ again, and files in the removed directories are lost to mqspool", "dir", p.opts.Dir,
 		"hint", "stop mqspool before removing or replacing its spool directory")
+	return true
 }
 
 // restoreModes gives each of dirs, which restoreDirs created, the mode

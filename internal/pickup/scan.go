@@ -400,8 +400,9 @@ func (p *Pickup) spoolDirMoved(w *watcher, ws *watches) {
 // checkSpoolDirReplaced drops the watches when the path of the spool
 // directory leads to another directory than the one watched, as after a
 // symbolic link was pointed elsewhere, which no watch reports. The rescan
-// that calls it then watches the directory at the path.
-func (p *Pickup) checkSpoolDirReplaced(w *watcher, ws *watches) {
+// that calls it then watches the directory at the path. report is false
+// when the caller has logged the replacement already.
+func (p *Pickup) checkSpoolDirReplaced(w *watcher, ws *watches, report bool) {
 	if p.syncWD < 0 || p.syncDir == nil {
 		return
 	}
@@ -410,6 +411,9 @@ func (p *Pickup) checkSpoolDirReplaced(w *watcher, ws *watches) {
 		return
 	}
 	p.dropWatches(w, ws)
+	if !report {
+		return
+	}
 	p.log.Warn("spool directory path leads to another directory than the one watched, as after a symbolic "+
 		"link was changed, so the daemon watches the directory at the path from now on", "dir", p.opts.Dir,
 		"hint", "stop mqspool before moving or replacing its spool directory")

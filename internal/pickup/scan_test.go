@@ -684,3 +684,35 @@ func TestPickup_RestoredDirsKeepModes(t *testing.T) {
 		}
 	}
 }
+
+// An rm -rf of the spool directory is reported once, by the restore. The
+// same directory must not also be reported as a symbolic link pointed
+// elsewhere.
+func TestPickup_RemovedSpoolDirNotReportedAsLink(t *testing.T) {
+	opts := testOptions(t)
+	opts.RescanInterval = time.Hour // only the events may restore it
+	logs := capture(&opts)
+	// The daemon's open lock file keeps the directory's watch alive
+	// until the restore.
+	lock, err := os.Create(filepath.Join(opts.Dir, ".mqspool.lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lock.Close() })
+	store := newFakeStore()
+	start(t, opts, store)
+	drop(t, opts.Dir, "a/1", "before")
+	waitFor(t, 5*time.Second, "the first file", func() bool { return store.count() == 1 })
+
+	if err := os.RemoveAll(opts.Dir); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the restore logged", func() bool {
+		return strings.Contains(logs.String(), "was removed while the daemon ran")
+	})
+	drop(t, opts.Dir, "a/2", "after")
+	waitFor(t, 5*time.Second, "the file dropped after the removal", func() bool { return store.count() == 2 })
+	if strings.Contains(logs.String(), "symbolic link") {
+		t.Errorf("log reports a removed directory as a changed link:\n%s", logs.String())
+	}
+}
