@@ -1360,7 +1360,7 @@ func TestSalvage_FallsBackToJSONL(t *testing.T) {
 	}
 }
 
-// Compact leaves a damaged database alone and says how to get its
+// Compact leaves a damaged database alone and names the command that gets its
 // messages back.
 func TestSpool_CompactDamagedNamesSalvage(t *testing.T) {
 	file, dir := testConfig(t, "")

@@ -586,7 +586,7 @@ func TestPickup_MovedSpoolDirWatchedAgain(t *testing.T) {
 }
 
 // A spool directory given as a symbolic link may be pointed at another
-// directory while the pickup runs, and no watch sees that. The next
+// directory while the pickup runs, and no watch reports that. The next
 // rescan must watch the new/ of the new target, or files there wait for
 // the periodic rescan for good.
 func TestRescan_FollowsRepointedLink(t *testing.T) {

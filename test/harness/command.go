@@ -12,15 +12,7 @@ import (
 // output and exit code.
 func Command(t testing.TB, args ...string) (string, int) {
 	t.Helper()
-	out, err := exec.Command(Binary(t), args...).CombinedOutput()
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		return string(out), ee.ExitCode()
-	case err != nil:
-		t.Fatalf("run mqspool %v: %v", args, err)
-	}
-	return string(out), 0
+	return combinedOutput(t, exec.Command(Binary(t), args...), args)
 }
 
 // CommandTimeout runs the mqspool binary with args like Command, but
@@ -30,7 +22,14 @@ func CommandTimeout(t testing.TB, timeout time.Duration, args ...string) (string
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, Binary(t), args...).CombinedOutput()
+	return combinedOutput(t, exec.CommandContext(ctx, Binary(t), args...), args)
+}
+
+// combinedOutput runs cmd and returns its combined output and exit code,
+// failing the test when it cannot be started.
+func combinedOutput(t testing.TB, cmd *exec.Cmd, args []string) (string, int) {
+	t.Helper()
+	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	switch {
 	case errors.As(err, &ee):
