@@ -207,3 +207,59 @@ func TestSpoolDir_RemovedAndMadeAgain(t *testing.T) {
 		t.Errorf("second daemon on the directory made again: exit %d, want 1 and the directory in use:\n%s", code, out)
 	}
 }
+
+// A spool.dir given as a symbolic link may be pointed at a directory that
+// another daemon holds. The first daemon then leaves that directory to the
+// other one and says so, so each file there is published once, not by
+// both.
+func TestSpoolDir_LinkPointedAtAnotherDaemonsDirectory(t *testing.T) {
+	broker := harness.StartBroker(t, "")
+	sub := harness.Subscribe(t, broker.Addr(), "#", 1)
+	second := harness.NewDaemon(t, broker.URL(), "broker:\n  urls: ["+broker.URL()+"]\n  client_id: mqspool-u\n")
+	second.DumpOnFailure()
+	second.Start()
+
+	first := harness.NewDaemon(t, broker.URL(), "")
+	first.DumpOnFailure()
+	own := first.Dir
+	if err := os.MkdirAll(own, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	first.Dir = filepath.Join(first.Root, "spool-link")
+	if err := os.Symlink(own, first.Dir); err != nil {
+		t.Fatal(err)
+	}
+	first.WriteConfig(broker.URL(), "")
+	first.Start()
+
+	next := first.Dir + ".next"
+	if err := os.Symlink(second.Dir, next); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(next, first.Dir); err != nil {
+		t.Fatal(err)
+	}
+	harness.WaitFor(t, 10*time.Second, "the other daemon's lock in the first one's log", func() bool {
+		return strings.Contains(first.Log(), "locked by another daemon")
+	})
+	const files = 20
+	for i := range files {
+		second.Drop(fmt.Sprintf("f%02d.msg", i), fmt.Appendf(nil, "Topic: spool/f%02d\n\nx", i))
+	}
+	sub.WaitCount(files, 10*time.Second)
+	harness.WaitFor(t, 10*time.Second, "new/ emptied", second.NewEmpty)
+	time.Sleep(3 * time.Second) // past a rescan of each daemon: a copy would arrive by then
+
+	seen := map[string]int{}
+	for _, m := range sub.Messages() {
+		seen[m.Topic]++
+	}
+	for topic, n := range seen {
+		if n > 1 {
+			t.Errorf("%s published %d times: both daemons took the directory's files", topic, n)
+		}
+	}
+	if len(seen) != files {
+		t.Errorf("%d topics received, want %d", len(seen), files)
+	}
+}

@@ -20,6 +20,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mqspool/mqspool/internal/config"
 	"github.com/mqspool/mqspool/internal/control"
 	"github.com/mqspool/mqspool/internal/eventloop"
@@ -43,8 +45,10 @@ type Daemon struct {
 	// is another one, so it is read and written under dirLockMu.
 	dirLockMu sync.Mutex
 	dirLock   *os.File
-	// relockFailed is set while taking the lock again fails.
+	// relockFailed is set while taking the lock again fails, and
+	// dirClaimLost while another daemon holds the lock at the path.
 	relockFailed bool
+	dirClaimLost bool
 	// socketLock holds the lock beside the control socket, or is nil when
 	// the lock file could not be created or locked (see [control.Claim]).
 	// Close on a nil *os.File does nothing.
@@ -144,36 +148,59 @@ func (d *Daemon) releaseSpoolDir() {
 	d.dirLock.Close()
 }
 
-// relockSpoolDir takes the spool directory's lock again when the lock file
-// at its path is not the one the daemon holds. The pickup calls it after
-// each rescan: a spool directory removed, replaced or moved while the
-// daemon runs takes the lock file along, and a second daemon could
-// otherwise take the new directory and publish the same files.
-func (d *Daemon) relockSpoolDir() {
+// claimSpoolDir reports whether the daemon holds the lock of the spool
+// directory now at its path, and takes it when the lock file there is not
+// the one the daemon holds. The pickup calls it before each rescan lists
+// new/: a spool directory removed, replaced or moved while the daemon runs
+// takes the lock file along, and a second daemon may have locked the new
+// one. Then this daemon leaves the directory to it, so that the two never
+// publish the same files, and takes it once that lock is released.
+func (d *Daemon) claimSpoolDir() bool {
 	d.dirLockMu.Lock()
 	defer d.dirLockMu.Unlock()
 	path := filepath.Join(d.cfg.Spool.Dir, spoolDirLock)
 	if locked, err := d.dirLock.Stat(); err == nil {
 		if current, err := os.Stat(path); err == nil && os.SameFile(locked, current) {
-			return
+			return true
 		}
 	}
 	lock, err := lockSpoolDir(d.cfg.Spool.Dir)
 	if err != nil {
-		// Logged once per failing spell, since each rescan tries again.
-		if !d.relockFailed {
-			d.log.Error("spool directory lock not taken again, so another daemon may take the directory "+
-				"and publish the same files", "err", err)
-		}
-		d.relockFailed = true
-		return
+		return d.claimFailed(err)
 	}
-	d.relockFailed = false
 	d.dirLock.Close()
 	d.dirLock = lock
+	d.relockFailed = false
+	if d.dirClaimLost {
+		d.dirClaimLost = false
+		d.log.Info("spool directory lock released by the other daemon; this one takes new files again",
+			"dir", d.cfg.Spool.Dir)
+		return true
+	}
 	d.log.Error("spool directory was removed or replaced while the daemon ran, so files in the old one "+
 		"are lost to mqspool; locked the one now at the path", "dir", d.cfg.Spool.Dir,
 		"hint", "stop mqspool before removing or replacing its spool directory")
+	return true
+}
+
+// claimFailed logs a failed claim once per failing spell, since each rescan
+// tries again, and reports whether the pickup may still take files. Only
+// another daemon's lock stops it: without one, no other daemon can take
+// the directory either.
+func (d *Daemon) claimFailed(err error) bool {
+	held := errors.Is(err, unix.EWOULDBLOCK)
+	if held && !d.dirClaimLost {
+		d.log.Error("spool directory at the path is locked by another daemon, so this one takes no new files "+
+			"from it and goes on delivering what it has stored", "dir", d.cfg.Spool.Dir, "err", err,
+			"hint", "stop one of the two daemons, and give each its own spool.dir")
+	}
+	if !held && !d.relockFailed {
+		d.log.Error("spool directory lock not taken again, so another daemon may take the directory "+
+			"and publish the same files", "err", err)
+	}
+	d.dirClaimLost = held
+	d.relockFailed = !held
+	return !held
 }
 
 func (d *Daemon) build() error {
@@ -181,7 +208,7 @@ func (d *Daemon) build() error {
 	if err != nil {
 		return err
 	}
-	pickupOpts.AfterRescan = d.relockSpoolDir
+	pickupOpts.Claim = d.claimSpoolDir
 	pickupOpts.OwnFiles = []string{spoolDirLock}
 	p, err := pickup.New(pickupOpts, trackingStore{Spool: d.spool, waits: d.waits})
 	if err != nil {

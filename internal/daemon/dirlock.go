@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -21,7 +22,9 @@ const spoolDirLock = ".mqspool.lock"
 // the returned file is open; the kernel drops it when the process ends,
 // however it ends.
 func lockSpoolDir(dir string) (*os.File, error) {
-	if err := format.MkdirAllSync(dir); err != nil {
+	if err := format.MkdirAllSync(dir); errors.Is(err, format.ErrDanglingLink) {
+		return nil, fmt.Errorf("create spool directory: %w", err)
+	} else if err != nil {
 		return nil, fmt.Errorf("create spool directory %s: %w: make its parent a directory that the daemon's user can write, or set spool.dir", dir, err)
 	}
 	path := filepath.Join(dir, spoolDirLock)

@@ -177,14 +177,16 @@ func TestNew_ControlSocketLockUnavailableLogged(t *testing.T) {
 // A spool directory removed while the daemon runs takes its lock file
 // along. When the pickup creates the directory again, the daemon locks it
 // again, so a second daemon still cannot take it.
-func TestRelockSpoolDir_AfterRemoval(t *testing.T) {
+func TestClaimSpoolDir_AfterRemoval(t *testing.T) {
 	cfg := offlineConfig(t)
 	d, err := New(cfg, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.abandon()
-	d.relockSpoolDir() // nothing changed: keeps the lock it holds
+	if !d.claimSpoolDir() {
+		t.Fatal("claim refused although nothing changed")
+	}
 
 	if err := os.RemoveAll(cfg.Spool.Dir); err != nil {
 		t.Fatal(err)
@@ -192,11 +194,52 @@ func TestRelockSpoolDir_AfterRemoval(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(cfg.Spool.Dir, "new"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	d.relockSpoolDir()
+	if !d.claimSpoolDir() {
+		t.Fatal("claim of the directory created again refused")
+	}
 
 	if other, err := lockSpoolDir(cfg.Spool.Dir); err == nil {
 		other.Close()
 		t.Error("a second daemon could lock the spool directory created again")
+	}
+}
+
+// A second daemon may lock a spool directory that replaced the first
+// daemon's before the first one notices. The first then leaves the
+// directory to it, since both taking its files would publish them twice,
+// and takes it once the second lets go.
+func TestClaimSpoolDir_LockedByAnotherDaemon(t *testing.T) {
+	cfg := offlineConfig(t)
+	var logs bytes.Buffer
+	d, err := New(cfg, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.abandon()
+	if err := os.RemoveAll(cfg.Spool.Dir); err != nil {
+		t.Fatal(err)
+	}
+	other, err := lockSpoolDir(cfg.Spool.Dir)
+	if err != nil {
+		t.Fatalf("second daemon's lock: %v", err)
+	}
+
+	if d.claimSpoolDir() || d.claimSpoolDir() {
+		t.Fatal("claim granted while another daemon holds the directory")
+	}
+	if n := strings.Count(logs.String(), "locked by another daemon"); n != 1 {
+		t.Errorf("%d errors about the other daemon's lock, want 1:\n%s", n, logs.String())
+	}
+	other.Close()
+	if !d.claimSpoolDir() {
+		t.Fatal("claim refused after the other daemon let go")
+	}
+	if !strings.Contains(logs.String(), "takes new files again") {
+		t.Errorf("log does not report the claim taken back:\n%s", logs.String())
+	}
+	if third, err := lockSpoolDir(cfg.Spool.Dir); err == nil {
+		third.Close()
+		t.Error("a third daemon could lock the directory the first took back")
 	}
 }
 

@@ -130,6 +130,28 @@ func MkdirAllSync(dir string) error {
 	}
 	if err := os.Mkdir(dir, 0o777); err != nil && !errors.Is(err, os.ErrExist) {
 		return err // names the operation and the path
+	} else if err != nil {
+		return DanglingLink(dir)
 	}
 	return SyncDir(parent)
+}
+
+// ErrDanglingLink reports a directory path that is a symbolic link whose
+// target does not exist. Its error names the fix, so callers add none.
+var ErrDanglingLink = errors.New("dangling symbolic link")
+
+// DanglingLink returns an error wrapping ErrDanglingLink when dir is a
+// symbolic link whose target is missing, and nil when dir can be reached.
+// The target is not created, since it may be on a file system not
+// mounted yet.
+func DanglingLink(dir string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	target, err := os.Readlink(dir)
+	if err != nil {
+		return fmt.Errorf("mkdir %s: exists but cannot be reached: %w", dir, err)
+	}
+	return fmt.Errorf("mkdir %s: %w: its target %s does not exist: create that directory, "+
+		"or point the link at an existing one", dir, ErrDanglingLink, target)
 }

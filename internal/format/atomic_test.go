@@ -1,6 +1,7 @@
 package format
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -26,5 +27,24 @@ func TestMkdirAllSync_ModeFromUmask(t *testing.T) {
 		if perm := info.Mode().Perm(); perm != 0o770 {
 			t.Errorf("%s has mode %o, want 770 under umask 007", d, perm)
 		}
+	}
+}
+
+// A symbolic link whose target is missing is reported with the target,
+// which is not created: it may be on a disk not mounted yet.
+func TestMkdirAllSync_DanglingLink(t *testing.T) {
+	base := t.TempDir()
+	target := filepath.Join(base, "not-mounted", "spool")
+	link := filepath.Join(base, "spool")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+
+	err := MkdirAllSync(link)
+	if !errors.Is(err, ErrDanglingLink) {
+		t.Fatalf("MkdirAllSync of a dangling link: %v, want ErrDanglingLink", err)
+	}
+	if _, err := os.Stat(target); err == nil {
+		t.Errorf("the link's target %s was created", target)
 	}
 }

@@ -89,11 +89,14 @@ type Options struct {
 	FailedWarnBytes int64
 	// Logger receives warnings for bad files and errors; nil discards.
 	Logger *slog.Logger
-	// AfterRescan, if set, is called from Run after each rescan. The spool
-	// directory may have been removed, replaced or moved since the last
-	// one, taking its lock file along, also when tmp/, new/ and failed/
-	// are back in place, so the daemon checks its lock there.
-	AfterRescan func()
+	// Claim, if set, is called by each rescan before it lists new/, and
+	// reports whether the daemon holds the spool directory now at the
+	// path. The directory may have been removed, replaced or moved since
+	// the last rescan, taking the daemon's lock file along, and another
+	// daemon may have locked the one now at the path. While Claim reports
+	// false, the pickup watches and queues nothing, so the two daemons
+	// never ingest the same files.
+	Claim func() bool
 	// OwnFiles names files that the daemon keeps in the spool directory,
 	// such as its lock file. One of them missing while the directory is
 	// still in place means the directory may be being removed, so rescans
@@ -210,8 +213,10 @@ type Pickup struct {
 	lateMarkers int
 	syncWD      int32
 	// syncDir is the spool directory that syncWD watches, so a rescan can
-	// tell when the path leads to another one.
+	// tell when the path leads to another one. viaLink is set when that
+	// path goes through a symbolic link, whose change no watch reports.
 	syncDir fs.FileInfo
+	viaLink bool
 	// dirModes has the modes of the spool directory, tmp/, new/ and
 	// failed/ at start, which restoreDirs gives the directories it creates.
 	dirModes map[string]fs.FileMode
@@ -291,6 +296,7 @@ func New(opts Options, store Store) (*Pickup, error) {
 		rejectHeld: make(map[string]heldReject),
 		room:       make(chan struct{}, 1),
 		syncWD:     -1,
+		viaLink:    throughSymlink(opts.Dir),
 	}
 	for _, dir := range []string{p.tmpDir, p.newDir} {
 		if err := format.MkdirAllSync(dir); err != nil {

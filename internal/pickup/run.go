@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/mqspool/mqspool/internal/format"
@@ -25,6 +26,9 @@ const (
 	// rescan that creates it again, and between the checks whether the
 	// spool directory is gone.
 	restoreDelay = time.Second
+	// linkCheckInterval is how often a spool directory reached through a
+	// symbolic link is checked for a link that now leads elsewhere.
+	linkCheckInterval = time.Second
 )
 
 // Run watches and ingests the spool directory until ctx is done, then
@@ -79,7 +83,7 @@ func (p *Pickup) Run(ctx context.Context) error {
 			// event, which may be a whole rescan interval away.
 			p.finishRemoval()
 		case <-timer.C:
-			if p.restoreDue() {
+			if p.restoreDue() || p.linkRepointed() {
 				p.rescan(w, ws, nil)
 			}
 			// A settled file may reuse the name of a file being
@@ -107,6 +111,9 @@ func (p *Pickup) rescan(w *watcher, ws *watches, sync func()) {
 		// is watched again without a second report.
 		p.checkSpoolDirReplaced(w, ws, !restored)
 	}
+	if !p.claim(w, ws) {
+		return
+	}
 	if p.syncLost && w != nil {
 		// The spool directory was removed, and its watch with it. While
 		// it cannot be watched, as when a symbolic link's target is
@@ -130,9 +137,28 @@ func (p *Pickup) rescan(w *watcher, ws *watches, sync func()) {
 		}
 	}
 	p.pruneRejectHeld()
-	if p.opts.AfterRescan != nil {
-		p.opts.AfterRescan()
+}
+
+// claim asks Options.Claim whether the daemon holds the spool directory at
+// its path. When it does not, the pickup lets go of the directory until a
+// later rescan's claim succeeds: it drops its watches and the files it has
+// queued or seen written, whose names now lead into a directory that
+// another daemon ingests.
+func (p *Pickup) claim(w *watcher, ws *watches) bool {
+	if p.opts.Claim == nil || p.opts.Claim() {
+		return true
 	}
+	if w != nil {
+		p.dropWatches(w, ws)
+	}
+	if p.parted != nil {
+		p.partedGone(p.parted.id, fs.ErrNotExist)
+	}
+	p.queue = nil
+	clear(p.queued)
+	clear(p.settling)
+	clear(p.tentative)
+	return false
 }
 
 // restoreDue reports whether the rescan that creates new/ again is due.
@@ -295,5 +321,30 @@ func (p *Pickup) wait() time.Duration {
 	if !p.restoreAt.IsZero() {
 		d = min(d, max(p.restoreAt.Sub(now), time.Millisecond))
 	}
+	if p.viaLink && p.syncDir != nil {
+		d = min(d, linkCheckInterval)
+	}
 	return d
+}
+
+// linkRepointed reports whether a spool directory reached through a
+// symbolic link now leads to another directory than the watched one, as
+// after ln -sfn. Files there would otherwise wait for the periodic rescan.
+func (p *Pickup) linkRepointed() bool {
+	if !p.viaLink || p.syncDir == nil {
+		return false
+	}
+	current, err := os.Stat(p.opts.Dir)
+	return err == nil && current.IsDir() && !os.SameFile(current, p.syncDir)
+}
+
+// throughSymlink reports whether the path dir goes through a symbolic
+// link, in its last element or in a parent.
+func throughSymlink(dir string) bool {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return false
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	return err == nil && real != abs
 }

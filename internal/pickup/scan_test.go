@@ -311,7 +311,7 @@ func TestPickup_RemovedSpoolDirRestored(t *testing.T) {
 			opts.RescanInterval = time.Hour // only the event may restore it
 			logs := capture(&opts)
 			var restored atomic.Int32
-			opts.AfterRescan = func() { restored.Add(1) }
+			opts.Claim = func() bool { restored.Add(1); return true }
 			if openFile {
 				lock, err := os.Create(filepath.Join(opts.Dir, ".mqspool.lock"))
 				if err != nil {
@@ -375,7 +375,7 @@ func TestPickup_RecreatedSpoolDirReported(t *testing.T) {
 	opts := testOptions(t)
 	opts.RescanInterval = time.Hour // only the events may report it
 	var reported atomic.Int32
-	opts.AfterRescan = func() { reported.Add(1) }
+	opts.Claim = func() bool { reported.Add(1); return true }
 	store := newFakeStore()
 	start(t, opts, store)
 	drop(t, opts.Dir, "a/1", "before")
@@ -390,11 +390,40 @@ func TestPickup_RecreatedSpoolDirReported(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 5*time.Second, "AfterRescan called after the replacement", func() bool {
+	waitFor(t, 5*time.Second, "Claim called after the replacement", func() bool {
 		return reported.Load() > before
 	})
 	drop(t, opts.Dir, "a/2", "after")
 	waitFor(t, 5*time.Second, "the file dropped after the removal", func() bool { return store.count() == 2 })
+}
+
+// While another daemon holds the spool directory at the path, as after a
+// replacement it locked first, the pickup takes no file from it, also
+// none announced by a watch, and goes on once the claim succeeds.
+func TestPickup_RefusedClaimTakesNothing(t *testing.T) {
+	opts := testOptions(t)
+	opts.RescanInterval = time.Second
+	var allowed atomic.Bool
+	var claims atomic.Int32
+	allowed.Store(true)
+	opts.Claim = func() bool { claims.Add(1); return allowed.Load() }
+	store := newFakeStore()
+	start(t, opts, store)
+	drop(t, opts.Dir, "a/1", "before")
+	waitFor(t, 5*time.Second, "the first file", func() bool { return store.count() == 1 })
+
+	allowed.Store(false)
+	refused := claims.Load()
+	waitFor(t, 5*time.Second, "a refused claim", func() bool { return claims.Load() > refused })
+	drop(t, opts.Dir, "a/2", "while refused")
+	refused = claims.Load()
+	waitFor(t, 5*time.Second, "two more refused claims", func() bool { return claims.Load() > refused+1 })
+	if n := store.count(); n != 1 {
+		t.Fatalf("%d files taken, want 1: the pickup took a file while its claim was refused", n)
+	}
+
+	allowed.Store(true)
+	waitFor(t, 5*time.Second, "the file dropped while refused", func() bool { return store.count() == 2 })
 }
 
 // rm -rf of a large spool directory removes new/ long before the spool
@@ -445,7 +474,7 @@ func TestRescan_WaitsForSlowRemoval(t *testing.T) {
 		t.Fatal(err)
 	}
 	var rescans atomic.Int32
-	opts.AfterRescan = func() { rescans.Add(1) }
+	opts.Claim = func() bool { rescans.Add(1); return true }
 	store := newFakeStore()
 	start(t, opts, store)
 	drop(t, opts.Dir, "a/1", "before")
@@ -640,6 +669,46 @@ func TestRescan_FollowsRepointedLink(t *testing.T) {
 		case <-timeout:
 			t.Fatal("no event from the new/ of the link's new target")
 		}
+	}
+}
+
+// A link pointed elsewhere is noticed within about a second, not at the
+// periodic rescan, so files written through it do not wait.
+func TestPickup_RepointedLinkFollowedSoon(t *testing.T) {
+	base := t.TempDir()
+	targets := []string{filepath.Join(base, "one"), filepath.Join(base, "two")}
+	for _, target := range targets {
+		for _, sub := range []string{"tmp", "new", "failed"} {
+			if err := os.MkdirAll(filepath.Join(target, sub), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	opts := testOptions(t)
+	opts.Dir = filepath.Join(base, "spool")
+	opts.RescanInterval = time.Hour // only the link check may notice it
+	if err := os.Symlink(targets[0], opts.Dir); err != nil {
+		t.Fatal(err)
+	}
+	logs := capture(&opts)
+	store := newFakeStore()
+	start(t, opts, store)
+	drop(t, opts.Dir, "a/1", "before")
+	waitFor(t, 5*time.Second, "the first file", func() bool { return store.count() == 1 })
+
+	next := filepath.Join(base, "next")
+	if err := os.Symlink(targets[1], next); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(next, opts.Dir); err != nil {
+		t.Fatal(err)
+	}
+	drop(t, opts.Dir, "a/2", "after")
+	waitFor(t, 5*time.Second, "the file written through the repointed link", func() bool {
+		return store.count() == 2
+	})
+	if !strings.Contains(logs.String(), "symbolic link was changed") {
+		t.Errorf("log does not report the changed link:\n%s", logs.String())
 	}
 }
 

@@ -295,6 +295,25 @@ func TestOpenCreatesMissingDirectory(t *testing.T) {
 	s.Close()
 }
 
+// A state directory that is a symbolic link to a missing target, as to a
+// disk not mounted yet, is not created: the error names the target.
+func TestOpenDanglingLinkNamesTarget(t *testing.T) {
+	opts := testOptions(t)
+	base := t.TempDir()
+	target := filepath.Join(base, "not-mounted", "state")
+	if err := os.Symlink(target, filepath.Join(base, "state")); err != nil {
+		t.Fatal(err)
+	}
+	opts.Path = filepath.Join(base, "state", "spool.db")
+	_, err := Open(opts)
+	if err == nil || !strings.Contains(err.Error(), target) || !strings.Contains(err.Error(), "point the link") {
+		t.Fatalf("Open below a dangling link: %v, want an error naming %s and the fix", err, target)
+	}
+	if _, err := os.Stat(target); err == nil {
+		t.Errorf("Open created the link's target %s", target)
+	}
+}
+
 func TestOpenUnusableDirectoryIsNotDamage(t *testing.T) {
 	opts := testOptions(t)
 	file := filepath.Join(t.TempDir(), "a-file")

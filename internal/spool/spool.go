@@ -16,6 +16,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/mqspool/mqspool/internal/format"
 )
 
 // Bucket names. Message keys are big-endian sequence numbers, so bbolt's
@@ -119,6 +121,9 @@ func Open(opts Options) (*Spool, error) {
 			syncDirs = append(syncDirs, filepath.Dir(dir))
 		}
 		if err := os.MkdirAll(dir, 0o750); err != nil {
+			if linkErr := format.DanglingLink(dir); errors.Is(linkErr, format.ErrDanglingLink) {
+				err = linkErr
+			}
 			return nil, fmt.Errorf("create the directory of spool.db %s: %w", opts.Path, err)
 		}
 		syncDirs = append(syncDirs, dir)
