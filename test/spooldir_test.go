@@ -210,9 +210,9 @@ func TestSpoolDir_RemovedAndMadeAgain(t *testing.T) {
 
 // A spool.dir given as a symbolic link may be pointed at a directory that
 // another daemon holds. The first daemon then leaves that directory to the
-// other one and says so, so each file there is published once, not by
+// other one and logs why, so each file there is published once, not by
 // both.
-func TestSpoolDir_LinkPointedAtAnotherDaemonsDirectory(t *testing.T) {
+func TestSpoolDir_LinkToLockedDirectory(t *testing.T) {
 	broker := harness.StartBroker(t, "")
 	sub := harness.Subscribe(t, broker.Addr(), "#", 1)
 	second := harness.NewDaemon(t, broker.URL(), "broker:\n  urls: ["+broker.URL()+"]\n  client_id: mqspool-u\n")

@@ -188,19 +188,19 @@ func (d *Daemon) claimSpoolDir() bool {
 // another daemon's lock stops it: without one, no other daemon can take
 // the directory either.
 func (d *Daemon) claimFailed(err error) bool {
-	held := errors.Is(err, unix.EWOULDBLOCK)
-	if held && !d.dirClaimLost {
+	lockedByOther := errors.Is(err, unix.EWOULDBLOCK)
+	if lockedByOther && !d.dirClaimLost {
 		d.log.Error("spool directory at the path is locked by another daemon, so this one takes no new files "+
 			"from it and goes on delivering what it has stored", "dir", d.cfg.Spool.Dir, "err", err,
 			"hint", "stop one of the two daemons, and give each its own spool.dir")
 	}
-	if !held && !d.relockFailed {
+	if !lockedByOther && !d.relockFailed {
 		d.log.Error("spool directory lock not taken again, so another daemon may take the directory "+
 			"and publish the same files", "err", err)
 	}
-	d.dirClaimLost = held
-	d.relockFailed = !held
-	return !held
+	d.dirClaimLost = lockedByOther
+	d.relockFailed = !lockedByOther
+	return !lockedByOther
 }
 
 func (d *Daemon) build() error {

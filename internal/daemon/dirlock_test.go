@@ -185,7 +185,7 @@ func TestClaimSpoolDir_AfterRemoval(t *testing.T) {
 	}
 	defer d.abandon()
 	if !d.claimSpoolDir() {
-		t.Fatal("claim refused although nothing changed")
+		t.Fatal("claim failed although nothing changed")
 	}
 
 	if err := os.RemoveAll(cfg.Spool.Dir); err != nil {
@@ -195,7 +195,7 @@ func TestClaimSpoolDir_AfterRemoval(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !d.claimSpoolDir() {
-		t.Fatal("claim of the directory created again refused")
+		t.Fatal("claim of the directory created again failed")
 	}
 
 	if other, err := lockSpoolDir(cfg.Spool.Dir); err == nil {
@@ -232,7 +232,7 @@ func TestClaimSpoolDir_LockedByAnotherDaemon(t *testing.T) {
 	}
 	other.Close()
 	if !d.claimSpoolDir() {
-		t.Fatal("claim refused after the other daemon let go")
+		t.Fatal("claim failed after the other daemon let go")
 	}
 	if !strings.Contains(logs.String(), "takes new files again") {
 		t.Errorf("log does not report the claim taken back:\n%s", logs.String())

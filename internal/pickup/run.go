@@ -139,7 +139,7 @@ func (p *Pickup) rescan(w *watcher, ws *watches, sync func()) {
 	p.pruneRejectHeld()
 }
 
-// claim asks Options.Claim whether the daemon holds the spool directory at
+// claim calls Options.Claim to check whether the daemon holds the spool directory at
 // its path. When it does not, the pickup lets go of the directory until a
 // later rescan's claim succeeds: it drops its watches and the files it has
 // queued or seen written, whose names now lead into a directory that

@@ -400,7 +400,7 @@ func TestPickup_RecreatedSpoolDirReported(t *testing.T) {
 // While another daemon holds the spool directory at the path, as after a
 // replacement it locked first, the pickup takes no file from it, also
 // none announced by a watch, and goes on once the claim succeeds.
-func TestPickup_RefusedClaimTakesNothing(t *testing.T) {
+func TestPickup_FailedClaimTakesNothing(t *testing.T) {
 	opts := testOptions(t)
 	opts.RescanInterval = time.Second
 	var allowed atomic.Bool
@@ -413,17 +413,17 @@ func TestPickup_RefusedClaimTakesNothing(t *testing.T) {
 	waitFor(t, 5*time.Second, "the first file", func() bool { return store.count() == 1 })
 
 	allowed.Store(false)
-	refused := claims.Load()
-	waitFor(t, 5*time.Second, "a refused claim", func() bool { return claims.Load() > refused })
-	drop(t, opts.Dir, "a/2", "while refused")
-	refused = claims.Load()
-	waitFor(t, 5*time.Second, "two more refused claims", func() bool { return claims.Load() > refused+1 })
+	failed := claims.Load()
+	waitFor(t, 5*time.Second, "a failed claim", func() bool { return claims.Load() > failed })
+	drop(t, opts.Dir, "a/2", "while the claim fails")
+	failed = claims.Load()
+	waitFor(t, 5*time.Second, "two more failed claims", func() bool { return claims.Load() > failed+1 })
 	if n := store.count(); n != 1 {
-		t.Fatalf("%d files taken, want 1: the pickup took a file while its claim was refused", n)
+		t.Fatalf("%d files taken, want 1: the pickup took a file while its claim failed", n)
 	}
 
 	allowed.Store(true)
-	waitFor(t, 5*time.Second, "the file dropped while refused", func() bool { return store.count() == 2 })
+	waitFor(t, 5*time.Second, "the file dropped while the claim failed", func() bool { return store.count() == 2 })
 }
 
 // rm -rf of a large spool directory removes new/ long before the spool
