@@ -22,6 +22,7 @@ type brokerScript struct {
 	receiveMaximum    uint16
 	maximumPacketSize uint32
 	serverKeepAlive   *uint16
+	sessionExpiry     *uint32
 	maximumQoS        *byte
 	retainAvailable   *byte
 	closeAfterConnack bool
@@ -252,7 +253,8 @@ func (b *fakeBroker) reply(n int, c net.Conn, cp *packets.ControlPacket) bool {
 }
 
 func (b *fakeBroker) connack(n int, s brokerScript) *packets.Connack {
-	props := &packets.Properties{ServerKeepAlive: s.serverKeepAlive, MaximumQOS: s.maximumQoS, RetainAvailable: s.retainAvailable}
+	props := &packets.Properties{ServerKeepAlive: s.serverKeepAlive, MaximumQOS: s.maximumQoS, RetainAvailable: s.retainAvailable,
+		SessionExpiryInterval: s.sessionExpiry}
 	if s.receiveMaximum > 0 {
 		rm := s.receiveMaximum
 		props.ReceiveMaximum = &rm

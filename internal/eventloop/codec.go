@@ -60,6 +60,7 @@ type connackPacket struct {
 	RetainAvailable   bool   // true when absent
 	TopicAliasMaximum uint16
 	ServerKeepAlive   int32 // -1: absent
+	SessionExpiry     int64 // seconds; -1: absent
 	SubscriptionIDs   bool  // Subscription Identifiers Available; true when absent
 	AssignedClientID  string
 }

@@ -488,6 +488,7 @@ func fromPahoConnack(c *packets.Connack) *connackPacket {
 		MaximumQoS:      2,
 		RetainAvailable: true,
 		ServerKeepAlive: -1,
+		SessionExpiry:   -1,
 		SubscriptionIDs: true,
 	}
 	props := c.Properties
@@ -513,6 +514,9 @@ func fromPahoConnack(c *packets.Connack) *connackPacket {
 	}
 	if props.ServerKeepAlive != nil {
 		p.ServerKeepAlive = int32(*props.ServerKeepAlive)
+	}
+	if props.SessionExpiryInterval != nil {
+		p.SessionExpiry = int64(*props.SessionExpiryInterval)
 	}
 	if props.SubIDAvailable != nil {
 		p.SubscriptionIDs = *props.SubIDAvailable != 0

@@ -1,6 +1,8 @@
 package eventloop
 
 import (
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,6 +49,38 @@ func TestConnect_WillFittedAfterRejection(t *testing.T) {
 			}
 			if len(connects) != 2 {
 				t.Errorf("%d CONNECT packets, want 2: the rejected one and the fitted one", len(connects))
+			}
+		})
+	}
+}
+
+// A broker may shorten the session expiry in its CONNACK. The loop logs
+// that once, since a longer outage then loses the session, and not again
+// on each reconnect with the same value.
+func TestConnect_ShortenedSessionExpiryLogged(t *testing.T) {
+	cases := []struct {
+		name     string
+		expiry   *uint32
+		wantWarn int
+	}{
+		{"shortened", new(uint32(60)), 1},
+		{"zero", new(uint32(0)), 1},
+		{"longer than configured", new(uint32(7 * 24 * 3600)), 0},
+		{"absent", nil, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newFakeBroker(t, brokerScript{sessionExpiry: tc.expiry, closeAfterConnack: true})
+			opts := testOptions(b)
+			opts.SessionExpiry = time.Hour
+			opts.MinDelay, opts.MaxDelay = 10*time.Millisecond, 20*time.Millisecond
+			logs := &lockedBuffer{}
+			opts.Logger = slog.New(slog.NewTextHandler(logs, nil))
+			r := start(t, opts, newMemSource(), &testJournal{}, nil)
+
+			waitFor(t, 5*time.Second, "three connections", func() bool { return r.countEvents(EventConnected) >= 3 })
+			if n := strings.Count(logs.String(), "broker shortened the session expiry"); n != tc.wantWarn {
+				t.Errorf("%d warnings about the session expiry, want %d:\n%s", n, tc.wantWarn, logs.String())
 			}
 		})
 	}

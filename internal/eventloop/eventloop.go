@@ -79,6 +79,11 @@ type Loop struct {
 	// willFit holds what CONNACK rejections showed the broker does not
 	// support in the Will message (see fitWill).
 	willFit willFit
+	// shortSession is the session expiry that the last CONNACK set below
+	// the configured one, while sessionShortened is set, so that each
+	// shortening is logged once.
+	shortSession     time.Duration
+	sessionShortened bool
 
 	onWire   idTable[uint64]       // packet identifier -> ack tick when written, plus 1
 	birthIDs map[uint16]bool       // Birth publishes awaiting PUBACK

@@ -42,7 +42,7 @@ func (l *Loop) connected(c *connection, ack *connackPacket, cleanStart bool) {
 	l.keepAlive.start(c.keepAlive)
 
 	l.log.Info("connected", "url", c.url, "session_present", ack.SessionPresent,
-		"receive_maximum", l.receiveMax, "maximum_packet_size", ack.MaximumPacketSize,
+		"session_expiry", l.sessionExpiry(c, ack), "receive_maximum", l.receiveMax, "maximum_packet_size", ack.MaximumPacketSize,
 		"maximum_qos", ack.MaximumQoS, "retain_available", ack.RetainAvailable,
 		"keep_alive_seconds", int(c.keepAlive/time.Second), "resend", len(l.resend))
 	l.stats.update(func(s *Stats) {
@@ -61,6 +61,30 @@ func (l *Loop) connected(c *connection, ack *connackPacket, cleanStart bool) {
 		TopicAliasMaximum: ack.TopicAliasMaximum,
 		KeepAlive:         c.keepAlive,
 	}})
+}
+
+// sessionExpiry returns the session expiry in force: the broker's, when
+// its CONNACK has one, else the configured one. A broker that shortens it
+// discards the session after a shorter outage. Then the messages of open
+// QoS 2 flows past PUBREC are published again and may arrive twice, and
+// messages for the subscriptions sent during the outage are lost, so each
+// shortening is logged once.
+func (l *Loop) sessionExpiry(c *connection, ack *connackPacket) time.Duration {
+	configured := l.opts.SessionExpiry
+	if ack.SessionExpiry < 0 || time.Duration(ack.SessionExpiry)*time.Second >= configured {
+		l.sessionShortened = false
+		return configured
+	}
+	expiry := time.Duration(ack.SessionExpiry) * time.Second
+	if !l.sessionShortened || expiry != l.shortSession {
+		l.shortSession, l.sessionShortened = expiry, true
+		l.log.Warn("broker shortened the session expiry, so an outage longer than that loses the session: "+
+			"QoS 2 messages past PUBREC are then published again and may arrive twice, and messages for the "+
+			"subscriptions sent during the outage are lost", "url", c.url, "session_expiry", expiry,
+			"configured", configured, "hint", "raise the broker's limit on session expiry, or set "+
+				"broker.session_expiry to the broker's value to accept it")
+	}
+	return expiry
 }
 
 // applyLimits reads the limits of this CONNACK. Every connection starts
