@@ -166,9 +166,18 @@ type Server struct {
 	// It also guards conns.
 	mu     sync.Mutex
 	closed bool
-	// conns are the open connections, whose reads Close ends.
+	// conns are the open connections, whose reads Close ends. full is set
+	// from the first connection turned away at maxConns until one is
+	// taken again, so that each spell is logged once.
 	conns map[net.Conn]struct{}
+	full  bool
 }
+
+// maxConns bounds the open control connections. Each holds a goroutine
+// and a file descriptor, and a wait holds them up to its timeout, so a
+// client of the socket's group that opens connections without end would
+// otherwise use up the daemon's file descriptors.
+const maxConns = 256
 
 // Listen creates the socket at path with mode 0660, replacing a stale
 // socket file left by a process that is gone.
@@ -328,10 +337,30 @@ func (s *Server) Serve() {
 			conn.Close()
 			return
 		}
+		if len(s.conns) >= maxConns {
+			s.turnAway(conn)
+			s.mu.Unlock()
+			continue
+		}
+		s.full = false
 		s.conns[conn] = struct{}{}
 		s.wg.Go(func() { s.serveConn(conn) })
 		s.mu.Unlock()
 	}
+}
+
+// turnAway writes an error response to a connection over maxConns and
+// closes it. The response fits the socket's buffer, and the deadline set at accept
+// bounds the write all the same.
+func (s *Server) turnAway(conn net.Conn) {
+	if !s.full {
+		s.full = true
+		s.log.Warn("control socket turns connections away: too many open", "open", len(s.conns),
+			"max", maxConns, "hint", "find the client that opens connections without closing them")
+	}
+	json.NewEncoder(conn).Encode(Response{Error: fmt.Sprintf(
+		"daemon has %d control connections open, the most it serves at once: retry later", maxConns)})
+	conn.Close()
 }
 
 // Close stops accepting, ends running waits and the reads of clients that
@@ -462,11 +491,14 @@ func Send(ctx context.Context, path string, req Request) (Response, error) {
 	}
 	conn.SetDeadline(time.Now().Add(deadline))
 
-	if err := json.NewEncoder(conn).Encode(req); err != nil {
-		return Response{}, fmt.Errorf("send %s request: %w", req.Command, err)
-	}
+	// A daemon that turns the connection away writes its response before
+	// it reads and closes, so a failed write may still leave it to read.
+	writeErr := json.NewEncoder(conn).Encode(req)
 	var resp Response
 	if err := json.NewDecoder(conn).Decode(&resp); err != nil {
+		if writeErr != nil {
+			return Response{}, fmt.Errorf("send %s request: %w", req.Command, writeErr)
+		}
 		return Response{}, fmt.Errorf("read %s response: %w", req.Command, err)
 	}
 	if resp.Error != "" {

@@ -487,3 +487,41 @@ func TestServer_CloseRemovesOwnSocket(t *testing.T) {
 		t.Errorf("socket file left after Close (lstat: %v)", err)
 	}
 }
+
+// A client that opens connections without end is turned away at
+// maxConns with an error, and the socket serves again once some close.
+func TestServer_TooManyConnections(t *testing.T) {
+	_, path := serve(t, &fakeHandler{})
+	idle := make([]net.Conn, 0, maxConns)
+	t.Cleanup(func() {
+		for _, c := range idle {
+			c.Close()
+		}
+	})
+	for range maxConns {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+	}
+
+	_, err := Send(context.Background(), path, Request{Command: CommandStatus})
+	if err == nil || !strings.Contains(err.Error(), "control connections open") {
+		t.Fatalf("request over the limit: %v, want an error naming the limit", err)
+	}
+	for _, c := range idle[:8] {
+		c.Close()
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		_, err = Send(context.Background(), path, Request{Command: CommandStatus})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after closing idle connections: %v, want status", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
