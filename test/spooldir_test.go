@@ -242,6 +242,9 @@ func TestSpoolDir_LinkToLockedDirectory(t *testing.T) {
 	harness.WaitFor(t, 10*time.Second, "the other daemon's lock in the first one's log", func() bool {
 		return strings.Contains(first.Log(), "locked by another daemon")
 	})
+	if out, _ := first.Ctl("status"); !strings.Contains(out, "another daemon holds the lock") {
+		t.Errorf("status does not show the intake stopped:\n%s", out)
+	}
 	const files = 20
 	for i := range files {
 		second.Drop(fmt.Sprintf("f%02d.msg", i), fmt.Appendf(nil, "Topic: spool/f%02d\n\nx", i))

@@ -178,6 +178,10 @@ func printStatus(w io.Writer, s *control.Status) {
 	if f := s.PartialFile; f != nil {
 		row("storing", "%s in parts: %d of %d messages in the spool", f.Path, f.Stored, f.Total)
 	}
+	if s.SpoolDirLockedElsewhere {
+		row("intake", "stopped: another daemon holds the lock of the spool directory at its path, so this one "+
+			"takes no new files from it until that daemon lets go")
+	}
 	if s.DamagedDatabase != "" {
 		row("damaged db", "the spool database was found damaged and moved to %s at start; recover its "+
 			"messages with mqspool spool salvage %s", s.DamagedDatabase, s.DamagedDatabase)

@@ -108,6 +108,9 @@ type Status struct {
 	// DamagedDatabase is the path the start moved a damaged spool.db to,
 	// whose messages "mqspool spool salvage" recovers, or empty.
 	DamagedDatabase string `json:"damaged_database_renamed_to,omitempty"`
+	// SpoolDirLockedElsewhere is true while another daemon holds the lock
+	// of the spool directory at the path, so this one takes no new files.
+	SpoolDirLockedElsewhere bool `json:"spool_dir_locked_elsewhere,omitempty"`
 	LastError       string `json:"last_error"` // empty when there was none
 	// Stopping is true while the daemon drains before it exits.
 	Stopping     bool    `json:"stopping"`

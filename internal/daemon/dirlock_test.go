@@ -230,9 +230,15 @@ func TestClaimSpoolDir_LockedByAnotherDaemon(t *testing.T) {
 	if n := strings.Count(logs.String(), "locked by another daemon"); n != 1 {
 		t.Errorf("%d errors about the other daemon's lock, want 1:\n%s", n, logs.String())
 	}
+	if !(controlHandler{d: d}).Status().SpoolDirLockedElsewhere {
+		t.Error("status does not show the spool directory locked elsewhere")
+	}
 	other.Close()
 	if !d.claimSpoolDir() {
 		t.Fatal("claim failed after the other daemon let go")
+	}
+	if (controlHandler{d: d}).Status().SpoolDirLockedElsewhere {
+		t.Error("status still shows the spool directory locked elsewhere after the claim")
 	}
 	if !strings.Contains(logs.String(), "takes new files again") {
 		t.Errorf("log does not report the claim taken back:\n%s", logs.String())

@@ -116,6 +116,9 @@ func (h controlHandler) Status() control.Status {
 		st.IntakeError, st.IntakeErrorAgeSecs = ps.LastError, time.Since(ps.LastErrorAt).Seconds()
 	}
 	st.DamagedDatabase = d.spool.RenamedAside()
+	d.dirLockMu.Lock()
+	st.SpoolDirLockedElsewhere = d.dirClaimLost
+	d.dirLockMu.Unlock()
 	if pp := ps.Parted; pp.Path != "" {
 		st.PartialFile = &control.PartialFile{Path: pp.Path, Stored: pp.Stored, Total: pp.Total}
 	}

@@ -139,11 +139,10 @@ func (p *Pickup) rescan(w *watcher, ws *watches, sync func()) {
 	p.pruneRejectHeld()
 }
 
-// claim calls Options.Claim to check whether the daemon holds the spool directory at
-// its path. When it does not, the pickup lets go of the directory until a
-// later rescan's claim succeeds: it drops its watches and the files it has
-// queued or seen written, whose names now lead into a directory that
-// another daemon ingests.
+// claim calls Options.Claim to check whether the daemon holds the spool
+// directory at its path. When it does not, the pickup drops its watches and
+// the files it has queued or seen written, whose names now lead into a
+// directory that another daemon ingests. A later rescan claims it again.
 func (p *Pickup) claim(w *watcher, ws *watches) bool {
 	if p.opts.Claim == nil || p.opts.Claim() {
 		return true
