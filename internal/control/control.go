@@ -110,8 +110,8 @@ type Status struct {
 	DamagedDatabase string `json:"damaged_database_renamed_to,omitempty"`
 	// SpoolDirLockedElsewhere is true while another daemon holds the lock
 	// of the spool directory at the path, so this one takes no new files.
-	SpoolDirLockedElsewhere bool `json:"spool_dir_locked_elsewhere,omitempty"`
-	LastError       string `json:"last_error"` // empty when there was none
+	SpoolDirLockedElsewhere bool   `json:"spool_dir_locked_elsewhere,omitempty"`
+	LastError               string `json:"last_error"` // empty when there was none
 	// Stopping is true while the daemon drains before it exits.
 	Stopping     bool    `json:"stopping"`
 	DrainETASecs float64 `json:"time_to_drain_seconds"`

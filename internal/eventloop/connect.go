@@ -123,7 +123,10 @@ func (l *Loop) connectFailed(ctx context.Context, url string, err error) {
 // willFit records what the broker rejected in the Will message.
 type willFit struct {
 	noRetain bool // CONNACK 0x9A: the broker has no retained messages
-	qos0     bool // CONNACK 0x9B: the broker rejected the Will QoS
+	// lowerQoS is set after CONNACK 0x9B, when the broker rejected the
+	// Will's QoS, and qos is the QoS the Will is sent with since.
+	lowerQoS bool
+	qos      byte
 }
 
 // fitWill lowers the Will message after a CONNACK that rejected its retain
@@ -143,10 +146,13 @@ func (l *Loop) fitWill(err error) bool {
 		l.log.Warn("broker does not support retained messages, so the will message is sent without retain",
 			"topic", w.Topic, "hint", "subscribers see the offline status only while they are subscribed")
 		return true
-	case rejected.code == 0x9B && w.QoS > 0 && !l.willFit.qos0:
-		l.willFit.qos0 = true
-		l.log.Warn("broker rejected the will message's QoS, so it is sent with QoS 0",
-			"topic", w.Topic, "qos", w.QoS)
+	case rejected.code == 0x9B && l.will().QoS > 0:
+		// A broker's Maximum QoS is 0 or 1, so a rejected QoS 2 tries 1
+		// before 0.
+		from := l.will().QoS
+		l.willFit.lowerQoS, l.willFit.qos = true, from-1
+		l.log.Warn("broker rejected the will message's QoS, so it is sent with a lower QoS",
+			"topic", w.Topic, "qos", from, "lowered_to", from-1)
 		return true
 	}
 	return false
@@ -162,8 +168,8 @@ func (l *Loop) will() *message.Message {
 	if l.willFit.noRetain {
 		fitted.Retain = false
 	}
-	if l.willFit.qos0 {
-		fitted.QoS = 0
+	if l.willFit.lowerQoS {
+		fitted.QoS = l.willFit.qos
 	}
 	return &fitted
 }

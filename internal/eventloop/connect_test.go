@@ -20,24 +20,29 @@ func TestConnect_WillFittedAfterRejection(t *testing.T) {
 		code       byte
 		policy     ReconnectPolicy
 		wantRetain bool
+		willQoS    byte
+		maxQoS     byte // the highest Will QoS the broker takes
 		wantQoS    byte
+		connects   int
 	}{
-		{"retain not supported", 0x9A, ReconnectAlways, false, 1},
-		{"qos not supported", 0x9B, ReconnectAlways, true, 0},
+		{"retain not supported", 0x9A, ReconnectAlways, false, 1, 1, 1, 2},
+		{"qos not supported", 0x9B, ReconnectAlways, true, 1, 0, 0, 2},
+		{"qos 2 lowered to 1", 0x9B, ReconnectAlways, true, 2, 1, 1, 2},
+		{"qos 2 lowered to 0", 0x9B, ReconnectAlways, true, 2, 0, 0, 3},
 		// The fitted CONNECT is a new attempt, not a reconnect.
-		{"first connect without reconnect", 0x9A, ReconnectNever, false, 1},
+		{"first connect without reconnect", 0x9A, ReconnectNever, false, 1, 1, 1, 2},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newFakeBroker(t, brokerScript{connackFor: func(p *packets.Connect) byte {
-				if (tc.code == 0x9A && p.WillRetain) || (tc.code == 0x9B && p.WillQOS > 0) {
+				if (tc.code == 0x9A && p.WillRetain) || (tc.code == 0x9B && p.WillQOS > tc.maxQoS) {
 					return tc.code
 				}
 				return 0
 			}})
 			opts := testOptions(b)
 			opts.Reconnect = tc.policy
-			opts.Will = &message.Message{Topic: "gw/status", Payload: []byte("offline"), QoS: 1, Retain: true}
+			opts.Will = &message.Message{Topic: "gw/status", Payload: []byte("offline"), QoS: tc.willQoS, Retain: true}
 			r := start(t, opts, newMemSource(), &testJournal{}, nil)
 
 			waitFor(t, 5*time.Second, "connack", func() bool { return r.countEvents(EventConnected) == 1 })
@@ -47,8 +52,8 @@ func TestConnect_WillFittedAfterRejection(t *testing.T) {
 				t.Errorf("accepted CONNECT has will %t retain %t qos %d, want a will with retain %t qos %d",
 					last.willFlag, last.willRetain, last.willQoS, tc.wantRetain, tc.wantQoS)
 			}
-			if len(connects) != 2 {
-				t.Errorf("%d CONNECT packets, want 2: the rejected one and the fitted one", len(connects))
+			if len(connects) != tc.connects {
+				t.Errorf("%d CONNECT packets, want %d: the rejected ones and the fitted one", len(connects), tc.connects)
 			}
 		})
 	}
