@@ -151,9 +151,9 @@ func (d *Daemon) releaseSpoolDir() {
 // claimSpoolDir reports whether the daemon holds the lock of the spool
 // directory now at its path, and takes it when the lock file there is not
 // the one the daemon holds. The pickup calls it before each rescan lists
-// new/: a spool directory removed, replaced or moved while the daemon runs
-// takes the lock file along, and a second daemon may have locked the new
-// one. Then this daemon leaves the directory to it, so that the two never
+// new/ and before each batch, because a spool directory removed, replaced
+// or moved while the daemon runs takes the lock file along, and a second
+// daemon may have locked the new one. Then this daemon leaves the directory to it, so that the two never
 // publish the same files, and takes it once that lock is released.
 func (d *Daemon) claimSpoolDir() bool {
 	d.dirLockMu.Lock()
@@ -161,6 +161,7 @@ func (d *Daemon) claimSpoolDir() bool {
 	path := filepath.Join(d.cfg.Spool.Dir, spoolDirLock)
 	if locked, err := d.dirLock.Stat(); err == nil {
 		if current, err := os.Stat(path); err == nil && os.SameFile(locked, current) {
+			d.claimTakenBack()
 			return true
 		}
 	}
@@ -172,9 +173,7 @@ func (d *Daemon) claimSpoolDir() bool {
 	d.dirLock = lock
 	d.relockFailed = false
 	if d.dirClaimLost {
-		d.dirClaimLost = false
-		d.log.Info("spool directory lock released by the other daemon; this one takes new files again",
-			"dir", d.cfg.Spool.Dir)
+		d.claimTakenBack()
 		return true
 	}
 	d.log.Error("spool directory was removed or replaced while the daemon ran, so files in the old one "+
@@ -183,8 +182,20 @@ func (d *Daemon) claimSpoolDir() bool {
 	return true
 }
 
-// claimFailed logs a failed claim once per failing spell, since each rescan
-// tries again, and reports whether the pickup may still take files. Only
+// claimTakenBack logs the end of a spell in which another daemon held
+// the spool directory at the path: its lock was released, or a symbolic
+// link leads back to the directory this daemon locked.
+func (d *Daemon) claimTakenBack() {
+	if !d.dirClaimLost {
+		return
+	}
+	d.dirClaimLost = false
+	d.log.Info("spool directory at the path is locked by this daemon again, so it takes new files again",
+		"dir", d.cfg.Spool.Dir)
+}
+
+// claimFailed logs a failed claim once per failing spell, since the pickup
+// tries again once a second, and reports whether the pickup may still take files. Only
 // another daemon's lock stops it: without one, no other daemon can take
 // the directory either.
 func (d *Daemon) claimFailed(err error) bool {

@@ -267,3 +267,59 @@ func TestStatus_ShowsDamagedDatabase(t *testing.T) {
 		t.Errorf("status damaged database = %q, want %s.corrupt-TIMESTAMP", got, cfg.Spool.DB)
 	}
 }
+
+// A spool.dir link pointed at another daemon's directory and back leads
+// to the lock this daemon still holds. The daemon logs that it takes new
+// files again, and a second spell reports the other daemon again.
+func TestClaimSpoolDir_LinkPointedBack(t *testing.T) {
+	cfg := offlineConfig(t)
+	own := filepath.Join(t.TempDir(), "own")
+	if err := os.MkdirAll(own, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Spool.Dir = filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(own, cfg.Spool.Dir); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	d, err := New(cfg, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.abandon()
+	other, err := lockSpoolDir(filepath.Join(t.TempDir(), "other"))
+	if err != nil {
+		t.Fatalf("other daemon's lock: %v", err)
+	}
+	defer other.Close()
+
+	for spell := 1; spell <= 2; spell++ {
+		repoint(t, cfg.Spool.Dir, filepath.Dir(other.Name()))
+		if d.claimSpoolDir() {
+			t.Fatalf("spell %d: claim granted on the other daemon's directory", spell)
+		}
+		repoint(t, cfg.Spool.Dir, own)
+		if !d.claimSpoolDir() {
+			t.Fatalf("spell %d: claim failed with the link pointed back", spell)
+		}
+	}
+	if n := strings.Count(logs.String(), "locked by another daemon"); n != 2 {
+		t.Errorf("%d errors about the other daemon's lock, want 2:\n%s", n, logs.String())
+	}
+	if n := strings.Count(logs.String(), "takes new files again"); n != 2 {
+		t.Errorf("%d reports of the claim taken back, want 2:\n%s", n, logs.String())
+	}
+}
+
+// repoint points the symbolic link at link to target by a rename, as
+// ln -sfn does.
+func repoint(t *testing.T, link, target string) {
+	t.Helper()
+	next := link + ".next"
+	if err := os.Symlink(target, next); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(next, link); err != nil {
+		t.Fatal(err)
+	}
+}

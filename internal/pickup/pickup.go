@@ -217,6 +217,9 @@ type Pickup struct {
 	// path goes through a symbolic link, whose change no watch reports.
 	syncDir fs.FileInfo
 	viaLink bool
+	// claimLost is set while Options.Claim fails, so that the claim is
+	// tried again once a second rather than at the next periodic rescan.
+	claimLost bool
 	// dirModes has the modes of the spool directory, tmp/, new/ and
 	// failed/ at start, which restoreDirs gives the directories it creates.
 	dirModes map[string]fs.FileMode

@@ -27,7 +27,8 @@ const (
 	// spool directory is gone.
 	restoreDelay = time.Second
 	// linkCheckInterval is how often a spool directory reached through a
-	// symbolic link is checked for a link that now leads elsewhere.
+	// symbolic link is checked for a link that now leads elsewhere, and
+	// how often a failed claim is tried again.
 	linkCheckInterval = time.Second
 )
 
@@ -56,6 +57,11 @@ func (p *Pickup) Run(ctx context.Context) error {
 	readerStopped := w.stopped
 
 	for {
+		// The claim is checked before each batch too, since watches go on
+		// reporting files after another daemon locked the directory.
+		if len(p.queue) > 0 {
+			p.claim(w, ws)
+		}
 		p.step()
 		timer.Reset(p.wait())
 		select {
@@ -83,7 +89,7 @@ func (p *Pickup) Run(ctx context.Context) error {
 			// event, which may be a whole rescan interval away.
 			p.finishRemoval()
 		case <-timer.C:
-			if p.restoreDue() || p.linkRepointed() {
+			if p.restoreDue() || p.linkRepointed() || p.claimLost {
 				p.rescan(w, ws, nil)
 			}
 			// A settled file may reuse the name of a file being
@@ -142,11 +148,14 @@ func (p *Pickup) rescan(w *watcher, ws *watches, sync func()) {
 // claim calls Options.Claim to check whether the daemon holds the spool
 // directory at its path. When it does not, the pickup drops its watches and
 // the files it has queued or seen written, whose names now lead into a
-// directory that another daemon ingests. A later rescan claims it again.
+// directory that another daemon ingests. Run tries the claim again once a
+// second.
 func (p *Pickup) claim(w *watcher, ws *watches) bool {
 	if p.opts.Claim == nil || p.opts.Claim() {
+		p.claimLost = false
 		return true
 	}
+	p.claimLost = true
 	if w != nil {
 		p.dropWatches(w, ws)
 	}
@@ -320,7 +329,7 @@ func (p *Pickup) wait() time.Duration {
 	if !p.restoreAt.IsZero() {
 		d = min(d, max(p.restoreAt.Sub(now), time.Millisecond))
 	}
-	if p.viaLink && p.syncDir != nil {
+	if (p.viaLink && p.syncDir != nil) || p.claimLost {
 		d = min(d, linkCheckInterval)
 	}
 	return d

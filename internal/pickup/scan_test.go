@@ -785,3 +785,51 @@ func TestPickup_RemovedSpoolDirNotReportedAsLink(t *testing.T) {
 		t.Errorf("log reports a removed directory as a changed link:\n%s", logs.String())
 	}
 }
+
+// Removing the lock file lets a second daemon lock the directory while
+// this one's watches still report files. The claim before each batch
+// keeps the two from taking the same files in the meantime.
+func TestPickup_ClaimCheckedBeforeBatch(t *testing.T) {
+	opts := testOptions(t)
+	opts.RescanInterval = time.Hour // only the watches report files
+	var allowed atomic.Bool
+	var claims atomic.Int32
+	allowed.Store(true)
+	opts.Claim = func() bool { claims.Add(1); return allowed.Load() }
+	store := newFakeStore()
+	start(t, opts, store)
+	drop(t, opts.Dir, "a/1", "before")
+	waitFor(t, 5*time.Second, "the first file", func() bool { return store.count() == 1 })
+
+	allowed.Store(false)
+	before := claims.Load()
+	drop(t, opts.Dir, "a/2", "while the claim fails")
+	waitFor(t, 5*time.Second, "a claim after the file was reported", func() bool {
+		return claims.Load() > before
+	})
+	time.Sleep(200 * time.Millisecond)
+	if n := store.count(); n != 1 {
+		t.Fatalf("%d files taken, want 1: a watch reported a file that the pickup took without its claim", n)
+	}
+}
+
+// A failed claim is tried again once a second, so the pickup takes the
+// directory back soon after the other daemon stops or a symbolic link
+// leads back, not at the next periodic rescan.
+func TestPickup_FailedClaimRetriedSoon(t *testing.T) {
+	opts := testOptions(t)
+	opts.RescanInterval = time.Hour
+	var allowed atomic.Bool
+	allowed.Store(true)
+	opts.Claim = func() bool { return allowed.Load() }
+	store := newFakeStore()
+	start(t, opts, store)
+	drop(t, opts.Dir, "a/1", "before")
+	waitFor(t, 5*time.Second, "the first file", func() bool { return store.count() == 1 })
+
+	allowed.Store(false)
+	drop(t, opts.Dir, "a/2", "while the claim fails")
+	time.Sleep(500 * time.Millisecond)
+	allowed.Store(true)
+	waitFor(t, 5*time.Second, "the file dropped while the claim failed", func() bool { return store.count() == 2 })
+}
