@@ -148,10 +148,36 @@ func DanglingLink(dir string) error {
 	if _, err := os.Stat(dir); err == nil {
 		return nil
 	}
-	target, err := os.Readlink(dir)
+	target, err := missingLinkTarget(dir)
 	if err != nil {
 		return fmt.Errorf("mkdir %s: exists but cannot be reached: %w", dir, err)
 	}
 	return fmt.Errorf("mkdir %s: %w: its target %s does not exist: create that directory, "+
 		"or point the link at an existing one", dir, ErrDanglingLink, target)
+}
+
+// maxLinkHops is the number of symbolic links that Linux follows in one
+// path lookup before it fails with ELOOP (40, per path_resolution(7)).
+const maxLinkHops = 40
+
+// missingLinkTarget follows the chain of symbolic links that starts at
+// link and returns the absolute path at its end that does not exist, so
+// that a relative target or a link to another link names the directory
+// to create.
+func missingLinkTarget(link string) (string, error) {
+	for range maxLinkHops {
+		target, err := os.Readlink(link)
+		if err != nil {
+			return "", err
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(link), target)
+		}
+		info, err := os.Lstat(target)
+		if err != nil || info.Mode()&os.ModeSymlink == 0 {
+			return target, nil
+		}
+		link = target
+	}
+	return "", unix.ELOOP
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -46,5 +47,41 @@ func TestMkdirAllSync_DanglingLink(t *testing.T) {
 	}
 	if _, err := os.Stat(target); err == nil {
 		t.Errorf("the link's target %s was created", target)
+	}
+}
+
+// A relative target, or a link to another link, is reported as the
+// absolute path that is missing, which is the directory to create.
+func TestMkdirAllSync_DanglingLinkNamesMissingPath(t *testing.T) {
+	cases := []struct {
+		name  string
+		links [][2]string // link name, then its target with $DIR for the test's directory
+	}{
+		{"relative target", [][2]string{{"spool", "mnt/spool"}}},
+		{"link to a link", [][2]string{{"spool", "next"}, {"next", "$DIR/mnt/spool"}}},
+		{"relative link to a relative link", [][2]string{{"spool", "next"}, {"next", "./mnt/spool"}}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.MkdirAll(filepath.Join(dir, "mnt"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range c.links {
+				target := strings.Replace(l[1], "$DIR", dir, 1)
+				if err := os.Symlink(target, filepath.Join(dir, l[0])); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			err := MkdirAllSync(filepath.Join(dir, "spool"))
+			if !errors.Is(err, ErrDanglingLink) {
+				t.Fatalf("MkdirAllSync: %v, want ErrDanglingLink", err)
+			}
+			want := "its target " + filepath.Join(dir, "mnt", "spool") + " does not exist"
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not contain %q", err, want)
+			}
+		})
 	}
 }
