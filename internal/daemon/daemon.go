@@ -153,8 +153,9 @@ func (d *Daemon) releaseSpoolDir() {
 // the one the daemon holds. The pickup calls it before each rescan lists
 // new/ and before each batch, because a spool directory removed, replaced
 // or moved while the daemon runs takes the lock file along, and a second
-// daemon may have locked the new one. Then this daemon leaves the directory to it, so that the two never
-// publish the same files, and takes it once that lock is released.
+// daemon may have locked the new one. Then this daemon leaves the
+// directory to it, so that the two never publish the same files, and
+// takes it once that lock is released.
 func (d *Daemon) claimSpoolDir() bool {
 	d.dirLockMu.Lock()
 	defer d.dirLockMu.Unlock()
@@ -194,10 +195,10 @@ func (d *Daemon) claimTakenBack() {
 		"dir", d.cfg.Spool.Dir)
 }
 
-// claimFailed logs a failed claim once per failing spell, since the pickup
-// tries again once a second, and reports whether the pickup may still take files. Only
-// another daemon's lock stops it: without one, no other daemon can take
-// the directory either.
+// claimFailed logs a failed claim once per failing spell, since the
+// pickup tries again once a second, and reports whether the pickup may
+// still take files. Only another daemon's lock stops it: without one, no
+// other daemon can take the directory either.
 func (d *Daemon) claimFailed(err error) bool {
 	lockedByOther := errors.Is(err, unix.EWOULDBLOCK)
 	if lockedByOther && !d.dirClaimLost {

@@ -57,10 +57,8 @@ func (p *Pickup) Run(ctx context.Context) error {
 	readerStopped := w.stopped
 
 	for {
-		// The claim is checked before each batch too, since watches go on
-		// reporting files after another daemon locked the directory.
 		if len(p.queue) > 0 {
-			p.claim(w, ws)
+			p.claimBeforeBatch(w, ws)
 		}
 		p.step()
 		timer.Reset(p.wait())
@@ -167,6 +165,22 @@ func (p *Pickup) claim(w *watcher, ws *watches) bool {
 	clear(p.settling)
 	clear(p.tentative)
 	return false
+}
+
+// claimBeforeBatch checks the claim before a batch too, since watches go
+// on reporting files after another daemon locked the directory. While new/
+// or one of Options.OwnFiles is missing, as during an rm -rf of the spool
+// directory, it leaves the claim to the rescan that restoreDue schedules.
+// Taking the lock now would create a lock file in the directory being
+// removed, so the removal would fail with "Directory not empty".
+func (p *Pickup) claimBeforeBatch(w *watcher, ws *watches) {
+	if p.ownEntryMissing() {
+		if p.restoreAt.IsZero() {
+			p.restoreAt = p.now().Add(restoreDelay)
+		}
+		return
+	}
+	p.claim(w, ws)
 }
 
 // restoreDue reports whether the rescan that creates new/ again is due.

@@ -422,7 +422,9 @@ func (p *Pickup) checkSpoolDirReplaced(w *watcher, ws *watches, report bool) {
 // dropWatches removes the watches of the spool directory and of new/, so
 // that the next rescan watches the directories at their paths again.
 func (p *Pickup) dropWatches(w *watcher, ws *watches) {
-	w.remove(p.syncWD)
+	if p.syncWD >= 0 {
+		w.remove(p.syncWD)
+	}
 	p.syncWD, p.syncLost, p.syncDir = -1, true, nil
 	for wd, dir := range ws.byWD {
 		w.remove(wd)

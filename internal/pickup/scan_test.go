@@ -833,3 +833,36 @@ func TestPickup_FailedClaimRetriedSoon(t *testing.T) {
 	allowed.Store(true)
 	waitFor(t, 5*time.Second, "the file dropped while the claim failed", func() bool { return store.count() == 2 })
 }
+
+// During an rm -rf of the spool directory the lock file may be gone while
+// watches still report files. The claim before a batch must then wait for
+// the rescan that waits out the removal, since taking the lock would
+// create the lock file again and make the removal fail.
+func TestPickup_BatchClaimWaitsForMissingLock(t *testing.T) {
+	opts := testOptions(t)
+	opts.RescanInterval = time.Hour // only the watches report files
+	const lockName = ".mqspool.lock"
+	opts.OwnFiles = []string{lockName}
+	lock := filepath.Join(opts.Dir, lockName)
+	if err := os.WriteFile(lock, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var claims atomic.Int32
+	opts.Claim = func() bool { claims.Add(1); return true }
+	store := newFakeStore()
+	start(t, opts, store)
+	drop(t, opts.Dir, "a/1", "before")
+	waitFor(t, 5*time.Second, "the first file", func() bool { return store.count() == 1 })
+
+	if err := os.Remove(lock); err != nil {
+		t.Fatal(err)
+	}
+	before := claims.Load()
+	drop(t, opts.Dir, "a/2", "while the lock file is missing")
+	waitFor(t, 5*time.Second, "the file dropped while the lock file is missing", func() bool {
+		return store.count() == 2
+	})
+	if n := claims.Load(); n != before {
+		t.Errorf("%d claims while the lock file was missing, want none before the rescan", n-before)
+	}
+}
