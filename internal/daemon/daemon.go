@@ -49,6 +49,9 @@ type Daemon struct {
 	// dirClaimLost while another daemon holds the lock at the path.
 	relockFailed bool
 	dirClaimLost bool
+	// lockedDir is the spool directory whose lock the daemon took last, so
+	// that a lock file removed alone is told from a replaced directory.
+	lockedDir dirIdentity
 	// socketLock holds the lock beside the control socket, or is nil when
 	// the lock file could not be created or locked (see [control.Claim]).
 	// Close on a nil *os.File does nothing.
@@ -95,6 +98,7 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*Daemon, e
 		return nil, err
 	}
 	d.dirLock = lock
+	d.lockedDir, _ = identifyDir(cfg.Spool.Dir)
 
 	// A second daemon on the same socket would run without one, and
 	// status and ctl would reach the first daemon for both.
@@ -173,13 +177,20 @@ func (d *Daemon) claimSpoolDir() bool {
 	d.dirLock.Close()
 	d.dirLock = lock
 	d.relockFailed = false
-	if d.dirClaimLost {
+	current, err := identifyDir(d.cfg.Spool.Dir)
+	sameDir := err == nil && current == d.lockedDir
+	d.lockedDir = current
+	switch {
+	case d.dirClaimLost:
 		d.claimTakenBack()
-		return true
+	case sameDir:
+		d.log.Warn("spool directory lock file was removed while the daemon ran; created and locked it again",
+			"path", filepath.Join(d.cfg.Spool.Dir, spoolDirLock), "hint", "leave the files that start with .mqspool in place")
+	default:
+		d.log.Error("spool directory was removed or replaced while the daemon ran, so files in the old one "+
+			"are lost to mqspool; locked the one now at the path", "dir", d.cfg.Spool.Dir,
+			"hint", "stop mqspool before removing or replacing its spool directory")
 	}
-	d.log.Error("spool directory was removed or replaced while the daemon ran, so files in the old one "+
-		"are lost to mqspool; locked the one now at the path", "dir", d.cfg.Spool.Dir,
-		"hint", "stop mqspool before removing or replacing its spool directory")
 	return true
 }
 

@@ -38,3 +38,23 @@ func lockSpoolDir(dir string) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// dirIdentity tells a directory from one made later at the same path. A
+// new directory may get the inode number of a removed one, so the birth
+// time is compared as well where the file system records it.
+type dirIdentity struct {
+	dev, ino uint64
+	birth    unix.StatxTimestamp
+}
+
+func identifyDir(path string) (dirIdentity, error) {
+	var stx unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, path, 0, unix.STATX_INO|unix.STATX_BTIME, &stx); err != nil {
+		return dirIdentity{}, fmt.Errorf("statx %s: %w", path, err)
+	}
+	id := dirIdentity{dev: unix.Mkdev(stx.Dev_major, stx.Dev_minor), ino: stx.Ino}
+	if stx.Mask&unix.STATX_BTIME != 0 {
+		id.birth = stx.Btime
+	}
+	return id, nil
+}

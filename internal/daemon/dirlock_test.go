@@ -179,7 +179,8 @@ func TestNew_ControlSocketLockUnavailableLogged(t *testing.T) {
 // again, so a second daemon still cannot take it.
 func TestClaimSpoolDir_AfterRemoval(t *testing.T) {
 	cfg := offlineConfig(t)
-	d, err := New(cfg, slog.New(slog.DiscardHandler), nil)
+	var logs bytes.Buffer
+	d, err := New(cfg, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,6 +197,9 @@ func TestClaimSpoolDir_AfterRemoval(t *testing.T) {
 	}
 	if !d.claimSpoolDir() {
 		t.Fatal("claim of the directory created again failed")
+	}
+	if !strings.Contains(logs.String(), "are lost to mqspool") {
+		t.Errorf("log does not report the replaced directory:\n%s", logs.String())
 	}
 
 	if other, err := lockSpoolDir(cfg.Spool.Dir); err == nil {
@@ -321,5 +325,31 @@ func repoint(t *testing.T, link, target string) {
 	}
 	if err := os.Rename(next, link); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A lock file removed alone from a spool directory still in place loses
+// no files, so the daemon locks a new one with a warning, not with the
+// error for a replaced directory.
+func TestClaimSpoolDir_LockFileRemovedAlone(t *testing.T) {
+	cfg := offlineConfig(t)
+	var logs bytes.Buffer
+	d, err := New(cfg, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.abandon()
+	if err := os.Remove(filepath.Join(cfg.Spool.Dir, spoolDirLock)); err != nil {
+		t.Fatal(err)
+	}
+
+	if !d.claimSpoolDir() {
+		t.Fatal("claim failed after the lock file was removed")
+	}
+	if !strings.Contains(logs.String(), "lock file was removed") {
+		t.Errorf("log does not report the removed lock file:\n%s", logs.String())
+	}
+	if strings.Contains(logs.String(), "are lost to mqspool") {
+		t.Errorf("log reports lost files although only the lock file was removed:\n%s", logs.String())
 	}
 }
