@@ -50,7 +50,8 @@ type Daemon struct {
 	relockFailed bool
 	dirClaimLost bool
 	// lockedDir is the spool directory whose lock the daemon took last, so
-	// that a lock file removed alone is told from a replaced directory.
+	// that a lock file removed alone is distinguished from a replaced
+	// directory.
 	lockedDir dirIdentity
 	// socketLock holds the lock beside the control socket, or is nil when
 	// the lock file could not be created or locked (see [control.Claim]).

@@ -39,9 +39,9 @@ func lockSpoolDir(dir string) (*os.File, error) {
 	return f, nil
 }
 
-// dirIdentity tells a directory from one made later at the same path. A
-// new directory may get the inode number of a removed one, so the birth
-// time is compared as well where the file system records it.
+// dirIdentity distinguishes a directory from one made later at the same
+// path. A new directory may get the inode number of a removed one, so the
+// birth time is compared as well where the file system records it.
 type dirIdentity struct {
 	dev, ino uint64
 	birth    unix.StatxTimestamp
