@@ -61,31 +61,51 @@ func TestConnect_WillFittedAfterRejection(t *testing.T) {
 
 // A broker may shorten the session expiry in its CONNACK. The loop logs
 // that once, since a longer outage then loses the session, and not again
-// on each reconnect with the same value.
+// on each reconnect with the same value. The connected line gives the
+// expiry in force, which is the broker's whenever its CONNACK has one.
 func TestConnect_ShortenedSessionExpiryLogged(t *testing.T) {
 	cases := []struct {
-		name     string
-		expiry   *uint32
-		wantWarn int
+		name       string
+		configured time.Duration
+		expiry     *uint32
+		wantWarn   int
+		inForce    string
 	}{
-		{"shortened", new(uint32(60)), 1},
-		{"zero", new(uint32(0)), 1},
-		{"longer than configured", new(uint32(7 * 24 * 3600)), 0},
-		{"absent", nil, 0},
+		{"shortened", time.Hour, new(uint32(60)), 1, "1m0s"},
+		{"zero", time.Hour, new(uint32(0)), 1, "0s"},
+		{"longer than configured", time.Hour, new(uint32(7 * 24 * 3600)), 0, "168h0m0s"},
+		{"absent", time.Hour, nil, 0, "1h0m0s"},
+		// CONNECT carries whole seconds, so the broker echoes 90.
+		{"configured with a fraction", 90*time.Second + 500*time.Millisecond, new(uint32(90)), 0, "1m30s"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newFakeBroker(t, brokerScript{sessionExpiry: tc.expiry, closeAfterConnack: true})
 			opts := testOptions(b)
-			opts.SessionExpiry = time.Hour
+			opts.SessionExpiry = tc.configured
 			opts.MinDelay, opts.MaxDelay = 10*time.Millisecond, 20*time.Millisecond
 			logs := &lockedBuffer{}
 			opts.Logger = slog.New(slog.NewTextHandler(logs, nil))
 			r := start(t, opts, newMemSource(), &testJournal{}, nil)
 
 			waitFor(t, 5*time.Second, "three connections", func() bool { return r.countEvents(EventConnected) >= 3 })
-			if n := strings.Count(logs.String(), "broker shortened the session expiry"); n != tc.wantWarn {
-				t.Errorf("%d warnings about the session expiry, want %d:\n%s", n, tc.wantWarn, logs.String())
+			out := logs.String()
+			if n := strings.Count(out, "broker shortened the session expiry"); n != tc.wantWarn {
+				t.Errorf("%d warnings about the session expiry, want %d:\n%s", n, tc.wantWarn, out)
+			}
+			want := "session_expiry=" + tc.inForce + " "
+			connectedLines := 0
+			for line := range strings.Lines(out) {
+				if !strings.Contains(line, "msg=connected") {
+					continue
+				}
+				connectedLines++
+				if !strings.Contains(line, want) {
+					t.Errorf("connected line without %q: %s", want, line)
+				}
+			}
+			if connectedLines == 0 {
+				t.Errorf("no connected line in the log:\n%s", out)
 			}
 		})
 	}

@@ -64,24 +64,28 @@ func (l *Loop) connected(c *connection, ack *connackPacket, cleanStart bool) {
 }
 
 // sessionExpiry returns the session expiry in force: the broker's, when
-// its CONNACK has one, else the configured one. A broker that shortens it
-// discards the session after a shorter outage. Then the messages of open
-// QoS 2 flows past PUBREC are published again and may arrive twice, and
-// messages for the subscriptions sent during the outage are lost, so each
-// shortening is logged once.
+// its CONNACK has one, else the one the CONNECT sent, in whole seconds. A
+// broker that shortens it discards the session after a shorter outage.
+// Then the messages of open QoS 2 flows past PUBREC are published again
+// and may arrive twice, and messages for the subscriptions sent during
+// the outage are lost, so each shortening is logged once.
 func (l *Loop) sessionExpiry(c *connection, ack *connackPacket) time.Duration {
-	configured := l.opts.SessionExpiry
-	if ack.SessionExpiry < 0 || time.Duration(ack.SessionExpiry)*time.Second >= configured {
+	requested := l.opts.SessionExpiry.Truncate(time.Second)
+	if ack.SessionExpiry < 0 {
 		l.sessionShortened = false
-		return configured
+		return requested
 	}
 	expiry := time.Duration(ack.SessionExpiry) * time.Second
+	if expiry >= requested {
+		l.sessionShortened = false
+		return expiry
+	}
 	if !l.sessionShortened || expiry != l.shortSession {
 		l.shortSession, l.sessionShortened = expiry, true
 		l.log.Warn("broker shortened the session expiry, so an outage longer than that loses the session: "+
 			"QoS 2 messages past PUBREC are then published again and may arrive twice, and messages for the "+
 			"subscriptions sent during the outage are lost", "url", c.url, "session_expiry", expiry,
-			"configured", configured, "hint", "raise the broker's limit on session expiry, or set "+
+			"configured", requested, "hint", "raise the broker's limit on session expiry, or set "+
 				"broker.session_expiry to the broker's value to accept it")
 	}
 	return expiry
