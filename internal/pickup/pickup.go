@@ -89,13 +89,14 @@ type Options struct {
 	FailedWarnBytes int64
 	// Logger receives warnings for bad files and errors; nil discards.
 	Logger *slog.Logger
-	// Claim, if set, is called by each rescan before it lists new/, and
-	// reports whether the daemon holds the spool directory now at the
-	// path. The directory may have been removed, replaced or moved since
-	// the last rescan, taking the daemon's lock file along, and another
-	// daemon may have locked the one now at the path. While Claim reports
-	// false, the pickup watches and queues nothing, so the two daemons
-	// never ingest the same files.
+	// Claim, if set, reports whether the daemon holds the spool directory
+	// now at the path. Each rescan calls it before it lists new/, and so
+	// does each batch unless new/ or one of OwnFiles is missing. The
+	// directory may have been removed, replaced or moved since, taking the
+	// daemon's lock file along, and another daemon may have locked the one
+	// now at the path. While Claim reports false, the pickup watches and
+	// queues nothing, so the two daemons ingest the same files only in a
+	// batch under way when the other daemon takes the lock.
 	Claim func() bool
 	// OwnFiles names files that the daemon keeps in the spool directory,
 	// such as its lock file. One of them missing while the directory is
