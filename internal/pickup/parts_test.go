@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -436,6 +437,47 @@ func TestPickup_LongJSONLChmodBetweenParts(t *testing.T) {
 	drop(t, opts.Dir, "big.jsonl", longJSONL(lines))
 	waitFor(t, 10*time.Second, "file ingested and removed", func() bool {
 		return !exists(name) && p.Stats().FilesIngested == 1
+	})
+	checkPayloads(t, payloads(t, store.Spool), lines)
+}
+
+// A claim lost while a file waits between parts, as when a spool.dir
+// link points at another daemon's directory for a while, keeps the
+// file's stored parts. Once the claim succeeds again the file resumes
+// after them instead of being queued again from its first message.
+func TestPickup_LongJSONLResumesAfterLostClaim(t *testing.T) {
+	opts := testOptions(t)
+	var allowed atomic.Bool
+	var claims atomic.Int32
+	allowed.Store(true)
+	opts.Claim = func() bool { claims.Add(1); return allowed.Load() }
+	store := openRecording(t)
+	for i := 2; i < 1000; i++ {
+		store.failAt[i] = fmt.Errorf("append: %w", spool.ErrFull)
+	}
+	store.after = func(call int) {
+		if call == 1 {
+			allowed.Store(false)
+		}
+	}
+	p := start(t, opts, store)
+
+	const lines = 2*partMessages + 100
+	drop(t, opts.Dir, "big.jsonl", longJSONL(lines))
+	waitFor(t, 10*time.Second, "the first part stored", func() bool {
+		return len(store.appendSizes()) == 1
+	})
+	failed := claims.Load()
+	waitFor(t, 10*time.Second, "a failed claim after the first part", func() bool {
+		return claims.Load() > failed+1
+	})
+
+	store.mu.Lock()
+	store.failAt = map[int]error{}
+	store.mu.Unlock()
+	allowed.Store(true)
+	waitFor(t, 10*time.Second, "file ingested and removed", func() bool {
+		return !exists(filepath.Join(opts.Dir, "new", "big.jsonl")) && p.Stats().FilesIngested == 1
 	})
 	checkPayloads(t, payloads(t, store.Spool), lines)
 }

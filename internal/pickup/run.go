@@ -158,7 +158,12 @@ func (p *Pickup) claim(w *watcher, ws *watches) bool {
 		p.dropWatches(w, ws)
 	}
 	if p.parted != nil {
-		p.partedGone(p.parted.id, fs.ErrNotExist)
+		// The stored identity of a file in parts stays, so that the file
+		// resumes after its stored parts when this directory is claimed
+		// again. If the file is gone by the next start, forgetOrphans
+		// removes the identity.
+		p.parted = nil
+		p.showParted()
 	}
 	p.queue = nil
 	clear(p.queued)
