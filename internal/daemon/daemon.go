@@ -159,8 +159,8 @@ func (d *Daemon) releaseSpoolDir() {
 // new/ and before each batch, because a spool directory removed, replaced
 // or moved while the daemon runs takes the lock file along, and a second
 // daemon may have locked the new one. Then this daemon leaves the
-// directory to it, so that the two never publish the same files, and
-// takes it once that lock is released.
+// directory to it, so that the two share no files beyond a batch under
+// way, and takes it once that lock is released.
 func (d *Daemon) claimSpoolDir() bool {
 	d.dirLockMu.Lock()
 	defer d.dirLockMu.Unlock()
