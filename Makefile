@@ -5,8 +5,9 @@ BIN       ?= bin/mqspool
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 FUZZTIME  ?= 30s
+SOAK_DURATION ?= 10m
 
-.PHONY: help build test test-short test-large vet fmt cover fuzz cross demo check clean deps bench
+.PHONY: help build test test-short test-large soak vet fmt cover fuzz cross demo check clean deps bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -26,6 +27,9 @@ test-short: ## run the unit tests only (no broker needed)
 
 test-large: deps ## start on a million queued messages under a 128 MiB memory cgroup (root; minutes, about 2 GB of disk)
 	MQSPOOL_LARGE_TESTS=1 $(GO) test -count=1 -timeout 60m -run '^TestLarge' -v ./test/
+
+soak: deps ## forward messages through random faults for SOAK_DURATION (default 10m), without the race detector; never in CI
+	MQSPOOL_SOAK=$(SOAK_DURATION) $(GO) test -count=1 -timeout 0 -run '^TestSoak_' -v ./test/
 
 vet: ## go vet
 	$(GO) vet ./...
