@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/packets"
+
 	"github.com/mqspool/mqspool/test/harness"
 )
 
@@ -25,10 +27,11 @@ const (
 	faultBlackhole     = "blackhole"
 	faultReset         = "reset"
 	faultStall         = "stall"
+	faultLostAcks      = "lost acknowledgements"
 	faultSIGHUP        = "SIGHUP reload"
 )
 
-var soakFaults = []string{faultKill9, faultSIGTERM, faultBrokerRestart, faultBlackhole, faultReset, faultStall, faultSIGHUP}
+var soakFaults = []string{faultKill9, faultSIGTERM, faultBrokerRestart, faultBlackhole, faultReset, faultStall, faultLostAcks, faultSIGHUP}
 
 // soakProducer drops files at a steady rate until stopped: .msg files
 // alternating between QoS 1 and QoS 2 topics and, every tenth file, a
@@ -200,7 +203,8 @@ func (s *soakRun) logFault(format string, args ...any) {
 	s.t.Log(line)
 }
 
-// inject runs one fault. hold is how long a blackhole or stall lasts.
+// inject runs one fault. hold is how long a blackhole, a stall or the
+// loss of acknowledgements lasts.
 func (s *soakRun) inject(kind string, hold time.Duration) {
 	s.counts[kind]++
 	switch kind {
@@ -230,9 +234,27 @@ func (s *soakRun) inject(kind string, hold time.Duration) {
 	case faultReset:
 		s.logFault("%s of every proxy connection", kind)
 		s.proxy.Reset()
+	case faultLostAcks:
+		s.loseAcks(hold)
 	case faultSIGHUP:
 		s.reload()
 	}
+}
+
+// loseAcks drops every PUBACK, PUBREC and PUBCOMP from the broker for
+// hold and then resets the connections, as a link that dies with the
+// acknowledgements still on their way would. Every flow of that time is
+// then resent on the next connection, and the broker must not forward a
+// resent QoS 2 message again.
+func (s *soakRun) loseAcks(hold time.Duration) {
+	s.logFault("%s for %s, then a reset", faultLostAcks, hold)
+	s.proxy.SetDrop(func(p harness.Packet) bool {
+		return p.Dir == harness.ToClient && (p.Type == packets.PUBACK || p.Type == packets.PUBREC || p.Type == packets.PUBCOMP)
+	})
+	time.Sleep(hold)
+	s.proxy.SetDrop(nil)
+	s.proxy.Reset()
+	s.logFault("%s ended", faultLostAcks)
 }
 
 // reload switches the config between no throttle and 500 messages per
