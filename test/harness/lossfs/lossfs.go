@@ -1,0 +1,239 @@
+// Package lossfs mounts a FUSE file system that loses unsynced writes
+// when a test cuts the power, so that a missing fsync or fdatasync shows
+// up as lost or damaged data.
+//
+// The mount passes every operation through to a backing directory (the
+// go-fuse loopback node). For each backing inode it keeps an undo log of
+// every write, truncate and fallocate since that file's last fsync or
+// fdatasync: before a change it saves the bytes the change overwrites and
+// the old size. An fsync or fdatasync of any handle of the file drops the
+// log, because the data is durable from then on. Cut unmounts, applies
+// every log in reverse order to the backing files and mounts again,
+// which also drops the kernel's page cache of the old contents.
+//
+// The model is optimistic about metadata, like a journaling file system
+// that commits each metadata change at once: create, mkdir, rename,
+// unlink, link, chmod and utimes are durable as soon as they return. It
+// does not model a directory entry lost because its directory was not
+// fsynced, a rename or unlink that reaches the disk before the data
+// written earlier, torn sectors, or a disk that keeps some of a file's
+// unsynced writes: a cut here undoes all of them.
+//
+// SetSyncDelay makes each fsync take time, and a caller killed by
+// SIGKILL during that time leaves its file unsynced, so a test can cut
+// the power while a program waits for an fsync.
+//
+// Writes reach the server before write(2) returns: the mount asks for no
+// writeback cache and no FUSE passthrough, and opens without direct_io,
+// so that read-only mmap (bbolt's) still works through the page cache.
+// Shared writable mmap is not tracked, because its pages reach the server
+// only when the kernel writes them back.
+//
+// The process that mounts serves the requests, so it must not map files
+// of the mount itself: a page fault there can wait for a server goroutine
+// that the Go runtime has stopped for garbage collection, and then the
+// process hangs. Map them from a child process.
+package lossfs
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// FS is a mounted loss-simulating file system.
+type FS struct {
+	Backing    string // the directory that stores the data
+	Mountpoint string // where the file system is mounted
+
+	mu      sync.Mutex // guards pending and serializes every logged change
+	pending map[fileID]*undoLog
+	server  *fuse.Server
+	// syncing counts the fsyncs in their delay per calling process.
+	syncing map[int]int
+	// syncDelay is how long each fsync and fdatasync of a file waits
+	// before it makes the file durable, in nanoseconds.
+	syncDelay atomic.Int64
+}
+
+// CutStats describes what one Cut undid.
+type CutStats struct {
+	Files int   // files with unsynced changes
+	Bytes int64 // bytes written back from the undo logs
+}
+
+// Mount mounts backing at mountpoint. Both directories must exist, and
+// the caller must be root, because the mount uses mount(2) directly
+// instead of fusermount.
+func Mount(backing, mountpoint string) (*FS, error) {
+	f := &FS{Backing: backing, Mountpoint: mountpoint, pending: map[fileID]*undoLog{}, syncing: map[int]int{}}
+	if err := f.mount(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+func (f *FS) mount() error {
+	rootOps, err := fs.NewLoopbackRoot(f.Backing)
+	if err != nil {
+		return fmt.Errorf("open backing directory %s: %w", f.Backing, err)
+	}
+	loopback := rootOps.(*fs.LoopbackNode)
+	root := &node{LoopbackNode: loopback, fs: f}
+	loopback.RootData.RootNode = root
+	opts := &fs.Options{MountOptions: fuse.MountOptions{
+		DirectMountStrict:    true,
+		FsName:               f.Backing,
+		Name:                 "lossfs",
+		DisabledCapabilities: fuse.CAP_PASSTHROUGH | fuse.CAP_WRITEBACK_CACHE,
+	}}
+	server, err := fs.Mount(f.Mountpoint, root, opts)
+	if err != nil {
+		return fmt.Errorf("mount lossfs on %s (needs root and /dev/fuse): %w", f.Mountpoint, err)
+	}
+	f.server = server
+	return nil
+}
+
+// SetSyncDelay makes each later fsync and fdatasync of a file wait for
+// delay before the file counts as durable, the way a disk takes time to
+// flush. A longer delay makes a cut more likely to find writes that a
+// program is waiting to sync.
+func (f *FS) SetSyncDelay(delay time.Duration) { f.syncDelay.Store(int64(delay)) }
+
+// WaitSync waits until process pid is inside an fsync or fdatasync of a
+// file, so that a kill at once cuts it short. It returns false when that
+// did not happen within timeout. It needs a sync delay long enough to
+// notice, a millisecond or more.
+func (f *FS) WaitSync(pid int, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		f.mu.Lock()
+		n := f.syncing[pid]
+		f.mu.Unlock()
+		if n > 0 {
+			return true
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	return false
+}
+
+// Unmount unmounts the file system and discards the undo logs, which
+// leaves every unsynced change in the backing files. It retries for up to
+// 5 s while the mount is busy.
+func (f *FS) Unmount() error {
+	if err := f.unmount(); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for id, l := range f.pending {
+		l.file.Close()
+		delete(f.pending, id)
+	}
+	return nil
+}
+
+func (f *FS) unmount() error {
+	if f.server == nil {
+		return nil
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := f.server.Unmount()
+		if err == nil {
+			f.server.Wait()
+			f.server = nil
+			return nil
+		}
+		if !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
+			return fmt.Errorf("unmount %s: %w (end every process that uses it first)", f.Mountpoint, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Cut simulates a power cut: it unmounts, rolls every file back to its
+// contents at its last fsync and mounts again. Every process that uses
+// the mount must have ended before, or the unmount fails.
+func (f *FS) Cut() (CutStats, error) {
+	if err := f.unmount(); err != nil {
+		return CutStats{}, err
+	}
+	stats, err := f.revert()
+	if err != nil {
+		return stats, err
+	}
+	return stats, f.mount()
+}
+
+// revert applies and drops every undo log.
+func (f *FS) revert() (CutStats, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var stats CutStats
+	for id, l := range f.pending {
+		n, err := l.undo()
+		l.file.Close()
+		delete(f.pending, id)
+		if err != nil {
+			return stats, err
+		}
+		stats.Files++
+		stats.Bytes += n
+	}
+	return stats, nil
+}
+
+// Start mounts a new backing directory at a new mountpoint, both under
+// t.TempDir, and unmounts it when the test ends. It skips the test
+// unless it runs as root with a usable /dev/fuse and may mount, so a
+// machine or container without FUSE skips rather than fails.
+func Start(t testing.TB) *FS {
+	t.Helper()
+	requireFUSE(t)
+	root := t.TempDir()
+	backing := filepath.Join(root, "backing")
+	mountpoint := filepath.Join(root, "mnt")
+	for _, dir := range []string{backing, mountpoint} {
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := Mount(backing, mountpoint)
+	if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) {
+		t.Skipf("FUSE is not usable here: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := f.Unmount(); err != nil {
+			t.Errorf("%v; detaching it instead", err)
+			syscall.Unmount(mountpoint, syscall.MNT_DETACH)
+		}
+	})
+	return f
+}
+
+func requireFUSE(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("lossfs mounts FUSE with mount(2), which needs root")
+	}
+	dev, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+	if err != nil {
+		t.Skipf("FUSE is not usable here: %v", err)
+	}
+	dev.Close()
+}
