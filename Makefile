@@ -6,8 +6,9 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 FUZZTIME  ?= 30s
 SOAK_DURATION ?= 10m
+POWERLOSS_CYCLES ?= 8
 
-.PHONY: help build test test-short test-large soak vet fmt cover fuzz cross demo check clean deps bench
+.PHONY: help build test test-short test-large test-powerloss soak vet fmt cover fuzz cross demo check clean deps bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -30,6 +31,10 @@ test-large: deps ## start on a million queued messages under a 128 MiB memory cg
 
 soak: deps ## forward messages through random faults for SOAK_DURATION (default 10m), without the race detector; never in CI
 	MQSPOOL_SOAK=$(SOAK_DURATION) $(GO) test -count=1 -timeout 0 -run '^TestSoak_' -v ./test/
+test-powerloss: deps ## cut the power POWERLOSS_CYCLES times (default 8) under the daemon on a FUSE file system that forgets unsynced writes (root and /dev/fuse; POWERLOSS_SEED replays a run)
+	$(GO) test -race -count=1 ./test/harness/lossfs/
+	MQSPOOL_POWERLOSS_CYCLES=$(POWERLOSS_CYCLES) MQSPOOL_POWERLOSS_SEED=$(POWERLOSS_SEED) \
+		$(GO) test -race -count=1 -timeout 30m -run '^TestPowerLoss' -v ./test/
 
 vet: ## go vet
 	$(GO) vet ./...

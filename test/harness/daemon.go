@@ -302,6 +302,16 @@ func (d *Daemon) DumpOnFailure() {
 	})
 }
 
+// PID returns the process id of the running daemon, or 0.
+func (d *Daemon) PID() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cmd == nil {
+		return 0
+	}
+	return d.cmd.Process.Pid
+}
+
 // OpenFDs returns the number of open file descriptors of the running
 // daemon, or -1.
 func (d *Daemon) OpenFDs() int {

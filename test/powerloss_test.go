@@ -1,0 +1,274 @@
+package test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mqspool/mqspool/test/harness"
+	"github.com/mqspool/mqspool/test/harness/lossfs"
+)
+
+// powerProducer drops fsynced .msg files into the spool directory as the
+// producer protocol requires: write into tmp/, fsync, rename into new/,
+// fsync new/. A file counts as produced once its rename returned. Topics
+// power/0 and power/1 carry QoS 1, power/2 and power/3 QoS 2.
+type powerProducer struct {
+	dir     string
+	mu      sync.Mutex // guards next
+	next    int
+	stopped atomic.Bool
+	wg      sync.WaitGroup
+}
+
+func powerQoS(seq int) int { return 1 + seq%4/2 }
+
+// start drops files from one goroutine until stop. One goroutine keeps
+// the order of the renames that of the sequence numbers, which tally
+// checks per topic.
+func (p *powerProducer) start(t *testing.T) {
+	p.stopped.Store(false)
+	p.wg.Go(func() {
+		for !p.stopped.Load() {
+			if err := p.drop(p.take()); err != nil {
+				t.Error(err)
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	})
+}
+
+func (p *powerProducer) stop() {
+	p.stopped.Store(true)
+	p.wg.Wait()
+}
+
+func (p *powerProducer) take() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	seq := p.next
+	p.next++
+	return seq
+}
+
+// count returns how many files were produced. Call it only after stop,
+// when every sequence number taken has been dropped.
+func (p *powerProducer) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.next
+}
+
+func (p *powerProducer) drop(seq int) error {
+	topic := fmt.Sprintf("power/%d", seq%4)
+	body := fmt.Sprintf("Topic: %s\nQoS: %d\n\nseq-%06d", topic, powerQoS(seq), seq)
+	tmp := filepath.Join(p.dir, "tmp", fmt.Sprintf("m-%06d.part", seq))
+	if err := writeSynced(tmp, []byte(body)); err != nil {
+		return err
+	}
+	newDir := filepath.Join(p.dir, "new")
+	if err := os.Rename(tmp, filepath.Join(newDir, fmt.Sprintf("m-%06d.msg", seq))); err != nil {
+		return fmt.Errorf("rename %s into new/: %w", tmp, err)
+	}
+	return syncDir(newDir)
+}
+
+func writeSynced(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	defer f.Close()
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// envInt returns the integer in the environment variable name, or def
+// when it is unset.
+func envInt(t *testing.T, name string, def int64) int64 {
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		t.Fatalf("%s=%q is not an integer: %v", name, s, err)
+	}
+	return v
+}
+
+// TestPowerLoss_UplinkNoLoss cuts the power under a running daemon whose
+// spool directory and spool.db sit on lossfs, which loses every write
+// not yet fsynced. After each cut the daemon must start on what the
+// disk kept, and in the end every QoS 1 message must have arrived and no
+// QoS 2 message twice. MQSPOOL_POWERLOSS_CYCLES sets the number of cuts
+// (default 8) and MQSPOOL_POWERLOSS_SEED replays the run lengths of an
+// earlier run.
+func TestPowerLoss_UplinkNoLoss(t *testing.T) {
+	disk := lossfs.Start(t)
+	// Most of a commit's time goes to its fsyncs then, as on a real disk,
+	// so a cut often finds written pages that are not yet durable.
+	disk.SetSyncDelay(5 * time.Millisecond)
+	broker := harness.StartBroker(t, "")
+	sub := harness.Subscribe(t, broker.Addr(), "power/#", 2)
+
+	// The daemon's cleanup (a kill) is registered after the mount's, so
+	// it runs before the unmount.
+	d := harness.NewDaemon(t, broker.URL(), "")
+	d.Dir = filepath.Join(disk.Mountpoint, "spool")
+	d.DB = filepath.Join(disk.Mountpoint, "state", "spool.db")
+	for _, dir := range []string{filepath.Dir(d.DB), filepath.Join(d.Dir, "tmp"), filepath.Join(d.Dir, "new")} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.WriteConfig(broker.URL(), "")
+	d.DumpOnFailure()
+
+	cycles := int(envInt(t, "MQSPOOL_POWERLOSS_CYCLES", 8))
+	seed := uint64(envInt(t, "MQSPOOL_POWERLOSS_SEED", time.Now().UnixNano()))
+	t.Logf("MQSPOOL_POWERLOSS_SEED=%d MQSPOOL_POWERLOSS_CYCLES=%d", seed, cycles)
+	rng := rand.New(rand.NewPCG(seed, seed))
+
+	p := &powerProducer{dir: d.Dir}
+	for cycle := range cycles {
+		startAfterCut(t, d, disk, cycle)
+		p.start(t)
+		time.Sleep(time.Duration(200+rng.IntN(2300)) * time.Millisecond)
+		// The kill comes before the producer stops, so that it finds the
+		// daemon busy. Every other cut waits for the daemon to be inside
+		// an fsync, which the kill then cuts short.
+		if cycle%2 == 1 && !disk.WaitSync(d.PID(), 2*time.Second) {
+			t.Logf("cut %d: the daemon did not fsync within 2 s", cycle)
+		}
+		d.Kill()
+		p.stop()
+		cutPower(t, disk, cycle, p.count())
+	}
+	startAfterCut(t, d, disk, cycles)
+
+	total := p.count()
+	// A timeout falls through to the tally, which lists what is missing.
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if distinctPayloads(sub) >= total {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // let a late duplicate show up
+	requirePowerLossTally(t, sub, total)
+	harness.WaitFor(t, 10*time.Second, "new/ empty", d.NewEmpty)
+	requireEmptyDir(t, filepath.Join(d.Dir, "failed"))
+}
+
+// startAfterCut starts the daemon and fails the test when the start
+// found spool.db damaged and renamed it aside.
+func startAfterCut(t *testing.T, d *harness.Daemon, disk *lossfs.FS, cycle int) {
+	t.Helper()
+	d.Start()
+	aside, _ := filepath.Glob(d.DB + ".corrupt-*")
+	if len(aside) > 0 {
+		t.Fatalf("start after cut %d renamed spool.db aside as damaged: %v", cycle, aside)
+	}
+}
+
+// cutPower cuts the power and checks that the mount kept its device
+// number, because the pickup's file identity contains it: a new number
+// would make every file left in new/ look new.
+func cutPower(t *testing.T, disk *lossfs.FS, cycle, produced int) {
+	t.Helper()
+	before := mountDevice(t, disk)
+	stats, err := disk.Cut()
+	if err != nil {
+		t.Fatalf("cut %d: %v", cycle, err)
+	}
+	if after := mountDevice(t, disk); after != before {
+		t.Fatalf("cut %d: the mount's device number changed from %#x to %#x", cycle, before, after)
+	}
+	t.Logf("cut %d after %d files: undid unsynced changes to %d files (%d bytes written back)",
+		cycle, produced, stats.Files, stats.Bytes)
+}
+
+func mountDevice(t *testing.T, disk *lossfs.FS) uint64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(disk.Mountpoint, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Dev
+}
+
+// distinctPayloads returns how many different payloads sub received.
+// Unlike tally it reports nothing, so it can be polled.
+func distinctPayloads(sub *harness.Subscriber) int {
+	seen := map[string]bool{}
+	for _, m := range sub.Messages() {
+		seen[string(m.Payload)] = true
+	}
+	return len(seen)
+}
+
+// requirePowerLossTally fails on any lost message, and on any QoS 2
+// message that arrived more than once. A repeated QoS 1 message is
+// allowed, and logged.
+func requirePowerLossTally(t *testing.T, sub *harness.Subscriber, total int) {
+	t.Helper()
+	missing, dups := tally(t, sub, total)
+	if len(missing) > 0 {
+		t.Errorf("lost %d of %d messages: %v", len(missing), total, head(missing))
+	}
+	var qos1, qos2 []int
+	for _, seq := range dups {
+		if powerQoS(seq) == 2 {
+			qos2 = append(qos2, seq)
+		} else {
+			qos1 = append(qos1, seq)
+		}
+	}
+	if len(qos2) > 0 {
+		t.Errorf("%d QoS 2 messages arrived more than once: %v", len(qos2), head(qos2))
+	}
+	t.Logf("%d messages, %d QoS 1 messages arrived more than once", total, len(qos1))
+}
+
+func requireEmptyDir(t *testing.T, dir string) {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if len(names) > 0 {
+		t.Errorf("%s contains %s, want it empty", dir, strings.Join(names, ", "))
+	}
+}
