@@ -127,8 +127,8 @@ func envInt(t *testing.T, name string, def int64) int64 {
 // spool directory and spool.db sit on lossfs, which loses every write
 // not yet fsynced. After each cut the daemon must start on what the
 // disk kept, and in the end every QoS 1 message must have arrived and no
-// QoS 2 message twice. MQSPOOL_POWERLOSS_CYCLES sets the number of cuts
-// (default 8) and MQSPOOL_POWERLOSS_SEED replays the run lengths of an
+// QoS 2 message twice. POWERLOSS_CYCLES sets the number of cuts
+// (default 8) and POWERLOSS_SEED replays the run lengths of an
 // earlier run.
 func TestPowerLoss_UplinkNoLoss(t *testing.T) {
 	disk := startLossDisk(t)
@@ -194,9 +194,9 @@ func newDaemonOnDisk(t *testing.T, disk *lossfs.FS, broker *harness.Broker, extr
 // powerLossRun returns the number of cuts and a random source for the
 // run lengths, from the environment when set, and logs both.
 func powerLossRun(t *testing.T) (int, *rand.Rand) {
-	cycles := int(envInt(t, "MQSPOOL_POWERLOSS_CYCLES", 8))
-	seed := uint64(envInt(t, "MQSPOOL_POWERLOSS_SEED", time.Now().UnixNano()))
-	t.Logf("MQSPOOL_POWERLOSS_SEED=%d MQSPOOL_POWERLOSS_CYCLES=%d", seed, cycles)
+	cycles := int(envInt(t, "POWERLOSS_CYCLES", 8))
+	seed := uint64(envInt(t, "POWERLOSS_SEED", time.Now().UnixNano()))
+	t.Logf("POWERLOSS_SEED=%d POWERLOSS_CYCLES=%d", seed, cycles)
 	return cycles, rand.New(rand.NewPCG(seed, seed))
 }
 
