@@ -144,7 +144,7 @@ func (d *Daemon) Start() {
 		args = append(slices.Clone(d.Wrap), args...)
 	}
 	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1 atexit_sleep_ms=0")
+	cmd.Env = append(daemonEnviron(), "GORACE=halt_on_error=1 atexit_sleep_ms=0")
 	cmd.Env = append(cmd.Env, d.Env...)
 	d.mu.Lock()
 	fmt.Fprintf(d.log, "---- start %s\n", time.Now().Format(time.RFC3339Nano))
@@ -410,4 +410,17 @@ func MemoryScale() int {
 		return 3
 	}
 	return 1
+}
+
+// testOnlyEnv lists the variables that steer the tests. They share the
+// daemon's MQSPOOL_ prefix, and the daemon warns of every such variable
+// that names no setting, so they stay out of its environment.
+var testOnlyEnv = []string{"MQSPOOL_LARGE_MESSAGES", "MQSPOOL_LARGE_TESTS", "MQSPOOL_SOAK", "MQSPOOL_SOAK_SEED", "MQSPOOL_TEST_LOG"}
+
+// daemonEnviron returns the test's environment without testOnlyEnv.
+func daemonEnviron() []string {
+	return slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		name, _, _ := strings.Cut(kv, "=")
+		return slices.Contains(testOnlyEnv, name)
+	})
 }
