@@ -13,11 +13,11 @@
 //
 // The model is optimistic about metadata, like a journaling file system
 // that commits each metadata change at once: create, mkdir, rename,
-// unlink, link, chmod and utimes are durable as soon as they return. It
-// does not model a directory entry lost because its directory was not
-// fsynced, a rename or unlink that reaches the disk before the data
-// written earlier, torn sectors, or a disk that keeps some of a file's
-// unsynced writes: a cut here undoes all of them.
+// unlink, link, chmod and utimes are durable as soon as they return. So
+// it does not model a directory entry lost because its directory was not
+// fsynced, nor a rename or unlink that reaches the disk before the data
+// written earlier. Nor does it model torn sectors. A cut undoes all of a
+// file's unsynced writes, where a disk might keep some of them.
 //
 // SetSyncDelay makes each fsync take time, and a caller killed by
 // SIGKILL during that time leaves its file unsynced, so a test can cut
