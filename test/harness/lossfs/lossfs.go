@@ -23,7 +23,7 @@
 // SIGKILL during that time leaves its file unsynced, so a test can cut
 // the power while a program waits for an fsync.
 //
-// Writes reach the server before write(2) returns: the mount asks for no
+// Writes reach the server before write(2) returns: the mount requests no
 // writeback cache and no FUSE passthrough, and opens without direct_io,
 // so that read-only mmap (bbolt's) still works through the page cache.
 // Shared writable mmap is not tracked, because its pages reach the server
