@@ -192,11 +192,14 @@ func newDaemonOnDisk(t *testing.T, disk *lossfs.FS, broker *harness.Broker, extr
 }
 
 // powerLossRun returns the number of cuts and a random source for the
-// run lengths, from the environment when set, and logs both.
+// run lengths, from the environment when set, and logs both with the
+// command that replays this test alone. Unless POWERLOSS_SEED is set,
+// each test draws its own seed.
 func powerLossRun(t *testing.T) (int, *rand.Rand) {
 	cycles := int(envInt(t, "POWERLOSS_CYCLES", 8))
 	seed := uint64(envInt(t, "POWERLOSS_SEED", time.Now().UnixNano()))
-	t.Logf("POWERLOSS_SEED=%d POWERLOSS_CYCLES=%d", seed, cycles)
+	t.Logf("replay the run lengths of this run with: POWERLOSS_SEED=%d POWERLOSS_CYCLES=%d go test -race -count=1 -run '^%s$' -v ./test/",
+		seed, cycles, t.Name())
 	return cycles, rand.New(rand.NewPCG(seed, seed))
 }
 
