@@ -32,7 +32,7 @@ test-large: deps ## start on a million queued messages under a 128 MiB memory cg
 soak: deps ## forward messages through random faults for SOAK_DURATION (default 10m), without the race detector; never in CI
 	MQSPOOL_SOAK=$(SOAK_DURATION) $(GO) test -count=1 -timeout 0 -run '^TestSoak_' -v ./test/
 
-test-powerloss: deps ## cut the power POWERLOSS_CYCLES times (default 8) under the daemon on a FUSE file system that loses unsynced writes (root and /dev/fuse; POWERLOSS_SEED replays a run)
+test-powerloss: deps ## cut the power POWERLOSS_CYCLES times (default 8) under the daemon on a FUSE file system that loses unsynced writes (root and /dev/fuse; POWERLOSS_SEED replays the run lengths)
 	$(GO) test -race -count=1 ./test/harness/lossfs/
 	POWERLOSS_CYCLES=$(POWERLOSS_CYCLES) POWERLOSS_SEED=$(POWERLOSS_SEED) \
 		$(GO) test -race -count=1 -timeout 30m -run '^TestPowerLoss' -v ./test/
