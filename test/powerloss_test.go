@@ -244,7 +244,7 @@ func cutPower(t *testing.T, disk *lossfs.FS, cycle int) {
 	if after := mountDevice(t, disk); after != before {
 		t.Fatalf("cut %d: the mount's device number changed from %#x to %#x (another mount took the old number meanwhile; run the test again)", cycle, before, after)
 	}
-	t.Logf("cut %d: undid unsynced changes to %d files (%d bytes written back)", cycle, stats.Files, stats.Bytes)
+	t.Logf("cut %d: undid unsynced changes to %d files (%d bytes written back, %d bytes truncated)", cycle, stats.Files, stats.Bytes, stats.Truncated)
 }
 
 func mountDevice(t *testing.T, disk *lossfs.FS) uint64 {

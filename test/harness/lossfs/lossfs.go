@@ -67,8 +67,9 @@ type FS struct {
 
 // CutStats describes what one Cut undid.
 type CutStats struct {
-	Files int   // files with unsynced changes
-	Bytes int64 // bytes written back from the undo logs
+	Files     int   // files with unsynced changes
+	Bytes     int64 // bytes written back from the undo logs
+	Truncated int64 // bytes cut off the ends of files that grew since their last fsync
 }
 
 // Mount mounts backing at mountpoint. Both directories must exist, and
@@ -183,14 +184,15 @@ func (f *FS) revert() (CutStats, error) {
 	defer f.mu.Unlock()
 	var stats CutStats
 	for id, l := range f.pending {
-		n, err := l.undo()
+		written, truncated, err := l.undo()
 		l.file.Close()
 		delete(f.pending, id)
 		if err != nil {
 			return stats, err
 		}
 		stats.Files++
-		stats.Bytes += n
+		stats.Bytes += written
+		stats.Truncated += truncated
 	}
 	return stats, nil
 }

@@ -62,6 +62,12 @@ func TestCut_UnsyncedWriteLost(t *testing.T) {
 	if stats.Files != 1 {
 		t.Errorf("cut undid %d files, want 1", stats.Files)
 	}
+	if stats.Bytes != 0 {
+		t.Errorf("cut wrote back %d bytes, want 0", stats.Bytes)
+	}
+	if stats.Truncated != 5 {
+		t.Errorf("cut truncated %d bytes, want 5", stats.Truncated)
+	}
 	requireContent(t, path, nil)
 }
 

@@ -28,23 +28,30 @@ type undoEntry struct {
 	size int64
 }
 
-// undo applies the entries newest first and returns the bytes written
-// back.
-func (l *undoLog) undo() (int64, error) {
-	var n int64
+// undo applies the entries newest first. It returns the bytes written
+// back and the bytes cut off the end. A file that only grew since its
+// last fsync is undone by truncation alone, with nothing written back.
+func (l *undoLog) undo() (written, truncated int64, err error) {
+	before, err := l.file.Stat()
+	if err != nil {
+		return 0, 0, fmt.Errorf("stat %s: %w", l.file.Name(), err)
+	}
 	for i := len(l.entries) - 1; i >= 0; i-- {
 		e := l.entries[i]
 		if len(e.data) > 0 {
 			if _, err := l.file.WriteAt(e.data, e.off); err != nil {
-				return n, fmt.Errorf("write back %d bytes at %d of %s: %w", len(e.data), e.off, l.file.Name(), err)
+				return written, 0, fmt.Errorf("write back %d bytes at %d of %s: %w", len(e.data), e.off, l.file.Name(), err)
 			}
-			n += int64(len(e.data))
+			written += int64(len(e.data))
 		}
 		if err := l.file.Truncate(e.size); err != nil {
-			return n, fmt.Errorf("restore size %d of %s: %w", e.size, l.file.Name(), err)
+			return written, 0, fmt.Errorf("restore size %d of %s: %w", e.size, l.file.Name(), err)
 		}
 	}
-	return n, nil
+	if len(l.entries) > 0 {
+		truncated = max(0, before.Size()-l.entries[0].size)
+	}
+	return written, truncated, nil
 }
 
 // record saves the bytes in [off, end) that a change is about to
