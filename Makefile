@@ -33,8 +33,8 @@ soak: deps ## forward messages through random faults for SOAK_DURATION (default 
 	MQSPOOL_SOAK=$(SOAK_DURATION) $(GO) test -count=1 -timeout 0 -run '^TestSoak_' -v ./test/
 
 test-powerloss: deps ## cut the power POWERLOSS_CYCLES times (default 8) under the daemon on a FUSE file system that loses unsynced writes (root and /dev/fuse; POWERLOSS_SEED replays the run lengths)
-	$(GO) test -race -count=1 ./test/harness/lossfs/
-	POWERLOSS_CYCLES=$(POWERLOSS_CYCLES) POWERLOSS_SEED=$(POWERLOSS_SEED) \
+	POWERLOSS_REQUIRED=1 $(GO) test -race -count=1 ./test/harness/lossfs/
+	POWERLOSS_REQUIRED=1 POWERLOSS_CYCLES=$(POWERLOSS_CYCLES) POWERLOSS_SEED=$(POWERLOSS_SEED) \
 		$(GO) test -race -count=1 -timeout 30m -run '^TestPowerLoss' -v ./test/
 
 vet: ## go vet

@@ -200,7 +200,8 @@ func (f *FS) revert() (CutStats, error) {
 // Start mounts a new backing directory at a new mountpoint, both under
 // t.TempDir, and unmounts it when the test ends. It skips the test
 // unless it runs as root with a usable /dev/fuse and may mount, so a
-// machine or container without FUSE skips rather than fails.
+// machine or container without FUSE skips rather than fails. When
+// POWERLOSS_REQUIRED is set, it fails the test instead.
 func Start(t testing.TB) *FS {
 	t.Helper()
 	requireFUSE(t)
@@ -214,7 +215,7 @@ func Start(t testing.TB) *FS {
 	}
 	f, err := Mount(backing, mountpoint)
 	if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) {
-		t.Skipf("FUSE is not usable here: %v", err)
+		skipWithoutFUSE(t, fmt.Sprintf("FUSE is not usable here: %v", err))
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -231,11 +232,24 @@ func Start(t testing.TB) *FS {
 func requireFUSE(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("lossfs mounts FUSE with mount(2), which needs root")
+		skipWithoutFUSE(t, "lossfs mounts FUSE with mount(2), which needs root: run the test as root")
 	}
 	dev, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
 	if err != nil {
-		t.Skipf("FUSE is not usable here: %v", err)
+		skipWithoutFUSE(t, fmt.Sprintf("FUSE is not usable here: %v", err))
 	}
 	dev.Close()
+}
+
+// requiredEnv is the variable that turns a skip for want of FUSE into a
+// failure. make test-powerloss sets it, because a run of that target
+// that skipped every test would otherwise pass.
+const requiredEnv = "POWERLOSS_REQUIRED"
+
+func skipWithoutFUSE(t testing.TB, reason string) {
+	t.Helper()
+	if os.Getenv(requiredEnv) != "" {
+		t.Fatalf("%s (%s is set, so the test fails instead of skipping)", reason, requiredEnv)
+	}
+	t.Skip(reason)
 }
