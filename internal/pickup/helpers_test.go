@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -240,4 +241,22 @@ func startFull(t *testing.T) (*Pickup, *fakeStore, Options) {
 	drop(t, opts.Dir, "full/b", "x")
 	waitFor(t, 5*time.Second, "spool full", func() bool { return p.Stats().SpoolFull })
 	return p, store, opts
+}
+
+// claimGate replaces the daemon's spool directory lock in tests: Options.Claim
+// reports allowed and counts its calls.
+type claimGate struct {
+	allowed atomic.Bool
+	calls   atomic.Int32
+}
+
+// gateClaims sets opts.Claim to a new gate that allows the claim.
+func gateClaims(opts *Options) *claimGate {
+	g := &claimGate{}
+	g.allowed.Store(true)
+	opts.Claim = func() bool {
+		g.calls.Add(1)
+		return g.allowed.Load()
+	}
+	return g
 }

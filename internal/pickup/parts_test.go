@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -447,17 +446,14 @@ func TestPickup_LongJSONLChmodBetweenParts(t *testing.T) {
 // after them instead of being queued again from its first message.
 func TestPickup_LongJSONLResumesAfterLostClaim(t *testing.T) {
 	opts := testOptions(t)
-	var allowed atomic.Bool
-	var claims atomic.Int32
-	allowed.Store(true)
-	opts.Claim = func() bool { claims.Add(1); return allowed.Load() }
+	gate := gateClaims(&opts)
 	store := openRecording(t)
 	for i := 2; i < 1000; i++ {
 		store.failAt[i] = fmt.Errorf("append: %w", spool.ErrFull)
 	}
 	store.after = func(call int) {
 		if call == 1 {
-			allowed.Store(false)
+			gate.allowed.Store(false)
 		}
 	}
 	p := start(t, opts, store)
@@ -467,15 +463,15 @@ func TestPickup_LongJSONLResumesAfterLostClaim(t *testing.T) {
 	waitFor(t, 10*time.Second, "the first part stored", func() bool {
 		return len(store.appendSizes()) == 1
 	})
-	failed := claims.Load()
+	failed := gate.calls.Load()
 	waitFor(t, 10*time.Second, "a failed claim after the first part", func() bool {
-		return claims.Load() > failed+1
+		return gate.calls.Load() > failed+1
 	})
 
 	store.mu.Lock()
 	store.failAt = map[int]error{}
 	store.mu.Unlock()
-	allowed.Store(true)
+	gate.allowed.Store(true)
 	waitFor(t, 10*time.Second, "file ingested and removed", func() bool {
 		return !exists(filepath.Join(opts.Dir, "new", "big.jsonl")) && p.Stats().FilesIngested == 1
 	})

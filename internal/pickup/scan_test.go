@@ -403,26 +403,23 @@ func TestPickup_RecreatedSpoolDirReported(t *testing.T) {
 func TestPickup_FailedClaimTakesNothing(t *testing.T) {
 	opts := testOptions(t)
 	opts.RescanInterval = time.Second
-	var allowed atomic.Bool
-	var claims atomic.Int32
-	allowed.Store(true)
-	opts.Claim = func() bool { claims.Add(1); return allowed.Load() }
+	gate := gateClaims(&opts)
 	store := newFakeStore()
 	start(t, opts, store)
 	drop(t, opts.Dir, "a/1", "before")
 	waitFor(t, 5*time.Second, "the first file", func() bool { return store.count() == 1 })
 
-	allowed.Store(false)
-	failed := claims.Load()
-	waitFor(t, 5*time.Second, "a failed claim", func() bool { return claims.Load() > failed })
+	gate.allowed.Store(false)
+	failed := gate.calls.Load()
+	waitFor(t, 5*time.Second, "a failed claim", func() bool { return gate.calls.Load() > failed })
 	drop(t, opts.Dir, "a/2", "while the claim fails")
-	failed = claims.Load()
-	waitFor(t, 5*time.Second, "two more failed claims", func() bool { return claims.Load() > failed+1 })
+	failed = gate.calls.Load()
+	waitFor(t, 5*time.Second, "two more failed claims", func() bool { return gate.calls.Load() > failed+1 })
 	if n := store.count(); n != 1 {
 		t.Fatalf("%d files taken, want 1: the pickup took a file while its claim failed", n)
 	}
 
-	allowed.Store(true)
+	gate.allowed.Store(true)
 	waitFor(t, 5*time.Second, "the file dropped while the claim failed", func() bool { return store.count() == 2 })
 }
 
@@ -792,20 +789,17 @@ func TestPickup_RemovedSpoolDirNotReportedAsLink(t *testing.T) {
 func TestPickup_ClaimCheckedBeforeBatch(t *testing.T) {
 	opts := testOptions(t)
 	opts.RescanInterval = time.Hour // only the watches report files
-	var allowed atomic.Bool
-	var claims atomic.Int32
-	allowed.Store(true)
-	opts.Claim = func() bool { claims.Add(1); return allowed.Load() }
+	gate := gateClaims(&opts)
 	store := newFakeStore()
 	start(t, opts, store)
 	drop(t, opts.Dir, "a/1", "before")
 	waitFor(t, 5*time.Second, "the first file", func() bool { return store.count() == 1 })
 
-	allowed.Store(false)
-	before := claims.Load()
+	gate.allowed.Store(false)
+	before := gate.calls.Load()
 	drop(t, opts.Dir, "a/2", "while the claim fails")
 	waitFor(t, 5*time.Second, "a claim after the file was reported", func() bool {
-		return claims.Load() > before
+		return gate.calls.Load() > before
 	})
 	time.Sleep(200 * time.Millisecond)
 	if n := store.count(); n != 1 {
@@ -819,18 +813,16 @@ func TestPickup_ClaimCheckedBeforeBatch(t *testing.T) {
 func TestPickup_FailedClaimRetriedSoon(t *testing.T) {
 	opts := testOptions(t)
 	opts.RescanInterval = time.Hour
-	var allowed atomic.Bool
-	allowed.Store(true)
-	opts.Claim = func() bool { return allowed.Load() }
+	gate := gateClaims(&opts)
 	store := newFakeStore()
 	start(t, opts, store)
 	drop(t, opts.Dir, "a/1", "before")
 	waitFor(t, 5*time.Second, "the first file", func() bool { return store.count() == 1 })
 
-	allowed.Store(false)
+	gate.allowed.Store(false)
 	drop(t, opts.Dir, "a/2", "while the claim fails")
 	time.Sleep(500 * time.Millisecond)
-	allowed.Store(true)
+	gate.allowed.Store(true)
 	waitFor(t, 5*time.Second, "the file dropped while the claim failed", func() bool { return store.count() == 2 })
 }
 
