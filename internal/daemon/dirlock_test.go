@@ -179,12 +179,7 @@ func TestNew_ControlSocketLockUnavailableLogged(t *testing.T) {
 // again, so a second daemon still cannot take it.
 func TestClaimSpoolDir_AfterRemoval(t *testing.T) {
 	cfg := offlineConfig(t)
-	var logs bytes.Buffer
-	d, err := New(cfg, slog.New(slog.NewTextHandler(&logs, nil)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.abandon()
+	d, logs := newLoggedDaemon(t, cfg)
 	if !d.claimSpoolDir() {
 		t.Fatal("claim failed although nothing changed")
 	}
@@ -214,12 +209,7 @@ func TestClaimSpoolDir_AfterRemoval(t *testing.T) {
 // and takes it once the second lets go.
 func TestClaimSpoolDir_LockedByAnotherDaemon(t *testing.T) {
 	cfg := offlineConfig(t)
-	var logs bytes.Buffer
-	d, err := New(cfg, slog.New(slog.NewTextHandler(&logs, nil)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.abandon()
+	d, logs := newLoggedDaemon(t, cfg)
 	if err := os.RemoveAll(cfg.Spool.Dir); err != nil {
 		t.Fatal(err)
 	}
@@ -285,12 +275,7 @@ func TestClaimSpoolDir_LinkPointedBack(t *testing.T) {
 	if err := os.Symlink(own, cfg.Spool.Dir); err != nil {
 		t.Fatal(err)
 	}
-	var logs bytes.Buffer
-	d, err := New(cfg, slog.New(slog.NewTextHandler(&logs, nil)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.abandon()
+	d, logs := newLoggedDaemon(t, cfg)
 	other, err := lockSpoolDir(filepath.Join(t.TempDir(), "other"))
 	if err != nil {
 		t.Fatalf("other daemon's lock: %v", err)
@@ -333,12 +318,7 @@ func repoint(t *testing.T, link, target string) {
 // error for a replaced directory.
 func TestClaimSpoolDir_LockFileRemovedAlone(t *testing.T) {
 	cfg := offlineConfig(t)
-	var logs bytes.Buffer
-	d, err := New(cfg, slog.New(slog.NewTextHandler(&logs, nil)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.abandon()
+	d, logs := newLoggedDaemon(t, cfg)
 	if err := os.Remove(filepath.Join(cfg.Spool.Dir, spoolDirLock)); err != nil {
 		t.Fatal(err)
 	}
@@ -352,4 +332,17 @@ func TestClaimSpoolDir_LockFileRemovedAlone(t *testing.T) {
 	if strings.Contains(logs.String(), "are lost to mqspool") {
 		t.Errorf("log reports lost files although only the lock file was removed:\n%s", logs.String())
 	}
+}
+
+// newLoggedDaemon returns a daemon made by New from cfg, with its log
+// kept in the returned buffer, and abandons it when the test ends.
+func newLoggedDaemon(t *testing.T, cfg *config.Config) (*Daemon, *bytes.Buffer) {
+	t.Helper()
+	logs := &bytes.Buffer{}
+	d, err := New(cfg, slog.New(slog.NewTextHandler(logs, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.abandon)
+	return d, logs
 }
