@@ -61,27 +61,8 @@ func TestDownlink_RestartAndKill(t *testing.T) {
 	q1.close(t)
 	q2.close(t)
 
-	harness.WaitFor(t, 60*time.Second, fmt.Sprintf("all %d qos 2 messages", total), func() bool {
-		return len(readInbox(t, q2Dir)) >= total
-	})
-	harness.WaitFor(t, 60*time.Second, fmt.Sprintf("all %d qos 1 messages", total), func() bool {
-		missing, _, _ := tallyInbox(t, readInbox(t, q1Dir), total)
-		return len(missing) == 0
-	})
-	time.Sleep(500 * time.Millisecond) // let a late duplicate show up
-
-	missing, dups, _ := tallyInbox(t, readInbox(t, q2Dir), total)
-	if len(missing) > 0 || len(dups) > 0 {
-		t.Errorf("qos 2: %d missing %v, %d stored twice %v", len(missing), head(missing), len(dups), head(dups))
-	}
-	missing, dups, unmarked := tallyInbox(t, readInbox(t, q1Dir), total)
-	if len(missing) > 0 {
-		t.Errorf("qos 1: %d missing %v", len(missing), head(missing))
-	}
-	if len(unmarked) > 0 {
-		t.Errorf("qos 1: %d messages repeated without a copy marked Dup: true: %v", len(unmarked), head(unmarked))
-	}
-	t.Logf("%d messages per qos, %d qos 1 repeated after 2 SIGTERM and 2 kill -9", total, len(dups))
+	repeated := requireInboxesComplete(t, q1Dir, q2Dir, total)
+	t.Logf("%d messages per qos, %d qos 1 repeated after 2 SIGTERM and 2 kill -9", total, repeated)
 }
 
 // tallyInbox counts the files per sequence number. unmarked lists the

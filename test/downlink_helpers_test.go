@@ -142,3 +142,33 @@ func startConnected(t *testing.T, d *harness.Daemon) {
 		return strings.Count(d.Log(), "msg=connected") > before
 	})
 }
+
+// requireInboxesComplete waits until the QoS 1 inbox q1Dir and the QoS 2
+// inbox q2Dir hold every message numbered below total. It fails the test
+// on a QoS 2 message stored twice or a QoS 1 repeat without a copy marked
+// Dup: true, and returns the number of QoS 1 messages stored more than
+// once.
+func requireInboxesComplete(t *testing.T, q1Dir, q2Dir string, total int) int {
+	t.Helper()
+	harness.WaitFor(t, 60*time.Second, fmt.Sprintf("all %d QoS 2 messages", total), func() bool {
+		return len(readInbox(t, q2Dir)) >= total
+	})
+	harness.WaitFor(t, 60*time.Second, fmt.Sprintf("all %d QoS 1 messages", total), func() bool {
+		missing, _, _ := tallyInbox(t, readInbox(t, q1Dir), total)
+		return len(missing) == 0
+	})
+	time.Sleep(500 * time.Millisecond) // let a late duplicate show up
+
+	missing, dups, _ := tallyInbox(t, readInbox(t, q2Dir), total)
+	if len(missing) > 0 || len(dups) > 0 {
+		t.Errorf("QoS 2: %d missing %v, %d stored twice %v", len(missing), head(missing), len(dups), head(dups))
+	}
+	missing, dups, unmarked := tallyInbox(t, readInbox(t, q1Dir), total)
+	if len(missing) > 0 {
+		t.Errorf("QoS 1: %d missing %v", len(missing), head(missing))
+	}
+	if len(unmarked) > 0 {
+		t.Errorf("QoS 1: %d messages repeated without a copy marked Dup: true: %v", len(unmarked), head(unmarked))
+	}
+	return len(dups)
+}

@@ -358,26 +358,7 @@ func TestPowerLoss_DownlinkNoLoss(t *testing.T) {
 	startConnected(t, d)
 	requireNotRenamedAside(t, d, cycles)
 
-	harness.WaitFor(t, 60*time.Second, fmt.Sprintf("all %d QoS 2 messages", total), func() bool {
-		return len(readInbox(t, q2Dir)) >= total
-	})
-	harness.WaitFor(t, 60*time.Second, fmt.Sprintf("all %d QoS 1 messages", total), func() bool {
-		missing, _, _ := tallyInbox(t, readInbox(t, q1Dir), total)
-		return len(missing) == 0
-	})
-	time.Sleep(500 * time.Millisecond) // let a late duplicate show up
-
-	missing, dups, _ := tallyInbox(t, readInbox(t, q2Dir), total)
-	if len(missing) > 0 || len(dups) > 0 {
-		t.Errorf("QoS 2: %d missing %v, %d stored twice %v", len(missing), head(missing), len(dups), head(dups))
-	}
-	missing, dups, unmarked := tallyInbox(t, readInbox(t, q1Dir), total)
-	if len(missing) > 0 {
-		t.Errorf("QoS 1: %d missing %v", len(missing), head(missing))
-	}
-	if len(unmarked) > 0 {
-		t.Errorf("QoS 1: %d messages repeated without a copy marked Dup: true: %v", len(unmarked), head(unmarked))
-	}
-	t.Logf("%d messages per QoS, %d QoS 1 messages repeated after %d power cuts", total, len(dups), cycles)
+	repeated := requireInboxesComplete(t, q1Dir, q2Dir, total)
+	t.Logf("%d messages per QoS, %d QoS 1 messages repeated after %d power cuts", total, repeated, cycles)
 	requireEmptyDir(t, filepath.Join(d.Dir, "failed"))
 }
