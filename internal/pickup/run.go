@@ -57,10 +57,7 @@ func (p *Pickup) Run(ctx context.Context) error {
 	readerStopped := w.stopped
 
 	for {
-		if len(p.queue) > 0 {
-			p.claimBeforeBatch(w, ws)
-		}
-		p.step()
+		p.step(w, ws)
 		timer.Reset(p.wait())
 		select {
 		case <-ctx.Done():
@@ -172,20 +169,21 @@ func (p *Pickup) claim(w *watcher, ws *watches) bool {
 	return false
 }
 
-// claimBeforeBatch checks the claim before a batch too, since watches go
-// on reporting files after another daemon locked the directory. While new/
-// or one of Options.OwnFiles is missing, as during an rm -rf of the spool
-// directory, it leaves the claim to the rescan that restoreDue schedules.
-// Taking the lock now would create a lock file in the directory being
-// removed, so the removal would fail with "Directory not empty".
-func (p *Pickup) claimBeforeBatch(w *watcher, ws *watches) {
+// claimBeforeBatch reports whether the next batch may be read. It checks
+// the claim, since watches go on reporting files after another daemon
+// locked the directory. While new/ or one of Options.OwnFiles is missing,
+// as during an rm -rf of the spool directory, it leaves the claim to the
+// rescan that restoreDue schedules. Taking the lock now would create a
+// lock file in the directory being removed, so the removal would fail
+// with "Directory not empty".
+func (p *Pickup) claimBeforeBatch(w *watcher, ws *watches) bool {
 	if p.ownEntryMissing() {
 		if p.restoreAt.IsZero() {
 			p.restoreAt = p.now().Add(restoreDelay)
 		}
-		return
+		return true
 	}
-	p.claim(w, ws)
+	return p.claim(w, ws)
 }
 
 // restoreDue reports whether the rescan that creates new/ again is due.
@@ -309,7 +307,7 @@ func (p *Pickup) gather(ctx context.Context, w *watcher, ws *watches) {
 }
 
 // step ingests one batch unless ingest is held back.
-func (p *Pickup) step() {
+func (p *Pickup) step(w *watcher, ws *watches) {
 	now := p.now()
 	p.headWait = time.Time{}
 	switch {
@@ -322,7 +320,9 @@ func (p *Pickup) step() {
 		p.finishRemoval()
 		p.retryAt = now.Add(pressureInterval)
 	default:
-		p.ingestBatch()
+		if p.claimBeforeBatch(w, ws) {
+			p.ingestBatch()
+		}
 	}
 	waiting := 0
 	if p.now().Before(p.retryAt) {

@@ -30,7 +30,7 @@
 // only when the kernel writes them back.
 //
 // The process that mounts serves the requests, so it must not map files
-// of the mount itself: a page fault there can wait for a server goroutine
+// of the mount itself. A page fault there can wait for a server goroutine
 // that the Go runtime has stopped for garbage collection, and then the
 // process hangs. Map them from a child process.
 package lossfs
