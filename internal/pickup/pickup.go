@@ -215,9 +215,12 @@ type Pickup struct {
 	syncWD      int32
 	// syncDir is the spool directory that syncWD watches, so a rescan can
 	// tell when the path leads to another one. viaLink is set when that
-	// path goes through a symbolic link, whose change no watch reports.
-	syncDir fs.FileInfo
-	viaLink bool
+	// path goes through a symbolic link, whose change no watch reports;
+	// each rescan sets it again, since a directory may be replaced by a
+	// link. pathCheckAt is when the path or a lost claim is checked next.
+	syncDir     fs.FileInfo
+	viaLink     bool
+	pathCheckAt time.Time
 	// claimLost is set while Options.Claim fails, so that the claim is
 	// tried again once a second rather than at the next periodic rescan.
 	claimLost bool

@@ -84,7 +84,7 @@ func (p *Pickup) Run(ctx context.Context) error {
 			// event, which may be a whole rescan interval away.
 			p.finishRemoval()
 		case <-timer.C:
-			if p.restoreDue() || p.linkRepointed() || p.claimLost {
+			if p.restoreDue() || p.pathCheckDue() {
 				p.rescan(w, ws, nil)
 			}
 			// A settled file may reuse the name of a file being
@@ -112,6 +112,7 @@ func (p *Pickup) rescan(w *watcher, ws *watches, sync func()) {
 		// is watched again without a second report.
 		p.checkSpoolDirReplaced(w, ws, !restored)
 	}
+	p.viaLink = throughSymlink(p.opts.Dir)
 	if !p.claim(w, ws) {
 		return
 	}
@@ -348,10 +349,38 @@ func (p *Pickup) wait() time.Duration {
 	if !p.restoreAt.IsZero() {
 		d = min(d, max(p.restoreAt.Sub(now), time.Millisecond))
 	}
-	if (p.viaLink && p.syncDir != nil) || p.claimLost {
-		d = min(d, linkCheckInterval)
+	if p.pathCheckNeeded() {
+		if p.pathCheckAt.IsZero() {
+			p.pathCheckAt = now.Add(linkCheckInterval)
+		}
+		d = min(d, max(p.pathCheckAt.Sub(now), time.Millisecond))
 	}
 	return d
+}
+
+// pathCheckNeeded reports whether the spool directory's path needs the
+// once-a-second check: it leads through a symbolic link, or another
+// daemon holds the directory.
+func (p *Pickup) pathCheckNeeded() bool {
+	return (p.viaLink && p.syncDir != nil) || p.claimLost
+}
+
+// pathCheckDue reports whether the path check is due and whether it found
+// a reason to rescan: a link that leads elsewhere or a claim to try again.
+// The check keeps its own deadline, since the timer is set again after
+// every event, and a steady stream of events would otherwise put it off
+// for as long as the stream lasts.
+func (p *Pickup) pathCheckDue() bool {
+	if !p.pathCheckNeeded() {
+		p.pathCheckAt = time.Time{}
+		return false
+	}
+	now := p.now()
+	if now.Before(p.pathCheckAt) {
+		return false
+	}
+	p.pathCheckAt = now.Add(linkCheckInterval)
+	return p.claimLost || p.linkRepointed()
 }
 
 // linkRepointed reports whether a spool directory reached through a

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -707,6 +708,106 @@ func TestPickup_RepointedLinkFollowedSoon(t *testing.T) {
 	if !strings.Contains(logs.String(), "symbolic link was changed") {
 		t.Errorf("log does not report the changed link:\n%s", logs.String())
 	}
+}
+
+// Events from the old target keep arriving after a link is pointed
+// elsewhere, more often than once a second. The link check must still
+// come within about a second, not only once the events pause.
+func TestPickup_RepointedLinkFollowedUnderSteadyEvents(t *testing.T) {
+	base := t.TempDir()
+	targets := []string{filepath.Join(base, "one"), filepath.Join(base, "two")}
+	for _, target := range targets {
+		for _, sub := range []string{"tmp", "new", "failed"} {
+			if err := os.MkdirAll(filepath.Join(target, sub), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	opts := testOptions(t)
+	opts.Dir = filepath.Join(base, "spool")
+	opts.RescanInterval = time.Hour // only the link check may notice it
+	if err := os.Symlink(targets[0], opts.Dir); err != nil {
+		t.Fatal(err)
+	}
+	store := newFakeStore()
+	start(t, opts, store)
+	drop(t, opts.Dir, "a/1", "before")
+	waitFor(t, 5*time.Second, "the first file", func() bool { return store.count() == 1 })
+	// Any other deadline, such as forgetting the first file, would run
+	// the link check as well.
+	waitFor(t, 5*time.Second, "the first file forgotten", func() bool { return store.forgottenCount() == 1 })
+
+	next := filepath.Join(base, "next")
+	if err := os.Symlink(targets[1], next); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(next, opts.Dir); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// A hidden name is never taken, so its events find nothing
+		// that would lead the pickup to the new target by chance.
+		busy := filepath.Join(targets[0], "new", ".busy")
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			// Each write is an event in the old target's new/.
+			_ = os.WriteFile(busy, []byte(strconv.Itoa(i)), 0o644)
+		}
+	}()
+	defer func() { close(stop); <-done }()
+
+	drop(t, opts.Dir, "a/2", "after")
+	waitFor(t, 5*time.Second, "the file written through the repointed link", func() bool {
+		return slices.Contains(store.names(), "a/2")
+	})
+}
+
+// A spool directory replaced by a symbolic link while the pickup runs
+// gets the same once-a-second check as one that was a link at start.
+func TestPickup_LinkInPlaceOfDirFollowedSoon(t *testing.T) {
+	base := t.TempDir()
+	targets := []string{filepath.Join(base, "one"), filepath.Join(base, "two")}
+	for _, target := range targets {
+		for _, sub := range []string{"tmp", "new", "failed"} {
+			if err := os.MkdirAll(filepath.Join(target, sub), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	opts := testOptions(t)
+	opts.RescanInterval = time.Hour // only the link check may notice it
+	store := newFakeStore()
+	start(t, opts, store)
+	drop(t, opts.Dir, "a/1", "in the directory")
+	waitFor(t, 5*time.Second, "the first file", func() bool { return store.count() == 1 })
+
+	if err := os.Rename(opts.Dir, opts.Dir+".old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(targets[0], opts.Dir); err != nil {
+		t.Fatal(err)
+	}
+	drop(t, opts.Dir, "a/2", "through the link")
+	waitFor(t, 5*time.Second, "the file written through the new link", func() bool { return store.count() == 2 })
+
+	next := filepath.Join(base, "next")
+	if err := os.Symlink(targets[1], next); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(next, opts.Dir); err != nil {
+		t.Fatal(err)
+	}
+	drop(t, opts.Dir, "a/3", "through the repointed link")
+	waitFor(t, 5*time.Second, "the file written through the repointed link", func() bool {
+		return store.count() == 3
+	})
 }
 
 // The shipped layout makes the spool directory and its subdirectories
