@@ -200,6 +200,9 @@ func (p *Pickup) walk(w *watcher, ws *watches, dir string, found *[]candidate) {
 	case errors.Is(err, fs.ErrPermission):
 		p.logUnreadable(dir, err)
 		return
+	case errors.Is(err, syscall.ENAMETOOLONG):
+		p.logPathTooLong(dir, err)
+		return
 	case err != nil:
 		p.log.Error("read spool directory", "path", p.abs(dir), "err", err)
 		p.setError(err)
@@ -230,6 +233,10 @@ func (p *Pickup) walk(w *watcher, ws *watches, dir string, found *[]candidate) {
 
 func (p *Pickup) addWatch(w *watcher, ws *watches, dir string) {
 	wd, err := w.add(p.abs(dir))
+	if errors.Is(err, syscall.ENAMETOOLONG) {
+		// Rescans cannot read it either, and walk logs it.
+		return
+	}
 	if err != nil {
 		// Files in an unwatched directory are still found by rescans.
 		if p.watchErrLog.allow(p.now(), time.Hour) {
@@ -250,6 +257,9 @@ func (p *Pickup) addWatch(w *watcher, ws *watches, dir string) {
 func (p *Pickup) consider(rel string) {
 	info, err := os.Lstat(p.abs(rel))
 	if err != nil {
+		if errors.Is(err, syscall.ENAMETOOLONG) {
+			p.logPathTooLong(rel, err)
+		}
 		delete(p.settling, rel)
 		return
 	}

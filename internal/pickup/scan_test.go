@@ -959,3 +959,72 @@ func TestPickup_BatchClaimWaitsForMissingLock(t *testing.T) {
 		t.Errorf("%d claims while the lock file was missing, want none before the rescan", n-before)
 	}
 }
+
+// mkdirDeep creates directories named name below dir, through
+// descriptors, until the path is at least length bytes long, which
+// os.MkdirAll cannot do past PATH_MAX. It returns a descriptor of the
+// deepest one and the path's length.
+func mkdirDeep(t *testing.T, dir, name string, length int) (int, int) {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(dir)
+	for n < length {
+		if err := unix.Mkdirat(fd, name, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		next, err := unix.Openat(fd, name, unix.O_DIRECTORY|unix.O_RDONLY, 0)
+		unix.Close(fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd, n = next, n+1+len(name)
+	}
+	return fd, n
+}
+
+// A path under new/ longer than the kernel opens cannot be read by any
+// rescan. Each one is logged once with its length and the fix, and the
+// files beside it are still taken.
+func TestPickup_PathTooLongLoggedOnce(t *testing.T) {
+	opts := testOptions(t)
+	opts.RescanInterval = time.Second
+	logs := capture(&opts)
+	newDir := filepath.Join(opts.Dir, "new")
+	if err := os.MkdirAll(newDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The directory's path is too long, and so is the path of a file
+	// whose name alone takes a shorter one past the limit.
+	deep, dirBytes := mkdirDeep(t, newDir, strings.Repeat("d", 200), 4200)
+	t.Cleanup(func() { unix.Close(deep) })
+	fd, n := mkdirDeep(t, newDir, strings.Repeat("e", 100), 3950)
+	t.Cleanup(func() { unix.Close(fd) })
+	name := strings.Repeat("f", 200) + ".msg"
+	file, err := unix.Openat(fd, name, unix.O_CREAT|unix.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(file)
+	fileBytes := n + 1 + len(name)
+
+	store := newFakeStore()
+	start(t, opts, store)
+	drop(t, opts.Dir, "a/1", "beside the long path")
+	waitFor(t, 5*time.Second, "the file beside the long path", func() bool { return store.count() == 1 })
+	time.Sleep(2500 * time.Millisecond) // two more rescans
+
+	if got := strings.Count(logs.String(), "path too long to open"); got != 2 {
+		t.Errorf("long paths logged %d times, want once each of 2:\n%s", got, logs.String())
+	}
+	for _, n := range []int{dirBytes, fileBytes} {
+		if !strings.Contains(logs.String(), fmt.Sprintf("path_bytes=%d", n)) {
+			t.Errorf("log does not give a path's length %d:\n%s", n, logs.String())
+		}
+	}
+	if strings.Contains(logs.String(), "picked up at rescans") {
+		t.Errorf("log says rescans take files they cannot open:\n%s", logs.String())
+	}
+}
