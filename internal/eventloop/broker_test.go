@@ -51,6 +51,10 @@ type brokerScript struct {
 	// endOnSubscribe, unless 0, ends the connection on a SUBSCRIBE with
 	// DISCONNECT of this code.
 	endOnSubscribe byte
+	// editConnack, if set, changes the CONNACK properties of connection
+	// conn after the fields above set them, for values they cannot
+	// express, such as Receive Maximum 0.
+	editConnack func(conn int, props *packets.Properties)
 }
 
 // wirePacket is one packet the fake broker received (fromClient) or sent.
@@ -266,6 +270,9 @@ func (b *fakeBroker) connack(n int, s brokerScript) *packets.Connack {
 	if s.noSubscriptionIDs {
 		off := byte(0)
 		props.SubIDAvailable = &off
+	}
+	if s.editConnack != nil {
+		s.editConnack(n, props)
 	}
 	present := s.sessionPresent != nil && s.sessionPresent(n)
 	return &packets.Connack{ReasonCode: s.connackCode, SessionPresent: present, Properties: props}

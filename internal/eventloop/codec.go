@@ -63,6 +63,10 @@ type connackPacket struct {
 	SessionExpiry     int64 // seconds; -1: absent
 	SubscriptionIDs   bool  // Subscription Identifiers Available; true when absent
 	AssignedClientID  string
+	// PropertyError is set when a property has a value that MQTT 5 makes
+	// a Protocol Error, such as Receive Maximum 0. The fields above then
+	// read that property as absent.
+	PropertyError error
 }
 
 // publishPacket is PUBLISH. ExpirySeconds 0 sends no Message Expiry

@@ -497,6 +497,7 @@ func fromPahoConnack(c *packets.Connack) *connackPacket {
 	}
 	p.ReasonString = props.ReasonString
 	p.AssignedClientID = props.AssignedClientID
+	p.PropertyError = checkConnackProperties(props)
 	if props.ReceiveMaximum != nil {
 		p.ReceiveMaximum = *props.ReceiveMaximum
 	}
@@ -522,6 +523,23 @@ func fromPahoConnack(c *packets.Connack) *connackPacket {
 		p.SubscriptionIDs = *props.SubIDAvailable != 0
 	}
 	return p
+}
+
+// checkConnackProperties returns an error for a CONNACK property whose
+// value is a Protocol Error in MQTT 5.0 (sections 3.2.2.3.3 and
+// 3.2.2.3.6): Receive Maximum 0 or Maximum Packet Size 0. Only here can
+// the value 0 be distinguished from an absent property, because paho
+// keeps both properties as pointers and connackPacket stores 0 for absent.
+// NOTE: paho keeps the last of a repeated property, so a property sent
+// twice, also a Protocol Error, is not detected.
+func checkConnackProperties(props *packets.Properties) error {
+	if receiveMaximum := props.ReceiveMaximum; receiveMaximum != nil && *receiveMaximum == 0 {
+		return errors.New("connack has Receive Maximum 0, a protocol error in MQTT 5")
+	}
+	if packetSize := props.MaximumPacketSize; packetSize != nil && *packetSize == 0 {
+		return errors.New("connack has Maximum Packet Size 0, a protocol error in MQTT 5")
+	}
+	return nil
 }
 
 func fromPahoPublish(c *packets.Publish) *publishPacket {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"syscall"
@@ -116,7 +117,15 @@ func (l *Loop) connectFailed(ctx context.Context, url string, err error) {
 	if errors.As(err, &rejected) && connackWaitsMaxDelay(rejected.code) {
 		delay = l.backoff.rejected()
 	}
-	l.log.Warn("connect failed", "url", url, "err", err, "backoff_ms", delay.Milliseconds(), "next_url", l.opts.URLs[l.urlIndex])
+	// Only the operator can fix a broker that breaks MQTT 5, so that is
+	// logged as an error, where a rejected or lost connect is a warning.
+	level := slog.LevelWarn
+	var violation *protocolError
+	if errors.As(err, &violation) {
+		level = slog.LevelError
+	}
+	l.log.Log(context.Background(), level, "connect failed", "url", url, "err", err,
+		"backoff_ms", delay.Milliseconds(), "next_url", l.opts.URLs[l.urlIndex])
 	l.scheduleReconnect(delay)
 }
 
@@ -430,7 +439,30 @@ func (l *Loop) handshake(nc net.Conn, br *bufio.Reader, cleanStart bool) (*conna
 	if ack.ReasonCode >= 0x80 {
 		return nil, &connackError{code: ack.ReasonCode, reason: ack.ReasonString}
 	}
+	if ack.PropertyError != nil {
+		return nil, l.refuseConnack(nc, ack.PropertyError)
+	}
 	return ack, nil
+}
+
+// refuseConnack ends a connection whose CONNACK accepted it but has a
+// property value that breaks MQTT 5. The broker counts the client as
+// connected, so the client sends DISCONNECT 0x82 (protocol error) as
+// after any protocol error (MQTT 5.0 section 4.13). The returned error
+// fails the connect, which is then retried with backoff.
+func (l *Loop) refuseConnack(nc net.Conn, cause error) error {
+	err := &protocolError{code: reasonProtocolError, err: fmt.Errorf("%w: nothing is published to this "+
+		"broker until it sends a valid CONNACK; fix the broker's configuration or upgrade it, "+
+		"or list another broker in broker.urls", cause)}
+	data, encodeErr := l.codec.encode(&disconnectPacket{ReasonCode: reasonProtocolError})
+	if encodeErr != nil {
+		return fmt.Errorf("%w (DISCONNECT not sent: %v)", err, encodeErr)
+	}
+	nc.SetWriteDeadline(time.Now().Add(disconnectWriteTimeout))
+	if _, writeErr := nc.Write(data); writeErr != nil {
+		return fmt.Errorf("%w (DISCONNECT not sent: %v)", err, writeErr)
+	}
+	return fmt.Errorf("%w: sent DISCONNECT with %s", err, reasonName(reasonProtocolError, "disconnect"))
 }
 
 func (l *Loop) connectPacket(cleanStart bool) (*connectPacket, error) {

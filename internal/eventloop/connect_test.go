@@ -110,3 +110,73 @@ func TestConnect_ShortenedSessionExpiryLogged(t *testing.T) {
 		})
 	}
 }
+
+// MQTT 5 makes Receive Maximum 0 and Maximum Packet Size 0 in a CONNACK
+// a protocol error. The loop must not read them as absent: it ends the
+// connection with DISCONNECT 0x82 before it publishes anything, logs an
+// error naming the broker and the value, and connects again with backoff.
+func TestConnect_ConnackPropertyZeroRejected(t *testing.T) {
+	cases := []struct {
+		name     string
+		set      func(props *packets.Properties)
+		property string
+	}{
+		{"receive maximum", func(props *packets.Properties) { props.ReceiveMaximum = new(uint16(0)) }, "Receive Maximum 0"},
+		{"maximum packet size", func(props *packets.Properties) { props.MaximumPacketSize = new(uint32(0)) }, "Maximum Packet Size 0"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newFakeBroker(t, brokerScript{editConnack: func(conn int, props *packets.Properties) {
+				if conn == 0 {
+					tc.set(props)
+				}
+			}})
+			opts := testOptions(b)
+			opts.MinDelay, opts.MaxDelay = 100*time.Millisecond, 200*time.Millisecond
+			logs := &lockedBuffer{}
+			opts.Logger = slog.New(slog.NewTextHandler(logs, nil))
+			src := newMemSource()
+			src.add(msgs("t", 1, 1)...)
+			r := start(t, opts, src, &testJournal{}, nil)
+
+			waitFor(t, 5*time.Second, "delivery after the reconnect", func() bool { return len(r.outcomes()) == 1 })
+			var disconnects []wirePacket
+			for _, w := range b.received(packets.DISCONNECT) {
+				if w.conn == 0 {
+					disconnects = append(disconnects, w)
+				}
+			}
+			if len(disconnects) != 1 || disconnects[0].code != reasonProtocolError {
+				t.Errorf("DISCONNECT packets on the first connection = %+v, want one with 0x82", disconnects)
+			}
+			for _, w := range b.received(packets.PUBLISH) {
+				if w.conn == 0 {
+					t.Errorf("PUBLISH %q sent on the connection whose CONNACK has %s", w.payload, tc.property)
+				}
+			}
+			if n := r.countEvents(EventConnected); n != 1 {
+				t.Errorf("%d connected events, want 1 for the second connection only", n)
+			}
+			accepts := b.acceptTimes()
+			if len(accepts) < 2 || accepts[1].Sub(accepts[0]) < opts.MinDelay {
+				t.Errorf("connections accepted at %v, want the second at least %s after the first", accepts, opts.MinDelay)
+			}
+
+			var failed string
+			for line := range strings.Lines(logs.String()) {
+				if strings.Contains(line, "connect failed") {
+					failed = line
+					break
+				}
+			}
+			for _, want := range []string{"level=ERROR", "url=" + b.url(), tc.property, "protocol error", "0x82"} {
+				if !strings.Contains(failed, want) {
+					t.Errorf("connect failed line without %q: %q", want, failed)
+				}
+			}
+			if st := r.l.Stats(); !st.Connected {
+				t.Errorf("stats connected = false after the second CONNACK, want true")
+			}
+		})
+	}
+}
