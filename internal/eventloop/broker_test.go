@@ -2,6 +2,7 @@ package eventloop
 
 import (
 	"bufio"
+	"io"
 	"net"
 	"slices"
 	"sync"
@@ -76,7 +77,20 @@ type wirePacket struct {
 	expiry     *uint32
 	filters    []string // SUBSCRIBE and UNSUBSCRIBE
 	subID      int      // Subscription Identifier of a SUBSCRIBE; 0: none
+	size       int      // bytes on the wire, for packets from the client
 	at         time.Time
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
 }
 
 // fakeBroker is an in-process MQTT 5 broker on 127.0.0.1 that speaks
@@ -173,17 +187,33 @@ func (b *fakeBroker) accept() {
 func (b *fakeBroker) serve(n int, c net.Conn) {
 	defer b.wg.Done()
 	defer c.Close()
-	r := bufio.NewReader(c)
+	r := &countingReader{r: bufio.NewReader(c)}
 	for {
+		r.n = 0
 		cp, err := packets.ReadPacket(r)
 		if err != nil {
 			return
 		}
-		b.record(n, true, cp)
-		if !b.reply(n, c, cp) {
+		b.recordSized(n, cp, r.n)
+		// The client learns the limit from CONNACK, so CONNECT is exempt.
+		if (cp.Type != packets.CONNECT && b.tooLarge(n, c, r.n)) || !b.reply(n, c, cp) {
 			return
 		}
 	}
+}
+
+// tooLarge ends the connection with DISCONNECT 0x95, as MQTT 5 requires
+// of a broker, when a packet of size bytes exceeds the Maximum Packet
+// Size of the script, and reports whether it did.
+func (b *fakeBroker) tooLarge(n int, c net.Conn, size int) bool {
+	b.mu.Lock()
+	limit := b.script.maximumPacketSize
+	b.mu.Unlock()
+	if limit == 0 || size <= int(limit) {
+		return false
+	}
+	b.send(n, c, &packets.Disconnect{ReasonCode: 0x95, Properties: &packets.Properties{}})
+	return true
 }
 
 // reply responds to one packet and reports whether to keep reading.
@@ -335,7 +365,15 @@ func pahoType(p packets.Packet) byte {
 }
 
 func (b *fakeBroker) record(n int, fromClient bool, cp *packets.ControlPacket) {
-	w := wirePacket{conn: n, fromClient: fromClient, kind: cp.Type, id: cp.PacketID(), at: time.Now()}
+	b.recordPacket(wirePacket{conn: n, fromClient: fromClient, kind: cp.Type, id: cp.PacketID(), at: time.Now()}, cp)
+}
+
+// recordSized records a packet of size bytes from the client.
+func (b *fakeBroker) recordSized(n int, cp *packets.ControlPacket, size int) {
+	b.recordPacket(wirePacket{conn: n, fromClient: true, kind: cp.Type, id: cp.PacketID(), size: size, at: time.Now()}, cp)
+}
+
+func (b *fakeBroker) recordPacket(w wirePacket, cp *packets.ControlPacket) {
 	switch p := cp.Content.(type) {
 	case *packets.Connect:
 		w.cleanStart, w.keepAlive = p.CleanStart, p.KeepAlive

@@ -472,6 +472,16 @@ func limitReason(maxQoS byte, retainAvailable bool, m message.Message) string {
 // bytes after it.
 const maxPacketBytes = 1 + 4 + 268435455
 
+// packetLimit returns the largest packet the client may send on c: the
+// broker's Maximum Packet Size, or MQTT's own limit when the CONNACK has
+// none.
+func (c *connection) packetLimit() int {
+	if limit := c.limits.MaximumPacketSize; limit > 0 && uint64(limit) < maxPacketBytes {
+		return int(limit)
+	}
+	return maxPacketBytes
+}
+
 // oversized returns why a PUBLISH packet of size bytes cannot be sent on
 // c, or "" when it can. Without a Maximum Packet Size from the broker,
 // MQTT's own limit applies, which a message near the largest

@@ -1,6 +1,7 @@
 package eventloop
 
 import (
+	"fmt"
 	"slices"
 )
 
@@ -30,23 +31,68 @@ func (l *Loop) syncSubscriptions(sessionPresent, identifiers bool) {
 	}
 	add, remove := diffSubscriptions(l.subSession, want)
 	l.subRejected = nil
-	if len(remove) > 0 {
-		l.sendSubRequest(subRequest{unsubscribe: remove})
+	l.sendUnsubscribes(remove)
+	l.sendSubscribes(add)
+	if len(l.subIDs) == 0 && len(l.subRejected) > 0 && l.conn != nil {
+		// Every subscription left to send was too large, so no SUBACK
+		// will report the rejections.
+		l.subscriptionsSettled()
 	}
+}
 
-	// The Subscription Identifier belongs to the whole SUBSCRIBE, so each
-	// subscription with one goes alone; the rest share a packet.
+// sendSubscribes writes SUBSCRIBE packets for subs, each within the
+// broker's Maximum Packet Size. The Subscription Identifier belongs to
+// the whole SUBSCRIBE, so each subscription with one goes alone, and the
+// rest share as few packets as fit.
+func (l *Loop) sendSubscribes(subs []Subscription) {
+	limit := l.conn.packetLimit()
 	var plain []Subscription
-	for _, s := range add {
+	for _, s := range subs {
 		if s.Identifier == 0 {
 			plain = append(plain, s)
 			continue
 		}
-		l.sendSubRequest(subRequest{subscribe: []Subscription{s}})
+		header := subscribeHeaderBytes(s.Identifier)
+		for _, batch := range splitToFit([]Subscription{s}, header, subscribeEntryBytes, limit, l.subscribeTooLarge) {
+			l.sendSubRequest(subRequest{subscribe: batch})
+		}
 	}
-	if len(plain) > 0 {
-		l.sendSubRequest(subRequest{subscribe: plain})
+	for _, batch := range splitToFit(plain, subscribeHeaderBytes(0), subscribeEntryBytes, limit, l.subscribeTooLarge) {
+		l.sendSubRequest(subRequest{subscribe: batch})
 	}
+}
+
+// sendUnsubscribes writes UNSUBSCRIBE packets for filters, each within
+// the broker's Maximum Packet Size.
+func (l *Loop) sendUnsubscribes(filters []string) {
+	limit := l.conn.packetLimit()
+	for _, batch := range splitToFit(filters, unsubscribeHeaderBytes, unsubscribeEntryBytes, limit, l.unsubscribeTooLarge) {
+		l.sendSubRequest(subRequest{unsubscribe: batch})
+	}
+}
+
+// subscribeTooLarge logs and reports a subscription whose SUBSCRIBE
+// packet of size bytes exceeds the broker's Maximum Packet Size even
+// alone. It is not sent, like a subscription the broker rejects, and the
+// next connection tries it again.
+func (l *Loop) subscribeTooLarge(s Subscription, size int) {
+	limit := l.conn.limits.MaximumPacketSize
+	l.log.Error("subscription not sent, because its SUBSCRIBE packet exceeds the broker's Maximum Packet Size: "+
+		"shorten the filter or raise the broker's limit", "url", l.conn.url, "filter", s.Filter, "bytes", size,
+		"maximum_packet_size", limit)
+	reason := fmt.Sprintf("SUBSCRIBE packet of %d bytes exceeds the broker's Maximum Packet Size of %d bytes, "+
+		"so it was not sent", size, limit)
+	l.subRejected = append(l.subRejected, SubscriptionError{Filter: s.Filter, Reason: reason})
+}
+
+// unsubscribeTooLarge logs a filter whose UNSUBSCRIBE packet of size
+// bytes exceeds the broker's Maximum Packet Size even alone. The filter
+// stays in the session, as after a rejected UNSUBSCRIBE, so the next
+// connection tries again.
+func (l *Loop) unsubscribeTooLarge(filter string, size int) {
+	l.log.Warn("unsubscribe not sent, because its UNSUBSCRIBE packet exceeds the broker's Maximum Packet Size, "+
+		"so the broker keeps sending messages for the filter", "url", l.conn.url, "filter", filter, "bytes", size,
+		"maximum_packet_size", l.conn.limits.MaximumPacketSize)
 }
 
 // diffSubscriptions returns the entries of want that have is missing or
@@ -146,3 +192,62 @@ func (l *Loop) subscriptionsSettled() {
 		Rejected: slices.Clone(rejected),
 	}})
 }
+
+// splitToFit splits items, in order, into batches whose packet of header
+// bytes plus the bytes of each item is at most limit bytes. An item whose
+// packet exceeds limit even alone is left out and passed to tooLarge with
+// the size of that packet. Sizes count the whole packet, fixed header
+// included, as Maximum Packet Size does.
+func splitToFit[T any](items []T, header int, itemBytes func(T) int, limit int, tooLarge func(T, int)) [][]T {
+	var batches [][]T
+	var batch []T
+	remaining := header
+	for _, item := range items {
+		n := itemBytes(item)
+		if alone := packetBytes(header + n); alone > limit {
+			tooLarge(item, alone)
+			continue
+		}
+		if len(batch) > 0 && packetBytes(remaining+n) > limit {
+			batches = append(batches, batch)
+			batch, remaining = nil, header
+		}
+		batch = append(batch, item)
+		remaining += n
+	}
+	if len(batch) > 0 {
+		batches = append(batches, batch)
+	}
+	return batches
+}
+
+// packetBytes returns the size of a packet whose Remaining Length is
+// remaining: the type byte, the Remaining Length itself and what follows.
+func packetBytes(remaining int) int {
+	return 1 + variableByteIntegerLength(remaining) + remaining
+}
+
+// subscribeHeaderBytes returns the variable header length of a SUBSCRIBE:
+// the packet identifier and the properties with their length, which hold
+// the Subscription Identifier unless identifier is 0. This and the other
+// sizes below are those of the MQTT 5 codec, and
+// TestSubscribePacketBytes_MatchesCodec compares them with its output.
+func subscribeHeaderBytes(identifier int) int {
+	properties := 0
+	if identifier > 0 {
+		properties = 1 + variableByteIntegerLength(identifier)
+	}
+	return 2 + variableByteIntegerLength(properties) + properties
+}
+
+// subscribeEntryBytes returns the bytes s adds to a SUBSCRIBE payload:
+// the filter with its length prefix and the subscription options byte.
+func subscribeEntryBytes(s Subscription) int { return 2 + len(s.Filter) + 1 }
+
+// unsubscribeHeaderBytes is the variable header length of an UNSUBSCRIBE:
+// the packet identifier and a property length of 0.
+const unsubscribeHeaderBytes = 2 + 1
+
+// unsubscribeEntryBytes returns the bytes filter adds to an UNSUBSCRIBE
+// payload: the filter with its length prefix.
+func unsubscribeEntryBytes(filter string) int { return 2 + len(filter) }
