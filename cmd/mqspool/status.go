@@ -209,7 +209,7 @@ func printSubscription(row func(name, format string, args ...any), s control.Sub
 	state := "ok"
 	switch {
 	case s.Rejected != "":
-		state = "rejected by the broker: " + s.Rejected
+		state = "rejected by the broker or over its limits: " + s.Rejected
 	case s.Error != "":
 		state = "inbox unusable, acknowledgements held: " + s.Error
 	case s.Full:

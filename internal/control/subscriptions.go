@@ -21,7 +21,9 @@ type SubscriptionStatus struct {
 	// Full means the inbox reached max_files or max_bytes, so
 	// acknowledgements are held until a consumer removes files.
 	Full bool `json:"full"`
-	// Rejected is the SUBACK reason when the broker refused the filter.
+	// Rejected is the SUBACK reason when the broker refused the filter, or
+	// why it was not sent when its SUBSCRIBE exceeds the broker's Maximum
+	// Packet Size.
 	Rejected string `json:"rejected,omitempty"`
 	// Error is the error that makes the inbox unusable, and empty while
 	// it works; acknowledgements are held meanwhile.

@@ -196,11 +196,14 @@ type Subscribed struct {
 	// Session lists the subscriptions the broker accepted, to be stored
 	// and passed back as [Options.SessionSubscriptions].
 	Session []Subscription
-	// Rejected lists each refused filter with the SUBACK reason code name.
+	// Rejected lists each refused filter with the SUBACK reason code name,
+	// and each filter not sent because its SUBSCRIBE exceeds the broker's
+	// Maximum Packet Size.
 	Rejected []SubscriptionError
 }
 
-// SubscriptionError is a subscription the broker refused.
+// SubscriptionError is a subscription the broker refused or that exceeds
+// its Maximum Packet Size.
 type SubscriptionError struct {
 	Filter string
 	Reason string

@@ -30,7 +30,8 @@ type Stats struct {
 	IncomingDeferred uint64
 
 	// RejectedSubscriptions lists the filters the broker refused on the
-	// last connection that subscribed, with the SUBACK reason.
+	// last connection that subscribed, with the SUBACK reason, and those
+	// too large for its Maximum Packet Size.
 	RejectedSubscriptions []SubscriptionError
 }
 
