@@ -100,7 +100,7 @@ func (l *Loop) connectFailed(ctx context.Context, url string, err error) {
 	case l.draining || errors.Is(err, errShuttingDown) || errors.Is(err, ErrClosed):
 		l.finish()
 		return
-	case l.fitWill(err):
+	case l.fitWill(url, err):
 		// The next CONNECT differs, so it is tried under every policy.
 		l.scheduleReconnect(l.backoff.next())
 		return
@@ -129,7 +129,7 @@ func (l *Loop) connectFailed(ctx context.Context, url string, err error) {
 	l.scheduleReconnect(delay)
 }
 
-// willFit records what the broker rejected in the Will message.
+// willFit records what one broker rejected in the Will message.
 type willFit struct {
 	noRetain bool // CONNACK 0x9A: the broker has no retained messages
 	// lowerQoS is set after CONNACK 0x9B, when the broker rejected the
@@ -138,47 +138,54 @@ type willFit struct {
 	qos      byte
 }
 
-// fitWill lowers the Will message after a CONNACK that rejected its retain
-// flag (0x9A) or its QoS (0x9B), as the birth message is lowered to the
-// limits of a CONNACK that accepted, and reports whether it did. The
-// broker must reject such a Will, so without this the daemon could never
-// connect to it.
-func (l *Loop) fitWill(err error) bool {
+// fitWill lowers the Will message for the broker at url after its
+// CONNACK rejected the Will's retain flag (0x9A) or its QoS (0x9B), and
+// reports whether it did. The birth message is lowered to the limits of
+// a CONNACK that accepted in the same way. The broker must reject such a
+// Will, so without this the daemon could never connect to it. Other
+// brokers in the list keep the Will as configured.
+func (l *Loop) fitWill(url string, err error) bool {
 	var rejected *connackError
 	w := l.opts.Will
 	if w == nil || !errors.As(err, &rejected) {
 		return false
 	}
+	fit := l.willFits[url]
 	switch {
-	case rejected.code == 0x9A && w.Retain && !l.willFit.noRetain:
-		l.willFit.noRetain = true
-		l.log.Warn("broker does not support retained messages, so the will message is sent without retain",
-			"topic", w.Topic, "hint", "subscribers see the offline status only while they are subscribed")
-		return true
-	case rejected.code == 0x9B && l.will().QoS > 0:
+	case rejected.code == 0x9A && w.Retain && !fit.noRetain:
+		fit.noRetain = true
+		l.log.Warn("broker does not support retained messages, so the will message is sent to it without retain",
+			"url", url, "topic", w.Topic, "hint", "subscribers see the offline status only while they are subscribed")
+	case rejected.code == 0x9B && l.will(url).QoS > 0:
 		// A broker's Maximum QoS is 0 or 1, so a rejected QoS 2 tries 1
 		// before 0.
-		from := l.will().QoS
-		l.willFit.lowerQoS, l.willFit.qos = true, from-1
-		l.log.Warn("broker rejected the will message's QoS, so it is sent with a lower QoS",
-			"topic", w.Topic, "qos", from, "lowered_to", from-1)
-		return true
+		from := l.will(url).QoS
+		fit.lowerQoS, fit.qos = true, from-1
+		l.log.Warn("broker rejected the will message's QoS, so it is sent to it with a lower QoS",
+			"url", url, "topic", w.Topic, "qos", from, "lowered_to", from-1)
+	default:
+		return false
 	}
-	return false
+	if l.willFits == nil {
+		l.willFits = map[string]willFit{}
+	}
+	l.willFits[url] = fit
+	return true
 }
 
-// will returns the Will message for CONNECT, lowered by fitWill.
-func (l *Loop) will() *message.Message {
+// will returns the Will message for CONNECT to url, lowered by fitWill.
+func (l *Loop) will(url string) *message.Message {
 	w := l.opts.Will
-	if w == nil || l.willFit == (willFit{}) {
+	fit := l.willFits[url]
+	if w == nil || fit == (willFit{}) {
 		return w
 	}
 	fitted := *w
-	if l.willFit.noRetain {
+	if fit.noRetain {
 		fitted.Retain = false
 	}
-	if l.willFit.lowerQoS {
-		fitted.QoS = l.willFit.qos
+	if fit.lowerQoS {
+		fitted.QoS = fit.qos
 	}
 	return &fitted
 }
@@ -199,7 +206,7 @@ func (l *Loop) open(ctx context.Context, url string, cleanStart bool) (*connecti
 	defer stopDeadline()
 
 	br := bufio.NewReader(nc)
-	ack, err := l.handshake(nc, br, cleanStart)
+	ack, err := l.handshake(nc, br, url, cleanStart)
 	if err != nil {
 		nc.Close()
 		return nil, nil, connectCause(ctx, refusalHint(err, isTLS(url), clientCert))
@@ -414,9 +421,9 @@ func socketKeepAlive(nc net.Conn, idle time.Duration) error {
 	return nil
 }
 
-// handshake writes CONNECT and reads CONNACK.
-func (l *Loop) handshake(nc net.Conn, br *bufio.Reader, cleanStart bool) (*connackPacket, error) {
-	p, err := l.connectPacket(cleanStart)
+// handshake writes CONNECT for the broker at url and reads CONNACK.
+func (l *Loop) handshake(nc net.Conn, br *bufio.Reader, url string, cleanStart bool) (*connackPacket, error) {
+	p, err := l.connectPacket(url, cleanStart)
 	if err != nil {
 		return nil, err
 	}
@@ -465,7 +472,7 @@ func (l *Loop) refuseConnack(nc net.Conn, cause error) error {
 	return fmt.Errorf("%w: sent DISCONNECT with %s", err, reasonName(reasonProtocolError, "disconnect"))
 }
 
-func (l *Loop) connectPacket(cleanStart bool) (*connectPacket, error) {
+func (l *Loop) connectPacket(url string, cleanStart bool) (*connectPacket, error) {
 	keepAlive := uint16(l.opts.KeepAlive / time.Second)
 	if l.opts.KeepAliveOff {
 		keepAlive = 0
@@ -477,7 +484,7 @@ func (l *Loop) connectPacket(cleanStart bool) (*connectPacket, error) {
 		SessionExpiry:  uint32(l.opts.SessionExpiry / time.Second),
 		ReceiveMaximum: l.opts.ReceiveMaximum,
 		Username:       l.opts.Username,
-		Will:           l.will(),
+		Will:           l.will(url),
 	}
 	if l.opts.Password != nil {
 		password, err := l.opts.Password()

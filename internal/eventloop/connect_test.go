@@ -3,6 +3,7 @@ package eventloop
 import (
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -56,6 +57,44 @@ func TestConnect_WillFittedAfterRejection(t *testing.T) {
 				t.Errorf("%d CONNECT packets, want %d: the rejected ones and the fitted one", len(connects), tc.connects)
 			}
 		})
+	}
+}
+
+// With several broker URLs, a Will lowered for one broker that rejected
+// it keeps its retain flag for the others, which may support it.
+func TestConnect_WillFittedPerBroker(t *testing.T) {
+	limited := newFakeBroker(t, brokerScript{connackFor: func(p *packets.Connect) byte {
+		if p.WillRetain {
+			return 0x9A
+		}
+		return 0
+	}, closeAfterConnack: true})
+	// The loop stays with a broker that accepted it, so this one turns
+	// away the reconnect, and the loop goes back to the first.
+	var fullConnects atomic.Int32
+	full := newFakeBroker(t, brokerScript{connackFor: func(*packets.Connect) byte {
+		if fullConnects.Add(1) > 1 {
+			return 0x88
+		}
+		return 0
+	}, closeAfterConnack: true})
+	opts := testOptions(limited)
+	opts.URLs = []string{limited.url(), full.url()}
+	opts.Will = &message.Message{Topic: "gw/status", Payload: []byte("offline"), QoS: 1, Retain: true}
+	start(t, opts, newMemSource(), &testJournal{}, nil)
+
+	waitFor(t, 5*time.Second, "two CONNECTs to each broker", func() bool {
+		return len(limited.received(packets.CONNECT)) >= 2 && len(full.received(packets.CONNECT)) >= 1
+	})
+	for i, p := range full.received(packets.CONNECT) {
+		if !p.willFlag || !p.willRetain {
+			t.Errorf("CONNECT %d to the broker with retained messages has will %t retain %t, want a retained will",
+				i+1, p.willFlag, p.willRetain)
+		}
+	}
+	if p := limited.received(packets.CONNECT)[1]; !p.willFlag || p.willRetain {
+		t.Errorf("second CONNECT to the broker without retained messages has will %t retain %t, "+
+			"want a will without retain", p.willFlag, p.willRetain)
 	}
 }
 

@@ -76,9 +76,9 @@ type Loop struct {
 	closes     closeWatch // see takeover.go
 	everUp     bool
 	session    bool // a session exists on the broker for this client
-	// willFit holds what CONNACK rejections showed the broker does not
-	// support in the Will message (see fitWill).
-	willFit willFit
+	// willFits holds, per broker URL, what CONNACK rejections showed that
+	// broker does not support in the Will message (see fitWill).
+	willFits map[string]willFit
 	// shortSession is the session expiry that the last CONNACK set below
 	// the configured one, while sessionShortened is set, so that each
 	// shortening is logged once.
