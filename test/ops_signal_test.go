@@ -80,6 +80,31 @@ func TestOpsSignal_ReloadInvalidConfig(t *testing.T) {
 	}
 }
 
+// TestOpsSignal_ReloadRejectsValuelessUnknownKey checks that SIGHUP with
+// a misspelt key that has an empty mapping is rejected like any other
+// unknown key, and that the valid keys beside it do not apply.
+func TestOpsSignal_ReloadRejectsValuelessUnknownKey(t *testing.T) {
+	b := harness.StartBroker(t, "")
+	d := harness.NewDaemon(t, b.URL(), "")
+	d.DumpOnFailure()
+	d.Start()
+
+	d.WriteConfig(b.URL(), "throttle:\n  messages_per_second: 7\nbrokr: {}\n")
+	d.Signal(syscall.SIGHUP)
+	harness.WaitFor(t, 10*time.Second, "the reload error", func() bool {
+		return strings.Contains(d.Log(), "configuration not reloaded")
+	})
+	if !strings.Contains(d.Log(), "brokr: unknown key") {
+		t.Errorf("reload error does not name the key brokr:\n%s", d.Log())
+	}
+	if !d.Running() {
+		t.Fatal("daemon exited on SIGHUP with an unknown key")
+	}
+	if st := opsStatus(t, d); st["throttle"] == "7/s" {
+		t.Errorf("status throttle = %v after a rejected reload, want the running value", st["throttle"])
+	}
+}
+
 // TestOpsSignal_RepeatedReloadLogsOutcome sends SIGHUP twice for each of
 // two files, one with a key that needs a restart and one that is
 // invalid, and checks that every reload logs its outcome, also when it

@@ -188,6 +188,11 @@ func TestLoad_Invalid(t *testing.T) {
 		{"unknown key", minimal + "brokr: 1\n", "brokr"},
 		{"unknown key without value", minimal + "brokr:\n", "brokr: unknown key"},
 		{"unknown nested key without value", minimal + "publish:\n  qoss:\n", "publish.qoss: unknown key"},
+		{"unknown key with empty mapping", minimal + "brokr: {}\n", "brokr: unknown key: check its spelling against configs/mqspool.yaml"},
+		{"unknown nested key with empty mapping", minimal + "  tl: {}\n", "broker.tl: unknown key"},
+		{"unknown key in tls with empty mapping", minimal + "  tls:\n    ca: {}\n", "broker.tls.ca: unknown key"},
+		{"unknown key with empty keys below", minimal + "brokr:\n  urls: {}\n  tls:\n", "brokr: unknown key"},
+		{"unknown key in capitals", minimal + "Brokr: {}\n", "brokr: unknown key"},
 		{"subscription not a mapping", minimal + "subscriptions: [a/b]\n", "subscriptions[0]: a string is not a mapping: write the keys"},
 		{"bad duration", minimal + "  keep_alive: soon\n", "soon"},
 		{"duration without unit", minimal + "publish:\n  ack_timeout: 30\n", "duration 30 has no unit"},
@@ -236,6 +241,34 @@ func TestLoad_Invalid(t *testing.T) {
 				t.Errorf("error %q does not contain %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// An unknown key that sets no value is reported once, as a whole, also
+// when another key in the file does set one. A known section that is
+// empty or null sets nothing and is valid.
+func TestLoad_ValuelessUnknownKeys(t *testing.T) {
+	file := writeFile(t, minimal+"  tls:\npublish: {}\nbrokr:\n  a:\n  b: {}\nlogg:\n  level: {}\n  format: json\n")
+	_, err := Load(LoadOptions{File: file, LookupEnv: noEnv})
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Load error %v, want ErrInvalid", err)
+	}
+
+	for _, key := range []string{"brokr", "logg"} {
+		want := "\n  " + key + ": unknown key"
+		if n := strings.Count(err.Error(), want); n != 1 {
+			t.Errorf("error reports %q %d times, want once:\n%v", want, n, err)
+		}
+	}
+	if n := strings.Count(err.Error(), "unknown key"); n != 2 {
+		t.Errorf("error reports %d unknown keys, want 2:\n%v", n, err)
+	}
+}
+
+func TestLoad_EmptySectionsValid(t *testing.T) {
+	file := writeFile(t, minimal+"  tls: {}\npublish:\nlog: {}\nroutes:\n")
+	if _, err := Load(LoadOptions{File: file, LookupEnv: noEnv}); err != nil {
+		t.Fatal(err)
 	}
 }
 

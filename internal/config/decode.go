@@ -20,10 +20,11 @@ type decodeProblem struct {
 	key, text string
 }
 
-// decode fills a Config from v. Every key that decodes is set even when
-// others fail, so their problems can be reported together with those of
-// the validation. A key that failed keeps its zero value.
-func decode(v *viper.Viper) (*Config, []decodeProblem) {
+// decode fills a Config from v, which has read the config file data.
+// Every key that decodes is set even when others fail, so their problems
+// can be reported together with those of the validation. A key that
+// failed keeps its zero value.
+func decode(v *viper.Viper, data []byte) (*Config, []decodeProblem) {
 	var cfg Config
 	hook := mapstructure.ComposeDecodeHookFunc(
 		durationHook,
@@ -35,21 +36,7 @@ func decode(v *viper.Viper) (*Config, []decodeProblem) {
 		dc.ErrorUnused = true
 	})
 	applySubscriptionDefaults(v, &cfg)
-	return &cfg, append(decodeProblems(err), emptyUnknownKeys(v)...)
-}
-
-// emptyUnknownKeys reports the unknown keys that have no value, such as a
-// misspelt "brokr:" with nothing below it. Viper leaves such keys out of
-// what it decodes, so the decoder's unknown-key check never gets them.
-func emptyUnknownKeys(v *viper.Viper) []decodeProblem {
-	var problems []decodeProblem
-	for _, key := range v.AllKeys() {
-		if v.Get(key) != nil || knownKey(key) {
-			continue
-		}
-		problems = append(problems, unknownKeys("", key)...)
-	}
-	return problems
+	return &cfg, append(decodeProblems(err), valuelessUnknownKeys(data)...)
 }
 
 // knownKey reports whether key is a configuration key or a section that

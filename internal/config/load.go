@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -88,7 +89,7 @@ func Load(opts LoadOptions) (*Loaded, error) {
 	for key, value := range defaults {
 		v.SetDefault(key, value)
 	}
-	file, err := readFile(v, opts.File)
+	file, data, err := readFile(v, opts.File)
 	if err != nil {
 		return nil, err
 	}
@@ -99,7 +100,7 @@ func Load(opts LoadOptions) (*Loaded, error) {
 		return nil, err
 	}
 
-	cfg, failed := decode(v)
+	cfg, failed := decode(v, data)
 	if pw, ok := lookup(PasswordEnv); ok {
 		cfg.Broker.Password = pw
 	}
@@ -128,7 +129,7 @@ func Load(opts LoadOptions) (*Loaded, error) {
 func ControlSocket(file string) (string, bool) {
 	v := viper.New()
 	v.SetDefault("control.socket", DefaultControlSocket)
-	if _, err := readFile(v, file); err != nil {
+	if _, _, err := readFile(v, file); err != nil {
 		return "", false
 	}
 	socket := v.GetString("control.socket")
@@ -139,32 +140,40 @@ func ControlSocket(file string) (string, bool) {
 	return socket, filepath.IsAbs(socket)
 }
 
-func readFile(v *viper.Viper, file string) (string, error) {
+// readFile reads the config file into v and returns its path and its
+// data. With file empty it reads DefaultFile, and returns an empty path
+// and no data when DefaultFile does not exist.
+func readFile(v *viper.Viper, file string) (string, []byte, error) {
 	explicit := file != ""
 	if !explicit {
 		file = DefaultFile
 	}
-	v.SetConfigFile(file)
 	v.SetConfigType("yaml")
 
-	err := v.ReadInConfig()
+	// The data is read once for viper and for the check of the keys
+	// viper drops, so that both see the same version of the file.
+	data, err := os.ReadFile(file)
 	var pathErr *fs.PathError
 	switch {
 	case err == nil:
-		return file, nil
 	case !explicit && errors.As(err, &pathErr) && errors.Is(pathErr.Err, fs.ErrNotExist):
-		return "", nil
+		return "", nil, nil
 	case errors.As(err, &pathErr):
-		return "", fmt.Errorf("%w: read config file %s: %w: check the path given with --config", ErrInvalid, file, pathErr.Err)
+		return "", nil, fmt.Errorf("%w: read config file %s: %w: check the path given with --config", ErrInvalid, file, pathErr.Err)
 	default:
+		return "", nil, fmt.Errorf("%w: read config file %s: %w: check the path given with --config", ErrInvalid, file, err)
+	}
+
+	if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
 		// viper prefixes the YAML error with "While parsing config:",
 		// which repeats the start of this message.
 		var parseErr viper.ConfigParseError
 		if errors.As(err, &parseErr) && parseErr.Unwrap() != nil {
 			err = parseErr.Unwrap()
 		}
-		return "", fmt.Errorf("%w: parse config file %s: %s: fix the YAML syntax", ErrInvalid, file, yamlErrorText(err))
+		return "", nil, fmt.Errorf("%w: parse config file %s: %s: fix the YAML syntax", ErrInvalid, file, yamlErrorText(err))
 	}
+	return file, data, nil
 }
 
 // yamlParserError matches the errors of go-yaml's parser, as opposed to
