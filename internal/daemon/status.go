@@ -15,7 +15,6 @@ import (
 	"github.com/mqspool/mqspool/internal/config"
 	"github.com/mqspool/mqspool/internal/control"
 	"github.com/mqspool/mqspool/internal/eventloop"
-	"github.com/mqspool/mqspool/internal/pickup"
 	"github.com/mqspool/mqspool/internal/spool"
 )
 
@@ -81,7 +80,7 @@ func (h controlHandler) Status() control.Status {
 	ls := d.loop.Stats()
 	ss := d.spool.Stats()
 	ps := d.pickup.Stats()
-	failedFiles, failedBytes := pickup.FailedUsage(d.cfg.Spool.Dir)
+	failedFiles, failedBytes := d.pickup.FailedUsage()
 	in, out := d.rates.get()
 
 	st := control.Status{
@@ -184,9 +183,10 @@ func fileThrottle(cfg *config.Config) config.Rate {
 	return config.Rate{MessagesPerSecond: cfg.Throttle.MessagesPerSecond, BytesPerSecond: float64(cfg.Throttle.BytesPerSecond)}
 }
 
-// failedFiles counts the undelivered files in failed/ now.
+// failedFiles counts the undelivered files in failed/, as the pickup
+// keeps the count.
 func (d *Daemon) failedFiles() int {
-	files, _ := pickup.FailedUsage(d.cfg.Spool.Dir)
+	files, _ := d.pickup.FailedUsage()
 	return files
 }
 

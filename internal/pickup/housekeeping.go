@@ -3,7 +3,6 @@ package pickup
 import (
 	"io/fs"
 	"path/filepath"
-	"strings"
 	"time"
 )
 
@@ -15,14 +14,15 @@ const staleTmpAge = 24 * time.Hour
 // failed/ are logged.
 const housekeepingLogInterval = time.Hour
 
-// housekeeping counts files left in tmp/ for longer than a day, for the
-// status, and logs them and a failed/ over its limit. It deletes nothing:
-// what to do with such files is the operator's call.
+// housekeeping counts files left in tmp/ for longer than a day and the
+// files in failed/, for the status and the metrics, and logs them and a
+// failed/ over its limit. It deletes nothing: what to do with such files
+// is the operator's call.
 func (p *Pickup) housekeeping() {
 	now := p.now()
 	stale := countOlder(p.tmpDir, now.Add(-staleTmpAge))
 	p.updateStats(func(s *Stats) { s.StaleTmpFiles = stale })
-	failedFiles, failedBytes := failedUsage(p.failedDir)
+	failedFiles, failedBytes := p.failed.refresh()
 
 	over := p.opts.FailedWarnBytes > 0 && failedBytes > p.opts.FailedWarnBytes
 	if (stale == 0 && !over) || !p.housekeepingLog.allow(now, housekeepingLogInterval) {
@@ -52,29 +52,4 @@ func countOlder(dir string, cutoff time.Time) int {
 		return nil
 	})
 	return n
-}
-
-// FailedUsage returns the number of undelivered files in the failed/
-// directory of spoolDir and the bytes of all files there, .reason files
-// included. Symbolic links, FIFOs and sockets that the pickup rejected
-// count as files. It reads the directory each time, so the figures are
-// current.
-func FailedUsage(spoolDir string) (files int, bytes int64) {
-	return failedUsage(filepath.Join(spoolDir, "failed"))
-}
-
-func failedUsage(dir string) (files int, bytes int64) {
-	filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
-		if err != nil || path == dir || e.IsDir() {
-			return nil // the root itself is never an entry, even when it is a file
-		}
-		if info, err := e.Info(); err == nil {
-			bytes += info.Size()
-		}
-		if !strings.HasSuffix(path, ".reason") {
-			files++
-		}
-		return nil
-	})
-	return files, bytes
 }

@@ -178,6 +178,8 @@ type Pickup struct {
 	mu    sync.Mutex // guards stats
 	stats Stats
 
+	failed failedCounter // the size of failed/
+
 	// The fields below belong to the goroutine running Run.
 	// TODO: queue keeps the name of every waiting file in memory, so a
 	// backlog of millions of files in new/ costs memory in proportion.
@@ -293,6 +295,7 @@ func New(opts Options, store Store) (*Pickup, error) {
 		newDir:     filepath.Join(opts.Dir, "new"),
 		failedDir:  filepath.Join(opts.Dir, "failed"),
 		tmpDir:     filepath.Join(opts.Dir, "tmp"),
+		failed:     failedCounter{dir: filepath.Join(opts.Dir, "failed")},
 		routes:     routes,
 		freeBytes:  statfsFree,
 		now:        time.Now,

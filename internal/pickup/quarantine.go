@@ -192,8 +192,19 @@ func Unprefixed(m message.Message, prefix string) message.Message {
 // place puts a file into failed/ under rel, or under rel with a number
 // before its extension when that name is taken, using move. It then
 // writes NAME.reason, syncs the directory and returns the name used. When
-// an error comes after the move, it returns the name with the error.
+// an error comes after the move, it returns the name with the error, and
+// the file is counted in failed/ from the next walk if it stays there.
 func (p *Pickup) place(rel, reason string, move func(dst string) error) (string, error) {
+	p.failed.placeMu.Lock()
+	defer p.failed.placeMu.Unlock()
+	dst, err := p.placeFile(rel, reason, move)
+	if err == nil {
+		p.failed.add(dst, dst+".reason")
+	}
+	return dst, err
+}
+
+func (p *Pickup) placeFile(rel, reason string, move func(dst string) error) (string, error) {
 	rel = fitName(rel)
 	dir := filepath.Join(p.failedDir, filepath.Dir(filepath.FromSlash(rel)))
 	if err := format.MkdirAllSync(dir); err != nil {
