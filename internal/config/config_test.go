@@ -194,6 +194,11 @@ func TestLoad_Invalid(t *testing.T) {
 		{"unknown key with empty keys below", minimal + "brokr:\n  urls: {}\n  tls:\n", "brokr: unknown key"},
 		{"unknown key in capitals", minimal + "Brokr: {}\n", "brokr: unknown key"},
 		{"subscription not a mapping", minimal + "subscriptions: [a/b]\n", "subscriptions[0]: a string is not a mapping: write the keys"},
+		{"route not a mapping", minimal + "routes: [5]\n", "routes[0]: an int is not a mapping"},
+		{"routes as empty mapping", minimal + "routes: {}\n", `routes: a mapping where a list belongs: start each item with "- match:"`},
+		{"routes as mapping of one route", minimal + "routes:\n  match: a/*\n  topic: b\n", "routes: a mapping where a list belongs"},
+		{"routes as number", minimal + "routes: 5\n", "routes: a number where a list belongs"},
+		{"subscriptions as empty mapping", minimal + "subscriptions: {}\n", `subscriptions: a mapping where a list belongs: start each item with "- filter:"`},
 		{"bad duration", minimal + "  keep_alive: soon\n", "soon"},
 		{"duration without unit", minimal + "publish:\n  ack_timeout: 30\n", "duration 30 has no unit"},
 		{"tiny ack timeout", minimal + "publish:\n  ack_timeout: 30ms\n", "publish.ack_timeout: 30ms is below the minimum of 1s: use for example 30s"},
@@ -241,6 +246,21 @@ func TestLoad_Invalid(t *testing.T) {
 				t.Errorf("error %q does not contain %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// A route written as a mapping without "- " is one problem of the list,
+// not the keys of a list item that the file does not have.
+func TestLoad_RoutesMappingReportedOnce(t *testing.T) {
+	_, err := Load(LoadOptions{File: writeFile(t, minimal+"routes:\n  match: a/*\n  topc: b\n"), LookupEnv: noEnv})
+	if err == nil {
+		t.Fatal("Load succeeded, want an error")
+	}
+	if !strings.Contains(err.Error(), "routes: a mapping where a list belongs") {
+		t.Errorf("error %q does not report routes as a mapping", err)
+	}
+	if strings.Contains(err.Error(), "routes[0]") {
+		t.Errorf("error %q also reports a list item that the file does not have", err)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -36,7 +37,24 @@ func decode(v *viper.Viper, data []byte) (*Config, []decodeProblem) {
 		dc.ErrorUnused = true
 	})
 	applySubscriptionDefaults(v, &cfg)
-	return &cfg, append(decodeProblems(err), valuelessUnknownKeys(data)...)
+	problems := append(decodeProblems(err), valuelessUnknownKeys(data)...)
+	if lists := notLists(data); len(lists) > 0 {
+		problems = append(withoutItemsOf(problems, lists), lists...)
+	}
+	return &cfg, problems
+}
+
+// withoutItemsOf drops the problems of list items, such as routes[0].a,
+// under a list key that lists reports as a whole.
+func withoutItemsOf(problems, lists []decodeProblem) []decodeProblem {
+	return slices.DeleteFunc(problems, func(p decodeProblem) bool {
+		for _, l := range lists {
+			if strings.HasPrefix(p.key, l.key+"[") || strings.HasPrefix(p.text, l.key+"[") {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 // knownKey reports whether key is a configuration key or a section that
@@ -94,8 +112,8 @@ func describeDecodeError(de *mapstructure.DecodeError) []decodeProblem {
 		return unknownKeys(key, keys)
 	}
 	if got, ok := strings.CutPrefix(cause.Error(), "expected a map or struct, got "); ok {
-		return []decodeProblem{{key: key, text: fmt.Sprintf("%s: a %s is not a mapping: write the keys "+
-			"indented below it, as in configs/mqspool.yaml", key, strings.Trim(got, `"`))}}
+		return []decodeProblem{{key: key, text: fmt.Sprintf("%s: %s is not a mapping: write the keys "+
+			"indented below it, as in configs/mqspool.yaml", key, withArticle(strings.Trim(got, `"`)))}}
 	}
 
 	var parseErr *mapstructure.ParseError
@@ -285,4 +303,12 @@ func parseSignedByteSize(s string) (ByteSize, error) {
 		return 0, err
 	}
 	return -size, nil
+}
+
+// withArticle puts "a" or "an" before a type name, such as "an int".
+func withArticle(name string) string {
+	if name != "" && strings.ContainsRune("aeiou", rune(name[0])) {
+		return "an " + name
+	}
+	return "a " + name
 }

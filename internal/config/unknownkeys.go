@@ -27,6 +27,49 @@ func valuelessUnknownKeys(data []byte) []decodeProblem {
 	return problems
 }
 
+// listItems names, for each key whose value is a list of mappings, the
+// key that starts each item in configs/mqspool.yaml.
+var listItems = map[string]string{"routes": "match", "subscriptions": "filter"}
+
+// notLists reports a list key written as anything but a list, such as
+// "routes: {}", or "routes:" with keys indented below it and no "- ".
+// The decoder would take a mapping with keys or a single value as a list
+// of one item, and drop an empty mapping, so the mistake would go
+// unreported or be reported as a problem of that item.
+func notLists(data []byte) []decodeProblem {
+	var root map[string]any
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil
+	}
+	var problems []decodeProblem
+	for name, value := range root {
+		key := strings.ToLower(name)
+		first, ok := listItems[key]
+		if _, list := value.([]any); !ok || list || value == nil {
+			continue
+		}
+		problems = append(problems, decodeProblem{key: key, text: fmt.Sprintf("%s: %s where a list "+
+			"belongs: start each item with \"- %s:\", as in configs/mqspool.yaml, or write %s: [] for none",
+			key, yamlKind(value), first, key)})
+	}
+	sort.Slice(problems, func(i, j int) bool { return problems[i].key < problems[j].key })
+	return problems
+}
+
+// yamlKind names the kind of a decoded YAML value for a message.
+func yamlKind(value any) string {
+	if _, ok := asMapping(value); ok {
+		return "a mapping"
+	}
+	switch value.(type) {
+	case string:
+		return "a string"
+	case bool:
+		return "true or false"
+	}
+	return "a number"
+}
+
 // valuelessUnknown returns the unknown keys below prefix in section that
 // set no value, sorted, each named by its full lower-case key as viper
 // names keys. It descends into the sections that hold configuration keys,
