@@ -161,6 +161,30 @@ func TestConfigPrint_HidesPassword(t *testing.T) {
 	}
 }
 
+// config print and config validate take run's flags, so that they show
+// and check what a daemon started with those flags would use.
+func TestConfigCommands_TakeRunFlags(t *testing.T) {
+	file, _ := testConfig(t, "")
+	dir := filepath.Join(t.TempDir(), "other-spool")
+	code, out, errOut := run(t, "", "config", "print", "--config", file, "--spool-dir", dir, "--log-level", "debug")
+	if code != exitOK {
+		t.Fatalf("config print: code %d, stderr %q", code, errOut)
+	}
+	for _, want := range []string{"spool.dir:", dir, "log.level:", "debug", "# flag"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("config print output lacks %q:\n%s", want, out)
+		}
+	}
+
+	code, _, errOut = run(t, "", "config", "validate", "--config", file, "--client-id", strings.Repeat("x", 30))
+	if code != exitUsage {
+		t.Errorf("config validate with a client id of 30 bytes: code %d, want %d", code, exitUsage)
+	}
+	if !strings.Contains(errOut, "broker.client_id") {
+		t.Errorf("config validate error %q does not name broker.client_id", errOut)
+	}
+}
+
 func TestConfigPrint_WithoutBrokerURLs(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "mqspool.yaml")

@@ -25,7 +25,8 @@ func newConfigValidateCommand() *cobra.Command {
 		Short: "Check the configuration and exit 0 when it is valid, 2 when not",
 		Args:  exactArgs(0),
 		RunE: func(c *cobra.Command, _ []string) error {
-			loaded, err := config.Load(config.LoadOptions{File: flags.file, Flags: c.Flags(), CheckFiles: true})
+			loaded, err := config.Load(config.LoadOptions{File: flags.file, Flags: c.Flags(), FlagKeys: runFlagKeys,
+				CheckFiles: true})
 			if err != nil {
 				return err
 			}
@@ -37,6 +38,7 @@ func newConfigValidateCommand() *cobra.Command {
 		},
 	}
 	flags.register(c)
+	registerRunFlags(c)
 	return c
 }
 
@@ -48,7 +50,8 @@ func newConfigPrintCommand() *cobra.Command {
 		Args:  exactArgs(0),
 		RunE: func(c *cobra.Command, _ []string) error {
 			// Offline, so that a file without broker.urls can be shown.
-			loaded, err := flags.loadOffline(c)
+			loaded, err := config.Load(config.LoadOptions{File: flags.file, Flags: c.Flags(), FlagKeys: runFlagKeys,
+				Offline: true})
 			if err != nil {
 				return err
 			}
@@ -60,6 +63,7 @@ func newConfigPrintCommand() *cobra.Command {
 		},
 	}
 	flags.register(c)
+	registerRunFlags(c)
 	return c
 }
 

@@ -63,6 +63,14 @@ a warning and need a restart.`,
 		},
 	}
 	flags.register(c)
+	registerRunFlags(c)
+	return c
+}
+
+// registerRunFlags adds the flags in runFlagKeys to c. config validate and
+// config print take them too, so that they show the configuration of a
+// daemon started with the same flags.
+func registerRunFlags(c *cobra.Command) {
 	f := c.Flags()
 	f.StringSlice("broker-url", nil, "broker URL, mqtt://host:port or mqtts://host:port (repeatable; overrides broker.urls)")
 	f.String("client-id", "", "MQTT client identifier, at most 23 characters (overrides broker.client_id)")
@@ -73,7 +81,6 @@ a warning and need a restart.`,
 	f.String("log-level", "", "debug, info, warn or error (overrides log.level)")
 	f.String("log-format", "", "text or json (overrides log.format)")
 	f.SetNormalizeFunc(flagAlias("socket", "control-socket"))
-	return c
 }
 
 func runDaemon(parent context.Context, loaded *config.Loaded, reload func() (*config.Config, error), stderr io.Writer) error {
