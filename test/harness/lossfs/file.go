@@ -66,21 +66,31 @@ func (f *file) Writev(ctx context.Context, data [][]byte, off int64) (uint32, sy
 // Fsync waits for the sync delay and then drops the file's undo log. It
 // does not sync the backing file: the backing directory never loses
 // power, so its own durability does not matter to the model.
-//
-// A caller killed by SIGKILL during the delay gets EINTR and the log
-// stays, as if the power failed before the disk finished: a test that
-// kills its program and then cuts the power hits fsyncs in flight.
 func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	if errno := f.fs.waitSync(ctx); errno != 0 {
+		return errno
+	}
+	return f.withFd(f.fs.synced)
+}
+
+// waitSync waits for the sync delay, and counts the caller as syncing
+// meanwhile for WaitSync.
+//
+// A caller killed by SIGKILL during the delay gets EINTR, and then the
+// sync must not count, as if the power failed before the disk finished.
+// So a test that kills its program and then cuts the power hits fsyncs
+// in flight.
+func (f *FS) waitSync(ctx context.Context) syscall.Errno {
 	pid := callerProcess(ctx)
-	f.fs.mu.Lock()
-	f.fs.syncing[pid]++
-	f.fs.mu.Unlock()
+	f.mu.Lock()
+	f.syncing[pid]++
+	f.mu.Unlock()
 	defer func() {
-		f.fs.mu.Lock()
-		f.fs.syncing[pid]--
-		f.fs.mu.Unlock()
+		f.mu.Lock()
+		f.syncing[pid]--
+		f.mu.Unlock()
 	}()
-	timer := time.NewTimer(time.Duration(f.fs.syncDelay.Load()))
+	timer := time.NewTimer(time.Duration(f.syncDelay.Load()))
 	defer timer.Stop()
 	select {
 	case <-timer.C:
@@ -92,7 +102,7 @@ func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 		}
 		<-timer.C
 	}
-	return f.withFd(f.fs.synced)
+	return 0
 }
 
 // Allocate logs the old size and forwards mode 0 and FALLOC_FL_KEEP_SIZE.

@@ -11,11 +11,29 @@
 // every log in reverse order to the backing files and mounts again,
 // which also drops the kernel's page cache of the old contents.
 //
-// The model is optimistic about metadata, like a journaling file system
-// that commits each metadata change at once: create, mkdir, rename,
-// unlink, link, chmod and utimes are durable as soon as they return. So
-// it does not model a directory entry lost because its directory was not
-// fsynced, nor a rename or unlink that reaches the disk before the data
+// By default the model is optimistic about metadata, like a journaling
+// file system that commits each metadata change at once: create, mkdir,
+// rename, unlink, link, chmod and utimes are durable as soon as they
+// return.
+//
+// SetVolatileEntries(true) takes the pessimistic POSIX reading instead:
+// a change of a directory's entries is durable only once that directory
+// is fsynced (fsync or fdatasync of any handle of it). Cut undoes the
+// other changes, newest first:
+//   - create, mknod, mkdir, symlink and link: the new entry goes, and a
+//     directory goes with everything in it, synced or not;
+//   - unlink and rmdir: the entry comes back with its inode as it was
+//     (the same inode number, and the file data as at the file's last
+//     fsync);
+//   - rename of x in directory A to y in B: the new y (and the removal of
+//     the y it replaced) is undone unless B was synced, and the removal of
+//     x unless A was synced. So with only B synced a file has both names
+//     afterwards, as after a crash between the two directory writes, and
+//     with only A synced it has neither and is lost. A directory cannot
+//     have two names: with only B synced it keeps the new name alone.
+//
+// An fsync of a file does not make its own entry durable. Neither mode
+// models a rename or unlink that reaches the disk before the data
 // written earlier. Nor does it model torn sectors. A cut undoes all of a
 // file's unsynced writes, where a disk might keep some of them.
 //
@@ -55,13 +73,16 @@ type FS struct {
 	Backing    string // the directory that stores the data
 	Mountpoint string // where the file system is mounted
 
-	mu      sync.Mutex // guards pending and serializes every logged change
+	mu      sync.Mutex // guards pending and entries, and serializes every logged change
 	pending map[fileID]*undoLog
+	// entries is the log of directory entry changes, or nil unless the
+	// entries are volatile.
+	entries *entryLog
 	server  *fuse.Server
 	// syncing counts the fsyncs in their delay per calling process.
 	syncing map[int]int
-	// syncDelay is how long each fsync and fdatasync of a file waits
-	// before it makes the file durable, in nanoseconds.
+	// syncDelay is how long each fsync and fdatasync waits before it
+	// makes its file or directory durable, in nanoseconds.
 	syncDelay atomic.Int64
 }
 
@@ -70,6 +91,7 @@ type CutStats struct {
 	Files     int   // files with unsynced changes
 	Bytes     int64 // bytes written back from the undo logs
 	Truncated int64 // bytes cut off the ends of files that grew since their last fsync
+	Entries   int   // directory entries put back as they were at their directory's last fsync
 }
 
 // Mount mounts backing at mountpoint. Both directories must exist, and
@@ -111,6 +133,31 @@ func (f *FS) mount() error {
 // program is waiting to sync.
 func (f *FS) SetSyncDelay(delay time.Duration) { f.syncDelay.Store(int64(delay)) }
 
+// SetVolatileEntries sets whether a Cut also undoes the directory entry
+// changes made in each directory since its last fsync. Turning it off
+// makes every pending entry change durable. Turning it on creates a
+// holding directory next to Backing, which must be on the same file
+// system.
+func (f *FS) SetVolatileEntries(on bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if on == (f.entries != nil) {
+		return nil
+	}
+	if !on {
+		err := f.entries.close()
+		f.entries = nil
+		f.dropUnlinked()
+		return err
+	}
+	l, err := newEntryLog(f.Backing)
+	if err != nil {
+		return err
+	}
+	f.entries = l
+	return nil
+}
+
 // WaitSync waits until process pid is inside an fsync or fdatasync of a
 // file, so that a kill at once cuts it short. It returns false when that
 // did not happen within timeout. It needs a sync delay long enough to
@@ -129,9 +176,9 @@ func (f *FS) WaitSync(pid int, timeout time.Duration) bool {
 	return false
 }
 
-// Unmount unmounts the file system and discards the undo logs, which
-// leaves every unsynced change in the backing files. It retries for up to
-// 5 s while the mount is busy.
+// Unmount unmounts the file system and discards the undo logs and the
+// entry log, which leaves every unsynced change in the backing
+// directory. It retries for up to 5 s while the mount is busy.
 func (f *FS) Unmount() error {
 	if err := f.unmount(); err != nil {
 		return err
@@ -142,7 +189,12 @@ func (f *FS) Unmount() error {
 		l.file.Close()
 		delete(f.pending, id)
 	}
-	return nil
+	if f.entries == nil {
+		return nil
+	}
+	err := f.entries.close()
+	f.entries = nil
+	return err
 }
 
 func (f *FS) unmount() error {
@@ -165,8 +217,10 @@ func (f *FS) unmount() error {
 }
 
 // Cut simulates a power cut: it unmounts, rolls every file back to its
-// contents at its last fsync and mounts again. Every process that uses
-// the mount must have ended before, or the unmount fails.
+// contents at its last fsync, in the volatile-entries mode every
+// directory to its entries at its last fsync, and mounts again. Every
+// process that uses the mount must have ended before, or the unmount
+// fails.
 func (f *FS) Cut() (CutStats, error) {
 	if err := f.unmount(); err != nil {
 		return CutStats{}, err
@@ -178,12 +232,27 @@ func (f *FS) Cut() (CutStats, error) {
 	return stats, f.mount()
 }
 
-// revert applies and drops every undo log.
+// revert undoes the entry changes, then applies every undo log of a file
+// that still has a link and drops them all. A file whose last link the
+// entry undo removed is gone, so its log has nothing to restore.
 func (f *FS) revert() (CutStats, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var stats CutStats
+	if f.entries != nil {
+		n, err := f.entries.undoAll()
+		stats.Entries = n
+		if err != nil {
+			return stats, err
+		}
+	}
 	for id, l := range f.pending {
+		var st syscall.Stat_t
+		if err := syscall.Fstat(int(l.file.Fd()), &st); err == nil && st.Nlink == 0 {
+			l.file.Close()
+			delete(f.pending, id)
+			continue
+		}
 		written, truncated, err := l.undo()
 		l.file.Close()
 		delete(f.pending, id)

@@ -359,3 +359,547 @@ func TestCut_DirectoryEntriesKept(t *testing.T) {
 		t.Errorf("entries after the cut = %v, want just a", entries)
 	}
 }
+
+// startVolatile mounts lossfs with volatile directory entries and
+// creates the directories a and b, durable in the root.
+func startVolatile(t *testing.T) *FS {
+	t.Helper()
+	f := Start(t)
+	if err := f.SetVolatileEntries(true); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"a", "b"} {
+		if err := os.Mkdir(filepath.Join(f.Mountpoint, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	syncDir(t, f.Mountpoint)
+	return f
+}
+
+func syncDir(t *testing.T, dir string) {
+	t.Helper()
+	d, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		t.Fatalf("fsync %s: %v", dir, err)
+	}
+}
+
+func requireMissing(t *testing.T, path string) {
+	t.Helper()
+	if _, err := os.Lstat(path); !os.IsNotExist(err) {
+		t.Errorf("lstat %s: %v, want not exist", path, err)
+	}
+}
+
+func requireExists(t *testing.T, path string) {
+	t.Helper()
+	if _, err := os.Lstat(path); err != nil {
+		t.Errorf("lstat %s: %v, want it to exist", path, err)
+	}
+}
+
+func inodeOf(t *testing.T, path string) uint64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Lstat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
+
+func requireEntries(t *testing.T, stats CutStats, want int) {
+	t.Helper()
+	if stats.Entries != want {
+		t.Errorf("cut undid %d entry changes, want %d", stats.Entries, want)
+	}
+}
+
+func TestVolatile_CreateLostWithoutDirSync(t *testing.T) {
+	f := startVolatile(t)
+	path := filepath.Join(f.Mountpoint, "a", "x")
+	writeFile(t, path, []byte("synced data"), true)
+
+	stats := cut(t, f)
+	requireEntries(t, stats, 1)
+	if stats.Files != 0 {
+		t.Errorf("cut undid the data of %d files, want 0 for a file that is gone", stats.Files)
+	}
+	requireMissing(t, path)
+}
+
+func TestVolatile_CreateKeptByDirSync(t *testing.T) {
+	f := startVolatile(t)
+	path := filepath.Join(f.Mountpoint, "a", "x")
+	writeFile(t, path, []byte("synced data"), true)
+	syncDir(t, filepath.Dir(path))
+
+	requireEntries(t, cut(t, f), 0)
+	requireContent(t, path, []byte("synced data"))
+}
+
+func TestVolatile_CreateKeptDataLost(t *testing.T) {
+	f := startVolatile(t)
+	path := filepath.Join(f.Mountpoint, "a", "x")
+	writeFile(t, path, []byte("unsynced data"), false)
+	syncDir(t, filepath.Dir(path))
+
+	stats := cut(t, f)
+	if stats.Files != 1 {
+		t.Errorf("cut undid the data of %d files, want 1", stats.Files)
+	}
+	requireContent(t, path, nil)
+}
+
+func TestVolatile_FdatasyncOfDirKeepsEntries(t *testing.T) {
+	f := startVolatile(t)
+	path := filepath.Join(f.Mountpoint, "a", "x")
+	writeFile(t, path, []byte("data"), true)
+	dir, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = unix.Fdatasync(int(dir.Fd()))
+	dir.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cut(t, f)
+	requireContent(t, path, []byte("data"))
+}
+
+func TestVolatile_MkdirLostWithContents(t *testing.T) {
+	f := startVolatile(t)
+	dir := filepath.Join(f.Mountpoint, "a", "d")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "x"), []byte("data"), true)
+	syncDir(t, dir)
+
+	requireEntries(t, cut(t, f), 1)
+	requireMissing(t, dir)
+}
+
+func TestVolatile_MkdirKeptByParentSync(t *testing.T) {
+	f := startVolatile(t)
+	dir := filepath.Join(f.Mountpoint, "a", "d")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "x"), []byte("data"), true)
+	syncDir(t, filepath.Dir(dir))
+
+	requireEntries(t, cut(t, f), 1)
+	requireExists(t, dir)
+	requireMissing(t, filepath.Join(dir, "x"))
+}
+
+func TestVolatile_SymlinkFifoLinkLost(t *testing.T) {
+	f := startVolatile(t)
+	dir := filepath.Join(f.Mountpoint, "a")
+	writeFile(t, filepath.Join(dir, "x"), []byte("data"), true)
+	syncDir(t, dir)
+	if err := os.Symlink("x", filepath.Join(dir, "symlink")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(filepath.Join(dir, "x"), filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+
+	requireEntries(t, cut(t, f), 3)
+	for _, name := range []string{"symlink", "fifo", "link"} {
+		requireMissing(t, filepath.Join(dir, name))
+	}
+	requireContent(t, filepath.Join(dir, "x"), []byte("data"))
+}
+
+func TestVolatile_SymlinkFifoLinkKeptByDirSync(t *testing.T) {
+	f := startVolatile(t)
+	dir := filepath.Join(f.Mountpoint, "a")
+	writeFile(t, filepath.Join(dir, "x"), []byte("data"), true)
+	if err := os.Symlink("x", filepath.Join(dir, "symlink")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(filepath.Join(dir, "x"), filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	syncDir(t, dir)
+
+	requireEntries(t, cut(t, f), 0)
+	requireContent(t, filepath.Join(dir, "symlink"), []byte("data"))
+	requireContent(t, filepath.Join(dir, "link"), []byte("data"))
+	requireExists(t, filepath.Join(dir, "fifo"))
+}
+
+func TestVolatile_UnlinkUndoneWithSameInode(t *testing.T) {
+	f := startVolatile(t)
+	path := filepath.Join(f.Mountpoint, "a", "x")
+	writeFile(t, path, []byte("synced"), true)
+	syncDir(t, filepath.Dir(path))
+	ino := inodeOf(t, path)
+	writeFile(t, path, []byte("unsynced"), false)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	requireMissing(t, path)
+
+	stats := cut(t, f)
+	requireEntries(t, stats, 1)
+	if stats.Files != 1 {
+		t.Errorf("cut undid the data of %d files, want 1", stats.Files)
+	}
+	requireContent(t, path, []byte("synced"))
+	if got := inodeOf(t, path); got != ino {
+		t.Errorf("inode after the cut = %d, want %d as before the unlink", got, ino)
+	}
+}
+
+func TestVolatile_UnlinkKeptByDirSync(t *testing.T) {
+	f := startVolatile(t)
+	path := filepath.Join(f.Mountpoint, "a", "x")
+	writeFile(t, path, []byte("synced"), true)
+	syncDir(t, filepath.Dir(path))
+	writeFile(t, path, []byte("unsynced"), false)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	syncDir(t, filepath.Dir(path))
+	if n := f.Pending(); n != 0 {
+		t.Errorf("%d files pending after the unlink became durable, want 0", n)
+	}
+
+	requireEntries(t, cut(t, f), 0)
+	requireMissing(t, path)
+}
+
+func TestVolatile_RmdirUndoneAndKept(t *testing.T) {
+	f := startVolatile(t)
+	a := filepath.Join(f.Mountpoint, "a")
+	b := filepath.Join(f.Mountpoint, "b")
+	ino := inodeOf(t, a)
+	for _, dir := range []string{a, b} {
+		if err := os.Remove(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(filepath.Join(f.Mountpoint, "c"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	syncDir(t, f.Mountpoint)
+	// Only the removal of a stays pending.
+	if err := os.Mkdir(a, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(a); err != nil {
+		t.Fatal(err)
+	}
+
+	requireEntries(t, cut(t, f), 2)
+	requireMissing(t, a)
+	requireMissing(t, b)
+	requireExists(t, filepath.Join(f.Mountpoint, "c"))
+
+	f2 := startVolatile(t)
+	dir := filepath.Join(f2.Mountpoint, "a")
+	ino = inodeOf(t, dir)
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	requireEntries(t, cut(t, f2), 1)
+	if got := inodeOf(t, dir); got != ino {
+		t.Errorf("inode of the directory after the cut = %d, want %d as before the rmdir", got, ino)
+	}
+}
+
+func TestVolatile_RemoveChecks(t *testing.T) {
+	f := startVolatile(t)
+	dir := filepath.Join(f.Mountpoint, "a")
+	writeFile(t, filepath.Join(dir, "x"), nil, false)
+	if err := syscall.Rmdir(dir); err != syscall.ENOTEMPTY {
+		t.Errorf("rmdir of a directory with an entry: %v, want ENOTEMPTY", err)
+	}
+	if err := syscall.Unlink(dir); err != syscall.EISDIR {
+		t.Errorf("unlink of a directory: %v, want EISDIR", err)
+	}
+	if err := syscall.Rmdir(filepath.Join(dir, "x")); err != syscall.ENOTDIR {
+		t.Errorf("rmdir of a file: %v, want ENOTDIR", err)
+	}
+	requireExists(t, filepath.Join(dir, "x"))
+}
+
+// TestVolatile_RenameFile covers which names a renamed file has after a
+// cut, by which of its two directories were synced after the rename.
+func TestVolatile_RenameFile(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		syncA, syncB bool
+		wantA, wantB bool
+	}{
+		{"neither synced", false, false, true, false},
+		{"target synced", false, true, true, true},
+		{"source synced", true, false, false, false},
+		{"both synced", true, true, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := startVolatile(t)
+			src := filepath.Join(f.Mountpoint, "a", "x")
+			dst := filepath.Join(f.Mountpoint, "b", "y")
+			writeFile(t, src, []byte("data"), true)
+			syncDir(t, filepath.Dir(src))
+			if err := os.Rename(src, dst); err != nil {
+				t.Fatal(err)
+			}
+			if tc.syncA {
+				syncDir(t, filepath.Dir(src))
+			}
+			if tc.syncB {
+				syncDir(t, filepath.Dir(dst))
+			}
+
+			cut(t, f)
+			for _, c := range []struct {
+				path string
+				want bool
+			}{{src, tc.wantA}, {dst, tc.wantB}} {
+				if c.want {
+					requireContent(t, c.path, []byte("data"))
+				} else {
+					requireMissing(t, c.path)
+				}
+			}
+		})
+	}
+}
+
+func TestVolatile_RenameReplacedTargetBack(t *testing.T) {
+	f := startVolatile(t)
+	src := filepath.Join(f.Mountpoint, "a", "x")
+	dst := filepath.Join(f.Mountpoint, "b", "y")
+	writeFile(t, src, []byte("source"), true)
+	writeFile(t, dst, []byte("target"), true)
+	syncDir(t, filepath.Dir(src))
+	syncDir(t, filepath.Dir(dst))
+	ino := inodeOf(t, dst)
+	if err := os.Rename(src, dst); err != nil {
+		t.Fatal(err)
+	}
+	requireContent(t, dst, []byte("source"))
+
+	requireEntries(t, cut(t, f), 2)
+	requireContent(t, src, []byte("source"))
+	requireContent(t, dst, []byte("target"))
+	if got := inodeOf(t, dst); got != ino {
+		t.Errorf("inode of the replaced target after the cut = %d, want %d", got, ino)
+	}
+}
+
+func TestVolatile_RenameReplaceKeptByTargetSync(t *testing.T) {
+	f := startVolatile(t)
+	src := filepath.Join(f.Mountpoint, "a", "x")
+	dst := filepath.Join(f.Mountpoint, "a", "y")
+	writeFile(t, src, []byte("source"), true)
+	writeFile(t, dst, []byte("target"), true)
+	syncDir(t, filepath.Dir(src))
+	if err := os.Rename(src, dst); err != nil {
+		t.Fatal(err)
+	}
+	syncDir(t, filepath.Dir(src))
+
+	requireEntries(t, cut(t, f), 0)
+	requireMissing(t, src)
+	requireContent(t, dst, []byte("source"))
+}
+
+func TestVolatile_RenameNoReplace(t *testing.T) {
+	f := startVolatile(t)
+	src := filepath.Join(f.Mountpoint, "a", "x")
+	dst := filepath.Join(f.Mountpoint, "b", "y")
+	writeFile(t, src, []byte("source"), true)
+	writeFile(t, dst, []byte("target"), true)
+	err := unix.Renameat2(unix.AT_FDCWD, src, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE)
+	if err != unix.EEXIST {
+		t.Errorf("rename without replacing onto an existing name: %v, want EEXIST", err)
+	}
+	requireContent(t, src, []byte("source"))
+	requireContent(t, dst, []byte("target"))
+
+	other := filepath.Join(f.Mountpoint, "b", "z")
+	if err := unix.Renameat2(unix.AT_FDCWD, src, unix.AT_FDCWD, other, unix.RENAME_NOREPLACE); err != nil {
+		t.Fatal(err)
+	}
+	requireContent(t, other, []byte("source"))
+	// The creations of x and y are pending too, so all three go.
+	requireEntries(t, cut(t, f), 4)
+	requireMissing(t, src)
+	requireMissing(t, dst)
+	requireMissing(t, other)
+}
+
+func TestVolatile_RenameChecks(t *testing.T) {
+	f := startVolatile(t)
+	file := filepath.Join(f.Mountpoint, "a", "x")
+	writeFile(t, file, nil, true)
+	full := filepath.Join(f.Mountpoint, "a")
+	empty := filepath.Join(f.Mountpoint, "b")
+	// os.Rename rejects a directory as the target itself, so these
+	// call rename(2) directly.
+	if err := syscall.Rename(file, empty); err != syscall.EISDIR {
+		t.Errorf("rename of a file onto a directory: %v, want EISDIR", err)
+	}
+	if err := syscall.Rename(empty, full); err != syscall.ENOTEMPTY {
+		t.Errorf("rename of a directory onto one with entries: %v, want ENOTEMPTY", err)
+	}
+	if err := syscall.Rename(empty, file); err != syscall.ENOTDIR {
+		t.Errorf("rename of a directory onto a file: %v, want ENOTDIR", err)
+	}
+	requireExists(t, file)
+	requireExists(t, empty)
+}
+
+func TestVolatile_RenameSameInodeNothing(t *testing.T) {
+	f := startVolatile(t)
+	path := filepath.Join(f.Mountpoint, "a", "x")
+	link := filepath.Join(f.Mountpoint, "a", "y")
+	writeFile(t, path, []byte("data"), true)
+	if err := os.Link(path, link); err != nil {
+		t.Fatal(err)
+	}
+	syncDir(t, filepath.Dir(path))
+	if err := os.Rename(path, link); err != nil {
+		t.Fatal(err)
+	}
+
+	requireEntries(t, cut(t, f), 0)
+	requireContent(t, path, []byte("data"))
+	requireContent(t, link, []byte("data"))
+}
+
+// TestVolatile_RenameDir covers a renamed directory, which cannot have
+// two names: when only the target directory was synced, it keeps the
+// new name alone.
+func TestVolatile_RenameDir(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		syncOld, syncNew bool
+		wantOld, wantNew bool
+	}{
+		{"neither synced", false, false, true, false},
+		{"target synced", false, true, false, true},
+		{"source synced", true, false, false, false},
+		{"both synced", true, true, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := startVolatile(t)
+			oldPath := filepath.Join(f.Mountpoint, "a", "d")
+			newPath := filepath.Join(f.Mountpoint, "b", "e")
+			if err := os.Mkdir(oldPath, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, filepath.Join(oldPath, "x"), []byte("data"), true)
+			syncDir(t, oldPath)
+			syncDir(t, filepath.Dir(oldPath))
+			if err := os.Rename(oldPath, newPath); err != nil {
+				t.Fatal(err)
+			}
+			if tc.syncOld {
+				syncDir(t, filepath.Dir(oldPath))
+			}
+			if tc.syncNew {
+				syncDir(t, filepath.Dir(newPath))
+			}
+
+			cut(t, f)
+			for _, c := range []struct {
+				path string
+				want bool
+			}{{oldPath, tc.wantOld}, {newPath, tc.wantNew}} {
+				if c.want {
+					requireContent(t, filepath.Join(c.path, "x"), []byte("data"))
+				} else {
+					requireMissing(t, c.path)
+				}
+			}
+		})
+	}
+}
+
+func TestVolatile_RenameDirOverEmptyDirBack(t *testing.T) {
+	f := startVolatile(t)
+	a := filepath.Join(f.Mountpoint, "a")
+	b := filepath.Join(f.Mountpoint, "b")
+	writeFile(t, filepath.Join(a, "x"), []byte("data"), true)
+	syncDir(t, a)
+	inoB := inodeOf(t, b)
+	if err := syscall.Rename(a, b); err != nil {
+		t.Fatal(err)
+	}
+	requireContent(t, filepath.Join(b, "x"), []byte("data"))
+
+	requireEntries(t, cut(t, f), 2)
+	requireContent(t, filepath.Join(a, "x"), []byte("data"))
+	if got := inodeOf(t, b); got != inoB {
+		t.Errorf("inode of the replaced directory after the cut = %d, want %d", got, inoB)
+	}
+}
+
+// TestVolatile_ProducerProtocol drops a file as the spool directory
+// protocol requires of producers: it survives the cut in new/, and tmp/,
+// which the producer does not sync, is empty again.
+func TestVolatile_ProducerProtocol(t *testing.T) {
+	f := startVolatile(t)
+	tmp := filepath.Join(f.Mountpoint, "a", "x.part")
+	dst := filepath.Join(f.Mountpoint, "b", "x.msg")
+	writeFile(t, tmp, []byte("payload"), true)
+	if err := os.Rename(tmp, dst); err != nil {
+		t.Fatal(err)
+	}
+	syncDir(t, filepath.Dir(dst))
+
+	cut(t, f)
+	requireContent(t, dst, []byte("payload"))
+	requireMissing(t, tmp)
+}
+
+func TestVolatile_TurnedOffMakesEntriesDurable(t *testing.T) {
+	f := startVolatile(t)
+	created := filepath.Join(f.Mountpoint, "a", "x")
+	removed := filepath.Join(f.Mountpoint, "b")
+	writeFile(t, created, []byte("data"), true)
+	if err := os.Remove(removed); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.SetVolatileEntries(false); err != nil {
+		t.Fatal(err)
+	}
+
+	requireEntries(t, cut(t, f), 0)
+	requireContent(t, created, []byte("data"))
+	requireMissing(t, removed)
+}
+
+func TestVolatile_UnmountKeepsEntries(t *testing.T) {
+	f := startVolatile(t)
+	writeFile(t, filepath.Join(f.Mountpoint, "a", "x"), []byte("data"), true)
+	if err := os.Remove(filepath.Join(f.Mountpoint, "b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Unmount(); err != nil {
+		t.Fatal(err)
+	}
+	requireContent(t, filepath.Join(f.Backing, "a", "x"), []byte("data"))
+	requireMissing(t, filepath.Join(f.Backing, "b"))
+	held := filepath.Join(filepath.Dir(f.Backing), ".backing.lossfs-held")
+	requireMissing(t, held)
+}

@@ -11,7 +11,8 @@ import (
 )
 
 // node is a loopback node whose open files log their changes, and whose
-// removals drop the logs of files left without a link.
+// removals drop the logs of files left without a link. In the
+// volatile-entries mode it also logs the changes of its entries.
 type node struct {
 	*fs.LoopbackNode
 	fs *FS
@@ -23,7 +24,13 @@ var (
 	_ fs.NodeCreater        = (*node)(nil)
 	_ fs.NodeSetattrer      = (*node)(nil)
 	_ fs.NodeUnlinker       = (*node)(nil)
+	_ fs.NodeRmdirer        = (*node)(nil)
 	_ fs.NodeRenamer        = (*node)(nil)
+	_ fs.NodeMkdirer        = (*node)(nil)
+	_ fs.NodeMknoder        = (*node)(nil)
+	_ fs.NodeSymlinker      = (*node)(nil)
+	_ fs.NodeLinker         = (*node)(nil)
+	_ fs.NodeOpendirHandler = (*node)(nil)
 	_ fs.NodeCopyFileRanger = (*node)(nil)
 )
 
@@ -48,17 +55,27 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 }
 
 func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	n.fs.mu.Lock()
+	defer n.fs.mu.Unlock()
+	path := filepath.Join(n.backingPath(), name)
 	if flags&syscall.O_TRUNC != 0 {
-		n.fs.mu.Lock()
-		defer n.fs.mu.Unlock()
-		path := filepath.Join(n.backingPath(), name)
 		if errno := n.recordPathTruncate(path, 0); errno != 0 && errno != syscall.ENOENT {
 			return nil, nil, 0, errno
 		}
 	}
+	// The kernel sends CREATE for a name it has not looked up, which may
+	// exist: then the open creates no entry.
+	_, err := os.Lstat(path)
+	existed := err == nil
 	inode, fh, fuseFlags, errno := n.LoopbackNode.Create(ctx, name, flags, mode, out)
 	if errno != 0 {
 		return nil, nil, 0, errno
+	}
+	if !existed {
+		if errno := n.recordAdded(name); errno != 0 {
+			fh.(fs.FileReleaser).Release(ctx)
+			return nil, nil, 0, errno
+		}
 	}
 	return inode, n.wrap(fh), fuseFlags, 0
 }
@@ -94,20 +111,111 @@ func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 	return n.LoopbackNode.Setattr(ctx, fh, in, out)
 }
 
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	n.fs.mu.Lock()
+	defer n.fs.mu.Unlock()
+	inode, errno := n.LoopbackNode.Mkdir(ctx, name, mode, out)
+	if errno != 0 {
+		return nil, errno
+	}
+	return inode, n.recordAdded(name)
+}
+
+func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	n.fs.mu.Lock()
+	defer n.fs.mu.Unlock()
+	inode, errno := n.LoopbackNode.Mknod(ctx, name, mode, rdev, out)
+	if errno != 0 {
+		return nil, errno
+	}
+	return inode, n.recordAdded(name)
+}
+
+func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	n.fs.mu.Lock()
+	defer n.fs.mu.Unlock()
+	inode, errno := n.LoopbackNode.Symlink(ctx, target, name, out)
+	if errno != 0 {
+		return nil, errno
+	}
+	return inode, n.recordAdded(name)
+}
+
+func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	n.fs.mu.Lock()
+	defer n.fs.mu.Unlock()
+	inode, errno := n.LoopbackNode.Link(ctx, target, name, out)
+	if errno != 0 {
+		return nil, errno
+	}
+	return inode, n.recordAdded(name)
+}
+
+// recordAdded records the creation of name in the volatile-entries mode.
+// The caller must hold n.fs.mu.
+func (n *node) recordAdded(name string) syscall.Errno {
+	if n.fs.entries == nil {
+		return 0
+	}
+	return toErrno(n.fs.entries.recordAdded(n.backingPath(), name))
+}
+
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	n.fs.mu.Lock()
 	defer n.fs.mu.Unlock()
+	if n.fs.entries != nil {
+		return n.fs.entries.remove(n.backingPath(), name, false)
+	}
 	errno := n.LoopbackNode.Unlink(ctx, name)
 	n.fs.dropUnlinked()
 	return errno
 }
 
+func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	n.fs.mu.Lock()
+	defer n.fs.mu.Unlock()
+	if n.fs.entries != nil {
+		return n.fs.entries.remove(n.backingPath(), name, true)
+	}
+	return n.LoopbackNode.Rmdir(ctx, name)
+}
+
 func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	n.fs.mu.Lock()
 	defer n.fs.mu.Unlock()
+	if n.fs.entries != nil {
+		to, ok := newParent.(*node)
+		if !ok {
+			return syscall.EXDEV
+		}
+		return n.fs.entries.rename(n.backingPath(), name, to.backingPath(), newName, flags)
+	}
 	errno := n.LoopbackNode.Rename(ctx, name, newParent, newName, flags)
 	n.fs.dropUnlinked()
 	return errno
+}
+
+// OpendirHandle wraps the loopback directory handle, so that an fsync of
+// the directory reaches the entry log.
+func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	fh, fuseFlags, errno := n.LoopbackNode.OpendirHandle(ctx, flags)
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	inner, ok := fh.(loopbackDir)
+	if !ok {
+		// The handle of go-fuse v2.12.1 has all the methods.
+		if r, ok := fh.(fs.FileReleasedirer); ok {
+			r.Releasedir(ctx, 0)
+		}
+		return nil, 0, syscall.EIO
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(n.backingPath(), &st); err != nil {
+		inner.Releasedir(ctx, 0)
+		return nil, 0, fs.ToErrno(err)
+	}
+	return &dirHandle{inner: inner, fs: n.fs, id: fileID{dev: st.Dev, ino: st.Ino}}, fuseFlags, 0
 }
 
 // CopyFileRange returns ENOSYS, so the kernel copies through READ and
