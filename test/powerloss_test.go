@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqspool/mqspool/internal/format"
 	"github.com/mqspool/mqspool/test/harness"
 	"github.com/mqspool/mqspool/test/harness/lossfs"
 )
@@ -125,7 +126,8 @@ func envInt(t *testing.T, name string, def int64) int64 {
 
 // TestPowerLoss_UplinkNoLoss cuts the power under a running daemon whose
 // spool directory and spool.db sit on lossfs, which loses every write
-// not yet fsynced. After each cut the daemon must start on what the
+// not yet fsynced, and every directory entry change not yet synced in its
+// directory. After each cut the daemon must start on what the
 // disk kept, and in the end every QoS 1 message must have arrived and no
 // QoS 2 message twice. POWERLOSS_CYCLES sets the number of cuts
 // (default 8) and POWERLOSS_SEED replays the run lengths of an
@@ -166,23 +168,28 @@ func TestPowerLoss_UplinkNoLoss(t *testing.T) {
 
 // startLossDisk mounts lossfs with a sync delay of 5 ms. Most of a
 // commit's time goes to its fsyncs then, as on a real disk, so a cut
-// often finds written pages that are not yet durable.
+// often finds written pages that are not yet durable. Directory entries
+// are volatile too: a cut undoes those changed since their directory's
+// last fsync.
 func startLossDisk(t *testing.T) *lossfs.FS {
 	disk := lossfs.Start(t)
 	disk.SetSyncDelay(5 * time.Millisecond)
+	if err := disk.SetVolatileEntries(true); err != nil {
+		t.Fatal(err)
+	}
 	return disk
 }
 
 // newDaemonOnDisk configures a daemon with its spool directory and
 // spool.db on disk, which must be mounted before, so that the daemon's
-// cleanup (a kill) runs before the unmount. extra is added to the
-// config.
+// cleanup (a kill) runs before the unmount. It creates the directories
+// durably, as an installer would. extra is added to the config.
 func newDaemonOnDisk(t *testing.T, disk *lossfs.FS, broker *harness.Broker, extra string) *harness.Daemon {
 	d := harness.NewDaemon(t, broker.URL(), extra)
 	d.Dir = filepath.Join(disk.Mountpoint, "spool")
 	d.DB = filepath.Join(disk.Mountpoint, "state", "spool.db")
 	for _, dir := range []string{filepath.Dir(d.DB), filepath.Join(d.Dir, "tmp"), filepath.Join(d.Dir, "new")} {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := format.MkdirAllSync(dir); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -244,7 +251,8 @@ func cutPower(t *testing.T, disk *lossfs.FS, cycle int) {
 	if after := mountDevice(t, disk); after != before {
 		t.Fatalf("cut %d: the mount's device number changed from %#x to %#x (another mount took the old number meanwhile; run the test again)", cycle, before, after)
 	}
-	t.Logf("cut %d: undid unsynced changes to %d files (%d bytes written back, %d bytes truncated)", cycle, stats.Files, stats.Bytes, stats.Truncated)
+	t.Logf("cut %d: undid unsynced changes to %d files (%d bytes written back, %d bytes truncated) and %d directory entries",
+		cycle, stats.Files, stats.Bytes, stats.Truncated, stats.Entries)
 }
 
 func mountDevice(t *testing.T, disk *lossfs.FS) uint64 {
