@@ -9,8 +9,9 @@ const (
 )
 
 // applySubscriptionDefaults fills max_files and max_bytes where a
-// subscription omits them. Viper's defaults cannot reach into list
-// elements, so the raw list shows which keys the file set.
+// subscription omits them or gives them no value (YAML null), as a null
+// key outside the list gets its default. Viper's defaults cannot reach
+// into list elements, so the raw list shows which keys the file set.
 func applySubscriptionDefaults(v *viper.Viper, cfg *Config) {
 	raw, _ := v.Get("subscriptions").([]any)
 	for i := range cfg.Subscriptions {
@@ -18,10 +19,10 @@ func applySubscriptionDefaults(v *viper.Viper, cfg *Config) {
 		if i < len(raw) {
 			set, _ = raw[i].(map[string]any)
 		}
-		if _, ok := set["max_files"]; !ok {
+		if set["max_files"] == nil {
 			cfg.Subscriptions[i].MaxFiles = DefaultInboxMaxFiles
 		}
-		if _, ok := set["max_bytes"]; !ok {
+		if set["max_bytes"] == nil {
 			cfg.Subscriptions[i].MaxBytes = DefaultInboxMaxBytes
 		}
 	}

@@ -34,6 +34,29 @@ subscriptions:
 	}
 }
 
+// A limit written with no value (YAML null) gets the default, as a null
+// key elsewhere in the file does, and does not turn the limit off.
+func TestLoad_SubscriptionLimitsNull(t *testing.T) {
+	text := minimal + `
+subscriptions:
+  - filter: a/#
+    dir: /tmp/inbox-a
+    max_files:
+    max_bytes: ~
+`
+	l, err := Load(LoadOptions{File: writeFile(t, text), LookupEnv: noEnv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := l.Config.Subscriptions[0]
+	if s.MaxFiles != DefaultInboxMaxFiles {
+		t.Errorf("null max_files = %d, want the default %d", s.MaxFiles, DefaultInboxMaxFiles)
+	}
+	if s.MaxBytes != DefaultInboxMaxBytes {
+		t.Errorf("null max_bytes = %d, want the default %d", s.MaxBytes, DefaultInboxMaxBytes)
+	}
+}
+
 func TestLoad_SubscriptionRepeats(t *testing.T) {
 	text := minimal + `
 subscriptions:
