@@ -38,6 +38,7 @@ func decode(v *viper.Viper, data []byte) (*Config, []decodeProblem) {
 	})
 	applySubscriptionDefaults(v, &cfg)
 	problems := append(decodeProblems(err), valuelessUnknownKeys(data)...)
+	problems = append(problems, caseRepeatedKeys(data)...)
 	if lists := notLists(data); len(lists) > 0 {
 		problems = append(withoutItemsOf(problems, lists), lists...)
 	}

@@ -174,3 +174,33 @@ func TestLoad_SizeAsNumber(t *testing.T) {
 		t.Errorf("max_bytes = %s, want 1MiB", got)
 	}
 }
+
+// A key set twice with different case is reported, because viper keeps
+// only one of the values, chosen in Go's map order.
+func TestLoad_KeyRepeatedInOtherCase(t *testing.T) {
+	cases := []struct {
+		name, file, want string
+	}{
+		{"leaf", minimal + "  client_id: a\n  Client_ID: b\n",
+			"broker.client_id: set 2 times, as Client_ID, client_id, but keys ignore case"},
+		{"section", minimal + "Broker:\n  client_id: a\n",
+			"broker: set 2 times, as Broker, broker"},
+		{"three", minimal + "pickup:\n  settle: 1s\n  Settle: 2s\n  SETTLE: 3s\n",
+			"pickup.settle: set 3 times, as SETTLE, Settle, settle"},
+		{"list item", minimal + "subscriptions:\n  - {filter: a/#, dir: /tmp/in, max_files: 5, Max_Files: 7}\n",
+			"subscriptions[0].max_files: set 2 times, as Max_Files, max_files"},
+		{"list", minimal + "routes: []\nRoutes:\n  - {match: a, topic: b}\n",
+			"routes: set 2 times, as Routes, routes"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(LoadOptions{File: writeFile(t, tc.file), LookupEnv: noEnv})
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Load error %v, want ErrInvalid", err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not contain %q", err, tc.want)
+			}
+		})
+	}
+}

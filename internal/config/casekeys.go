@@ -1,0 +1,66 @@
+package config
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// caseRepeatedKeys reports each key that the YAML config file data sets
+// more than once in one mapping with different upper and lower case, such
+// as "client_id" and "Client_ID". Viper (v1.21.0, insensitiviseMap)
+// lower-cases the keys of each mapping in Go's map order, so only one of
+// the values takes effect, and which one can change from run to run.
+func caseRepeatedKeys(data []byte) []decodeProblem {
+	var root map[string]any
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		// Viper has parsed the same data, and reports any syntax error.
+		return nil
+	}
+	problems := caseRepeatsInMapping("", root)
+	sort.Slice(problems, func(i, j int) bool { return problems[i].text < problems[j].text })
+	return problems
+}
+
+// caseRepeatsInMapping reports the repeated keys of section, whose keys
+// are named below prefix, and those of the mappings and lists inside it.
+func caseRepeatsInMapping(prefix string, section map[string]any) []decodeProblem {
+	var problems []decodeProblem
+	spellings := map[string][]string{}
+	for name, value := range section {
+		key := strings.ToLower(name)
+		if prefix != "" {
+			key = prefix + "." + key
+		}
+		spellings[key] = append(spellings[key], name)
+		problems = append(problems, caseRepeatsInValue(key, value)...)
+	}
+	for key, names := range spellings {
+		if len(names) < 2 {
+			continue
+		}
+		sort.Strings(names)
+		problems = append(problems, decodeProblem{text: fmt.Sprintf("%s: set %d times, as %s, but keys "+
+			"ignore case, so only one value takes effect: keep one of them", key, len(names),
+			strings.Join(names, ", "))})
+	}
+	return problems
+}
+
+// caseRepeatsInValue reports the repeated keys inside value, the value
+// of key: in a mapping, or in the mappings of a list such as routes.
+func caseRepeatsInValue(key string, value any) []decodeProblem {
+	if section, ok := asMapping(value); ok {
+		return caseRepeatsInMapping(key, section)
+	}
+	list, _ := value.([]any)
+	var problems []decodeProblem
+	for i, item := range list {
+		if section, ok := asMapping(item); ok {
+			problems = append(problems, caseRepeatsInMapping(fmt.Sprintf("%s[%d]", key, i), section)...)
+		}
+	}
+	return problems
+}
