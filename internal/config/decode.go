@@ -114,7 +114,7 @@ func describeDecodeError(de *mapstructure.DecodeError) []decodeProblem {
 	}
 	if got, ok := strings.CutPrefix(cause.Error(), "expected a map or struct, got "); ok {
 		return []decodeProblem{{key: key, text: fmt.Sprintf("%s: %s is not a mapping: write the keys "+
-			"indented below it, as in configs/mqspool.yaml", key, withArticle(strings.Trim(got, `"`)))}}
+			"indented below it, as in configs/mqspool.yaml", key, yamlKindOf(strings.Trim(got, `"`)))}}
 	}
 
 	var parseErr *mapstructure.ParseError
@@ -306,10 +306,18 @@ func parseSignedByteSize(s string) (ByteSize, error) {
 	return -size, nil
 }
 
-// withArticle puts "a" or "an" before a type name, such as "an int".
-func withArticle(name string) string {
-	if name != "" && strings.ContainsRune("aeiou", rune(name[0])) {
-		return "an " + name
+// yamlKindOf names, as a YAML file shows it, a value of the Go kind that
+// mapstructure names in its errors, such as "slice" or "float64".
+func yamlKindOf(kind string) string {
+	switch {
+	case kind == "slice" || kind == "array":
+		return "a list"
+	case kind == "bool":
+		return "true or false"
+	case kind == "string":
+		return "a string"
+	case strings.HasPrefix(kind, "int") || strings.HasPrefix(kind, "uint") || strings.HasPrefix(kind, "float"):
+		return "a number"
 	}
-	return "a " + name
+	return "a value of type " + kind
 }
