@@ -4,21 +4,15 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-
-	"go.yaml.in/yaml/v3"
 )
 
-// caseRepeatedKeys reports each key that the YAML config file data sets
-// more than once in one mapping with different upper and lower case, such
-// as "client_id" and "Client_ID". Viper (v1.21.0, insensitiviseMap)
-// lower-cases the keys of each mapping in Go's map order, so only one of
-// the values takes effect, and which one can change from run to run.
-func caseRepeatedKeys(data []byte) []decodeProblem {
-	var root map[string]any
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		// Viper has parsed the same data, and reports any syntax error.
-		return nil
-	}
+// caseRepeatedKeys reports each key set more than once with different
+// upper and lower case in one mapping below root, the config file's top
+// level, such as "client_id" and "Client_ID". Viper (v1.21.0,
+// insensitiviseMap) lower-cases the keys of each mapping in Go's map
+// order, so only one of the values takes effect, and which one can change
+// from run to run.
+func caseRepeatedKeys(root map[string]any) []decodeProblem {
 	problems := caseRepeatsInMapping("", root)
 	sort.Slice(problems, func(i, j int) bool { return problems[i].text < problems[j].text })
 	return problems

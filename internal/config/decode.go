@@ -37,9 +37,9 @@ func decode(v *viper.Viper, data []byte) (*Config, []decodeProblem) {
 		dc.ErrorUnused = true
 	})
 	applySubscriptionDefaults(v, &cfg)
-	problems := append(decodeProblems(err), valuelessUnknownKeys(data)...)
-	problems = append(problems, caseRepeatedKeys(data)...)
-	if lists := notLists(data); len(lists) > 0 {
+	raw, lists := rawProblems(data)
+	problems := append(decodeProblems(err), raw...)
+	if len(lists) > 0 {
 		problems = append(withoutItemsOf(problems, lists), lists...)
 	}
 	return &cfg, problems

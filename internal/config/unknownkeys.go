@@ -8,18 +8,27 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// valuelessUnknownKeys reports the unknown keys in the YAML config file
-// data that set no value: a key with no value (YAML null) or with an
-// empty mapping, such as "brokr: {}", or with only such keys below it.
-// Viper leaves these keys out of what it decodes, so the decoder's
-// unknown-key check never gets them. It reads data with the YAML library
-// that viper uses, so both see the same keys.
-func valuelessUnknownKeys(data []byte) []decodeProblem {
+// rawProblems checks the YAML config file data for what viper hides from
+// its decoder: keys that set no value, keys repeated in another case, and
+// lists written as something else. It reads data with the YAML library
+// that viper uses, so both see the same keys. lists holds the problems of
+// list keys, which stand for the problems of their items.
+func rawProblems(data []byte) (problems, lists []decodeProblem) {
 	var root map[string]any
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		// Viper has parsed the same data, and reports any syntax error.
-		return nil
+		return nil, nil
 	}
+	problems = append(valuelessUnknownKeys(root), caseRepeatedKeys(root)...)
+	return problems, notLists(root)
+}
+
+// valuelessUnknownKeys reports the unknown keys in the config file's root
+// mapping that set no value: a key with no value (YAML null) or with an
+// empty mapping, such as "brokr: {}", or with only such keys below it.
+// Viper leaves these keys out of what it decodes, so the decoder's
+// unknown-key check never gets them.
+func valuelessUnknownKeys(root map[string]any) []decodeProblem {
 	var problems []decodeProblem
 	for _, key := range valuelessUnknown("", root) {
 		problems = append(problems, unknownKeys("", key)...)
@@ -36,11 +45,7 @@ var listItems = map[string]string{"routes": "match", "subscriptions": "filter"}
 // The decoder would take a mapping with keys or a single value as a list
 // of one item, and drop an empty mapping, so the mistake would go
 // unreported or be reported as a problem of that item.
-func notLists(data []byte) []decodeProblem {
-	var root map[string]any
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil
-	}
+func notLists(root map[string]any) []decodeProblem {
 	var problems []decodeProblem
 	for name, value := range root {
 		key := strings.ToLower(name)
