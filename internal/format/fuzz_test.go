@@ -111,3 +111,114 @@ func normalize(m any) any {
 	}
 	return out.Interface()
 }
+
+// FuzzParseJSONLine checks the .jsonl line decoder against the
+// reflection-based decoder it replaced: for any line both must give the
+// same message, fields and error text.
+func FuzzParseJSONLine(f *testing.F) {
+	for _, line := range jsonLineSeeds {
+		f.Add([]byte(line))
+	}
+	var d lineDecoder
+	f.Fuzz(func(t *testing.T, line []byte) {
+		got, gotFields, gotErr := d.parseLine(line)
+		want, wantFields, wantErr := refParseJSONLine(line)
+		if (gotErr == nil) != (wantErr == nil) {
+			t.Fatalf("line %q: error %v, reference error %v", line, gotErr, wantErr)
+		}
+		if gotErr != nil {
+			if gotErr.Error() != wantErr.Error() {
+				t.Fatalf("line %q: error\n%v\nreference error\n%v", line, gotErr, wantErr)
+			}
+			return
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("line %q: message %+v, reference message %+v", line, got, want)
+		}
+		if gotFields != wantFields {
+			t.Fatalf("line %q: fields %+v, reference fields %+v", line, gotFields, wantFields)
+		}
+	})
+}
+
+// jsonLineSeeds are lines for FuzzParseJSONLine: valid lines and lines
+// that break each rule of the decoder.
+var jsonLineSeeds = []string{
+	`{"topic":"a","payload":"x","qos":1,"user_properties":[["k","v"]]}`,
+	`{"payload_base64":"AA=="}`,
+	`{"payload":""}`,
+	`{"topic":"a/b","payload":"hi","qos":2,"retain":true,"expiry":30,"content_type":"text/plain",` +
+		`"response_topic":"r","correlation_data_base64":"AQ==","payload_format":"utf8",` +
+		`"user_properties":[["k","1"],["k","2"]]}`,
+	`{"payload":"a\"b\\c\/d\b\f\n\r\tz\u00e9\ud83d\ude00"}`,
+	`{"payload":"\u0000"}`,
+	`{"topic":"\u0000","payload":""}`,
+	`{"payload":"\ud800"}`,
+	`{"payload":"\udc00\ud800"}`,
+	"{\"payload\":\"\xff\"}",
+	"{\"payload\":\"\xed\xa0\x80\"}",
+	`{"\u0070ayload":"x"}`,
+	`{"payload":"x","payload":"y"}`,
+	`{"payload":"x","qos":1,"qos":1}`,
+	`{"payload":null,"payload":"x"}`,
+	`{"colour":1,"colour":2}`,
+	`{"TOPIC":"a","payload":"x"}`,
+	`{"topic":null,"payload":"x"}`,
+	`{"payload":"x","qos":null,"retain":null,"expiry":null}`,
+	`{"payload":"x","user_properties":null}`,
+	`{"payload":"x","user_properties":[null]}`,
+	`{"payload":"x","user_properties":[["k",null]]}`,
+	`{"payload":"x","user_properties":[[null,null]]}`,
+	`{"payload":"x","user_properties":[["k"]]}`,
+	`{"payload":"x","user_properties":[["k","v","w"]]}`,
+	`{"payload":"x","user_properties":[]}`,
+	`{"payload":"x","user_properties":[[]]}`,
+	`{"payload":"x","user_properties":[["","v"]]}`,
+	`{"payload":"x","user_properties":[["k",1]]}`,
+	`{"payload":"x","user_properties":{"k":"v"}}`,
+	`{"payload":"x","user_properties":[["k","v"],{"a":1,"a":2}]}`,
+	`{"payload":"x","qos":1.0}`,
+	`{"payload":"x","qos":1e0}`,
+	`{"payload":"x","qos":1e2}`,
+	`{"payload":"x","qos":-0}`,
+	`{"payload":"x","qos":01}`,
+	`{"payload":"x","qos":1.5}`,
+	`{"payload":"x","qos":-1}`,
+	`{"payload":"x","qos":"1"}`,
+	`{"payload":"x","qos":99999999999999999999}`,
+	`{"payload":"x","qos":99999999999999999999.5}`,
+	`{"payload":"x","expiry":4294967295}`,
+	`{"payload":"x","expiry":4294967296}`,
+	`{"payload":"x","expiry":-9223372036854775808}`,
+	`{"payload":"x","expiry":9223372036854775808}`,
+	`{"payload":"x","retain":1}`,
+	`{"payload":"x","retain":[1,}`,
+	`{"payload":"x","topic":[1,}`,
+	`{"payload":"x","topic":{"a":1,"a":2}}`,
+	`{"payload":"x","topic":{"nested":[{"deep":[]}]}}`,
+	`{"payload":"x"} {"payload":"y"}`,
+	`{"payload":"x"}}`,
+	`{"payload":"x"} "` + "\xff" + `"`,
+	`{"payload":"x"} `,
+	`{"payload":"x",}`,
+	`{"payload":"x"`,
+	`{"payload"`,
+	"\xEF\xBB\xBF{\"payload\":\"x\"}",
+	"\r",
+	` `,
+	`null`,
+	`null x`,
+	`[1]`,
+	`"x"`,
+	`1`,
+	`true`,
+	`{}`,
+	`{"payload":"x","payload_base64":"eA=="}`,
+	`{"payload_base64":"%%"}`,
+	`{"payload_base64":"eA"}`,
+	`{"payload":"x","correlation_data_base64":"=="}`,
+	`{"payload":"x","payload_format":"text"}`,
+	`{"payload":"x","response_topic":"a/+"}`,
+	`{"payload":"x","content_type":"\u0001"}`,
+	`{"payload":"","topic":"a/#"}`,
+}

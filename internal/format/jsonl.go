@@ -2,7 +2,6 @@ package format
 
 import (
 	"bytes"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"strconv"
@@ -24,22 +23,6 @@ type Entry struct {
 	// End is the byte offset just past the object's line, set by
 	// [EachJSONL].
 	End int
-}
-
-// jsonLine is the schema of one .jsonl line. Pointers tell an absent
-// field from a zero one.
-type jsonLine struct {
-	Topic                 *string     `json:"topic"`
-	Payload               *string     `json:"payload"`
-	PayloadBase64         *string     `json:"payload_base64"`
-	QoS                   *int64      `json:"qos"`
-	Retain                *bool       `json:"retain"`
-	Expiry                *int64      `json:"expiry"`
-	ContentType           *string     `json:"content_type"`
-	ResponseTopic         *string     `json:"response_topic"`
-	CorrelationDataBase64 *string     `json:"correlation_data_base64"`
-	PayloadFormat         *string     `json:"payload_format"`
-	UserProperties        [][]*string `json:"user_properties"`
 }
 
 // ParseJSONL parses a .jsonl file: one JSON object per line, lines ending
@@ -84,6 +67,7 @@ func CheckJSONLCount(size, n int) error {
 // first error from fn, which it returns as it is. It accepts data without
 // any object; see [CheckJSONLCount].
 func EachJSONL(data []byte, lines int, fn func(Entry) error) error {
+	var d lineDecoder
 	off := 0
 	if lines == 0 {
 		off = skipBOM(data) // only the start of a file may carry one
@@ -100,7 +84,7 @@ func EachJSONL(data []byte, lines int, fn func(Entry) error) error {
 		if len(bytes.Trim(text, " \t")) == 0 {
 			continue
 		}
-		m, f, err := parseJSONLine(text)
+		m, f, err := d.parseLine(text)
 		if err != nil {
 			return &ParseError{Line: line, Err: err}
 		}
@@ -111,21 +95,15 @@ func EachJSONL(data []byte, lines int, fn func(Entry) error) error {
 	return nil
 }
 
-// parseJSONLine decodes and checks one object. The decoder follows the
-// encoding/json v2 design: member names match exactly, and a name given
-// twice, invalid UTF-8 or text after the object is an error. So a line is
-// never taken with a value other than the one written.
-func parseJSONLine(text []byte) (message.Message, Fields, error) {
-	var j jsonLine
-	if err := json.Unmarshal(text, &j, json.RejectUnknownMembers(true)); err != nil {
-		return message.Message{}, Fields{}, decodeError(text, err)
-	}
-	return j.message()
-}
+// errTextAfter reports text after the line's JSON value.
+var errTextAfter = errors.New("text after the JSON object: put each object on its own line")
 
 // decodeError rewrites a decoder error for the reason file: it names the
 // field and the expected type, without the decoder's Go type names.
-func decodeError(text []byte, err error) error {
+func decodeError(err error) error {
+	if errors.Is(err, errTextAfter) {
+		return err
+	}
 	var sem *json.SemanticError
 	if errors.As(err, &sem) && sem.JSONPointer == "" {
 		return fmt.Errorf("invalid JSON object: the line is a JSON %s: write one JSON "+
@@ -146,10 +124,6 @@ func decodeError(text []byte, err error) error {
 		return fmt.Errorf("invalid JSON object: %s is %s: %s", pointerPath(sem.JSONPointer),
 			kind, expectedValue(field))
 	}
-	var syn *jsontext.SyntacticError
-	if errors.As(err, &syn) && firstValueValid(text) {
-		return errors.New("text after the JSON object: put each object on its own line")
-	}
 	msg := strings.TrimPrefix(strings.TrimPrefix(err.Error(), "jsontext: "), "json: ")
 	if strings.Contains(msg, "invalid UTF-8") {
 		return fmt.Errorf("invalid JSON object: %s: JSON text must be UTF-8; put binary "+
@@ -157,13 +131,6 @@ func decodeError(text []byte, err error) error {
 	}
 	return fmt.Errorf("invalid JSON object: %s: write one complete object per line, "+
 		"in UTF-8, with each field once", msg)
-}
-
-// firstValueValid reports whether text starts with a valid JSON value. A
-// line that does and still fails to decode has text after that value.
-func firstValueValid(text []byte) bool {
-	_, err := jsontext.NewDecoder(bytes.NewReader(text)).ReadValue()
-	return err == nil
 }
 
 // firstToken returns the object member a pointer starts with, such as
@@ -221,116 +188,4 @@ func expectedValue(field string) string {
 		return `write an array of ["key", "value"] pairs of strings`
 	}
 	return "write a string"
-}
-
-// message converts the decoded fields and checks their values.
-func (j *jsonLine) message() (message.Message, Fields, error) {
-	var m message.Message
-	var f Fields
-	if err := j.payload(&m); err != nil {
-		return m, f, err
-	}
-	if j.Topic != nil {
-		if err := message.ValidateTopic(*j.Topic, true); err != nil {
-			return m, f, fmt.Errorf("field topic %s is invalid: %w", message.QuoteShort(*j.Topic), err)
-		}
-		m.Topic, f.Topic = *j.Topic, true
-	}
-	if j.QoS != nil {
-		if *j.QoS < 0 || *j.QoS > 2 {
-			return m, f, fmt.Errorf("field qos %d is invalid: use 0, 1 or 2", *j.QoS)
-		}
-		m.QoS, f.QoS = byte(*j.QoS), true
-	}
-	if j.Retain != nil {
-		m.Retain, f.Retain = *j.Retain, true
-	}
-	if j.Expiry != nil {
-		if *j.Expiry < 0 || *j.Expiry > 1<<32-1 {
-			return m, f, fmt.Errorf("field expiry %d is invalid: use whole seconds "+
-				"from 0 to 4294967295", *j.Expiry)
-		}
-		m.ExpirySeconds = uint32(*j.Expiry)
-	}
-	if err := j.properties(&m); err != nil {
-		return m, f, err
-	}
-	return m, f, nil
-}
-
-// payload sets the payload from exactly one of payload and payload_base64.
-func (j *jsonLine) payload(m *message.Message) error {
-	switch {
-	case j.Payload != nil && j.PayloadBase64 != nil:
-		return errors.New("both payload and payload_base64 are set: use one of them")
-	case j.Payload != nil:
-		m.Payload = []byte(*j.Payload)
-	case j.PayloadBase64 != nil:
-		b, err := base64.StdEncoding.DecodeString(*j.PayloadBase64)
-		if err != nil {
-			return fmt.Errorf("field payload_base64 is invalid: %v: use standard base64 "+
-				"with padding", err)
-		}
-		m.Payload = b
-	default:
-		return errors.New("payload is missing: set payload (text) or payload_base64")
-	}
-	return nil
-}
-
-// properties sets the optional MQTT 5 properties.
-func (j *jsonLine) properties(m *message.Message) error {
-	for _, s := range []*string{j.ContentType, j.ResponseTopic, j.PayloadFormat} {
-		if s != nil {
-			if err := checkString(*s); err != nil {
-				return fmt.Errorf("field value %q is invalid: %w", *s, err)
-			}
-		}
-	}
-	if j.ContentType != nil {
-		m.ContentType = *j.ContentType
-	}
-	if j.ResponseTopic != nil {
-		if err := checkResponseTopic(*j.ResponseTopic); err != nil {
-			return fmt.Errorf("field response_topic %s is invalid: %w", message.QuoteShort(*j.ResponseTopic), err)
-		}
-		m.ResponseTopic = *j.ResponseTopic
-	}
-	if j.CorrelationDataBase64 != nil {
-		b, err := base64.StdEncoding.DecodeString(*j.CorrelationDataBase64)
-		if err != nil {
-			return fmt.Errorf("field correlation_data_base64 is invalid: %v: use standard "+
-				"base64 with padding", err)
-		}
-		m.CorrelationData = b
-	}
-	if j.PayloadFormat != nil {
-		pf, ok := parsePayloadFormat(*j.PayloadFormat)
-		if !ok {
-			return fmt.Errorf("field payload_format %q is invalid: use utf8 or bytes",
-				*j.PayloadFormat)
-		}
-		m.PayloadFormat = pf
-	}
-	return j.userProperties(m)
-}
-
-func (j *jsonLine) userProperties(m *message.Message) error {
-	for i, kv := range j.UserProperties {
-		if len(kv) != 2 || kv[0] == nil || kv[1] == nil {
-			return fmt.Errorf("user_properties[%d] is invalid: write each property as "+
-				"[\"key\", \"value\"]", i)
-		}
-		if *kv[0] == "" {
-			return fmt.Errorf("user_properties[%d] is invalid: %w", i, ErrEmptyPropertyKey)
-		}
-		for _, s := range kv {
-			if err := checkString(*s); err != nil {
-				return fmt.Errorf("user_properties[%d] value %q is invalid: %w", i, *s, err)
-			}
-		}
-		m.UserProperties = append(m.UserProperties,
-			message.UserProperty{Key: *kv[0], Value: *kv[1]})
-	}
-	return nil
 }
