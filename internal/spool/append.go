@@ -7,6 +7,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/mqspool/mqspool/internal/message"
 )
 
 // Append stores the messages of files in one fsync'd transaction, each
@@ -112,10 +114,7 @@ func (s *Spool) appendFile(a *appender, f *FileBatch) (repeat bool, err error) {
 	}
 
 	todo := f.Messages[min(stored-f.Start, len(f.Messages)):]
-	records := make([][]byte, len(todo))
-	for i := range todo {
-		records[i] = encodeRecord(a.now, &todo[i])
-	}
+	records := encodeRecords(a.now, todo)
 	if err := s.checkRoom(a.tx, a.t, f.ID, int64(len(records)), recordsSize(records), a.drops); err != nil {
 		return false, err
 	}
@@ -123,9 +122,14 @@ func (s *Spool) appendFile(a *appender, f *FileBatch) (repeat bool, err error) {
 	msgs := a.tx.Bucket(bucketMessages)
 	msgs.FillPercent = messagesFillPercent
 	next := a.t.lastSeq + 1
-	for _, rec := range records {
+	// bbolt may keep the keys and values until the commit, so each record
+	// gets a key of its own, cut from one allocation.
+	keys := make([]byte, 8*len(records))
+	for i, rec := range records {
 		a.t.lastSeq++
-		if err := msgs.Put(seqKey(a.t.lastSeq), rec); err != nil {
+		key := keys[8*i : 8*i+8 : 8*i+8]
+		binary.BigEndian.PutUint64(key, a.t.lastSeq)
+		if err := msgs.Put(key, rec); err != nil {
 			return false, fmt.Errorf("store message %d of %s: %w", a.t.lastSeq, f.ID.Name, err)
 		}
 		a.t.messages++
@@ -143,6 +147,23 @@ func (s *Spool) appendFile(a *appender, f *FileBatch) (repeat bool, err error) {
 		return false, fmt.Errorf("store identity of %s: %w", f.ID.Name, err)
 	}
 	return false, nil
+}
+
+// encodeRecords encodes the records of msgs into one allocation, since
+// they live as long as the transaction that stores them.
+func encodeRecords(enqueued time.Time, msgs []message.Message) [][]byte {
+	size := 0
+	for i := range msgs {
+		size += recordSize(&msgs[i])
+	}
+	buf := make([]byte, 0, size)
+	records := make([][]byte, len(msgs))
+	for i := range msgs {
+		start := len(buf)
+		buf = appendRecord(buf, enqueued, &msgs[i])
+		records[i] = buf[start:len(buf):len(buf)]
+	}
+	return records
 }
 
 func recordsSize(records [][]byte) int64 {

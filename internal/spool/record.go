@@ -29,8 +29,17 @@ var errRecord = errors.New("stored message is unreadable")
 // strings and byte slices, user properties, then a CRC-32C of everything
 // before it.
 func encodeRecord(enqueued time.Time, m *message.Message) []byte {
-	size := recordHeaderSize + 5*4 + m.Size() + 4 + 8*len(m.UserProperties) + 4
-	b := make([]byte, 0, size)
+	return appendRecord(make([]byte, 0, recordSize(m)), enqueued, m)
+}
+
+// recordSize returns the length of m's record.
+func recordSize(m *message.Message) int {
+	return recordHeaderSize + 5*4 + m.Size() + 4 + 8*len(m.UserProperties) + 4
+}
+
+// appendRecord appends m's record, as encodeRecord lays it out, to b.
+func appendRecord(b []byte, enqueued time.Time, m *message.Message) []byte {
+	start := len(b)
 	b = append(b, recordVersion)
 	b = binary.BigEndian.AppendUint64(b, uint64(enqueued.UnixNano()))
 	var flags byte
@@ -51,7 +60,7 @@ func encodeRecord(enqueued time.Time, m *message.Message) []byte {
 		b = appendBytes(b, []byte(p.Key))
 		b = appendBytes(b, []byte(p.Value))
 	}
-	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b[start:], castagnoli))
 }
 
 func appendBytes(b, v []byte) []byte {
