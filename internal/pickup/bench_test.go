@@ -2,6 +2,7 @@ package pickup
 
 import (
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -35,6 +36,28 @@ func BenchmarkPickup_Ingest(b *testing.B) {
 	}
 	for i := range b.N {
 		dropFast(b, opts.Dir, fmt.Sprintf("bench/%d/f%07d", i%16, i), "payload")
+	}
+
+	b.ReportAllocs()
+	b.ResetTimer()
+	start(b, opts, store)
+	waitFor(b, time.Hour, "all files appended", func() bool {
+		return store.files.Load() == int64(b.N)
+	})
+}
+
+// BenchmarkPickup_IngestJSONL ingests b.N .jsonl files of 100 lines of
+// about 100 bytes each that are already in new/ when the pickup starts.
+func BenchmarkPickup_IngestJSONL(b *testing.B) {
+	opts := testOptions(b)
+	store := &countingStore{}
+	if _, err := New(opts, store); err != nil {
+		b.Fatal(err)
+	}
+	line := `{"topic":"bench/jsonl","payload":"` + strings.Repeat("p", 60) + `","qos":1}` + "\n"
+	file := strings.Repeat(line, 100)
+	for i := range b.N {
+		dropFast(b, opts.Dir, fmt.Sprintf("bench/%d/f%07d.jsonl", i%16, i), file)
 	}
 
 	b.ReportAllocs()
