@@ -1,10 +1,12 @@
 package pickup
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
 	"github.com/mqspool/mqspool/internal/crashpoint"
+	"github.com/mqspool/mqspool/internal/format"
 	"github.com/mqspool/mqspool/internal/message"
 	"github.com/mqspool/mqspool/internal/spool"
 )
@@ -54,6 +56,7 @@ var errPartNotStored = errors.New("part not stored")
 // end without keeping them, and reported as parted.
 func (p *Pickup) collect(id spool.FileID, data []byte, r *route) (msgs []message.Message, total int, parted bool, err error) {
 	size := 0
+	msgs = make([]message.Message, 0, messageCapacity(id.Name, data))
 	err = p.eachMessage(id, data, r, position{}, func(m message.Message, _ position) error {
 		total++
 		if parted {
@@ -70,6 +73,16 @@ func (p *Pickup) collect(id spool.FileID, data []byte, r *route) (msgs []message
 		return nil, 0, false, err
 	}
 	return msgs, total, parted, nil
+}
+
+// messageCapacity returns how many messages collect expects from the
+// file name with content data: one per line of a .jsonl file, which may
+// count blank lines, but no more than one part holds.
+func messageCapacity(name string, data []byte) int {
+	if format.KindOf(name) != format.KindJSONL {
+		return 1
+	}
+	return min(bytes.Count(data, []byte("\n"))+1, partMessages+1)
 }
 
 // appendParts stores the parts of f that are not stored yet, in order.
