@@ -1,7 +1,7 @@
 package format
 
 // This file keeps the reflection-based .jsonl line decoder that
-// parseJSONLine replaced, as the reference for FuzzParseJSONLine.
+// lineDecoder replaced, as the reference for FuzzParseJSONLine.
 
 import (
 	"bytes"
