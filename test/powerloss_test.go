@@ -166,6 +166,47 @@ func TestPowerLoss_UplinkNoLoss(t *testing.T) {
 	requireEmptyDir(t, filepath.Join(d.Dir, "failed"))
 }
 
+// TestPowerLoss_IngestedFilesStayRemoved cuts the power once the daemon
+// has stored every file, removed it from new/ and forgotten its identity.
+// An unlink made durable only by the sync of its directory would come
+// back after the cut as a file that looks new, and its messages would be
+// published twice.
+func TestPowerLoss_IngestedFilesStayRemoved(t *testing.T) {
+	disk := startLossDisk(t)
+	broker := harness.StartBroker(t, "")
+	d := newDaemonOnDisk(t, disk, broker, "")
+	d.Start()
+	for i := range 20 {
+		if err := format.WriteFileAtomic(d.Dir, fmt.Sprintf("power/removed/f%02d", i), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	harness.WaitFor(t, 10*time.Second, "new/ empty", d.NewEmpty)
+	// The identities are forgotten with the next commit, within about
+	// 100 ms of the removal.
+	time.Sleep(time.Second)
+	d.Kill()
+	cutPower(t, disk, 0)
+
+	if !d.NewEmpty() {
+		t.Errorf("files ingested and forgotten before the cut are back in new/ after it: "+
+			"their unlinks were not durable:\n%s", listFiles(t, filepath.Join(d.Dir, "new")))
+	}
+}
+
+// listFiles returns the regular files below dir, one per line.
+func listFiles(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
+		if err == nil && e.Type().IsRegular() {
+			b.WriteString(p + "\n")
+		}
+		return nil
+	})
+	return b.String()
+}
+
 // startLossDisk mounts lossfs with a sync delay of 5 ms. Most of a
 // commit's time goes to its fsyncs then, as on a real disk, so a cut
 // often finds written pages that are not yet durable. Directory entries
