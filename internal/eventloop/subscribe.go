@@ -43,9 +43,16 @@ func (l *Loop) syncSubscriptions(sessionPresent, identifiers bool) {
 // sendSubscribes writes SUBSCRIBE packets for subs, each within the
 // broker's Maximum Packet Size. The Subscription Identifier belongs to
 // the whole SUBSCRIBE, so each subscription with one goes alone, and the
-// rest share as few packets as fit.
+// rest share as few packets as fit. A failed write ends the connection,
+// and the packets after it are not sent.
 func (l *Loop) sendSubscribes(subs []Subscription) {
-	limit := l.conn.packetLimit()
+	c := l.conn
+	if c == nil {
+		return
+	}
+	limit := c.packetLimit()
+	tooLarge := func(s Subscription, size int) { l.subscribeTooLarge(c, s, size) }
+	var batches [][]Subscription
 	var plain []Subscription
 	for _, s := range subs {
 		if s.Identifier == 0 {
@@ -53,32 +60,42 @@ func (l *Loop) sendSubscribes(subs []Subscription) {
 			continue
 		}
 		header := subscribeHeaderBytes(s.Identifier)
-		for _, batch := range splitToFit([]Subscription{s}, header, subscribeEntryBytes, limit, l.subscribeTooLarge) {
-			l.sendSubRequest(subRequest{subscribe: batch})
-		}
+		batches = append(batches, splitToFit([]Subscription{s}, header, subscribeEntryBytes, limit, tooLarge)...)
 	}
-	for _, batch := range splitToFit(plain, subscribeHeaderBytes(0), subscribeEntryBytes, limit, l.subscribeTooLarge) {
+	batches = append(batches, splitToFit(plain, subscribeHeaderBytes(0), subscribeEntryBytes, limit, tooLarge)...)
+	for _, batch := range batches {
+		if l.conn != c {
+			return
+		}
 		l.sendSubRequest(subRequest{subscribe: batch})
 	}
 }
 
 // sendUnsubscribes writes UNSUBSCRIBE packets for filters, each within
-// the broker's Maximum Packet Size.
+// the broker's Maximum Packet Size. A failed write ends the connection,
+// and the packets after it are not sent.
 func (l *Loop) sendUnsubscribes(filters []string) {
-	limit := l.conn.packetLimit()
-	for _, batch := range splitToFit(filters, unsubscribeHeaderBytes, unsubscribeEntryBytes, limit, l.unsubscribeTooLarge) {
+	c := l.conn
+	if c == nil {
+		return
+	}
+	tooLarge := func(filter string, size int) { l.unsubscribeTooLarge(c, filter, size) }
+	for _, batch := range splitToFit(filters, unsubscribeHeaderBytes, unsubscribeEntryBytes, c.packetLimit(), tooLarge) {
+		if l.conn != c {
+			return
+		}
 		l.sendSubRequest(subRequest{unsubscribe: batch})
 	}
 }
 
 // subscribeTooLarge logs and reports a subscription whose SUBSCRIBE
-// packet of size bytes exceeds the broker's Maximum Packet Size even
+// packet of size bytes exceeds the Maximum Packet Size of c's broker even
 // alone. It is not sent, like a subscription the broker rejects, and the
 // next connection tries it again.
-func (l *Loop) subscribeTooLarge(s Subscription, size int) {
-	limit := l.conn.limits.MaximumPacketSize
+func (l *Loop) subscribeTooLarge(c *connection, s Subscription, size int) {
+	limit := c.limits.MaximumPacketSize
 	l.log.Error("subscription not sent, because its SUBSCRIBE packet exceeds the broker's Maximum Packet Size: "+
-		"shorten the filter or raise the broker's limit", "url", l.conn.url, "filter", s.Filter, "bytes", size,
+		"shorten the filter or raise the broker's limit", "url", c.url, "filter", s.Filter, "bytes", size,
 		"maximum_packet_size", limit)
 	reason := fmt.Sprintf("SUBSCRIBE packet of %d bytes exceeds the broker's Maximum Packet Size of %d bytes, "+
 		"so it was not sent", size, limit)
@@ -86,13 +103,13 @@ func (l *Loop) subscribeTooLarge(s Subscription, size int) {
 }
 
 // unsubscribeTooLarge logs a filter whose UNSUBSCRIBE packet of size
-// bytes exceeds the broker's Maximum Packet Size even alone. The filter
-// stays in the session, as after a rejected UNSUBSCRIBE, so the next
-// connection tries again.
-func (l *Loop) unsubscribeTooLarge(filter string, size int) {
+// bytes exceeds the Maximum Packet Size of c's broker even alone. The
+// filter stays in the session, as after a rejected UNSUBSCRIBE, so the
+// next connection tries again.
+func (l *Loop) unsubscribeTooLarge(c *connection, filter string, size int) {
 	l.log.Warn("unsubscribe not sent, because its UNSUBSCRIBE packet exceeds the broker's Maximum Packet Size, "+
-		"so the broker keeps sending messages for the filter", "url", l.conn.url, "filter", filter, "bytes", size,
-		"maximum_packet_size", l.conn.limits.MaximumPacketSize)
+		"so the broker keeps sending messages for the filter", "url", c.url, "filter", filter, "bytes", size,
+		"maximum_packet_size", c.limits.MaximumPacketSize)
 }
 
 // diffSubscriptions returns the entries of want that have is missing or

@@ -361,3 +361,44 @@ func TestSubscribe_UnsubscribeSplitToMaximumPacketSize(t *testing.T) {
 		t.Errorf("log without a warning about the long filter:\n%s", out)
 	}
 }
+
+// A write that fails while the subscriptions are sent ends the connection
+// at once. The packets after it must be skipped, so that nothing reads the
+// limits of the closed connection and no request waits for an ack that
+// cannot come.
+func TestSubscribe_WriteFailureStopsSync(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{})
+	opts := testOptions(b)
+	opts.Subscriptions = []Subscription{
+		{Filter: "with/identifier", QoS: 1, Identifier: 7},
+		{Filter: "long/" + strings.Repeat("x", 64), QoS: 1, Identifier: 8},
+		{Filter: "plain", QoS: 1},
+	}
+	l, err := New(opts, newMemSource(), &testJournal{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+
+	for _, tc := range []struct {
+		name    string
+		session []Subscription
+	}{
+		{"unsubscribe fails", []Subscription{{Filter: "old/filter", QoS: 1}}},
+		{"subscribe fails", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l.conn = &connection{netConn: &recordingConn{failAfter: 1}, url: b.url(), gen: l.connGen,
+				writeTimeout: time.Second, limits: &connackPacket{MaximumPacketSize: 64}, done: make(chan struct{})}
+			l.subSession = tc.session
+			l.syncSubscriptions(true, true)
+
+			if l.conn != nil {
+				t.Fatalf("connection kept after a failed write")
+			}
+			if n := len(l.subIDs); n != 0 {
+				t.Errorf("%d requests wait for an ack after the connection ended, want 0", n)
+			}
+		})
+	}
+}
