@@ -216,11 +216,10 @@ func checkType(mode uint32) error {
 	return reject("file type %#o is not supported: mqspool reads only regular files", mode&unix.S_IFMT)
 }
 
-// logUnreadable logs a permission error at most once an hour per file. The
-// file leaves the queue, so only a rescan or a new event retries it.
 // logPathTooLong logs, once an hour per path, a file or directory under
-// new/ whose path is longer than the kernel opens (PATH_MAX, 4096 bytes
-// on Linux). It stays where it is, because no rescan can open it either.
+// new/ whose path is longer than the kernel opens: PATH_MAX on Linux is
+// 4096 bytes with the terminating NUL, so 4095 bytes of path. It stays
+// where it is, because no rescan can open it either.
 func (p *Pickup) logPathTooLong(rel string, err error) {
 	now := p.now()
 	if last, ok := p.unreadable[rel]; ok && now.Sub(last) < unreadableLogInterval {
@@ -229,10 +228,12 @@ func (p *Pickup) logPathTooLong(rel string, err error) {
 	p.unreadable[rel] = now
 	p.log.Error("file or directory under new/ has a path too long to open, so it stays there",
 		"path_bytes", len(p.abs(rel)), "path", p.abs(rel), "err", err,
-		"hint", "move the files to a shorter path under new/; Linux opens paths of at most 4096 bytes")
+		"hint", "move the files to a shorter path under new/; Linux opens paths of at most 4095 bytes")
 	p.setError(err)
 }
 
+// logUnreadable logs a permission error at most once an hour per file. The
+// file leaves the queue, so only a rescan or a new event retries it.
 func (p *Pickup) logUnreadable(rel string, err error) {
 	now := p.now()
 	if last, ok := p.unreadable[rel]; ok && now.Sub(last) < unreadableLogInterval {

@@ -1024,6 +1024,11 @@ func TestPickup_PathTooLongLoggedOnce(t *testing.T) {
 			t.Errorf("log does not give a path's length %d:\n%s", n, logs.String())
 		}
 	}
+	// PATH_MAX counts the terminating NUL, so a path of 4096 bytes
+	// fails as well.
+	if !strings.Contains(logs.String(), "at most 4095 bytes") {
+		t.Errorf("log does not name the longest path Linux opens, 4095 bytes:\n%s", logs.String())
+	}
 	if strings.Contains(logs.String(), "picked up at rescans") {
 		t.Errorf("log says rescans take files they cannot open:\n%s", logs.String())
 	}
