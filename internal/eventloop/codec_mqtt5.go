@@ -73,7 +73,9 @@ func (mqtt5Codec) setPublishPacketID(data []byte, id uint16) error {
 // memory is allocated for it. PUBACK, PUBREC, PUBREL and PUBCOMP without
 // properties, the packets that arrive for every message, are decoded here
 // directly. The paho decoder reads the rest. It is not hardened against
-// every malformed input, so a panic inside it becomes an error.
+// every malformed input, so a panic inside it becomes an error. paho keeps
+// only one Subscription Identifier of a PUBLISH, so decode reads them all
+// from the packet's bytes (see publishSubscriptionIdentifiers).
 func (c mqtt5Codec) decode(r io.Reader) (packet, error) {
 	return c.decodeInto(r, nil)
 }
@@ -113,7 +115,14 @@ func (mqtt5Codec) decodeInto(r io.Reader, ack *ackPacket) (p packet, err error) 
 	if err != nil {
 		return nil, &protocolError{code: reasonMalformedPacket, err: fmt.Errorf("malformed packet: %w", err)}
 	}
-	return fromPaho(cp)
+	p, err = fromPaho(cp)
+	if pub, ok := p.(*publishPacket); ok && len(pub.SubscriptionIdentifiers) > 0 {
+		// paho kept one identifier; the scan finds them all.
+		if pub.SubscriptionIdentifiers, err = publishSubscriptionIdentifiers(raw[headerLength:], pub.Message.QoS); err != nil {
+			return nil, &protocolError{code: reasonMalformedPacket, err: fmt.Errorf("malformed packet: %w", err)}
+		}
+	}
+	return p, err
 }
 
 // maxIncomingPacketSize is the Maximum Packet Size sent in CONNECT: the

@@ -49,6 +49,7 @@ func FuzzCodec_Decode(f *testing.F) {
 	f.Add([]byte{0x20, 0x03, 0x01, 0x00, 0x00})       // CONNACK
 	f.Add([]byte{0x90, 0x04, 0x00, 0x05, 0x00, 0x80}) // SUBACK
 	f.Add([]byte{0x30, 0xff, 0xff, 0xff, 0xff, 0x7f}) // bad length
+	f.Add(rawPublish("t", 1, identifierProperties([]int{1, 2}), []byte("x")))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := bytes.NewReader(data)
 		for range 4 {

@@ -2,6 +2,7 @@ package eventloop
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -41,6 +42,33 @@ func TestIncoming_RestoredQoS2(t *testing.T) {
 	}
 	if n := len(b.received(packets.SUBSCRIBE)); n != 0 {
 		t.Errorf("%d SUBSCRIBE packets for an unchanged session, want 0", n)
+	}
+}
+
+// A broker may send one PUBLISH for several matching subscriptions, with
+// one Subscription Identifier each. The event carries all of them, and the
+// single release sends a single PUBREC.
+func TestIncoming_SeveralSubscriptionIdentifiers(t *testing.T) {
+	b, r := startSubscriber(t, 2, func(int) bool { return true }, nil)
+
+	b.sendRawTo(0, rawPublish("in/x", 2, identifierProperties([]int{1, 2}), []byte("x")))
+	waitFor(t, 3*time.Second, "the message", func() bool { return len(r.incoming()) == 1 })
+	in := r.incoming()[0]
+	if want := []int{1, 2}; !slices.Equal(in.SubscriptionIdentifiers, want) {
+		t.Fatalf("identifiers %v, want %v", in.SubscriptionIdentifiers, want)
+	}
+	if in.PacketID != 7 || in.Message.Topic != "in/x" || string(in.Message.Payload) != "x" {
+		t.Errorf("incoming %+v, want packet identifier 7, topic in/x and payload x", in)
+	}
+
+	in.Release()
+	waitFor(t, 3*time.Second, "pubrec", func() bool { return len(b.received(packets.PUBREC)) == 1 })
+	time.Sleep(100 * time.Millisecond)
+	if n := len(b.received(packets.PUBREC)); n != 1 {
+		t.Errorf("%d PUBREC packets, want 1", n)
+	}
+	if n := len(r.incoming()); n != 1 {
+		t.Errorf("%d incoming events, want 1", n)
 	}
 }
 
