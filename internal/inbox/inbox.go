@@ -54,6 +54,11 @@ type Delivery struct {
 	// never. A QoS 1 message the broker has sent again on a later
 	// connection is not stored, since that copy is stored instead.
 	Redelivered func() (redelivered, known bool)
+	// DeclinedElsewhere reports whether another inbox that the same
+	// PUBLISH goes to has declined it. The broker then sends the message
+	// again, so a QoS 1 or 2 copy not yet written is declined here too
+	// instead of stored twice. Nil means never.
+	DeclinedElsewhere func() bool
 }
 
 // Stats is a snapshot of an inbox for status output and metrics.
@@ -349,7 +354,7 @@ func (in *Inbox) drain(ctx context.Context) {
 // decline it. A QoS 1 message that the broker has sent again since its
 // connection ended is skipped, also when that happens while it is held.
 func (in *Inbox) deliver(ctx context.Context, d Delivery) {
-	if in.topicDeclined(d) || !in.store(ctx, d) {
+	if in.topicDeclined(d) || declinedElsewhere(d) || !in.store(ctx, d) {
 		in.decline(d)
 	}
 }
@@ -363,6 +368,13 @@ func (in *Inbox) topicDeclined(d Delivery) bool {
 	}
 	_, ok := in.declinedTopics[d.Message.Topic]
 	return ok
+}
+
+// declinedElsewhere reports whether d can be declined and another inbox
+// declined the same PUBLISH. A QoS 0 message is still written, as in
+// topicDeclined.
+func declinedElsewhere(d Delivery) bool {
+	return d.Message.QoS > 0 && d.Decline != nil && d.DeclinedElsewhere != nil && d.DeclinedElsewhere()
 }
 
 // store writes d and releases it, or skips it when the broker sent it

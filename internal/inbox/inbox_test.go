@@ -695,6 +695,42 @@ func TestInbox_StopWaitingKeepsTopicOrder(t *testing.T) {
 	}
 }
 
+// A QoS 1 or 2 copy of a PUBLISH that another inbox declined is declined
+// too, without a file, because the broker sends the message again. A QoS
+// 0 copy is still written, since the broker never sends it again.
+func TestInbox_DeclinedElsewhereNotWritten(t *testing.T) {
+	in := openTest(t, Options{})
+	runTest(t, in)
+	var released, declined atomic.Int32
+	declinedCopy := func(payload string, qos byte) Delivery {
+		d := delivery("a", payload, qos, &released)
+		d.Decline = func() { declined.Add(1) }
+		d.DeclinedElsewhere = func() bool { return true }
+		return d
+	}
+
+	in.Enqueue(declinedCopy("1", 1))
+	in.Enqueue(declinedCopy("22", 2))
+	waitFor(t, "two declines", func() bool { return declined.Load() == 2 })
+	in.Enqueue(declinedCopy("333", 0))
+	waitFor(t, "the qos 0 release", func() bool { return released.Load() == 1 })
+
+	names := newFiles(t, in)
+	if len(names) != 1 {
+		t.Fatalf("new/ holds %v, want the qos 0 message only", names)
+	}
+	data, err := os.ReadFile(filepath.Join(in.Dir(), "new", names[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(string(data), "\n\n333") {
+		t.Errorf("new/ holds %q, want the qos 0 message", data)
+	}
+	if n := declined.Load(); n != 2 {
+		t.Errorf("declined %d messages, want 2", n)
+	}
+}
+
 // The event loop gives QoS 0 messages a Decline that does nothing, and
 // the broker never sends them again, so one on a topic with a declined
 // message is still written.
