@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -170,10 +171,12 @@ func (dl *downlink) observe(ev eventloop.Event) {
 	}
 }
 
-// deliver hands one PUBLISH to the inbox of its subscription.
+// deliver hands one PUBLISH to the inbox of each subscription it
+// matched. With several inboxes, the acknowledgement waits for all of
+// them (see sharedAck).
 func (dl *downlink) deliver(m *eventloop.Incoming) {
-	i, subID := dl.route(m)
-	if i < 0 {
+	targets := dl.route(m)
+	if len(targets) == 0 {
 		// TODO: a PUBLISH that matches no configured filter (a
 		// subscription removed while the UNSUBSCRIBE was pending) is
 		// acknowledged without being stored.
@@ -181,36 +184,62 @@ func (dl *downlink) deliver(m *eventloop.Incoming) {
 		m.Release()
 		return
 	}
-	dl.inboxes[i].Enqueue(inbox.Delivery{
-		Message:                m.Message,
-		PacketID:               m.PacketID,
-		Dup:                    m.Dup,
-		SubscriptionIdentifier: subID,
-		ReceivedAt:             time.Now(),
-		Release:                m.Release,
-		Decline:                m.Decline,
-		Redelivered:            m.Redelivered,
-	})
+	var ack *sharedAck
+	if len(targets) > 1 {
+		ack = newSharedAck(len(targets), m.Release, m.Decline)
+	}
+	receivedAt := time.Now()
+	for _, target := range targets {
+		d := inbox.Delivery{
+			Message:                m.Message,
+			PacketID:               m.PacketID,
+			Dup:                    m.Dup,
+			SubscriptionIdentifier: target.identifier,
+			ReceivedAt:             receivedAt,
+			Release:                m.Release,
+			Decline:                m.Decline,
+			Redelivered:            m.Redelivered,
+		}
+		if ack != nil {
+			d.Release, d.Decline = ack.part()
+			d.DeclinedElsewhere = ack.declined
+		}
+		dl.inboxes[target.index].Enqueue(d)
+	}
 }
 
-// route returns the index of the subscription for m and the Subscription
-// Identifier to record: the one the broker sent, else the first
-// subscription whose filter matches the topic. It returns -1 for none.
+// routeTarget is one inbox that a PUBLISH goes to.
+type routeTarget struct {
+	index      int // into subs and inboxes
+	identifier int // the Subscription Identifier to record; 0 for none
+}
+
+// route returns the subscriptions that m goes to: each one whose
+// Subscription Identifier the broker sent, else the first subscription
+// whose filter matches the topic. It returns none when no filter matches.
 // An identifier whose filter does not match the topic is ignored: it can
 // be left over from a list in another order, before the broker's session
 // was brought up to date.
-func (dl *downlink) route(m *eventloop.Incoming) (index, identifier int) {
+func (dl *downlink) route(m *eventloop.Incoming) []routeTarget {
+	var targets []routeTarget
 	for _, id := range m.SubscriptionIdentifiers {
-		if id >= 1 && id <= len(dl.subs) && inbox.Match(dl.subs[id-1].Filter, m.Message.Topic) {
-			return id - 1, id
+		if id < 1 || id > len(dl.subs) || !inbox.Match(dl.subs[id-1].Filter, m.Message.Topic) {
+			continue
 		}
+		target := routeTarget{index: id - 1, identifier: id}
+		if !slices.Contains(targets, target) {
+			targets = append(targets, target)
+		}
+	}
+	if len(targets) > 0 {
+		return targets
 	}
 	for i, s := range dl.subs {
 		if inbox.Match(s.Filter, m.Message.Topic) {
-			return i, 0
+			return []routeTarget{{index: i}}
 		}
 	}
-	return -1, 0
+	return nil
 }
 
 // saveSession stores the broker session's subscriptions, so that a
