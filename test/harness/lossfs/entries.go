@@ -28,6 +28,17 @@ type entryLog struct {
 	dirs     map[fileID]*dirState
 	// changes contains every change with a pending part, oldest first.
 	changes []*entryChange
+	// ctimes is the FS's table of shown change times.
+	ctimes shownCtimes
+	// kept contains the inodes that an undo restored, with the change
+	// time to show for each once the Cut has finished moving it.
+	kept []keptCtime
+}
+
+// keptCtime is an inode that an undo restored, open with O_PATH.
+type keptCtime struct {
+	fd    int
+	shown unix.Timespec
 }
 
 // dirState is a backing directory with entry changes since its last
@@ -50,6 +61,9 @@ type entryPart struct {
 	// cannot keep.
 	held    string
 	heldDir bool
+	// ctime is the change time that the mount showed for that inode
+	// before the change.
+	ctime   unix.Timespec
 	durable bool
 }
 
@@ -66,7 +80,7 @@ type entryChange struct {
 // newEntryLog creates the holding directory next to backing and checks
 // that it is on the same file system, which hard links and renames into
 // it need.
-func newEntryLog(backing string) (*entryLog, error) {
+func newEntryLog(backing string, ctimes shownCtimes) (*entryLog, error) {
 	backing = filepath.Clean(backing)
 	holdPath := filepath.Join(filepath.Dir(backing), "."+filepath.Base(backing)+".lossfs-held")
 	if err := os.RemoveAll(holdPath); err != nil {
@@ -93,11 +107,14 @@ func newEntryLog(backing string) (*entryLog, error) {
 		os.Remove(holdPath)
 		return nil, fmt.Errorf("holding directory %s is on another file system than %s: use a backing directory that is not a mountpoint", holdPath, backing)
 	}
-	return &entryLog{holdPath: holdPath, hold: hold, dirs: map[fileID]*dirState{}}, nil
+	return &entryLog{holdPath: holdPath, hold: hold, dirs: map[fileID]*dirState{}, ctimes: ctimes}, nil
 }
 
 // close drops every change, which keeps the entries as they are now,
 // and removes the holding directory.
+//
+// NOTE: a renamed file whose old directory was not synced loses its held
+// link here, which moves the change time that the mount shows for it.
 func (l *entryLog) close() error {
 	l.reset()
 	l.hold.Close()
@@ -189,7 +206,7 @@ func (l *entryLog) remove(dirPath, name string, isDir bool) syscall.Errno {
 		return toErrno(err)
 	}
 	p := l.newPart(d, name)
-	p.held, p.heldDir = held, isDirEntry
+	p.held, p.heldDir, p.ctime = held, isDirEntry, l.ctimes.shown(&st)
 	l.changes = append(l.changes, &entryChange{removed: p})
 	return 0
 }
@@ -225,7 +242,7 @@ func (l *entryLog) synced(id fileID) error {
 	for _, p := range d.pending {
 		p.durable = true
 		if p.held != "" && !p.heldDir {
-			if err := unix.Unlinkat(l.holdFd(), p.held, 0); err != nil {
+			if err := l.unlinkHeld(p.held); err != nil {
 				return fmt.Errorf("remove held entry %s of %s: %w", p.held, p.name, err)
 			}
 			p.held = ""
@@ -234,6 +251,24 @@ func (l *entryLog) synced(id fileID) error {
 	d.pending = nil
 	l.dropDurable()
 	return nil
+}
+
+// unlinkHeld removes a held link. The inode may have other links, so it
+// keeps showing the change time it had.
+func (l *entryLog) unlinkHeld(name string) error {
+	fd, err := unix.Openat(l.holdFd(), name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if err := unix.Unlinkat(l.holdFd(), name, 0); err != nil {
+		return err
+	}
+	return l.ctimes.keep(fd, l.ctimes.shown(&st))
 }
 
 // dropDurable drops the changes whose parts are all durable.
@@ -277,23 +312,38 @@ func (l *entryLog) undoAll() (int, error) {
 func (l *entryLog) undo(c *entryChange) (int, error) {
 	if c.dir && !c.added.durable && !c.removed.durable {
 		// The directory has no held link, so it moves back itself.
+		if err := l.keepAt(c.added.dir.file, c.added.name, c.removed.ctime); err != nil {
+			return 0, err
+		}
 		if err := l.move(c.added.dir.file, c.added.name, c.removed.dir.file, c.removed.name); err != nil {
 			return 0, err
 		}
-		return 2, l.restore(c.added)
+		return 2, l.restore(c.added, c.added.ctime)
 	}
 	undone := 0
 	if c.added != nil && !c.added.durable {
+		// NOTE: an inode that keeps another link, as after an undone
+		// link(2), shows the change time of this move from here on.
 		if err := l.move(c.added.dir.file, c.added.name, l.hold, l.holdName()); err != nil {
 			return undone, err
 		}
-		if err := l.restore(c.added); err != nil {
+		if err := l.restore(c.added, c.added.ctime); err != nil {
 			return undone, err
 		}
 		undone++
 	}
 	if c.removed != nil && !c.removed.durable && c.removed.held != "" {
-		if err := l.restore(c.removed); err != nil {
+		shown := c.removed.ctime
+		if c.added != nil && c.added.durable {
+			// The new name stays, so the inode keeps the change time
+			// that the program saw after the rename.
+			var st unix.Stat_t
+			if err := unix.Fstatat(l.holdFd(), c.removed.held, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return undone, fmt.Errorf("stat held entry %s of %s: %w", c.removed.held, c.removed.name, err)
+			}
+			shown = l.ctimes.shown(&st)
+		}
+		if err := l.restore(c.removed, shown); err != nil {
 			return undone, err
 		}
 		undone++
@@ -301,12 +351,43 @@ func (l *entryLog) undo(c *entryChange) (int, error) {
 	return undone, nil
 }
 
-// restore moves the entry held for p back to its name, if there is one.
-func (l *entryLog) restore(p *entryPart) error {
+// restore moves the entry held for p back to its name, if there is one,
+// and makes it show the change time shown once the Cut has finished.
+func (l *entryLog) restore(p *entryPart, shown unix.Timespec) error {
 	if p.held == "" {
 		return nil
 	}
+	if err := l.keepAt(l.hold, p.held, shown); err != nil {
+		return err
+	}
 	return l.move(l.hold, p.held, p.dir.file, p.name)
+}
+
+// keepAt opens name in dir for keepCtimes, which sets the change time
+// that the mount shows for it to shown. An undo of an older change of
+// the same inode comes later and overrides shown.
+func (l *entryLog) keepAt(dir *os.File, name string, shown unix.Timespec) error {
+	fd, err := unix.Openat(int(dir.Fd()), name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s in %s to keep its change time: %w", name, dir.Name(), err)
+	}
+	l.kept = append(l.kept, keptCtime{fd: fd, shown: shown})
+	return nil
+}
+
+// keepCtimes sets the shown change times of the inodes that undoAll
+// restored, and closes them. The Cut calls it last, because emptying the
+// holding directory and the undo logs of the data move change times too.
+func (l *entryLog) keepCtimes() error {
+	var first error
+	for _, k := range l.kept {
+		if err := l.ctimes.keep(k.fd, k.shown); err != nil && first == nil {
+			first = err
+		}
+		unix.Close(k.fd)
+	}
+	l.kept = nil
+	return first
 }
 
 // move renames an entry without replacing one: an entry at the target
@@ -370,7 +451,7 @@ func (l *entryLog) rename(fromPath, name, toPath, newName string, flags uint32) 
 		return toErrno(unix.Renameat2(dirFd(from), name, dirFd(to), newName, uint(flags)))
 	}
 
-	removed := &entryPart{dir: from, name: name}
+	removed := &entryPart{dir: from, name: name, ctime: l.ctimes.shown(&src)}
 	if !srcDir {
 		removed.held = l.holdName()
 		if err := unix.Linkat(dirFd(from), name, l.holdFd(), removed.held, 0); err != nil {
@@ -430,7 +511,7 @@ func (l *entryLog) holdTarget(p *entryPart, toPath string, src *unix.Stat_t, fla
 	if err != nil {
 		return false, toErrno(err)
 	}
-	p.held, p.heldDir = held, dstDir
+	p.held, p.heldDir, p.ctime = held, dstDir, l.ctimes.shown(&dst)
 	return false, 0
 }
 

@@ -32,6 +32,13 @@
 //     with only A synced it has neither and is lost. A directory cannot
 //     have two names: with only B synced it keeps the new name alone.
 //
+// The links that the mount makes and removes in its holding directory
+// do not move the change time it shows, because programs identify files
+// by inode and change time. An inode that an undo restored shows the
+// change time from before the undone change, or from after it when one
+// part of a rename stays. The program's next change of the inode shows
+// its real change time again.
+//
 // An fsync of a file does not make its own entry durable. Neither mode
 // models a rename or unlink that reaches the disk before the data
 // written earlier. Nor does it model torn sectors. A cut undoes all of a
@@ -73,8 +80,9 @@ type FS struct {
 	Backing    string // the directory that stores the data
 	Mountpoint string // where the file system is mounted
 
-	mu      sync.Mutex // guards pending and entries, and serializes every logged change
+	mu      sync.Mutex // guards pending, entries and ctimes, and serializes every logged change
 	pending map[fileID]*undoLog
+	ctimes  shownCtimes
 	// entries is the log of directory entry changes, or nil unless the
 	// entries are volatile.
 	entries *entryLog
@@ -98,7 +106,13 @@ type CutStats struct {
 // the caller must be root, because the mount uses mount(2) directly
 // instead of fusermount.
 func Mount(backing, mountpoint string) (*FS, error) {
-	f := &FS{Backing: backing, Mountpoint: mountpoint, pending: map[fileID]*undoLog{}, syncing: map[int]int{}}
+	f := &FS{
+		Backing:    backing,
+		Mountpoint: mountpoint,
+		pending:    map[fileID]*undoLog{},
+		ctimes:     shownCtimes{},
+		syncing:    map[int]int{},
+	}
 	if err := f.mount(); err != nil {
 		return nil, err
 	}
@@ -150,7 +164,7 @@ func (f *FS) SetVolatileEntries(on bool) error {
 		f.dropUnlinked()
 		return err
 	}
-	l, err := newEntryLog(f.Backing)
+	l, err := newEntryLog(f.Backing, f.ctimes)
 	if err != nil {
 		return err
 	}
@@ -235,11 +249,15 @@ func (f *FS) Cut() (CutStats, error) {
 // revert undoes the entry changes, then applies every undo log of a file
 // that still has a link and drops them all. A file whose last link the
 // entry undo removed is gone, so its log has nothing to restore.
-func (f *FS) revert() (CutStats, error) {
+func (f *FS) revert() (stats CutStats, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var stats CutStats
 	if f.entries != nil {
+		defer func() {
+			if kerr := f.entries.keepCtimes(); err == nil {
+				err = kerr
+			}
+		}()
 		n, err := f.entries.undoAll()
 		stats.Entries = n
 		if err != nil {

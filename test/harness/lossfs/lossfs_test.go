@@ -903,3 +903,107 @@ func TestVolatile_UnmountKeepsEntries(t *testing.T) {
 	held := filepath.Join(filepath.Dir(f.Backing), ".backing.lossfs-held")
 	requireMissing(t, held)
 }
+
+func ctimeOf(t *testing.T, path string) syscall.Timespec {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Lstat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ctim
+}
+
+// waitClockTick sleeps for longer than a tick of the coarse kernel clock
+// that stamps change times (at most 10 ms, for HZ of 100 or more), so
+// that a later change gets a later change time.
+func waitClockTick() { time.Sleep(20 * time.Millisecond) }
+
+func requireCtime(t *testing.T, path string, want syscall.Timespec) {
+	t.Helper()
+	if got := ctimeOf(t, path); got != want {
+		t.Errorf("change time of %s = %d.%09d, want %d.%09d", path, got.Sec, got.Nsec, want.Sec, want.Nsec)
+	}
+}
+
+func TestVolatile_UnlinkUndoneKeepsCtime(t *testing.T) {
+	f := startVolatile(t)
+	path := filepath.Join(f.Mountpoint, "a", "x")
+	writeFile(t, path, []byte("synced"), true)
+	syncDir(t, filepath.Dir(path))
+	ctime := ctimeOf(t, path)
+	waitClockTick()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+
+	cut(t, f)
+	requireCtime(t, path, ctime)
+
+	// The next change of the program's own shows its real change time.
+	waitClockTick()
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := ctimeOf(t, path); got == ctime {
+		t.Errorf("change time of %s did not move with a chmod after the cut", path)
+	}
+}
+
+// TestVolatile_RenameKeepsCtime covers the change time of a renamed file
+// after a cut: that from before the rename when the rename is undone
+// as a whole, and that from after it when the new name stays.
+func TestVolatile_RenameKeepsCtime(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		syncB       bool
+		wantRenamed bool
+	}{
+		{"neither synced", false, false},
+		{"target synced", true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := startVolatile(t)
+			src := filepath.Join(f.Mountpoint, "a", "x")
+			dst := filepath.Join(f.Mountpoint, "b", "y")
+			writeFile(t, src, []byte("data"), true)
+			syncDir(t, filepath.Dir(src))
+			before := ctimeOf(t, src)
+			waitClockTick()
+			if err := os.Rename(src, dst); err != nil {
+				t.Fatal(err)
+			}
+			after := ctimeOf(t, dst)
+			if tc.syncB {
+				syncDir(t, filepath.Dir(dst))
+			}
+			waitClockTick()
+
+			cut(t, f)
+			want := before
+			if tc.wantRenamed {
+				want = after
+				requireCtime(t, dst, want)
+			}
+			requireCtime(t, src, want)
+		})
+	}
+}
+
+func TestVolatile_SourceDirSyncKeepsCtime(t *testing.T) {
+	f := startVolatile(t)
+	src := filepath.Join(f.Mountpoint, "a", "x")
+	dst := filepath.Join(f.Mountpoint, "b", "y")
+	writeFile(t, src, []byte("data"), true)
+	if err := os.Rename(src, dst); err != nil {
+		t.Fatal(err)
+	}
+	syncDir(t, filepath.Dir(dst))
+	ctime := ctimeOf(t, dst)
+	waitClockTick()
+	// The sync removes the link that held the old name for an undo.
+	syncDir(t, filepath.Dir(src))
+	requireCtime(t, dst, ctime)
+
+	cut(t, f)
+	requireCtime(t, dst, ctime)
+}
