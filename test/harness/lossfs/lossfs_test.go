@@ -1007,3 +1007,173 @@ func TestVolatile_SourceDirSyncKeepsCtime(t *testing.T) {
 	cut(t, f)
 	requireCtime(t, dst, ctime)
 }
+
+func mkdir(t *testing.T, path string) {
+	t.Helper()
+	if err := os.Mkdir(path, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func rename(t *testing.T, from, to string) {
+	t.Helper()
+	if err := os.Rename(from, to); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func remove(t *testing.T, path string) {
+	t.Helper()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func requireInode(t *testing.T, path string, want uint64) {
+	t.Helper()
+	if got := inodeOf(t, path); got != want {
+		t.Errorf("inode of %s = %d, want %d", path, got, want)
+	}
+}
+
+func requireHoldEmpty(t *testing.T, f *FS) {
+	t.Helper()
+	held, err := os.ReadDir(filepath.Join(filepath.Dir(f.Backing), ".backing.lossfs-held"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(held) != 0 {
+		t.Errorf("holding directory after the cut contains %d entries, want 0", len(held))
+	}
+}
+
+// TestVolatile_NameReusedUndone removes a file with unsynced data and
+// creates another under its name: the cut brings back the first inode
+// with its synced data.
+func TestVolatile_NameReusedUndone(t *testing.T) {
+	f := startVolatile(t)
+	path := filepath.Join(f.Mountpoint, "a", "x")
+	writeFile(t, path, []byte("one"), true)
+	syncDir(t, filepath.Dir(path))
+	ino := inodeOf(t, path)
+	writeFile(t, path, []byte("two"), false)
+	remove(t, path)
+	writeFile(t, path, []byte("three"), true)
+
+	cut(t, f)
+	requireContent(t, path, []byte("one"))
+	requireInode(t, path, ino)
+}
+
+// TestVolatile_RmdirWithPendingInside removes a synced file and then its
+// directory. The file comes back only when the rmdir is undone too.
+func TestVolatile_RmdirWithPendingInside(t *testing.T) {
+	for _, syncParent := range []bool{false, true} {
+		t.Run(fmt.Sprintf("parent synced %v", syncParent), func(t *testing.T) {
+			f := startVolatile(t)
+			dir := filepath.Join(f.Mountpoint, "a", "d")
+			file := filepath.Join(dir, "x")
+			mkdir(t, dir)
+			syncDir(t, filepath.Dir(dir))
+			writeFile(t, file, []byte("data"), true)
+			syncDir(t, dir)
+			remove(t, file)
+			remove(t, dir)
+			if syncParent {
+				syncDir(t, filepath.Dir(dir))
+			}
+
+			cut(t, f)
+			if syncParent {
+				requireMissing(t, dir)
+			} else {
+				requireContent(t, file, []byte("data"))
+			}
+			requireHoldEmpty(t, f)
+		})
+	}
+}
+
+// TestVolatile_RenamedDirChangedInside creates a file in a renamed
+// directory and syncs the directory but neither parent: the directory
+// goes back to its old name with the file in it.
+func TestVolatile_RenamedDirChangedInside(t *testing.T) {
+	f := startVolatile(t)
+	oldPath := filepath.Join(f.Mountpoint, "a", "d")
+	newPath := filepath.Join(f.Mountpoint, "b", "e")
+	mkdir(t, oldPath)
+	syncDir(t, filepath.Dir(oldPath))
+	rename(t, oldPath, newPath)
+	writeFile(t, filepath.Join(newPath, "x"), []byte("data"), true)
+	syncDir(t, newPath)
+
+	cut(t, f)
+	requireContent(t, filepath.Join(oldPath, "x"), []byte("data"))
+	requireMissing(t, newPath)
+}
+
+func TestVolatile_RenameBackAndForth(t *testing.T) {
+	f := startVolatile(t)
+	x := filepath.Join(f.Mountpoint, "a", "x")
+	y := filepath.Join(f.Mountpoint, "a", "y")
+	writeFile(t, x, []byte("data"), true)
+	syncDir(t, filepath.Dir(x))
+	ino := inodeOf(t, x)
+	rename(t, x, y)
+	rename(t, y, x)
+	rename(t, x, y)
+
+	requireEntries(t, cut(t, f), 6)
+	requireContent(t, x, []byte("data"))
+	requireInode(t, x, ino)
+	requireMissing(t, y)
+	requireHoldEmpty(t, f)
+}
+
+// TestVolatile_RenameSourceNameReused syncs only the target directory of
+// a rename and then creates a new file under the old name: the cut
+// removes the new file and brings the renamed one back under both names.
+func TestVolatile_RenameSourceNameReused(t *testing.T) {
+	f := startVolatile(t)
+	x := filepath.Join(f.Mountpoint, "a", "x")
+	y := filepath.Join(f.Mountpoint, "b", "y")
+	writeFile(t, x, []byte("old"), true)
+	syncDir(t, filepath.Dir(x))
+	rename(t, x, y)
+	syncDir(t, filepath.Dir(y))
+	writeFile(t, x, []byte("new"), true)
+
+	cut(t, f)
+	requireContent(t, x, []byte("old"))
+	requireContent(t, y, []byte("old"))
+	requireInode(t, x, inodeOf(t, y))
+}
+
+// TestVolatile_RenameOverLinkedTarget replaces a name whose inode has a
+// second link and unsynced data. The replacement is durable, so the
+// inode lives on under its other name, with its synced data.
+func TestVolatile_RenameOverLinkedTarget(t *testing.T) {
+	f := startVolatile(t)
+	x := filepath.Join(f.Mountpoint, "a", "x")
+	y := filepath.Join(f.Mountpoint, "a", "y")
+	z := filepath.Join(f.Mountpoint, "b", "z")
+	writeFile(t, x, []byte("source"), true)
+	writeFile(t, y, []byte("target"), true)
+	if err := os.Link(y, z); err != nil {
+		t.Fatal(err)
+	}
+	syncDir(t, filepath.Dir(x))
+	syncDir(t, filepath.Dir(z))
+	writeFile(t, z, []byte("unsynced"), false)
+	rename(t, x, y)
+	syncDir(t, filepath.Dir(y))
+
+	stats := cut(t, f)
+	requireEntries(t, stats, 0)
+	if stats.Files != 1 {
+		t.Errorf("cut undid the data of %d files, want 1", stats.Files)
+	}
+	requireContent(t, y, []byte("source"))
+	requireMissing(t, x)
+	requireContent(t, z, []byte("target"))
+}
