@@ -187,8 +187,7 @@ func (d *lineDecoder) decodeMember(j *jsonLine, name []byte) error {
 // readString reads a string value, or a null, for which present is
 // false. The value is quoted and valid until the next read.
 func (d *lineDecoder) readString() (val jsontext.Value, present bool, err error) {
-	if d.input.PeekKind() == 'n' {
-		_, err := d.input.ReadToken()
+	if null, err := d.readNull(); null || err != nil {
 		return nil, false, err
 	}
 	val, err = d.input.ReadValue()
@@ -199,6 +198,16 @@ func (d *lineDecoder) readString() (val jsontext.Value, present bool, err error)
 		return nil, false, d.typeError(val.Kind(), nil)
 	}
 	return val, true, nil
+}
+
+// readNull reads the next value when it is a null, which leaves a field
+// absent, and reports whether it was one.
+func (d *lineDecoder) readNull() (bool, error) {
+	if d.input.PeekKind() != 'n' {
+		return false, nil
+	}
+	_, err := d.input.ReadToken()
+	return true, err
 }
 
 func (d *lineDecoder) decodeString(dst *string) (bool, error) {
@@ -229,8 +238,7 @@ func (d *lineDecoder) decodeBytes(dst *[]byte, buf []byte) (bool, error) {
 // numbers json.Unmarshal takes for an int64: digits with an optional
 // minus sign, so -0 is 0 but 1.0 and 1e2 are errors.
 func (d *lineDecoder) decodeInt(dst *int64) (bool, error) {
-	if d.input.PeekKind() == 'n' {
-		_, err := d.input.ReadToken()
+	if null, err := d.readNull(); null || err != nil {
 		return false, err
 	}
 	val, err := d.input.ReadValue()
@@ -249,8 +257,7 @@ func (d *lineDecoder) decodeInt(dst *int64) (bool, error) {
 }
 
 func (d *lineDecoder) decodeBool(dst *bool) (bool, error) {
-	if d.input.PeekKind() == 'n' {
-		_, err := d.input.ReadToken()
+	if null, err := d.readNull(); null || err != nil {
 		return false, err
 	}
 	tok, err := d.input.ReadToken()

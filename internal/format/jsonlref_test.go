@@ -1,7 +1,9 @@
 package format
 
 // This file keeps the reflection-based .jsonl line decoder that
-// lineDecoder replaced, as the reference for FuzzParseJSONLine.
+// lineDecoder replaced, as the reference for FuzzParseJSONLine. It words
+// its errors with the helpers of jsonl.go, which the change left as they
+// were.
 
 import (
 	"bytes"
@@ -51,22 +53,22 @@ func refDecodeError(text []byte, err error) error {
 	var sem *json.SemanticError
 	if errors.As(err, &sem) && sem.JSONPointer == "" {
 		return fmt.Errorf("invalid JSON object: the line is a JSON %s: write one JSON "+
-			"object per line", refKindName(sem.JSONKind))
+			"object per line", kindName(sem.JSONKind))
 	}
 	if errors.As(err, &sem) {
-		field := refFirstToken(sem.JSONPointer)
+		field := firstToken(sem.JSONPointer)
 		if errors.Is(sem.Err, json.ErrUnknownName) {
 			return fmt.Errorf("invalid JSON object: unknown field %q: use only the documented "+
 				"fields, spelled in lower case", field)
 		}
-		kind := "a JSON " + refKindName(sem.JSONKind)
+		kind := "a JSON " + kindName(sem.JSONKind)
 		// A fraction such as 1.5 for qos fails as a syntax error, which
 		// the fix below already explains.
 		if sem.Err != nil && !errors.Is(sem.Err, strconv.ErrSyntax) {
 			kind += " (" + sem.Err.Error() + ")"
 		}
-		return fmt.Errorf("invalid JSON object: %s is %s: %s", refPointerPath(sem.JSONPointer),
-			kind, refExpectedValue(field))
+		return fmt.Errorf("invalid JSON object: %s is %s: %s", pointerPath(sem.JSONPointer),
+			kind, expectedValue(field))
 	}
 	var syn *jsontext.SyntacticError
 	if errors.As(err, &syn) && refFirstValueValid(text) {
@@ -86,63 +88,6 @@ func refDecodeError(text []byte, err error) error {
 func refFirstValueValid(text []byte) bool {
 	_, err := jsontext.NewDecoder(bytes.NewReader(text)).ReadValue()
 	return err == nil
-}
-
-// refFirstToken returns the object member a pointer starts with, such as
-// "user_properties" for "/user_properties/0/1".
-func refFirstToken(p jsontext.Pointer) string {
-	for tok := range p.Tokens() {
-		return tok
-	}
-	return string(p)
-}
-
-// refPointerPath returns a JSON pointer in the notation of the field table,
-// such as "user_properties[0][1]" for "/user_properties/0/1".
-func refPointerPath(p jsontext.Pointer) string {
-	var b strings.Builder
-	for tok := range p.Tokens() {
-		if b.Len() > 0 && tok != "" && strings.Trim(tok, "0123456789") == "" {
-			b.WriteString("[" + tok + "]")
-			continue
-		}
-		if b.Len() > 0 {
-			b.WriteString(".")
-		}
-		b.WriteString(tok)
-	}
-	return b.String()
-}
-
-func refKindName(k jsontext.Kind) string {
-	switch k {
-	case '"':
-		return "string"
-	case '0':
-		return "number"
-	case 't', 'f':
-		return "boolean"
-	case '[':
-		return "array"
-	case '{':
-		return "object"
-	case 'n':
-		return "null"
-	}
-	return "value of the wrong type"
-}
-
-// refExpectedValue returns the fix for a field of the wrong JSON type.
-func refExpectedValue(field string) string {
-	switch field {
-	case "qos", "expiry":
-		return "write a whole number"
-	case "retain":
-		return "write true or false"
-	case "user_properties":
-		return `write an array of ["key", "value"] pairs of strings`
-	}
-	return "write a string"
 }
 
 // message converts the decoded fields and checks their values.
