@@ -618,14 +618,7 @@ func TestPickup_MovedSpoolDirWatchedAgain(t *testing.T) {
 // the periodic rescan for good.
 func TestRescan_FollowsRepointedLink(t *testing.T) {
 	base := t.TempDir()
-	targets := []string{filepath.Join(base, "one"), filepath.Join(base, "two")}
-	for _, target := range targets {
-		for _, sub := range []string{"tmp", "new", "failed"} {
-			if err := os.MkdirAll(filepath.Join(target, sub), 0o755); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	targets := spoolTargets(t, base)
 	opts := testOptions(t)
 	opts.Dir = filepath.Join(base, "spool")
 	if err := os.Symlink(targets[0], opts.Dir); err != nil {
@@ -644,13 +637,7 @@ func TestRescan_FollowsRepointedLink(t *testing.T) {
 	p.watchSpoolDir(w)
 	p.rescan(w, ws, nil)
 
-	next := filepath.Join(base, "next")
-	if err := os.Symlink(targets[1], next); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(next, opts.Dir); err != nil {
-		t.Fatal(err)
-	}
+	repointLink(t, opts.Dir, targets[1])
 	p.rescan(w, ws, nil)
 	if err := os.WriteFile(filepath.Join(targets[1], "new", "f"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
@@ -674,14 +661,7 @@ func TestRescan_FollowsRepointedLink(t *testing.T) {
 // periodic rescan, so files written through it do not wait.
 func TestPickup_RepointedLinkFollowedSoon(t *testing.T) {
 	base := t.TempDir()
-	targets := []string{filepath.Join(base, "one"), filepath.Join(base, "two")}
-	for _, target := range targets {
-		for _, sub := range []string{"tmp", "new", "failed"} {
-			if err := os.MkdirAll(filepath.Join(target, sub), 0o755); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	targets := spoolTargets(t, base)
 	opts := testOptions(t)
 	opts.Dir = filepath.Join(base, "spool")
 	opts.RescanInterval = time.Hour // only the link check may notice it
@@ -694,13 +674,7 @@ func TestPickup_RepointedLinkFollowedSoon(t *testing.T) {
 	drop(t, opts.Dir, "a/1", "before")
 	waitFor(t, 5*time.Second, "the first file", func() bool { return store.count() == 1 })
 
-	next := filepath.Join(base, "next")
-	if err := os.Symlink(targets[1], next); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(next, opts.Dir); err != nil {
-		t.Fatal(err)
-	}
+	repointLink(t, opts.Dir, targets[1])
 	drop(t, opts.Dir, "a/2", "after")
 	waitFor(t, 5*time.Second, "the file written through the repointed link", func() bool {
 		return store.count() == 2
@@ -715,14 +689,7 @@ func TestPickup_RepointedLinkFollowedSoon(t *testing.T) {
 // come within about a second, not only once the events pause.
 func TestPickup_RepointedLinkFollowedUnderSteadyEvents(t *testing.T) {
 	base := t.TempDir()
-	targets := []string{filepath.Join(base, "one"), filepath.Join(base, "two")}
-	for _, target := range targets {
-		for _, sub := range []string{"tmp", "new", "failed"} {
-			if err := os.MkdirAll(filepath.Join(target, sub), 0o755); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	targets := spoolTargets(t, base)
 	opts := testOptions(t)
 	opts.Dir = filepath.Join(base, "spool")
 	opts.RescanInterval = time.Hour // only the link check may notice it
@@ -737,13 +704,7 @@ func TestPickup_RepointedLinkFollowedUnderSteadyEvents(t *testing.T) {
 	// the link check as well.
 	waitFor(t, 5*time.Second, "the first file forgotten", func() bool { return store.forgottenCount() == 1 })
 
-	next := filepath.Join(base, "next")
-	if err := os.Symlink(targets[1], next); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(next, opts.Dir); err != nil {
-		t.Fatal(err)
-	}
+	repointLink(t, opts.Dir, targets[1])
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -773,14 +734,7 @@ func TestPickup_RepointedLinkFollowedUnderSteadyEvents(t *testing.T) {
 // gets the same once-a-second check as one that was a link at start.
 func TestPickup_LinkInPlaceOfDirFollowedSoon(t *testing.T) {
 	base := t.TempDir()
-	targets := []string{filepath.Join(base, "one"), filepath.Join(base, "two")}
-	for _, target := range targets {
-		for _, sub := range []string{"tmp", "new", "failed"} {
-			if err := os.MkdirAll(filepath.Join(target, sub), 0o755); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	targets := spoolTargets(t, base)
 	opts := testOptions(t)
 	opts.RescanInterval = time.Hour // only the link check may notice it
 	store := newFakeStore()
@@ -797,13 +751,7 @@ func TestPickup_LinkInPlaceOfDirFollowedSoon(t *testing.T) {
 	drop(t, opts.Dir, "a/2", "through the link")
 	waitFor(t, 5*time.Second, "the file written through the new link", func() bool { return store.count() == 2 })
 
-	next := filepath.Join(base, "next")
-	if err := os.Symlink(targets[1], next); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(next, opts.Dir); err != nil {
-		t.Fatal(err)
-	}
+	repointLink(t, opts.Dir, targets[1])
 	drop(t, opts.Dir, "a/3", "through the repointed link")
 	waitFor(t, 5*time.Second, "the file written through the repointed link", func() bool {
 		return store.count() == 3
@@ -1031,5 +979,33 @@ func TestPickup_PathTooLongLoggedOnce(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "picked up at rescans") {
 		t.Errorf("log says rescans take files they cannot open:\n%s", logs.String())
+	}
+}
+
+// spoolTargets creates two spool directories, base/one and base/two, with
+// their subdirectories, for a symbolic link to point at.
+func spoolTargets(t *testing.T, base string) []string {
+	t.Helper()
+	targets := []string{filepath.Join(base, "one"), filepath.Join(base, "two")}
+	for _, target := range targets {
+		for _, sub := range []string{"tmp", "new", "failed"} {
+			if err := os.MkdirAll(filepath.Join(target, sub), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return targets
+}
+
+// repointLink points the symbolic link at link to target in one rename,
+// as ln -sfn does.
+func repointLink(t *testing.T, link, target string) {
+	t.Helper()
+	next := link + ".next"
+	if err := os.Symlink(target, next); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(next, link); err != nil {
+		t.Fatal(err)
 	}
 }
