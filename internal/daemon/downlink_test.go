@@ -199,19 +199,7 @@ func TestDownlink_SeveralIdentifiersFillEveryInbox(t *testing.T) {
 			r := &ackRecorder{dirs: dirs}
 
 			dl.deliver(r.incoming("sensors/temp", qos, 1, 2))
-			waitUntil(t, "the release", func() bool { releases, _ := r.counts(); return len(releases) > 0 })
-			time.Sleep(100 * time.Millisecond)
-
-			releases, declines := r.counts()
-			if len(releases) != 1 {
-				t.Fatalf("released %d times, want 1", len(releases))
-			}
-			if want := []int{1, 1}; !slices.Equal(releases[0], want) {
-				t.Errorf("files in new/ at the release %v, want %v", releases[0], want)
-			}
-			if declines != 0 {
-				t.Errorf("declined %d times, want 0", declines)
-			}
+			requireOneRelease(t, r)
 			if got := readSubscriptionIdentifier(t, dirs[0]); got != "1" {
 				t.Errorf("first inbox file has Subscription-Identifier %q, want 1", got)
 			}
@@ -267,18 +255,7 @@ func TestDownlink_HeldInboxHoldsSharedAck(t *testing.T) {
 			}
 
 			c.clear(t, dirs[1])
-			waitUntil(t, "the release", func() bool { releases, _ := r.counts(); return len(releases) > 0 })
-			time.Sleep(100 * time.Millisecond)
-			releases, declines := r.counts()
-			if len(releases) != 1 {
-				t.Fatalf("released %d times, want 1", len(releases))
-			}
-			if want := []int{1, 1}; !slices.Equal(releases[0], want) {
-				t.Errorf("files in new/ at the release %v, want %v", releases[0], want)
-			}
-			if declines != 0 {
-				t.Errorf("declined %d times, want 0", declines)
-			}
+			requireOneRelease(t, r)
 		})
 	}
 }
@@ -309,5 +286,24 @@ func TestDownlink_DeclinedCopyDeclinesMessage(t *testing.T) {
 	}
 	if len(releases) != 0 {
 		t.Errorf("released %d times, want 0", len(releases))
+	}
+}
+
+// requireOneRelease waits for r's release and checks that it came once,
+// without a decline, when each of the two inboxes held its file.
+func requireOneRelease(t *testing.T, r *ackRecorder) {
+	t.Helper()
+	waitUntil(t, "the release", func() bool { releases, _ := r.counts(); return len(releases) > 0 })
+	time.Sleep(100 * time.Millisecond) // let a second release show up
+
+	releases, declines := r.counts()
+	if len(releases) != 1 {
+		t.Fatalf("released %d times, want 1", len(releases))
+	}
+	if want := []int{1, 1}; !slices.Equal(releases[0], want) {
+		t.Errorf("files in new/ at the release %v, want %v", releases[0], want)
+	}
+	if declines != 0 {
+		t.Errorf("declined %d times, want 0", declines)
 	}
 }

@@ -10,7 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ctimeOverride is the change time shown that the mount reports for a
+// ctimeOverride is the change time that the mount reports for a
 // backing inode while the inode's own change time still equals backing.
 // The program's next change of the inode moves its own change time and
 // so ends the override.
@@ -20,8 +20,8 @@ type ctimeOverride struct {
 
 // shownCtimes maps backing inode numbers to overrides of their change
 // time. The links, unlinks and renames of the holding directory and of
-// an undo move the change time of inodes whose state the program sees
-// as unchanged, such as a file whose unlink a Cut undid. The program
+// an undo move the change time of inodes that the program did not
+// change, such as a file whose unlink a Cut undid. The program
 // under test identifies files by inode and change time, so the mount
 // shows the change time from before those moves.
 //
