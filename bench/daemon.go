@@ -26,6 +26,8 @@ type daemon struct {
 	// perf; pid is then the daemon's own PID, not perf's.
 	perfOut string
 	pid     int
+	// maxMessages is spool.max_messages; 0 leaves it unlimited.
+	maxMessages int
 }
 
 // newDaemon lays out root and writes a config for brokerURL.
@@ -55,11 +57,12 @@ spool:
   dir: %s
   db: %s
   max_bytes: 4GiB
+  max_messages: %d
 control:
   socket: %s
 log:
   level: warn
-`, brokerURL, clientID, d.dir, d.db, filepath.Join(d.root, "mqspool.sock"))
+`, brokerURL, clientID, d.dir, d.db, d.maxMessages, filepath.Join(d.root, "mqspool.sock"))
 	if err := os.WriteFile(d.config, []byte(text), 0o644); err != nil {
 		return fmt.Errorf("write %s: %w", d.config, err)
 	}

@@ -95,7 +95,11 @@ the ratios hold even though absolute rates move with the machine's load.
   the subscriber's first arrival. The long .jsonl row drops one file of
   16 MiB (16 times the default publish.max_message_bytes) with lines of
   43 bytes into new/ before the start, broker down. RssAnon is sampled
-  every 50 ms until new/ is empty; the row has no target.
+  every 50 ms until new/ is empty; the row has no target. The backlog
+  row writes single-message files of 100 B into new/ before the start,
+  with spool.max_messages 1000 and the broker down, so all but 1 000 of
+  them wait in new/, and samples as for the queued messages. Its target
+  is the same 32 MiB.
 - Disk: 1 KiB single-message files are ingested with the broker down and
   then drained at QoS 1, each phase under "perf stat" counting the
   fdatasync, fsync, write and read tracepoints (syscalls:sys_enter_*);

@@ -43,7 +43,59 @@ func runMemory(e *env, r *report) error {
 		return err
 	}
 	r.addMemory(first, peak, long)
+	for _, n := range e.sizes.Backlog {
+		res, err := backlogAt(e, n)
+		if err != nil {
+			return err
+		}
+		r.backlog = append(r.backlog, res)
+	}
+	r.addBacklog()
 	return nil
+}
+
+// backlogLimit is spool.max_messages for the backlog runs, so that the
+// spool fills at once and the other files wait in new/.
+const backlogLimit = 1000
+
+// backlogResult is the peak RssAnon with files waiting in new/.
+type backlogResult struct {
+	Files   int
+	RssAnon int64
+}
+
+// backlogAt writes n single-message files into new/ and samples RssAnon
+// of a daemon started with the broker down and room for backlogLimit
+// messages, so the rest of the files wait in new/.
+func backlogAt(e *env, n int) (backlogResult, error) {
+	root, err := e.dir(fmt.Sprintf("backlog-%d", n))
+	if err != nil {
+		return backlogResult{}, err
+	}
+	d, err := newDaemon(root, e.downURL, e.clientID("backlog"))
+	if err != nil {
+		return backlogResult{}, err
+	}
+	d.maxMessages = backlogLimit
+	if err := d.writeConfig(e.downURL, e.clientID("backlog")); err != nil {
+		return backlogResult{}, err
+	}
+	kind := ingestKind{Name: "single-message files", Files: n, PerFile: 1}
+	if err := writeFiles(filepath.Join(d.newDir(), "bench", "data"), kind, ingestPayload); err != nil {
+		return backlogResult{}, err
+	}
+	if err := d.start(e.bin, false); err != nil {
+		return backlogResult{}, err
+	}
+	peak, perr := peakRssAnon(d.pid, rssSample)
+	if err := d.stop(); err != nil {
+		return backlogResult{}, fmt.Errorf("stop mqspool with %d files waiting: %w", n, err)
+	}
+	if perr != nil {
+		return backlogResult{}, perr
+	}
+	logf("RssAnon with %d files waiting in new/: %d KiB", n, peak>>10)
+	return backlogResult{Files: n, RssAnon: peak}, nil
 }
 
 // memoryAt prefills n messages, runs the daemon with the broker down and

@@ -27,6 +27,7 @@ type report struct {
 	// client comparisons.
 	own      map[string]rate
 	memory   []memoryResult
+	backlog  []backlogResult
 	profiles []profileTop
 	details  []string
 	notes    []string
@@ -187,6 +188,25 @@ func (r *report) addMemory(first time.Duration, drainPeak int64, long longJSONLR
 		fmt.Sprintf("RssAnon while draining the %d queued messages for 5 s after the first publish: %s.", high.Queued, mib(drainPeak)),
 		fmt.Sprintf("One .jsonl file of %s with %d short lines, broker down: RssAnon peaked at %s, sampled every 50 ms, "+
 			"and new/ was empty %s after the start.", mib(longJSONLBytes), long.Lines, mib(long.RssAnon), round(long.Elapsed)))
+}
+
+func (r *report) addBacklog() {
+	if len(r.backlog) == 0 {
+		return
+	}
+	low, high := r.backlog[0], r.backlog[len(r.backlog)-1]
+	var parts []string
+	for _, b := range r.backlog {
+		parts = append(parts, fmt.Sprintf("%d files: %s", b.Files, mib(b.RssAnon)))
+	}
+	r.rows = append(r.rows, row{
+		Metric:  fmt.Sprintf("Peak RssAnon, %d → %d files waiting in new/, spool full", low.Files, high.Files),
+		Mqspool: fmt.Sprintf("%s → %s", mib(low.RssAnon), mib(high.RssAnon)),
+		Target:  "< 32 MiB", Result: passFail(high.RssAnon < 32<<20),
+	})
+	r.details = append(r.details, fmt.Sprintf("RssAnon with single-message files of 100 B waiting in new/ behind "+
+		"spool.max_messages %d, broker down, peak of samples every 100 ms over 5 s from the start: %s.",
+		backlogLimit, strings.Join(parts, "; ")))
 }
 
 func (r *report) addDisk(ingest, drain diskPhase, payload int64) {

@@ -27,6 +27,9 @@ type sizes struct {
 	// Memory lists the queue depths at which RssAnon is sampled; the
 	// last one is also used for the time to the first publish.
 	Memory []int
+	// Backlog lists the numbers of files waiting in new/ behind a full
+	// spool at which RssAnon is sampled.
+	Backlog []int
 	// Disk is the number of 1 KiB messages for the commit and write
 	// counts.
 	Disk int
@@ -40,14 +43,14 @@ func sizesFor(scale string) (sizes, error) {
 		return sizes{
 			Drain: 100_000, DrainRounds: 5, PubChunk: 50_000, ClientLimit: 30 * time.Second,
 			IngestFiles: 100_000, IngestLines: 100_000, JSONLPerFile: 100,
-			Memory: []int{10_000, 100_000, 1_000_000}, Disk: 100_000,
+			Memory: []int{10_000, 100_000, 1_000_000}, Backlog: []int{10_000, 300_000}, Disk: 100_000,
 			Wait: 10 * time.Minute,
 		}, nil
 	case "small":
 		return sizes{
 			Drain: 10_000, DrainRounds: 1, PubChunk: 5_000, ClientLimit: 10 * time.Second,
 			IngestFiles: 10_000, IngestLines: 10_000, JSONLPerFile: 100,
-			Memory: []int{1_000, 10_000, 100_000}, Disk: 10_000,
+			Memory: []int{1_000, 10_000, 100_000}, Backlog: []int{1_000, 40_000}, Disk: 10_000,
 			Wait: 3 * time.Minute,
 		}, nil
 	}

@@ -3,6 +3,8 @@ package test
 import (
 	"context"
 	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"github.com/eclipse/paho.golang/packets"
 
 	"github.com/mqspool/mqspool/internal/control"
+	"github.com/mqspool/mqspool/internal/pickup"
 	"github.com/mqspool/mqspool/test/harness"
 )
 
@@ -60,6 +63,41 @@ func TestBackpressure_LargeDropWithStoppedBroker(t *testing.T) {
 	})
 	checkWireOrder(t, proxy.Packets())
 	checkArrivalOrder(t, sub, total)
+}
+
+// TestBackpressure_BacklogInNewBeyondQueue starts the daemon on more files
+// in new/ than it keeps in memory, behind a spool of 200 messages: it
+// queues only the oldest, and the rest go in by later rescans, all of them
+// delivered in order.
+func TestBackpressure_BacklogInNewBeyondQueue(t *testing.T) {
+	if testing.Short() {
+		t.Skip("drops 36 000 files")
+	}
+	broker := harness.StartBroker(t, "")
+	sub := harness.Subscribe(t, broker.Addr(), "bl/#", 1)
+	d := harness.NewDaemon(t, broker.URL(), "spool:\n  max_messages: 200\nlog:\n  level: info\n")
+	d.DumpOnFailure()
+
+	const total = 36000 // above pickup.DefaultQueueMax
+	for i := range total {
+		d.Drop(fmt.Sprintf("bl/%d/m-%05d.msg", i%4, i), []byte(fmt.Sprintf("Topic: bl/%d\nQoS: 1\n\nseq-%06d", i%4, i)))
+	}
+	d.Start()
+
+	harness.WaitFor(t, 180*time.Second, "every message delivered", func() bool {
+		return len(missingAt(sub, total)) == 0
+	})
+	checkArrivalOrder(t, sub, total)
+	m := regexp.MustCompile(`spool pickup started.*queued_files=(\d+) waiting_files=(\d+)`).FindStringSubmatch(d.Log())
+	if m == nil {
+		t.Fatal("no start line of the pickup with queued_files and waiting_files")
+	}
+	queued, _ := strconv.Atoi(m[1])
+	waiting, _ := strconv.Atoi(m[2])
+	if queued > pickup.DefaultQueueMax || queued+waiting != total {
+		t.Errorf("pickup started with %d files queued and %d waiting, want at most %d queued of %d",
+			queued, waiting, pickup.DefaultQueueMax, total)
+	}
 }
 
 // missingAt returns the seqs below total that never reached sub.

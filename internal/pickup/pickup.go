@@ -83,6 +83,11 @@ type Options struct {
 	// more than reading thousands of small files, so a backlog goes in
 	// large batches. batchBytes still bounds the memory one batch uses.
 	BatchMax int
+	// QueueMax bounds the files queued in memory, so that a backlog in
+	// new/, as behind a full spool, costs no memory in proportion. Files
+	// beyond it wait in new/, and rescans queue the oldest of them as the
+	// queue empties. It is at least BatchMax.
+	QueueMax int
 	// FailedWarnBytes is the size of failed/ above which a warning is
 	// logged at most once an hour; 0 turns the warning off. Nothing in
 	// failed/ is ever deleted.
@@ -134,8 +139,9 @@ type Stats struct {
 	MessagesIngested uint64
 	// FilesFailed counts files and messages moved to failed/.
 	FilesFailed uint64
-	// Waiting is the number of files queued for ingest but held back by
-	// a full spool, disk pressure or a store error.
+	// Waiting is the number of files in new/ held back from ingest by a
+	// full spool, disk pressure or a store error. Files beyond
+	// Options.QueueMax are counted as of the last rescan.
 	Waiting int
 	// DiskPressure is true while ingest is paused for lack of free space.
 	DiskPressure bool
@@ -181,15 +187,20 @@ type Pickup struct {
 	failed failedCounter // the size of failed/
 
 	// The fields below belong to the goroutine running Run.
-	// TODO: queue keeps the name of every waiting file in memory, so a
-	// backlog of millions of files in new/ costs memory in proportion.
-	queue       []string             // files ready for ingest, in arrival order
-	queued      map[string]bool      // members of queue
-	settling    map[string]settleRef // files written in place, not yet settled
-	tentative   map[string]time.Time // queued files that may be incomplete, with a deadline
-	headWait    time.Time            // when a tentative file at the head is looked at again
-	retryAt     time.Time            // no ingest before this time
-	backoff     time.Duration        // current wait after a full spool or store error
+	queue     []string             // files ready for ingest, in arrival order
+	queued    map[string]bool      // members of queue
+	settling  map[string]settleRef // files written in place, not yet settled
+	tentative map[string]time.Time // queued files that may be incomplete, with a deadline
+	headWait  time.Time            // when a tentative file at the head is looked at again
+	// overflowed is set while files wait in new/ that the queue, bounded
+	// by Options.QueueMax, left out; backlog counts them as of the last
+	// rescan, plus those announced since. refillAt is the earliest time
+	// of the rescan that queues them (see refillDue).
+	overflowed  bool
+	backlog     int
+	refillAt    time.Time
+	retryAt     time.Time     // no ingest before this time
+	backoff     time.Duration // current wait after a full spool or store error
 	storeErrLog rateLimit
 	// housekeepingLog limits the warnings about tmp/ and failed/.
 	housekeepingLog rateLimit
@@ -350,6 +361,10 @@ func applyDefaults(o *Options) {
 	if o.BatchMax <= 0 {
 		o.BatchMax = DefaultBatchMax
 	}
+	if o.QueueMax <= 0 {
+		o.QueueMax = DefaultQueueMax
+	}
+	o.QueueMax = max(o.QueueMax, o.BatchMax)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}

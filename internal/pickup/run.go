@@ -49,7 +49,7 @@ func (p *Pickup) Run(ctx context.Context) error {
 	// scan orders every file it lists, without a sync.
 	p.rescan(w, ws, nil)
 	p.log.Info("spool pickup started", "dir", p.opts.Dir, "watched_dirs", len(ws.byDir),
-		"queued_files", len(p.queue))
+		"queued_files", len(p.queue), "waiting_files", p.backlog)
 	rescan := time.NewTicker(p.opts.RescanInterval)
 	defer rescan.Stop()
 	timer := time.NewTimer(idleWait)
@@ -86,6 +86,9 @@ func (p *Pickup) Run(ctx context.Context) error {
 		case <-timer.C:
 			if p.restoreDue() || p.pathCheckDue() {
 				p.rescan(w, ws, nil)
+			}
+			if p.refillDue() {
+				p.refill(w, ws)
 			}
 			// A settled file may reuse the name of a file being
 			// removed, and enqueue skips names still queued. Without
@@ -167,6 +170,7 @@ func (p *Pickup) claim(w *watcher, ws *watches) bool {
 	clear(p.queued)
 	clear(p.settling)
 	clear(p.tentative)
+	p.overflowed, p.backlog = false, 0
 	return false
 }
 
@@ -327,7 +331,7 @@ func (p *Pickup) step(w *watcher, ws *watches) {
 	}
 	waiting := 0
 	if p.now().Before(p.retryAt) {
-		waiting = len(p.queue)
+		waiting = len(p.queue) + p.backlog
 	}
 	p.updateStats(func(s *Stats) { s.Waiting = waiting })
 }
@@ -348,6 +352,9 @@ func (p *Pickup) wait() time.Duration {
 	}
 	if !p.restoreAt.IsZero() {
 		d = min(d, max(p.restoreAt.Sub(now), time.Millisecond))
+	}
+	if p.refillNeeded() {
+		d = min(d, max(p.refillAt.Sub(now), time.Millisecond))
 	}
 	if p.pathCheckNeeded() {
 		if p.pathCheckAt.IsZero() {

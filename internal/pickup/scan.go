@@ -2,6 +2,7 @@ package pickup
 
 import (
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -30,7 +31,8 @@ type candidate struct {
 	// watched is set when the file's directory had a watch before the
 	// scan's cutoff was taken, so a change after the cutoff has an event.
 	watched bool
-	// info is the file's lstat result from the scan, nil when it failed.
+	// info is the file's lstat result, taken once the scan has chosen the
+	// file, nil when it failed.
 	info fs.FileInfo
 }
 
@@ -54,7 +56,8 @@ func hidden(name string) bool { return strings.HasPrefix(name, ".") }
 // (see scanCutoff). sync, when not nil, runs between the cutoff and the
 // listing. It handles the events already queued, so the files they
 // announce are queued in arrival order instead of by the listing, which
-// orders files with one change time by name.
+// orders files with one change time by name. Only the oldest files that
+// fit in the queue are queued (see scanRoom); the others wait in new/.
 func (p *Pickup) scanTree(w *watcher, ws *watches, dir string, sync func()) {
 	p.watchTree(w, ws, dir)
 	cutoff, ok := p.scanCutoff()
@@ -64,18 +67,17 @@ func (p *Pickup) scanTree(w *watcher, ws *watches, dir string, sync func()) {
 		// queued, also when it arrived before them.
 		sync()
 	}
-	var found []candidate
-	p.walk(w, ws, dir, &found)
+	sel := &oldest{limit: p.scanRoom(dir)}
+	p.walk(w, ws, dir, sel)
+	found := sel.sorted()
 	if ok {
 		found = p.leaveToEvents(found, cutoff)
 	}
-	sort.Slice(found, func(i, j int) bool {
-		if found[i].ctime != found[j].ctime {
-			return found[i].ctime < found[j].ctime
-		}
-		return found[i].rel < found[j].rel
-	})
+	p.noteLeftOut(dir, sel.left)
 	for _, c := range found {
+		if info, err := os.Lstat(p.abs(c.rel)); err == nil {
+			c.info = info
+		}
 		p.considerFound(c)
 	}
 }
@@ -185,49 +187,80 @@ func (p *Pickup) resolveTentative(rel string) (ready, drop bool) {
 	return false, false
 }
 
-// walk visits one directory. Symbolic links to directories are files to
-// it, so the pickup rejects them and never follows them.
-func (p *Pickup) walk(w *watcher, ws *watches, dir string, found *[]candidate) {
+// walk visits one directory and offers its files to sel. It reads the
+// entries in chunks, so a directory of many files costs memory only for
+// the files sel keeps. Symbolic links to directories are files to it, so
+// the pickup rejects them and never follows them.
+func (p *Pickup) walk(w *watcher, ws *watches, dir string, sel *oldest) {
 	_, watched := ws.byDir[dir]
 	if !watched && w != nil {
 		// Created after watchTree ran: its files may have no events.
 		p.addWatch(w, ws, dir)
 	}
-	entries, err := os.ReadDir(p.abs(dir))
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return
-	case errors.Is(err, fs.ErrPermission):
-		p.logUnreadable(dir, err)
-		return
-	case errors.Is(err, syscall.ENAMETOOLONG):
-		p.logPathTooLong(dir, err)
-		return
-	case err != nil:
-		p.log.Error("read spool directory", "path", p.abs(dir), "err", err)
-		p.setError(err)
+	f, err := os.Open(p.abs(dir))
+	if err != nil {
+		p.walkError(dir, err)
 		return
 	}
+	fd := int(f.Fd())
+	var subdirs []string
+	for {
+		entries, err := f.ReadDir(1024)
+		subdirs = p.offerEntries(fd, dir, watched, entries, sel, subdirs)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			p.walkError(dir, err)
+			break
+		}
+	}
+	f.Close()
+	slices.Sort(subdirs)
+	for _, sub := range subdirs {
+		p.walk(w, ws, sub, sel)
+	}
+}
+
+// offerEntries offers the files among entries of dir, open as fd, to sel
+// and returns subdirs with the directories among them added. It reads
+// each change time into one buffer, so a file costs no memory unless sel
+// keeps it.
+func (p *Pickup) offerEntries(fd int, dir string, watched bool, entries []fs.DirEntry, sel *oldest,
+	subdirs []string) []string {
+	var st unix.Stat_t
 	for _, e := range entries {
 		if hidden(e.Name()) {
 			continue
 		}
 		rel := path.Join(dir, e.Name())
 		if e.IsDir() {
-			p.walk(w, ws, rel, found)
+			subdirs = append(subdirs, rel)
 			continue
 		}
 		if p.queued[rel] {
 			continue
 		}
 		c := candidate{rel: rel, watched: watched}
-		if info, err := e.Info(); err == nil {
-			c.info = info
-			if st, ok := info.Sys().(*syscall.Stat_t); ok {
-				c.ctime = st.Ctim.Nano()
-			}
+		if unix.Fstatat(fd, e.Name(), &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+			c.ctime = st.Ctim.Nano()
 		}
-		*found = append(*found, c)
+		sel.offer(c)
+	}
+	return subdirs
+}
+
+// walkError reports a directory that walk cannot list.
+func (p *Pickup) walkError(dir string, err error) {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, fs.ErrPermission):
+		p.logUnreadable(dir, err)
+	case errors.Is(err, syscall.ENAMETOOLONG):
+		p.logPathTooLong(dir, err)
+	default:
+		p.log.Error("read spool directory", "path", p.abs(dir), "err", err)
+		p.setError(err)
 	}
 }
 
@@ -329,6 +362,12 @@ func (p *Pickup) enqueue(rel string) {
 	if p.queued[rel] || p.rejectHeldBack(rel) {
 		return
 	}
+	if len(p.queue) >= p.opts.QueueMax {
+		// It waits in new/ for a rescan; see scanRoom.
+		p.overflowed = true
+		p.backlog++
+		return
+	}
 	p.queued[rel] = true
 	p.queue = append(p.queue, rel)
 }
@@ -388,9 +427,11 @@ func (p *Pickup) handleEvent(w *watcher, ws *watches, ev watchEvent) bool {
 			p.scanTree(w, ws, rel, nil)
 		}
 	case ev.mask&(unix.IN_MOVED_TO|unix.IN_CLOSE_WRITE) != 0:
-		p.enqueue(rel)
+		p.arrived(rel)
 	case ev.mask&unix.IN_CREATE != 0:
-		p.consider(rel)
+		if _, tracked := p.settling[rel]; !p.overflowed || tracked {
+			p.consider(rel)
+		}
 	}
 	return false
 }

@@ -1,0 +1,177 @@
+package pickup
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mqspool/mqspool/internal/spool"
+	"golang.org/x/sys/unix"
+	"pgregory.net/rapid"
+)
+
+// queueWatch wraps a Store and records the longest queue the pickup held
+// at an append. AppendForget runs on the pickup's goroutine, so it may
+// read the queue.
+type queueWatch struct {
+	Store
+	p *Pickup
+
+	mu      sync.Mutex
+	longest int
+}
+
+func (q *queueWatch) AppendForget(files []spool.FileBatch, forget []spool.FileID) (int, error) {
+	q.mu.Lock()
+	q.longest = max(q.longest, len(q.p.queue))
+	q.mu.Unlock()
+	return q.Store.AppendForget(files, forget)
+}
+
+func (q *queueWatch) longestQueue() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.longest
+}
+
+// A backlog in new/ beyond QueueMax waits on disk rather than in memory,
+// and still goes in by arrival order: the files found at start oldest
+// first, then those renamed in while the spool was full.
+func TestPickup_BacklogBeyondQueueMax(t *testing.T) {
+	opts := testOptions(t)
+	opts.BatchMax = 4
+	opts.QueueMax = 8
+	for _, dir := range []string{"tmp", "new"} {
+		if err := os.MkdirAll(filepath.Join(opts.Dir, dir), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var want []string
+	for i := range 30 {
+		rel := fmt.Sprintf("old/f%03d.msg", i)
+		dropFast(t, opts.Dir, rel, "Topic: t\n\nx")
+		want = append(want, rel)
+	}
+	fake := newFakeStore()
+	fake.setRoom(0)
+	watch := &queueWatch{Store: fake}
+	p := start(t, opts, watch, func(p *Pickup) { watch.p = p })
+	waitFor(t, 5*time.Second, "spool full", func() bool { return p.Stats().SpoolFull })
+
+	for i := range 10 {
+		rel := fmt.Sprintf("late/f%03d.msg", i)
+		dropFast(t, opts.Dir, rel, "Topic: t\n\nx")
+		want = append(want, rel)
+	}
+	waitFor(t, 5*time.Second, "40 files waiting", func() bool { return p.Stats().Waiting == 40 })
+
+	fake.setRoom(-1)
+	p.RoomFreed()
+	waitFor(t, 10*time.Second, "every file appended", func() bool { return fake.count() == len(want) })
+	if got := fake.names(); !slices.Equal(got, want) {
+		t.Errorf("appended in the order\n%v\nwant\n%v", got, want)
+	}
+	if n := watch.longestQueue(); n > opts.QueueMax {
+		t.Errorf("queue held %d files, more than QueueMax %d", n, opts.QueueMax)
+	}
+}
+
+// oldest keeps exactly the limit oldest candidates, sorted, and counts the
+// others, whatever the order they are offered in.
+func TestOldest_KeepsTheOldest(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		limit := rapid.IntRange(0, 20).Draw(t, "limit")
+		n := rapid.IntRange(0, 60).Draw(t, "n")
+		var all []candidate
+		for i := range n {
+			all = append(all, candidate{
+				rel:   fmt.Sprintf("f%02d", i),
+				ctime: int64(rapid.IntRange(0, 5).Draw(t, "ctime")),
+			})
+		}
+		offered := rapid.Permutation(all).Draw(t, "offered")
+		sel := &oldest{limit: limit}
+		for _, c := range offered {
+			sel.offer(c)
+		}
+		got := sel.sorted()
+
+		slices.SortFunc(all, func(a, b candidate) int {
+			if a.before(b) {
+				return -1
+			}
+			return 1
+		})
+		want := all[:min(limit, n)]
+		if !slices.EqualFunc(got, want, func(a, b candidate) bool { return a.rel == b.rel }) {
+			t.Fatalf("kept %v, want %v", got, want)
+		}
+		if sel.left != n-len(want) {
+			t.Fatalf("counted %d left out, want %d", sel.left, n-len(want))
+		}
+	})
+}
+
+// While files wait in new/ beyond the queue, a file announced by an event
+// waits too, although the queue has room: it arrived after them.
+func TestPickup_ArrivalWaitsBehindBacklog(t *testing.T) {
+	p, err := New(testOptions(t), newFakeStore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := &watches{byWD: map[int32]string{1: ""}, byDir: map[string]int32{"": 1}}
+	arrive := func(name string) {
+		p.handleEvent(nil, ws, watchEvent{wd: 1, mask: unix.IN_MOVED_TO, name: name})
+	}
+
+	arrive("first")
+	p.noteLeftOut("", 3)
+	arrive("second")
+	p.noteLeftOut("", 0)
+	arrive("third")
+
+	if want := []string{"first", "third"}; !slices.Equal(p.queue, want) {
+		t.Errorf("queued %v, want %v", p.queue, want)
+	}
+}
+
+// A directory of more files than QueueMax renamed into new/ is scanned
+// with the same bound: its oldest files are queued, the others go in by
+// rescans, in order.
+func TestPickup_DirectoryBeyondQueueMax(t *testing.T) {
+	opts := testOptions(t)
+	opts.BatchMax = 4
+	opts.QueueMax = 8
+	fake := newFakeStore()
+	watch := &queueWatch{Store: fake}
+	start(t, opts, watch, func(p *Pickup) { watch.p = p })
+	waitFor(t, 5*time.Second, "new/ created", func() bool { return exists(filepath.Join(opts.Dir, "new")) })
+
+	staged := filepath.Join(opts.Dir, "tmp", "batch")
+	if err := os.MkdirAll(staged, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := range 30 {
+		name := fmt.Sprintf("f%03d.msg", i)
+		if err := os.WriteFile(filepath.Join(staged, name), []byte("Topic: t\n\nx"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, "batch/"+name)
+	}
+	if err := os.Rename(staged, filepath.Join(opts.Dir, "new", "batch")); err != nil {
+		t.Fatal(err)
+	}
+
+	waitFor(t, 10*time.Second, "every file appended", func() bool { return fake.count() == len(want) })
+	if got := fake.names(); !slices.Equal(got, want) {
+		t.Errorf("appended in the order\n%v\nwant\n%v", got, want)
+	}
+	if n := watch.longestQueue(); n > opts.QueueMax {
+		t.Errorf("queue held %d files, more than QueueMax %d", n, opts.QueueMax)
+	}
+}
