@@ -36,9 +36,6 @@ type Sources struct {
 }
 
 // Metrics is the registry with mqspool's collectors.
-//
-// TODO: no fsync or commit latency histogram yet, because the spool does
-// not report how long its commits take.
 type Metrics struct {
 	reg        *prometheus.Registry
 	ackLatency prometheus.Histogram

@@ -48,7 +48,13 @@ func TestMetrics_SnapshotValues(t *testing.T) {
 		Loop: func() eventloop.Stats {
 			return eventloop.Stats{Connected: true, Inflight: 3, Published: 12, Acked: 10, Failed: 1, Dropped: 2, Reconnects: 4, IncomingDeferred: 6}
 		},
-		Spool: func() spool.Stats { return spool.Stats{Messages: 7, Bytes: 700, Dropped: 5} },
+		Spool: func() spool.Stats {
+			commits := spool.CommitTimes{Count: 11, Sum: 40 * time.Millisecond, Buckets: make([]uint64, len(spool.CommitBuckets))}
+			for i := range commits.Buckets {
+				commits.Buckets[i] = 11
+			}
+			return spool.Stats{Messages: 7, Bytes: 700, Dropped: 5, Commits: commits}
+		},
 		Pickup: func() pickup.Stats {
 			return pickup.Stats{MessagesIngested: 20, FilesIngested: 8, FilesFailed: 2, SpoolFull: true, Waiting: 9}
 		},
@@ -79,6 +85,7 @@ func TestMetrics_SnapshotValues(t *testing.T) {
 		`mqspool_dropped_messages_total{reason="overflow"}`:     5,
 		`mqspool_broker_rejections_total{reason_code="0x95"}`:   1,
 		"mqspool_ack_latency_seconds_count":                     1,
+		"mqspool_spool_commit_seconds_count":                    11,
 	}
 	for name, v := range want {
 		if got, ok := values[name]; !ok || got != v {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mqspool/mqspool/internal/spool"
 )
 
 // desc is one metric of the snapshot collector.
@@ -33,6 +35,7 @@ type snapshotCollector struct {
 	downgraded, deferred                                  desc
 	inflight, reconnects, connected, paused               desc
 	failedFiles, diskPressure, spoolFull, waiting, expiry desc
+	commitSeconds                                         *prometheus.Desc
 }
 
 func newSnapshotCollector(src Sources) *snapshotCollector {
@@ -60,6 +63,8 @@ func newSnapshotCollector(src Sources) *snapshotCollector {
 		spoolFull:     gauge("mqspool_spool_full", "1 while spool.max_bytes or spool.max_messages holds ingest back, else 0."),
 		waiting:       gauge("mqspool_pickup_waiting_files", "Files held back in new/ by a full spool, disk pressure or a store error."),
 		expiry:        gauge("mqspool_client_certificate_expiry_timestamp_seconds", "Expiry (NotAfter) of the client certificate in broker.tls.cert_file, as a Unix time."),
+		commitSeconds: prometheus.NewDesc("mqspool_spool_commit_seconds",
+			"Time each commit of the spool database since the start spent writing and syncing the file (fdatasync of the data pages, then of the meta page).", nil, nil),
 	}
 }
 
@@ -77,6 +82,7 @@ func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range c.all() {
 		ch <- d.d
 	}
+	ch <- c.commitSeconds
 }
 
 // Collect takes one snapshot of each source and sends the values.
@@ -122,6 +128,16 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	if notAfter, ok := certExpiry(c.src.CertFile); ok {
 		emit(c.expiry, float64(notAfter.Unix()))
 	}
+	ch <- commitHistogram(c.commitSeconds, ss.Commits)
+}
+
+// commitHistogram converts the spool's commit times to a histogram.
+func commitHistogram(d *prometheus.Desc, ct spool.CommitTimes) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(ct.Buckets))
+	for i, n := range ct.Buckets {
+		buckets[spool.CommitBuckets[i]] = n
+	}
+	return prometheus.MustNewConstHistogram(d, ct.Count, ct.Sum.Seconds(), buckets)
 }
 
 func boolValue(b bool) float64 {

@@ -224,6 +224,9 @@ func (s *Spool) writeLocked(op string, fn func(tx *bolt.Tx, t *totals) error) er
 	s.mu.Lock()
 	t := s.totals
 	s.mu.Unlock()
+	// Only this transaction writes while writeMu is held, so the growth
+	// of bbolt's total write time is this commit's.
+	wrote := s.writeTime()
 	err := s.update(op, func(tx *bolt.Tx) error {
 		if err := fn(tx, &t); err != nil {
 			return err
@@ -233,10 +236,19 @@ func (s *Spool) writeLocked(op string, fn func(tx *bolt.Tx, t *totals) error) er
 	if err != nil {
 		return err
 	}
+	took := s.writeTime() - wrote
 	s.mu.Lock()
 	s.totals = t
+	s.commitTimes.observe(took)
 	s.mu.Unlock()
 	return nil
+}
+
+// writeTime returns the time bbolt has spent writing and syncing the
+// database file since Open.
+func (s *Spool) writeTime() time.Duration {
+	st := s.db.Stats()
+	return st.TxStats.GetWriteTime()
 }
 
 func (s *Spool) recoverPanic(err *error, op string) {

@@ -66,12 +66,14 @@ type Spool struct {
 	pending      []*pendingWrite
 	groupCommits uint64 // commits that carried more than one write
 
-	// mu guards totals, closed, corrupt, cursors and copiedToFailed.
-	mu      sync.Mutex
-	totals  totals
-	closed  bool
-	corrupt bool
-	cursors map[*Cursor]struct{}
+	// mu guards totals, commitTimes, closed, corrupt, cursors and
+	// copiedToFailed.
+	mu          sync.Mutex
+	totals      totals
+	commitTimes commitTimes
+	closed      bool
+	corrupt     bool
+	cursors     map[*Cursor]struct{}
 	// copiedToFailed has the messages that Options.Quarantine took in a
 	// Commit that then failed, so that a retry of that Commit does not
 	// hand them over again.
@@ -466,6 +468,8 @@ type Stats struct {
 	// Message Expiry since the database was created.
 	Dropped uint64
 	Expired uint64
+	// Commits times the commits since Open.
+	Commits CommitTimes
 }
 
 // Stats returns the counters kept in memory, and reads the first
@@ -475,10 +479,12 @@ type Stats struct {
 func (s *Spool) Stats() Stats {
 	s.mu.Lock()
 	t := s.totals
+	commits := s.commitTimes.snapshot()
 	s.mu.Unlock()
 	st := Stats{
 		Messages: t.messages, Bytes: t.bytes,
 		Dropped: t.dropped, Expired: t.expired,
+		Commits: commits,
 	}
 	if s.checkOpen() != nil {
 		return st

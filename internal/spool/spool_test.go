@@ -146,7 +146,10 @@ func TestReopenKeepsQueueAndTotals(t *testing.T) {
 	}
 
 	s = openSpool(t, opts)
-	equal(t, "stats", s.Stats(), before)
+	after := s.Stats()
+	// Commit times count from Open.
+	before.Commits, after.Commits = CommitTimes{}, CommitTimes{}
+	equal(t, "stats", after, before)
 	mustAppend(t, s, batch("b", 3, 1))
 	equal(t, "seqs", seqsOf(drain(t, s.NewCursor())), []uint64{2, 3, 4})
 }
