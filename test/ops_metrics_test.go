@@ -97,6 +97,12 @@ func TestOpsMetrics_AfterWorkload(t *testing.T) {
 	if m["mqspool_published_packets_total"] < 6 {
 		t.Errorf("mqspool_published_packets_total = %v, want at least 6", m["mqspool_published_packets_total"])
 	}
+	// At least the commit of the ingested files and one of the
+	// acknowledgements; the committer may group the rest.
+	if m["mqspool_spool_commit_seconds_count"] < 2 || m["mqspool_spool_commit_seconds_sum"] <= 0 {
+		t.Errorf("mqspool_spool_commit_seconds count %v and sum %v, want at least 2 commits taking some time",
+			m["mqspool_spool_commit_seconds_count"], m["mqspool_spool_commit_seconds_sum"])
+	}
 
 	opsCtl(t, d, "pause")
 	opsDropMsgs(d, "met/held", 3)
