@@ -2,16 +2,23 @@ package pickup
 
 import (
 	"container/heap"
+	"os"
 	"slices"
 	"time"
 )
 
 // DefaultQueueMax is the default of [Options.QueueMax].
-const DefaultQueueMax = 32768
+const DefaultQueueMax = 16384
 
 // minRefillGap is the shortest wait after a rescan that refilled nothing
 // from a backlog in new/.
 const minRefillGap = 100 * time.Millisecond
+
+// reserveFactor sets the size of the reserve: a full scan that finds more
+// files than fit in the queue keeps the next reserveFactor*QueueMax of
+// them, by name and change time, so that refills need not list new/
+// again until they are used up.
+const reserveFactor = 3
 
 // oldest keeps the limit oldest of the candidates offered to it, by change
 // time then name, and counts the others. Its memory is bounded by limit,
@@ -20,6 +27,13 @@ type oldest struct {
 	limit  int
 	chosen candidateHeap
 	left   int
+}
+
+// wants reports whether a candidate with change time ctime may be kept,
+// before its path is built: one newer than every kept candidate is not,
+// once sel is full.
+func (o *oldest) wants(ctime int64) bool {
+	return len(o.chosen) < o.limit || (o.limit > 0 && ctime <= o.chosen[0].ctime)
 }
 
 func (o *oldest) offer(c candidate) {
@@ -86,17 +100,26 @@ func (p *Pickup) scanRoom(dir string) int {
 	return max(p.opts.QueueMax-len(p.queue)-len(p.settling), 0)
 }
 
-// noteLeftOut records the files a scan of dir found but left in new/.
-// A full scan counts the whole backlog; a scan of one directory adds to it.
-func (p *Pickup) noteLeftOut(dir string, left int) {
+// noteScan records what a scan of dir found beyond the queue: rest, the
+// oldest of them in order, and the number left unlisted. A full scan
+// replaces the reserve and the count; a scan of one directory only adds
+// to the count.
+func (p *Pickup) noteScan(dir string, rest []candidate, unlisted int) {
 	if dir == "" {
-		p.overflowed, p.backlog = left > 0, left
-		return
+		p.reserve, p.unlisted = rest, unlisted
+	} else {
+		p.reserve = append(p.reserve, rest...)
+		p.unlisted += unlisted
 	}
-	if left > 0 {
-		p.overflowed = true
-		p.backlog += left
+	if len(p.reserve) == 0 {
+		p.reserve = nil
 	}
+	p.overflowed = len(p.reserve) > 0 || p.unlisted > 0
+}
+
+// waitingBeyond counts the files that wait in new/ beyond the queue.
+func (p *Pickup) waitingBeyond() int {
+	return len(p.reserve) + p.unlisted
 }
 
 // arrived queues a file that an event announced. While files wait in new/
@@ -104,7 +127,7 @@ func (p *Pickup) noteLeftOut(dir string, left int) {
 // queues them oldest first. A file being settled was counted by a scan.
 func (p *Pickup) arrived(rel string) {
 	if _, tracked := p.settling[rel]; p.overflowed && !tracked && !p.queued[rel] {
-		p.backlog++
+		p.unlisted++
 		return
 	}
 	p.enqueue(rel)
@@ -116,20 +139,45 @@ func (p *Pickup) refillNeeded() bool {
 	return p.overflowed && len(p.queue)+len(p.settling) <= p.opts.QueueMax/4
 }
 
-// refillDue reports whether the rescan that refills the queue is due.
+// refillDue reports whether the queue is to be refilled now.
 func (p *Pickup) refillDue() bool {
 	return p.refillNeeded() && !p.now().Before(p.refillAt)
 }
 
-// refill runs the rescan that queues the oldest files of the backlog. A
-// refill may queue nothing, as when every file left is one whose move to
-// failed/ keeps failing. The next one then waits as long as this one took,
-// so such a backlog costs at most half the time in listings.
+// refill queues the oldest files of the backlog: from the reserve that the
+// last full scan listed, or, once that is used up, by a rescan. A rescan
+// may queue nothing, as when every file left is one whose move to failed/
+// keeps failing. The next one then waits as long as this one took, so such
+// a backlog costs at most half the time in listings.
 func (p *Pickup) refill(w *watcher, ws *watches) {
+	if len(p.reserve) > 0 {
+		p.takeReserve()
+		return
+	}
 	began, before := p.now(), len(p.queue)+len(p.settling)
 	p.rescan(w, ws, nil)
 	p.refillAt = time.Time{}
 	if len(p.queue)+len(p.settling) <= before {
 		p.refillAt = p.now().Add(max(minRefillGap, p.now().Sub(began)))
+	}
+}
+
+// takeReserve queues files from the head of the reserve, as many as fit.
+func (p *Pickup) takeReserve() {
+	n := min(p.scanRoom(""), len(p.reserve))
+	take := p.reserve[:n]
+	p.noteScan("", p.reserve[n:], p.unlisted)
+	p.considerAll(take)
+}
+
+// considerAll takes the lstat result of each of found, which a scan
+// listed, and queues those that are ready.
+func (p *Pickup) considerAll(found []candidate) {
+	for _, c := range found {
+		info, err := os.Lstat(p.abs(c.rel))
+		if err != nil {
+			info = nil
+		}
+		p.considerFound(c.rel, info)
 	}
 }

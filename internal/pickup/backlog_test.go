@@ -129,9 +129,9 @@ func TestPickup_ArrivalWaitsBehindBacklog(t *testing.T) {
 	}
 
 	arrive("first")
-	p.noteLeftOut("", 3)
+	p.noteScan("", nil, 3)
 	arrive("second")
-	p.noteLeftOut("", 0)
+	p.noteScan("", nil, 0)
 	arrive("third")
 
 	if want := []string{"first", "third"}; !slices.Equal(p.queue, want) {

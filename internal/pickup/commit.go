@@ -74,7 +74,7 @@ func (p *Pickup) ingestBatch() {
 			p.full = false
 			p.waitingRoom.Store(false)
 			p.updateStats(func(s *Stats) { s.SpoolFull = false })
-			p.log.Info("spool has room again; ingest resumes", "files", len(p.queue)+p.backlog)
+			p.log.Info("spool has room again; ingest resumes", "files", len(p.queue)+p.waitingBeyond())
 		}
 	}
 }
@@ -181,9 +181,9 @@ func (p *Pickup) waitFull() {
 		p.full = true
 		p.updateStats(func(s *Stats) { s.SpoolFull = true })
 		p.log.Warn("spool is full (spool.max_bytes or spool.max_messages); files wait in new/ in order",
-			"files", len(p.queue)+p.backlog)
+			"files", len(p.queue)+p.waitingBeyond())
 	}
-	p.log.Debug("spool still full", "files", len(p.queue)+p.backlog, "backoff_ms", p.backoff.Milliseconds())
+	p.log.Debug("spool still full", "files", len(p.queue)+p.waitingBeyond(), "backoff_ms", p.backoff.Milliseconds())
 }
 
 // RoomFreed wakes a pickup that waits for room in a full spool, because

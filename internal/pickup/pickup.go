@@ -193,11 +193,13 @@ type Pickup struct {
 	tentative map[string]time.Time // queued files that may be incomplete, with a deadline
 	headWait  time.Time            // when a tentative file at the head is looked at again
 	// overflowed is set while files wait in new/ that the queue, bounded
-	// by Options.QueueMax, left out; backlog counts them as of the last
-	// rescan, plus those announced since. refillAt is the earliest time
-	// of the rescan that queues them (see refillDue).
+	// by Options.QueueMax, left out. reserve has the oldest of them in
+	// order, as the last full scan listed them, and unlisted counts the
+	// others as of that scan, plus those announced since. refillAt is the
+	// earliest time of the rescan that queues them (see refill).
 	overflowed  bool
-	backlog     int
+	reserve     []candidate
+	unlisted    int
 	refillAt    time.Time
 	retryAt     time.Time     // no ingest before this time
 	backoff     time.Duration // current wait after a full spool or store error

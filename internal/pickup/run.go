@@ -49,7 +49,7 @@ func (p *Pickup) Run(ctx context.Context) error {
 	// scan orders every file it lists, without a sync.
 	p.rescan(w, ws, nil)
 	p.log.Info("spool pickup started", "dir", p.opts.Dir, "watched_dirs", len(ws.byDir),
-		"queued_files", len(p.queue), "waiting_files", p.backlog)
+		"queued_files", len(p.queue), "waiting_files", p.waitingBeyond())
 	rescan := time.NewTicker(p.opts.RescanInterval)
 	defer rescan.Stop()
 	timer := time.NewTimer(idleWait)
@@ -170,7 +170,7 @@ func (p *Pickup) claim(w *watcher, ws *watches) bool {
 	clear(p.queued)
 	clear(p.settling)
 	clear(p.tentative)
-	p.overflowed, p.backlog = false, 0
+	p.overflowed, p.reserve, p.unlisted = false, nil, 0
 	return false
 }
 
@@ -331,7 +331,7 @@ func (p *Pickup) step(w *watcher, ws *watches) {
 	}
 	waiting := 0
 	if p.now().Before(p.retryAt) {
-		waiting = len(p.queue) + p.backlog
+		waiting = len(p.queue) + p.waitingBeyond()
 	}
 	p.updateStats(func(s *Stats) { s.Waiting = waiting })
 }

@@ -31,9 +31,6 @@ type candidate struct {
 	// watched is set when the file's directory had a watch before the
 	// scan's cutoff was taken, so a change after the cutoff has an event.
 	watched bool
-	// info is the file's lstat result, taken once the scan has chosen the
-	// file, nil when it failed.
-	info fs.FileInfo
 }
 
 // watches maps watch descriptors to directories under new/ ("" is new/).
@@ -67,19 +64,20 @@ func (p *Pickup) scanTree(w *watcher, ws *watches, dir string, sync func()) {
 		// queued, also when it arrived before them.
 		sync()
 	}
-	sel := &oldest{limit: p.scanRoom(dir)}
+	room, spare := p.scanRoom(dir), 0
+	if dir == "" {
+		// The files of the reserve are listed again.
+		p.reserve, spare = nil, reserveFactor*p.opts.QueueMax
+	}
+	sel := &oldest{limit: room + spare}
 	p.walk(w, ws, dir, sel)
 	found := sel.sorted()
 	if ok {
 		found = p.leaveToEvents(found, cutoff)
 	}
-	p.noteLeftOut(dir, sel.left)
-	for _, c := range found {
-		if info, err := os.Lstat(p.abs(c.rel)); err == nil {
-			c.info = info
-		}
-		p.considerFound(c)
-	}
+	room = min(room, len(found))
+	p.noteScan(dir, found[room:], sel.left)
+	p.considerAll(found[:room])
 }
 
 // leaveToEvents removes the files in watched directories that changed
@@ -137,8 +135,7 @@ func (p *Pickup) watchTree(w *watcher, ws *watches, dir string) {
 // wait behind it until it is closed, settles or has waited the settle
 // time. A file whose change time is later than its modification time was
 // renamed or linked after its last write and is taken at once.
-func (p *Pickup) considerFound(c candidate) {
-	rel, info := c.rel, c.info
+func (p *Pickup) considerFound(rel string, info fs.FileInfo) {
 	_, tracked := p.settling[rel]
 	if info == nil {
 		p.consider(rel)
@@ -223,29 +220,38 @@ func (p *Pickup) walk(w *watcher, ws *watches, dir string, sel *oldest) {
 }
 
 // offerEntries offers the files among entries of dir, open as fd, to sel
-// and returns subdirs with the directories among them added. It reads
-// each change time into one buffer, so a file costs no memory unless sel
-// keeps it.
+// and returns subdirs with the directories among them added. It builds
+// each path and reads each change time in reused buffers, so a file costs
+// no memory unless sel keeps it.
 func (p *Pickup) offerEntries(fd int, dir string, watched bool, entries []fs.DirEntry, sel *oldest,
 	subdirs []string) []string {
 	var st unix.Stat_t
+	var rel []byte
 	for _, e := range entries {
 		if hidden(e.Name()) {
 			continue
 		}
-		rel := path.Join(dir, e.Name())
+		rel = append(rel[:0], dir...)
+		if dir != "" {
+			rel = append(rel, '/')
+		}
+		rel = append(rel, e.Name()...)
 		if e.IsDir() {
-			subdirs = append(subdirs, rel)
+			subdirs = append(subdirs, string(rel))
 			continue
 		}
-		if p.queued[rel] {
+		if p.queued[string(rel)] {
 			continue
 		}
-		c := candidate{rel: rel, watched: watched}
+		var ctime int64
 		if unix.Fstatat(fd, e.Name(), &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
-			c.ctime = st.Ctim.Nano()
+			ctime = st.Ctim.Nano()
 		}
-		sel.offer(c)
+		if !sel.wants(ctime) {
+			sel.left++
+			continue
+		}
+		sel.offer(candidate{rel: string(rel), ctime: ctime, watched: watched})
 	}
 	return subdirs
 }
@@ -365,7 +371,7 @@ func (p *Pickup) enqueue(rel string) {
 	if len(p.queue) >= p.opts.QueueMax {
 		// It waits in new/ for a rescan; see scanRoom.
 		p.overflowed = true
-		p.backlog++
+		p.unlisted++
 		return
 	}
 	p.queued[rel] = true
