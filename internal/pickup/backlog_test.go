@@ -175,3 +175,31 @@ func TestPickup_DirectoryBeyondQueueMax(t *testing.T) {
 		t.Errorf("queue held %d files, more than QueueMax %d", n, opts.QueueMax)
 	}
 }
+
+// A file renamed in after a rescan's cutoff and announced during its sync
+// waits behind the backlog, and the listing leaves it to its event, which
+// has already been handled. When the rescan takes the rest of the backlog,
+// the file must still be queued or a refill must come for it.
+func TestPickup_ArrivalDuringSyncNotStranded(t *testing.T) {
+	opts := testOptions(t)
+	p, err := New(opts, newFakeStore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := &watches{byWD: map[int32]string{1: ""}, byDir: map[string]int32{"": 1}}
+	dropFast(t, opts.Dir, "old", "Topic: t\n\nx")
+	p.noteScan("", nil, 1)
+
+	sync := func() {
+		dropFast(t, opts.Dir, "late", "Topic: t\n\nx")
+		p.handleEvent(nil, ws, watchEvent{wd: 1, mask: unix.IN_MOVED_TO, name: "late"})
+	}
+	p.scanTree(nil, ws, "", sync)
+
+	if slices.Contains(p.queue, "late") {
+		return
+	}
+	if !p.refillNeeded() {
+		t.Errorf("queue is %v and no refill is due, so late waits for the next periodic rescan", p.queue)
+	}
+}

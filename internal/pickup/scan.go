@@ -71,12 +71,22 @@ func (p *Pickup) scanTree(w *watcher, ws *watches, dir string, sync func()) {
 	}
 	sel := &oldest{limit: room + spare}
 	p.walk(w, ws, dir, sel)
-	found := sel.sorted()
+	found, left := sel.sorted(), sel.left
 	if ok {
-		found = p.leaveToEvents(found, cutoff)
+		kept := p.leaveToEvents(found, cutoff)
+		if sync != nil && p.overflowed {
+			// While files wait beyond the queue, arrived counts a file
+			// instead of queueing it, and the sync has handled the
+			// events of some files left to events already. So they
+			// count as left out, and a refill takes them.
+			// NOTE: a file whose event comes after the listing is
+			// counted twice in Stats.Waiting until the next rescan.
+			left += len(found) - len(kept)
+		}
+		found = kept
 	}
 	room = min(room, len(found))
-	p.noteScan(dir, found[room:], sel.left)
+	p.noteScan(dir, found[room:], left)
 	p.considerAll(found[:room])
 }
 
