@@ -122,6 +122,22 @@ func (p *Pickup) waitingBeyond() int {
 	return len(p.reserve) + p.unlisted
 }
 
+// retriedAtRescan reports whether a scan leaves rel out of its listing: a
+// bad file whose move to failed/ failed just now or, in a refill, a file
+// that could not be read. Later rescans retry them. A refill that listed
+// them would queue them first each time, since they are the oldest, and
+// the files behind them would wait for as long as they stay.
+func (p *Pickup) retriedAtRescan(rel []byte) bool {
+	if len(p.rejectHeld) == 0 && len(p.unreadable) == 0 {
+		return false // the common case, without building a string
+	}
+	if p.rejectHeldBack(string(rel)) {
+		return true
+	}
+	_, unreadable := p.unreadable[string(rel)]
+	return p.refilling && unreadable
+}
+
 // arrived queues a file that an event announced. While files wait in new/
 // beyond the queue, the newer file waits with them for the rescan that
 // queues them oldest first. A file being settled was counted by a scan.
@@ -146,16 +162,18 @@ func (p *Pickup) refillDue() bool {
 
 // refill queues the oldest files of the backlog: from the reserve that the
 // last full scan listed, or, once that is used up, by a rescan. A rescan
-// may queue nothing, as when every file left is one whose move to failed/
-// keeps failing. The next one then waits as long as this one took, so such
-// a backlog costs at most half the time in listings.
+// may queue nothing, as when the files it chose were removed meanwhile or
+// are still being written. The next one then waits as long as this one
+// took, so such a backlog costs at most half the time in listings.
 func (p *Pickup) refill(w *watcher, ws *watches) {
 	if len(p.reserve) > 0 {
 		p.takeReserve()
 		return
 	}
 	began, before := p.now(), len(p.queue)+len(p.settling)
+	p.refilling = true
 	p.rescan(w, ws, nil)
+	p.refilling = false
 	p.refillAt = time.Time{}
 	if len(p.queue)+len(p.settling) <= before {
 		p.refillAt = p.now().Add(max(minRefillGap, p.now().Sub(began)))

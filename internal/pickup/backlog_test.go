@@ -203,3 +203,74 @@ func TestPickup_ArrivalDuringSyncNotStranded(t *testing.T) {
 		t.Errorf("queue is %v and no refill is due, so late waits for the next periodic rescan", p.queue)
 	}
 }
+
+// Bad files that cannot be moved to failed/ stay in new/ and are the
+// oldest there. The files behind them must still go in, instead of
+// waiting until failed/ works again.
+func TestPickup_HeldRejectsDoNotBlockBacklog(t *testing.T) {
+	opts := testOptions(t)
+	opts.BatchMax = 4
+	opts.QueueMax = 8
+	opts.DefaultTopic = "t"
+	for _, dir := range []string{"tmp", "new/bad"} {
+		if err := os.MkdirAll(filepath.Join(opts.Dir, dir), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A file in place of failed/ makes every move there fail.
+	if err := os.WriteFile(filepath.Join(opts.Dir, "failed"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 * opts.QueueMax {
+		symlink(t, filepath.Join(opts.Dir, "new", "bad", fmt.Sprintf("l%03d", i)))
+	}
+	var want []string
+	for i := range 10 {
+		rel := fmt.Sprintf("good/f%03d", i)
+		dropFast(t, opts.Dir, rel, "x")
+		want = append(want, rel)
+	}
+	fake := newFakeStore()
+	start(t, opts, fake)
+
+	waitFor(t, 5*time.Second, "every good file appended", func() bool { return fake.count() == len(want) })
+	if got := fake.names(); !slices.Equal(got, want) {
+		t.Errorf("appended in the order\n%v\nwant\n%v", got, want)
+	}
+}
+
+// Unreadable files are retried at each rescan and left in new/. When they
+// are the oldest files there, the refills must not take them each time,
+// or the files behind them would never go in.
+func TestPickup_UnreadableDoNotBlockBacklog(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root reads files regardless of permissions")
+	}
+	opts := testOptions(t)
+	opts.BatchMax = 4
+	opts.QueueMax = 8
+	opts.DefaultTopic = "t"
+	if err := os.MkdirAll(filepath.Join(opts.Dir, "tmp"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 * opts.QueueMax {
+		rel := fmt.Sprintf("closed/f%03d", i)
+		dropFast(t, opts.Dir, rel, "x")
+		if err := os.Chmod(filepath.Join(opts.Dir, "new", rel), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var want []string
+	for i := range 10 {
+		rel := fmt.Sprintf("open/f%03d", i)
+		dropFast(t, opts.Dir, rel, "x")
+		want = append(want, rel)
+	}
+	fake := newFakeStore()
+	start(t, opts, fake)
+
+	waitFor(t, 5*time.Second, "every readable file appended", func() bool { return fake.count() == len(want) })
+	if got := fake.names(); !slices.Equal(got, want) {
+		t.Errorf("appended in the order\n%v\nwant\n%v", got, want)
+	}
+}

@@ -201,6 +201,7 @@ type Pickup struct {
 	reserve     []candidate
 	unlisted    int
 	refillAt    time.Time
+	refilling   bool          // set while refill runs its rescan
 	retryAt     time.Time     // no ingest before this time
 	backoff     time.Duration // current wait after a full spool or store error
 	storeErrLog rateLimit

@@ -250,7 +250,7 @@ func (p *Pickup) offerEntries(fd int, dir string, watched bool, entries []fs.Dir
 			subdirs = append(subdirs, string(rel))
 			continue
 		}
-		if p.queued[string(rel)] {
+		if p.queued[string(rel)] || p.retriedAtRescan(rel) {
 			continue
 		}
 		var ctime int64
