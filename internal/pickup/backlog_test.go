@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -270,6 +271,52 @@ func TestPickup_UnreadableDoNotBlockBacklog(t *testing.T) {
 	start(t, opts, fake)
 
 	waitFor(t, 5*time.Second, "every readable file appended", func() bool { return fake.count() == len(want) })
+	if got := fake.names(); !slices.Equal(got, want) {
+		t.Errorf("appended in the order\n%v\nwant\n%v", got, want)
+	}
+}
+
+// Events that come faster than the loop's timer, here of a hidden file
+// that is never taken, must not put off the refills of the queue.
+func TestPickup_RefillUnderSteadyEvents(t *testing.T) {
+	opts := testOptions(t)
+	opts.BatchMax = 4
+	opts.QueueMax = 8
+	opts.RescanInterval = time.Hour // only a refill may queue the backlog
+	if err := os.MkdirAll(filepath.Join(opts.Dir, "tmp"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := range 60 {
+		rel := fmt.Sprintf("f%03d.msg", i)
+		dropFast(t, opts.Dir, rel, "Topic: t\n\nx")
+		want = append(want, rel)
+	}
+	fake := newFakeStore()
+	fake.setRoom(0)
+	p := start(t, opts, fake)
+	waitFor(t, 5*time.Second, "spool full", func() bool { return p.Stats().SpoolFull })
+
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		busy := filepath.Join(opts.Dir, "new", ".busy")
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_ = os.WriteFile(busy, []byte(strconv.Itoa(i)), 0o644)
+		}
+	}()
+	defer func() { close(stop); <-done }()
+
+	fake.setRoom(-1)
+	p.RoomFreed()
+	// Refills on every pass of the loop take them in well under a second.
+	waitFor(t, 2*time.Second, "every file appended", func() bool { return fake.count() == len(want) })
 	if got := fake.names(); !slices.Equal(got, want) {
 		t.Errorf("appended in the order\n%v\nwant\n%v", got, want)
 	}

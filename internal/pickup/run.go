@@ -57,6 +57,11 @@ func (p *Pickup) Run(ctx context.Context) error {
 	readerStopped := w.stopped
 
 	for {
+		// The refill is checked on every pass, because events that come
+		// faster than the timer's wait would keep the timer from firing.
+		if p.refillDue() {
+			p.refill(w, ws)
+		}
 		p.step(w, ws)
 		timer.Reset(p.wait())
 		select {
@@ -86,9 +91,6 @@ func (p *Pickup) Run(ctx context.Context) error {
 		case <-timer.C:
 			if p.restoreDue() || p.pathCheckDue() {
 				p.rescan(w, ws, nil)
-			}
-			if p.refillDue() {
-				p.refill(w, ws)
 			}
 			// A settled file may reuse the name of a file being
 			// removed, and enqueue skips names still queued. Without
