@@ -122,20 +122,21 @@ func (p *Pickup) waitingBeyond() int {
 	return len(p.reserve) + p.unlisted
 }
 
-// retriedAtRescan reports whether a scan leaves rel out of its listing: a
-// bad file whose move to failed/ failed just now or, in a refill, a file
-// that could not be read. Later rescans retry them. A refill that listed
-// them would queue them first each time, since they are the oldest, and
-// the files behind them would wait for as long as they stay.
+// retriedAtRescan reports whether a scan leaves rel out of its listing.
+// Every scan leaves out a bad file whose move to failed/ failed just now.
+// A refill also leaves out a file that could not be read and a stored
+// file that could not be removed. Later rescans retry them. A refill that
+// listed them would queue them first each time, since they are the
+// oldest, and the files behind them would wait for as long as they stay.
 func (p *Pickup) retriedAtRescan(rel []byte) bool {
-	if len(p.rejectHeld) == 0 && len(p.unreadable) == 0 {
+	if len(p.rejectHeld) == 0 && len(p.unreadable) == 0 && len(p.unremoved) == 0 {
 		return false // the common case, without building a string
 	}
 	if p.rejectHeldBack(string(rel)) {
 		return true
 	}
 	_, unreadable := p.unreadable[string(rel)]
-	return p.refilling && unreadable
+	return p.refilling && (unreadable || p.unremoved[string(rel)])
 }
 
 // arrived queues a file that an event announced. While files wait in new/

@@ -321,3 +321,43 @@ func TestPickup_RefillUnderSteadyEvents(t *testing.T) {
 		t.Errorf("appended in the order\n%v\nwant\n%v", got, want)
 	}
 }
+
+// Files that are stored but cannot be removed, as in a directory the
+// daemon may not write, stay in new/ and are the oldest there. The
+// refills must not take them each time, or the files behind them would
+// never go in.
+func TestPickup_UnremovableDoNotBlockBacklog(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root removes files regardless of permissions")
+	}
+	opts := testOptions(t)
+	opts.BatchMax = 4
+	opts.QueueMax = 8
+	opts.DefaultTopic = "t"
+	if err := os.MkdirAll(filepath.Join(opts.Dir, "tmp"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := range 2 * opts.QueueMax {
+		rel := fmt.Sprintf("locked/f%03d", i)
+		dropFast(t, opts.Dir, rel, "x")
+		want = append(want, rel)
+	}
+	locked := filepath.Join(opts.Dir, "new", "locked")
+	if err := os.Chmod(locked, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Chmod(locked, 0o755) })
+	for i := range 10 {
+		rel := fmt.Sprintf("open/f%03d", i)
+		dropFast(t, opts.Dir, rel, "x")
+		want = append(want, rel)
+	}
+	fake := newFakeStore()
+	start(t, opts, fake)
+
+	waitFor(t, 5*time.Second, "every file appended", func() bool { return fake.count() == len(want) })
+	if got := fake.names(); !slices.Equal(got, want) {
+		t.Errorf("appended in the order\n%v\nwant\n%v", got, want)
+	}
+}

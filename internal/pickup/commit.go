@@ -274,6 +274,10 @@ func (p *Pickup) finishRemoval() {
 	p.removing = nil
 	for _, id := range r.ids {
 		delete(p.queued, id.Name)
+		p.unremoved[id.Name] = true
+	}
+	for _, id := range r.unlinked {
+		delete(p.unremoved, id.Name)
 	}
 	if len(r.unlinked) == 0 {
 		return

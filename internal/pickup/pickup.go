@@ -269,6 +269,9 @@ type Pickup struct {
 	// started is when New ran; see seen.
 	started    time.Time
 	unreadable map[string]time.Time // last log time of each unreadable file
+	// unremoved contains the stored files whose removal from new/ failed
+	// since the last rescan other than a refill.
+	unremoved map[string]bool
 	// rejectHeld has the bad files whose move to failed/ failed; see
 	// holdReject.
 	rejectHeld   map[string]heldReject
@@ -317,6 +320,7 @@ func New(opts Options, store Store) (*Pickup, error) {
 		settling:   make(map[string]settleRef),
 		tentative:  make(map[string]time.Time),
 		unreadable: make(map[string]time.Time),
+		unremoved:  make(map[string]bool),
 		rejectHeld: make(map[string]heldReject),
 		room:       make(chan struct{}, 1),
 		syncWD:     -1,

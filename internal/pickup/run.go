@@ -107,6 +107,10 @@ func (p *Pickup) Run(ctx context.Context) error {
 // queueing the files that are ready. sync, when not nil, handles the
 // waiting events before the listing (see scanTree).
 func (p *Pickup) rescan(w *watcher, ws *watches, sync func()) {
+	if !p.refilling {
+		// This rescan retries the files that could not be removed.
+		clear(p.unremoved)
+	}
 	if p.holdRescan() {
 		return
 	}
