@@ -139,11 +139,14 @@ func (p *Pickup) retriedAtRescan(rel []byte) bool {
 	return p.refilling && (unreadable || p.unremoved[string(rel)])
 }
 
-// arrived queues a file that an event announced. While files wait in new/
-// beyond the queue, the newer file waits with them for the rescan that
-// queues them oldest first. A file being settled was counted by a scan.
+// arrived queues a file that has just become ready: announced by an event,
+// or written in place and settled. While files wait in new/ beyond the
+// queue, the file waits with them for the rescan that queues them oldest
+// first, because it became ready after them.
 func (p *Pickup) arrived(rel string) {
-	if _, tracked := p.settling[rel]; p.overflowed && !tracked && !p.queued[rel] {
+	if p.overflowed && !p.queued[rel] {
+		delete(p.settling, rel)
+		delete(p.tentative, rel)
 		p.unlisted++
 		return
 	}

@@ -361,3 +361,58 @@ func TestPickup_UnremovableDoNotBlockBacklog(t *testing.T) {
 		t.Errorf("appended in the order\n%v\nwant\n%v", got, want)
 	}
 }
+
+// A file written in place takes its place in the order once it is
+// complete. When it completes while older files of a directory moved in
+// wait in new/ beyond the queue, it waits behind them, whether its close
+// announces it or it settles.
+func TestPickup_CompletedInPlaceWaitsBehindBacklog(t *testing.T) {
+	for _, completion := range []string{"close", "settle"} {
+		t.Run(completion, func(t *testing.T) {
+			opts := testOptions(t)
+			opts.BatchMax = 1
+			opts.QueueMax = 2
+			p, err := New(opts, newFakeStore())
+			if err != nil {
+				t.Fatal(err)
+			}
+			clock := time.Now()
+			p.now = func() time.Time { return clock }
+			ws := &watches{byWD: map[int32]string{1: ""}, byDir: map[string]int32{"": 1}}
+
+			staged := filepath.Join(opts.Dir, "tmp", "dir")
+			if err := os.MkdirAll(staged, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for _, name := range []string{"f0", "f1", "f2"} {
+				if err := os.WriteFile(filepath.Join(staged, name), []byte("Topic: t\n\nx"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			time.Sleep(20 * time.Millisecond) // a later change time than the directory's files
+			writeDirect(t, opts.Dir, "inplace", "Topic: t\n\nx")
+			p.handleEvent(nil, ws, watchEvent{wd: 1, mask: unix.IN_CREATE, name: "inplace"})
+			if _, tracked := p.settling["inplace"]; !tracked {
+				t.Fatal("file written in place is not tracked until it settles")
+			}
+			if err := os.Rename(staged, filepath.Join(opts.Dir, "new", "dir")); err != nil {
+				t.Fatal(err)
+			}
+			p.handleEvent(nil, ws, watchEvent{wd: 1, mask: unix.IN_MOVED_TO | unix.IN_ISDIR, name: "dir"})
+			if want := []string{"dir/f0"}; !slices.Equal(p.queue, want) {
+				t.Fatalf("queue is %v after the directory moved in, want %v", p.queue, want)
+			}
+
+			if completion == "close" {
+				p.handleEvent(nil, ws, watchEvent{wd: 1, mask: unix.IN_CLOSE_WRITE, name: "inplace"})
+			} else {
+				clock = clock.Add(2 * opts.Settle)
+				p.checkSettling()
+			}
+			if want := []string{"dir/f0"}; !slices.Equal(p.queue, want) {
+				t.Errorf("queue is %v after the file in place completed, want %v: it went ahead of "+
+					"older files that waited in new/", p.queue, want)
+			}
+		})
+	}
+}

@@ -300,9 +300,9 @@ func (p *Pickup) addWatch(w *watcher, ws *watches, dir string) {
 	ws.byDir[dir] = wd
 }
 
-// consider queues rel when it is ready: not a regular file (so it is
-// rejected at once), or a regular file that has settled. Other files are
-// tracked until they settle.
+// consider queues rel, as one that has just arrived, when it is ready:
+// not a regular file (so it is rejected at once), or a regular file that
+// has settled. Other files are tracked until they settle.
 func (p *Pickup) consider(rel string) {
 	info, err := os.Lstat(p.abs(rel))
 	if err != nil {
@@ -312,17 +312,22 @@ func (p *Pickup) consider(rel string) {
 		delete(p.settling, rel)
 		return
 	}
-	p.considerInfo(rel, info)
+	if p.ready(rel, info) {
+		p.arrived(rel)
+	}
 }
 
-// considerInfo is consider with the file's lstat result at hand.
+// considerInfo queues rel, which a scan found, when it is ready.
 func (p *Pickup) considerInfo(rel string, info fs.FileInfo) {
-	if info.IsDir() {
-		return
-	}
-	if !info.Mode().IsRegular() || p.settled(rel, info) {
+	if p.ready(rel, info) {
 		p.enqueue(rel)
 	}
+}
+
+// ready reports whether rel may be queued: not a directory, and either not
+// a regular file or a regular file that has settled.
+func (p *Pickup) ready(rel string, info fs.FileInfo) bool {
+	return !info.IsDir() && (!info.Mode().IsRegular() || p.settled(rel, info))
 }
 
 // settled reports whether a regular file has kept its size and
