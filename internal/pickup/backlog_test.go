@@ -416,3 +416,40 @@ func TestPickup_CompletedInPlaceWaitsBehindBacklog(t *testing.T) {
 		})
 	}
 }
+
+// Files in a directory the daemon may list but not search cannot be
+// looked at, so they can never be queued. The refills must not keep
+// choosing them, or the files behind them would never go in.
+func TestPickup_UnsearchableDirDoesNotBlockBacklog(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root searches directories regardless of permissions")
+	}
+	opts := testOptions(t)
+	opts.BatchMax = 4
+	opts.QueueMax = 8
+	opts.DefaultTopic = "t"
+	if err := os.MkdirAll(filepath.Join(opts.Dir, "tmp"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := range 10 {
+		rel := fmt.Sprintf("open/f%03d", i)
+		dropFast(t, opts.Dir, rel, "x")
+		want = append(want, rel)
+	}
+	for i := range 2 * opts.QueueMax {
+		dropFast(t, opts.Dir, fmt.Sprintf("closed/f%03d", i), "x")
+	}
+	closed := filepath.Join(opts.Dir, "new", "closed")
+	if err := os.Chmod(closed, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Chmod(closed, 0o755) })
+	fake := newFakeStore()
+	start(t, opts, fake)
+
+	waitFor(t, 5*time.Second, "every file outside closed/ appended", func() bool { return fake.count() == len(want) })
+	if got := fake.names(); !slices.Equal(got, want) {
+		t.Errorf("appended in the order\n%v\nwant\n%v", got, want)
+	}
+}

@@ -253,15 +253,17 @@ func (p *Pickup) offerEntries(fd int, dir string, watched bool, entries []fs.Dir
 		if p.queued[string(rel)] || p.retriedAtRescan(rel) {
 			continue
 		}
-		var ctime int64
-		if unix.Fstatat(fd, e.Name(), &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
-			ctime = st.Ctim.Nano()
+		if unix.Fstatat(fd, e.Name(), &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+			// The file was removed since the listing, or is in a
+			// directory that the daemon may list but not search, so
+			// it cannot be read.
+			continue
 		}
-		if !sel.wants(ctime) {
+		if !sel.wants(st.Ctim.Nano()) {
 			sel.left++
 			continue
 		}
-		sel.offer(candidate{rel: string(rel), ctime: ctime, watched: watched})
+		sel.offer(candidate{rel: string(rel), ctime: st.Ctim.Nano(), watched: watched})
 	}
 	return subdirs
 }
