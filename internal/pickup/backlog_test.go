@@ -222,7 +222,7 @@ func TestPickup_HeldRejectsDoNotBlockBacklog(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(opts.Dir, "failed"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for i := range 2 * opts.QueueMax {
+	for i := range (2 + reserveFactor) * opts.QueueMax {
 		symlink(t, filepath.Join(opts.Dir, "new", "bad", fmt.Sprintf("l%03d", i)))
 	}
 	var want []string
@@ -254,7 +254,7 @@ func TestPickup_UnreadableDoNotBlockBacklog(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(opts.Dir, "tmp"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for i := range 2 * opts.QueueMax {
+	for i := range (2 + reserveFactor) * opts.QueueMax {
 		rel := fmt.Sprintf("closed/f%03d", i)
 		dropFast(t, opts.Dir, rel, "x")
 		if err := os.Chmod(filepath.Join(opts.Dir, "new", rel), 0); err != nil {
@@ -338,7 +338,7 @@ func TestPickup_UnremovableDoNotBlockBacklog(t *testing.T) {
 		t.Fatal(err)
 	}
 	var want []string
-	for i := range 2 * opts.QueueMax {
+	for i := range (2 + reserveFactor) * opts.QueueMax {
 		rel := fmt.Sprintf("locked/f%03d", i)
 		dropFast(t, opts.Dir, rel, "x")
 		want = append(want, rel)
@@ -437,7 +437,7 @@ func TestPickup_UnsearchableDirDoesNotBlockBacklog(t *testing.T) {
 		dropFast(t, opts.Dir, rel, "x")
 		want = append(want, rel)
 	}
-	for i := range 2 * opts.QueueMax {
+	for i := range (2 + reserveFactor) * opts.QueueMax {
 		dropFast(t, opts.Dir, fmt.Sprintf("closed/f%03d", i), "x")
 	}
 	closed := filepath.Join(opts.Dir, "new", "closed")
