@@ -42,15 +42,21 @@ type command struct {
 
 // Pause stops taking requests from the source. The connection stays up and
 // keep alive continues; resends after a reconnect still go out.
-func (l *Loop) Pause() { l.send(command{kind: cmdPause}) }
+func (l *Loop) Pause() {
+	l.sendShown(command{kind: cmdPause}, func(s *Stats) { s.Paused = true })
+}
 
 // Resume takes requests again after [Loop.Pause].
-func (l *Loop) Resume() { l.send(command{kind: cmdResume}) }
+func (l *Loop) Resume() {
+	l.sendShown(command{kind: cmdResume}, func(s *Stats) { s.Paused = false })
+}
 
 // SetThrottle limits publishing to messagesPerSecond and bytesPerSecond,
 // counted with [message.Message.Size]. Zero means unlimited.
 func (l *Loop) SetThrottle(messagesPerSecond, bytesPerSecond float64) {
-	l.send(command{kind: cmdThrottle, msgRate: messagesPerSecond, byteRate: bytesPerSecond})
+	l.sendShown(command{kind: cmdThrottle, msgRate: messagesPerSecond, byteRate: bytesPerSecond}, func(s *Stats) {
+		s.MessagesPerSecond, s.BytesPerSecond = messagesPerSecond, bytesPerSecond
+	})
 }
 
 // Reconnect ends the current connection with DISCONNECT and connects again
@@ -110,6 +116,19 @@ func (l *Loop) send(c command) {
 	notify(l.cmdKick)
 }
 
+// sendShown queues c like send and shows its effect in [Loop.Stats] at
+// once. The loop runs commands between its steps, so c may wait for a
+// connect attempt of up to ConnectTimeout, during which nothing is
+// published. Without this, status would report the old value meanwhile.
+// The stats change under cmdMu, so they follow the order of the queue.
+func (l *Loop) sendShown(c command, show func(s *Stats)) {
+	l.cmdMu.Lock()
+	l.cmds = append(l.cmds, c)
+	l.stats.update(show)
+	l.cmdMu.Unlock()
+	notify(l.cmdKick)
+}
+
 // runCommands runs every queued command in order.
 func (l *Loop) runCommands() {
 	l.cmdMu.Lock()
@@ -128,11 +147,9 @@ func (l *Loop) run(c command) {
 	switch c.kind {
 	case cmdPause:
 		l.paused = true
-		l.stats.update(func(s *Stats) { s.Paused = true })
 		l.log.Info("publishing paused")
 	case cmdResume:
 		l.paused = false
-		l.stats.update(func(s *Stats) { s.Paused = false })
 		l.log.Info("publishing resumed")
 	case cmdThrottle:
 		l.setThrottle(c.msgRate, c.byteRate)
@@ -217,7 +234,6 @@ func (l *Loop) setThrottle(msgRate, byteRate float64) {
 		l.byteLimit = rate.NewLimiter(rate.Limit(byteRate), burstFor(byteRate))
 	}
 	l.throttleWait.stop()
-	l.stats.update(func(s *Stats) { s.MessagesPerSecond, s.BytesPerSecond = msgRate, byteRate })
 }
 
 func burstFor(r float64) int {

@@ -3,6 +3,7 @@ package eventloop
 import (
 	"context"
 	"errors"
+	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -401,5 +402,49 @@ func TestDropQoS0Offline_DropsUntilHigherQoS(t *testing.T) {
 	}
 	if n := r.l.Stats().Dropped; n != 3 {
 		t.Errorf("stats dropped %d, want 3", n)
+	}
+}
+
+func TestPause_ShownDuringConnectAttempt(t *testing.T) {
+	// A listener that accepts and never sends CONNACK keeps the loop in
+	// its connect attempt until ConnectTimeout.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	opts := testOptions(&fakeBroker{ln: ln})
+	opts.ConnectTimeout = 10 * time.Second
+	r := start(t, opts, newMemSource(), &testJournal{}, nil)
+	select {
+	case c := <-accepted:
+		t.Cleanup(func() { c.Close() })
+	case <-time.After(3 * time.Second):
+		t.Fatal("no connect attempt within 3s")
+	}
+
+	r.l.Pause()
+	r.l.SetThrottle(5, 1024)
+	s := r.l.Stats()
+	if !s.Paused {
+		t.Error("stats not paused right after Pause during a connect attempt")
+	}
+	if s.MessagesPerSecond != 5 || s.BytesPerSecond != 1024 {
+		t.Errorf("stats throttle %g messages/s, %g bytes/s right after SetThrottle, want 5 and 1024",
+			s.MessagesPerSecond, s.BytesPerSecond)
+	}
+	r.l.Resume()
+	if r.l.Stats().Paused {
+		t.Error("stats still paused right after Resume")
 	}
 }

@@ -202,6 +202,7 @@ func New(opts Options, src Source, journal Journal, restored *state.State) (*Loo
 		l.flights.set(f.PacketID, l.newFlight(flight{seq: f.Seq, qos: f.QoS, written: true}))
 	}
 	l.setThrottle(opts.MessagesPerSecond, opts.BytesPerSecond)
+	l.stats.update(func(s *Stats) { s.MessagesPerSecond, s.BytesPerSecond = opts.MessagesPerSecond, opts.BytesPerSecond })
 	l.journal = newCommitter(journal)
 	return l, nil
 }
