@@ -902,6 +902,31 @@ func TestSpool_RequeueFailed(t *testing.T) {
 	}
 }
 
+func TestSpool_RequeueFailedWithoutFailedDir(t *testing.T) {
+	file, _ := testConfig(t, "")
+	code, out, errOut := run(t, "", "spool", "requeue-failed", "--config", file)
+	if code != exitOK {
+		t.Errorf("code %d, stderr %q; want 0 for a spool directory without failed/", code, errOut)
+	}
+	if out != "requeued 0 files\n" {
+		t.Errorf("stdout %q, want 0 files requeued", out)
+	}
+}
+
+func TestSpool_RequeueFailedWithoutSpoolDir(t *testing.T) {
+	file, dir := testConfig(t, "")
+	if err := os.Remove(filepath.Join(dir, "spool")); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := run(t, "", "spool", "requeue-failed", "--config", file)
+	if code != exitFailure {
+		t.Errorf("code %d, want 1 for a missing spool directory", code)
+	}
+	if !strings.Contains(errOut, "spool directory "+filepath.Join(dir, "spool")+" not found: check spool.dir") {
+		t.Errorf("stderr %q, want the missing spool directory and the setting to check", errOut)
+	}
+}
+
 // writeFiles writes each path, relative to dir, with its content.
 func writeFiles(t *testing.T, dir string, files map[string]string) {
 	t.Helper()

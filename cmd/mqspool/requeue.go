@@ -86,11 +86,20 @@ func (r requeueResult) collisionError() error {
 
 // requeueFailed renames failed/REL to new/REL for every entry that is
 // not a directory or a reason file, symbolic links and FIFOs included, and
-// removes REL.reason. A name already taken in new/ is skipped and listed
+// removes REL.reason. A missing failed/ counts as empty, and a missing
+// spool directory is an error. A name already taken in new/ is skipped and listed
 // in the result. Any other error stops it. The directories it took files
 // from are synced at the end.
 func requeueFailed(spoolDir string) (requeueResult, error) {
 	r := requeuer{failed: filepath.Join(spoolDir, "failed"), newDir: filepath.Join(spoolDir, "new")}
+	if fi, err := os.Stat(spoolDir); err != nil || !fi.IsDir() {
+		return r.result, fmt.Errorf("requeue failed/: spool directory %s not found: check spool.dir or --config", spoolDir)
+	}
+	// The daemon creates failed/ at start, so a spool directory without
+	// it has no failed files yet.
+	if _, err := os.Lstat(r.failed); errors.Is(err, fs.ErrNotExist) {
+		return r.result, nil
+	}
 	err := filepath.WalkDir(r.failed, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
 			return err
