@@ -257,7 +257,7 @@ func (w *waitTracker) pending(rel string) string {
 }
 
 // rejectedAtIngest reports whether the pickup moved rel to failed/, with
-// the reason it wrote beside it.
+// the first paragraph of the reason it wrote beside it.
 func (w *waitTracker) rejectedAtIngest(rel string) (string, bool) {
 	path := filepath.Join(w.failedDir, filepath.FromSlash(rel))
 	if _, err := os.Lstat(path); err != nil {
@@ -267,7 +267,10 @@ func (w *waitTracker) rejectedAtIngest(rel string) (string, bool) {
 	if err != nil {
 		return "moved to failed/ at ingest", true
 	}
-	return strings.TrimSpace(string(reason)), true
+	// The first paragraph is the reason. The rest explains how to retry the
+	// file by hand, and publish --wait writes its own text for that.
+	first, _, _ := strings.Cut(string(reason), "\n\n")
+	return strings.TrimSpace(first), true
 }
 
 func outcomeName(k eventloop.OutcomeKind) string {

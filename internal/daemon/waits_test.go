@@ -82,6 +82,26 @@ func TestWaitTracker_RejectedAtIngest(t *testing.T) {
 	}
 }
 
+func TestWaitTracker_RejectedAtIngestReasonOnly(t *testing.T) {
+	dir := t.TempDir()
+	failed := filepath.Join(dir, "failed")
+	if err := os.MkdirAll(failed, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	text := "missing topic\n\nThe file was new/b.msg. To retry it, fix it and move it back into new/ " +
+		"(without this .reason file).\n"
+	os.WriteFile(filepath.Join(failed, "b.msg.reason"), []byte(text), 0o644)
+	os.WriteFile(filepath.Join(failed, "b.msg"), []byte("x"), 0o644)
+
+	res := newWaitTracker(dir).wait(context.Background(), "b.msg")
+	if res.State != control.WaitRejected {
+		t.Errorf("state %q, want %q", res.State, control.WaitRejected)
+	}
+	if res.Reason != "missing topic" {
+		t.Errorf("reason %q, want only the first paragraph of the reason file", res.Reason)
+	}
+}
+
 func TestWaitTracker_EarlyOutcomesBounded(t *testing.T) {
 	w := newWaitTracker(t.TempDir())
 	for seq := range uint64(maxEarly + 10) {
