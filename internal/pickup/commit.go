@@ -74,7 +74,10 @@ func (p *Pickup) ingestBatch() {
 			p.full = false
 			p.waitingRoom.Store(false)
 			p.updateStats(func(s *Stats) { s.SpoolFull = false })
-			p.log.Info("spool has room again; ingest resumes", "files", len(p.queue)+p.waitingBeyond())
+			if p.fullLogged {
+				p.fullLogged = false
+				p.log.Info("spool has room again; ingest resumes", "files", len(p.queue)+p.waitingBeyond())
+			}
 		}
 	}
 }
@@ -180,10 +183,22 @@ func (p *Pickup) waitFull() {
 	if !p.full {
 		p.full = true
 		p.updateStats(func(s *Stats) { s.SpoolFull = true })
-		p.log.Warn("spool is full (spool.max_bytes or spool.max_messages); files wait in new/ in order",
-			"files", len(p.queue)+p.waitingBeyond())
+		p.logFull()
 	}
 	p.log.Debug("spool still full", "files", len(p.queue)+p.waitingBeyond(), "backoff_ms", p.backoff.Milliseconds())
+}
+
+// logFull logs that the spool became full, at most once a minute. The
+// warning counts the times it became full since the previous one.
+func (p *Pickup) logFull() {
+	p.fullSpells++
+	if !p.fullLog.allow(p.now(), time.Minute) {
+		return
+	}
+	p.log.Warn("spool is full (spool.max_bytes or spool.max_messages); files wait in new/ in order",
+		"files", len(p.queue)+p.waitingBeyond(), "times_full", p.fullSpells)
+	p.fullSpells = 0
+	p.fullLogged = true
 }
 
 // RoomFreed wakes a pickup that waits for room in a full spool, because

@@ -207,13 +207,20 @@ type Pickup struct {
 	storeErrLog rateLimit
 	// housekeepingLog limits the warnings about tmp/ and failed/.
 	housekeepingLog rateLimit
-	// full is set while the store rejects appends as full, so the change
-	// is logged once each way. waitingRoom is set by each try that did not
+	// full is set while the store rejects appends as full, so each
+	// change is logged once, within the limit of fullLog. waitingRoom is set by each try that did not
 	// fit, until RoomFreed, which other goroutines call, sends a wakeup on
 	// room.
 	full        bool
 	waitingRoom atomic.Bool
 	room        chan struct{}
+	// fullLog limits the warning that the spool is full to one a minute,
+	// because a spool near its limit can fill and drain many times a
+	// minute. fullSpells counts the times it filled since that warning,
+	// and fullLogged is set while a spell whose warning went out lasts.
+	fullLog    rateLimit
+	fullSpells int
+	fullLogged bool
 	// forget holds the identities of files unlinked since the last commit,
 	// for the next AppendForget, and forgetBy is when to store them alone
 	// if no batch comes first.

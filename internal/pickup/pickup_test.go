@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -626,5 +627,36 @@ func TestPickup_ForgetRidesOnNextBatch(t *testing.T) {
 	}
 	if forgets != 1 {
 		t.Errorf("%d commits of their own for identities, want 1 after the last batch", forgets)
+	}
+}
+
+func TestPickup_FullSpoolWarningLimited(t *testing.T) {
+	opts := testOptions(t)
+	logs := capture(&opts)
+	store := newFakeStore()
+	store.setRoom(0)
+	p := start(t, opts, store)
+
+	// Each round fills the spool with one file and then makes room for
+	// it, as a producer a little faster than the broker does.
+	for i := range 4 {
+		drop(t, opts.Dir, fmt.Sprintf("q/f%d", i), "x")
+		waitFor(t, 5*time.Second, "spool full", func() bool { return p.Stats().SpoolFull })
+		store.setRoom(1)
+		p.RoomFreed()
+		waitFor(t, 5*time.Second, "room again", func() bool { return !p.Stats().SpoolFull })
+		waitFor(t, 5*time.Second, "file appended", func() bool { return store.count() == i+1 })
+		store.setRoom(0)
+	}
+
+	text := logs.String()
+	if n := strings.Count(text, "spool is full"); n != 1 {
+		t.Errorf("%d full warnings for 4 full spells within a minute, want 1:\n%s", n, text)
+	}
+	if n := strings.Count(text, "spool has room again"); n != 1 {
+		t.Errorf("%d room messages, want 1 for the spell that was warned of:\n%s", n, text)
+	}
+	if !strings.Contains(text, "times_full=1") {
+		t.Errorf("full warning lacks times_full=1:\n%s", text)
 	}
 }
