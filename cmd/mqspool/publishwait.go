@@ -40,16 +40,17 @@ func (f *waitFlags) waitFor(c *cobra.Command, socket, name string) error {
 	return waitExit(c, name, res)
 }
 
-// askWait sends the wait request, retrying while no daemon listens, until
-// deadline. The first request is sent even when deadline has passed, so
-// that a short --wait still reaches a listening daemon. A daemon that
+// askWait sends the wait request, retrying while no daemon listens or the
+// daemon turns connections away, until deadline. The first request is
+// sent even when deadline has passed, so that a short --wait still
+// reaches a listening daemon. A daemon that
 // stops during the wait is asked again once one listens: the message
 // stays queued, and the next daemon reports it if it takes the file from
 // new/ itself. The first time no daemon listens, it notes on stderr that
 // the command keeps waiting for one.
 func askWait(ctx context.Context, socket, name string, deadline time.Time, stderr io.Writer) (control.WaitResult, error) {
 	lastMiss := "no daemon listened on " + socket
-	noted := false
+	noted, notedBusy := false, false
 	for attempt := 0; ; attempt++ {
 		left := time.Until(deadline)
 		if left <= 0 && attempt > 0 {
@@ -65,6 +66,15 @@ func askWait(ctx context.Context, socket, name string, deadline time.Time, stder
 			lastMiss = "the daemon stopped before the acknowledgement"
 		case err == nil:
 			return *resp.Wait, nil
+		case errors.Is(err, control.ErrBusy):
+			// The request did not run, and the message stays queued, so
+			// it is asked again as if no daemon listened.
+			lastMiss = "the daemon on " + socket + " served its maximum of control connections"
+			if !notedBusy && left > waitRetry {
+				notedBusy = true
+				fmt.Fprintf(stderr, "mqspool: the daemon on %s serves its maximum of control connections; "+
+					"new/%s stays queued, and this asks again for up to %s\n", socket, name, left.Round(time.Second))
+			}
 		case !errors.Is(err, control.ErrNoDaemon):
 			return control.WaitResult{}, fmt.Errorf("wait for new/%s: %w", name, err)
 		case !noted && left > waitRetry:

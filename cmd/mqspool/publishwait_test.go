@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -123,5 +125,66 @@ func TestAskWait_NotesMissingDaemonOnce(t *testing.T) {
 	}
 	if n := strings.Count(stderr.String(), "no daemon listens on "+socket+" yet"); n != 1 {
 		t.Errorf("stderr %q notes the missing daemon %d times, want once", stderr.String(), n)
+	}
+}
+
+// listenBusy serves a control socket that turns the first busyFor
+// connections away as a daemon at its maximum of connections does, and
+// replies to later wait requests with delivered.
+func listenBusy(t *testing.T, busyFor int) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ctl.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for n := 0; ; n++ {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			resp := control.Response{Busy: true, Error: "daemon has 256 control connections open"}
+			if busyFor >= 0 && n >= busyFor {
+				var req control.Request
+				json.NewDecoder(conn).Decode(&req)
+				resp = control.Response{Wait: &control.WaitResult{State: control.WaitDelivered, Messages: 1}}
+			}
+			json.NewEncoder(conn).Encode(resp)
+			conn.Close()
+		}
+	}()
+	return path
+}
+
+func TestAskWait_AsksAgainWhileBusy(t *testing.T) {
+	socket := listenBusy(t, 3)
+	var stderr strings.Builder
+
+	res, err := askWait(context.Background(), socket, "a.msg", time.Now().Add(5*time.Second), &stderr)
+	if err != nil {
+		t.Fatalf("askWait: %v, want the result once the daemon serves the request", err)
+	}
+	if res.State != control.WaitDelivered {
+		t.Errorf("result %+v, want delivered", res)
+	}
+	if n := strings.Count(stderr.String(), "maximum of control connections"); n != 1 {
+		t.Errorf("stderr %q notes the busy socket %d times, want once", stderr.String(), n)
+	}
+}
+
+func TestAskWait_BusyUntilDeadlineTimesOut(t *testing.T) {
+	socket := listenBusy(t, -1)
+
+	res, err := askWait(context.Background(), socket, "a.msg", time.Now().Add(500*time.Millisecond), io.Discard)
+	if err != nil {
+		t.Fatalf("askWait: %v, want a timeout result, since the message stays queued", err)
+	}
+	if res.State != control.WaitTimedOut {
+		t.Errorf("state %q, want %q", res.State, control.WaitTimedOut)
+	}
+	if !strings.Contains(res.Reason, "maximum of control connections") {
+		t.Errorf("reason %q does not name the busy control socket", res.Reason)
 	}
 }

@@ -45,6 +45,9 @@ type Response struct {
 	Error  string      `json:"error,omitempty"`
 	Status *Status     `json:"status,omitempty"`
 	Wait   *WaitResult `json:"wait,omitempty"`
+	// Busy is set when the daemon turned the connection away because it
+	// serves its maximum of connections already. The request did not run.
+	Busy bool `json:"busy,omitempty"`
 }
 
 // States of a [WaitResult].
@@ -174,6 +177,8 @@ type Server struct {
 	// taken again, so that each spell is logged once.
 	conns map[net.Conn]struct{}
 	full  bool
+	// waits counts the wait requests being served.
+	waits int
 }
 
 // maxConns bounds the open control connections. Each holds a goroutine
@@ -181,6 +186,11 @@ type Server struct {
 // client of the socket's group that opens connections without end would
 // otherwise use up the daemon's file descriptors.
 const maxConns = 256
+
+// maxWaits bounds the wait requests served at once. It is below maxConns,
+// so that many "publish --wait" runs leave connections for status and ctl,
+// such as the "ctl resume" that lets their messages go out.
+const maxWaits = maxConns - 16
 
 // Listen creates the socket at path with mode 0660, replacing a stale
 // socket file left by a process that is gone.
@@ -361,7 +371,7 @@ func (s *Server) turnAway(conn net.Conn) {
 		s.log.Warn("control socket turns connections away: too many open", "open", len(s.conns),
 			"max", maxConns, "hint", "find the client that opens connections without closing them")
 	}
-	json.NewEncoder(conn).Encode(Response{Error: fmt.Sprintf(
+	json.NewEncoder(conn).Encode(Response{Busy: true, Error: fmt.Sprintf(
 		"daemon has %d control connections open, the most it serves at once: retry later", maxConns)})
 	conn.Close()
 }
@@ -401,6 +411,12 @@ func (s *Server) serveConn(conn net.Conn) {
 	}
 
 	if req.Command == CommandWait {
+		if !s.startWait() {
+			json.NewEncoder(conn).Encode(Response{Busy: true, Error: fmt.Sprintf(
+				"daemon serves %d wait requests, the most it serves at once: retry later", maxWaits)})
+			return
+		}
+		defer s.endWait()
 		conn.SetDeadline(time.Now().Add(waitTimeout(req) + requestTimeout))
 	}
 	resp := s.dispatch(req)
@@ -410,6 +426,23 @@ func (s *Server) serveConn(conn net.Conn) {
 	if err := json.NewEncoder(conn).Encode(resp); err != nil {
 		s.log.Warn("control response not sent", "command", req.Command, "err", err)
 	}
+}
+
+// startWait counts a wait request in, unless maxWaits are served.
+func (s *Server) startWait() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.waits >= maxWaits {
+		return false
+	}
+	s.waits++
+	return true
+}
+
+func (s *Server) endWait() {
+	s.mu.Lock()
+	s.waits--
+	s.mu.Unlock()
 }
 
 // maxRequestBytes bounds a request line, newline included.
@@ -480,6 +513,10 @@ func waitTimeout(req Request) time.Duration {
 // ErrNoDaemon is returned by Send when nothing listens on the socket.
 var ErrNoDaemon = errors.New("no mqspool daemon is listening")
 
+// ErrBusy is returned by Send when the daemon turned the connection away
+// because it serves its maximum of connections. The request did not run.
+var ErrBusy = errors.New("control socket busy")
+
 // Send sends one request to the daemon at path and returns its response.
 func Send(ctx context.Context, path string, req Request) (Response, error) {
 	d := net.Dialer{Timeout: requestTimeout}
@@ -503,6 +540,9 @@ func Send(ctx context.Context, path string, req Request) (Response, error) {
 			return Response{}, fmt.Errorf("send %s request: %w", req.Command, writeErr)
 		}
 		return Response{}, fmt.Errorf("read %s response: %w", req.Command, err)
+	}
+	if resp.Busy {
+		return resp, fmt.Errorf("%w: %s", ErrBusy, resp.Error)
 	}
 	if resp.Error != "" {
 		return resp, errors.New(resp.Error)

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -523,5 +524,61 @@ func TestServer_TooManyConnections(t *testing.T) {
 			t.Fatalf("after closing idle connections: %v, want status", err)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// countingWaits is a handler whose Wait counts its calls and blocks until
+// ctx ends.
+type countingWaits struct {
+	fakeHandler
+	calls atomic.Int32
+}
+
+func (h *countingWaits) Wait(ctx context.Context, file string) WaitResult {
+	h.calls.Add(1)
+	<-ctx.Done()
+	return WaitResult{State: WaitTimedOut}
+}
+
+// As many wait requests as the socket takes connections still leave
+// room for status and ctl, such as the resume that lets them end.
+func TestServer_WaitsLeaveRoomForCommands(t *testing.T) {
+	h := &countingWaits{}
+	srv, path := serve(t, h)
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		srv.Close()
+		wg.Wait()
+	})
+	for range maxConns {
+		wg.Go(func() {
+			Send(context.Background(), path, Request{Command: CommandWait, File: "a.msg", TimeoutMillis: 60000})
+		})
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for h.calls.Load() < maxConns-16 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d waits served after 5s", h.calls.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+
+	var err error
+	for range 10 {
+		if _, err = Send(context.Background(), path, Request{Command: CommandResume}); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Errorf("resume while waits fill the socket: %v, want it served", err)
+	}
+	if _, err := Send(context.Background(), path, Request{Command: CommandStatus}); err != nil {
+		t.Errorf("status while waits fill the socket: %v, want it served", err)
+	}
+	_, err = Send(context.Background(), path, Request{Command: CommandWait, File: "b.msg", TimeoutMillis: 60000})
+	if !errors.Is(err, ErrBusy) {
+		t.Errorf("one more wait: %v, want ErrBusy", err)
 	}
 }
