@@ -43,11 +43,11 @@ func (f *waitFlags) waitFor(c *cobra.Command, socket, name string) error {
 // askWait sends the wait request, retrying while no daemon listens or the
 // daemon turns connections away, until deadline. The first request is
 // sent even when deadline has passed, so that a short --wait still
-// reaches a listening daemon. A daemon that
-// stops during the wait is asked again once one listens: the message
-// stays queued, and the next daemon reports it if it takes the file from
-// new/ itself. The first time no daemon listens, it notes on stderr that
-// the command keeps waiting for one.
+// reaches a listening daemon. A daemon that stops during the wait is
+// asked again once one listens: the message stays queued, and the next
+// daemon reports it if it takes the file from new/ itself. The first time
+// no daemon listens, it notes on stderr that the command keeps waiting
+// for one.
 func askWait(ctx context.Context, socket, name string, deadline time.Time, stderr io.Writer) (control.WaitResult, error) {
 	lastMiss := "no daemon listened on " + socket
 	noted, notedBusy := false, false

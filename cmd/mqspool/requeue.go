@@ -87,8 +87,8 @@ func (r requeueResult) collisionError() error {
 // requeueFailed renames failed/REL to new/REL for every entry that is
 // not a directory or a reason file, symbolic links and FIFOs included, and
 // removes REL.reason. A missing failed/ counts as empty, and a missing
-// spool directory is an error. A name already taken in new/ is skipped and listed
-// in the result. Any other error stops it. The directories it took files
+// spool directory is an error. A name already taken in new/ is skipped
+// and listed in the result. Any other error stops it. The directories it took files
 // from are synced at the end.
 func requeueFailed(spoolDir string) (requeueResult, error) {
 	r := requeuer{failed: filepath.Join(spoolDir, "failed"), newDir: filepath.Join(spoolDir, "new")}

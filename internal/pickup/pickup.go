@@ -208,9 +208,9 @@ type Pickup struct {
 	// housekeepingLog limits the warnings about tmp/ and failed/.
 	housekeepingLog rateLimit
 	// full is set while the store rejects appends as full, so each
-	// change is logged once, within the limit of fullLog. waitingRoom is set by each try that did not
-	// fit, until RoomFreed, which other goroutines call, sends a wakeup on
-	// room.
+	// change is logged once, within the limit of fullLog. waitingRoom is
+	// set by each try that did not fit, until RoomFreed, which other
+	// goroutines call, sends a wakeup on room.
 	full        bool
 	waitingRoom atomic.Bool
 	room        chan struct{}
