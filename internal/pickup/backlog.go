@@ -14,10 +14,9 @@ const DefaultQueueMax = 16384
 // from a backlog in new/.
 const minRefillGap = 100 * time.Millisecond
 
-// reserveFactor sets the size of the reserve: a full scan that finds more
-// files than fit in the queue keeps the next reserveFactor*QueueMax of
-// them, by name and change time, so that refills need not list new/
-// again until they are used up.
+// reserveFactor sets the size of the reserve. A full scan that finds more
+// files than fit in the queue keeps the paths and change times of the next
+// reserveFactor*QueueMax, so refills need not list new/ until those are used.
 const reserveFactor = 3
 
 // oldest keeps the limit oldest of the candidates offered to it, by change

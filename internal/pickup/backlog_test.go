@@ -209,35 +209,22 @@ func TestPickup_ArrivalDuringSyncNotStranded(t *testing.T) {
 // oldest there. The files behind them must still go in, instead of
 // waiting until failed/ works again.
 func TestPickup_HeldRejectsDoNotBlockBacklog(t *testing.T) {
-	opts := testOptions(t)
-	opts.BatchMax = 4
-	opts.QueueMax = 8
-	opts.DefaultTopic = "t"
-	for _, dir := range []string{"tmp", "new/bad"} {
-		if err := os.MkdirAll(filepath.Join(opts.Dir, dir), 0o755); err != nil {
-			t.Fatal(err)
-		}
+	opts := backlogOptions(t)
+	if err := os.MkdirAll(filepath.Join(opts.Dir, "new", "bad"), 0o755); err != nil {
+		t.Fatal(err)
 	}
 	// A file in place of failed/ makes every move there fail.
 	if err := os.WriteFile(filepath.Join(opts.Dir, "failed"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for i := range (2 + reserveFactor) * opts.QueueMax {
+	for i := range stuckCount(opts) {
 		symlink(t, filepath.Join(opts.Dir, "new", "bad", fmt.Sprintf("l%03d", i)))
 	}
-	var want []string
-	for i := range 10 {
-		rel := fmt.Sprintf("good/f%03d", i)
-		dropFast(t, opts.Dir, rel, "x")
-		want = append(want, rel)
-	}
+	want := dropOpen(t, opts)
 	fake := newFakeStore()
 	start(t, opts, fake)
 
-	waitFor(t, 5*time.Second, "every good file appended", func() bool { return fake.count() == len(want) })
-	if got := fake.names(); !slices.Equal(got, want) {
-		t.Errorf("appended in the order\n%v\nwant\n%v", got, want)
-	}
+	checkAppended(t, fake, want)
 }
 
 // Unreadable files are retried at each rescan and left in new/. When they
@@ -247,33 +234,19 @@ func TestPickup_UnreadableDoNotBlockBacklog(t *testing.T) {
 	if os.Geteuid() == 0 {
 		t.Skip("root reads files regardless of permissions")
 	}
-	opts := testOptions(t)
-	opts.BatchMax = 4
-	opts.QueueMax = 8
-	opts.DefaultTopic = "t"
-	if err := os.MkdirAll(filepath.Join(opts.Dir, "tmp"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for i := range (2 + reserveFactor) * opts.QueueMax {
+	opts := backlogOptions(t)
+	for i := range stuckCount(opts) {
 		rel := fmt.Sprintf("closed/f%03d", i)
 		dropFast(t, opts.Dir, rel, "x")
 		if err := os.Chmod(filepath.Join(opts.Dir, "new", rel), 0); err != nil {
 			t.Fatal(err)
 		}
 	}
-	var want []string
-	for i := range 10 {
-		rel := fmt.Sprintf("open/f%03d", i)
-		dropFast(t, opts.Dir, rel, "x")
-		want = append(want, rel)
-	}
+	want := dropOpen(t, opts)
 	fake := newFakeStore()
 	start(t, opts, fake)
 
-	waitFor(t, 5*time.Second, "every readable file appended", func() bool { return fake.count() == len(want) })
-	if got := fake.names(); !slices.Equal(got, want) {
-		t.Errorf("appended in the order\n%v\nwant\n%v", got, want)
-	}
+	checkAppended(t, fake, want)
 }
 
 // Events that come faster than the loop's timer, here of a hidden file
@@ -330,15 +303,9 @@ func TestPickup_UnremovableDoNotBlockBacklog(t *testing.T) {
 	if os.Geteuid() == 0 {
 		t.Skip("root removes files regardless of permissions")
 	}
-	opts := testOptions(t)
-	opts.BatchMax = 4
-	opts.QueueMax = 8
-	opts.DefaultTopic = "t"
-	if err := os.MkdirAll(filepath.Join(opts.Dir, "tmp"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	opts := backlogOptions(t)
 	var want []string
-	for i := range (2 + reserveFactor) * opts.QueueMax {
+	for i := range stuckCount(opts) {
 		rel := fmt.Sprintf("locked/f%03d", i)
 		dropFast(t, opts.Dir, rel, "x")
 		want = append(want, rel)
@@ -348,18 +315,11 @@ func TestPickup_UnremovableDoNotBlockBacklog(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.Chmod(locked, 0o755) })
-	for i := range 10 {
-		rel := fmt.Sprintf("open/f%03d", i)
-		dropFast(t, opts.Dir, rel, "x")
-		want = append(want, rel)
-	}
+	want = append(want, dropOpen(t, opts)...)
 	fake := newFakeStore()
 	start(t, opts, fake)
 
-	waitFor(t, 5*time.Second, "every file appended", func() bool { return fake.count() == len(want) })
-	if got := fake.names(); !slices.Equal(got, want) {
-		t.Errorf("appended in the order\n%v\nwant\n%v", got, want)
-	}
+	checkAppended(t, fake, want)
 }
 
 // A file written in place takes its place in the order once it is
@@ -424,20 +384,9 @@ func TestPickup_UnsearchableDirDoesNotBlockBacklog(t *testing.T) {
 	if os.Geteuid() == 0 {
 		t.Skip("root searches directories regardless of permissions")
 	}
-	opts := testOptions(t)
-	opts.BatchMax = 4
-	opts.QueueMax = 8
-	opts.DefaultTopic = "t"
-	if err := os.MkdirAll(filepath.Join(opts.Dir, "tmp"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	var want []string
-	for i := range 10 {
-		rel := fmt.Sprintf("open/f%03d", i)
-		dropFast(t, opts.Dir, rel, "x")
-		want = append(want, rel)
-	}
-	for i := range (2 + reserveFactor) * opts.QueueMax {
+	opts := backlogOptions(t)
+	want := dropOpen(t, opts)
+	for i := range stuckCount(opts) {
 		dropFast(t, opts.Dir, fmt.Sprintf("closed/f%03d", i), "x")
 	}
 	closed := filepath.Join(opts.Dir, "new", "closed")
@@ -448,7 +397,44 @@ func TestPickup_UnsearchableDirDoesNotBlockBacklog(t *testing.T) {
 	fake := newFakeStore()
 	start(t, opts, fake)
 
-	waitFor(t, 5*time.Second, "every file outside closed/ appended", func() bool { return fake.count() == len(want) })
+	checkAppended(t, fake, want)
+}
+
+// backlogOptions returns options with a queue of 8 files, batches of 4, a
+// default topic for raw files, and tmp/ created.
+func backlogOptions(t *testing.T) Options {
+	t.Helper()
+	opts := testOptions(t)
+	opts.BatchMax = 4
+	opts.QueueMax = 8
+	opts.DefaultTopic = "t"
+	if err := os.MkdirAll(filepath.Join(opts.Dir, "tmp"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return opts
+}
+
+// stuckCount is more files than one listing takes into the queue and the
+// reserve, so that stuck files fill every refill unless it skips them.
+func stuckCount(opts Options) int { return (2 + reserveFactor) * opts.QueueMax }
+
+// dropOpen drops 10 raw files into new/open/ and returns their names.
+func dropOpen(t *testing.T, opts Options) []string {
+	t.Helper()
+	var names []string
+	for i := range 10 {
+		rel := fmt.Sprintf("open/f%03d", i)
+		dropFast(t, opts.Dir, rel, "x")
+		names = append(names, rel)
+	}
+	return names
+}
+
+// checkAppended waits until fake holds as many files as want and checks
+// that they are want, in order.
+func checkAppended(t *testing.T, fake *fakeStore, want []string) {
+	t.Helper()
+	waitFor(t, 5*time.Second, "every expected file appended", func() bool { return fake.count() == len(want) })
 	if got := fake.names(); !slices.Equal(got, want) {
 		t.Errorf("appended in the order\n%v\nwant\n%v", got, want)
 	}

@@ -73,7 +73,7 @@ func (p *Pickup) scanTree(w *watcher, ws *watches, dir string, sync func()) {
 	p.walk(w, ws, dir, sel)
 	found, left := sel.sorted(), sel.left
 	if ok {
-		kept := p.leaveToEvents(found, cutoff)
+		listed := p.leaveToEvents(found, cutoff)
 		if sync != nil && p.overflowed {
 			// While files wait beyond the queue, arrived counts a file
 			// instead of queueing it, and the sync has handled the
@@ -81,9 +81,9 @@ func (p *Pickup) scanTree(w *watcher, ws *watches, dir string, sync func()) {
 			// count as left out, and a refill takes them.
 			// NOTE: a file whose event comes after the listing is
 			// counted twice in Stats.Waiting until the next rescan.
-			left += len(found) - len(kept)
+			left += len(found) - len(listed)
 		}
-		found = kept
+		found = listed
 	}
 	room = min(room, len(found))
 	p.noteScan(dir, found[room:], left)
