@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -136,4 +137,23 @@ func equal(t testing.TB, what string, got, want any) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("%s = %v, want %v", what, got, want)
 	}
+}
+
+// syncBuffer is a log destination that a timer's goroutine may write to
+// while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

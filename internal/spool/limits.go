@@ -121,12 +121,17 @@ func flowSeqs(tx *bolt.Tx) (map[uint64]struct{}, error) {
 const dropLogEvery = time.Minute
 
 // dropLog limits the drop warnings to one at once and then one per
-// dropLogEvery, each with the count and size since the one before.
+// dropLogEvery, each with the count and size since the one before. Drops
+// held back are logged when the interval ends, even if none follow, and
+// at Close, so every drop reaches the log.
 type dropLog struct {
 	mu       sync.Mutex
+	every    time.Duration
 	last     time.Time
 	messages int
 	bytes    int
+	lastSeq  uint64
+	timer    *time.Timer
 }
 
 // reportDrops logs the messages that a committed append dropped and
@@ -152,12 +157,36 @@ func (s *Spool) logDrops(drops []droppedMessage) {
 		l.messages++
 		l.bytes += d.size
 	}
-	now := time.Now()
-	if !l.last.IsZero() && now.Sub(l.last) < dropLogEvery {
+	l.lastSeq = drops[len(drops)-1].seq
+
+	wait := l.every - time.Since(l.last)
+	if l.last.IsZero() || wait <= 0 {
+		s.flushDropsLocked()
+		return
+	}
+	if l.timer == nil {
+		l.timer = time.AfterFunc(wait, s.flushDrops)
+	}
+}
+
+// flushDrops logs the drops held back since the last warning.
+func (s *Spool) flushDrops() {
+	s.drops.mu.Lock()
+	defer s.drops.mu.Unlock()
+	s.flushDropsLocked()
+}
+
+func (s *Spool) flushDropsLocked() {
+	l := &s.drops
+	if l.timer != nil {
+		l.timer.Stop()
+		l.timer = nil
+	}
+	if l.messages == 0 {
 		return
 	}
 	s.log.Warn("spool is full; dropped the oldest messages (spool.overflow is drop-oldest)",
-		"dropped", l.messages, "bytes", l.bytes, "last_seq", drops[len(drops)-1].seq,
-		"next_log_after", dropLogEvery)
-	l.last, l.messages, l.bytes = now, 0, 0
+		"dropped", l.messages, "bytes", l.bytes, "last_seq", l.lastSeq,
+		"next_log_after", l.every)
+	l.last, l.messages, l.bytes = time.Now(), 0, 0
 }

@@ -117,6 +117,59 @@ func TestOverflowDropOldestLogsOnce(t *testing.T) {
 	}
 }
 
+// Drops held back after a warning reach the log when the interval ends,
+// although the overflow ended and nothing else is dropped.
+func TestOverflowDropOldestLogsHeldBackDrops(t *testing.T) {
+	var logged syncBuffer
+	opts := testOptions(t)
+	opts.Logger = slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	opts.MaxMessages = 1
+	opts.Overflow = OverflowDropOldest
+	s := openSpool(t, opts)
+	s.drops.every = 50 * time.Millisecond
+
+	for i := range 4 {
+		mustAppend(t, s, batch(fmt.Sprintf("f%d", i), i, 1))
+	}
+	equal(t, "warnings at once", strings.Count(logged.String(), "dropped the oldest messages"), 1)
+
+	deadline := time.Now().Add(5 * time.Second)
+	for strings.Count(logged.String(), "dropped the oldest messages") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the two drops after the first warning were never logged:\n%s", logged.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(logged.String(), "dropped=2 ") || !strings.Contains(logged.String(), "last_seq=3 ") {
+		t.Errorf("held-back warning %q, want dropped=2 and last_seq=3", logged.String())
+	}
+}
+
+// Close logs the drops held back since the last warning.
+func TestOverflowDropOldestLogsAtClose(t *testing.T) {
+	var logged syncBuffer
+	opts := testOptions(t)
+	opts.Logger = slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	opts.MaxMessages = 1
+	opts.Overflow = OverflowDropOldest
+	s, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		mustAppend(t, s, batch(fmt.Sprintf("f%d", i), i, 1))
+	}
+	equal(t, "warnings before Close", strings.Count(logged.String(), "dropped the oldest messages"), 1)
+
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "warnings after Close", strings.Count(logged.String(), "dropped the oldest messages"), 2)
+	if !strings.Contains(logged.String(), "last_seq=2 ") {
+		t.Errorf("warning at Close %q, want last_seq=2", logged.String())
+	}
+}
+
 func TestOverflowDropOldestAllInFlight(t *testing.T) {
 	opts := testOptions(t)
 	opts.MaxMessages = 2

@@ -112,6 +112,7 @@ func Open(opts Options) (*Spool, error) {
 		opts: opts, log: opts.Logger, cursors: map[*Cursor]struct{}{}, damaged: make(chan struct{}),
 		copiedToFailed: map[uint64]bool{},
 		wall:           newWallSteps(),
+		drops:          dropLog{every: dropLogEvery},
 	}
 
 	// Create the database's directory, as systemd's StateDirectory would,
@@ -416,6 +417,7 @@ func (s *Spool) Close() error {
 	s.closed = true
 	corrupt := s.corrupt
 	s.mu.Unlock()
+	s.flushDrops()
 
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
