@@ -512,6 +512,19 @@ func TestPublish_RouteWithoutTopicExit2(t *testing.T) {
 	}
 }
 
+// An empty --topic is a mistake in the call (an unset shell variable,
+// say), not a request for publish.default_topic.
+func TestPublish_EmptyTopicExit2(t *testing.T) {
+	file, dir := testConfig(t, "publish:\n  default_topic: fallback\n")
+	code, _, errOut := run(t, "", "publish", "--config", file, "--topic", "", "--message", "x")
+	if code != exitUsage || !strings.Contains(errOut, "--topic is empty") {
+		t.Errorf("code %d, stderr %q; want %d saying --topic is empty", code, errOut, exitUsage)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(dir, "spool", "new")); len(entries) != 0 {
+		t.Errorf("new/ has %v, want nothing", entries)
+	}
+}
+
 func TestPublish_BadWaitAndQoSExit2(t *testing.T) {
 	for _, flags := range [][]string{{"--wait", "-5s"}, {"--qos", "-1"}} {
 		args := append([]string{"publish", "--spool-dir", t.TempDir(), "--topic", "a", "--message", "x"}, flags...)

@@ -31,6 +31,7 @@ type publishFlags struct {
 	text        string
 	textSet     bool
 	retainSet   bool
+	topicSet    bool
 	waitFlags
 }
 
@@ -64,6 +65,7 @@ message was rejected (see failed/).`,
 		RunE: func(c *cobra.Command, args []string) error {
 			f.textSet = c.Flags().Changed("message")
 			f.retainSet = c.Flags().Changed("retain")
+			f.topicSet = c.Flags().Changed("topic")
 			return runPublish(c, &f, args)
 		},
 	}
@@ -107,6 +109,10 @@ func (v qosValue) Type() string { return "int" }
 func runPublish(c *cobra.Command, f *publishFlags, args []string) error {
 	if f.wait < 0 {
 		return usageError(fmt.Errorf("--wait %s is invalid: use a positive duration such as 30s, or leave it out", f.wait))
+	}
+	if f.topicSet && f.topic == "" {
+		return usageError(errors.New("--topic is empty: give a topic, or leave the flag out " +
+			"to use the daemon's routes and publish.default_topic"))
 	}
 	// Everything is checked before the file is written, because a script
 	// that retries on exit status 2 would otherwise queue it twice.
