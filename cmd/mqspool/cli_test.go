@@ -1087,6 +1087,38 @@ func TestSalvage_MissingFileNamesFix(t *testing.T) {
 	}
 }
 
+// A device, a directory or an empty file is refused before bbolt and
+// the page scan try it, with the kind of file in the error and nothing
+// else on stderr.
+func TestSalvage_RejectsFileThatHoldsNoDatabase(t *testing.T) {
+	file, dir := testConfig(t, "")
+	empty := filepath.Join(dir, "empty.db")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		path string
+		code int
+		want string
+	}{
+		{os.DevNull, exitUsage, "is a device, not a database file"},
+		{dir, exitUsage, "is a directory, not a database file"},
+		{empty, exitFailure, "is empty"},
+	}
+	for _, tc := range cases {
+		code, _, errOut := run(t, "", "spool", "salvage", "--config", file, tc.path)
+		if code != tc.code || !strings.Contains(errOut, tc.want) || !strings.Contains(errOut, "renamed aside") {
+			t.Errorf("salvage %s: code %d, stderr %q; want %d, %q and the fix", tc.path, code, errOut, tc.code, tc.want)
+		}
+		if strings.Count(errOut, "\n") != 1 {
+			t.Errorf("salvage %s: stderr %q, want the error alone", tc.path, errOut)
+		}
+	}
+	if entries, _ := os.ReadDir(filepath.Join(dir, "spool", "new")); len(entries) != 0 {
+		t.Errorf("new/ has %v, want nothing", entries)
+	}
+}
+
 func TestSalvage_CreatesTmpAndNew(t *testing.T) {
 	file, dir := testConfig(t, "")
 	aside := filepath.Join(dir, "spool.db.corrupt-20260101T000000Z")

@@ -57,9 +57,8 @@ func runSalvage(c *cobra.Command, loaded *config.Loaded, file string) error {
 	if err := checkNotSpoolDB(file, cfg.Spool.DB); err != nil {
 		return err
 	}
-	if _, err := os.Stat(file); err != nil {
-		return fmt.Errorf("salvage: %w: give the path of the database that was renamed aside, "+
-			"such as spool.db.corrupt-* next to spool.db", err)
+	if err := checkSalvageFile(file); err != nil {
+		return err
 	}
 	dir := cfg.Spool.Dir
 	if err := ensureSpoolDir(dir, spoolDirFix(loaded)); err != nil {
@@ -80,6 +79,24 @@ func runSalvage(c *cobra.Command, loaded *config.Loaded, file string) error {
 	fmt.Fprintf(c.OutOrStdout(), "salvaged %d messages into %s as salvage-%s-*, skipped %d unreadable\n",
 		copied, filepath.Join(dir, "new"), run, skipped)
 	printRecorded(c.OutOrStdout(), file, copied, skipped)
+	return nil
+}
+
+// checkSalvageFile rejects a file that cannot hold a database before
+// bbolt and the page scan try it: a missing file, a device such as
+// /dev/null, a directory or an empty file.
+func checkSalvageFile(file string) error {
+	const fix = "give the path of the database that was renamed aside, such as spool.db.corrupt-* next to spool.db"
+	info, err := os.Stat(file)
+	if err != nil {
+		return fmt.Errorf("salvage: %w: %s", err, fix)
+	}
+	if !info.Mode().IsRegular() {
+		return usageError(fmt.Errorf("salvage: %s is %s, not a database file: %s", file, config.FileKind(info.Mode()), fix))
+	}
+	if info.Size() == 0 {
+		return fmt.Errorf("salvage: %s is empty, so there is nothing to salvage: %s", file, fix)
+	}
 	return nil
 }
 

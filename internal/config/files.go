@@ -77,7 +77,7 @@ func readable(path string) error {
 		return err
 	}
 	if !info.Mode().IsRegular() {
-		return fmt.Errorf("%s is %s, not a regular file", path, kindOf(info.Mode()))
+		return fmt.Errorf("%s is %s, not a regular file", path, FileKind(info.Mode()))
 	}
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
@@ -91,7 +91,9 @@ func readable(path string) error {
 	return nil
 }
 
-func kindOf(m os.FileMode) string {
+// FileKind names the type of a file that is not a regular one, such as
+// "a directory", for errors that reject it.
+func FileKind(m os.FileMode) string {
 	switch {
 	case m.IsDir():
 		return "a directory"
