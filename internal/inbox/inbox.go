@@ -100,7 +100,8 @@ type Inbox struct {
 	stats Stats
 
 	// Owned by the goroutine that runs Run.
-	now         func() time.Time // the clock for file names and fullLogged; tests replace it
+	now         func() time.Time       // the clock for file names and fullLogged; tests replace it
+	syncDir     func(dir string) error // format.SyncDir; tests replace it
 	names       namer
 	files       int
 	bytes       int64
@@ -161,6 +162,7 @@ func Open(opts Options) (*Inbox, error) {
 		queued:    make(chan struct{}, 1),
 		stopWaits: make(chan struct{}),
 		now:       time.Now,
+		syncDir:   format.SyncDir,
 	}
 	if in.makeDirs() == nil {
 		if err := in.lockDir(); errors.Is(err, ErrInUse) {
@@ -398,13 +400,14 @@ func (in *Inbox) store(ctx context.Context, d Delivery) bool {
 			return ok // resent while the inbox was full
 		}
 	}
+	var moved movedFile
 	for {
 		if !in.ready {
 			in.recount() // the first count failed: count before writing
 		}
 		err := in.makeDirs()
 		if err == nil && in.ready {
-			err = in.write(d)
+			err = in.write(d, &moved)
 		}
 		if err == nil && in.ready {
 			break

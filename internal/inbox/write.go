@@ -19,18 +19,52 @@ import (
 // the release of its acknowledgement; see package crashpoint.
 const CrashAfterSync = "inbox-after-sync"
 
+// movedFile is a message file renamed into new/ whose sync of new/ has
+// not succeeded yet.
+type movedFile struct {
+	name      string
+	key       string // the QoS 2 flow key, or ""
+	size      int
+	replacing bool // it replaced the file of the same flow
+}
+
 // write stores d as one .msg file: tmp/, fsync, rename into new/, fsync
 // of new/. A QoS 2 redelivery (Dup set) whose file an earlier process
 // wrote and left in new/ replaces that file instead of adding one.
-func (in *Inbox) write(d Delivery) error {
-	data, err := encode(d)
-	if err != nil {
-		if err := in.writeFailed(d, err); err != nil {
+//
+// moved carries the file from one attempt for d to the next. Once the
+// rename succeeded, a retry only syncs new/ again, because writing the
+// message anew would leave a second copy of it in new/.
+func (in *Inbox) write(d Delivery, moved *movedFile) error {
+	if moved.name == "" {
+		data, err := encode(d)
+		if err != nil {
+			if err := in.writeFailed(d, err); err != nil {
+				return in.withFix(err)
+			}
+			return nil
+		}
+		*moved, err = in.moveNew(d, data)
+		if err != nil {
 			return in.withFix(err)
 		}
-		return nil
 	}
 
+	if err := in.syncDir(filepath.Join(in.opts.Dir, "new")); err != nil {
+		return in.withFix(err)
+	}
+	crashpoint.Hit(CrashAfterSync)
+	if moved.replacing {
+		delete(in.flows, moved.key)
+	}
+
+	in.counted(d, moved.size, moved.replacing)
+	in.log.Debug("message stored", "file", moved.name, "topic", d.Message.Topic, "qos", d.Message.QoS, "dup", d.Dup)
+	return nil
+}
+
+// moveNew writes data into tmp/, syncs it and renames it into new/.
+func (in *Inbox) moveNew(d Delivery, data []byte) (movedFile, error) {
 	var key, name string
 	if d.Message.QoS == 2 {
 		key = FlowKey(d.PacketID, d.Message.Topic, d.Message.Payload)
@@ -46,24 +80,14 @@ func (in *Inbox) write(d Delivery) error {
 	newDir := filepath.Join(in.opts.Dir, "new")
 	tmp := filepath.Join(in.opts.Dir, "tmp", name)
 	if err := writeSynced(tmp, data); err != nil {
-		return in.withFix(err)
+		return movedFile{}, err
 	}
-	name, err = in.moveIntoNew(tmp, newDir, name, key, replacing)
+	name, err := in.moveIntoNew(tmp, newDir, name, key, replacing)
 	if err != nil {
 		os.Remove(tmp)
-		return in.withFix(err)
+		return movedFile{}, err
 	}
-	if err := format.SyncDir(newDir); err != nil {
-		return in.withFix(err)
-	}
-	crashpoint.Hit(CrashAfterSync)
-	if replacing {
-		delete(in.flows, key)
-	}
-
-	in.counted(d, len(data), replacing)
-	in.log.Debug("message stored", "file", name, "topic", d.Message.Topic, "qos", d.Message.QoS, "dup", d.Dup)
-	return nil
+	return movedFile{name: name, key: key, size: len(data), replacing: replacing}, nil
 }
 
 // moveIntoNew renames tmp into newDir and returns the final name. A

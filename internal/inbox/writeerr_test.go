@@ -3,9 +3,13 @@ package inbox
 import (
 	"errors"
 	"io/fs"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
+
+	"github.com/mqspool/mqspool/internal/format"
 )
 
 // A failed write names the file once and adds what to do about its
@@ -38,5 +42,39 @@ func TestInbox_WriteError_NamesFix(t *testing.T) {
 		if tc.absent != "" && strings.Contains(err.Error(), tc.absent) {
 			t.Errorf("%v: error %q names %q, a fix for another cause", tc.cause, err, tc.absent)
 		}
+	}
+}
+
+// A message whose rename into new/ succeeded but whose sync of new/
+// failed is in new/ already. The retry syncs new/ again and does not
+// write the message a second time.
+func TestInbox_SyncDirRetryWritesOnce(t *testing.T) {
+	in := openTest(t, Options{})
+	var syncs atomic.Int32
+	in.syncDir = func(dir string) error {
+		if filepath.Base(dir) == "new" && syncs.Add(1) <= 2 {
+			return &fs.PathError{Op: "sync", Path: dir, Err: syscall.EIO}
+		}
+		return format.SyncDir(dir)
+	}
+	runTest(t, in)
+	var released atomic.Int32
+	in.Enqueue(delivery("cmd/a", "once", 1, &released))
+	waitFor(t, "release", func() bool { return released.Load() == 1 })
+
+	if n := syncs.Load(); n < 3 {
+		t.Errorf("new/ synced %d times, want 2 failures and a success", n)
+	}
+	if names := newFiles(t, in); len(names) != 1 {
+		t.Errorf("new/ contains %v, want the message once", names)
+	}
+	if st := in.Stats(); st.Received != 1 {
+		t.Errorf("received = %d, want 1", st.Received)
+	}
+	if st := in.Stats(); st.BacklogFiles != 1 {
+		t.Errorf("backlog = %d files, want 1", st.BacklogFiles)
+	}
+	if st := in.Stats(); st.WriteError != "" {
+		t.Errorf("write error %q after the sync succeeded, want none", st.WriteError)
 	}
 }
