@@ -388,7 +388,7 @@ func (in *Inbox) store(ctx context.Context, d Delivery) bool {
 	if !in.ready || in.atLimit() {
 		in.recount() // a consumer may have taken files since the last count
 	}
-	if in.atLimit() {
+	if in.atLimit() && !in.replacesFile(d) {
 		if d.Message.QoS == 0 {
 			in.drop(d, "inbox full")
 			return true
@@ -428,6 +428,16 @@ func (in *Inbox) store(ctx context.Context, d Delivery) bool {
 		d.Release()
 	}
 	return true
+}
+
+// replacesFile reports whether d is a QoS 2 redelivery whose file an
+// earlier process left in new/. Writing it replaces that file, so it adds
+// nothing to the backlog and needs no room.
+func (in *Inbox) replacesFile(d Delivery) bool {
+	if d.Message.QoS != 2 || !d.Dup {
+		return false
+	}
+	return in.findFlow(FlowKey(d.PacketID, d.Message.Topic, d.Message.Payload)) != ""
 }
 
 // decline gives d up without an acknowledgement.

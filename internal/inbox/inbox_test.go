@@ -311,6 +311,37 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
+// A QoS 2 redelivery whose file an earlier process left in new/ replaces
+// that file and adds nothing to the backlog, so a full inbox does not
+// hold it. Held, it would wait for a consumer, and a consumer that took
+// the earlier file meanwhile would get the message twice.
+func TestInbox_Limit_QoS2ReplacementNotHeld(t *testing.T) {
+	dir := t.TempDir()
+	var released atomic.Int32
+	d := delivery("q/2", "crash window", 2, &released)
+	first := openTest(t, Options{Dir: dir})
+	if err := first.write(d, &movedFile{}); err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
+
+	second := openTest(t, Options{Dir: dir, MaxFiles: 1})
+	if st := second.Stats(); !st.Full {
+		t.Fatalf("inbox with %d of max 1 files not full", st.BacklogFiles)
+	}
+	runTest(t, second)
+	d.Dup = true
+	second.Enqueue(d)
+	waitFor(t, "release of the redelivery", func() bool { return released.Load() == 1 })
+
+	if names := newFiles(t, second); len(names) != 1 {
+		t.Errorf("new/ contains %v, want the earlier file replaced", names)
+	}
+	if st := second.Stats(); st.Replaced != 1 {
+		t.Errorf("replaced = %d, want 1", st.Replaced)
+	}
+}
+
 func TestInbox_MaxBytes_Holds(t *testing.T) {
 	in := openTest(t, Options{MaxBytes: 10})
 	runTest(t, in)
