@@ -19,39 +19,44 @@ import (
 // the release of its acknowledgement; see package crashpoint.
 const CrashAfterSync = "inbox-after-sync"
 
-// movedFile is a message file renamed into new/ whose sync of new/ has
-// not succeeded yet.
+// movedFile is a message file renamed into new/, or a payload and its
+// .reason renamed into failed/, whose directory has not been synced yet.
 type movedFile struct {
 	name      string
+	dir       string // "new" or "failed"
 	key       string // the QoS 2 flow key, or ""
 	size      int
-	replacing bool // it replaced the file of the same flow
+	replacing bool  // it replaced the file of the same flow
+	cause     error // the encoding error of a message for failed/, or nil
 }
 
 // write stores d as one .msg file: tmp/, fsync, rename into new/, fsync
 // of new/. A QoS 2 redelivery (Dup set) whose file an earlier process
-// wrote and left in new/ replaces that file instead of adding one.
+// wrote and left in new/ replaces that file instead of adding one. A
+// message that a .msg file cannot hold goes to failed/ instead.
 //
 // moved carries the file from one attempt for d to the next. Once the
-// rename succeeded, a retry only syncs new/ again, because writing the
-// message anew would leave a second copy of it in new/.
+// rename succeeded, a retry only syncs the directory again, because
+// writing the message anew would leave a second copy of it.
 func (in *Inbox) write(d Delivery, moved *movedFile) error {
 	if moved.name == "" {
-		data, err := encode(d)
-		if err != nil {
-			if err := in.writeFailed(d, err); err != nil {
-				return in.withFix(err)
-			}
-			return nil
-		}
-		*moved, err = in.moveNew(d, data)
+		var err error
+		*moved, err = in.move(d)
 		if err != nil {
 			return in.withFix(err)
 		}
 	}
 
-	if err := in.syncDir(filepath.Join(in.opts.Dir, "new")); err != nil {
+	if err := in.syncDir(filepath.Join(in.opts.Dir, moved.dir)); err != nil {
 		return in.withFix(err)
+	}
+	if moved.cause != nil {
+		in.mu.Lock()
+		in.stats.Failed++
+		in.mu.Unlock()
+		in.log.Error("message moved to the inbox's failed/", "file", moved.name, "topic", d.Message.Topic,
+			"err", moved.cause)
+		return nil
 	}
 	crashpoint.Hit(CrashAfterSync)
 	if moved.replacing {
@@ -61,6 +66,16 @@ func (in *Inbox) write(d Delivery, moved *movedFile) error {
 	in.counted(d, moved.size, moved.replacing)
 	in.log.Debug("message stored", "file", moved.name, "topic", d.Message.Topic, "qos", d.Message.QoS, "dup", d.Dup)
 	return nil
+}
+
+// move renames the file of d into new/, or into failed/ when a .msg file
+// cannot hold d.
+func (in *Inbox) move(d Delivery) (movedFile, error) {
+	data, err := encode(d)
+	if err != nil {
+		return in.moveFailed(d, err)
+	}
+	return in.moveNew(d, data)
 }
 
 // moveNew writes data into tmp/, syncs it and renames it into new/.
@@ -87,7 +102,7 @@ func (in *Inbox) moveNew(d Delivery, data []byte) (movedFile, error) {
 		os.Remove(tmp)
 		return movedFile{}, err
 	}
-	return movedFile{name: name, key: key, size: len(data), replacing: replacing}, nil
+	return movedFile{name: name, dir: "new", key: key, size: len(data), replacing: replacing}, nil
 }
 
 // moveIntoNew renames tmp into newDir and returns the final name. A
@@ -163,31 +178,49 @@ func (in *Inbox) findFlow(key string) string {
 	return name
 }
 
-// writeFailed keeps a message that a .msg file cannot hold (a property
+// moveFailed keeps a message that a .msg file cannot hold (a property
 // value with a line break, a user property key with '='): its payload
 // goes to failed/ with a .reason file beside it, so it is not lost and
-// its acknowledgement can be released.
-func (in *Inbox) writeFailed(d Delivery, cause error) error {
+// its acknowledgement can be released. Both are written in tmp/ and
+// renamed, payload first, so failed/ never shows a partial file or a
+// .reason without its payload. A failed attempt removes what it wrote.
+func (in *Inbox) moveFailed(d Delivery, cause error) (movedFile, error) {
 	dir := filepath.Join(in.opts.Dir, "failed")
 	if err := format.MkdirAllSync(dir); err != nil {
-		return err
+		return movedFile{}, err
 	}
 	name := in.names.next(in.now(), "")
-	reason := failedReason(d.Message.Topic, cause)
-	if err := writeSynced(filepath.Join(dir, name+".reason"), []byte(reason)); err != nil {
-		return err
+	files := []struct {
+		name string
+		data []byte
+	}{
+		{name, d.Message.Payload},
+		{name + ".reason", []byte(failedReason(d.Message.Topic, cause))},
 	}
-	if err := writeSynced(filepath.Join(dir, name), d.Message.Payload); err != nil {
-		return err
+	tmpDir := filepath.Join(in.opts.Dir, "tmp")
+	var written []string // paths to remove when an attempt fails
+	undo := func() {
+		for _, path := range written {
+			os.Remove(path)
+		}
 	}
-	if err := format.SyncDir(dir); err != nil {
-		return err
+	for _, f := range files {
+		tmp := filepath.Join(tmpDir, f.name)
+		if err := writeSynced(tmp, f.data); err != nil {
+			undo()
+			return movedFile{}, err
+		}
+		written = append(written, tmp)
 	}
-	in.mu.Lock()
-	in.stats.Failed++
-	in.mu.Unlock()
-	in.log.Error("message moved to the inbox's failed/", "file", name, "topic", d.Message.Topic, "err", cause)
-	return nil
+	for _, f := range files {
+		target := filepath.Join(dir, f.name)
+		if err := format.RenameNoReplace(filepath.Join(tmpDir, f.name), target); err != nil {
+			undo()
+			return movedFile{}, fmt.Errorf("move %s into %s: %w", f.name, dir, err)
+		}
+		written = append(written, target)
+	}
+	return movedFile{name: name, dir: "failed", cause: cause}, nil
 }
 
 // failedReason returns the text of the .reason file for a received
