@@ -484,3 +484,37 @@ func TestPickup_TooLargeRejectClearsSpoolFull(t *testing.T) {
 		t.Error("Stats().SpoolFull is true with no file left waiting in new/")
 	}
 }
+
+// A directory the daemon may not read can be neither watched nor listed.
+// Its one log line must give the fix for the permission, not the inotify
+// watch limit.
+func TestPickup_UnreadableDirHintsPermission(t *testing.T) {
+	if !runUnprivileged(t) {
+		return
+	}
+	opts := testOptions(t)
+	opts.RescanInterval = 50 * time.Millisecond
+	logs := capture(&opts)
+	locked := filepath.Join(opts.Dir, "new", "locked")
+	if err := os.MkdirAll(locked, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(locked, "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(locked, 0); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Chmod(locked, 0o755) })
+	start(t, opts, newFakeStore())
+
+	waitFor(t, 5*time.Second, "the unreadable directory logged", func() bool {
+		return strings.Contains(logs.String(), "not readable")
+	})
+	if !strings.Contains(logs.String(), "let the mqspool user read it") {
+		t.Errorf("log does not say to let the daemon read the directory:\n%s", logs.String())
+	}
+	if strings.Contains(logs.String(), "max_user_watches") {
+		t.Errorf("log for an unreadable directory points at the inotify watch limit:\n%s", logs.String())
+	}
+}

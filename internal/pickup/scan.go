@@ -284,8 +284,8 @@ func (p *Pickup) walkError(dir string, err error) {
 
 func (p *Pickup) addWatch(w *watcher, ws *watches, dir string) {
 	wd, err := w.add(p.abs(dir))
-	if errors.Is(err, syscall.ENAMETOOLONG) {
-		// Rescans cannot read it either, and walk logs it.
+	if errors.Is(err, syscall.ENAMETOOLONG) || errors.Is(err, fs.ErrPermission) {
+		// Rescans cannot read it either, and walk logs it with the fix.
 		return
 	}
 	if err != nil {
