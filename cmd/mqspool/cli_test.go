@@ -22,6 +22,7 @@ import (
 	"github.com/mqspool/mqspool/internal/message"
 	"github.com/mqspool/mqspool/internal/spool"
 	"github.com/mqspool/mqspool/internal/state"
+	"github.com/mqspool/mqspool/test/harness"
 )
 
 // run executes the command line and returns the exit status, stdout and
@@ -1529,5 +1530,40 @@ func TestSalvage_RecordedCountKeepsSkipped(t *testing.T) {
 	}
 	if strings.Contains(out, "not found") {
 		t.Errorf("stdout %q calls the skipped record not found", out)
+	}
+}
+
+// A producer's user that may not write into the spool directory gets the
+// failure and the fix, and leaves nothing behind in tmp/.
+func TestPublish_PermissionDeniedNamesFix(t *testing.T) {
+	if !harness.RunUnprivileged(t) {
+		return
+	}
+	for _, locked := range []string{"tmp", "new"} {
+		t.Run(locked, func(t *testing.T) {
+			spoolDir := t.TempDir()
+			for _, sub := range []string{"tmp", "new"} {
+				if err := os.Mkdir(filepath.Join(spoolDir, sub), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.Chmod(filepath.Join(spoolDir, locked), 0o555); err != nil {
+				t.Fatal(err)
+			}
+			code, _, errOut := run(t, "", "publish", "--spool-dir", spoolDir, "-t", "a/b", "--message", "x")
+
+			if code != exitFailure {
+				t.Errorf("code %d, want %d", code, exitFailure)
+			}
+			if !strings.Contains(errOut, "permission denied") {
+				t.Errorf("stderr %q does not name the failure", errOut)
+			}
+			if !strings.Contains(errOut, "let this user write to tmp/ and new/ there") {
+				t.Errorf("stderr %q does not name the fix", errOut)
+			}
+			if entries, _ := os.ReadDir(filepath.Join(spoolDir, "tmp")); len(entries) != 0 {
+				t.Errorf("tmp/ not empty after the failed publish: %v", entries)
+			}
+		})
 	}
 }

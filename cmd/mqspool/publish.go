@@ -388,10 +388,16 @@ func encodeMessage(m message.Message, set format.Fields) ([]byte, error) {
 // dropFile writes the .msg file data into the spool directory dir as
 // new/NAME the atomic way.
 func dropFile(dir, name string, data []byte) error {
-	if err := format.WriteFileAtomic(dir, name, data); err != nil {
+	err := format.WriteFileAtomic(dir, name, data)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("drop message into %s: %w: let this user write to tmp/ and new/ there, "+
+			"for example by adding it to the group of the spool directory", dir, err)
+	default:
 		return fmt.Errorf("drop message into %s: %w", dir, err)
 	}
-	return nil
 }
 
 // ensureSpoolDir checks that the spool directory exists and creates its

@@ -3,14 +3,11 @@ package pickup
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -262,63 +259,4 @@ func gateClaims(opts *Options) *claimGate {
 		return g.allowed.Load()
 	}
 	return g
-}
-
-// runUnprivileged runs the calling test again as the user nobody (uid
-// 65534) when the tests run as root, since root reads and watches every
-// directory whatever its mode. It returns true where the test body is to
-// run: in a process that is not root, including that child.
-func runUnprivileged(t *testing.T) bool {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		return true
-	}
-	// The test binary lies in a directory only root may enter, so the
-	// child runs a copy.
-	dir, err := os.MkdirTemp("", "pickup-unprivileged-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	tmp := filepath.Join(dir, "tmp")
-	if err := os.Mkdir(tmp, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{dir, tmp} {
-		if err := os.Chmod(name, 0o777); err != nil {
-			t.Fatal(err)
-		}
-	}
-	bin := filepath.Join(dir, "pickup.test")
-	copyExecutable(t, os.Args[0], bin)
-
-	cmd := exec.Command(bin, "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	out, err := cmd.CombinedOutput()
-	t.Logf("run as uid 65534:\n%s", out)
-	if err != nil {
-		t.Fatalf("test as uid 65534 failed: %v", err)
-	}
-	return false
-}
-
-func copyExecutable(t *testing.T, from, to string) {
-	t.Helper()
-	src, err := os.Open(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	dst, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(dst, src); err != nil {
-		dst.Close()
-		t.Fatal(err)
-	}
-	if err := dst.Close(); err != nil {
-		t.Fatal(err)
-	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mqspool/mqspool/internal/format"
 	"github.com/mqspool/mqspool/internal/message"
+	"github.com/mqspool/mqspool/test/harness"
 )
 
 func TestPickup_BadInputMovedToFailed(t *testing.T) {
@@ -489,7 +490,7 @@ func TestPickup_TooLargeRejectClearsSpoolFull(t *testing.T) {
 // Its one log line must give the fix for the permission, not the inotify
 // watch limit.
 func TestPickup_UnreadableDirHintsPermission(t *testing.T) {
-	if !runUnprivileged(t) {
+	if !harness.RunUnprivileged(t) {
 		return
 	}
 	opts := testOptions(t)
