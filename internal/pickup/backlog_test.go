@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mqspool/mqspool/internal/spool"
+	"github.com/mqspool/mqspool/test/harness"
 	"golang.org/x/sys/unix"
 	"pgregory.net/rapid"
 )
@@ -231,8 +232,8 @@ func TestPickup_HeldRejectsDoNotBlockBacklog(t *testing.T) {
 // are the oldest files there, the refills must not take them each time,
 // or the files behind them would never go in.
 func TestPickup_UnreadableDoNotBlockBacklog(t *testing.T) {
-	if os.Geteuid() == 0 {
-		t.Skip("root reads files regardless of permissions")
+	if !harness.RunUnprivileged(t) {
+		return
 	}
 	opts := backlogOptions(t)
 	for i := range stuckCount(opts) {
@@ -300,8 +301,8 @@ func TestPickup_RefillUnderSteadyEvents(t *testing.T) {
 // refills must not take them each time, or the files behind them would
 // never go in.
 func TestPickup_UnremovableDoNotBlockBacklog(t *testing.T) {
-	if os.Geteuid() == 0 {
-		t.Skip("root removes files regardless of permissions")
+	if !harness.RunUnprivileged(t) {
+		return
 	}
 	opts := backlogOptions(t)
 	var want []string
@@ -381,8 +382,8 @@ func TestPickup_CompletedInPlaceWaitsBehindBacklog(t *testing.T) {
 // looked at, so they can never be queued. The refills must not keep
 // choosing them, or the files behind them would never go in.
 func TestPickup_UnsearchableDirDoesNotBlockBacklog(t *testing.T) {
-	if os.Geteuid() == 0 {
-		t.Skip("root searches directories regardless of permissions")
+	if !harness.RunUnprivileged(t) {
+		return
 	}
 	opts := backlogOptions(t)
 	want := dropOpen(t, opts)

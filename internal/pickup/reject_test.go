@@ -251,8 +251,8 @@ func TestPickup_Quarantine(t *testing.T) {
 }
 
 func TestPickup_UnreadableFileRetried(t *testing.T) {
-	if os.Geteuid() == 0 {
-		t.Skip("root reads files regardless of permissions")
+	if !harness.RunUnprivileged(t) {
+		return
 	}
 	opts := testOptions(t)
 	opts.RescanInterval = 50 * time.Millisecond
