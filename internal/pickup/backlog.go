@@ -96,7 +96,7 @@ func (p *Pickup) scanRoom(dir string) int {
 	if dir != "" && p.overflowed {
 		return 0
 	}
-	return max(p.opts.QueueMax-len(p.queue)-len(p.settling), 0)
+	return max(p.opts.QueueMax-len(p.queue)-p.inPlace(), 0)
 }
 
 // noteScan records what a scan of dir found beyond the queue: rest, the
@@ -145,6 +145,7 @@ func (p *Pickup) retriedAtRescan(rel []byte) bool {
 func (p *Pickup) arrived(rel string) {
 	if p.overflowed && !p.queued[rel] {
 		delete(p.settling, rel)
+		delete(p.writing, rel)
 		delete(p.tentative, rel)
 		p.unlisted++
 		return
@@ -152,10 +153,17 @@ func (p *Pickup) arrived(rel string) {
 	p.enqueue(rel)
 }
 
+// inPlace counts the files written in place that are not queued yet:
+// settling, or still open for writing. Each takes a place in the queue
+// once it is complete.
+func (p *Pickup) inPlace() int {
+	return len(p.settling) + len(p.writing)
+}
+
 // refillNeeded reports whether files wait in new/ beyond a queue that has
 // fallen to a quarter of Options.QueueMax.
 func (p *Pickup) refillNeeded() bool {
-	return p.overflowed && len(p.queue)+len(p.settling) <= p.opts.QueueMax/4
+	return p.overflowed && len(p.queue)+p.inPlace() <= p.opts.QueueMax/4
 }
 
 // refillDue reports whether the queue is to be refilled now.
@@ -173,12 +181,12 @@ func (p *Pickup) refill(w *watcher, ws *watches) {
 		p.takeReserve()
 		return
 	}
-	began, before := p.now(), len(p.queue)+len(p.settling)
+	began, before := p.now(), len(p.queue)+p.inPlace()
 	p.refilling = true
 	p.rescan(w, ws, nil)
 	p.refilling = false
 	p.refillAt = time.Time{}
-	if len(p.queue)+len(p.settling) <= before {
+	if len(p.queue)+p.inPlace() <= before {
 		p.refillAt = p.now().Add(max(minRefillGap, p.now().Sub(began)))
 	}
 }

@@ -351,10 +351,20 @@ func TestPickup_CompletedInPlaceWaitsBehindBacklog(t *testing.T) {
 				}
 			}
 			time.Sleep(20 * time.Millisecond) // a later change time than the directory's files
-			writeDirect(t, opts.Dir, "inplace", "Topic: t\n\nx")
+			if completion == "close" {
+				writeDirect(t, opts.Dir, "inplace", "Topic: t\n\nx")
+			} else {
+				// A hard link gets no close event, so it settles.
+				linkDirect(t, opts.Dir, "inplace", "Topic: t\n\nx")
+			}
 			p.handleEvent(nil, ws, watchEvent{wd: 1, mask: unix.IN_CREATE, name: "inplace"})
-			if _, tracked := p.settling["inplace"]; !tracked {
-				t.Fatal("file written in place is not tracked until it settles")
+			_, settling := p.settling["inplace"]
+			_, writing := p.writing["inplace"]
+			if completion == "close" && !writing {
+				t.Fatal("file created in place is not tracked as being written")
+			}
+			if completion == "settle" && !settling {
+				t.Fatal("hard link is not tracked until it settles")
 			}
 			if err := os.Rename(staged, filepath.Join(opts.Dir, "new", "dir")); err != nil {
 				t.Fatal(err)

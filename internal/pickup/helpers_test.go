@@ -223,6 +223,23 @@ func writeDirect(t testing.TB, dir, rel, data string) {
 	}
 }
 
+// linkDirect makes rel in new/ a hard link to a file written elsewhere,
+// so it arrives complete with an IN_CREATE and no close event.
+func linkDirect(t testing.TB, dir, rel, data string) {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), "link-source")
+	if err := os.WriteFile(src, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	name := filepath.Join(dir, "new", filepath.FromSlash(rel))
+	if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(src, name); err != nil {
+		t.Skipf("hard link across temporary directories: %v", err)
+	}
+}
+
 func exists(name string) bool {
 	_, err := os.Lstat(name)
 	return err == nil

@@ -187,9 +187,12 @@ type Pickup struct {
 	failed failedCounter // the size of failed/
 
 	// The fields below belong to the goroutine running Run.
-	queue     []string             // files ready for ingest, in arrival order
-	queued    map[string]bool      // members of queue
-	settling  map[string]settleRef // files written in place, not yet settled
+	queue    []string             // files ready for ingest, in arrival order
+	queued   map[string]bool      // members of queue
+	settling map[string]settleRef // files written in place, not yet settled
+	// writing holds the files that an IN_CREATE showed being created in
+	// place and that no IN_CLOSE_WRITE has finished yet (see createdOpen).
+	writing   map[string]struct{}
 	tentative map[string]time.Time // queued files that may be incomplete, with a deadline
 	headWait  time.Time            // when a tentative file at the head is looked at again
 	// overflowed is set while files wait in new/ that the queue, bounded
@@ -325,6 +328,7 @@ func New(opts Options, store Store) (*Pickup, error) {
 		now:        time.Now,
 		queued:     make(map[string]bool),
 		settling:   make(map[string]settleRef),
+		writing:    make(map[string]struct{}),
 		tentative:  make(map[string]time.Time),
 		unreadable: make(map[string]time.Time),
 		unremoved:  make(map[string]bool),

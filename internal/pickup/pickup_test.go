@@ -134,6 +134,79 @@ func TestPickup_SlowWriteNeverHalfSent(t *testing.T) {
 	}
 }
 
+// A writer that pauses for longer than the settle time, with its file
+// open, must not have the part written so far sent: the file is created
+// by an open, so its close announces it.
+func TestPickup_OpenFileWaitsForClosePastSettle(t *testing.T) {
+	opts := testOptions(t)
+	opts.Settle = 50 * time.Millisecond
+	opts.RescanInterval = 5 * time.Second
+	store := newFakeStore()
+	start(t, opts, store)
+	watchedDir(t, opts, store, "paused")
+
+	f, err := os.Create(filepath.Join(opts.Dir, "new", "paused", "reading"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("first "); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * opts.Settle)
+	if n := store.count(); n != 1 {
+		f.Close()
+		t.Fatalf("file appended during the writer's pause: %q", store.files[1].Messages[0].Payload)
+	}
+	if _, err := f.WriteString("second"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	waitFor(t, 5*time.Second, "file appended after close", func() bool { return store.count() == 2 })
+	if got := string(store.files[1].Messages[0].Payload); got != "first second" {
+		t.Errorf("payload %q, want the whole file", got)
+	}
+}
+
+// A file that its writer never closes is still taken, once it has kept
+// its size and modification time for a rescan interval.
+func TestPickup_OpenFileTakenAfterRescanInterval(t *testing.T) {
+	opts := testOptions(t)
+	opts.Settle = 20 * time.Millisecond
+	opts.RescanInterval = 400 * time.Millisecond
+	store := newFakeStore()
+	start(t, opts, store)
+	watchedDir(t, opts, store, "held")
+
+	f, err := os.Create(filepath.Join(opts.Dir, "new", "held", "open"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString("kept open"); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+
+	waitFor(t, 5*time.Second, "open file appended", func() bool { return store.count() == 2 })
+	// The modification time comes from a coarse kernel clock, so the
+	// bound leaves room below the rescan interval, far above the settle
+	// time.
+	if waited := time.Since(began); waited < opts.RescanInterval/2 {
+		t.Errorf("open file appended after %v, want about the rescan interval %v", waited, opts.RescanInterval)
+	}
+}
+
+// watchedDir makes dir under new/ and waits until the pickup watches it,
+// shown by the ingest of a file renamed into it.
+func watchedDir(t *testing.T, opts Options, store *fakeStore, dir string) {
+	t.Helper()
+	drop(t, opts.Dir, dir+"/probe", "probe")
+	waitFor(t, 5*time.Second, "probe file appended", func() bool { return store.count() == 1 })
+}
+
 func TestPickup_InPlaceFileSettlesAtRescan(t *testing.T) {
 	opts := testOptions(t)
 	opts.RescanInterval = 50 * time.Millisecond

@@ -175,6 +175,7 @@ func (p *Pickup) claim(w *watcher, ws *watches) bool {
 	p.queue = nil
 	clear(p.queued)
 	clear(p.settling)
+	clear(p.writing)
 	clear(p.tentative)
 	p.overflowed, p.reserve, p.unlisted = false, nil, 0
 	return false

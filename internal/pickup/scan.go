@@ -147,11 +147,12 @@ func (p *Pickup) watchTree(w *watcher, ws *watches, dir string) {
 // renamed or linked after its last write and is taken at once.
 func (p *Pickup) considerFound(rel string, info fs.FileInfo) {
 	_, tracked := p.settling[rel]
+	_, writing := p.writing[rel]
 	if info == nil {
 		p.consider(rel)
 		return
 	}
-	if tracked || !info.Mode().IsRegular() || p.settled(rel, info) {
+	if tracked || writing || !info.Mode().IsRegular() || p.settled(rel, info) {
 		p.considerInfo(rel, info)
 		return
 	}
@@ -312,6 +313,7 @@ func (p *Pickup) consider(rel string) {
 			p.logPathTooLong(rel, err)
 		}
 		delete(p.settling, rel)
+		delete(p.writing, rel)
 		return
 	}
 	if p.ready(rel, info) {
@@ -333,19 +335,60 @@ func (p *Pickup) ready(rel string, info fs.FileInfo) bool {
 }
 
 // settled reports whether a regular file has kept its size and
-// modification time for the settle time, either by its modification time
+// modification time for its settle time, either by its modification time
 // or by what the pickup saw earlier.
 func (p *Pickup) settled(rel string, info fs.FileInfo) bool {
 	now := p.now()
-	if now.Sub(info.ModTime()) >= p.opts.Settle {
+	settle := p.settleFor(rel)
+	if now.Sub(info.ModTime()) >= settle {
 		return true
 	}
 	ref, ok := p.settling[rel]
 	if ok && ref.size == info.Size() && ref.mtime.Equal(info.ModTime()) {
-		return now.Sub(ref.since) >= p.opts.Settle
+		return now.Sub(ref.since) >= settle
 	}
 	p.settling[rel] = settleRef{size: info.Size(), mtime: info.ModTime(), since: now}
 	return false
+}
+
+// maxWriting bounds the files kept as being written in place. A file
+// removed while a writer still has it open gets no IN_CLOSE_WRITE, since
+// the watches use IN_EXCL_UNLINK, so its entry stays until a lookup finds
+// the file gone or the set reaches this size and starts again.
+const maxWriting = 4096
+
+// createdOpen handles the IN_CREATE of rel. A regular file with one link
+// was created by an open, so an IN_CLOSE_WRITE will announce it once its
+// writer closes it, even when the writer pauses for longer than the
+// settle time. It is recorded as being written, and createdOpen returns
+// true. A hard link, which gets no close event, and everything else
+// return false and settle as before.
+func (p *Pickup) createdOpen(rel string) bool {
+	info, err := os.Lstat(p.abs(rel))
+	if err != nil || !info.Mode().IsRegular() {
+		return false
+	}
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !ok || st.Nlink != 1 {
+		return false
+	}
+	if len(p.writing) >= maxWriting {
+		clear(p.writing)
+	}
+	p.writing[rel] = struct{}{}
+	delete(p.settling, rel)
+	return true
+}
+
+// settleFor returns how long rel must keep its size and modification time
+// to be taken without a close event. A file still open for writing, as
+// far as the events tell, must wait a whole rescan interval, so that a
+// writer's pause of a few seconds does not send half a file.
+func (p *Pickup) settleFor(rel string) time.Duration {
+	if _, ok := p.writing[rel]; ok {
+		return max(p.opts.Settle, p.opts.RescanInterval)
+	}
+	return p.opts.Settle
 }
 
 // checkSettling looks again at files written in place whose settle time
@@ -354,7 +397,8 @@ func (p *Pickup) checkSettling() {
 	now := p.now()
 	var due []string
 	for rel, ref := range p.settling {
-		if now.Sub(ref.since) >= p.opts.Settle || now.Sub(ref.mtime) >= p.opts.Settle {
+		settle := p.settleFor(rel)
+		if now.Sub(ref.since) >= settle || now.Sub(ref.mtime) >= settle {
 			due = append(due, rel)
 		}
 	}
@@ -367,9 +411,10 @@ func (p *Pickup) checkSettling() {
 // nextSettle returns when the next tracked file may have settled.
 func (p *Pickup) nextSettle() time.Time {
 	var next time.Time
-	for _, ref := range p.settling {
-		t := ref.since.Add(p.opts.Settle)
-		if m := ref.mtime.Add(p.opts.Settle); m.Before(t) {
+	for rel, ref := range p.settling {
+		settle := p.settleFor(rel)
+		t := ref.since.Add(settle)
+		if m := ref.mtime.Add(settle); m.Before(t) {
 			t = m
 		}
 		if next.IsZero() || t.Before(next) {
@@ -381,6 +426,7 @@ func (p *Pickup) nextSettle() time.Time {
 
 func (p *Pickup) enqueue(rel string) {
 	delete(p.settling, rel)
+	delete(p.writing, rel)
 	delete(p.tentative, rel)
 	if p.queued[rel] || p.rejectHeldBack(rel) {
 		return
@@ -399,8 +445,10 @@ func (p *Pickup) enqueue(rel string) {
 // calls for a full rescan.
 func (p *Pickup) handleEvent(w *watcher, ws *watches, ev watchEvent) bool {
 	if ev.mask&unix.IN_Q_OVERFLOW != 0 {
-		// The overflow may have lost the events of late sync markers.
+		// The overflow may have lost the events of late sync markers,
+		// and the close events of files being written.
 		p.lateMarkers = 0
+		clear(p.writing)
 		return true
 	}
 	dir, ok := ws.byWD[ev.wd]
@@ -450,8 +498,12 @@ func (p *Pickup) handleEvent(w *watcher, ws *watches, ev watchEvent) bool {
 			p.scanTree(w, ws, rel, nil)
 		}
 	case ev.mask&(unix.IN_MOVED_TO|unix.IN_CLOSE_WRITE) != 0:
+		delete(p.writing, rel)
 		p.arrived(rel)
 	case ev.mask&unix.IN_CREATE != 0:
+		if p.createdOpen(rel) {
+			return false
+		}
 		if _, tracked := p.settling[rel]; !p.overflowed || tracked {
 			p.consider(rel)
 		}
