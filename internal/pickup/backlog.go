@@ -155,9 +155,10 @@ func (p *Pickup) arrived(rel string) {
 
 // inPlace counts the files written in place that are not queued yet:
 // settling, or still open for writing. Each takes a place in the queue
-// once it is complete.
+// once it is complete. Every file in Pickup.writing is in Pickup.settling
+// too, so it is counted once.
 func (p *Pickup) inPlace() int {
-	return len(p.settling) + len(p.writing)
+	return len(p.settling)
 }
 
 // refillNeeded reports whether files wait in new/ beyond a queue that has

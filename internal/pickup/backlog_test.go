@@ -450,3 +450,78 @@ func checkAppended(t *testing.T, fake *fakeStore, want []string) {
 		t.Errorf("appended in the order\n%v\nwant\n%v", got, want)
 	}
 }
+
+// A file removed while its writer still has it open gets no close event.
+// It must stop taking a place in the queue once the pickup finds it gone,
+// or enough such files leave no room, and files that wait beyond the
+// queue are never queued.
+func TestPickup_RemovedOpenFileFreesRoom(t *testing.T) {
+	opts := testOptions(t)
+	opts.BatchMax = 1
+	opts.QueueMax = 4
+	p, err := New(opts, newFakeStore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := time.Now()
+	p.now = func() time.Time { return clock }
+	ws := &watches{byWD: map[int32]string{1: ""}, byDir: map[string]int32{"": 1}}
+
+	for i := range opts.QueueMax {
+		name := fmt.Sprintf("removed%d", i)
+		f, err := os.Create(filepath.Join(opts.Dir, "new", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.handleEvent(nil, ws, watchEvent{wd: 1, mask: unix.IN_CREATE, name: name})
+		if err := os.Remove(f.Name()); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	clock = clock.Add(2 * opts.RescanInterval)
+	p.checkSettling()
+	if n := p.inPlace(); n != 0 {
+		t.Errorf("%d removed files still counted as written in place", n)
+	}
+
+	staged := filepath.Join(opts.Dir, "tmp", "dir")
+	if err := os.MkdirAll(staged, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(staged, "f0"), []byte("Topic: t\n\nx"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(staged, filepath.Join(opts.Dir, "new", "dir")); err != nil {
+		t.Fatal(err)
+	}
+	p.handleEvent(nil, ws, watchEvent{wd: 1, mask: unix.IN_MOVED_TO | unix.IN_ISDIR, name: "dir"})
+	if want := []string{"dir/f0"}; !slices.Equal(p.queue, want) {
+		t.Errorf("queue is %v after a directory moved in, want %v", p.queue, want)
+	}
+}
+
+// A file being written that a rescan finds takes one place in the queue,
+// not two.
+func TestPickup_OpenFileFoundCountedOnce(t *testing.T) {
+	opts := testOptions(t)
+	p, err := New(opts, newFakeStore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := &watches{byWD: map[int32]string{1: ""}, byDir: map[string]int32{"": 1}}
+	f, err := os.Create(filepath.Join(opts.Dir, "new", "open"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	p.handleEvent(nil, ws, watchEvent{wd: 1, mask: unix.IN_CREATE, name: "open"})
+	info, err := os.Lstat(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.considerFound("open", info)
+	if n := p.inPlace(); n != 1 {
+		t.Errorf("one open file counted %d times", n)
+	}
+}

@@ -192,6 +192,7 @@ type Pickup struct {
 	settling map[string]settleRef // files written in place, not yet settled
 	// writing holds the files that an IN_CREATE showed being created in
 	// place and that no IN_CLOSE_WRITE has finished yet (see createdOpen).
+	// Each of them is in settling too.
 	writing   map[string]struct{}
 	tentative map[string]time.Time // queued files that may be incomplete, with a deadline
 	headWait  time.Time            // when a tentative file at the head is looked at again

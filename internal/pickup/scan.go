@@ -351,18 +351,19 @@ func (p *Pickup) settled(rel string, info fs.FileInfo) bool {
 	return false
 }
 
-// maxWriting bounds the files kept as being written in place. A file
-// removed while a writer still has it open gets no IN_CLOSE_WRITE, since
-// the watches use IN_EXCL_UNLINK, so its entry stays until a lookup finds
-// the file gone or the set reaches this size and starts again.
-const maxWriting = 4096
-
 // createdOpen handles the IN_CREATE of rel. A regular file with one link
 // was created by an open, so an IN_CLOSE_WRITE will announce it once its
 // writer closes it, even when the writer pauses for longer than the
 // settle time. It is recorded as being written, and createdOpen returns
 // true. A hard link, which gets no close event, and everything else
 // return false and settle as before.
+//
+// The file is tracked as settling too, with the longer settle time of
+// settleFor. A file removed or renamed while its writer still has it open
+// gets no IN_CLOSE_WRITE under that name, since the watches have neither
+// IN_DELETE nor IN_MOVED_FROM and use IN_EXCL_UNLINK. The settle check
+// then finds it gone and drops both entries, so it stops taking a place
+// in the queue (see inPlace).
 func (p *Pickup) createdOpen(rel string) bool {
 	info, err := os.Lstat(p.abs(rel))
 	if err != nil || !info.Mode().IsRegular() {
@@ -372,11 +373,8 @@ func (p *Pickup) createdOpen(rel string) bool {
 	if !ok || st.Nlink != 1 {
 		return false
 	}
-	if len(p.writing) >= maxWriting {
-		clear(p.writing)
-	}
 	p.writing[rel] = struct{}{}
-	delete(p.settling, rel)
+	p.settling[rel] = settleRef{size: info.Size(), mtime: info.ModTime(), since: p.now()}
 	return true
 }
 
