@@ -132,6 +132,9 @@ type dropLog struct {
 	bytes    int
 	lastSeq  uint64
 	timer    *time.Timer
+	// closed is set by Close. An append that committed before Close
+	// reports its drops after it, and they are logged at once.
+	closed bool
 }
 
 // reportDrops logs the messages that a committed append dropped and
@@ -160,7 +163,7 @@ func (s *Spool) logDrops(drops []droppedMessage) {
 	l.lastSeq = drops[len(drops)-1].seq
 
 	wait := l.every - time.Since(l.last)
-	if l.last.IsZero() || wait <= 0 {
+	if l.last.IsZero() || wait <= 0 || l.closed {
 		s.flushDropsLocked()
 		return
 	}
@@ -173,6 +176,14 @@ func (s *Spool) logDrops(drops []droppedMessage) {
 func (s *Spool) flushDrops() {
 	s.drops.mu.Lock()
 	defer s.drops.mu.Unlock()
+	s.flushDropsLocked()
+}
+
+// closeDrops logs the drops held back and makes later drops log at once.
+func (s *Spool) closeDrops() {
+	s.drops.mu.Lock()
+	defer s.drops.mu.Unlock()
+	s.drops.closed = true
 	s.flushDropsLocked()
 }
 

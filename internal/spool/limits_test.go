@@ -185,3 +185,36 @@ func TestOverflowDropOldestAllInFlight(t *testing.T) {
 	equal(t, "accepted", n, 0)
 	equal(t, "dropped", s.Stats().Dropped, uint64(0))
 }
+
+// An append that committed before Close may report its drops after it,
+// since it reports them once the write lock is released. They are logged
+// at once, with no timer left to log them after Close.
+func TestOverflowDropOldestLogsAfterClose(t *testing.T) {
+	var logged syncBuffer
+	opts := testOptions(t)
+	opts.Logger = slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	opts.MaxMessages = 1
+	opts.Overflow = OverflowDropOldest
+	s, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		mustAppend(t, s, batch(fmt.Sprintf("f%d", i), i, 1))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s.reportDrops([]droppedMessage{{seq: 7, size: 1}})
+	equal(t, "warnings after a drop reported after Close", strings.Count(logged.String(), "dropped the oldest messages"), 2)
+	if !strings.Contains(logged.String(), "last_seq=7 ") {
+		t.Errorf("warnings %q, want one with last_seq=7", logged.String())
+	}
+	s.drops.mu.Lock()
+	pending := s.drops.timer != nil
+	s.drops.mu.Unlock()
+	if pending {
+		t.Error("a drop log timer is still pending after Close")
+	}
+}

@@ -417,7 +417,7 @@ func (s *Spool) Close() error {
 	s.closed = true
 	corrupt := s.corrupt
 	s.mu.Unlock()
-	s.flushDrops()
+	s.closeDrops()
 
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
