@@ -120,6 +120,40 @@ func TestBackoff_CloseRightAfterConnackCountsAsFailure(t *testing.T) {
 	}
 }
 
+// A connection that lasts a few hundred milliseconds is no more a success
+// than one closed at once, so the delays must still grow. The random
+// draw is fixed at its maximum, so each delay is its ceiling.
+func TestBackoff_CloseSoonAfterConnackCountsAsFailure(t *testing.T) {
+	const lasted = 300 * time.Millisecond
+	b := newFakeBroker(t, brokerScript{closeAfter: lasted})
+	opts := testOptions(b)
+	opts.MinDelay, opts.MaxDelay = 50*time.Millisecond, 800*time.Millisecond
+	l, err := New(opts, newMemSource(), &testJournal{}, nil)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	l.backoff.rand = func(n int64) int64 { return n - 1 }
+	run(t, l, true)
+
+	// Growing delays of 50, 100, 200 and 400 ms give gaps of about 350,
+	// 400, 500 and 700 ms. Delays reset after each connection give gaps
+	// of about 350 ms.
+	deadline := time.Now().Add(6 * time.Second)
+	for len(b.acceptTimes()) < 5 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	accepts := b.acceptTimes()
+	if len(accepts) < 5 {
+		t.Fatalf("%d connects in 6 s, want 5", len(accepts))
+	}
+	first := accepts[1].Sub(accepts[0])
+	fourth := accepts[4].Sub(accepts[3])
+	if fourth < first+200*time.Millisecond {
+		t.Errorf("fourth gap %s, first gap %s: want the delay to grow when the broker closes %s after CONNACK",
+			fourth, first, lasted)
+	}
+}
+
 func TestBackoff_ConnackRejectionWaitsLong(t *testing.T) {
 	b := newFakeBroker(t, brokerScript{connackCode: 0x86})
 	opts := testOptions(b)

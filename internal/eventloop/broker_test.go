@@ -27,7 +27,10 @@ type brokerScript struct {
 	maximumQoS        *byte
 	retainAvailable   *byte
 	closeAfterConnack bool
-	noPingresp        bool
+	// closeAfter, unless 0, closes each connection this long after its
+	// CONNACK.
+	closeAfter time.Duration
+	noPingresp bool
 	// dropAck returns true to leave a PUBLISH without PUBACK or PUBREC.
 	dropAck func(conn int, p *packets.Publish) bool
 	// noPubcomp returns true to leave the PUBRELs of a connection
@@ -229,6 +232,13 @@ func (b *fakeBroker) reply(n int, c net.Conn, cp *packets.ControlPacket) bool {
 		b.send(n, c, b.connack(n, s))
 		if s.stallAfterConnack {
 			<-b.stop
+			return false
+		}
+		if s.closeAfter > 0 {
+			select {
+			case <-time.After(s.closeAfter):
+			case <-b.stop:
+			}
 			return false
 		}
 		return s.connackCode < 0x80 && !s.closeAfterConnack

@@ -155,6 +155,13 @@ func startReleasing(t *testing.T, opts Options, src Source, j Journal, restored 
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	return run(t, l, release)
+}
+
+// run polls l until the test ends, like startReleasing, for a loop that
+// the test changed between New and the first Poll.
+func run(t *testing.T, l *Loop, release bool) *runner {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &runner{l: l, cancel: cancel, done: make(chan error, 1)}
 	go func() {
