@@ -49,6 +49,24 @@ func TestPublish_EachQoS(t *testing.T) {
 	}
 }
 
+// The status shows Stats.Inflight, so it must fall as acknowledgements
+// arrive, not only when the next PUBLISH goes out.
+func TestStats_InflightFallsWithAcks(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{
+		dropAck: func(_ int, p *packets.Publish) bool { return p.Topic == "held" },
+	})
+	src := newMemSource()
+	src.add(msgs("held", 1, 3)...)
+	src.add(msgs("acked", 1, 3)...)
+	src.add(msgs("acked2", 2, 2)...)
+	r := start(t, testOptions(b), src, &testJournal{}, nil)
+
+	waitFor(t, 5*time.Second, "five outcomes", func() bool { return len(r.outcomes()) == 5 })
+	if n := r.l.Stats().Inflight; n != 3 {
+		t.Errorf("stats inflight %d with 3 messages unacknowledged, want 3", n)
+	}
+}
+
 func TestJournal_PublishWaitsForCommit(t *testing.T) {
 	b := newFakeBroker(t, brokerScript{})
 	src := newMemSource()
