@@ -51,3 +51,26 @@ func TestIDTable_CountsAndVisitsEntries(t *testing.T) {
 		t.Errorf("after clear: get(65535) = %d, want 0", got)
 	}
 }
+
+// SUBSCRIBE, UNSUBSCRIBE and the birth PUBLISH take packet identifiers
+// outside the session state. MQTT 5 forbids reusing an identifier
+// while its packet waits for an acknowledgement, and the loop would match
+// that acknowledgement to the wrong packet.
+func TestAllocate_SkipsSubscribeAndBirthIDs(t *testing.T) {
+	l, err := New(testOptions(newFakeBroker(t, brokerScript{})), newMemSource(), &testJournal{}, nil)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	defer l.Close()
+	l.st.LastPacketID = 4
+	l.birthIDs[5] = true
+	l.subIDs[6] = subRequest{}
+
+	id, err := l.allocate()
+	if err != nil {
+		t.Fatalf("allocate: %v", err)
+	}
+	if id != 7 {
+		t.Errorf("allocate returned packet identifier %d with 5 held by the birth message and 6 by a SUBSCRIBE, want 7", id)
+	}
+}
