@@ -69,6 +69,7 @@ type wirePacket struct {
 	id         uint16
 	dup        bool
 	qos        byte
+	retain     bool
 	topic      string
 	payload    string
 	code       byte
@@ -390,6 +391,7 @@ func (b *fakeBroker) recordPacket(w wirePacket, cp *packets.ControlPacket) {
 		w.willFlag, w.willRetain, w.willQoS = p.WillFlag, p.WillRetain, p.WillQOS
 	case *packets.Publish:
 		w.dup, w.qos, w.topic, w.payload = p.Duplicate, p.QoS, p.Topic, string(p.Payload)
+		w.retain = p.Retain
 		w.expiry = p.Properties.MessageExpiry
 	case *packets.Puback:
 		w.code = p.ReasonCode

@@ -404,6 +404,34 @@ func TestBrokerLimits_DowngradeAndReject(t *testing.T) {
 	}
 }
 
+// MQTT 5 has a broker with Retain Available 0 end the connection with
+// 0x9A on a PUBLISH with retain set, so the downgrade must clear the flag.
+func TestBrokerLimits_RetainUnavailableSentWithout(t *testing.T) {
+	noRetain := byte(0)
+	b := newFakeBroker(t, brokerScript{retainAvailable: &noRetain})
+	src := newMemSource()
+	src.add(message.Message{Topic: "t", QoS: 1, Retain: true})
+	r := start(t, testOptions(b), src, &testJournal{}, nil)
+
+	waitFor(t, 5*time.Second, "outcome", func() bool { return len(r.outcomes()) == 1 })
+	if o := r.outcomes()[1]; o.Kind != Delivered {
+		t.Errorf("outcome %v, want Delivered", o.Kind)
+	}
+	pubs := b.received(packets.PUBLISH)
+	if len(pubs) != 1 {
+		t.Fatalf("broker got %d PUBLISH, want 1", len(pubs))
+	}
+	if pubs[0].retain {
+		t.Errorf("PUBLISH sent with retain set to a broker without Retain Available, want retain cleared")
+	}
+	if pubs[0].qos != 1 {
+		t.Errorf("PUBLISH sent with QoS %d, want 1", pubs[0].qos)
+	}
+	if n := r.l.Stats().Downgraded; n != 1 {
+		t.Errorf("stats downgraded %d, want 1", n)
+	}
+}
+
 func TestLimitReason_NamesOnlyLimitsExceeded(t *testing.T) {
 	cases := []struct {
 		name   string
