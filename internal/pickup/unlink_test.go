@@ -4,10 +4,12 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/mqspool/mqspool/internal/spool"
+	"github.com/mqspool/mqspool/test/harness"
 )
 
 // identityOf returns the identity that the pickup stores for the file at
@@ -72,5 +74,39 @@ func TestUnlinkIfSame_KeepsReplacedFile(t *testing.T) {
 	}
 	if string(data) != "new" {
 		t.Errorf("file content %q, want %q", data, "new")
+	}
+}
+
+// A committed file that cannot be removed must keep its stored identity,
+// or a later rescan takes it as a new file and appends it again.
+func TestPickup_UnremovableFileKeepsIdentity(t *testing.T) {
+	if !harness.RunUnprivileged(t) {
+		return
+	}
+	opts := testOptions(t)
+	writeDirect(t, opts.Dir, "t/a", "removable")
+	writeDirect(t, opts.Dir, "locked/b", "unremovable")
+	locked := filepath.Join(opts.Dir, "new", "locked")
+	if err := os.Chmod(locked, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Chmod(locked, 0o755) })
+	fake := newFakeStore()
+	start(t, opts, fake)
+
+	waitFor(t, 5*time.Second, "identity of t/a forgotten", func() bool { return fake.forgottenCount() > 0 })
+	// Two rescans, each of which would append locked/b again if its
+	// identity were gone.
+	time.Sleep(2*opts.RescanInterval + 500*time.Millisecond)
+	for _, id := range fake.forgottenIDs() {
+		if id.Name == "locked/b" {
+			t.Errorf("identity of locked/b forgotten although it is still in new/")
+		}
+	}
+	if got := fake.names(); len(got) != 2 {
+		t.Errorf("appended files %v, want t/a and locked/b once each", got)
+	}
+	if !exists(filepath.Join(locked, "b")) {
+		t.Errorf("locked/b was removed from a directory the daemon may not write")
 	}
 }
