@@ -365,7 +365,7 @@ func (p *Pickup) removeInDir(ids []spool.FileID) ([]spool.FileID, error) {
 	if len(unlinked) > 0 {
 		crashpoint.Hit(crashpoint.IngestAfterUnlink)
 	}
-	if err := unix.Fsync(fd); err != nil {
+	if err := p.fsyncDir(fd); err != nil {
 		err = &os.PathError{Op: "fsync", Path: p.abs(dir), Err: err}
 		p.log.Error("sync directory after removing ingested files", "path", p.abs(dir), "err", err)
 		p.setError(err)

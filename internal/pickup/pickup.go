@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mqspool/mqspool/internal/format"
 	"github.com/mqspool/mqspool/internal/message"
 	"github.com/mqspool/mqspool/internal/spool"
@@ -180,6 +182,8 @@ type Pickup struct {
 	freeBytes func(path string) (uint64, error)
 	// now returns the current time; tests replace it.
 	now func() time.Time
+	// fsyncDir syncs a directory after removals; tests replace it.
+	fsyncDir func(fd int) error
 
 	mu    sync.Mutex // guards stats
 	stats Stats
@@ -327,6 +331,7 @@ func New(opts Options, store Store) (*Pickup, error) {
 		routes:     routes,
 		freeBytes:  statfsFree,
 		now:        time.Now,
+		fsyncDir:   unix.Fsync,
 		queued:     make(map[string]bool),
 		settling:   make(map[string]settleRef),
 		writing:    make(map[string]struct{}),

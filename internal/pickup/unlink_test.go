@@ -3,6 +3,7 @@ package pickup
 import (
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -108,5 +109,30 @@ func TestPickup_UnremovableFileKeepsIdentity(t *testing.T) {
 	}
 	if !exists(filepath.Join(locked, "b")) {
 		t.Errorf("locked/b was removed from a directory the daemon may not write")
+	}
+}
+
+// Removals whose directory sync failed are not durable: a power cut can
+// bring the files back, so their identities must stay, or the files are
+// appended again.
+func TestPickup_FailedDirectorySyncKeepsIdentities(t *testing.T) {
+	opts := testOptions(t)
+	opts.RescanInterval = 100 * time.Millisecond
+	writeDirect(t, opts.Dir, "t/a", "payload")
+	fake := newFakeStore()
+	var syncs atomic.Int32
+	start(t, opts, fake, func(p *Pickup) {
+		p.fsyncDir = func(int) error {
+			syncs.Add(1)
+			return unix.EIO
+		}
+	})
+
+	waitFor(t, 5*time.Second, "file appended and its directory synced", func() bool {
+		return fake.count() == 1 && syncs.Load() > 0
+	})
+	time.Sleep(5 * opts.RescanInterval)
+	if n := fake.forgottenCount(); n != 0 {
+		t.Errorf("%d identities forgotten although the sync of their directory failed", n)
 	}
 }
