@@ -264,3 +264,22 @@ func TestConnect_TriesURLsInTurn(t *testing.T) {
 		t.Errorf("connected to %q, want the second url %q", got, b.url())
 	}
 }
+
+// Gateways that lost the same broker must not reconnect in lockstep: the
+// delays drawn for one attempt differ and stay within its bounds.
+func TestBackoff_DelaysOfOneAttemptDiffer(t *testing.T) {
+	b := newBackoff(100*time.Millisecond, 10*time.Second)
+	const attempt, draws = 3, 50
+	ceiling := b.min << attempt
+	seen := map[time.Duration]bool{}
+	for range draws {
+		d := b.delay(attempt)
+		if d < b.min || d > ceiling {
+			t.Fatalf("delay %s of attempt %d outside [%s, %s]", d, attempt, b.min, ceiling)
+		}
+		seen[d] = true
+	}
+	if len(seen) < draws/2 {
+		t.Errorf("%d distinct delays in %d draws of attempt %d, want them spread by jitter", len(seen), draws, attempt)
+	}
+}
