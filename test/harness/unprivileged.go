@@ -6,8 +6,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // RunUnprivileged runs the calling test again as the user nobody (uid
@@ -38,7 +40,11 @@ func RunUnprivileged(t *testing.T) bool {
 	bin := filepath.Join(dir, filepath.Base(os.Args[0]))
 	copyExecutable(t, os.Args[0], bin)
 
-	cmd := exec.Command(bin, "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
+	args := []string{"-test.run=^" + t.Name() + "$", "-test.count=1", "-test.v"}
+	if deadline, ok := t.Deadline(); ok {
+		args = append(args, "-test.timeout="+time.Until(deadline).String())
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	out, err := cmd.CombinedOutput()
@@ -51,7 +57,16 @@ func RunUnprivileged(t *testing.T) bool {
 	if err != nil {
 		t.Fatalf("test as uid 65534 failed: %v", err)
 	}
+	if !ranTest(string(out), t.Name()) {
+		t.Fatalf("test as uid 65534 did not run %s", t.Name())
+	}
 	return false
+}
+
+// ranTest reports whether the verbose output of a test binary shows that
+// the test name passed or was skipped, rather than matching no test.
+func ranTest(out, name string) bool {
+	return strings.Contains(out, "--- PASS: "+name+" ") || strings.Contains(out, "--- SKIP: "+name+" ")
 }
 
 // credentialDenied reports whether err is a failure to start a process

@@ -37,3 +37,20 @@ func TestRunUnprivileged_SkipsWithoutSetuid(t *testing.T) {
 		t.Errorf("test not skipped where uid 65534 cannot be set:\n%s", out)
 	}
 }
+
+func TestRanTest(t *testing.T) {
+	cases := []struct {
+		out  string
+		want bool
+	}{
+		{"=== RUN   TestA\n--- PASS: TestA (0.01s)\nPASS\n", true},
+		{"=== RUN   TestA\n--- SKIP: TestA (0.00s)\n", true},
+		{"testing: warning: no tests to run\nPASS\n", false},
+		{"=== RUN   TestAB\n--- PASS: TestAB (0.01s)\n", false},
+	}
+	for _, c := range cases {
+		if got := ranTest(c.out, "TestA"); got != c.want {
+			t.Errorf("ranTest(%q, TestA) = %v, want %v", c.out, got, c.want)
+		}
+	}
+}
