@@ -703,6 +703,24 @@ func TestReplay_SpoolOrder(t *testing.T) {
 	}
 }
 
+// With QoS 0 messages not kept offline, a QoS 0 write that a lost
+// connection cut off is dropped, not queued to be published again.
+func TestQoS0_UnwrittenDroppedWhenNotKeptOffline(t *testing.T) {
+	b := newFakeBroker(t, brokerScript{})
+	opts := testOptions(b)
+	opts.DropQoS0Offline = true
+	l, err := New(opts, newMemSource(), &testJournal{}, nil)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	defer l.Close()
+
+	l.qos0Done(5, false)
+	if len(l.replay) != 0 {
+		t.Errorf("replay queue %v, want the unwritten QoS 0 message dropped", l.replay)
+	}
+}
+
 // A QoS 2 message past PUBREC is published again when the broker loses
 // the session, but it was reported delivered at PUBREC already: it gets
 // no second outcome, so a wait for its file cannot count it twice.
