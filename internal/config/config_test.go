@@ -66,6 +66,45 @@ func TestLoad_Defaults(t *testing.T) {
 	}
 }
 
+// TestLoad_DefaultsOfOtherKeys covers the documented defaults that
+// TestLoad_Defaults leaves out, because scripts and unit files rely on them.
+func TestLoad_DefaultsOfOtherKeys(t *testing.T) {
+	l, err := Load(LoadOptions{File: writeFile(t, minimal), LookupEnv: noEnv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := l.Config
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"reconnect.max_delay", c.Reconnect.MaxDelay, 30 * time.Second},
+		{"publish.retain", c.Publish.Retain, false},
+		{"publish.default_topic", c.Publish.DefaultTopic, ""},
+		{"publish.topic_prefix", c.Publish.TopicPrefix, ""},
+		{"publish.ack_timeout", c.Publish.AckTimeout, 30 * time.Second},
+		{"publish.on_broker_limit", c.Publish.OnBrokerLimit, "downgrade"},
+		{"publish.message_id_property", c.Publish.MessageIDProperty, ""},
+		{"throttle.messages_per_second", c.Throttle.MessagesPerSecond, 0.0},
+		{"throttle.bytes_per_second", c.Throttle.BytesPerSecond, ByteSize(0)},
+		{"spool.dir", c.Spool.Dir, "/var/spool/mqspool"},
+		{"spool.db", c.Spool.DB, "/var/lib/mqspool/spool.db"},
+		{"spool.max_messages", c.Spool.MaxMessages, int64(0)},
+		{"spool.overflow", c.Spool.Overflow, "reject"},
+		{"spool.qos0_offline", c.Spool.QoS0Offline, "keep"},
+		{"pickup.rescan_interval", c.Pickup.RescanInterval, 30 * time.Second},
+		{"metrics.listen", c.Metrics.Listen, ""},
+		{"status.topic", c.Status.Topic, ""},
+		{"log.level", c.Log.Level, "info"},
+		{"log.format", c.Log.Format, "text"},
+	}
+	for _, tc := range checks {
+		if tc.got != tc.want {
+			t.Errorf("%s = %v, want %v", tc.name, tc.got, tc.want)
+		}
+	}
+}
+
 func TestLoad_EnvOverridesFile(t *testing.T) {
 	env := envOf(map[string]string{
 		"MQSPOOL_BROKER_KEEP_ALIVE": "7s",
