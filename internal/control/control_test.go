@@ -286,6 +286,31 @@ func TestStatus_JSONAlwaysHasDocumentedFields(t *testing.T) {
 	}
 }
 
+// Every field that docs/operations.md lists for "mqspool status --json"
+// keeps its name, because scripts read the fields by name.
+func TestStatus_JSONFieldNames(t *testing.T) {
+	data, err := json.Marshal(Status{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fields map[string]any
+	if err := json.Unmarshal(data, &fields); err != nil {
+		t.Fatal(err)
+	}
+	documented := []string{
+		"connected", "broker", "session_present", "client_id", "queue_messages", "queue_bytes",
+		"oldest_age_seconds", "inflight", "rate_in_per_second", "rate_out_per_second", "paused",
+		"throttle", "disk_pressure", "spool_full", "failed_files", "failed_bytes", "stale_tmp_files",
+		"waiting_files", "dropped_overflow", "last_error", "stopping", "time_to_drain_seconds",
+		"reconnects", "published", "acknowledged", "failed", "uptime_seconds",
+	}
+	for _, key := range documented {
+		if _, ok := fields[key]; !ok {
+			t.Errorf("status JSON lacks the documented field %s: %s", key, data)
+		}
+	}
+}
+
 // A lock file that cannot be created does not stop the daemon: Claim
 // returns ErrNoSocketLock, which the daemon logs before it runs on.
 func TestClaim_LockFileUnavailable(t *testing.T) {
