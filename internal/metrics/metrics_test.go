@@ -94,6 +94,48 @@ func TestMetrics_SnapshotValues(t *testing.T) {
 	}
 }
 
+// The documented metrics that TestMetrics_SnapshotValues leaves out each
+// take their value from their own source field.
+func TestMetrics_SnapshotStateValues(t *testing.T) {
+	oldest := time.Now().Add(-time.Hour)
+	m := New(Sources{
+		Loop: func() eventloop.Stats {
+			return eventloop.Stats{Paused: true, Expired: 3, Downgraded: 5}
+		},
+		Spool: func() spool.Stats {
+			return spool.Stats{Messages: 1, Oldest: oldest}
+		},
+		Pickup: func() pickup.Stats {
+			return pickup.Stats{MessagesIngested: 40, FilesIngested: 7, DiskPressure: true}
+		},
+	})
+
+	values := gather(t, m)
+	want := map[string]float64{
+		"mqspool_paused":                    1,
+		"mqspool_connected":                 0,
+		"mqspool_disk_pressure":             1,
+		"mqspool_spool_full":                0,
+		"mqspool_ingested_files_total":      7,
+		"mqspool_expired_messages_total":    3,
+		"mqspool_downgraded_messages_total": 5,
+	}
+	for name, v := range want {
+		if got, ok := values[name]; !ok || got != v {
+			t.Errorf("%s = %v (present %t), want %v", name, got, ok, v)
+		}
+	}
+
+	// The age grows during the test, so only a lower bound is exact.
+	age, ok := values["mqspool_queue_oldest_age_seconds"]
+	if !ok {
+		t.Fatal("mqspool_queue_oldest_age_seconds missing")
+	}
+	if age < time.Hour.Seconds() {
+		t.Errorf("mqspool_queue_oldest_age_seconds = %v, want at least %v", age, time.Hour.Seconds())
+	}
+}
+
 // gather returns every sample by name and labels, histograms by their
 // _count.
 func gather(t *testing.T, m *Metrics) map[string]float64 {
