@@ -129,3 +129,23 @@ func TestParseJSONL_ByteOrderMark(t *testing.T) {
 		t.Error("EachJSONL from line 2 accepted a byte order mark")
 	}
 }
+
+func TestParseJSONL_CRLFBlankLine(t *testing.T) {
+	data := []byte("{\"topic\":\"a\",\"payload\":\"1\"}\r\n\r\n \t\r\n{\"topic\":\"b\",\"payload\":\"2\"}\r\n")
+	entries, err := ParseJSONL(data)
+	if err != nil {
+		t.Fatalf("CRLF file with blank lines rejected: %v", err)
+	}
+	if len(entries) != 2 {
+		t.Fatalf("got %d entries, want 2", len(entries))
+	}
+	if entries[0].Message.Topic != "a" || entries[1].Message.Topic != "b" {
+		t.Errorf("topics %q and %q, want a and b", entries[0].Message.Topic, entries[1].Message.Topic)
+	}
+	if entries[1].Line != 4 {
+		t.Errorf("second entry line = %d, want 4", entries[1].Line)
+	}
+	if entries[1].End != len(data) {
+		t.Errorf("second entry ends at %d, want %d", entries[1].End, len(data))
+	}
+}
