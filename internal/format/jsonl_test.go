@@ -1,6 +1,7 @@
 package format
 
 import (
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -147,5 +148,27 @@ func TestParseJSONL_CRLFBlankLine(t *testing.T) {
 	}
 	if entries[1].End != len(data) {
 		t.Errorf("second entry ends at %d, want %d", entries[1].End, len(data))
+	}
+}
+
+func TestParseJSONL_QoSRange(t *testing.T) {
+	for _, qos := range []byte{0, 1, 2} {
+		line := fmt.Sprintf(`{"payload":"","qos":%d}`, qos)
+		entries, err := ParseJSONL([]byte(line))
+		if err != nil {
+			t.Errorf("qos %d rejected: %v", qos, err)
+			continue
+		}
+		if entries[0].Message.QoS != qos {
+			t.Errorf("qos %d parsed as %d", qos, entries[0].Message.QoS)
+		}
+	}
+
+	_, err := ParseJSONL([]byte(`{"payload":"","qos":3}`))
+	if err == nil {
+		t.Fatal("qos 3 accepted, want an error")
+	}
+	if !strings.Contains(err.Error(), "field qos 3 is invalid") {
+		t.Errorf("error = %q, want it to name field qos 3", err)
 	}
 }
