@@ -116,6 +116,28 @@ func TestPickup_Precedence(t *testing.T) {
 	}
 }
 
+// The pickup uses the first route that matches a file, as MatchRoute
+// does, even when a later route matches too.
+func TestPickup_FirstRouteWins(t *testing.T) {
+	opts := testOptions(t)
+	opts.Routes = []Route{{Match: "site1/**", Topic: "one"}, {Match: "**", Topic: "all"}}
+	store := newFakeStore()
+	start(t, opts, store)
+
+	drop(t, opts.Dir, "site1/x/f", "a")
+	drop(t, opts.Dir, "other/g", "b")
+	waitFor(t, 5*time.Second, "two files appended", func() bool { return store.count() == 2 })
+
+	want := map[string]string{"site1/x/f": "one", "other/g": "all"}
+	store.mu.Lock()
+	defer store.mu.Unlock()
+	for _, f := range store.files {
+		if got := f.Messages[0].Topic; got != want[f.ID.Name] {
+			t.Errorf("%s: topic %q, want %q", f.ID.Name, got, want[f.ID.Name])
+		}
+	}
+}
+
 func TestPickup_DollarTopicWithRoute(t *testing.T) {
 	opts := testOptions(t)
 	opts.Routes = []Route{{Match: "$SYS/**", AllowDollar: true}}
