@@ -1,6 +1,8 @@
 package pickup
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -148,6 +150,36 @@ func TestPickup_DollarTopicWithRoute(t *testing.T) {
 	waitFor(t, 5*time.Second, "file appended", func() bool { return store.count() == 1 })
 	if got := store.files[0].Messages[0].Topic; got != "$SYS/gw" {
 		t.Errorf("topic = %q, want $SYS/gw", got)
+	}
+}
+
+// A route that matches a file but does not set AllowDollar leaves a $
+// topic rejected, while a good file on the same route goes through.
+func TestPickup_DollarTopicRouteWithoutAllow(t *testing.T) {
+	opts := testOptions(t)
+	qos0 := byte(0)
+	opts.Routes = []Route{{Match: "data/**", QoS: &qos0}}
+	store := newFakeStore()
+	start(t, opts, store)
+
+	drop(t, opts.Dir, "data/f.msg", "Topic: $SYS/x\n\ns")
+	drop(t, opts.Dir, "data/good", "g")
+
+	failed := filepath.Join(opts.Dir, "failed", "data", "f.msg")
+	waitFor(t, 5*time.Second, "reason file", func() bool { return exists(failed + ".reason") })
+	reason, err := os.ReadFile(failed + ".reason")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(reason), "topic starts with $") {
+		t.Errorf("reason = %q, want it to say the topic starts with $", reason)
+	}
+
+	waitFor(t, 5*time.Second, "good file appended", func() bool { return store.count() == 1 })
+	store.mu.Lock()
+	defer store.mu.Unlock()
+	if got := store.files[0].Messages[0].Topic; got != "data" {
+		t.Errorf("good file topic = %q, want data", got)
 	}
 }
 
