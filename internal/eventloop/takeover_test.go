@@ -136,13 +136,15 @@ func TestCloseWatch_RestartsDoNotWarn(t *testing.T) {
 	r := start(t, opts, newMemSource(), &testJournal{}, nil)
 	waitFor(t, 5*time.Second, "the first connection", func() bool { return r.l.Stats().Connected })
 
+	// The waits allow for a connect attempt that hangs until
+	// ConnectTimeout on a loaded machine.
 	for range 3 {
 		n := b.connections()
 		b.set(func(s *brokerScript) { s.connackCode = 0x88 })
 		b.dropConnections()
-		waitFor(t, 5*time.Second, "a refused connect", func() bool { return b.connections() > n })
+		waitFor(t, 15*time.Second, "a refused connect", func() bool { return b.connections() > n })
 		b.set(func(s *brokerScript) { s.connackCode = 0 })
-		waitFor(t, 5*time.Second, "a connection after the restart", func() bool {
+		waitFor(t, 15*time.Second, "a connection after the restart", func() bool {
 			return b.connections() > n+1 && r.l.Stats().Connected
 		})
 	}
